@@ -1,0 +1,1 @@
+"""Shared chunk-pipeline stages reused across op families."""

@@ -1,0 +1,51 @@
+"""Shared utilities of fla: the backend dispatch rule, version flags, tensor guards."""
+
+from fla.utils.backend import (
+    HAS_CUDA,
+    HAS_TRITON,
+    IS_TRITON_INTERPRET,
+    TORCH_VERSION,
+    TRITON_VERSION,
+    Backend,
+    default_device,
+    device_capability,
+    force_backend,
+    is_hopper,
+    select_backend,
+)
+from fla.utils.tensors import (
+    FLOAT_DTYPES,
+    check_cu_seqlens,
+    check_dtype,
+    check_same_device,
+    check_same_shape,
+    check_shape,
+    contiguous,
+    empty,
+    empty_like,
+    poison_outputs,
+)
+
+__all__ = [
+    "HAS_CUDA",
+    "HAS_TRITON",
+    "IS_TRITON_INTERPRET",
+    "TORCH_VERSION",
+    "TRITON_VERSION",
+    "Backend",
+    "default_device",
+    "device_capability",
+    "force_backend",
+    "is_hopper",
+    "select_backend",
+    "FLOAT_DTYPES",
+    "check_cu_seqlens",
+    "check_dtype",
+    "check_same_device",
+    "check_same_shape",
+    "check_shape",
+    "contiguous",
+    "empty",
+    "empty_like",
+    "poison_outputs",
+]

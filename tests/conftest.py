@@ -1,0 +1,46 @@
+"""Session set-up shared by every test.
+
+* Without a CUDA device, ``TRITON_INTERPRET=1`` is set here, before any test module
+  imports ``fla`` (Triton reads it when kernels are decorated), so the Triton kernels run
+  on CPU tensors through the interpreter when a test forces the ``triton`` backend.
+* ``gpu`` tests are skipped without CUDA, and ``slow`` tests without ``--run-slow``; both
+  with a reason line (``-rs`` in the pytest options prints it).
+* Every test runs with output poisoning on: kernel outputs start as NaN.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+from fla.utils import poison_outputs  # noqa: E402
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    run_slow = config.getoption("--run-slow")
+    has_cuda = torch.cuda.is_available()
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="gpu: no CUDA device here; runs on the GPU machine"))
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow: run with --run-slow"))
+
+
+@pytest.fixture(autouse=True)
+def _poison_kernel_outputs():
+    with poison_outputs(True):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
