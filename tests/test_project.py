@@ -8,6 +8,7 @@ import torch
 
 from fla.ops.utils import prepare_chunk_indices, prepare_chunk_offsets, prepare_position_ids, prepare_sequence_ids
 from fla.utils import (
+    IS_TRITON_INTERPRET,
     check_cu_seqlens,
     check_dtype,
     check_same_device,
@@ -43,7 +44,11 @@ def test_dispatch_rule_cpu_and_forced():
     assert select_backend(x) == "torch"
     assert select_backend(None, x) == "torch"
     with force_backend("triton"):
-        assert select_backend(x) == "triton"  # the interpreter is on in the CPU test session
+        if IS_TRITON_INTERPRET:  # the CPU test session turns the interpreter on
+            assert select_backend(x) == "triton"
+        else:  # on a GPU machine, Triton cannot take CPU tensors
+            with pytest.raises(RuntimeError, match="TRITON_INTERPRET=1 was not set"):
+                select_backend(x)
     with force_backend("torch"):
         assert select_backend(x) == "torch"
     with pytest.raises(ValueError, match="backend 'cuda' is not one of"):

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One GPU-machine session (device tool): install the carried wheels, print versions, run the
+# test suite on CUDA (gpu-marked tests included) and the benchmarks, and leave logs/tables in
+# $OUT. Usage on the device machine (carry .whl, and .whl_peer for fla 0.6.0 comparisons):
+#     bash scripts/gpu/session.sh [pytest paths...]
+# Env: BENCH=modules,ops (which benchmark groups), PYTEST_ARGS (extra pytest args).
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+if [ -d .whl_peer ]; then  # fla 0.6.0 lives apart: both packages are named `fla`
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/fla060 .whl_peer/*.whl
+    export FLA060_PATH=/tmp/fla060
+fi
+python3 - <<'PY' | tee "$OUT/versions.txt"
+import torch, triton, transformers, platform
+print("device:", torch.cuda.get_device_name(), "| torch", torch.__version__, "| triton", triton.__version__,
+      "| transformers", transformers.__version__, "| python", platform.python_version())
+PY
+paths=("$@")
+[ ${#paths[@]} -eq 0 ] && paths=(tests/fla tests/test_project.py)
+timeout 420 python3 -m pytest -q --maxfail=25 -p no:cacheprovider "${paths[@]}" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -40
+rc=${PIPESTATUS[0]}
+IFS=, read -ra groups <<< "${BENCH:-modules}"
+for g in "${groups[@]}"; do
+    case "$g" in
+        modules) timeout 300 python3 -m benchmarks.modules.run_all --out "$OUT/modules.md" 2>&1 | tail -60 ;;
+        "") ;;
+        *) echo "unknown bench group $g" ;;
+    esac
+done
+exit "$rc"
