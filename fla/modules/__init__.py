@@ -1,0 +1,34 @@
+"""Fused building blocks of fla (norms, convolution, rotary, SwiGLU MLP, (linear) cross-entropy)."""
+
+from fla.modules.activations import swiglu, swiglu_linear
+from fla.modules.conv import ShortConvolution, causal_conv1d
+from fla.modules.cross_entropy import FusedCrossEntropyLoss, cross_entropy_loss
+from fla.modules.gated_norm import FusedLayerNormGated, FusedRMSNormGated, layer_norm_gated, rms_norm_gated
+from fla.modules.linear_cross_entropy import FusedLinearCrossEntropyLoss, linear_cross_entropy
+from fla.modules.mlp import GatedMLP
+from fla.modules.norm import GroupNorm, LayerNorm, RMSNorm, group_norm, layer_norm, rms_norm
+from fla.modules.rotary import RotaryEmbedding, rotary_embedding
+
+__all__ = [
+    "swiglu",
+    "swiglu_linear",
+    "ShortConvolution",
+    "causal_conv1d",
+    "FusedCrossEntropyLoss",
+    "cross_entropy_loss",
+    "FusedLayerNormGated",
+    "FusedRMSNormGated",
+    "layer_norm_gated",
+    "rms_norm_gated",
+    "FusedLinearCrossEntropyLoss",
+    "linear_cross_entropy",
+    "GatedMLP",
+    "GroupNorm",
+    "LayerNorm",
+    "RMSNorm",
+    "group_norm",
+    "layer_norm",
+    "rms_norm",
+    "RotaryEmbedding",
+    "rotary_embedding",
+]

@@ -1,0 +1,140 @@
+"""fla.modules.gated_norm: norm(x) * act(g), both backends vs a float64 reference."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fla.modules.gated_norm import FusedLayerNormGated, FusedRMSNormGated, layer_norm_gated, rms_norm_gated
+from tests.fla.modules.test_norm import rand, reference_norm
+from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, to_reference, tol, using
+
+
+def reference_gated(kind, x, g, weight, bias, activation, residual=None, eps=1e-5):
+    """float64 reference: ``(norm(x + residual) * weight + bias) * act(g)`` and ``h``."""
+    y, h = reference_norm(kind, x, weight, bias, residual, eps)
+    act = torch.sigmoid(g) if activation == "sigmoid" else F.silu(g)
+    return y * act, h
+
+
+def check_gated(backend, kind, x, g, weight, bias, activation, residual=None, prenorm=False, residual_in_fp32=False):
+    ratio = tol(x.dtype)
+    fn = rms_norm_gated if kind == "rms" else layer_norm_gated
+    inputs = {"x": x, "g": g, "residual": residual, "weight": weight, "bias": bias}
+    refs = {k: to_reference(v) for k, v in inputs.items()}
+    with using(backend):
+        out = fn(x, g, weight, bias, activation, residual=residual, prenorm=prenorm, residual_in_fp32=residual_in_fp32)
+    y_ref, h_ref = reference_gated(
+        kind, refs["x"], refs["g"], refs["weight"], refs["bias"], activation, refs["residual"]
+    )
+    if prenorm:
+        (y, h), ref_outs = out, (y_ref, h_ref)
+        assert h.dtype == (torch.float32 if residual_in_fp32 else x.dtype)
+        assert_close("h", h_ref, h, ratio)
+        grad_out = (torch.randn_like(y_ref), torch.randn_like(h_ref))
+        outs = (y, h)
+    else:
+        y, outs, ref_outs, grad_out = out, out, y_ref, torch.randn_like(y_ref)
+    assert y.dtype == x.dtype
+    assert_close("y", y_ref, y, ratio)
+    assert_grads_close(inputs, refs, outs, ref_outs, grad_out, ratio)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("D", [60, 100])
+@pytest.mark.parametrize("activation", ["swish", "silu", "sigmoid"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rms_norm_gated_matches_reference(backend, activation, D, dtype):
+    # [63, 2, D]: per-head gating as in the linear-attention layers
+    x, g = rand(63, 2, D, dtype=dtype), rand(63, 2, D, dtype=dtype, scale=2.0)
+    check_gated(backend, "rms", x, g, rand(D, dtype=dtype), None, activation)
+
+
+@pytest.mark.parametrize("affine", ["none", "weight_bias", "bias"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rms_norm_gated_affine_variants(backend, affine):
+    x, g = rand(63, 60), rand(63, 60)
+    weight = rand(60) if affine == "weight_bias" else None
+    bias = rand(60) if affine != "none" else None
+    check_gated(backend, "rms", x, g, weight, bias, "swish")
+
+
+@pytest.mark.parametrize("residual_in_fp32", [False, True])
+@pytest.mark.parametrize("prenorm", [False, True])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rms_norm_gated_with_residual(backend, prenorm, residual_in_fp32):
+    dtype = torch.float16
+    x, g, residual = rand(63, 100, dtype=dtype), rand(63, 100, dtype=dtype), rand(63, 100, dtype=dtype)
+    check_gated(backend, "rms", x, g, rand(100, dtype=dtype), None, "sigmoid", residual, prenorm, residual_in_fp32)
+
+
+@pytest.mark.parametrize("activation", ["swish", "sigmoid"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layer_norm_gated_matches_reference(backend, activation):
+    x, g = rand(63, 100, shift=0.5), rand(63, 100)
+    check_gated(backend, "layer", x, g, rand(100), rand(100), activation, rand(63, 100), prenorm=True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_only_gate_requires_grad(backend):
+    # the backward must still produce dg when x / weight need no gradient
+    x, g = rand(63, 60, requires_grad=False), rand(63, 60)
+    check_gated(backend, "rms", x, g, rand(60, requires_grad=False), None, "swish")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_modules_match_functional(backend):
+    rms = FusedRMSNormGated(60, eps=1e-6, activation="sigmoid").to(DEVICE)
+    ln = FusedLayerNormGated(60, bias=True, eps=1e-6).to(DEVICE)
+    assert list(rms.state_dict()) == ["weight"] and rms.bias is None
+    assert list(ln.state_dict()) == ["weight", "bias"]
+    assert list(FusedRMSNormGated(60, elementwise_affine=False).parameters()) == []
+    assert "activation='sigmoid'" in repr(rms)
+    x, g, residual = rand(2, 7, 60), rand(2, 7, 60), rand(2, 7, 60)
+    for module, kind in ((rms, "rms"), (ln, "layer")):
+        with torch.no_grad():
+            for p in module.parameters():
+                p.normal_()
+        with using(backend):
+            y, h = module(x, g, residual, prenorm=True, residual_in_fp32=True)
+        w, b = to_reference(module.weight), to_reference(module.bias)
+        ref = reference_gated(
+            kind, to_reference(x), to_reference(g), w, b, module.activation, to_reference(residual), 1e-6
+        )
+        assert_close(f"{kind} y", ref[0], y, tol(torch.float32))
+        assert_close(f"{kind} h", ref[1], h, tol(torch.float32))
+        module.reset_parameters()
+        assert torch.equal(module.weight, torch.ones(60, device=DEVICE))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_errors_name_argument_and_shapes(backend):
+    x = rand(4, 60)
+    with using(backend):
+        with pytest.raises(ValueError, match=r"activation must be one of \['sigmoid', 'silu', 'swish'\], got 'gelu'"):
+            rms_norm_gated(x, rand(4, 60), None, activation="gelu")
+        with pytest.raises(ValueError, match=r"g has shape \[4, 30\] but x has shape \[4, 60\]"):
+            rms_norm_gated(x, rand(4, 30), None)
+        with pytest.raises(ValueError, match=r"weight has shape \[61\], expected \[60\]"):
+            rms_norm_gated(x, rand(4, 60), rand(61))
+        with pytest.raises(ValueError, match=r"residual has shape \[4\] but x has shape \[4, 60\]"):
+            rms_norm_gated(x, rand(4, 60), None, residual=rand(4))
+    with pytest.raises(ValueError, match="got 'relu'"):
+        FusedRMSNormGated(60, activation="relu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("activation", ["swish", "sigmoid"])
+def test_gpu_rms_norm_gated_large(activation, dtype):
+    # [B, T, H, V] = [4, 2048, 16, 128]: the per-head output gate of a linear-attention layer
+    x, g = rand(4, 2048, 16, 128, dtype=dtype), rand(4, 2048, 16, 128, dtype=dtype)
+    check_gated("triton", "rms", x, g, rand(128, dtype=dtype), None, activation)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_gpu_norm_gated_wide_with_residual(dtype):
+    x, g, residual = rand(8192, 4096, dtype=dtype), rand(8192, 4096, dtype=dtype), rand(8192, 4096, dtype=dtype)
+    check_gated(
+        "triton", "layer", x, g, rand(4096, dtype=dtype), rand(4096, dtype=dtype), "swish", residual, True, True
+    )
