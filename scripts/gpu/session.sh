@@ -3,7 +3,8 @@
 # test suite on CUDA (gpu-marked tests included) and the benchmarks, and leave logs/tables in
 # $OUT. Usage on the device machine (carry .whl, and .whl_peer for fla 0.6.0 comparisons):
 #     bash scripts/gpu/session.sh [pytest paths...]
-# Env: BENCH=modules,ops (which benchmark groups), PYTEST_ARGS (extra pytest args).
+# Env: BENCH=modules,ops (benchmark groups; empty for none), NPROC (pytest-xdist workers, default 8:
+# Triton compiles dominate test time there), PYTEST_TIMEOUT (s), PYTEST_ARGS (extra pytest args).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -21,9 +22,9 @@ print("device:", torch.cuda.get_device_name(), "| torch", torch.__version__, "| 
 PY
 paths=("$@")
 [ ${#paths[@]} -eq 0 ] && paths=(tests/fla tests/test_project.py)
-timeout 420 python3 -m pytest -q --maxfail=25 -p no:cacheprovider "${paths[@]}" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -40
+timeout ${PYTEST_TIMEOUT:-420} python3 -m pytest -q --maxfail=25 -p no:cacheprovider -n ${NPROC:-8} --durations=15 "${paths[@]}" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -60
 rc=${PIPESTATUS[0]}
-IFS=, read -ra groups <<< "${BENCH:-modules}"
+IFS=, read -ra groups <<< "${BENCH-modules}"
 for g in "${groups[@]}"; do
     case "$g" in
         modules) timeout 300 python3 -m benchmarks.modules.run_all --out "$OUT/modules.md" 2>&1 | tail -60 ;;
