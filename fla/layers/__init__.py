@@ -1,0 +1,5 @@
+"""Token mixers as nn.Modules (projections + op + cache handling)."""
+
+from fla.layers.attn import Attention
+
+__all__ = ["Attention"]

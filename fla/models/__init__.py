@@ -1,0 +1,15 @@
+"""fla's Hugging Face models, registered with AutoConfig / AutoModel / AutoModelForCausalLM on import."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+from fla.models.cache import FLACache
+from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
+
+_MODELS = [(TransformerConfig, TransformerModel, TransformerForCausalLM)]
+
+for _config, _model, _causal_lm in _MODELS:
+    AutoConfig.register(_config.model_type, _config, exist_ok=True)
+    AutoModel.register(_config, _model, exist_ok=True)
+    AutoModelForCausalLM.register(_config, _causal_lm, exist_ok=True)
+
+__all__ = ["FLACache", "TransformerConfig", "TransformerForCausalLM", "TransformerModel"]

@@ -1,0 +1,128 @@
+"""Config validation shared by fla models: the hybrid ``attn`` spec and the loss flags.
+
+A hybrid model puts softmax :class:`fla.layers.Attention` at some layers, described in its config
+by ``attn`` (fla's format): a dict, or a list of dicts for several attention flavours::
+
+    {"layers": [1, 5], "num_heads": 16, "num_kv_heads": 4, "window_size": null,
+     "rope_theta": 10000.0, "qkv_bias": false, "qk_norm": false}
+
+``layers`` and ``num_heads`` are required; the rest default as above (``num_kv_heads`` to
+``num_heads``). Every error names the field, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+ATTN_FIELDS = ("layers", "num_heads", "num_kv_heads", "window_size", "rope_theta", "qkv_bias", "qk_norm")
+_ATTN_DEFAULTS = {"num_kv_heads": None, "window_size": None, "rope_theta": 10000.0, "qkv_bias": False, "qk_norm": False}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_spec(spec: Any, where: str, num_hidden_layers: int, hidden_size: int | None) -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be a dict with keys {list(ATTN_FIELDS)}, got {spec!r}")
+    unknown = sorted(set(spec) - set(ATTN_FIELDS))
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; allowed keys are {list(ATTN_FIELDS)}")
+    for name in ("layers", "num_heads"):
+        if name not in spec:
+            raise ValueError(f"{where} is missing the required key {name!r}")
+    out = {**_ATTN_DEFAULTS, **spec}
+    layers = out["layers"]
+    if not isinstance(layers, (list, tuple)) or not all(_is_int(i) for i in layers):
+        raise ValueError(f"{where}['layers'] must be a list of layer indices (ints), got {layers!r}")
+    bad = [i for i in layers if not 0 <= i < num_hidden_layers]
+    if bad:
+        raise ValueError(f"{where}['layers'] has indices {bad} outside [0, {num_hidden_layers}) (num_hidden_layers)")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"{where}['layers'] lists a layer twice: {list(layers)}")
+    out["layers"] = sorted(layers)
+    if out["num_kv_heads"] is None:
+        out["num_kv_heads"] = out["num_heads"]
+    for name in ("num_heads", "num_kv_heads"):
+        if not _is_int(out[name]) or out[name] <= 0:
+            raise ValueError(f"{where}[{name!r}] must be a positive int, got {out[name]!r}")
+    if out["num_heads"] % out["num_kv_heads"] != 0:
+        raise ValueError(
+            f"{where}: num_heads={out['num_heads']} is not a multiple of num_kv_heads={out['num_kv_heads']}"
+        )
+    if hidden_size is not None and hidden_size % out["num_heads"] != 0:
+        raise ValueError(f"{where}: hidden_size={hidden_size} is not a multiple of num_heads={out['num_heads']}")
+    window = out["window_size"]
+    if window is not None and (not _is_int(window) or window <= 0):
+        raise ValueError(f"{where}['window_size'] must be a positive int or null, got {window!r}")
+    theta = out["rope_theta"]
+    if theta is not None and (
+        isinstance(theta, bool) or not isinstance(theta, (int, float)) or not math.isfinite(theta) or theta <= 0
+    ):
+        raise ValueError(f"{where}['rope_theta'] must be a positive finite number or null, got {theta!r}")
+    for name in ("qkv_bias", "qk_norm"):
+        if not isinstance(out[name], bool):
+            raise ValueError(f"{where}[{name!r}] must be true or false, got {out[name]!r}")
+    return out
+
+
+def validate_attn_spec(
+    attn: dict | list | None, num_hidden_layers: int, hidden_size: int | None = None
+) -> dict | list | None:
+    """Check a hybrid ``attn`` spec and fill its defaults (the input is not modified).
+
+    Args:
+        attn: ``None``, one spec dict or a list of spec dicts (see the module docstring).
+        num_hidden_layers: layer indices must lie in ``[0, num_hidden_layers)``.
+        hidden_size: when given, every ``num_heads`` must divide it.
+    Returns:
+        the normalized spec in the same form (dict or list); ``None`` stays ``None``.
+    Raises:
+        ValueError: naming the offending field, value and expectation (also when two specs
+            claim the same layer).
+    """
+    if attn is None:
+        return None
+    if isinstance(attn, dict):
+        return _check_spec(attn, "attn", num_hidden_layers, hidden_size)
+    if not isinstance(attn, (list, tuple)):
+        raise ValueError(f"attn must be null, a dict or a list of dicts, got {attn!r}")
+    specs = [_check_spec(s, f"attn[{i}]", num_hidden_layers, hidden_size) for i, s in enumerate(attn)]
+    owner: dict[int, int] = {}
+    for i, spec in enumerate(specs):
+        for layer in spec["layers"]:
+            if layer in owner:
+                raise ValueError(f"attn[{i}] and attn[{owner[layer]}] both claim layer {layer}")
+            owner[layer] = i
+    return specs
+
+
+def get_attn_spec(attn: dict | list | None, layer_idx: int) -> dict[str, Any] | None:
+    """The (validated) spec that puts attention at ``layer_idx``, or ``None`` for a native layer."""
+    if attn is None:
+        return None
+    for spec in [attn] if isinstance(attn, dict) else attn:
+        if layer_idx in spec["layers"]:
+            return spec
+    return None
+
+
+def validate_loss_config(fuse_cross_entropy: bool, fuse_linear_cross_entropy: bool) -> None:
+    """At most one fused loss: both flags on raises ``ValueError`` naming them."""
+    if fuse_cross_entropy and fuse_linear_cross_entropy:
+        raise ValueError(
+            "fuse_cross_entropy and fuse_linear_cross_entropy are both true; enable at most one of them "
+            "(fuse_linear_cross_entropy never materializes the logits, fuse_cross_entropy fuses the loss on them)"
+        )
+
+
+def validate_unsupported(**fields: Any) -> None:
+    """Reject fla 0.6.0 options this implementation does not provide (``use_l2warp``, ``attnres_block_size``)."""
+    if fields.get("use_l2warp"):
+        raise ValueError("use_l2warp=true is not supported here; set it to false")
+    if fields.get("attnres_block_size") is not None:
+        raise ValueError(f"attnres_block_size={fields['attnres_block_size']!r} is not supported here; set it to null")
+
+
+__all__ = ["ATTN_FIELDS", "get_attn_spec", "validate_attn_spec", "validate_loss_config", "validate_unsupported"]
