@@ -1,1 +1,17 @@
 """Token-mixing ops: one folder per op family (chunk, fused_recurrent, naive)."""
+
+from fla.ops.gla import chunk_gla, fused_recurrent_gla
+from fla.ops.linear_attn import chunk_linear_attn, fused_recurrent_linear_attn
+from fla.ops.retention import chunk_retention, fused_recurrent_retention
+from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
+
+__all__ = [
+    "chunk_gla",
+    "chunk_linear_attn",
+    "chunk_retention",
+    "chunk_simple_gla",
+    "fused_recurrent_gla",
+    "fused_recurrent_linear_attn",
+    "fused_recurrent_retention",
+    "fused_recurrent_simple_gla",
+]

@@ -1,0 +1,102 @@
+"""The chunk pipeline for gated linear attention, assembled from the shared stages.
+
+Forward:  G = chunk-local cumsum(g)  ->  h = state recurrence  ->  [A = vector-gate scores]  ->  o
+Backward: G, h recomputed  ->  dh (reverse recurrence)  ->  dv  ->  [dA, intra dq/dk]  ->
+          dq, dk, dL/dG  ->  dg = chunk-local reverse cumsum(dL/dG)
+
+Scalar gates ``g [B, T, H]`` (with an optional constant ``g_gamma [H]``), vector gates
+``gk [B, T, H, K]``, or no gate at all. ``g_gamma`` is a constant: it gets no gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fla.ops.common.chunk_bwd import chunk_bwd_dqkg, chunk_bwd_dv
+from fla.ops.common.chunk_h import chunk_bwd_dh, chunk_fwd_h
+from fla.ops.common.chunk_intra_gk import chunk_gk_bwd_dA, chunk_gk_bwd_intra, chunk_gk_fwd_A
+from fla.ops.common.chunk_o import chunk_fwd_o
+from fla.ops.common.cumsum import chunk_local_cumsum
+from fla.ops.common.layout import ChunkLayout
+from fla.ops.common.tuning import CHUNK_SIZE
+
+
+def _gate_cumsums(g, g_gamma, gk, layout):
+    G = None if g is None and g_gamma is None else chunk_local_cumsum(g, layout, g_gamma=g_gamma)
+    Gk = None if gk is None else chunk_local_cumsum(gk, layout)
+    return G, Gk
+
+
+def chunk_gated_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor | None,
+    g_gamma: torch.Tensor | None,
+    gk: torch.Tensor | None,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    layout: ChunkLayout,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Forward of the pipeline.
+
+    Args:
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; g: ``[B, T, H]`` / g_gamma: ``[H]`` scalar log
+            gates, or gk: ``[B, T, H, K]`` vector log gates; initial_state: ``[N, H, K, V]``.
+    Returns:
+        ``o [B, T, H, V]``, the final state ``[N, H, K, V]`` float32 (or ``None``) and, for vector
+        gates, the intra-chunk scores ``A [B, T, H, BT]`` float32 (kept for the backward).
+    """
+    G, Gk = _gate_cumsums(g, g_gamma, gk, layout)
+    h, ht = chunk_fwd_h(k, v, layout, g=G, gk=Gk, h0=initial_state, output_final_state=output_final_state)
+    A = None if Gk is None else chunk_gk_fwd_A(q, k, Gk, layout, scale)
+    o = chunk_fwd_o(q, k, v, h, layout, scale, g=G, gk=Gk, A=A)
+    return o, ht, A
+
+
+def chunk_gated_bwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor | None,
+    g_gamma: torch.Tensor | None,
+    gk: torch.Tensor | None,
+    A: torch.Tensor | None,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    do: torch.Tensor,
+    dht: torch.Tensor | None,
+    layout: ChunkLayout,
+    want_dg: bool,
+    want_dh0: bool,
+):
+    """Backward of the pipeline (``A``: the forward's vector-gate scores, recomputed when ``None``).
+
+    Returns:
+        ``dq, dk, dv`` (input dtypes), ``dg`` (shaped like the gate that was given: ``gk``'s dtype
+        for vector gates, float32 for scalar ones; ``None`` unless ``want_dg``) and ``dh0``
+        ``[N, H, K, V]`` float32 (``None`` unless ``want_dh0``).
+    """
+    G, Gk = _gate_cumsums(g, g_gamma, gk, layout)
+    if Gk is not None and A is None:
+        A = chunk_gk_fwd_A(q, k, Gk, layout, scale)
+    h, _ = chunk_fwd_h(k, v, layout, g=G, gk=Gk, h0=initial_state)
+    dh, dh0 = chunk_bwd_dh(q, do, layout, g=G, gk=Gk, dht=dht, scale=scale, want_dh0=want_dh0)
+    dv = chunk_bwd_dv(q, k, do, dh, layout, scale, g=G, gk=Gk, A=A)
+    dq_intra = dk_intra = None
+    if Gk is not None:
+        dA = chunk_gk_bwd_dA(v, do, layout, scale)
+        dq_intra, dk_intra = chunk_gk_bwd_intra(q, k, Gk, dA, layout)
+    dq, dk, dg = chunk_bwd_dqkg(
+        q, k, v, h, do, dh, layout, scale, g=G, gk=Gk, dq_intra=dq_intra, dk_intra=dk_intra, want_dg=want_dg,
+        dg_dtype=gk.dtype if gk is not None else torch.float32,
+    )  # fmt: skip
+    if dg is not None and gk is None:  # scalar gates: dL/dG -> dg
+        dg = chunk_local_cumsum(dg, layout, reverse=True)
+    return dq, dk, dv, dg, dh0
+
+
+def chunk_layout(q: torch.Tensor, cu_seqlens: torch.Tensor | None) -> ChunkLayout:
+    """The pipeline's chunking of ``q [B, T, ...]``."""
+    return ChunkLayout.build(q, cu_seqlens, CHUNK_SIZE)

@@ -1,0 +1,317 @@
+"""Backward stages of the chunk pipeline: ``dv`` and ``dq, dk, dg``.
+
+With ``D_ij = exp(G_i - G_j)`` for ``i >= j`` (0 above the diagonal), ``h`` the state before the
+chunk, ``dh`` the gradient of the state after it and ``L`` the chunk's last row::
+
+    dv_j = sum_i scale * (q_i . k_j) D_ij do_i       + (k_j * exp(G_L - G_j)) dh
+    dA   = scale * (do v^T) * D
+    dq   = dA k + scale * exp(G) * (do h^T)
+    dk   = dA^T q + exp(G_L - G) * (v dh^T)
+
+Gate gradient (the cumsum-reversal trick): every ``exp`` argument is a difference of chunk-local
+cumsums, so ``dL/dG_i = q_i . dq_i - k_i . dk_i`` (summed over K for scalar gates), plus, at the
+last row, the decay of the carried state ``exp(G_L) sum(h * dh) + sum_j k_j . dk_inter_j``
+(``dk_inter`` = the ``dh`` part of ``dk``). ``dg`` is the chunk-local reverse cumsum of ``dL/dG``.
+Vector gates pass ``A`` (to the dv stage) and the intra-chunk ``dq``/``dk`` (to the dqkg stage).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fla.ops.common.indexing import chunk_bounds
+from fla.ops.common.layout import ChunkLayout
+from fla.ops.common.tuning import autotune_configs, block_size, dot_precision
+from fla.utils import empty
+
+
+@triton.heuristics(
+    {
+        "USE_G": lambda a: a["g"] is not None,
+        "USE_GK": lambda a: a["gk"] is not None,
+        "USE_A": lambda a: a["A"] is not None,
+        "IS_VARLEN": lambda a: a["cu_seqlens"] is not None,
+    }
+)
+@triton.autotune(
+    configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "DOT_PRECISION"]
+)
+@triton.jit(do_not_specialize=["T"])
+def chunk_dv_bwd_kernel(
+    q,
+    k,
+    g,
+    gk,
+    A,
+    do,
+    dh,
+    dv,
+    cu_seqlens,
+    chunk_indices,
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    USE_G: tl.constexpr,
+    USE_GK: tl.constexpr,
+    USE_A: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_v, i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+
+    o_i = tl.arange(0, BT)  # [BT]
+    o_t = i_tc * BT + o_i
+    m_t = o_t < T_n
+    i_last = tl.minimum(i_tc * BT + BT, T_n) - 1
+    o_v = i_v * BV + tl.arange(0, BV)  # [BV]
+    m_v = o_v < V
+    m_tv = m_t[:, None] & m_v[None, :]
+
+    b_dv = tl.zeros([BT, BV], dtype=tl.float32)
+    b_At = tl.zeros([BT, BT], dtype=tl.float32)  # b_At[j, i] = A[i, j]
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)  # [BK]
+        m_k = o_k < K
+        o_tk = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]  # [BT, BK]
+        m_tk = m_t[:, None] & m_k[None, :]
+        b_k = tl.load(k + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
+        p_dh = dh + (i_ch * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :]
+        b_dh = tl.load(p_dh, mask=m_k[:, None] & m_v[None, :], other=0.0)  # [BK, BV]
+        if USE_GK:
+            b_gk = tl.load(gk + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
+            b_gkl = tl.load(gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
+            b_kg = (b_k * tl.exp(tl.where(m_tk, b_gkl[None, :] - b_gk, 0.0))).to(b_k.dtype)
+        else:
+            b_kg = b_k
+        b_dv += tl.dot(b_kg, b_dh.to(b_k.dtype), input_precision=DOT_PRECISION)
+        if not USE_A:
+            o_qt = ((bos + o_t[None, :]) * H + i_h) * K + o_k[:, None]  # [BK, BT]: q transposed
+            b_qt = tl.load(q + o_qt, mask=m_k[:, None] & m_t[None, :], other=0.0)
+            b_At += tl.dot(b_k, b_qt, input_precision=DOT_PRECISION)
+
+    m_At = (o_i[:, None] <= o_i[None, :]) & m_t[None, :]  # [BT(j), BT(i)]: i >= j, row i valid
+    if USE_G:
+        b_g = tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0)  # [BT]
+        b_gl = tl.load(g + (bos + i_last) * H + i_h)
+        b_dv *= tl.exp(tl.where(m_t, b_gl - b_g, 0.0))[:, None]
+        b_At *= tl.exp(tl.where(m_At, b_g[None, :] - b_g[:, None], float("-inf")))
+    if USE_A:
+        p_At = A + ((bos + o_t[None, :]) * H + i_h) * BT + o_i[:, None]
+        b_At = tl.load(p_At, mask=m_t[None, :], other=0.0)
+    else:
+        b_At = tl.where(m_At, b_At * scale, 0.0)
+    o_tv = ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :]  # [BT, BV]
+    b_do = tl.load(do + o_tv, mask=m_tv, other=0.0)
+    b_dv += tl.dot(b_At.to(b_do.dtype), b_do, input_precision=DOT_PRECISION)
+    tl.store(dv + o_tv, b_dv.to(dv.dtype.element_ty), mask=m_tv)
+
+
+@triton.heuristics(
+    {
+        "USE_G": lambda a: a["g"] is not None,
+        "USE_GK": lambda a: a["gk"] is not None,
+        "STORE_DG": lambda a: a["dg"] is not None,
+        "IS_VARLEN": lambda a: a["cu_seqlens"] is not None,
+    }
+)
+@triton.autotune(
+    configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "STORE_DG", "DOT_PRECISION"]
+)
+@triton.jit(do_not_specialize=["T"])
+def chunk_dqkg_bwd_kernel(
+    q,
+    k,
+    v,
+    h,
+    g,
+    gk,
+    do,
+    dh,
+    dq_intra,
+    dk_intra,
+    dq,
+    dk,
+    dg,
+    cu_seqlens,
+    chunk_indices,
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    USE_G: tl.constexpr,
+    USE_GK: tl.constexpr,
+    STORE_DG: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_k, i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+
+    o_i = tl.arange(0, BT)  # [BT]
+    o_t = i_tc * BT + o_i
+    m_t = o_t < T_n
+    i_last = tl.minimum(i_tc * BT + BT, T_n) - 1
+    o_k = i_k * BK + tl.arange(0, BK)  # [BK]
+    m_k = o_k < K
+    o_tk = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]  # [BT, BK]
+    m_tk = m_t[:, None] & m_k[None, :]
+
+    b_dq = tl.zeros([BT, BK], dtype=tl.float32)  # do h^T
+    b_dk = tl.zeros([BT, BK], dtype=tl.float32)  # v dh^T
+    b_dA = tl.zeros([BT, BT], dtype=tl.float32)  # do v^T
+    b_dAt = tl.zeros([BT, BT], dtype=tl.float32)  # v do^T (its transpose, formed by its own dot)
+    b_hdh = tl.zeros([BK], dtype=tl.float32)  # sum_v h * dh
+    p_state = (i_ch * H + i_h) * K * V
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)  # [BV]
+        m_v = o_v < V
+        o_tv = ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :]  # [BT, BV]
+        m_tv = m_t[:, None] & m_v[None, :]
+        b_do = tl.load(do + o_tv, mask=m_tv, other=0.0)  # [BT, BV]
+        b_v = tl.load(v + o_tv, mask=m_tv, other=0.0)  # [BT, BV]
+        o_vk = o_k[None, :] * V + o_v[:, None]  # [BV, BK]: a state block transposed
+        m_vk = m_k[None, :] & m_v[:, None]
+        b_ht = tl.load(h + p_state + o_vk, mask=m_vk, other=0.0)  # [BV, BK]
+        b_dht = tl.load(dh + p_state + o_vk, mask=m_vk, other=0.0)  # [BV, BK]
+        b_dq += tl.dot(b_do, b_ht.to(b_do.dtype), input_precision=DOT_PRECISION)
+        b_dk += tl.dot(b_v, b_dht.to(b_v.dtype), input_precision=DOT_PRECISION)
+        if STORE_DG:
+            b_hdh += tl.sum(b_ht.to(tl.float32) * b_dht.to(tl.float32), axis=0)
+        if not USE_GK:
+            o_vt = ((bos + o_t[None, :]) * H + i_h) * V + o_v[:, None]  # [BV, BT]: v / do transposed
+            m_vt = m_t[None, :] & m_v[:, None]
+            b_dA += tl.dot(b_do, tl.load(v + o_vt, mask=m_vt, other=0.0), input_precision=DOT_PRECISION)
+            b_dAt += tl.dot(b_v, tl.load(do + o_vt, mask=m_vt, other=0.0), input_precision=DOT_PRECISION)
+
+    b_q = tl.load(q + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
+    b_k = tl.load(k + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
+    if USE_GK:
+        b_gk = tl.load(gk + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
+        b_gkl = tl.load(gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
+        b_dq = b_dq * tl.exp(b_gk) * scale + tl.load(dq_intra + o_tk, mask=m_tk, other=0.0)
+        b_dk_inter = b_dk * tl.exp(tl.where(m_tk, b_gkl[None, :] - b_gk, 0.0))
+        b_dk = b_dk_inter + tl.load(dk_intra + o_tk, mask=m_tk, other=0.0)
+        if STORE_DG:
+            b_dg = b_q * b_dq - b_k * b_dk  # [BT, BK]
+            b_dgl = b_hdh * tl.exp(b_gkl) + tl.sum(b_k * b_dk_inter, axis=0)  # [BK]
+            b_dg += tl.where((o_t == i_last)[:, None], b_dgl[None, :], 0.0)
+            # a vector gate's block holds whole chunk rows: finish dg here (chunk-local reverse cumsum)
+            b_dg = tl.cumsum(b_dg, axis=0, reverse=True)
+            tl.store(dg + o_tk, b_dg.to(dg.dtype.element_ty), mask=m_tk)
+    else:
+        m_A = (o_i[:, None] >= o_i[None, :]) & m_t[:, None]  # [BT(i), BT(j)] causal
+        m_At = (o_i[:, None] <= o_i[None, :]) & m_t[None, :]  # [BT(j), BT(i)] the same, transposed
+        if USE_G:
+            b_g = tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0)  # [BT]
+            b_gl = tl.load(g + (bos + i_last) * H + i_h)
+            b_dA *= tl.exp(tl.where(m_A, b_g[:, None] - b_g[None, :], float("-inf")))
+            b_dAt *= tl.exp(tl.where(m_At, b_g[None, :] - b_g[:, None], float("-inf")))
+            b_dq *= tl.exp(b_g)[:, None]
+            b_dk *= tl.exp(tl.where(m_t, b_gl - b_g, 0.0))[:, None]
+        b_dk_inter = b_dk
+        # no tl.trans of a dot result here: that pattern miscompiles on Hopper with triton 3.4 - 3.7.0
+        b_dA = tl.where(m_A, b_dA * scale, 0.0).to(b_k.dtype)
+        b_dAt = tl.where(m_At, b_dAt * scale, 0.0).to(b_q.dtype)
+        b_dq = b_dq * scale + tl.dot(b_dA, b_k, input_precision=DOT_PRECISION)
+        b_dk = b_dk + tl.dot(b_dAt, b_q, input_precision=DOT_PRECISION)
+        if STORE_DG:
+            b_dg = tl.sum(b_q * b_dq - b_k * b_dk, axis=1)  # [BT]
+            b_dgl = tl.sum(b_hdh, axis=0) * tl.exp(b_gl) + tl.sum(tl.sum(b_k * b_dk_inter, axis=1), axis=0)
+            b_dg += tl.where(o_t == i_last, b_dgl, 0.0)
+            # per-K-block partial sums [NK, B, T, H]; the host adds them up
+            p_dg = dg + i_k * tl.num_programs(2).to(tl.int64) * T + (bos + o_t) * H + i_h
+            tl.store(p_dg, b_dg, mask=m_t)
+    tl.store(dq + o_tk, b_dq.to(dq.dtype.element_ty), mask=m_tk)
+    tl.store(dk + o_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
+
+
+def chunk_bwd_dv(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    do: torch.Tensor,
+    dh: torch.Tensor,
+    layout: ChunkLayout,
+    scale: float,
+    g: torch.Tensor | None = None,
+    gk: torch.Tensor | None = None,
+    A: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``dv`` ``[B, T, H, V]`` (in ``do.dtype``).
+
+    Args:
+        q, k: ``[B, T, H, K]``; do: ``[B, T, H, V]``; dh: state gradients (:func:`chunk_bwd_dh`).
+        g / gk: chunk-local gate cumsums; A: precomputed scores (vector gates; ``q`` unused then).
+    """
+    B, T, H, K = k.shape
+    V = do.shape[-1]
+    BK, BV = block_size(K), block_size(V)
+    dv = empty(B, T, H, V, dtype=do.dtype, device=do.device)
+    grid = (triton.cdiv(V, BV), layout.row_chunks, B * H)
+    chunk_dv_bwd_kernel[grid](
+        q, k, g, gk, A, do, dh, dv, layout.cu_seqlens, layout.chunk_indices, scale, T,
+        H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),
+    )  # fmt: skip
+    return dv
+
+
+def chunk_bwd_dqkg(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    h: torch.Tensor,
+    do: torch.Tensor,
+    dh: torch.Tensor,
+    layout: ChunkLayout,
+    scale: float,
+    g: torch.Tensor | None = None,
+    gk: torch.Tensor | None = None,
+    dq_intra: torch.Tensor | None = None,
+    dk_intra: torch.Tensor | None = None,
+    want_dg: bool = False,
+    dg_dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``dq``, ``dk`` (input dtypes) and the gate gradient.
+
+    Args:
+        q, k: ``[B, T, H, K]``; v, do: ``[B, T, H, V]``; h, dh: states and state gradients.
+        g: ``[B, T, H]`` or gk: ``[B, T, H, K]`` chunk-local gate cumsums (or neither).
+        dq_intra, dk_intra: ``[B, T, H, K]`` float32 intra-chunk parts (vector gates only).
+        want_dg: also return the gate gradient: for vector gates the finished ``dg [B, T, H, K]``
+            (in ``dg_dtype``); for scalar gates ``dL/dG [B, T, H]`` float32, still to be
+            reverse-cumsummed (:func:`fla.ops.common.cumsum.chunk_local_cumsum` with ``reverse``).
+    """
+    if want_dg and g is None and gk is None:
+        raise ValueError("want_dg needs the gates (g or gk)")
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    BK, BV = block_size(K), block_size(V)
+    NK = triton.cdiv(K, BK)
+    dq, dk = empty(B, T, H, K, dtype=q.dtype, device=q.device), empty(B, T, H, K, dtype=k.dtype, device=k.device)
+    dg = None
+    if want_dg:
+        if gk is not None:
+            dg = empty(B, T, H, K, dtype=dg_dtype, device=q.device)
+        else:  # per-K-block partial sums, added below
+            dg = empty(NK, B, T, H, dtype=torch.float32, device=q.device)
+    grid = (NK, layout.row_chunks, B * H)
+    chunk_dqkg_bwd_kernel[grid](
+        q, k, v, h, g, gk, do, dh, dq_intra, dk_intra, dq, dk, dg, layout.cu_seqlens, layout.chunk_indices, scale, T,
+        H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype),
+    )  # fmt: skip
+    if dg is not None and gk is None:
+        dg = dg.sum(0)
+    return dq, dk, dg

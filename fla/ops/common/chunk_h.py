@@ -1,0 +1,176 @@
+"""Inter-chunk state recurrence (forward states ``h`` and backward state gradients ``dh``).
+
+One kernel walks the chunks of a sequence in order, holding a ``[BK, BV]`` fp32 block of the
+state. Before each chunk it stores the running state; then, with ``G`` the chunk-local cumsum of
+the gates and ``L`` the chunk's last row::
+
+    forward  (x = k, y = v, in order):     S <- exp(G_L) * S + (x * exp(G_L - G))^T y
+    backward (x = q, y = do, reversed):    S <- exp(G_L) * S + (scale * x * exp(G))^T y
+
+so ``h[c]`` is the state before chunk ``c`` and ``dh[c]`` the gradient of the state *after* chunk
+``c`` (what chunk ``c``'s keys and values feed). The last running value is the final state
+``h_T`` (forward) or ``dh_0`` (backward). Gates: scalar ``g [B, T, H]`` or vector
+``gk [B, T, H, K]`` (row-wise decay), both already chunk-local cumsums; or none.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fla.ops.common.indexing import sequence_bounds
+from fla.ops.common.layout import ChunkLayout
+from fla.ops.common.tuning import autotune_configs, block_size, dot_precision
+from fla.utils import empty
+
+
+@triton.heuristics(
+    {
+        "USE_G": lambda a: a["g"] is not None,
+        "USE_GK": lambda a: a["gk"] is not None,
+        "USE_S0": lambda a: a["s0"] is not None,
+        "STORE_SN": lambda a: a["sn"] is not None,
+        "IS_VARLEN": lambda a: a["cu_seqlens"] is not None,
+    }
+)
+@triton.autotune(
+    configs=autotune_configs(),
+    key=["H", "K", "V", "BK", "BV", "REVERSE", "USE_G", "USE_GK", "DOT_PRECISION"],
+)
+@triton.jit(do_not_specialize=["T"])
+def chunk_state_kernel(
+    x,
+    y,
+    g,
+    gk,
+    s0,
+    states,
+    sn,
+    cu_seqlens,
+    chunk_offsets,
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    REVERSE: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    USE_G: tl.constexpr,
+    USE_GK: tl.constexpr,
+    USE_S0: tl.constexpr,
+    STORE_SN: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_k, i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, T_n, NT, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
+
+    o_k = i_k * BK + tl.arange(0, BK)  # [BK]
+    o_v = i_v * BV + tl.arange(0, BV)  # [BV]
+    m_k, m_v = o_k < K, o_v < V
+    o_kv = o_k[:, None] * V + o_v[None, :]  # [BK, BV] offsets inside one [K, V] state
+    m_kv = m_k[:, None] & m_v[None, :]
+
+    b_s = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_S0:
+        b_s += tl.load(s0 + i_nh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    for i in range(0, NT):
+        if REVERSE:
+            i_t = NT - 1 - i
+        else:
+            i_t = i
+        tl.store(states + ((boh + i_t) * H + i_h) * K * V + o_kv, b_s.to(states.dtype.element_ty), mask=m_kv)
+
+        o_t = i_t * BT + tl.arange(0, BT)  # [BT]
+        m_t = o_t < T_n
+        i_last = tl.minimum(i_t * BT + BT, T_n) - 1
+        m_kt = m_k[:, None] & m_t[None, :]
+        o_xt = ((bos + o_t[None, :]) * H + i_h) * K + o_k[:, None]  # [BK, BT]: x transposed
+        b_x = tl.load(x + o_xt, mask=m_kt, other=0.0).to(tl.float32) * scale
+        b_y = tl.load(
+            y + ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
+        )
+        if USE_G:
+            b_g = tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0)  # [BT]
+            b_gl = tl.load(g + (bos + i_last) * H + i_h)
+            if REVERSE:
+                b_x *= tl.exp(b_g)[None, :]
+            else:
+                b_x *= tl.exp(tl.where(m_t, b_gl - b_g, 0.0))[None, :]
+            b_s *= tl.exp(b_gl)
+        if USE_GK:
+            b_gk = tl.load(gk + o_xt, mask=m_kt, other=0.0)  # [BK, BT]
+            b_gkl = tl.load(gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
+            if REVERSE:
+                b_x *= tl.exp(b_gk)
+            else:
+                b_x *= tl.exp(tl.where(m_kt, b_gkl[:, None] - b_gk, 0.0))
+            b_s *= tl.exp(b_gkl)[:, None]
+        b_s += tl.dot(b_x.to(b_y.dtype), b_y, input_precision=DOT_PRECISION)
+
+    if STORE_SN:
+        tl.store(sn + i_nh * K * V + o_kv, b_s, mask=m_kv)
+
+
+def _run_state_kernel(x, y, g, gk, s0, want_sn, scale, reverse, layout: ChunkLayout, states_dtype):
+    B, T, H, K = x.shape
+    V = y.shape[-1]
+    BK, BV = block_size(K), block_size(V)
+    states = empty(*layout.states_shape(H, K, V), dtype=states_dtype or x.dtype, device=x.device)
+    sn = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=x.device) if want_sn else None
+    grid = (triton.cdiv(K, BK), triton.cdiv(V, BV), layout.num_seqs * H)
+    chunk_state_kernel[grid](
+        x, y, g, gk, s0, states, sn, layout.cu_seqlens, layout.chunk_offsets, scale, T,
+        H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, REVERSE=reverse, DOT_PRECISION=dot_precision(x.dtype),
+    )  # fmt: skip
+    return states, sn
+
+
+def chunk_fwd_h(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layout: ChunkLayout,
+    g: torch.Tensor | None = None,
+    gk: torch.Tensor | None = None,
+    h0: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    states_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """States at chunk starts.
+
+    Args:
+        k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; layout: the chunking (:class:`ChunkLayout`).
+        g ``[B, T, H]`` / gk ``[B, T, H, K]``: chunk-local cumsums of the log gates (float32) or
+            ``None``; h0: ``[N, H, K, V]``; states_dtype: dtype of ``h`` (default ``k.dtype``).
+    Returns:
+        ``h`` ``[B, NT, H, K, V]`` (``[1, total chunks, H, K, V]`` for varlen) and the final state
+        ``[N, H, K, V]`` float32 (``None`` unless ``output_final_state``).
+    """
+    return _run_state_kernel(k, v, g, gk, h0, output_final_state, 1.0, False, layout, states_dtype)
+
+
+def chunk_bwd_dh(
+    q: torch.Tensor,
+    do: torch.Tensor,
+    layout: ChunkLayout,
+    g: torch.Tensor | None = None,
+    gk: torch.Tensor | None = None,
+    dht: torch.Tensor | None = None,
+    scale: float = 1.0,
+    want_dh0: bool = False,
+    states_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Gradients of the states after each chunk (the reverse recurrence).
+
+    Args:
+        q: ``[B, T, H, K]``; do: ``[B, T, H, V]``; g / gk / layout: as in :func:`chunk_fwd_h`;
+        dht: ``[N, H, K, V]`` gradient of the final state (or ``None``).
+    Returns:
+        ``dh`` shaped like ``h`` (``dh[c]`` = gradient of the state after chunk ``c``) and
+        ``dh0`` ``[N, H, K, V]`` float32 when ``want_dh0``.
+    """
+    return _run_state_kernel(q, do, g, gk, dht, want_dh0, scale, True, layout, states_dtype)

@@ -1,0 +1,99 @@
+"""Chunk-local cumulative sums of log gates (stage 1 of the chunk pipeline, and its backward).
+
+Forward: ``G_i = sum_{j <= i} g_j`` inside each chunk (``+ (i + 1) * g_gamma`` for a constant
+per-head decay), float32. Backward: the gradient of a chunk-local cumsum is the chunk-local
+*reverse* cumsum ``dg_i = sum_{j >= i} dG_j`` (``reverse=True``).
+Scalar gates are ``[B, T, H]``, vector gates ``[B, T, H, D]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fla.ops.common.indexing import chunk_bounds
+from fla.ops.common.layout import ChunkLayout
+from fla.ops.common.tuning import block_size
+from fla.utils import empty
+
+
+@triton.heuristics(
+    {
+        "USE_G": lambda a: a["g"] is not None,
+        "USE_GAMMA": lambda a: a["g_gamma"] is not None,
+        "IS_VARLEN": lambda a: a["cu_seqlens"] is not None,
+    }
+)
+@triton.jit(do_not_specialize=["T"])
+def chunk_local_cumsum_kernel(
+    g,
+    g_gamma,
+    out,
+    cu_seqlens,
+    chunk_indices,
+    T,
+    H: tl.constexpr,
+    D: tl.constexpr,
+    BT: tl.constexpr,
+    BD: tl.constexpr,
+    SCALAR: tl.constexpr,
+    REVERSE: tl.constexpr,
+    USE_G: tl.constexpr,
+    USE_GAMMA: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_d, i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+    o_t = i_tc * BT + tl.arange(0, BT)  # [BT] positions inside the sequence
+    m_t = o_t < T_n
+    if SCALAR:
+        o_g = (bos + o_t) * H + i_h  # [BT]
+        m_g = m_t
+        b_g = tl.zeros([BT], dtype=tl.float32)
+        if USE_G:
+            b_g += tl.load(g + o_g, mask=m_g, other=0.0).to(tl.float32)
+        if USE_GAMMA:
+            b_g += tl.load(g_gamma + i_h).to(tl.float32)
+    else:
+        o_d = i_d * BD + tl.arange(0, BD)  # [BD]
+        o_g = ((bos + o_t[:, None]) * H + i_h) * D + o_d[None, :]  # [BT, BD]
+        m_g = m_t[:, None] & (o_d < D)[None, :]
+        b_g = tl.load(g + o_g, mask=m_g, other=0.0).to(tl.float32)
+    b_o = tl.cumsum(b_g, axis=0, reverse=REVERSE)
+    tl.store(out + o_g, b_o, mask=m_g)
+
+
+def chunk_local_cumsum(
+    g: torch.Tensor | None,
+    layout: ChunkLayout,
+    *,
+    g_gamma: torch.Tensor | None = None,
+    reverse: bool = False,
+) -> torch.Tensor:
+    """Chunk-local (reverse) cumsum of log gates, float32.
+
+    Args:
+        g: ``[B, T, H]`` scalar or ``[B, T, H, D]`` vector gates (or ``None`` with ``g_gamma``).
+        layout: the chunking (:class:`ChunkLayout`).
+        g_gamma: ``[H]`` constant log decay added to every token (scalar gates only).
+        reverse: sum from the end of each chunk (the backward of the forward cumsum).
+    Returns:
+        ``G`` float32 with ``g``'s shape (``[B, T, H]`` for ``g_gamma`` alone).
+    """
+    B, T = layout.batch, layout.seq_len
+    H = g_gamma.shape[0] if g is None else g.shape[2]
+    scalar = g is None or g.dim() == 3
+    if g_gamma is not None and not scalar:
+        raise ValueError("g_gamma applies to scalar gates [B, T, H] only")
+    D = 1 if scalar else g.shape[-1]
+    BD = 1 if scalar else block_size(D)
+    device = (g if g is not None else g_gamma).device
+    out = empty(*((B, T, H) if scalar else (B, T, H, D)), dtype=torch.float32, device=device)
+    grid = (triton.cdiv(D, BD), layout.row_chunks, B * H)
+    chunk_local_cumsum_kernel[grid](
+        g, g_gamma, out, layout.cu_seqlens, layout.chunk_indices, T,
+        H=H, D=D, BT=layout.chunk_size, BD=BD, SCALAR=scalar, REVERSE=reverse,
+    )  # fmt: skip
+    return out

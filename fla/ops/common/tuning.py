@@ -1,0 +1,33 @@
+"""Launch settings shared by the chunk-pipeline kernels: block sizes, autotune configs, dot precision."""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+from fla.utils import IS_TRITON_INTERPRET
+
+# Tokens per chunk of the Triton pipeline and, for vector gates, per secondary sub-chunk.
+CHUNK_SIZE = 64
+SUB_CHUNK_SIZE = 16
+
+
+def autotune_configs(warps: tuple[int, ...] = (2, 4), stages: tuple[int, ...] = (2, 3)) -> list[triton.Config]:
+    """``num_warps x num_stages`` configs; one config under the interpreter (nothing to tune there).
+
+    No 8-warp configs by default: fla excludes them on Hopper for kernels of this kind (compiler
+    crashes / miscompiles with some triton releases).
+    """
+    if IS_TRITON_INTERPRET:
+        return [triton.Config({}, num_warps=4, num_stages=1)]
+    return [triton.Config({}, num_warps=w, num_stages=s) for w in warps for s in stages]
+
+
+def block_size(dim: int, cap: int = 64) -> int:
+    """Power-of-two tile width for a feature dim (at least 16, the smallest ``tl.dot`` operand)."""
+    return min(cap, max(16, triton.next_power_of_2(dim)))
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision: exact fp32 products for fp32 inputs (no TF32), native otherwise."""
+    return "ieee" if dtype == torch.float32 else "tf32"

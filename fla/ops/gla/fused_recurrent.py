@@ -1,0 +1,46 @@
+"""GLA, token by token: the decoding path."""
+
+from __future__ import annotations
+
+import torch
+
+from fla.ops.common.fused_recurrent import FusedRecurrentFunction
+from fla.ops.common.inputs import check_gated_inputs, default_scale
+from fla.ops.gla.naive import naive_recurrent_gla
+from fla.utils import select_backend
+
+
+def fused_recurrent_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gk: torch.Tensor | None = None,
+    gv: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    reverse: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """GLA by the recurrence ``S_t = diag(exp(gk_t)) S_{t-1} diag(exp(gv_t)) + k_t^T v_t``, ``o_t = scale * q_t S_t``.
+
+    Args:
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``.
+        gk: ``[B, T, H, K]`` / gv: ``[B, T, H, V]`` log decays of state rows / columns (optional;
+            ``gv`` is forward-only).
+        scale: default ``K ** -0.5``; initial_state: ``[N, H, K, V]``;
+        output_final_state: also return the final state ``[N, H, K, V]`` float32;
+        reverse: not supported (must be ``False``); cu_seqlens: ``[N+1]`` packed bounds (``B == 1``).
+    Returns:
+        ``o`` ``[B, T, H, V]`` and the final state or ``None``.
+    """
+    if reverse:
+        raise NotImplementedError("fused_recurrent_gla: reverse=True is not supported")
+    check_gated_inputs(q, k, v, gk=gk, gv=gv, initial_state=initial_state, cu_seqlens=cu_seqlens)
+    scale = default_scale(scale, k)
+    if select_backend(q, k, v, gk, gv, initial_state) == "torch":
+        o, ht = naive_recurrent_gla(q, k, v, gk, gv, scale, initial_state, output_final_state, cu_seqlens)
+        return o.to(v.dtype), ht
+    return FusedRecurrentFunction.apply(
+        q, k, v, None, None, gk, gv, scale, initial_state, output_final_state, cu_seqlens
+    )

@@ -1,0 +1,83 @@
+"""GLA in plain PyTorch: the recurrent reference and the chunked CPU path.
+
+Recurrence (per head; ``S`` is ``[K, V]``, gates are log-space decays)::
+
+    S_t = diag(exp(gk_t)) S_{t-1} diag(exp(gv_t)) + k_t^T v_t
+    o_t = scale * q_t S_t
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fla.ops.common.chunk_torch import chunk_gated_torch
+from fla.ops.common.inputs import default_scale
+from fla.ops.utils.varlen import per_sequence
+
+
+def _gla_recurrence(q, k, v, gk, gv, h0, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    q, k, v = (x.to(dtype) for x in (q, k, v))
+    S = q.new_zeros(B, H, K, V) if h0 is None else h0.to(dtype)
+    outs = []
+    for t in range(T):
+        if gk is not None:
+            S = S * gk[:, t].to(dtype).exp()[..., None]
+        if gv is not None:
+            S = S * gv[:, t].to(dtype).exp()[..., None, :]
+        S = S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
+    o = torch.stack(outs, 1) if outs else v.new_zeros(B, 0, H, V)
+    return o, S
+
+
+def naive_recurrent_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gk: torch.Tensor | None = None,
+    gv: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token-by-token GLA (the reference; float64 inputs give a float64 result).
+
+    Args:
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``.
+        gk: ``[B, T, H, K]`` log decays of the state rows (or ``None``).
+        gv: ``[B, T, H, V]`` log decays of the state columns (or ``None``).
+        scale: query scale, default ``K ** -0.5``.
+        initial_state: ``[N, H, K, V]``.
+        cu_seqlens: ``[N+1]`` packed sequence bounds (``B == 1``).
+    Returns:
+        ``o`` ``[B, T, H, V]`` (float32, float64 for float64 inputs) and the final state
+        ``[N, H, K, V]`` when ``output_final_state``.
+    """
+    scale = default_scale(scale, k)
+    step = lambda q, k, v, gk, gv, h0: _gla_recurrence(q, k, v, gk, gv, h0, scale)
+    if cu_seqlens is None:
+        o, ht = step(q, k, v, gk, gv, initial_state)
+    else:
+        o, ht = per_sequence(step, [q, k, v, gk, gv], initial_state, cu_seqlens)
+    return o, ht if output_final_state else None
+
+
+def naive_chunk_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Chunked GLA in PyTorch (the CPU path of :func:`fla.ops.gla.chunk_gla`); same contract as it."""
+    o, ht = chunk_gated_torch(
+        q, k, v, gk=g, scale=default_scale(scale, k), initial_state=initial_state, cu_seqlens=cu_seqlens
+    )
+    return o.to(v.dtype), ht if output_final_state else None

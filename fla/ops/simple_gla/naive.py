@@ -1,0 +1,96 @@
+"""Simple GLA (scalar per-head gates) in plain PyTorch: recurrent reference and chunked CPU path.
+
+Recurrence (per head; ``S`` is ``[K, V]``; ``g_t`` per token and/or a constant ``g_gamma``)::
+
+    S_t = exp(g_t + g_gamma) S_{t-1} + k_t^T v_t
+    o_t = scale * q_t S_t
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fla.ops.common.chunk_torch import chunk_gated_torch
+from fla.ops.common.inputs import default_scale
+from fla.ops.utils.varlen import per_sequence
+
+
+def total_log_gate(g: torch.Tensor | None, g_gamma: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor | None:
+    """``g + g_gamma`` as one ``[B, T, H]`` scalar log gate (``None`` when both are ``None``)."""
+    if g_gamma is None:
+        return g
+    gamma = g_gamma.to(torch.promote_types(g_gamma.dtype, torch.float32))
+    return gamma.expand(q.shape[:3]) if g is None else g + gamma
+
+
+def _simple_gla_recurrence(q, k, v, g, h0, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    q, k, v = (x.to(dtype) for x in (q, k, v))
+    S = q.new_zeros(B, H, K, V) if h0 is None else h0.to(dtype)
+    outs = []
+    for t in range(T):
+        if g is not None:
+            S = S * g[:, t].to(dtype).exp()[..., None, None]
+        S = S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
+    o = torch.stack(outs, 1) if outs else v.new_zeros(B, 0, H, V)
+    return o, S
+
+
+def naive_recurrent_simple_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor | None = None,
+    g_gamma: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token-by-token simple GLA (the reference; float64 inputs give a float64 result).
+
+    Args:
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``.
+        g: ``[B, T, H]`` per-token log decays; g_gamma: ``[H]`` constant log decays (either, both
+            or neither).
+        scale: query scale, default ``K ** -0.5``; initial_state: ``[N, H, K, V]``;
+        cu_seqlens: ``[N+1]`` packed sequence bounds (``B == 1``).
+    Returns:
+        ``o`` ``[B, T, H, V]`` (float32, float64 for float64 inputs) and the final state
+        ``[N, H, K, V]`` when ``output_final_state``.
+    """
+    scale = default_scale(scale, k)
+    g = total_log_gate(g, g_gamma, q)
+    step = lambda q, k, v, g, h0: _simple_gla_recurrence(q, k, v, g, h0, scale)
+    if cu_seqlens is None:
+        o, ht = step(q, k, v, g, initial_state)
+    else:
+        o, ht = per_sequence(step, [q, k, v, g], initial_state, cu_seqlens)
+    return o, ht if output_final_state else None
+
+
+def naive_chunk_simple_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor | None = None,
+    g_gamma: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Chunked simple GLA in PyTorch (CPU path of :func:`fla.ops.simple_gla.chunk_simple_gla`)."""
+    o, ht = chunk_gated_torch(
+        q,
+        k,
+        v,
+        g=total_log_gate(g, g_gamma, q),
+        scale=default_scale(scale, k),
+        initial_state=initial_state,
+        cu_seqlens=cu_seqlens,
+    )
+    return o.to(v.dtype), ht if output_final_state else None
