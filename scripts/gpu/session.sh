@@ -28,6 +28,7 @@ IFS=, read -ra groups <<< "${BENCH-modules}"
 for g in "${groups[@]}"; do
     case "$g" in
         modules) timeout 300 python3 -m benchmarks.modules.run_all --out "$OUT/modules.md" 2>&1 | tail -60 ;;
+        ops) timeout 400 python3 -m benchmarks.ops.bench_chunk ${FLA060_PATH:+--fla-path $FLA060_PATH} --out "$OUT/ops_chunk.md" 2>&1 | tail -40 ;;
         "") ;;
         *) echo "unknown bench group $g" ;;
     esac
