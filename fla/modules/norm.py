@@ -78,46 +78,51 @@ def _norm_torch(x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, nu
     return (y, h) if prenorm else y
 
 
+def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+def _norm_triton_fwd(x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms, activation):
+    """The Triton forward on contiguous inputs: ``(y, h or None, mean, rstd)``; ``h`` is stored when the
+    caller returns it (prenorm) or it differs from ``x`` (a residual was added, or it is upcast)."""
+    h_dtype = _residual_dtype(x, residual_in_fp32)
+    store_h = residual is not None or prenorm or h_dtype != x.dtype
+    return norm_fwd(x, residual, g, weight, bias, eps, num_groups, is_rms, activation, h_dtype if store_h else None)
+
+
 class FusedNormFunction(torch.autograd.Function):
-    """Autograd wrapper of the Triton norm kernels (inputs already validated)."""
+    """Autograd wrapper of the Triton norm kernels (inputs already validated).
+
+    Kept lean on purpose: at common sizes the host time of this wrapper and the launches is of the
+    order of the kernels' device time, so no reshapes / views are made (the kernels take ``[..., D]``
+    as is), and grads of unused outputs are not materialized (no zero ``dh`` to read back).
+    """
 
     @staticmethod
     def forward(ctx, x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms, activation):
-        shape, D = x.shape, x.shape[-1]
-        x2 = x.reshape(-1, D).contiguous()
-        r2 = residual.reshape(-1, D).contiguous() if residual is not None else None
-        g2 = g.reshape(-1, D).contiguous() if g is not None else None
-        weight = weight.contiguous() if weight is not None else None
-        bias = bias.contiguous() if bias is not None else None
-        h_dtype = _residual_dtype(x, residual_in_fp32)
-        store_h = residual is not None or prenorm or h_dtype != x.dtype
-        y, h, mean, rstd = norm_fwd(
-            x2, r2, g2, weight, bias, eps, num_groups, is_rms, activation, h_dtype if store_h else None
+        ctx.set_materialize_grads(False)
+        x, g, residual = x.contiguous(), _contiguous(g), _contiguous(residual)
+        weight, bias = _contiguous(weight), _contiguous(bias)
+        y, h, mean, rstd = _norm_triton_fwd(
+            x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms, activation
         )
-        ctx.save_for_backward(h if store_h else x2, g2, weight, bias, mean, rstd)
-        ctx.shape, ctx.num_groups, ctx.is_rms, ctx.activation = shape, num_groups, is_rms, activation
-        ctx.x_dtype = x.dtype
-        ctx.res_dtype = residual.dtype if residual is not None else None
-        ctx.prenorm = prenorm
-        y = y.view(shape)
-        return (y, h.view(shape)) if prenorm else y
+        ctx.save_for_backward(h if h is not None else x, g, weight, bias, mean, rstd)
+        ctx.meta = (num_groups, is_rms, activation, x.dtype, residual.dtype if residual is not None else None)
+        return (y, h) if prenorm else y
 
     @staticmethod
     def backward(ctx, dy, dh=None):
-        x2, g2, weight, bias, mean, rstd = ctx.saved_tensors
-        D = ctx.shape[-1]
+        x, g, weight, bias, mean, rstd = ctx.saved_tensors
+        num_groups, is_rms, activation, x_dtype, res_dtype = ctx.meta
         need_x, need_g, need_w, need_b, need_res = ctx.needs_input_grad[:5]
-        dy2 = dy.reshape(-1, D).contiguous()
-        dh2 = dh.reshape(-1, D).contiguous() if ctx.prenorm and dh is not None else None
+        # dy is None when only the prenorm output h was used
+        dy = torch.zeros_like(x, dtype=x_dtype) if dy is None else dy.contiguous()
         dx, dres, dg, dw, db = norm_bwd(
-            x2, g2, weight, bias, mean, rstd, dy2, dh2, ctx.num_groups, ctx.is_rms, ctx.activation,
-            dx_dtype=ctx.x_dtype, dres_dtype=ctx.res_dtype if need_res else None,
+            x, g, weight, bias, mean, rstd, dy, _contiguous(dh), num_groups, is_rms, activation,
+            dx_dtype=x_dtype, dres_dtype=res_dtype if need_res else None,
             need_dg=need_g, need_dw=need_w, need_db=need_b,
         )  # fmt: skip
-        dx = dx.view(ctx.shape) if need_x else None
-        dres = dres.view(ctx.shape) if dres is not None else None
-        dg = dg.view(ctx.shape) if dg is not None else None
-        return dx, dg, dw, db, dres, None, None, None, None, None, None
+        return dx if need_x else None, dg, dw, db, dres, None, None, None, None, None, None
 
 
 def fused_norm(
@@ -161,7 +166,12 @@ def fused_norm(
             f"x has shape {list(x.shape)}: groups of {x.shape[-1] // num_groups} features exceed the Triton "
             f"kernels' limit of {MAX_GROUP_WIDTH}"
         )
-    return FusedNormFunction.apply(*args)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, g, weight, bias, residual)):
+        return FusedNormFunction.apply(*args)
+    # nothing to differentiate (inference, no_grad): skip the autograd Function's host overhead
+    y, h, _, _ = _norm_triton_fwd(x.contiguous(), _contiguous(g), _contiguous(weight), _contiguous(bias),
+                                  _contiguous(residual), *args[5:])  # fmt: skip
+    return (y, h) if prenorm else y
 
 
 def rms_norm(

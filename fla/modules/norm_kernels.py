@@ -2,53 +2,86 @@
 
 One kernel pair serves all of them. A row ``x[n, :D]`` is split into ``G`` groups of ``DG = D / G``
 features; each group is normalized on its own (``G = 1`` is LayerNorm / RMSNorm), while the affine
-``weight`` / ``bias`` run over the full ``D``. Optional pieces are switched by ``@triton.heuristics``:
+``weight`` / ``bias`` run over the full ``D``. Optional pieces are switched by constexpr flags:
 
 * residual: ``h = x + residual`` (fp32 add, then rounded to the residual-stream dtype) is normalized
   and stored when the caller needs it (prenorm output, or for the backward);
 * gate: ``y = (xhat * w + b) * act(g)`` with ``act`` in {swish, sigmoid} (the gated norms).
 
-Forward grid: ``(cdiv(N, BT), G)``, one ``[BT, BD]`` tile per program. Backward grid: ``(NP, G)``
-with a few programs per SM; each walks ``BPP`` row tiles and writes its partial ``dw`` / ``db``
-(fp32, ``[NP, D]``), which the host sums.
+Forward grid: ``(cdiv(N, BT), G)``, one ``[BT, BD]`` tile (``BT`` rows, the whole group in registers)
+per program. Backward grid: ``(NP, G)`` persistent programs (a few per SM); each walks a contiguous
+range of row tiles, keeps its ``dw`` / ``db`` sums in fp32 registers and writes them once to a
+``[NP, D]`` fp32 buffer, which :func:`norm_bwd_reduce_kernel` sums over ``NP`` and casts.
+
+Host cost matters as much as the kernels here: at ``[16384, 2048]`` one kernel runs ~35-70 us while a
+Triton launch costs ~15-30 us of Python. So the launch shapes are fixed, cached functions of the
+group width (:func:`fwd_config`, :func:`bwd_config`; measured on an H200, see
+``benchmarks/results/norm_h200.md``) rather than autotuned, and the optional-input flags are passed
+explicitly instead of through ``@triton.heuristics`` (which rebuilds the argument dict once per flag
+on every launch: ~2.5 us each, measured).
 """
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-from fla.utils import IS_TRITON_INTERPRET, empty
+from fla.utils import empty, empty_like
 
 # Largest group width one program keeps in registers (fp32 tiles of a full group).
 MAX_GROUP_WIDTH = 32768
-# Elements per [BT, BD] tile: small groups get several rows per program.
-_TILE_ELEMENTS = 4096
 _MAX_ROWS_PER_TILE = 16
+# Backward: persistent programs per SM (fewer leave the memory system idle, more add partial sums).
+_BWD_PROGRAMS_PER_SM = 4
 
 
-def _configs() -> list[triton.Config]:
-    if IS_TRITON_INTERPRET:  # num_warps means nothing to the interpreter: do not autotune
-        return [triton.Config({}, num_warps=4)]
-    return [triton.Config({}, num_warps=w) for w in (1, 2, 4, 8, 16)]
+class TileConfig(NamedTuple):
+    """One launch's shape: ``[BT, BD]`` tiles (``BD`` = the group width rounded up to a power of two)."""
+
+    BT: int
+    BD: int
+    num_warps: int
 
 
-def block_sizes(group_width: int) -> tuple[int, int]:
-    """``(BT, BD)``: rows per tile and the power-of-two tile width covering ``group_width`` features."""
-    bd = triton.next_power_of_2(group_width)
-    bt = max(1, min(_MAX_ROWS_PER_TILE, _TILE_ELEMENTS // bd))
-    return bt, bd
+def _rows_per_tile(block: int) -> int:
+    """Rows per ~2048-element tile: 1 for groups of 2048+ features, up to 16 for small groups."""
+    return max(1, min(_MAX_ROWS_PER_TILE, 2048 // block))
 
 
 @functools.cache
-def _programs_per_device(device: torch.device) -> int:
-    """How many backward programs to run: a few per SM on a GPU; 2 on CPU (the interpreter)."""
-    if device.type == "cuda":
-        return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 2
+def fwd_config(group_width: int) -> TileConfig:
+    """Forward: ~2048-element tiles, 16 elements a thread (D=2048: 4 warps, D=4096: 8; best on H200)."""
+    bd = triton.next_power_of_2(group_width)
+    bt = _rows_per_tile(bd)
+    return TileConfig(bt, bd, max(1, min(32, bt * bd // 512)))
+
+
+@functools.cache
+def bwd_config(group_width: int, gated: bool = False) -> TileConfig:
+    """Backward: ~2048-element tiles, 8 elements a thread up to 4096 features (D=2048: 8 warps,
+    D=4096: 16), ~16 beyond. A gated 4096-wide group runs faster with 8 warps (measured on H200)."""
+    bd = triton.next_power_of_2(group_width)
+    bt = _rows_per_tile(bd)
+    tile = bt * bd
+    if tile <= 4096:
+        num_warps = 8 if gated and tile == 4096 else max(1, tile // 256)
+    else:
+        num_warps = min(32, tile // 512)
+    return TileConfig(bt, bd, num_warps)
+
+
+@functools.lru_cache(maxsize=1024)
+def _bwd_grid(n_rows: int, group_width: int, num_groups: int, device: torch.device) -> tuple[int, int]:
+    """``(NP, BPP)``: programs per group and row tiles per program (~``_BWD_PROGRAMS_PER_SM`` per SM)."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    n_tiles = triton.cdiv(n_rows, bwd_config(group_width).BT)
+    n_prog = max(1, min(n_tiles, triton.cdiv(sms * _BWD_PROGRAMS_PER_SM, num_groups)))
+    bpp = max(1, triton.cdiv(n_tiles, n_prog))
+    return max(1, triton.cdiv(n_tiles, bpp)), bpp
 
 
 @triton.jit
@@ -73,16 +106,6 @@ def _act_bwd(b_g, ACT: tl.constexpr):
     return b_da
 
 
-@triton.heuristics(
-    {
-        "HAS_RES": lambda a: a["res"] is not None,
-        "HAS_GATE": lambda a: a["g"] is not None,
-        "HAS_W": lambda a: a["w"] is not None,
-        "HAS_B": lambda a: a["b"] is not None,
-        "STORE_H": lambda a: a["h"] is not None,
-    }
-)
-@triton.autotune(configs=_configs(), key=["BT", "BD", "IS_RMS", "HAS_RES", "HAS_GATE", "STORE_H"])
 @triton.jit
 def norm_fwd_kernel(
     x,  # [N, D]
@@ -110,20 +133,22 @@ def norm_fwd_kernel(
     STORE_H: tl.constexpr,
 ):
     i_t, i_g = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    o_t = i_t * BT + tl.arange(0, BT)  # [BT] rows
+    o_r = tl.arange(0, BT)  # [BT] rows within the tile
     o_d = tl.arange(0, BD)  # [BD] features within the group
+    o_t = i_t * BT + o_r  # [BT] rows
     m_t, m_d = o_t < N, o_d < DG
     m_x = m_t[:, None] & m_d[None, :]  # [BT, BD]
-    o_c = i_g * DG + o_d  # [BD] features within the row
-    o_x = o_t[:, None] * D + o_c[None, :]  # [BT, BD]
+    # int64 scalar base of the tile + int32 in-tile offsets
+    o_base = i_t * BT * D + i_g * DG
+    o_x = o_r[:, None] * D + o_d[None, :]  # [BT, BD]
 
-    b_x = tl.load(x + o_x, mask=m_x, other=0.0).to(tl.float32)  # [BT, BD]
+    b_x = tl.load(x + o_base + o_x, mask=m_x, other=0.0).to(tl.float32)  # [BT, BD]
     if HAS_RES:
-        b_x += tl.load(res + o_x, mask=m_x, other=0.0).to(tl.float32)
+        b_x += tl.load(res + o_base + o_x, mask=m_x, other=0.0).to(tl.float32)
     if STORE_H:
         # normalize the rounded residual stream, exactly what the backward will reload
         b_h = b_x.to(h.dtype.element_ty)
-        tl.store(h + o_x, b_h, mask=m_x)
+        tl.store(h + o_base + o_x, b_h, mask=m_x)
         b_x = b_h.to(tl.float32)
 
     if IS_RMS:
@@ -137,27 +162,14 @@ def norm_fwd_kernel(
 
     b_y = b_xc * b_rstd[:, None]  # [BT, BD]
     if HAS_W:
-        b_y = b_y * tl.load(w + o_c, mask=m_d, other=0.0).to(tl.float32)[None, :]
+        b_y = b_y * tl.load(w + i_g * DG + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
     if HAS_B:
-        b_y = b_y + tl.load(b + o_c, mask=m_d, other=0.0).to(tl.float32)[None, :]
+        b_y = b_y + tl.load(b + i_g * DG + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
     if HAS_GATE:
-        b_y = b_y * _act_fwd(tl.load(g + o_x, mask=m_x, other=0.0).to(tl.float32), ACT)
-    tl.store(y + o_x, b_y.to(y.dtype.element_ty), mask=m_x)
+        b_y = b_y * _act_fwd(tl.load(g + o_base + o_x, mask=m_x, other=0.0).to(tl.float32), ACT)
+    tl.store(y + o_base + o_x, b_y.to(y.dtype.element_ty), mask=m_x)
 
 
-@triton.heuristics(
-    {
-        "HAS_GATE": lambda a: a["g"] is not None,
-        "HAS_W": lambda a: a["w"] is not None,
-        "HAS_B": lambda a: a["b"] is not None,
-        "HAS_DH": lambda a: a["dh"] is not None,
-        "HAS_DRES": lambda a: a["dres"] is not None,
-        "HAS_DG": lambda a: a["dg"] is not None,
-        "HAS_DW": lambda a: a["dw"] is not None,
-        "HAS_DB": lambda a: a["db"] is not None,
-    }
-)
-@triton.autotune(configs=_configs(), key=["BT", "BD", "IS_RMS", "HAS_GATE", "HAS_DH", "HAS_DRES"])
 @triton.jit
 def norm_bwd_kernel(
     x,  # [N, D] the normalized input (h when a residual was added)
@@ -169,7 +181,7 @@ def norm_bwd_kernel(
     dy,  # [N, D]
     dh,  # [N, D] or None: gradient of the prenorm residual output
     dx,  # [N, D]
-    dres,  # [N, D] or None
+    dres,  # [N, D] or None: a second copy of dx in the residual's dtype
     dg,  # [N, D] or None
     dw,  # [NP, D] fp32 partial sums, or None
     db,  # [NP, D] fp32 partial sums, or None
@@ -192,24 +204,27 @@ def norm_bwd_kernel(
     HAS_DB: tl.constexpr,
 ):
     i_p, i_g = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    o_r = tl.arange(0, BT)  # [BT]
     o_d = tl.arange(0, BD)  # [BD]
     m_d = o_d < DG
-    o_c = i_g * DG + o_d  # [BD]
+    o_x = o_r[:, None] * D + o_d[None, :]  # [BT, BD] int32 in-tile offsets, the same for every tile
     if HAS_W:
-        b_w = tl.load(w + o_c, mask=m_d, other=0.0).to(tl.float32)  # [BD]
+        b_w = tl.load(w + i_g * DG + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
     if HAS_B:
-        b_b = tl.load(b + o_c, mask=m_d, other=0.0).to(tl.float32)  # [BD]
-    b_dw = tl.zeros([BD], dtype=tl.float32)
-    b_db = tl.zeros([BD], dtype=tl.float32)
+        b_b = tl.load(b + i_g * DG + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
+    # per-row partial sums, reduced over rows once at the end
+    b_dw = tl.zeros([BT, BD], dtype=tl.float32)
+    b_db = tl.zeros([BT, BD], dtype=tl.float32)
 
     for i_b in range(BPP):
-        o_t = (i_p * BPP + i_b) * BT + tl.arange(0, BT)  # [BT]
+        i_t = i_p * BPP + i_b
+        o_t = i_t * BT + o_r  # [BT] rows
         m_t = o_t < N
         m_x = m_t[:, None] & m_d[None, :]  # [BT, BD]
-        o_x = o_t[:, None] * D + o_c[None, :]  # [BT, BD]
+        o_base = i_t * BT * D + i_g * DG  # int64 scalar
 
-        b_x = tl.load(x + o_x, mask=m_x, other=0.0).to(tl.float32)
-        b_dy = tl.load(dy + o_x, mask=m_x, other=0.0).to(tl.float32)
+        b_x = tl.load(x + o_base + o_x, mask=m_x, other=0.0).to(tl.float32)
+        b_dy = tl.load(dy + o_base + o_x, mask=m_x, other=0.0).to(tl.float32)
         b_rstd = tl.load(rstd + o_t * G + i_g, mask=m_t, other=0.0)  # [BT]
         if IS_RMS:
             b_xhat = b_x * b_rstd[:, None]
@@ -219,20 +234,20 @@ def norm_bwd_kernel(
 
         if HAS_GATE:
             # y = n * act(g) with n = xhat * w + b: split dy into dg and dn
-            b_g = tl.load(g + o_x, mask=m_x, other=0.0).to(tl.float32)
+            b_g = tl.load(g + o_base + o_x, mask=m_x, other=0.0).to(tl.float32)
             if HAS_DG:
                 b_n = b_xhat
                 if HAS_W:
                     b_n = b_n * b_w[None, :]
                 if HAS_B:
                     b_n = b_n + b_b[None, :]
-                tl.store(dg + o_x, (b_dy * b_n * _act_bwd(b_g, ACT)).to(dg.dtype.element_ty), mask=m_x)
+                tl.store(dg + o_base + o_x, (b_dy * b_n * _act_bwd(b_g, ACT)).to(dg.dtype.element_ty), mask=m_x)
             b_dy = b_dy * _act_fwd(b_g, ACT)
 
         if HAS_DW:
-            b_dw += tl.sum(b_dy * b_xhat, axis=0)
+            b_dw += b_dy * b_xhat
         if HAS_DB:
-            b_db += tl.sum(b_dy, axis=0)
+            b_db += b_dy
         if HAS_W:
             b_wdy = b_dy * b_w[None, :]
         else:
@@ -244,15 +259,48 @@ def norm_bwd_kernel(
             b_dx -= tl.sum(b_wdy, axis=1)[:, None] / DG
         b_dx = b_dx * b_rstd[:, None]
         if HAS_DH:
-            b_dx += tl.load(dh + o_x, mask=m_x, other=0.0).to(tl.float32)
-        tl.store(dx + o_x, b_dx.to(dx.dtype.element_ty), mask=m_x)
+            b_dx += tl.load(dh + o_base + o_x, mask=m_x, other=0.0).to(tl.float32)
+        tl.store(dx + o_base + o_x, b_dx.to(dx.dtype.element_ty), mask=m_x)
         if HAS_DRES:
-            tl.store(dres + o_x, b_dx.to(dres.dtype.element_ty), mask=m_x)
+            tl.store(dres + o_base + o_x, b_dx.to(dres.dtype.element_ty), mask=m_x)
 
     if HAS_DW:
-        tl.store(dw + i_p * D + o_c, b_dw, mask=m_d)
+        tl.store(dw + i_p * D + i_g * DG + o_d, tl.sum(b_dw, axis=0), mask=m_d)
     if HAS_DB:
-        tl.store(db + i_p * D + o_c, b_db, mask=m_d)
+        tl.store(db + i_p * D + i_g * DG + o_d, tl.sum(b_db, axis=0), mask=m_d)
+
+
+@triton.jit
+def norm_bwd_reduce_kernel(
+    pw,  # [NP, D] fp32 partial dw, or None
+    pb,  # [NP, D] fp32 partial db, or None
+    dw,  # [D] in the weight's dtype, or None
+    db,  # [D] in the bias's dtype, or None
+    NP,
+    D,
+    BP: tl.constexpr,
+    BC: tl.constexpr,
+    HAS_DW: tl.constexpr,
+    HAS_DB: tl.constexpr,
+):
+    """``dw = pw.sum(0)``, ``db = pb.sum(0)`` in fp32, stored in the parameters' dtypes."""
+    i_c = tl.program_id(0).to(tl.int64)
+    o_c = i_c * BC + tl.arange(0, BC)  # [BC] columns
+    m_c = o_c < D
+    b_dw = tl.zeros([BP, BC], dtype=tl.float32)
+    b_db = tl.zeros([BP, BC], dtype=tl.float32)
+    for i_p in range(0, NP, BP):
+        o_p = i_p + tl.arange(0, BP)  # [BP] partial rows
+        m_x = (o_p < NP)[:, None] & m_c[None, :]  # [BP, BC]
+        o_x = o_p[:, None] * D + o_c[None, :]  # [BP, BC]
+        if HAS_DW:
+            b_dw += tl.load(pw + o_x, mask=m_x, other=0.0)
+        if HAS_DB:
+            b_db += tl.load(pb + o_x, mask=m_x, other=0.0)
+    if HAS_DW:
+        tl.store(dw + o_c, tl.sum(b_dw, axis=0).to(dw.dtype.element_ty), mask=m_c)
+    if HAS_DB:
+        tl.store(db + o_c, tl.sum(b_db, axis=0).to(db.dtype.element_ty), mask=m_c)
 
 
 def norm_fwd(
@@ -267,26 +315,28 @@ def norm_fwd(
     activation: str,
     h_dtype: torch.dtype | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
-    """Launch :func:`norm_fwd_kernel` on contiguous ``[N, D]`` inputs.
+    """Launch :func:`norm_fwd_kernel` on contiguous ``[..., D]`` inputs (``N`` rows = all leading dims).
 
     Args:
         h_dtype: dtype of the stored residual stream ``h = x + residual``; ``None`` stores nothing.
     Returns:
-        ``y [N, D]`` (x.dtype), ``h [N, D]`` or ``None``, ``mean [N, G]`` (fp32, ``None`` for RMS),
+        ``y [..., D]`` (x.dtype), ``h [..., D]`` or ``None``, ``mean [N, G]`` (fp32, ``None`` for RMS),
         ``rstd [N, G]`` (fp32).
     """
-    N, D = x.shape
-    dg = D // num_groups
-    bt, bd = block_sizes(dg)
-    y = empty(N, D, dtype=x.dtype, device=x.device)
-    h = empty(N, D, dtype=h_dtype, device=x.device) if h_dtype is not None else None
+    D = x.shape[-1]
+    N = x.numel() // D if D > 0 else 0
+    group_width = D // num_groups
+    y = empty_like(x)
+    h = empty_like(x, dtype=h_dtype) if h_dtype is not None else None
     mean = None if is_rms else empty(N, num_groups, dtype=torch.float32, device=x.device)
     rstd = empty(N, num_groups, dtype=torch.float32, device=x.device)
     if N > 0:
-        grid = (triton.cdiv(N, bt), num_groups)
-        norm_fwd_kernel[grid](
-            x, residual, g, weight, bias, y, h, mean, rstd, eps, N, D, dg, num_groups,
-            IS_RMS=is_rms, ACT=activation, BT=bt, BD=bd,
+        cfg = fwd_config(group_width)
+        norm_fwd_kernel[(triton.cdiv(N, cfg.BT), num_groups)](
+            x, residual, g, weight, bias, y, h, mean, rstd, eps, N, D, group_width, num_groups,
+            IS_RMS=is_rms, ACT=activation, BT=cfg.BT, BD=cfg.BD,
+            HAS_RES=residual is not None, HAS_GATE=g is not None, HAS_W=weight is not None,
+            HAS_B=bias is not None, STORE_H=h is not None, num_warps=cfg.num_warps,
         )  # fmt: skip
     return y, h, mean, rstd
 
@@ -309,36 +359,43 @@ def norm_bwd(
     need_dw: bool,
     need_db: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Launch :func:`norm_bwd_kernel` on contiguous ``[N, D]`` tensors saved by :func:`norm_fwd`.
+    """Launch :func:`norm_bwd_kernel` on contiguous ``[..., D]`` tensors saved by :func:`norm_fwd`.
 
     Args:
         x: the normalized input (``h`` when the forward added a residual).
         dh: gradient of the prenorm output ``h`` (added to ``dx``), or ``None``.
-        dres_dtype: dtype of the residual's gradient; ``None`` when it is not needed.
+        dres_dtype: dtype of the residual's gradient; ``None`` when it is not needed. When it equals
+            ``dx_dtype`` the residual's gradient *is* ``dx`` (the same tensor, written once).
     Returns:
-        ``dx [N, D]``, ``dresidual``, ``dg``, ``dweight [D]``, ``dbias [D]`` (``None`` where not asked).
+        ``dx [..., D]``, ``dresidual``, ``dg``, ``dweight [D]``, ``dbias [D]`` (``None`` where not asked).
     """
-    N, D = x.shape
-    dg_width = D // num_groups
-    bt, bd = block_sizes(dg_width)
-    n_tiles = triton.cdiv(N, bt)
-    n_prog = max(1, min(n_tiles, _programs_per_device(x.device)))
-    bpp = max(1, triton.cdiv(n_tiles, n_prog))
-    n_prog = max(1, triton.cdiv(n_tiles, bpp))
-
-    dx = empty(N, D, dtype=dx_dtype, device=x.device)
-    dres = empty(N, D, dtype=dres_dtype, device=x.device) if dres_dtype is not None else None
-    dg = empty(N, D, dtype=g.dtype, device=x.device) if need_dg else None
-    dw = empty(n_prog, D, dtype=torch.float32, device=x.device) if need_dw else None
-    db = empty(n_prog, D, dtype=torch.float32, device=x.device) if need_db else None
-    if N > 0:
-        norm_bwd_kernel[(n_prog, num_groups)](
-            x, g, weight, bias, mean, rstd, dy, dh, dx, dres, dg, dw, db, N, D, dg_width, num_groups, bpp,
-            IS_RMS=is_rms, ACT=activation, BT=bt, BD=bd,
-        )  # fmt: skip
+    D = x.shape[-1]
+    N = x.numel() // D if D > 0 else 0
+    group_width = D // num_groups
+    dx = empty_like(x, dtype=dx_dtype)
+    dres = empty_like(x, dtype=dres_dtype) if dres_dtype not in (None, dx_dtype) else None
+    dg = empty_like(g) if need_dg else None
+    dw = db = None
+    if N == 0:
+        dw = torch.zeros(D, dtype=weight.dtype, device=x.device) if need_dw else None
+        db = torch.zeros(D, dtype=bias.dtype, device=x.device) if need_db else None
     else:
-        dw = dw.zero_() if dw is not None else None
-        db = db.zero_() if db is not None else None
-    dweight = dw.sum(0).to(weight.dtype) if need_dw else None
-    dbias = db.sum(0).to(bias.dtype) if need_db else None
-    return dx, dres, dg, dweight, dbias
+        cfg = bwd_config(group_width, g is not None)
+        n_prog, bpp = _bwd_grid(N, group_width, num_groups, x.device)
+        pw = empty(n_prog, D, dtype=torch.float32, device=x.device) if need_dw else None
+        pb = empty(n_prog, D, dtype=torch.float32, device=x.device) if need_db else None
+        norm_bwd_kernel[(n_prog, num_groups)](
+            x, g, weight, bias, mean, rstd, dy, dh, dx, dres, dg, pw, pb,
+            N, D, group_width, num_groups, bpp, IS_RMS=is_rms, ACT=activation, BT=cfg.BT, BD=cfg.BD,
+            HAS_GATE=g is not None, HAS_W=weight is not None, HAS_B=bias is not None, HAS_DH=dh is not None,
+            HAS_DRES=dres is not None, HAS_DG=need_dg, HAS_DW=need_dw, HAS_DB=need_db, num_warps=cfg.num_warps,
+        )  # fmt: skip
+        if need_dw or need_db:
+            dw = empty(D, dtype=weight.dtype, device=x.device) if need_dw else None
+            db = empty(D, dtype=bias.dtype, device=x.device) if need_db else None
+            norm_bwd_reduce_kernel[(triton.cdiv(D, 32),)](
+                pw, pb, dw, db, n_prog, D, BP=64, BC=32, HAS_DW=need_dw, HAS_DB=need_db, num_warps=4
+            )
+    if dres_dtype == dx_dtype:
+        dres = dx
+    return dx, dres, dg, dw, db

@@ -270,7 +270,10 @@ def test_cuda_backends_at_real_sizes(backend, dtype, monkeypatch):
             for s, e in zip(cu[:-1].tolist(), cu[1:].tolist())
         ]
     )[None]
-    ratio = tol(dtype, 2)
+    # Layer-level error (projections, qk-norm, rotary and attention in low precision vs a float64 layer):
+    # measured 9.2e-3 (fp16) / 2.1e-2 (bf16) with the CPU torch path and 9.7e-3 (fp16) on H200 for every
+    # backend alike, while the same layer in fp32 is at 4e-6: the bound is the dtype's, not a backend's.
+    ratio = tol(dtype, 2 if dtype == torch.bfloat16 else 6)
     assert_close("varlen o", y_ref, y, ratio)
     inputs, ref_inputs = {"x": x, **params(layer)}, {"x": ref._x, **params(ref)}
     assert_grads_close(inputs, ref_inputs, y, y_ref, torch.randn_like(y_ref), tol(dtype, 4))

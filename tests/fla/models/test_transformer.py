@@ -118,13 +118,19 @@ def test_padded_equals_varlen_equals_each_sequence(side):
         assert_close(f"d{name}", a, b, RATIO)
 
 
-def _greedy_by_full_forward(model, x, mask, steps):
-    """Greedy continuation recomputing the whole (left-padded) batch every step, no cache."""
+def _greedy_by_full_forward(model, x, mask, steps, pad_token_id=0):
+    """Greedy continuation recomputing the whole (left-padded) batch every step, no cache.
+
+    Like ``generate``, a row that has produced ``eos_token_id`` continues with ``pad_token_id``.
+    """
     logits = []
+    done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     for _ in range(steps):
         last = model(x, attention_mask=mask, use_cache=False).logits[:, -1]
         logits.append(last)
-        x = torch.cat([x, last.argmax(-1, keepdim=True)], 1)
+        nxt = torch.where(done, pad_token_id, last.argmax(-1))
+        done |= nxt == model.config.eos_token_id
+        x = torch.cat([x, nxt[:, None]], 1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
     return x, logits
 
@@ -248,7 +254,7 @@ def test_gradient_checkpointing_same_gradients():
     model = make_model().train()
     x = ids(2, 11)
     g0 = torch.autograd.grad(model(x, labels=x).loss, list(model.parameters()))
-    model.activation_checkpointing_enable()
+    model.gradient_checkpointing_enable()  # the name both transformers 5.17 (GPU machine) and 5.23 know
     g1 = torch.autograd.grad(model(x, labels=x).loss, list(model.parameters()))
     for a, b in zip(g0, g1):
         assert_close("grad", a, b, RATIO)
