@@ -49,13 +49,15 @@ class CEOptions:
 # Triton kernels
 # ----------------------------------------------------------------------------------------------
 
-
-@triton.heuristics(
+_ce_heuristics = triton.heuristics(
     {
         "HAS_SMOOTHING": lambda args: args["label_smoothing"] > 0,
         "HAS_ZLOSS": lambda args: args["lse_square_scale"] != 0,
     }
 )
+
+
+@_ce_heuristics
 @triton.jit
 def cross_entropy_fwd_kernel(
     logits,
@@ -100,12 +102,7 @@ def cross_entropy_fwd_kernel(
     tl.store(lse + i_n, b_lse)
 
 
-@triton.heuristics(
-    {
-        "HAS_SMOOTHING": lambda args: args["label_smoothing"] > 0,
-        "HAS_ZLOSS": lambda args: args["lse_square_scale"] != 0,
-    }
-)
+@_ce_heuristics
 @triton.jit
 def cross_entropy_bwd_kernel(
     logits,
@@ -366,8 +363,8 @@ def cross_entropy_loss(
     return loss.reshape(target.shape) if reduction == "none" else loss
 
 
-class FusedCrossEntropyLoss(nn.Module):
-    """Module form of :func:`cross_entropy_loss`: ``forward(logits [..., V], target [...])``."""
+class CrossEntropyLossBase(nn.Module):
+    """Holds (and checks) the loss options shared by the cross-entropy loss modules."""
 
     def __init__(
         self,
@@ -385,22 +382,28 @@ class FusedCrossEntropyLoss(nn.Module):
         self.logit_scale = logit_scale
         self.lse_square_scale = lse_square_scale
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return cross_entropy_loss(
-            logits,
-            target,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            label_smoothing=self.label_smoothing,
-            logit_scale=self.logit_scale,
-            lse_square_scale=self.lse_square_scale,
-        )
+    def loss_options(self) -> dict:
+        """The options as keyword arguments of :func:`cross_entropy_loss` (and the linear variant)."""
+        return {
+            "ignore_index": self.ignore_index,
+            "reduction": self.reduction,
+            "label_smoothing": self.label_smoothing,
+            "logit_scale": self.logit_scale,
+            "lse_square_scale": self.lse_square_scale,
+        }
 
     def extra_repr(self) -> str:
         return (
             f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, label_smoothing={self.label_smoothing}, "
             f"logit_scale={self.logit_scale}, lse_square_scale={self.lse_square_scale}"
         )
+
+
+class FusedCrossEntropyLoss(CrossEntropyLossBase):
+    """Module form of :func:`cross_entropy_loss`: ``forward(logits [..., V], target [...])`` (options: see the base)."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return cross_entropy_loss(logits, target, **self.loss_options())
 
 
 __all__ = [

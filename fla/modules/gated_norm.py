@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from fla.modules.norm import ACTIVATIONS, AffineNormBase, fused_norm
+from fla.modules.norm import AffineNormBase, check_activation, fused_norm
 
 
-def _check_activation(activation: str) -> None:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+def _norm_gated(x, g, weight, bias, activation, eps, residual, prenorm, residual_in_fp32, is_rms_norm: bool):
+    check_activation(activation)
+    return fused_norm(
+        x, weight, bias, residual=residual, eps=eps, prenorm=prenorm, residual_in_fp32=residual_in_fp32,
+        is_rms_norm=is_rms_norm, g=g, activation=activation,
+    )  # fmt: skip
 
 
 def rms_norm_gated(
@@ -37,11 +40,7 @@ def rms_norm_gated(
     Returns:
         ``y [..., D]`` in ``x.dtype``, or ``(y, h)`` when ``prenorm`` (``h`` fp32 if ``residual_in_fp32``).
     """
-    _check_activation(activation)
-    return fused_norm(
-        x, weight, bias, residual=residual, eps=eps, prenorm=prenorm, residual_in_fp32=residual_in_fp32,
-        is_rms_norm=True, g=g, activation=activation,
-    )  # fmt: skip
+    return _norm_gated(x, g, weight, bias, activation, eps, residual, prenorm, residual_in_fp32, is_rms_norm=True)
 
 
 def layer_norm_gated(
@@ -56,15 +55,13 @@ def layer_norm_gated(
     residual_in_fp32: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``y = (layernorm(h) * weight + bias) * act(g)``; arguments as in :func:`rms_norm_gated`."""
-    _check_activation(activation)
-    return fused_norm(
-        x, weight, bias, residual=residual, eps=eps, prenorm=prenorm, residual_in_fp32=residual_in_fp32,
-        is_rms_norm=False, g=g, activation=activation,
-    )  # fmt: skip
+    return _norm_gated(x, g, weight, bias, activation, eps, residual, prenorm, residual_in_fp32, is_rms_norm=False)
 
 
 class _GatedNorm(AffineNormBase):
-    """An affine norm that also holds the gate ``activation``."""
+    """An affine norm that also holds the gate ``activation``; subclasses pick ``_norm_fn``."""
+
+    _norm_fn = None  # rms_norm_gated or layer_norm_gated (a staticmethod)
 
     def __init__(
         self,
@@ -76,16 +73,31 @@ class _GatedNorm(AffineNormBase):
         device: torch.device | str | None,
         dtype: torch.dtype | None,
     ) -> None:
-        _check_activation(activation)
+        check_activation(activation)
         super().__init__(hidden_size, elementwise_affine, bias, eps, device, dtype)
         self.activation = activation
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", activation={self.activation!r}"
 
+    def forward(
+        self,
+        x: torch.Tensor,
+        g: torch.Tensor,
+        residual: torch.Tensor | None = None,
+        prenorm: bool = False,
+        residual_in_fp32: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``x, g [..., hidden_size]`` -> ``y`` (or ``(y, h)`` when ``prenorm``)."""
+        return self._norm_fn(
+            x, g, self.weight, self.bias, self.activation, self.eps, residual, prenorm, residual_in_fp32
+        )
+
 
 class FusedRMSNormGated(_GatedNorm):
     """``rmsnorm(x) * weight * act(g)`` (see :func:`rms_norm_gated`); no bias, as in fla."""
+
+    _norm_fn = staticmethod(rms_norm_gated)
 
     def __init__(
         self,
@@ -98,22 +110,11 @@ class FusedRMSNormGated(_GatedNorm):
     ) -> None:
         super().__init__(hidden_size, elementwise_affine, False, eps, activation, device, dtype)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        g: torch.Tensor,
-        residual: torch.Tensor | None = None,
-        prenorm: bool = False,
-        residual_in_fp32: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``x, g [..., hidden_size]`` -> ``y`` (or ``(y, h)`` when ``prenorm``)."""
-        return rms_norm_gated(
-            x, g, self.weight, self.bias, self.activation, self.eps, residual, prenorm, residual_in_fp32
-        )
-
 
 class FusedLayerNormGated(_GatedNorm):
     """``(layernorm(x) * weight + bias) * act(g)`` (see :func:`layer_norm_gated`)."""
+
+    _norm_fn = staticmethod(layer_norm_gated)
 
     def __init__(
         self,
@@ -126,16 +127,3 @@ class FusedLayerNormGated(_GatedNorm):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(hidden_size, elementwise_affine, bias, eps, activation, device, dtype)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        g: torch.Tensor,
-        residual: torch.Tensor | None = None,
-        prenorm: bool = False,
-        residual_in_fp32: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``x, g [..., hidden_size]`` -> ``y`` (or ``(y, h)`` when ``prenorm``)."""
-        return layer_norm_gated(
-            x, g, self.weight, self.bias, self.activation, self.eps, residual, prenorm, residual_in_fp32
-        )

@@ -17,12 +17,12 @@ float32 accumulator (and one ``[V, H]`` product in the input dtype for half inpu
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 import triton
 
 from fla.modules.cross_entropy import (
     CEOptions,
+    CrossEntropyLossBase,
     check_ce_options,
     check_target,
     count_valid,
@@ -213,7 +213,7 @@ def linear_cross_entropy(
     return loss.reshape(target.shape) if reduction == "none" else loss
 
 
-class FusedLinearCrossEntropyLoss(nn.Module):
+class FusedLinearCrossEntropyLoss(CrossEntropyLossBase):
     """Module form of :func:`linear_cross_entropy`: ``forward(x [..., H], target [...], weight [V, H], bias)``."""
 
     def __init__(
@@ -225,36 +225,16 @@ class FusedLinearCrossEntropyLoss(nn.Module):
         lse_square_scale: float = 0.0,
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__()
-        check_ce_options(reduction, label_smoothing)
-        self.ignore_index = ignore_index
-        self.reduction = reduction
-        self.label_smoothing = label_smoothing
-        self.logit_scale = logit_scale
-        self.lse_square_scale = lse_square_scale
+        super().__init__(ignore_index, reduction, label_smoothing, logit_scale, lse_square_scale)
         self.chunk_size = chunk_size
 
     def forward(
         self, x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return linear_cross_entropy(
-            x,
-            target,
-            weight,
-            bias,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            label_smoothing=self.label_smoothing,
-            logit_scale=self.logit_scale,
-            lse_square_scale=self.lse_square_scale,
-            chunk_size=self.chunk_size,
-        )
+        return linear_cross_entropy(x, target, weight, bias, **self.loss_options(), chunk_size=self.chunk_size)
 
     def extra_repr(self) -> str:
-        return (
-            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, label_smoothing={self.label_smoothing}, "
-            f"logit_scale={self.logit_scale}, lse_square_scale={self.lse_square_scale}, chunk_size={self.chunk_size}"
-        )
+        return super().extra_repr() + f", chunk_size={self.chunk_size}"
 
 
 __all__ = ["FusedLinearCrossEntropyLoss", "default_chunk_size", "linear_cross_entropy", "linear_cross_entropy_pass"]

@@ -52,6 +52,12 @@ def _check_inputs(
     check_same_device(x=x, g=g, weight=weight, bias=bias, residual=residual)
 
 
+def check_activation(activation: str | None) -> None:
+    """Raise unless ``activation`` names a gate activation (a key of ``ACTIVATIONS``)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+
+
 def _residual_dtype(x: torch.Tensor, residual_in_fp32: bool) -> torch.dtype:
     # fp32 residual stream on request; float64 inputs never get downcast
     return torch.promote_types(x.dtype, torch.float32) if residual_in_fp32 else x.dtype
@@ -155,8 +161,7 @@ def fused_norm(
     _check_inputs(x, g, weight, bias, residual, num_groups)
     act = "none"
     if g is not None:
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        check_activation(activation)
         act = ACTIVATIONS[activation]
     args = (x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms_norm, act)
     if select_backend(x, g, weight, bias, residual) == "torch":
@@ -286,8 +291,26 @@ class AffineNormBase(nn.Module):
         return text
 
 
-class RMSNorm(AffineNormBase):
+class _PlainNorm(AffineNormBase):
+    """An affine norm whose forward is ``_norm_fn(x, weight, bias, residual, eps, prenorm, residual_in_fp32)``."""
+
+    _norm_fn = None  # set by each subclass (a staticmethod)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        residual: torch.Tensor | None = None,
+        prenorm: bool = False,
+        residual_in_fp32: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``x [..., hidden_size]`` -> ``y`` (or ``(y, h)`` when ``prenorm``)."""
+        return self._norm_fn(x, self.weight, self.bias, residual, self.eps, prenorm, residual_in_fp32)
+
+
+class RMSNorm(_PlainNorm):
     """RMSNorm over the last dim, with optional fused residual add (see :func:`rms_norm`)."""
+
+    _norm_fn = staticmethod(rms_norm)
 
     def __init__(
         self,
@@ -300,19 +323,11 @@ class RMSNorm(AffineNormBase):
     ) -> None:
         super().__init__(hidden_size, elementwise_affine, bias, eps, device, dtype)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        residual: torch.Tensor | None = None,
-        prenorm: bool = False,
-        residual_in_fp32: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``x [..., hidden_size]`` -> ``y`` (or ``(y, h)`` when ``prenorm``)."""
-        return rms_norm(x, self.weight, self.bias, residual, self.eps, prenorm, residual_in_fp32)
 
-
-class LayerNorm(AffineNormBase):
+class LayerNorm(_PlainNorm):
     """LayerNorm over the last dim, with optional fused residual add (see :func:`layer_norm`)."""
+
+    _norm_fn = staticmethod(layer_norm)
 
     def __init__(
         self,
@@ -324,16 +339,6 @@ class LayerNorm(AffineNormBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(hidden_size, elementwise_affine, bias, eps, device, dtype)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        residual: torch.Tensor | None = None,
-        prenorm: bool = False,
-        residual_in_fp32: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``x [..., hidden_size]`` -> ``y`` (or ``(y, h)`` when ``prenorm``)."""
-        return layer_norm(x, self.weight, self.bias, residual, self.eps, prenorm, residual_in_fp32)
 
 
 class GroupNorm(AffineNormBase):

@@ -6,5 +6,6 @@
 * :mod:`.chunk_intra_gk` vector-gate intra-chunk scores with sub-chunking (and backward)
 * :mod:`.chunk_bwd` ``dv`` and ``dq, dk, dg`` stages
 * :mod:`.chunk` the assembled forward / backward; :mod:`.fused_recurrent` the decode kernel
-* :mod:`.chunk_torch` the vectorized PyTorch (CPU) form; :mod:`.layout`, :mod:`.indexing` bookkeeping
+* :mod:`.chunk_torch` the vectorized PyTorch (CPU) form; :mod:`.recurrent_torch` the token-by-token
+  PyTorch reference; :mod:`.inputs` argument checks; :mod:`.layout`, :mod:`.indexing` bookkeeping
 """

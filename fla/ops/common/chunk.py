@@ -97,6 +97,11 @@ def chunk_gated_bwd(
     return dq, dk, dv, dg, dh0
 
 
+def cast_like(x: torch.Tensor | None, ref: torch.Tensor | None) -> torch.Tensor | None:
+    """``x`` in ``ref``'s dtype (``None`` stays ``None``): a gradient back in its input's dtype."""
+    return None if x is None else x.to(ref.dtype)
+
+
 def chunk_layout(q: torch.Tensor, cu_seqlens: torch.Tensor | None) -> ChunkLayout:
     """The pipeline's chunking of ``q [B, T, ...]``."""
     return ChunkLayout.build(q, cu_seqlens, CHUNK_SIZE)

@@ -23,18 +23,11 @@ import triton.language as tl
 
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
-from fla.ops.common.tuning import autotune_configs, block_size, dot_precision
+from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
 
 
-@triton.heuristics(
-    {
-        "USE_G": lambda a: a["g"] is not None,
-        "USE_GK": lambda a: a["gk"] is not None,
-        "USE_A": lambda a: a["A"] is not None,
-        "IS_VARLEN": lambda a: a["cu_seqlens"] is not None,
-    }
-)
+@given_heuristics(USE_G="g", USE_GK="gk", USE_A="A", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "DOT_PRECISION"]
 )
@@ -115,14 +108,7 @@ def chunk_dv_bwd_kernel(
     tl.store(dv + o_tv, b_dv.to(dv.dtype.element_ty), mask=m_tv)
 
 
-@triton.heuristics(
-    {
-        "USE_G": lambda a: a["g"] is not None,
-        "USE_GK": lambda a: a["gk"] is not None,
-        "STORE_DG": lambda a: a["dg"] is not None,
-        "IS_VARLEN": lambda a: a["cu_seqlens"] is not None,
-    }
-)
+@given_heuristics(USE_G="g", USE_GK="gk", STORE_DG="dg", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "STORE_DG", "DOT_PRECISION"]
 )

@@ -21,19 +21,11 @@ import triton.language as tl
 
 from fla.ops.common.indexing import sequence_bounds
 from fla.ops.common.layout import ChunkLayout
-from fla.ops.common.tuning import autotune_configs, block_size, dot_precision
+from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
 
 
-@triton.heuristics(
-    {
-        "USE_G": lambda a: a["g"] is not None,
-        "USE_GK": lambda a: a["gk"] is not None,
-        "USE_S0": lambda a: a["s0"] is not None,
-        "STORE_SN": lambda a: a["sn"] is not None,
-        "IS_VARLEN": lambda a: a["cu_seqlens"] is not None,
-    }
-)
+@given_heuristics(USE_G="g", USE_GK="gk", USE_S0="s0", STORE_SN="sn", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(),
     key=["H", "K", "V", "BK", "BV", "REVERSE", "USE_G", "USE_GK", "DOT_PRECISION"],

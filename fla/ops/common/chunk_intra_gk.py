@@ -22,11 +22,11 @@ import triton.language as tl
 
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
-from fla.ops.common.tuning import SUB_CHUNK_SIZE, autotune_configs, block_size, dot_precision
+from fla.ops.common.tuning import SUB_CHUNK_SIZE, autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
 
 
-@triton.heuristics({"IS_VARLEN": lambda a: a["cu_seqlens"] is not None})
+@given_heuristics(IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(warps=(1, 2, 4)), key=["H", "K", "BK", "BC", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
 def chunk_gk_scores_fwd_kernel(
@@ -97,7 +97,7 @@ def chunk_gk_scores_fwd_kernel(
     tl.store(p_A, b_A * scale, mask=m_ti[:, None])
 
 
-@triton.heuristics({"IS_VARLEN": lambda a: a["cu_seqlens"] is not None})
+@given_heuristics(IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(), key=["H", "V", "BV", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
 def chunk_gk_dA_bwd_kernel(
@@ -135,7 +135,7 @@ def chunk_gk_dA_bwd_kernel(
     tl.store(dA + ((bos + o_t[:, None]) * H + i_h) * BT + o_i[None, :], b_dA, mask=m_t[:, None])
 
 
-@triton.heuristics({"IS_VARLEN": lambda a: a["cu_seqlens"] is not None})
+@given_heuristics(IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(warps=(1, 2, 4)), key=["H", "K", "BK", "BC", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
 def chunk_gk_intra_bwd_kernel(

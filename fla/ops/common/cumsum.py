@@ -14,17 +14,11 @@ import triton.language as tl
 
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
-from fla.ops.common.tuning import block_size
+from fla.ops.common.tuning import block_size, given_heuristics
 from fla.utils import empty
 
 
-@triton.heuristics(
-    {
-        "USE_G": lambda a: a["g"] is not None,
-        "USE_GAMMA": lambda a: a["g_gamma"] is not None,
-        "IS_VARLEN": lambda a: a["cu_seqlens"] is not None,
-    }
-)
+@given_heuristics(USE_G="g", USE_GAMMA="g_gamma", IS_VARLEN="cu_seqlens")
 @triton.jit(do_not_specialize=["T"])
 def chunk_local_cumsum_kernel(
     g,

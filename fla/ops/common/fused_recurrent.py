@@ -12,24 +12,20 @@ inputs), so short sequences can train through this path too; ``gv`` has no backw
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.chunk import chunk_gated_bwd, chunk_layout
+from fla.ops.common.chunk import cast_like, chunk_gated_bwd, chunk_layout
+from fla.ops.common.inputs import prepare_gated_call
+from fla.ops.common.tuning import given_heuristics
 from fla.utils import contiguous, empty
 
 
-@triton.heuristics(
-    {
-        "USE_G": lambda a: a["g"] is not None,
-        "USE_GAMMA": lambda a: a["g_gamma"] is not None,
-        "USE_GK": lambda a: a["gk"] is not None,
-        "USE_GV": lambda a: a["gv"] is not None,
-        "USE_H0": lambda a: a["h0"] is not None,
-        "STORE_HT": lambda a: a["ht"] is not None,
-        "IS_VARLEN": lambda a: a["cu_seqlens"] is not None,
-    }
+@given_heuristics(
+    USE_G="g", USE_GAMMA="g_gamma", USE_GK="gk", USE_GV="gv", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens"
 )
 @triton.jit(do_not_specialize=["T"])
 def fused_recurrent_fwd_kernel(
@@ -162,5 +158,40 @@ class FusedRecurrentFunction(torch.autograd.Function):
         )  # fmt: skip
         dg_scalar = dg.to(g.dtype) if dg is not None and g is not None else None
         dgk = dg.to(gk.dtype) if dg is not None and gk is not None else None
-        dh0 = None if dh0 is None else dh0.to(initial_state.dtype)
-        return dq, dk, dv, dg_scalar, None, dgk, None, None, dh0, None, None
+        return dq, dk, dv, dg_scalar, None, dgk, None, None, cast_like(dh0, initial_state), None, None
+
+
+def fused_recurrent_gated(
+    op_name: str,
+    naive: Callable[..., tuple[torch.Tensor, torch.Tensor | None]],
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float | None,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    reverse: bool,
+    cu_seqlens: torch.Tensor | None,
+    **gates: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The body of the public ``fused_recurrent_<op>``: checks, then ``naive`` (torch) or the kernel.
+
+    Args:
+        op_name: the public op's name (for errors); naive: its ``naive_recurrent_<op>``, called with
+            the gates by keyword; gates: ``g`` / ``g_gamma`` / ``gk`` / ``gv`` as the op takes them.
+    Returns:
+        ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
+    """
+    if reverse:
+        raise NotImplementedError(f"{op_name}: reverse=True is not supported")
+    scale, backend = prepare_gated_call(q, k, v, scale, initial_state, cu_seqlens, **gates)
+    if backend == "torch":
+        o, ht = naive(
+            q, k, v, **gates, scale=scale, initial_state=initial_state, output_final_state=output_final_state,
+            cu_seqlens=cu_seqlens,
+        )  # fmt: skip
+        return o.to(v.dtype), ht
+    g, g_gamma, gk, gv = (gates.get(name) for name in ("g", "g_gamma", "gk", "gv"))
+    return FusedRecurrentFunction.apply(
+        q, k, v, g, g_gamma, gk, gv, scale, initial_state, output_final_state, cu_seqlens
+    )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fla.utils import check_cu_seqlens, check_dtype, check_same_device, check_shape
+from fla.utils import check_cu_seqlens, check_dtype, check_same_device, check_shape, select_backend
 
 
 def check_gated_inputs(
@@ -61,3 +61,25 @@ def check_gated_inputs(
 def default_scale(scale: float | None, k: torch.Tensor) -> float:
     """``scale`` or ``K ** -0.5`` when it is ``None``."""
     return float(k.shape[-1] ** -0.5) if scale is None else float(scale)
+
+
+def prepare_gated_call(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float | None,
+    initial_state: torch.Tensor | None,
+    cu_seqlens: torch.Tensor | None,
+    gk_name: str = "gk",
+    **gates: torch.Tensor | None,
+) -> tuple[float, str]:
+    """The prologue of every public gated op: check the inputs, default the scale, pick the backend.
+
+    Args:
+        gates: the op's gates by their :func:`check_gated_inputs` names (``g``, ``g_gamma``, ``gk``,
+            ``gv``), in the op's argument order; ``gk_name``: the public name of ``gk``.
+    Returns:
+        the scale (``K ** -0.5`` when ``None``) and the backend (``"torch"`` or ``"triton"``).
+    """
+    check_gated_inputs(q, k, v, **gates, initial_state=initial_state, cu_seqlens=cu_seqlens, gk_name=gk_name)
+    return default_scale(scale, k), select_backend(q, k, v, *gates.values(), initial_state)

@@ -23,6 +23,18 @@ def autotune_configs(warps: tuple[int, ...] = (2, 4), stages: tuple[int, ...] = 
     return [triton.Config({}, num_warps=w, num_stages=s) for w in warps for s in stages]
 
 
+def given_heuristics(**flags: str):
+    """``@triton.heuristics`` setting each constexpr flag to whether its argument is not ``None``.
+
+    ``given_heuristics(USE_G="g", IS_VARLEN="cu_seqlens")``: ``USE_G = g is not None``, ...
+    """
+    return triton.heuristics({flag: _is_given(arg) for flag, arg in flags.items()})
+
+
+def _is_given(arg: str):
+    return lambda a: a[arg] is not None
+
+
 def block_size(dim: int, cap: int = 64) -> int:
     """Power-of-two tile width for a feature dim (at least 16, the smallest ``tl.dot`` operand)."""
     return min(cap, max(16, triton.next_power_of_2(dim)))

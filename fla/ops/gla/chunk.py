@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.common.chunk import chunk_gated_bwd, chunk_gated_fwd, chunk_layout
-from fla.ops.common.inputs import check_gated_inputs, default_scale
+from fla.ops.common.chunk import cast_like, chunk_gated_bwd, chunk_gated_fwd, chunk_layout
+from fla.ops.common.inputs import prepare_gated_call
 from fla.ops.gla.naive import naive_chunk_gla
-from fla.utils import contiguous, select_backend
+from fla.utils import contiguous
 
 
 class ChunkGLAFunction(torch.autograd.Function):
@@ -30,9 +30,7 @@ class ChunkGLAFunction(torch.autograd.Function):
         dq, dk, dv, dg, dh0 = chunk_gated_bwd(
             q, k, v, None, None, g, A, ctx.scale, initial_state, do, dht, ctx.layout, ctx.needs_input_grad[3], want_dh0
         )
-        dg = None if dg is None else dg.to(g.dtype)
-        dh0 = None if dh0 is None else dh0.to(initial_state.dtype)
-        return dq, dk, dv, dg, None, dh0, None, None
+        return dq, dk, dv, cast_like(dg, g), None, cast_like(dh0, initial_state), None, None
 
 
 def chunk_gla(
@@ -57,8 +55,7 @@ def chunk_gla(
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state or ``None``.
     """
-    check_gated_inputs(q, k, v, gk=g, initial_state=initial_state, cu_seqlens=cu_seqlens, gk_name="g")
-    scale = default_scale(scale, k)
-    if select_backend(q, k, v, g, initial_state) == "torch":
+    scale, backend = prepare_gated_call(q, k, v, scale, initial_state, cu_seqlens, gk_name="g", gk=g)
+    if backend == "torch":
         return naive_chunk_gla(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
     return ChunkGLAFunction.apply(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)

@@ -12,25 +12,7 @@ import torch
 
 from fla.ops.common.chunk_torch import chunk_gated_torch
 from fla.ops.common.inputs import default_scale
-from fla.ops.utils.varlen import per_sequence
-
-
-def _gla_recurrence(q, k, v, gk, gv, h0, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    dtype = torch.promote_types(q.dtype, torch.float32)
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    q, k, v = (x.to(dtype) for x in (q, k, v))
-    S = q.new_zeros(B, H, K, V) if h0 is None else h0.to(dtype)
-    outs = []
-    for t in range(T):
-        if gk is not None:
-            S = S * gk[:, t].to(dtype).exp()[..., None]
-        if gv is not None:
-            S = S * gv[:, t].to(dtype).exp()[..., None, :]
-        S = S + k[:, t, :, :, None] * v[:, t, :, None, :]
-        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
-    o = torch.stack(outs, 1) if outs else v.new_zeros(B, 0, H, V)
-    return o, S
+from fla.ops.common.recurrent_torch import recurrent_gated_torch
 
 
 def naive_recurrent_gla(
@@ -58,12 +40,7 @@ def naive_recurrent_gla(
         ``[N, H, K, V]`` when ``output_final_state``.
     """
     scale = default_scale(scale, k)
-    step = lambda q, k, v, gk, gv, h0: _gla_recurrence(q, k, v, gk, gv, h0, scale)
-    if cu_seqlens is None:
-        o, ht = step(q, k, v, gk, gv, initial_state)
-    else:
-        o, ht = per_sequence(step, [q, k, v, gk, gv], initial_state, cu_seqlens)
-    return o, ht if output_final_state else None
+    return recurrent_gated_torch(q, k, v, gk, gv, scale, initial_state, output_final_state, cu_seqlens)
 
 
 def naive_chunk_gla(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.retention.decays import retention_log_decays
+from fla.ops.retention.decays import retention_gates
 from fla.ops.simple_gla.chunk import chunk_simple_gla
 
 
@@ -27,8 +27,7 @@ def chunk_retention(
     Returns:
         ``o`` ``[B, T, H, V]`` and the final state or ``None``.
     """
-    g_gamma = retention_log_decays(q.shape[2], q.device) if q.dim() == 4 else None
     return chunk_simple_gla(
-        q, k, v, g_gamma=g_gamma, scale=scale, initial_state=initial_state,
+        q, k, v, g_gamma=retention_gates(q), scale=scale, initial_state=initial_state,
         output_final_state=output_final_state, cu_seqlens=cu_seqlens,
     )  # fmt: skip

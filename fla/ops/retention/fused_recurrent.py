@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.retention.decays import retention_log_decays
+from fla.ops.retention.decays import retention_gates
 from fla.ops.simple_gla.fused_recurrent import fused_recurrent_simple_gla
 
 
@@ -20,8 +20,7 @@ def fused_recurrent_retention(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Retention by the recurrence (see :func:`fla.ops.retention.chunk_retention`); same arguments,
     plus ``reverse`` (must be ``False``)."""
-    g_gamma = retention_log_decays(q.shape[2], q.device) if q.dim() == 4 else None
     return fused_recurrent_simple_gla(
-        q, k, v, g_gamma=g_gamma, scale=scale, initial_state=initial_state,
+        q, k, v, g_gamma=retention_gates(q), scale=scale, initial_state=initial_state,
         output_final_state=output_final_state, reverse=reverse, cu_seqlens=cu_seqlens,
     )  # fmt: skip

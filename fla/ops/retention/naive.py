@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.retention.decays import retention_log_decays
+from fla.ops.retention.decays import retention_gates
 from fla.ops.simple_gla.naive import naive_chunk_simple_gla, naive_recurrent_simple_gla
 
 
@@ -19,12 +19,11 @@ def naive_recurrent_retention(
     cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Token-by-token retention (reference). Shapes as :func:`naive_recurrent_simple_gla`."""
-    g_gamma = retention_log_decays(q.shape[2], q.device)
     return naive_recurrent_simple_gla(
         q,
         k,
         v,
-        g_gamma=g_gamma,
+        g_gamma=retention_gates(q),
         scale=scale,
         initial_state=initial_state,
         output_final_state=output_final_state,
@@ -42,12 +41,11 @@ def naive_chunk_retention(
     cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked retention in PyTorch (CPU path of :func:`fla.ops.retention.chunk_retention`)."""
-    g_gamma = retention_log_decays(q.shape[2], q.device)
     return naive_chunk_simple_gla(
         q,
         k,
         v,
-        g_gamma=g_gamma,
+        g_gamma=retention_gates(q),
         scale=scale,
         initial_state=initial_state,
         output_final_state=output_final_state,

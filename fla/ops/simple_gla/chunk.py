@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.common.chunk import chunk_gated_bwd, chunk_gated_fwd, chunk_layout
-from fla.ops.common.inputs import check_gated_inputs, default_scale
+from fla.ops.common.chunk import cast_like, chunk_gated_bwd, chunk_gated_fwd, chunk_layout
+from fla.ops.common.inputs import prepare_gated_call
 from fla.ops.simple_gla.naive import naive_chunk_simple_gla
-from fla.utils import contiguous, select_backend
+from fla.utils import contiguous
 
 
 class ChunkSimpleGLAFunction(torch.autograd.Function):
@@ -31,9 +31,7 @@ class ChunkSimpleGLAFunction(torch.autograd.Function):
         dq, dk, dv, dg, dh0 = chunk_gated_bwd(
             q, k, v, g, g_gamma, None, None, ctx.scale, initial_state, do, dht, ctx.layout, want_dg, want_dh0
         )
-        dg = None if dg is None else dg.to(g.dtype)
-        dh0 = None if dh0 is None else dh0.to(initial_state.dtype)
-        return dq, dk, dv, dg, None, None, dh0, None, None
+        return dq, dk, dv, cast_like(dg, g), None, None, cast_like(dh0, initial_state), None, None
 
 
 def chunk_simple_gla(
@@ -60,8 +58,7 @@ def chunk_simple_gla(
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state or ``None``.
     """
-    check_gated_inputs(q, k, v, g=g, g_gamma=g_gamma, initial_state=initial_state, cu_seqlens=cu_seqlens)
-    scale = default_scale(scale, k)
-    if select_backend(q, k, v, g, g_gamma, initial_state) == "torch":
+    scale, backend = prepare_gated_call(q, k, v, scale, initial_state, cu_seqlens, g=g, g_gamma=g_gamma)
+    if backend == "torch":
         return naive_chunk_simple_gla(q, k, v, g, g_gamma, scale, initial_state, output_final_state, cu_seqlens)
     return ChunkSimpleGLAFunction.apply(q, k, v, g, g_gamma, scale, initial_state, output_final_state, cu_seqlens)

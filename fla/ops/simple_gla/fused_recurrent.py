@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.common.fused_recurrent import FusedRecurrentFunction
-from fla.ops.common.inputs import check_gated_inputs, default_scale
+from fla.ops.common.fused_recurrent import fused_recurrent_gated
 from fla.ops.simple_gla.naive import naive_recurrent_simple_gla
-from fla.utils import select_backend
 
 
 def fused_recurrent_simple_gla(
@@ -32,13 +30,7 @@ def fused_recurrent_simple_gla(
     Returns:
         ``o`` ``[B, T, H, V]`` and the final state or ``None``.
     """
-    if reverse:
-        raise NotImplementedError("fused_recurrent_simple_gla: reverse=True is not supported")
-    check_gated_inputs(q, k, v, g=g, g_gamma=g_gamma, initial_state=initial_state, cu_seqlens=cu_seqlens)
-    scale = default_scale(scale, k)
-    if select_backend(q, k, v, g, g_gamma, initial_state) == "torch":
-        o, ht = naive_recurrent_simple_gla(q, k, v, g, g_gamma, scale, initial_state, output_final_state, cu_seqlens)
-        return o.to(v.dtype), ht
-    return FusedRecurrentFunction.apply(
-        q, k, v, g, g_gamma, None, None, scale, initial_state, output_final_state, cu_seqlens
-    )
+    return fused_recurrent_gated(
+        "fused_recurrent_simple_gla", naive_recurrent_simple_gla, q, k, v, scale, initial_state, output_final_state,
+        reverse, cu_seqlens, g=g, g_gamma=g_gamma,
+    )  # fmt: skip

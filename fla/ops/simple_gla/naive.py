@@ -12,7 +12,7 @@ import torch
 
 from fla.ops.common.chunk_torch import chunk_gated_torch
 from fla.ops.common.inputs import default_scale
-from fla.ops.utils.varlen import per_sequence
+from fla.ops.common.recurrent_torch import recurrent_gated_torch
 
 
 def total_log_gate(g: torch.Tensor | None, g_gamma: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor | None:
@@ -21,22 +21,6 @@ def total_log_gate(g: torch.Tensor | None, g_gamma: torch.Tensor | None, q: torc
         return g
     gamma = g_gamma.to(torch.promote_types(g_gamma.dtype, torch.float32))
     return gamma.expand(q.shape[:3]) if g is None else g + gamma
-
-
-def _simple_gla_recurrence(q, k, v, g, h0, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    dtype = torch.promote_types(q.dtype, torch.float32)
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    q, k, v = (x.to(dtype) for x in (q, k, v))
-    S = q.new_zeros(B, H, K, V) if h0 is None else h0.to(dtype)
-    outs = []
-    for t in range(T):
-        if g is not None:
-            S = S * g[:, t].to(dtype).exp()[..., None, None]
-        S = S + k[:, t, :, :, None] * v[:, t, :, None, :]
-        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
-    o = torch.stack(outs, 1) if outs else v.new_zeros(B, 0, H, V)
-    return o, S
 
 
 def naive_recurrent_simple_gla(
@@ -64,12 +48,8 @@ def naive_recurrent_simple_gla(
     """
     scale = default_scale(scale, k)
     g = total_log_gate(g, g_gamma, q)
-    step = lambda q, k, v, g, h0: _simple_gla_recurrence(q, k, v, g, h0, scale)
-    if cu_seqlens is None:
-        o, ht = step(q, k, v, g, initial_state)
-    else:
-        o, ht = per_sequence(step, [q, k, v, g], initial_state, cu_seqlens)
-    return o, ht if output_final_state else None
+    gk = None if g is None else g[..., None]  # a scalar gate is a vector gate broadcast over K
+    return recurrent_gated_torch(q, k, v, gk, None, scale, initial_state, output_final_state, cu_seqlens)
 
 
 def naive_chunk_simple_gla(
