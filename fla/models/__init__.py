@@ -3,9 +3,13 @@
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from fla.models.cache import FLACache
+from fla.models.gla import GLAConfig, GLAForCausalLM, GLAModel
+from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
 
 _MODELS = [(TransformerConfig, TransformerModel, TransformerForCausalLM)]
+_MODELS.append((GLAConfig, GLAModel, GLAForCausalLM))
+_MODELS.append((RetNetConfig, RetNetModel, RetNetForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -13,3 +17,5 @@ for _config, _model, _causal_lm in _MODELS:
     AutoModelForCausalLM.register(_config, _causal_lm, exist_ok=True)
 
 __all__ = ["FLACache", "TransformerConfig", "TransformerForCausalLM", "TransformerModel"]
+__all__ += ["GLAConfig", "GLAForCausalLM", "GLAModel"]
+__all__ += ["RetNetConfig", "RetNetForCausalLM", "RetNetModel"]

@@ -1,0 +1,238 @@
+"""What every linear-attention layer shares: q/k/v projections (+ short convolutions), the output
+gate and norm, and the batch / cache plumbing around the token-mixing op.
+
+A layer subclasses :class:`LinearMixer`, builds its projections with :meth:`LinearMixer.build_qkv`
+and :meth:`LinearMixer.build_output` (parameter names are fla's: ``q_proj``, ``k_proj``, ``v_proj``,
+``{q,k,v}_conv1d``, ``g_proj``, ``g_norm_swish_gate`` or ``g_norm``, ``o_proj``) and writes its
+``forward`` as::
+
+    step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
+    q, k, v, conv_state = self.project_qkv(step)          # [B', T', D] each
+    ... feature maps / gates / the op with step.initial_state, step.cu_seqlens ...
+    return self.finish(step, o, final_state, conv_state)  # gate, norm, o_proj, cache, repad
+
+How a batch is run (``B', T'`` above):
+
+* ``cu_seqlens [N+1]`` (packed batch, ``B == 1``): as given; the cache must be empty.
+* ``attention_mask [B, L]`` with padding and an empty cache: the real tokens are packed into a
+  varlen batch once (``B' = 1``, ``cu_seqlens`` from the mask) and the output is repadded (0 at
+  padding); the final states are per row, so decoding continues from them.
+* ``attention_mask`` with padding and a non-empty cache (left-padded decoding): the new tokens
+  must all be real and run as a dense batch from the cached per-row states.
+* otherwise the dense ``[B, T]`` batch.
+
+Cache (:class:`fla.models.cache.FLACache`): ``recurrent_state [N, H, K, V]`` float32 and, with
+short convolutions, ``conv_state = (q, k, v)`` states ``[N, D, W]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn as nn
+from transformers.activations import ACT2FN
+
+from fla.layers.utils import PaddingInfo, check_attention_mask, decode_offsets, get_padding_info, has_padding
+from fla.layers.utils import repad as repad_tokens
+from fla.layers.utils import unpad as unpad_tokens
+from fla.modules.conv import ShortConvolution
+from fla.modules.gated_norm import FusedRMSNormGated
+from fla.modules.norm import RMSNorm
+
+if TYPE_CHECKING:
+    from fla.models.cache import FLACache
+
+RECURRENT_MAX_LEN = 64  # outside training, inputs of at most this many tokens run the fused_recurrent op
+MODES = ("chunk", "fused_recurrent", "fused_chunk", "parallel")  # fla's names; the last two run the chunk op
+
+
+@dataclass
+class MixerStep:
+    """One forward of a linear-attention layer, as :meth:`LinearMixer.begin` prepared it.
+
+    Attributes:
+        x: the layer input as the op sees it: ``[B, T, D]`` dense, or ``[1, N_tokens, D]`` packed.
+        batch_size, seq_len: ``B, T`` of the original input.
+        info: padding description when the input was unpadded (then ``finish`` repads), else ``None``.
+        cu_seqlens: ``[N+1]`` boundaries of the packed batch (given or from the mask), else ``None``.
+        state: this layer's cached state dict before the step (``None`` when empty).
+        cached: tokens this layer has seen before the step (padding included).
+        cache: the cache to write, or ``None``.
+        attention_mask: the padding mask (only set when it has padding), for position offsets.
+    """
+
+    x: torch.Tensor
+    batch_size: int
+    seq_len: int
+    info: PaddingInfo | None
+    cu_seqlens: torch.Tensor | None
+    state: dict[str, Any] | None
+    cached: int
+    cache: FLACache | None
+    attention_mask: torch.Tensor | None
+
+    @property
+    def store(self) -> bool:
+        """Whether the op must return its final state (a cache is being filled)."""
+        return self.cache is not None
+
+    def slot(self, name: str) -> Any:
+        """This layer's cached ``recurrent_state`` / ``conv_state`` (``None`` when the cache is empty)."""
+        return None if self.state is None else self.state[name]
+
+
+def split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """``[..., H * head_dim]`` -> ``[..., H, head_dim]``."""
+    return x.unflatten(-1, (-1, head_dim))
+
+
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """GQA: ``[..., Hkv, D]`` -> ``[..., Hkv * groups, D]``, each kv head repeated for its ``groups`` query heads."""
+    return x if groups == 1 else x.repeat_interleave(groups, dim=-2)
+
+
+class LinearMixer(nn.Module):
+    """Base of the linear-attention layers (see the module docstring); holds no parameters itself."""
+
+    layer_idx: int | None
+    mode: str
+
+    def check_dims(self, hidden_size: int, expand_k: float, expand_v: float, num_heads: int, num_kv_heads) -> None:
+        """Set ``key_dim``, ``value_dim``, ``head_k_dim``, ``head_v_dim``, kv-group sizes; raise on bad sizes."""
+        name = type(self).__name__
+        key_dim, value_dim = hidden_size * expand_k, hidden_size * expand_v
+        for what, value in (("expand_k", key_dim), ("expand_v", value_dim)):
+            if abs(value - round(value)) > 1e-6:
+                raise ValueError(f"{name}: hidden_size * {what} = {value} is not an integer")
+        self.num_heads = num_heads
+        self.num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if self.num_kv_heads <= 0 or num_heads % self.num_kv_heads != 0:
+            raise ValueError(f"{name}: num_heads={num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}")
+        self.key_dim, self.value_dim = round(key_dim), round(value_dim)
+        for what, value in (("key dim", self.key_dim), ("value dim", self.value_dim)):
+            if value % num_heads != 0:
+                raise ValueError(f"{name}: {what} {value} is not a multiple of num_heads={num_heads}")
+        self.num_kv_groups = num_heads // self.num_kv_heads
+        self.key_dim_per_group = self.key_dim // self.num_kv_groups
+        self.value_dim_per_group = self.value_dim // self.num_kv_groups
+        self.head_k_dim = self.key_dim // num_heads
+        self.head_v_dim = self.value_dim // num_heads
+
+    def check_mode(self, mode: str) -> None:
+        """Set ``mode`` (one of :data:`MODES`); raise ``ValueError`` naming it otherwise."""
+        if mode not in MODES:
+            raise ValueError(f"{type(self).__name__}: mode={mode!r} is not one of {MODES}")
+        self.mode = mode
+
+    def build_qkv(self, hidden_size: int, use_short_conv: bool, conv_size: int, conv_bias: bool) -> None:
+        """``q_proj`` (to ``key_dim``), ``k_proj`` / ``v_proj`` (per kv group) and optional SiLU short convs."""
+        self.use_short_conv, self.conv_size, self.conv_bias = use_short_conv, conv_size, conv_bias
+        self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
+        self.k_proj = nn.Linear(hidden_size, self.key_dim_per_group, bias=False)
+        self.v_proj = nn.Linear(hidden_size, self.value_dim_per_group, bias=False)
+        if use_short_conv:
+            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
+            self.k_conv1d = ShortConvolution(self.key_dim_per_group, conv_size, bias=conv_bias, activation="silu")
+            self.v_conv1d = ShortConvolution(self.value_dim_per_group, conv_size, bias=conv_bias, activation="silu")
+
+    def build_output(
+        self,
+        hidden_size: int,
+        use_output_gate: bool,
+        gate_fn: str,
+        fuse_norm: bool,
+        elementwise_affine: bool | None,
+        norm_eps: float,
+    ) -> None:
+        """Output gate ``g_proj``, per-head RMSNorm (fused with a swish gate when possible) and ``o_proj``."""
+        self.use_output_gate = use_output_gate
+        if use_output_gate:
+            self.g_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
+        self.fuse_norm_and_gate = gate_fn == "swish" and fuse_norm and use_output_gate
+        affine = bool(elementwise_affine)
+        if self.fuse_norm_and_gate:
+            self.g_norm_swish_gate = FusedRMSNormGated(self.head_v_dim, elementwise_affine=affine, eps=norm_eps)
+        else:
+            self.g_norm = RMSNorm(self.head_v_dim, elementwise_affine=affine, eps=norm_eps)
+            self.gate_fn = ACT2FN[gate_fn]
+        self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+
+    def use_recurrent(self, step: MixerStep) -> bool:
+        """fused_recurrent for short inputs outside training (decoding) or when the mode asks for it."""
+        return self.mode == "fused_recurrent" or (not self.training and step.x.shape[1] <= RECURRENT_MAX_LEN)
+
+    def begin(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        past_key_values: FLACache | None,
+        cu_seqlens: torch.Tensor | None,
+    ) -> MixerStep:
+        """Check the inputs, read this layer's cache and unpad a padded batch (see the module docstring)."""
+        name = type(self).__name__
+        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.hidden_size:
+            raise ValueError(
+                f"{name}: hidden_states has shape {list(hidden_states.shape)}, expected [B, T, {self.hidden_size}]"
+            )
+        if past_key_values is not None and self.layer_idx is None:
+            raise ValueError(f"{name}: layer_idx is required when past_key_values is given")
+        B, T, _ = hidden_states.shape
+        cached = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
+        state = past_key_values[self.layer_idx] if cached > 0 else None
+        if attention_mask is not None:
+            check_attention_mask(attention_mask, B, None if cu_seqlens is not None else cached + T)
+            if cu_seqlens is not None or not has_padding(attention_mask):
+                attention_mask = None
+        x, info = hidden_states, None
+        if cu_seqlens is not None:
+            if B != 1 or cu_seqlens.dim() != 1:
+                raise ValueError(
+                    f"{name}: cu_seqlens (shape {list(cu_seqlens.shape)}) needs a packed batch of size 1 and a "
+                    f"1-D [N+1] tensor; hidden_states has batch size {B}"
+                )
+            if cached > 0:
+                raise ValueError(f"{name}: cu_seqlens cannot be combined with a non-empty cache (prefill only)")
+        elif attention_mask is not None:
+            if cached == 0:
+                info = get_padding_info(attention_mask)
+                x, cu_seqlens = unpad_tokens(hidden_states, info)[None], info.cu_seqlens
+            else:
+                decode_offsets(attention_mask, T)  # raises when a new token is padding
+        return MixerStep(x, B, T, info, cu_seqlens, state, cached, past_key_values, attention_mask)
+
+    def project_qkv(self, step: MixerStep) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Any]:
+        """``q [.., key_dim]``, ``k [.., key_dim_per_group]``, ``v [.., value_dim_per_group]`` and the conv state."""
+        x = step.x
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if not self.use_short_conv:
+            return q, k, v, None
+        old = step.slot("conv_state") or (None, None, None)
+        convs = (self.q_conv1d, self.k_conv1d, self.v_conv1d)
+        outs = [
+            conv(t, cache=c, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
+            for conv, t, c in zip(convs, (q, k, v), old)
+        ]
+        (q, cq), (k, ck), (v, cv) = outs
+        return q, k, v, (cq, ck, cv) if step.store else None
+
+    def finish(self, step: MixerStep, o: torch.Tensor, final_state: Any, conv_state: Any) -> tuple:
+        """Cache the new states, apply output gate + norm and ``o_proj``, repad: ``(out [B, T, D], None, cache)``."""
+        if step.cache is not None:
+            step.cache.update(
+                recurrent_state=final_state, conv_state=conv_state, layer_idx=self.layer_idx, offset=step.seq_len
+            )
+        if self.fuse_norm_and_gate:
+            o = self.g_norm_swish_gate(o, split_heads(self.g_proj(step.x), self.head_v_dim)).flatten(-2)
+        else:
+            o = self.g_norm(o).flatten(-2)
+            if self.use_output_gate:
+                o = o * self.gate_fn(self.g_proj(step.x))
+        o = self.o_proj(o)
+        if step.info is not None:
+            o = repad_tokens(o[0], step.info)
+        return o, None, step.cache
+
+
+__all__ = ["MODES", "RECURRENT_MAX_LEN", "LinearMixer", "MixerStep", "repeat_kv", "split_heads"]

@@ -1,0 +1,137 @@
+"""Multi-scale retention (RetNet, Sun et al. 2023, https://arxiv.org/abs/2307.08621), parameter-compatible with fla.
+
+Per head ``h`` with a fixed decay ``gamma_h = 1 - 2^(-5-h)`` and rotary positions on q and k::
+
+    S_t   = gamma_h S_{t-1} + k_t^T v_t,      o_t = q_t S_t / sqrt(d_k)
+    out_t = o_proj(RMSNorm(o_t) * swish(g_proj(x_t)))
+
+The rotary tables (``rotary``) are buffers, not parameters. Training and prefill run
+:func:`fla.ops.retention.chunk_retention`; decoding (at most 64 tokens outside training) runs
+:func:`fla.ops.retention.fused_recurrent_retention`. Batches, padding and the cache: see
+:mod:`fla.layers.linear_mixer`.
+
+Positions: every packed / unpadded sequence starts at 0; after a cache, new tokens continue at
+the number of real tokens seen in their row (so left-padded rows match their unpadded forward).
+``position_ids`` are ignored (as in fla): retention only depends on position differences, and the
+cached state fixes the offset.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from transformers.activations import ACT2FN
+
+from fla.layers.linear_mixer import LinearMixer, MixerStep, repeat_kv, split_heads
+from fla.layers.utils import decode_offsets
+from fla.modules.rotary import RotaryEmbedding
+from fla.ops.retention import chunk_retention, fused_recurrent_retention
+
+if TYPE_CHECKING:
+    from fla.models.cache import FLACache
+
+MAX_HEAD_K_DIM = 256
+
+
+class MultiScaleRetention(LinearMixer):
+    """RetNet token mixer.
+
+    Args:
+        mode: ``"chunk"`` (default) or ``"fused_recurrent"`` for training / prefill (fla's
+            ``"fused_chunk"`` / ``"parallel"`` run the chunk op).
+        hidden_size: model width.
+        expand_k, expand_v: key / value widths as multiples of ``hidden_size`` (default 1 / 2).
+        num_heads: query heads; num_kv_heads: key/value heads (default ``num_heads``).
+        feature_map: activation name applied to q and k (``None``: identity).
+        use_short_conv, conv_size, conv_bias: SiLU short convolutions on q, k, v.
+        use_output_gate: ``g_proj`` output gate; gate_fn: its activation (``"swish"`` fuses with the norm).
+        elementwise_affine, norm_eps: of the per-head output RMSNorm.
+        fuse_norm: fuse the output norm and swish gate.
+        layer_idx: index in the cache (required when a cache is used).
+
+    Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
+    """
+
+    def __init__(
+        self,
+        mode: str = "chunk",
+        hidden_size: int = 1024,
+        expand_k: float = 1.0,
+        expand_v: float = 2.0,
+        num_heads: int = 8,
+        num_kv_heads: int | None = None,
+        feature_map: str | None = None,
+        use_short_conv: bool = False,
+        conv_size: int = 4,
+        conv_bias: bool = False,
+        use_output_gate: bool = True,
+        gate_fn: str = "swish",
+        elementwise_affine: bool | None = True,
+        norm_eps: float = 1e-5,
+        fuse_norm: bool = True,
+        layer_idx: int | None = None,
+        **kwargs,
+    ):
+        super().__init__()
+        self.check_mode(mode)
+        self.hidden_size = hidden_size
+        self.check_dims(hidden_size, expand_k, expand_v, num_heads, num_kv_heads)
+        if self.head_k_dim > MAX_HEAD_K_DIM:
+            raise ValueError(f"MultiScaleRetention: head_k_dim={self.head_k_dim} exceeds {MAX_HEAD_K_DIM}")
+        self.feature_map = feature_map
+        self.feature_map_fn = ACT2FN[feature_map] if feature_map is not None else None
+        self.layer_idx = layer_idx
+        self.build_qkv(hidden_size, use_short_conv, conv_size, conv_bias)
+        self.build_output(hidden_size, use_output_gate, gate_fn, fuse_norm, elementwise_affine, norm_eps)
+        self.rotary = RotaryEmbedding(dim=self.head_k_dim)
+
+    def extra_repr(self) -> str:
+        return (
+            f"mode={self.mode!r}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
+            f"head_k_dim={self.head_k_dim}, head_v_dim={self.head_v_dim}"
+        )
+
+    def _rotate(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary positions of ``q [.., T', H, K]``, ``k [.., T', Hkv, K]`` (see the module docstring)."""
+        if step.cu_seqlens is not None:  # packed: the packed length bounds every position
+            return self.rotary(q, k, max_seqlen=q.shape[1], cu_seqlens=step.cu_seqlens)
+        if step.attention_mask is not None:  # left-padded rows after a cache: real tokens seen per row
+            offset, top = decode_offsets(step.attention_mask, step.seq_len)
+        else:
+            offset = top = step.cached
+        return self.rotary(q, k, seqlen_offset=offset, max_seqlen=top + step.seq_len)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: FLACache | None = None,
+        use_cache: bool | None = False,
+        output_attentions: bool | None = False,
+        cu_seqlens: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, None, FLACache | None]:
+        """``hidden_states [B, T, hidden_size]`` -> ``(o [B, T, hidden_size], None, past_key_values)``.
+
+        Args:
+            attention_mask: ``[B, cached + T]`` padding mask (1 = token, 0 = padding) or None.
+            past_key_values: the cache to read and extend (or None); the state is stored whenever it is given.
+            use_cache, output_attentions: accepted for API compatibility (no attention weights exist).
+            cu_seqlens: ``[N+1]`` packed-sequence boundaries (``B == 1``).
+        """
+        step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
+        q, k, v, conv_state = self.project_qkv(step)
+        q, k = split_heads(q, self.head_k_dim), split_heads(k, self.head_k_dim)
+        if self.feature_map_fn is not None:
+            q, k = self.feature_map_fn(q), self.feature_map_fn(k)
+        q, k = self._rotate(step, q, k)
+        k = repeat_kv(k, self.num_kv_groups)
+        v = repeat_kv(split_heads(v, self.head_v_dim), self.num_kv_groups)
+        initial_state = step.slot("recurrent_state")
+        op = fused_recurrent_retention if self.use_recurrent(step) else chunk_retention
+        o, state = op(q, k, v, initial_state=initial_state, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
+        return self.finish(step, o, state, conv_state)
+
+
+__all__ = ["MultiScaleRetention"]

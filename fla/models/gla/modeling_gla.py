@@ -1,0 +1,82 @@
+"""GLA language models: pre-norm blocks of Gated Linear Attention (or hybrid softmax attention) and a SwiGLU MLP.
+
+Parameter names match fla 0.6.0 (``model.embeddings``, ``model.layers.N.{attn_norm, attn.{q,k,v,g}_proj,
+attn.gk_proj.{0,1}, attn.g_norm_swish_gate, attn.o_proj, mlp_norm, mlp.{gate,up,down}_proj}``,
+``model.norm``, ``lm_head``), so its checkpoints load as is.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from fla.layers.gla import GatedLinearAttention
+from fla.models.gla.configuration_gla import GLAConfig
+from fla.models.modeling_utils import (
+    FLABlock,
+    FLAForCausalLM,
+    FLAModel,
+    FLAPreTrainedModel,
+    build_attention,
+    build_norm,
+)
+
+
+class GLABlock(FLABlock):
+    """One layer: ``GatedLinearAttention`` (or ``Attention`` at the config's hybrid layers) + ``GatedMLP``."""
+
+    def __init__(self, config: GLAConfig, layer_idx: int):
+        mixer = build_attention(config, layer_idx)
+        if mixer is None:
+            mixer = GatedLinearAttention(
+                mode=config.attn_mode,
+                hidden_size=config.hidden_size,
+                expand_k=config.expand_k,
+                expand_v=config.expand_v,
+                num_heads=config.num_heads,
+                num_kv_heads=config.num_kv_heads,
+                feature_map=config.feature_map,
+                use_short_conv=config.use_short_conv,
+                conv_size=config.conv_size,
+                use_output_gate=config.use_output_gate,
+                gate_fn=config.hidden_act,
+                elementwise_affine=config.elementwise_affine,
+                norm_eps=config.norm_eps,
+                clamp_min=config.clamp_min,
+                fuse_norm=config.fuse_norm,
+                layer_idx=layer_idx,
+            )
+        super().__init__(config, layer_idx, mixer)
+
+
+class GLAPreTrainedModel(FLAPreTrainedModel):
+    config_class = GLAConfig
+    _no_split_modules = ["GLABlock"]
+
+
+class GLAModel(GLAPreTrainedModel, FLAModel):
+    """Embeddings -> ``num_hidden_layers`` GLABlocks -> RMSNorm (see :class:`FLAModel` for forward)."""
+
+    def __init__(self, config: GLAConfig):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.vocab_size = config.vocab_size
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList([GLABlock(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = build_norm(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+
+class GLAForCausalLM(GLAPreTrainedModel, FLAForCausalLM):
+    """GLAModel + ``lm_head`` (tied to the embeddings with ``tie_word_embeddings``)."""
+
+    def __init__(self, config: GLAConfig):
+        super().__init__(config)
+        self.model = GLAModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.criterion = None
+        self.post_init()
+
+
+__all__ = ["GLABlock", "GLAForCausalLM", "GLAModel", "GLAPreTrainedModel"]

@@ -1,0 +1,82 @@
+"""RetNet language models: pre-norm blocks of multi-scale retention (or hybrid softmax attention) and a SwiGLU MLP.
+
+Parameter names match fla 0.6.0 (``model.embeddings``, ``model.layers.N.{attn_norm, attn.{q,k,v,g}_proj,
+attn.g_norm_swish_gate, attn.o_proj, mlp_norm, mlp.{gate,up,down}_proj}``, ``model.norm``, ``lm_head``),
+so its checkpoints load as is.
+"""
+
+from __future__ import annotations
+
+import torch.nn as nn
+
+from fla.layers.multiscale_retention import MultiScaleRetention
+from fla.models.modeling_utils import (
+    FLABlock,
+    FLAForCausalLM,
+    FLAModel,
+    FLAPreTrainedModel,
+    build_attention,
+    build_norm,
+)
+from fla.models.retnet.configuration_retnet import RetNetConfig
+
+
+class RetNetBlock(FLABlock):
+    """One layer: ``MultiScaleRetention`` (or ``Attention`` at the config's hybrid layers) + ``GatedMLP``.
+
+    As in fla 0.6.0, the config's ``use_short_conv`` / ``conv_size`` do not reach the retention layer.
+    """
+
+    def __init__(self, config: RetNetConfig, layer_idx: int):
+        mixer = build_attention(config, layer_idx)
+        if mixer is None:
+            mixer = MultiScaleRetention(
+                mode=config.attn_mode,
+                hidden_size=config.hidden_size,
+                expand_k=config.expand_k,
+                expand_v=config.expand_v,
+                num_heads=config.num_heads,
+                num_kv_heads=config.num_kv_heads,
+                feature_map=config.feature_map,
+                use_output_gate=config.use_output_gate,
+                gate_fn=config.hidden_act,
+                elementwise_affine=config.elementwise_affine,
+                norm_eps=config.norm_eps,
+                fuse_norm=config.fuse_norm,
+                layer_idx=layer_idx,
+            )
+        super().__init__(config, layer_idx, mixer)
+
+
+class RetNetPreTrainedModel(FLAPreTrainedModel):
+    config_class = RetNetConfig
+    _no_split_modules = ["RetNetBlock"]
+
+
+class RetNetModel(RetNetPreTrainedModel, FLAModel):
+    """Embeddings -> ``num_hidden_layers`` RetNetBlocks -> RMSNorm (see :class:`FLAModel` for forward)."""
+
+    def __init__(self, config: RetNetConfig):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.vocab_size = config.vocab_size
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList([RetNetBlock(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = build_norm(config)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+
+class RetNetForCausalLM(RetNetPreTrainedModel, FLAForCausalLM):
+    """RetNetModel + ``lm_head`` (tied to the embeddings with ``tie_word_embeddings``)."""
+
+    def __init__(self, config: RetNetConfig):
+        super().__init__(config)
+        self.model = RetNetModel(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.criterion = None
+        self.post_init()
+
+
+__all__ = ["RetNetBlock", "RetNetForCausalLM", "RetNetModel", "RetNetPreTrainedModel"]
