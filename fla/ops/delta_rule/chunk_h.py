@@ -1,0 +1,120 @@
+"""Inter-chunk state recurrence of the chunked delta rule (Triton).
+
+One program per (sequence, head, V block) holds the state's ``[K, BV]`` columns in fp32 (the whole
+key dim: ``w h`` reduces over it) and walks the chunks in order. Before chunk ``c`` it stores the
+running state ``h[c]``, then with the WY stage's ``w, u`` (:mod:`.wy`), ``G`` the chunk-local gate
+cumsum and ``L`` the chunk's last row::
+
+    v_new = u - w h                                  (the chunk's new values, stored)
+    h     <- exp(G_L) h + (k * exp(G_L - G))^T v_new
+
+The last running value is the final state.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fla.ops.common.indexing import sequence_bounds
+from fla.ops.common.layout import ChunkLayout
+from fla.ops.common.tuning import dot_precision, given_heuristics
+from fla.utils import empty
+
+
+@given_heuristics(USE_G="G", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
+@triton.jit(do_not_specialize=["T"])
+def chunk_delta_h_fwd_kernel(
+    k,
+    w,
+    u,
+    G,
+    h0,
+    h,
+    v_new,
+    ht,
+    cu_seqlens,
+    chunk_offsets,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    USE_G: tl.constexpr,
+    USE_H0: tl.constexpr,
+    STORE_HT: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, T_n, NT, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
+
+    o_k = tl.arange(0, BK)  # [BK] the whole key dim
+    o_v = i_v * BV + tl.arange(0, BV)  # [BV]
+    m_k, m_v = o_k < K, o_v < V
+    o_kv = o_k[:, None] * V + o_v[None, :]  # [BK, BV] offsets inside one [K, V] state
+    m_kv = m_k[:, None] & m_v[None, :]
+
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_H0:
+        b_h += tl.load(h0 + i_nh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    for i_t in range(0, NT):
+        tl.store(h + ((boh + i_t) * H + i_h) * K * V + o_kv, b_h.to(h.dtype.element_ty), mask=m_kv)
+        o_t = i_t * BT + tl.arange(0, BT)  # [BT]
+        m_t = o_t < T_n
+        o_row = (bos + o_t) * H + i_h  # [BT] token-head rows
+        m_tk = m_t[:, None] & m_k[None, :]
+        m_tv = m_t[:, None] & m_v[None, :]
+        b_w = tl.load(w + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0.0)  # [BT, BK]
+        b_u = tl.load(u + o_row[:, None] * V + o_v[None, :], mask=m_tv, other=0.0).to(tl.float32)  # [BT, BV]
+        b_vn = b_u - tl.dot(b_w, b_h.to(b_w.dtype), input_precision=DOT_PRECISION)  # [BT, BV]
+        tl.store(v_new + o_row[:, None] * V + o_v[None, :], b_vn.to(v_new.dtype.element_ty), mask=m_tv)
+        m_kt = m_k[:, None] & m_t[None, :]
+        b_kt = tl.load(k + o_row[None, :] * K + o_k[:, None], mask=m_kt, other=0.0)  # [BK, BT] k transposed
+        if USE_G:
+            i_last = tl.minimum(i_t * BT + BT, T_n) - 1
+            b_g = tl.load(G + o_row, mask=m_t, other=0.0)  # [BT]
+            b_gl = tl.load(G + (bos + i_last) * H + i_h)
+            b_vn *= tl.exp(tl.where(m_t, b_gl - b_g, float("-inf")))[:, None]
+            b_h *= tl.exp(b_gl)
+        b_h += tl.dot(b_kt, b_vn.to(b_kt.dtype), input_precision=DOT_PRECISION)
+    if STORE_HT:
+        tl.store(ht + i_nh * K * V + o_kv, b_h, mask=m_kv)
+
+
+def chunk_delta_fwd_h(
+    k: torch.Tensor,
+    w: torch.Tensor,
+    u: torch.Tensor,
+    layout: ChunkLayout,
+    G: torch.Tensor | None = None,
+    h0: torch.Tensor | None = None,
+    output_final_state: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """States at chunk starts and the new values.
+
+    Args:
+        k, w: ``[B, T, H, K]``; u: ``[B, T, H, V]`` (from :func:`fla.ops.delta_rule.wy.chunk_delta_wy_fwd`);
+        layout: the chunking; G: ``[B, T, H]`` chunk-local gate cumsum (fp32) or ``None``;
+        h0: ``[N, H, K, V]``.
+    Returns:
+        ``h`` ``[B, NT, H, K, V]`` (``[1, total chunks, H, K, V]`` for varlen, ``k.dtype``),
+        ``v_new`` ``[B, T, H, V]`` (``u.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
+    """
+    B, T, H, K = k.shape
+    V = u.shape[-1]
+    BK = max(16, triton.next_power_of_2(K))
+    BV = min(max(16, triton.next_power_of_2(V)), max(16, 8192 // BK))  # fp32 state block <= 8192
+    h = empty(*layout.states_shape(H, K, V), dtype=k.dtype, device=k.device)
+    v_new = empty(B, T, H, V, dtype=u.dtype, device=u.device)
+    ht = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=k.device) if output_final_state else None
+    grid = (triton.cdiv(V, BV), layout.num_seqs * H)
+    chunk_delta_h_fwd_kernel[grid](
+        k, w, u, G, h0, h, v_new, ht, layout.cu_seqlens, layout.chunk_offsets, T,
+        H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),
+    )  # fmt: skip
+    return h, v_new, ht

@@ -1,0 +1,174 @@
+"""The (gated) delta rule token by token: the decoding path.
+
+One program per (sequence, head, V block) keeps its ``[K, BV]`` state block in fp32 registers (the
+delta rule's ``k^T S`` reduces over the whole key dim, and V columns are independent) and walks the
+tokens::
+
+    S <- exp(g_t) S;   u = beta_t (v_t - k_t^T S);   S <- S + k_t u^T;   o_t = scale * q_t^T S
+
+The backward recomputes the chunked PyTorch form under autograd (:mod:`.function`): exact,
+device-agnostic, and fine for the short sequences decoding trains on.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fla.ops.common.tuning import given_heuristics
+from fla.ops.delta_rule.function import DeltaRuleFunction
+from fla.ops.delta_rule.inputs import prepare_delta_call
+from fla.ops.delta_rule.recurrent_torch import recurrent_delta_torch
+from fla.utils import empty
+
+
+@given_heuristics(USE_G="g", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
+@triton.jit(do_not_specialize=["T"])
+def fused_recurrent_delta_rule_fwd_kernel(
+    q,
+    k,
+    v,
+    beta,
+    g,
+    h0,
+    o,
+    ht,
+    cu_seqlens,
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    USE_QK_L2NORM: tl.constexpr,
+    NEG_EIGVAL: tl.constexpr,
+    USE_G: tl.constexpr,
+    USE_H0: tl.constexpr,
+    STORE_HT: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    i_n, i_h = i_nh // H, i_nh % H
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T_n = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
+    else:
+        bos = i_n * T
+        T_n = T
+
+    o_k = tl.arange(0, BK)  # [BK] the whole key dim
+    o_v = i_v * BV + tl.arange(0, BV)  # [BV]
+    m_k, m_v = o_k < K, o_v < V
+    o_kv = o_k[:, None] * V + o_v[None, :]  # [BK, BV]
+    m_kv = m_k[:, None] & m_v[None, :]
+
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_H0:
+        b_h += tl.load(h0 + i_nh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    for t in range(0, T_n):
+        i_tok = (bos + t) * H + i_h  # token-head row
+        b_q = tl.load(q + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32)  # [BK]
+        b_k = tl.load(k + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32)  # [BK]
+        b_v = tl.load(v + i_tok * V + o_v, mask=m_v, other=0.0).to(tl.float32)  # [BV]
+        b_beta = tl.load(beta + i_tok).to(tl.float32)
+        if USE_QK_L2NORM:
+            b_q = b_q / tl.sqrt(tl.sum(b_q * b_q) + 1e-6)
+            b_k = b_k / tl.sqrt(tl.sum(b_k * b_k) + 1e-6)
+        if NEG_EIGVAL:
+            b_beta = b_beta * 2.0
+        if USE_G:
+            b_h *= tl.exp(tl.load(g + i_tok).to(tl.float32))
+        b_u = b_beta * (b_v - tl.sum(b_h * b_k[:, None], axis=0))  # [BV] the new value
+        b_h += b_k[:, None] * b_u[None, :]
+        b_o = tl.sum(b_h * b_q[:, None], axis=0) * scale  # [BV]
+        tl.store(o + i_tok * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
+    if STORE_HT:
+        tl.store(ht + i_nh * K * V + o_kv, b_h, mask=m_kv)
+
+
+def fused_recurrent_delta_rule_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    cu_seqlens: torch.Tensor | None,
+    use_qk_l2norm_in_kernel: bool,
+    allow_neg_eigval: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Launch the recurrent kernel (contiguous inputs).
+
+    Args:
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta, g: ``[B, T, H]`` (g optional);
+        initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``).
+    Returns:
+        ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+    BK = max(16, triton.next_power_of_2(K))
+    BV = min(max(16, triton.next_power_of_2(V)), max(16, 4096 // BK))  # keep the fp32 state block <= 4096
+    o = empty(B, T, H, V, dtype=v.dtype, device=v.device)
+    ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None
+    grid = (triton.cdiv(V, BV), N * H)
+    fused_recurrent_delta_rule_fwd_kernel[grid](
+        q, k, v, beta, g, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
+        USE_QK_L2NORM=use_qk_l2norm_in_kernel, NEG_EIGVAL=allow_neg_eigval,
+    )  # fmt: skip
+    return o, ht
+
+
+def fused_recurrent_delta(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor | None,
+    g: torch.Tensor | None,
+    scale: float | None,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    cu_seqlens: torch.Tensor | None,
+    use_qk_l2norm_in_kernel: bool,
+    allow_neg_eigval: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The body of both ``fused_recurrent_(gated_)delta_rule`` ops (``g`` ``[B, T, H]`` or ``None``)."""
+    beta, scale, backend = prepare_delta_call(q, k, v, beta, g, scale, initial_state, cu_seqlens)
+    if backend == "torch":
+        o, ht = recurrent_delta_torch(
+            q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm_in_kernel,
+            allow_neg_eigval,
+        )  # fmt: skip
+        return o.to(v.dtype), ht
+    return DeltaRuleFunction.apply(
+        fused_recurrent_delta_rule_fwd, q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens,
+        use_qk_l2norm_in_kernel, allow_neg_eigval,
+    )  # fmt: skip
+
+
+def fused_recurrent_delta_rule(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    use_qk_l2norm_in_kernel: bool = False,
+    allow_neg_eigval: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Delta rule by the recurrence (arguments and shapes as :func:`fla.ops.delta_rule.chunk_delta_rule`).
+
+    Returns:
+        ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
+    """
+    return fused_recurrent_delta(
+        q, k, v, beta, None, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm_in_kernel,
+        allow_neg_eigval,
+    )  # fmt: skip

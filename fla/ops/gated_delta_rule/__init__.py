@@ -1,0 +1,12 @@
+"""Gated delta rule (Gated DeltaNet): the delta rule on a state decayed by ``exp(g_t)`` each token."""
+
+from fla.ops.gated_delta_rule.chunk import chunk_gated_delta_rule
+from fla.ops.gated_delta_rule.fused_recurrent import fused_recurrent_gated_delta_rule
+from fla.ops.gated_delta_rule.naive import naive_chunk_gated_delta_rule, naive_recurrent_gated_delta_rule
+
+__all__ = [
+    "chunk_gated_delta_rule",
+    "fused_recurrent_gated_delta_rule",
+    "naive_chunk_gated_delta_rule",
+    "naive_recurrent_gated_delta_rule",
+]
