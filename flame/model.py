@@ -1,0 +1,154 @@
+"""Model build: HF config -> meta device -> parallelize -> materialize -> seeded init.
+
+The initial weights depend only on the seed and the device type, never on the number of
+ranks or the parallel layout: every rank draws each parameter's *full* tensor from one
+seeded RNG stream, in module order, with the model's own HF ``_init_weights``; then each
+rank keeps its own shard.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
+from torchtitan.tools.logging import logger
+
+from flame.config import ConfigError, JobConfig
+
+
+def import_custom_module(name: str) -> None:
+    """Import ``model.custom_module`` (it registers AutoConfig / AutoModelForCausalLM classes)."""
+    if not name:
+        return
+    try:
+        importlib.import_module(name)
+    except ImportError as err:
+        raise ConfigError("model.custom_module", name, f"cannot import it ({err})") from None
+
+
+def load_model_config(job: JobConfig):
+    """The HF ``PretrainedConfig`` of ``model.config`` (after ``import fla`` and the custom module)."""
+    from transformers import AutoConfig
+
+    import fla  # noqa: F401 - registers fla's models with transformers' Auto classes
+
+    import_custom_module(job.model.custom_module)
+    path = job.model.config
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as err:
+        why = "no such file or folder" if path.endswith(".json") and not os.path.exists(path) else str(err)
+        raise ConfigError("model.config", path, why.splitlines()[0]) from None
+    config.use_cache = False
+    return config
+
+
+def build_model(
+    config, parallel_dims, job: JobConfig, init_device: torch.device, buffer_device: torch.device | None = None
+) -> nn.Module:
+    """Build the causal LM of ``config`` on meta, parallelize it, materialize it on ``init_device``, init it.
+
+    Buffers end on ``buffer_device`` (default ``init_device``; differs with FSDP CPU offload).
+    """
+    from transformers import AutoModelForCausalLM
+
+    from flame.parallelize import parallelize
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = parallelize(model, parallel_dims, job)
+    model.to_empty(device=init_device)
+    retie_embeddings(model)
+    init_weights(model, job.training.seed, init_device)
+    if buffer_device is not None and buffer_device != init_device:
+        for module in model.modules():
+            for name, buffer in module.named_buffers(recurse=False):
+                module._buffers[name] = buffer.to(buffer_device)
+    model.train()
+    return model
+
+
+def retie_embeddings(model: nn.Module) -> None:
+    """Re-tie input and output embeddings if the config ties them and materializing broke the tie."""
+    if not getattr(model.config, "tie_word_embeddings", False):
+        return
+    inp, out = model.get_input_embeddings(), model.get_output_embeddings()
+    if inp is None or out is None or inp.weight is out.weight:
+        return
+    out.weight = inp.weight
+
+
+@torch.no_grad()
+def init_weights(model: nn.Module, seed: int, device: torch.device) -> None:
+    """Initialize every parameter and buffer with the model's HF ``_init_weights``, identically on all ranks.
+
+    Modules are visited in HF order (children before parents, each sub-model with its own
+    ``_init_weights``). Each direct parameter is temporarily swapped for a full-size tensor
+    on ``device`` (NaN-filled), initialized, checked, and the rank's shard copied into the
+    real (possibly DTensor) parameter. Float buffers (e.g. rotary ``inv_freq``) are
+    recomputed in place. A parameter or buffer the model's init leaves NaN is an error.
+    """
+    from transformers import PreTrainedModel
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        _init_subtree(model, model._init_weights, device, PreTrainedModel)
+
+
+def _init_subtree(module: nn.Module, init_fn, device: torch.device, pretrained_cls, prefix: str = "") -> None:
+    for name, child in module.named_children():
+        child_init = child._init_weights if isinstance(child, pretrained_cls) else init_fn
+        _init_subtree(child, child_init, device, pretrained_cls, f"{prefix}{name}.")
+    _init_module(module, init_fn, device, prefix)
+
+
+def _init_module(module: nn.Module, init_fn, device: torch.device, prefix: str) -> None:
+    params = dict(module.named_parameters(recurse=False))
+    buffers = {n: b for n, b in module.named_buffers(recurse=False) if b.is_floating_point()}
+    if not params and not buffers:
+        return
+    real = {}
+    for name, param in params.items():
+        real[name] = param
+        full = torch.full(param.shape, float("nan"), dtype=param.dtype, device=device)
+        module._parameters[name] = nn.Parameter(full, requires_grad=param.requires_grad)
+    for buffer in buffers.values():
+        buffer.fill_(float("nan"))
+    try:
+        init_fn(module)
+    finally:
+        inits = {name: module._parameters[name].data for name in real}
+        module._parameters.update(real)
+    for name, param in real.items():
+        _check_initialized(f"{prefix}{name}", inits[name], module)
+        if isinstance(param, DTensor):
+            shard = distribute_tensor(inits[name], param.device_mesh, param.placements, src_data_rank=None)
+            param.to_local().copy_(shard.to_local())
+        else:
+            param.copy_(inits[name])
+    for name, buffer in buffers.items():
+        _check_initialized(f"{prefix}{name}", buffer, module)
+
+
+def _check_initialized(name: str, tensor: torch.Tensor, module: nn.Module) -> None:
+    if torch.isnan(tensor).any():
+        raise RuntimeError(
+            f"{name} ({type(module).__name__}) is not initialized by the model's _init_weights; "
+            "flame initializes models with HF semantics only"
+        )
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(all parameters, embedding parameters) of the full model, shared parameters counted once."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    emb = model.get_input_embeddings()
+    n_emb = emb.weight.numel() if emb is not None else 0
+    logger.info(f"Model has {total:,} parameters ({n_emb:,} in the input embedding)")
+    return total, n_emb

@@ -1,0 +1,366 @@
+"""Parallelisms applied to a plain HF causal LM (on the meta device), torchtitan style.
+
+Order (as in torchtitan): tensor parallel -> activation checkpointing -> per-block
+``torch.compile`` -> FSDP2 / HSDP (each block, then the root). The model is found through
+its block list (the ``nn.ModuleList`` named ``layers``); nothing here is model specific
+except the tensor-parallel plans, which are keyed by ``config.model_type``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.distributed._functional_collectives as funcol
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+from torchtitan.config import job_config as tt
+from torchtitan.distributed import ParallelDims
+from torchtitan.distributed.activation_checkpoint import _apply_full_ac, _apply_op_sac
+from torchtitan.tools.logging import logger
+
+from flame import device
+from flame.config import ConfigError, JobConfig
+
+# ----------------------------------------------------------------------------- blocks
+
+
+def find_blocks(model: nn.Module) -> nn.ModuleList:
+    """The model's list of repeated blocks: the ``nn.ModuleList`` named ``layers`` (else the longest list)."""
+    lists = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    named = [m for name, m in lists if name.split(".")[-1] == "layers"]
+    if named:
+        return named[0]
+    if lists:
+        return max(lists, key=lambda item: len(item[1]))[1]
+    raise ValueError(f"{type(model).__name__} has no nn.ModuleList of blocks (expected one named 'layers')")
+
+
+# ----------------------------------------------------------------------------- tensor parallel
+#
+# Megatron-style TP without sequence parallel. Inside a block, each "region" (attention,
+# MLP) runs on local shards: column-parallel input projections (weights Shard(0)),
+# row-parallel output projections (weights Shard(1)); the region's input goes through
+# `_CopyToTP` (identity forward, all-reduce of the gradient) and its output through
+# `_ReduceFromTP` (all-reduce forward, identity backward). The region's own code only
+# ever sees plain tensors (its DTensor parameters are swapped for their local shards during
+# its forward), so fused modules and Triton kernels work unchanged. Embedding and LM head
+# are vocabulary-parallel DTensor modules with replicated outputs; every other parameter
+# (norms) is a replicated DTensor used through its local value.
+
+TP_PLANS: dict[str, dict] = {
+    # transformers' Llama (and look-alikes: attention reshapes with -1 heads)
+    "llama": {
+        "embed": "model.embed_tokens",
+        "head": "lm_head",
+        "regions": {
+            "self_attn": {"col": ("q_proj", "k_proj", "v_proj"), "row": ("o_proj",)},
+            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
+        },
+    },
+    # fla's Transformer++ (its attention reshapes with its head counts: divided by the degree)
+    "transformer": {
+        "embed": "model.embeddings",
+        "head": "lm_head",
+        "regions": {
+            "attn": {
+                "col": ("q_proj", "k_proj", "v_proj"),
+                "row": ("o_proj",),
+                "divide": ("num_heads", "num_kv_heads"),
+            },
+            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
+        },
+    },
+    # fla's GLA (gk_proj is low rank: its first Linear stays replicated; no short convolutions)
+    "gla": {
+        "embed": "model.embeddings",
+        "head": "lm_head",
+        "unsupported": {"use_short_conv": True},
+        "regions": {
+            "attn": {
+                "col": ("q_proj", "k_proj", "v_proj", "g_proj", "gk_proj.1"),
+                "row": ("o_proj",),
+                "divide": (
+                    "num_heads",
+                    "num_kv_heads",
+                    "key_dim",
+                    "value_dim",
+                    "key_dim_per_group",
+                    "value_dim_per_group",
+                ),
+            },
+            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
+        },
+    },
+}
+
+
+def check_tp_supported(config, tp_degree: int) -> None:
+    """ConfigError unless ``config.model_type`` has a TP plan and its heads split over ``tp_degree`` ranks."""
+    if tp_degree == 1:
+        return
+    key = "parallelism.tensor_parallel_degree"
+    if config.model_type not in TP_PLANS:
+        raise ConfigError(key, tp_degree, f"TP not supported for {config.model_type}")
+    if getattr(config, "fuse_linear_cross_entropy", False):
+        raise ConfigError(key, tp_degree, "TP needs the LM head's logits: set fuse_linear_cross_entropy = false")
+    for field, value in TP_PLANS[config.model_type].get("unsupported", {}).items():
+        if getattr(config, field, None) == value:
+            raise ConfigError(key, tp_degree, f"TP for {config.model_type} does not support {field} = {value}")
+    attn = getattr(config, "attn", None)
+    if isinstance(attn, dict) and attn.get("layers"):
+        raise ConfigError(key, tp_degree, f"TP does not support hybrid {config.model_type} models (attn layers)")
+    for name in ("num_attention_heads", "num_heads", "num_key_value_heads", "num_kv_heads"):
+        heads = getattr(config, name, None)
+        if isinstance(heads, int) and heads % tp_degree != 0:
+            raise ConfigError(key, tp_degree, f"{name} = {heads} of the model config is not divisible by it")
+
+
+class _CopyToTP(torch.autograd.Function):
+    """Identity forward; the gradient is summed over the TP group (each rank saw a slice)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return funcol.all_reduce(grad.contiguous(), "sum", ctx.group), None
+
+
+class _ReduceFromTP(torch.autograd.Function):
+    """Sum of the ranks' partial outputs forward; identity backward (the output is replicated)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        return funcol.all_reduce(x.contiguous(), "sum", group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None
+
+
+def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, model_type: str) -> None:
+    """Shard the model per ``TP_PLANS[model_type]``; every other parameter becomes a replicated DTensor."""
+    plan = TP_PLANS[model_type]
+    parallelize_module(
+        model,
+        tp_mesh,
+        {
+            plan["embed"]: RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()),
+            plan["head"]: ColwiseParallel(output_layouts=Replicate()),
+        },
+    )
+    for i, block in enumerate(find_blocks(model)):
+        for name, spec in plan["regions"].items():
+            _shard_region(block, name, spec, tp_mesh, f"{model_type} block {i}")
+    for _, module in model.named_modules():
+        replicate_params(module, tp_mesh)
+    logger.info(f"Applied tensor parallel (degree {tp_mesh.size()}) with the '{model_type}' plan")
+
+
+def _shard_region(block: nn.Module, name: str, spec: dict, mesh: DeviceMesh, where: str) -> None:
+    """Shard one region's projections; hook its forward to run on local shards (see the section comment)."""
+
+    def fail(why: str):
+        raise ConfigError("parallelism.tensor_parallel_degree", mesh.size(), f"{where}: {why}")
+
+    try:
+        region = block.get_submodule(name)
+    except AttributeError:
+        fail(f"no module '{name}' for the TP plan")
+    row_found = False
+    for dim, names in ((0, spec["col"]), (1, spec["row"])):
+        for proj in names:
+            try:
+                linear = region.get_submodule(proj)
+            except AttributeError:
+                continue  # optional projections (e.g. an output gate) may be absent
+            if not isinstance(linear, nn.Linear):
+                fail(f"'{name}.{proj}' is not an nn.Linear")
+            if dim == 1 and linear.bias is not None:
+                fail(f"row-parallel '{name}.{proj}' has a bias (it would be added once per rank)")
+            row_found |= dim == 1
+            for pname, param in list(linear.named_parameters(recurse=False)):
+                shard = distribute_tensor(param.data, mesh, [Shard(dim)], src_data_rank=None)
+                linear._parameters[pname] = nn.Parameter(shard, requires_grad=param.requires_grad)
+    if not row_found:
+        fail(f"'{name}' has none of the row-parallel projections {', '.join(spec['row'])}")
+    # Any other parameter of the region (norms over a head, low-rank gate inputs) is replicated;
+    # each rank's gradient covers only its heads, so the gradients are summed over the group.
+    owners = []
+    for module in region.modules():
+        for pname, param in list(module.named_parameters(recurse=False)):
+            if not isinstance(param, DTensor):
+                full = distribute_tensor(param.data, mesh, [Replicate()], src_data_rank=None)
+                module._parameters[pname] = param = nn.Parameter(full, requires_grad=param.requires_grad)
+            owners.append((module, pname, param.placements[0].is_replicate()))
+    for attr in spec.get("divide", ()):
+        setattr(region, attr, getattr(region, attr) // mesh.size())  # per-rank heads / widths
+    group = mesh.get_group()
+    saved: list[nn.Parameter] = []
+
+    def enter(mod, args, kwargs):
+        saved[:] = [m._parameters[n] for m, n, _ in owners]
+        for (m, n, replicated), param in zip(owners, saved):
+            local = param.to_local()
+            m._parameters[n] = _CopyToTP.apply(local, group) if replicated else local
+        copy = lambda x: _CopyToTP.apply(x, group) if _is_float(x) else x
+        return tuple(copy(a) for a in args), {k: copy(v) for k, v in kwargs.items()}
+
+    def leave(mod, args, kwargs, output):
+        for (m, n, _), param in zip(owners, saved):
+            m._parameters[n] = param
+        if isinstance(output, tuple):
+            return (_ReduceFromTP.apply(output[0], group), *output[1:])
+        return _ReduceFromTP.apply(output, group)
+
+    region.register_forward_pre_hook(enter, with_kwargs=True)
+    region.register_forward_hook(leave, with_kwargs=True)
+
+
+def _is_float(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.is_floating_point() and x.requires_grad
+
+
+def replicate_params(module: nn.Module, mesh: DeviceMesh) -> None:
+    """Make ``module``'s plain parameters replicated DTensors that its forward sees as plain tensors.
+
+    The optimizer and the gradient norm then see one kind of parameter, while the module's
+    code (fused norms taking a residual, Triton kernels) keeps working on local tensors: a
+    forward pre-hook swaps each DTensor parameter for its differentiable ``to_local()`` view
+    and a forward hook puts the parameter back. Activations around these modules are
+    replicated over the TP ranks, so the local gradients are equal and stay ``Replicate``.
+    """
+    names = [n for n, p in module.named_parameters(recurse=False) if not isinstance(p, DTensor)]
+    if not names:
+        return
+    for name in names:
+        param = module._parameters[name]
+        dparam = distribute_tensor(param.data, mesh, [Replicate()], src_data_rank=None)
+        module._parameters[name] = nn.Parameter(dparam, requires_grad=param.requires_grad)
+    saved: dict[str, nn.Parameter] = {}
+
+    def to_local(mod, args):
+        for name in names:
+            saved[name] = mod._parameters[name]
+            mod._parameters[name] = saved[name].to_local()
+
+    def restore(mod, args, output):
+        mod._parameters.update(saved)
+        saved.clear()
+
+    module.register_forward_pre_hook(to_local)
+    module.register_forward_hook(restore, always_call=True)
+
+
+# ----------------------------------------------------------------------------- AC, compile
+
+
+def apply_ac(blocks: nn.ModuleList, mode: str, option: str, preserve_rng_state: bool = True) -> None:
+    """Wrap blocks in activation checkpointing: ``full`` every block, ``selective`` every N-th or per op."""
+    ac_config = tt.ActivationCheckpoint(mode=mode, selective_ac_option=option, preserve_rng_state=preserve_rng_state)
+    for i, block in enumerate(blocks):
+        if mode == "full" or (mode == "selective" and option.isdigit() and (i + 1) % int(option) == 0):
+            blocks[i] = _apply_full_ac(block, ac_config)
+        elif mode == "selective" and option == "op":
+            from torchtitan.models.llama3.infra.parallelize import _op_sac_save_list
+
+            blocks[i] = _apply_op_sac(block, ac_config, base_fqn=None, op_sac_save_list=_op_sac_save_list)
+    logger.info(f"Applied {mode} activation checkpointing ({option if mode == 'selective' else 'all blocks'})")
+
+
+def apply_compile(blocks: nn.ModuleList) -> None:
+    """``torch.compile`` each block in place (parameter names are unchanged)."""
+    for block in blocks:
+        block.compile()
+    logger.info(f"Compiling each of the {len(blocks)} blocks with torch.compile")
+
+
+# ----------------------------------------------------------------------------- FSDP
+
+
+class _SequentialReduceFilter(logging.Filter):
+    """Drops DTensor's hint that a 2-D reduction runs as two all-reduces.
+
+    With HSDP or FSDP x TP the gradient norm (one scalar) is reduced over two mesh dims; the
+    hint fires on every run and is noise (and over torchtitan's size-1 dims, a no-op).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "sequential" not in str(record.msg)
+
+
+logging.getLogger("torch.distributed.tensor._redistribute").addFilter(_SequentialReduceFilter())
+
+
+def data_parallel_mesh(parallel_dims: ParallelDims) -> DeviceMesh:
+    """The mesh FSDP shards over: (replicate, shard) for HSDP, shard for FSDP, the world for one rank.
+
+    FSDP always wraps the model, so mixed precision and gradient reduction take the same
+    path on any layout: with one rank over the (size-1) world, with tensor parallel only
+    over torchtitan's size-1 "fsdp" dimension.
+    """
+    pd = parallel_dims
+    if pd.world_size == 1:
+        return pd.world_mesh
+    if pd.dp_shard_enabled and not pd.dp_replicate_enabled:
+        return pd.get_mesh("fsdp")
+    pd.world_mesh  # noqa: B018 - builds the meshes
+    # torchtitan's get_mesh hides size-1 dims; HSDP (R x 1) and TP-only still need them.
+    dense = pd._global_meshes["dense"]
+    return dense["dp_replicate", "fsdp"] if pd.dp_replicate_enabled else dense["fsdp"]
+
+
+def apply_fsdp(
+    model: nn.Module,
+    blocks: nn.ModuleList,
+    mesh: DeviceMesh,
+    param_dtype: torch.dtype,
+    reduce_dtype: torch.dtype,
+    reshard_policy: str = "default",
+    cpu_offload: bool = False,
+) -> None:
+    """FSDP2 on every block, then the root; the last block is not resharded after forward by default."""
+    kwargs = {
+        "mesh": mesh,
+        "mp_policy": MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype),
+        "offload_policy": CPUOffloadPolicy() if cpu_offload else OffloadPolicy(),
+    }
+    for i, block in enumerate(blocks):
+        if reshard_policy == "default":
+            # FSDP would all-gather the last block again right away for backward.
+            reshard = i < len(blocks) - 1
+        else:
+            reshard = reshard_policy == "always"
+        fully_shard(block, reshard_after_forward=reshard, **kwargs)
+    fully_shard(model, **kwargs)
+    device.fsdp_reduce_as_sum(model)
+    kind = "HSDP" if mesh.ndim == 2 else "FSDP"
+    logger.info(f"Applied {kind} over {mesh.size()} rank(s), params {param_dtype}, reduce {reduce_dtype}")
+
+
+def parallelize(model: nn.Module, parallel_dims: ParallelDims, job: JobConfig) -> nn.Module:
+    """Apply TP, activation checkpointing, compile and FSDP/HSDP to ``model`` as ``job`` asks."""
+    blocks = find_blocks(model)
+    if parallel_dims.tp_enabled:
+        apply_tp(model, parallel_dims.get_mesh("tp"), model.config.model_type)
+    ac = job.activation_checkpoint
+    if ac.mode != "none":
+        apply_ac(blocks, ac.mode, ac.selective_ac_option, ac.preserve_rng_state)
+    if job.training.compile:
+        apply_compile(blocks)
+    apply_fsdp(
+        model,
+        blocks,
+        data_parallel_mesh(parallel_dims),
+        device.param_dtype(job.training.mixed_precision_param),
+        device.reduce_dtype(job.training.mixed_precision_reduce),
+        job.parallelism.fsdp_reshard_after_forward,
+        job.parallelism.enable_cpu_offload,
+    )
+    return model

@@ -1,0 +1,330 @@
+"""Entry point: ``python -m flame.train --job.config_file configs/<preset>.toml [--section.key value ...]``.
+
+Build (config -> distributed -> data -> model -> optimizer) then loop { micro-batches ->
+loss scaled by the global token count -> backward -> clip -> step (or skip NaN/Inf) ->
+metrics }. Works under ``torchrun`` and as a single process (CPU or one GPU).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.stateful import Stateful
+from torchtitan.components.lr_scheduler import build_lr_schedulers
+from torchtitan.components.optimizer import build_optimizers
+from torchtitan.config import job_config as tt
+from torchtitan.distributed import ParallelDims
+from torchtitan.distributed import utils as dist_utils
+from torchtitan.tools.logging import init_logger, logger
+from torchtitan.tools.utils import GarbageCollection
+
+from flame import device
+from flame.config import ConfigError, FlameConfigManager, JobConfig, shard_degree
+from flame.metrics import MetricsProcessor, flops_per_token
+from flame.model import build_model, count_params, load_model_config
+from flame.parallelize import check_tp_supported
+
+IGNORE_INDEX = -100
+MODEL_INPUTS = ("cu_seqlens", "position_ids")  # passed to the model only when the batch has them
+
+DataloaderFn = Callable[[JobConfig, int, int], Iterable[dict[str, torch.Tensor]]]
+"""(job, dp_rank, dp_world_size) -> an iterable of batches (input_ids, labels, [cu_seqlens, position_ids])."""
+
+
+class NonFiniteGradError(RuntimeError):
+    """Raised when the gradient norm is NaN/Inf and the run may not (or may no longer) skip it."""
+
+
+def build_data(job: JobConfig, dp_rank: int, dp_world_size: int, vocab_size: int | None = None):
+    """flame's data pipeline: tokenizer from ``model.tokenizer_path``, then the stateful loader.
+
+    Missing tokenizer or data, and a tokenizer larger than the model's vocabulary, are
+    ConfigErrors (one line) raised before the model is built.
+    """
+    from flame.data import build_dataloader, build_tokenizer
+
+    path = job.model.tokenizer_path
+    if not path:
+        raise ConfigError("model.tokenizer_path", path, "required to tokenize the data")
+    try:
+        tokenizer = build_tokenizer(path)
+    except FileNotFoundError as err:
+        raise ConfigError("model.tokenizer_path", path, str(err)) from None
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        why = f"its {len(tokenizer)} tokens do not fit the model's vocab_size {vocab_size} ({job.model.config})"
+        raise ConfigError("model.tokenizer_path", path, why)
+    t = job.training
+    try:
+        return build_dataloader(
+            job.data,
+            tokenizer,
+            dp_rank=dp_rank,
+            dp_world_size=dp_world_size,
+            batch_size=t.batch_size,
+            seq_len=t.seq_len,
+            context_len=t.context_len,
+            varlen=t.varlen,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError("data.dataset", job.data.dataset, str(err).splitlines()[0]) from None
+
+
+def count_targets(labels: torch.Tensor) -> int:
+    """Tokens that contribute to the loss: labels are shifted inside the model, so position 0 never does."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
+class Trainer(Stateful):
+    """Builds everything from a JobConfig and runs the loop; ``state_dict`` is the train state."""
+
+    def __init__(self, job: JobConfig, dataloader_fn: DataloaderFn | None = None):
+        self.job = job
+        t = job.training
+        # The model config (and its TP support) is checked before the process group exists.
+        self.model_config = load_model_config(job)
+        check_tp_supported(self.model_config, job.parallelism.tensor_parallel_degree)
+
+        ensure_launch_env()
+        self.device = device.local_device()
+        self.parallel_dims = pd = init_distributed(job)
+        self.rank = dist.get_rank()
+        job.maybe_log()
+        if pd.dp_enabled:
+            batch_mesh = pd.get_mesh("batch")
+            self.dp_world_size, self.dp_rank = batch_mesh.size(), batch_mesh.get_local_rank()
+        else:
+            self.dp_world_size, self.dp_rank = 1, 0
+        self.gc_handler = GarbageCollection(gc_freq=t.gc_freq)
+        dist_utils.set_determinism(
+            pd, self.device, tt.Debug(seed=t.seed, deterministic=t.deterministic), distinct_seed_mesh_dims=[]
+        )
+
+        if dataloader_fn is None:
+            vocab = getattr(self.model_config, "vocab_size", None)
+            self.dataloader = build_data(job, self.dp_rank, self.dp_world_size, vocab)
+        else:
+            self.dataloader = dataloader_fn(job, self.dp_rank, self.dp_world_size)
+
+        # FSDP CPU offload keeps parameters on the host; buffers are used on the device.
+        init_device = torch.device("cpu") if job.parallelism.enable_cpu_offload else self.device
+        self.model = build_model(self.model_config, pd, job, init_device, buffer_device=self.device)
+        n_params, n_emb = count_params(self.model)
+        attn_len = t.context_len if (t.varlen and t.context_len) else t.seq_len
+        self.flops_per_token = flops_per_token(self.model_config, n_params, n_emb, attn_len)
+
+        self.optimizers = build_optimizers([self.model], job.optimizer, pd)
+        self.lr_schedulers = build_lr_schedulers(self.optimizers, job.lr_scheduler.to_torchtitan(), t.steps)
+        self.metrics = MetricsProcessor(job, self.flops_per_token, pd.non_data_parallel_size, self.rank)
+        self.loss_mesh = pd.get_optional_mesh("loss")
+
+        self.step = 0
+        self.ntokens_seen = 0
+        self.skipped_steps = 0
+        self.nonfinite_in_a_row = 0
+        logger.info(
+            f"Trainer ready: {pd.world_size} rank(s) on {device.device_name()}, dp {self.dp_world_size} "
+            f"(replicate {pd.dp_replicate} x shard {pd.dp_shard}), tp {pd.tp}; micro-batch {t.batch_size} x "
+            f"{t.seq_len}, {t.gradient_accumulation_steps} micro-batch(es)/step, global batch "
+            f"{t.batch_size * t.gradient_accumulation_steps * self.dp_world_size} sequences; {t.steps} steps"
+        )
+
+    # ------------------------------------------------------------------ checkpoint hooks
+
+    def load_checkpoint(self) -> None:
+        """Resume point (checkpointing arrives later: it restores model, optimizer, schedule, data and this state)."""
+
+    def save_checkpoint(self, step: int, last_step: bool) -> None:
+        """Save point after each step (checkpointing arrives later)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "ntokens_seen": self.ntokens_seen, "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.step = state_dict["step"]
+        self.ntokens_seen = state_dict["ntokens_seen"]
+        self.skipped_steps = state_dict.get("skipped_steps", 0)
+
+    # ------------------------------------------------------------------ one step
+
+    def forward_backward(self, batch: dict[str, torch.Tensor], global_targets: float) -> torch.Tensor:
+        """Backprop this micro-batch's loss scaled by its share of the global targets; returns its loss sum."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        extra = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        n_targets = count_targets(batch["labels"])
+        loss = self.model(input_ids=batch["input_ids"], labels=batch["labels"], **extra).loss
+        # The model returns the mean over its targets; summed over micro-batches and ranks
+        # this is the mean over the global batch (FSDP sums gradients, never averages).
+        (loss * (n_targets / global_targets)).backward()
+        return loss.detach().float() * n_targets
+
+    def train_step(self, data_iterator: Iterator[dict[str, torch.Tensor]]) -> dict[str, float] | None:
+        """One optimizer step over ``gradient_accumulation_steps`` micro-batches; metrics on log steps."""
+        t = self.job.training
+        self.optimizers.zero_grad()
+        lr = self.lr_schedulers.schedulers[0].get_last_lr()[0]
+
+        wait = time.perf_counter()
+        batches = [next(data_iterator) for _ in range(t.gradient_accumulation_steps)]
+        wait = time.perf_counter() - wait
+        local_targets = sum(count_targets(b["labels"]) for b in batches)
+        global_targets = dist_utils.dist_sum(
+            torch.tensor(local_targets, dtype=torch.float64, device=self.device), self.loss_mesh
+        )
+        loss_sum = sum(self.forward_backward(b, global_targets) for b in batches)
+
+        max_norm = t.max_norm if t.max_norm > 0 else float("inf")
+        grad_norm = dist_utils.clip_grad_norm_(self.model.parameters(), max_norm, foreach=True).item()
+        if _finite(grad_norm):
+            self.optimizers.step()
+            self.nonfinite_in_a_row = 0
+        else:
+            self._on_nonfinite(grad_norm)
+        self.lr_schedulers.step()
+
+        tokens = sum(b["input_ids"].numel() for b in batches)
+        self.ntokens_seen += tokens
+        self.metrics.record(tokens, wait)
+        if not self.metrics.should_log(self.step):
+            return None
+        loss_avg = dist_utils.dist_sum(loss_sum, self.loss_mesh) / global_targets
+        loss_max = dist_utils.dist_max(loss_sum / max(local_targets, 1), self.loss_mesh)
+        values = {"loss/avg": loss_avg, "loss/max": loss_max, "grad_norm": grad_norm, "lr": lr}
+        values["tokens_seen"] = dist_utils.dist_sum(
+            torch.tensor(self.ntokens_seen, dtype=torch.float64, device=self.device), self.loss_mesh
+        )
+        values["skipped_steps"] = self.skipped_steps
+        return self.metrics.log(self.step, values)
+
+    def _on_nonfinite(self, grad_norm: float) -> None:
+        t = self.job.training
+        if not t.skip_nan_inf:
+            raise NonFiniteGradError(
+                f"step {self.step}: gradient norm is {grad_norm}; set training.skip_nan_inf = true to skip such steps"
+            )
+        self.skipped_steps += 1
+        self.nonfinite_in_a_row += 1
+        logger.warning(f"step {self.step}: gradient norm is {grad_norm}, update skipped ({self.skipped_steps} so far)")
+        if self.nonfinite_in_a_row >= t.max_consecutive_nan_inf:
+            raise NonFiniteGradError(
+                f"step {self.step}: {self.nonfinite_in_a_row} steps in a row had a NaN/Inf gradient norm "
+                f"(training.max_consecutive_nan_inf = {t.max_consecutive_nan_inf}); stopping"
+            )
+
+    # ------------------------------------------------------------------ loop
+
+    def train(self) -> None:
+        """Run until ``training.steps`` (or the data ends)."""
+        job = self.job
+        self.load_checkpoint()
+        logger.info(f"Training starts at step {self.step + 1}")
+        data_iterator = iter(self.dataloader)
+        with device.maybe_enable_profiling(
+            job.profiling, global_step=self.step, base_folder=job.job.dump_folder
+        ) as prof:
+            while self.step < job.training.steps:
+                self.step += 1
+                self.gc_handler.run(self.step)
+                try:
+                    self.train_step(data_iterator)
+                except StopIteration:
+                    logger.warning(f"Data ran out at step {self.step}; stopping")
+                    self.step -= 1
+                    break
+                self.save_checkpoint(self.step, last_step=self.step == job.training.steps)
+                if prof:
+                    prof.step()
+                if self.step == 1:
+                    device.set_pg_timeouts(timedelta(seconds=job.comm.train_timeout_seconds), self.parallel_dims)
+        logger.info(f"Training done: {self.step} steps, {self.skipped_steps} skipped")
+
+    def close(self) -> None:
+        """Close the metric backends."""
+        if getattr(self, "metrics", None) is not None:
+            self.metrics.close()
+
+
+def init_distributed(job: JobConfig) -> ParallelDims:
+    """Start the process group (NCCL or gloo) and build torchtitan's device meshes for ``job``."""
+    world_size = dist_utils.init_distributed(
+        job.comm, enable_cpu_backend=job.parallelism.enable_cpu_offload, base_folder=job.job.dump_folder
+    )
+    p = job.parallelism
+    parallel_dims = ParallelDims(
+        dp_replicate=p.data_parallel_replicate_degree,
+        dp_shard=shard_degree(job, world_size),
+        cp=1,
+        tp=p.tensor_parallel_degree,
+        pp=1,
+        ep=1,
+        etp=1,
+        world_size=world_size,
+    )
+    parallel_dims.world_mesh  # noqa: B018 - builds the meshes
+    return parallel_dims
+
+
+def _finite(x: float) -> bool:
+    return x == x and x not in (float("inf"), float("-inf"))
+
+
+def ensure_launch_env() -> None:
+    """Fill in torchrun's environment for a plain ``python -m flame.train`` (one process)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return
+    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1"})
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+
+
+def main(argv: list[str] | None = None, dataloader_fn: DataloaderFn | None = None) -> int:
+    """Parse the config, train, shut down. Config errors print one line and return 2."""
+    init_logger()
+    trainer = None
+    finished = False
+    try:
+        job = FlameConfigManager().parse_args(argv)
+        trainer = Trainer(job, dataloader_fn)
+        trainer.train()
+        finished = True
+    except ConfigError as err:
+        print(f"flame: config error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteGradError as err:
+        print(f"flame: stopped: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if trainer is not None:
+            trainer.close()
+        trainer = None  # free the model, optimizer and meshes while the process groups still exist
+        gc.collect()
+        shutdown_distributed(wait_for_all=finished)
+    return 0
+
+
+def shutdown_distributed(wait_for_all: bool) -> None:
+    """Destroy the process group; after a normal run, first wait until every rank got here.
+
+    Without the barrier a fast rank can close its gloo connections while a slower one still
+    reads from them, which aborts the slower process (torchtitan sleeps on rank 0 instead).
+    """
+    if not dist.is_initialized():
+        return
+    if wait_for_all:
+        device.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
