@@ -149,7 +149,21 @@ class FLAModel(FLAPreTrainedModel):
       ``cu_seqlens`` nor padding; see :mod:`fla.layers.attn`.
     * ``attention_mask [B, cached + T]``: padding mask; an all-ones mask is dropped here (one host
       sync), so layers only ever see masks with padding.
+
+    Subclasses name their block class in ``block_class``: ``block_class(config, layer_idx)``.
     """
+
+    block_class: type[nn.Module]
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.padding_idx = config.pad_token_id
+        self.vocab_size = config.vocab_size
+        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
+        self.layers = nn.ModuleList([self.block_class(config, i) for i in range(config.num_hidden_layers)])
+        self.norm = build_norm(config)
+        self.gradient_checkpointing = False
+        self.post_init()
 
     def forward(
         self,
@@ -229,9 +243,20 @@ class FLAForCausalLM(FLAPreTrainedModel, FLAGenerationMixin):
     sum / ``num_items_in_batch`` when that is given). ``fuse_cross_entropy`` uses fla's fused
     cross-entropy on the logits; ``fuse_linear_cross_entropy`` fuses ``lm_head`` into the loss and
     never materializes the logits (``logits`` is then ``None`` whenever labels are given).
+
+    Subclasses name their decoder class in ``base_model_class``.
     """
 
     _tied_weights_keys = {"lm_head.weight": "model.embeddings.weight"}
+    base_model_class: type[FLAModel]
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = self.base_model_class(config)
+        self.vocab_size = config.vocab_size
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.criterion = None
+        self.post_init()
 
     def get_decoder(self) -> FLAModel:
         return self.model

@@ -7,8 +7,6 @@ attn.gk_proj.{0,1}, attn.g_norm_swish_gate, attn.o_proj, mlp_norm, mlp.{gate,up,
 
 from __future__ import annotations
 
-import torch.nn as nn
-
 from fla.layers.gla import GatedLinearAttention
 from fla.models.gla.configuration_gla import GLAConfig
 from fla.models.modeling_utils import (
@@ -17,7 +15,6 @@ from fla.models.modeling_utils import (
     FLAModel,
     FLAPreTrainedModel,
     build_attention,
-    build_norm,
 )
 
 
@@ -56,27 +53,13 @@ class GLAPreTrainedModel(FLAPreTrainedModel):
 class GLAModel(GLAPreTrainedModel, FLAModel):
     """Embeddings -> ``num_hidden_layers`` GLABlocks -> RMSNorm (see :class:`FLAModel` for forward)."""
 
-    def __init__(self, config: GLAConfig):
-        super().__init__(config)
-        self.padding_idx = config.pad_token_id
-        self.vocab_size = config.vocab_size
-        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
-        self.layers = nn.ModuleList([GLABlock(config, i) for i in range(config.num_hidden_layers)])
-        self.norm = build_norm(config)
-        self.gradient_checkpointing = False
-        self.post_init()
+    block_class = GLABlock
 
 
 class GLAForCausalLM(GLAPreTrainedModel, FLAForCausalLM):
     """GLAModel + ``lm_head`` (tied to the embeddings with ``tie_word_embeddings``)."""
 
-    def __init__(self, config: GLAConfig):
-        super().__init__(config)
-        self.model = GLAModel(config)
-        self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.criterion = None
-        self.post_init()
+    base_model_class = GLAModel
 
 
 __all__ = ["GLABlock", "GLAForCausalLM", "GLAModel", "GLAPreTrainedModel"]

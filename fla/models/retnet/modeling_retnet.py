@@ -7,8 +7,6 @@ so its checkpoints load as is.
 
 from __future__ import annotations
 
-import torch.nn as nn
-
 from fla.layers.multiscale_retention import MultiScaleRetention
 from fla.models.modeling_utils import (
     FLABlock,
@@ -16,7 +14,6 @@ from fla.models.modeling_utils import (
     FLAModel,
     FLAPreTrainedModel,
     build_attention,
-    build_norm,
 )
 from fla.models.retnet.configuration_retnet import RetNetConfig
 
@@ -56,27 +53,13 @@ class RetNetPreTrainedModel(FLAPreTrainedModel):
 class RetNetModel(RetNetPreTrainedModel, FLAModel):
     """Embeddings -> ``num_hidden_layers`` RetNetBlocks -> RMSNorm (see :class:`FLAModel` for forward)."""
 
-    def __init__(self, config: RetNetConfig):
-        super().__init__(config)
-        self.padding_idx = config.pad_token_id
-        self.vocab_size = config.vocab_size
-        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
-        self.layers = nn.ModuleList([RetNetBlock(config, i) for i in range(config.num_hidden_layers)])
-        self.norm = build_norm(config)
-        self.gradient_checkpointing = False
-        self.post_init()
+    block_class = RetNetBlock
 
 
 class RetNetForCausalLM(RetNetPreTrainedModel, FLAForCausalLM):
     """RetNetModel + ``lm_head`` (tied to the embeddings with ``tie_word_embeddings``)."""
 
-    def __init__(self, config: RetNetConfig):
-        super().__init__(config)
-        self.model = RetNetModel(config)
-        self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.criterion = None
-        self.post_init()
+    base_model_class = RetNetModel
 
 
 __all__ = ["RetNetBlock", "RetNetForCausalLM", "RetNetModel", "RetNetPreTrainedModel"]

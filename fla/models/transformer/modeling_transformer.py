@@ -6,10 +6,8 @@ mlp_norm, mlp.{gate,up,down}_proj}``, ``model.norm``, ``lm_head``), so its check
 
 from __future__ import annotations
 
-import torch.nn as nn
-
 from fla.layers.attn import Attention
-from fla.models.modeling_utils import FLABlock, FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_norm
+from fla.models.modeling_utils import FLABlock, FLAForCausalLM, FLAModel, FLAPreTrainedModel
 from fla.models.transformer.configuration_transformer import TransformerConfig
 
 
@@ -39,27 +37,13 @@ class TransformerPreTrainedModel(FLAPreTrainedModel):
 class TransformerModel(TransformerPreTrainedModel, FLAModel):
     """Embeddings -> ``num_hidden_layers`` TransformerBlocks -> RMSNorm (see :class:`FLAModel` for forward)."""
 
-    def __init__(self, config: TransformerConfig):
-        super().__init__(config)
-        self.padding_idx = config.pad_token_id
-        self.vocab_size = config.vocab_size
-        self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
-        self.layers = nn.ModuleList([TransformerBlock(config, i) for i in range(config.num_hidden_layers)])
-        self.norm = build_norm(config)
-        self.gradient_checkpointing = False
-        self.post_init()
+    block_class = TransformerBlock
 
 
 class TransformerForCausalLM(TransformerPreTrainedModel, FLAForCausalLM):
     """TransformerModel + ``lm_head`` (tied to the embeddings with ``tie_word_embeddings``)."""
 
-    def __init__(self, config: TransformerConfig):
-        super().__init__(config)
-        self.model = TransformerModel(config)
-        self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.criterion = None
-        self.post_init()
+    base_model_class = TransformerModel
 
 
 __all__ = ["TransformerBlock", "TransformerForCausalLM", "TransformerModel", "TransformerPreTrainedModel"]
