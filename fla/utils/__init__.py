@@ -2,7 +2,6 @@
 
 from fla.utils.backend import (
     HAS_CUDA,
-    HAS_TRITON,
     IS_TRITON_INTERPRET,
     TORCH_VERSION,
     TRITON_VERSION,
@@ -28,7 +27,6 @@ from fla.utils.tensors import (
 
 __all__ = [
     "HAS_CUDA",
-    "HAS_TRITON",
     "IS_TRITON_INTERPRET",
     "TORCH_VERSION",
     "TRITON_VERSION",

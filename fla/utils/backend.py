@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Literal
 
 import torch
+import triton
 
 Backend = Literal["triton", "torch"]
 _BACKENDS = ("triton", "torch")
@@ -36,14 +37,7 @@ def _parse_version(text: str) -> tuple[int, ...]:
 
 
 TORCH_VERSION = _parse_version(torch.__version__)
-try:
-    import triton
-
-    TRITON_VERSION = _parse_version(triton.__version__)
-    HAS_TRITON = True
-except ImportError:  # pragma: no cover - triton is a hard dependency; kept for clear errors
-    TRITON_VERSION = (0, 0, 0)
-    HAS_TRITON = False
+TRITON_VERSION = _parse_version(triton.__version__)
 
 IS_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 HAS_CUDA = torch.cuda.is_available()
