@@ -1,0 +1,243 @@
+"""User tools outside the packages: scripts/plot_run.py, benchmarks/generation.py, benchmarks/train_throughput.py.
+
+Each runs for real on CPU at tiny sizes so it cannot rot; matplotlib and tensorboard are dev
+dependencies (imported here: missing means failing, never skipping).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib  # noqa: F401 - dev dependency of plot_run
+import pytest
+import torch
+
+from benchmarks import generation
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _plot_module():
+    spec = importlib.util.spec_from_file_location("plot_run", ROOT / "scripts" / "plot_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _metrics_row(step: int, loss: float) -> dict:
+    return {
+        "step": step,
+        "loss/avg": loss,
+        "loss/max": loss + 0.1,
+        "grad_norm": 1.0 / step,
+        "lr": 1e-3 * min(step, 5) / 5,
+        "throughput/tokens_per_sec_per_device": 1000.0 + step,
+        "memory/peak_active_gib": 0.5,
+        "memory/peak_reserved_gib": 0.6,
+        "tokens_seen": 256.0 * step,
+    }
+
+
+EXPECTED_PANELS = {
+    "loss": ["loss/avg", "loss/max"],
+    "learning rate": ["lr"],
+    "gradient norm": ["grad_norm"],
+    "throughput": ["throughput/tokens_per_sec_per_device"],
+    "memory": ["memory/peak_active_gib", "memory/peak_reserved_gib"],
+    "MFU": [],  # a CPU run logs no MFU: the panel says "not logged"
+}
+
+
+def _check_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[:2] == (800, 1500) and float(pixels[..., :3].std()) > 0.05, "a blank picture"
+
+
+def test_plot_run_from_metrics_jsonl(tmp_path):
+    plot = _plot_module()
+    rows = [_metrics_row(s, 8.0 - s / 4) for s in range(1, 11)]
+    rows += [{**_metrics_row(s, 1.0), "loss/avg": 1.0} for s in (9, 10)]  # a resume re-logs steps 9 and 10
+    text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 11, "loss/a'  # killed mid-write
+    (tmp_path / "metrics.jsonl").write_text(text)
+
+    series = plot.read_jsonl(tmp_path / "metrics.jsonl")
+    steps, losses = series["loss/avg"]
+    assert steps == list(range(1, 11)) and losses[-2:] == [1.0, 1.0] and losses[0] == 7.75
+
+    drawn = plot.plot_run(tmp_path, tmp_path / "run.png")
+    assert drawn == EXPECTED_PANELS
+    _check_png(tmp_path / "run.png")
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl:2: not a JSON line"):
+        plot.read_jsonl(tmp_path / "metrics.jsonl")
+
+
+def test_plot_run_cli_from_tensorboard_events(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "tb" / "20260101-0000"))
+    for step in range(1, 6):
+        for key, value in _metrics_row(step, 5.0 - step / 2).items():
+            if key != "step":
+                writer.add_scalar(key, value, step)
+    writer.close()
+    plot = _plot_module()
+    assert plot.read_run(tmp_path)[0]["loss/avg"] == ([1, 2, 3, 4, 5], [4.5, 4.0, 3.5, 3.0, 2.5])
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_run.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "loss: loss/avg, loss/max" in proc.stdout and "MFU: not logged" in proc.stdout
+    _check_png(tmp_path / "metrics.png")
+    with pytest.raises(FileNotFoundError, match="no metrics.jsonl or TensorBoard event files"):
+        plot.read_run(tmp_path / "tb" / "nothing")
+
+
+# ----------------------------------------------------------------------------- generation benchmark
+
+
+@pytest.fixture(scope="module")
+def gla_dir(tmp_path_factory):
+    from fla.models import GLAConfig, GLAForCausalLM
+
+    torch.manual_seed(0)
+    config = GLAConfig(hidden_size=64, num_hidden_layers=2, num_heads=2, vocab_size=300, bos_token_id=1, eos_token_id=2)
+    out = tmp_path_factory.mktemp("gla_tiny")
+    GLAForCausalLM(config).save_pretrained(out)
+    return out
+
+
+def test_greedy_decode_is_generate(gla_dir):
+    from flame.eval.perplexity import load_model
+
+    model = load_model(str(gla_dir), "cpu")
+    prompt = torch.randint(3, 300, (2, 9))
+    tokens, prefill_s, decode_s, cache = generation.greedy_decode(model, prompt, 5, torch.device("cpu"))
+    expected = model.generate(prompt, max_new_tokens=5, min_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert torch.equal(tokens, expected[:, 9:]) and prefill_s > 0 and decode_s > 0
+    assert cache.get_seq_length() == 9 + 4
+
+
+def test_generation_benchmark_cpu(gla_dir, tmp_path):
+    out, js = tmp_path / "gen.md", tmp_path / "gen.json"
+    args = ["--model", str(gla_dir), "--compare-transformer", "--prompt-len", "24", "--gen-len", "4",
+            "--batch-size", "2", "--repeats", "1", "--device", "cpu", "--out", str(out), "--json", str(js)]  # fmt: skip
+    short = generation.main(args)
+    long = generation.main([*args[:4], "48", *args[5:]])
+    assert [r.model for r in short] == ["gla (" + gla_dir.name + ")", "transformer++ (random init, same size)"]
+    for row in short + long:
+        for key in ("prefill_tok_s", "decode_tok_s", "prefill_ms", "decode_ms_per_token", "peak_gib", "cache_mib"):
+            value = getattr(row, key)
+            assert math.isfinite(value) and value > 0, (row.model, key, value)
+    # the GLA cache is a fixed-size state; the Transformer's KV cache grows with the prompt
+    assert long[0].cache_mib == short[0].cache_mib and long[1].cache_mib > short[1].cache_mib
+    table = out.read_text()
+    assert "device: cpu" in table and "--compare-transformer" in table and "| decode_tok_s |" in table
+    assert json.loads(js.read_text())[1]["model"].startswith("transformer++")
+
+
+def test_generation_benchmark_from_a_config_json():
+    rows = generation.main(["--model", str(ROOT / "configs" / "gla_cpu.json"), "--prompt-len", "8", "--gen-len", "2",
+                            "--repeats", "1", "--device", "cpu"])  # fmt: skip
+    assert [r.model for r in rows] == ["gla (gla_cpu)"] and rows[0].decode_tok_s > 0
+
+
+def test_transformer_like_matches_the_size():
+    from fla.models import GLAConfig
+
+    gla = GLAConfig(hidden_size=128, num_hidden_layers=3, num_heads=4, vocab_size=1000, intermediate_size=320)
+    cfg = generation.transformer_like(gla, min_positions=10_000)
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size, cfg.intermediate_size) == (128, 3, 1000, 320)
+    assert cfg.num_heads == 2 and cfg.max_position_embeddings == 10_000 and cfg.model_type == "transformer"
+
+
+# ----------------------------------------------------------------------------- training throughput benchmark
+
+
+def test_train_throughput_cpu(tmp_path):
+    """flame's Trainer step, the eager loop, and the eager loop of a peer ``fla`` in a subprocess (ours, linked)."""
+    from transformers import AutoConfig
+
+    import fla  # noqa: F401
+    from flame.metrics import flops_per_token
+
+    peer = tmp_path / "peer"
+    peer.mkdir()
+    (peer / "fla").symlink_to(ROOT / "fla")
+    out, js = tmp_path / "train.md", tmp_path / "train.json"
+    config = ROOT / "configs" / "gla_cpu.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--config", str(config),
+           "--batch-size", "2", "--seq-len", "32", "--steps", "2", "--warmup", "1", "--fla-path", str(peer),
+           "--peak-tflops", "0.5", "--profile", str(tmp_path / "prof"),
+           "--out", str(out), "--json", str(js)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads(js.read_text())
+    assert [r["impl"] for r in rows] == ["flame (FSDP)", "eager HF loop", f"fla {fla.__version__} eager"]
+
+    model_config = AutoConfig.from_pretrained(config)
+    from fla.models import GLAForCausalLM
+
+    model = GLAForCausalLM(model_config)
+    n_params = sum(p.numel() for p in model.parameters())
+    fpt = flops_per_token(model_config, n_params, model.get_input_embeddings().weight.numel(), 32)
+    for row in rows:
+        assert row["model"] == "gla_cpu" and row["params_M"] == round(n_params / 1e6, 1)
+        assert row["tok_s"] > 0 and row["step_ms"] > 0 and row["peak_active_gib"] > 0
+        assert row["tflops"] == pytest.approx(fpt * row["tok_s"] / 1e12, rel=2e-2)
+        assert row["mfu_pct"] == pytest.approx(100 * row["tflops"] / 0.5, rel=2e-2)
+    table = out.read_text()
+    assert table.startswith("device: cpu") and "torch " in table and "triton " in table and "--fla-path" in table
+    for impl in ("flame", "eager", "fla_peer"):
+        kernels = (tmp_path / "prof" / f"gla_cpu_{impl}.txt").read_text()
+        assert "sorted by self_cpu_time_total" in kernels and "aten::mm" in kernels, kernels[:2000]
+        assert json.loads((tmp_path / "prof" / f"gla_cpu_{impl}.trace.json").read_text())["traceEvents"]
+
+
+# ----------------------------------------------------------------------------- on the GPU machine
+
+
+@pytest.mark.gpu
+def test_generation_benchmark_cuda(tmp_path):
+    from fla.models import GLAConfig, GLAForCausalLM
+
+    torch.manual_seed(0)
+    GLAForCausalLM(GLAConfig(hidden_size=128, num_hidden_layers=2, num_heads=4, vocab_size=300)).save_pretrained(
+        tmp_path / "gla"
+    )
+    args = ["--model", str(tmp_path / "gla"), "--compare-transformer", "--prompt-len", "128", "--gen-len", "8",
+            "--batch-size", "2", "--repeats", "2", "--device", "cuda", "--dtype", "bfloat16"]  # fmt: skip
+    short = generation.main(args)
+    long = generation.main([*args[:4], "256", *args[5:]])
+    for row in short + long:
+        assert row.prefill_tok_s > 0 and row.decode_tok_s > 0 and 0 < row.peak_gib < 2, row
+    assert long[0].cache_mib == short[0].cache_mib and long[1].cache_mib > short[1].cache_mib
+
+
+@pytest.mark.gpu
+def test_train_throughput_cuda(tmp_path):
+    js = tmp_path / "train.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--config",
+           str(ROOT / "configs" / "gla_tiny.json"), str(ROOT / "configs" / "transformer_tiny.json"),
+           "--batch-size", "2", "--seq-len", "256", "--steps", "3", "--warmup", "2", "--json", str(js)]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = json.loads(js.read_text())
+    assert [(r["model"], r["impl"]) for r in rows] == [
+        ("gla_tiny", "flame (FSDP)"),
+        ("gla_tiny", "eager HF loop"),
+        ("transformer_tiny", "flame (FSDP)"),
+        ("transformer_tiny", "eager HF loop"),
+    ]
+    for row in rows:
+        assert row["tok_s"] > 0 and 0 < row["peak_active_gib"] <= row["peak_reserved_gib"]
+        assert row["mfu_pct"] == pytest.approx(100 * row["tflops"] / 989, rel=2e-2)  # the default H100/H200 peak
