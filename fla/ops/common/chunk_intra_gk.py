@@ -25,6 +25,16 @@ from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import SUB_CHUNK_SIZE, autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
 
+# Largest |G_i - G_r| inside a sub-chunk for which its diagonal block is factored into a matmul
+# (factors up to exp(30) ~ 1e13 stay far from the fp32 range); steeper gates take the exact loop.
+DIAGONAL_MAX_SPAN = tl.constexpr(30.0)
+
+
+@triton.jit
+def _gate_span(b_g, b_gr, m):
+    """max |G_i - G_r| over the valid entries of a ``[BC, BK]`` tile of cumulated gates (a scalar)."""
+    return tl.max(tl.max(tl.where(m, tl.abs(b_g - b_gr[None, :]), 0.0), axis=1), axis=0)
+
 
 @given_heuristics(IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(warps=(1, 2, 4)), key=["H", "K", "BK", "BC", "DOT_PRECISION"])
@@ -76,6 +86,7 @@ def chunk_gk_scores_fwd_kernel(
             b_kg = b_kt * tl.exp(tl.where(m_kj, b_gr[:, None] - b_gkt, 0.0))
             b_A += tl.dot(b_qg.to(b_q.dtype), b_kg.to(b_kt.dtype), input_precision=DOT_PRECISION)
     elif i_i == i_j:
+        i_r = tl.minimum(i_tc * BT + i_i * BC, T_n - 1)  # first row of the sub-chunk
         for i_k in range(0, tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)
             m_k = o_k < K
@@ -83,16 +94,29 @@ def chunk_gk_scores_fwd_kernel(
             m_ik = m_ti[:, None] & m_k[None, :]
             b_q = tl.load(q + o_ik, mask=m_ik, other=0.0).to(tl.float32)
             b_gq = tl.load(gk + o_ik, mask=m_ik, other=0.0)
-            for j in range(0, BC):
-                t_j = i_tc * BT + i_j * BC + j
-                m_j = m_k & (t_j + 0 * o_k < T_n)  # a vector compare: the interpreter rejects scalar masks
-                o_j = ((bos + t_j) * H + i_h) * K + o_k  # [BK]
-                b_kj = tl.load(k + o_j, mask=m_j, other=0.0).to(tl.float32)
-                b_gj = tl.load(gk + o_j, mask=m_j, other=0.0)
-                m_e = m_ik & (o_c >= j)[:, None] & m_j[None, :]
-                b_e = tl.exp(tl.where(m_e, b_gq - b_gj[None, :], float("-inf")))  # [BC, BK]
-                b_a = tl.sum(b_q * b_kj[None, :] * b_e, axis=1)  # [BC]: column j
-                b_A += tl.where((o_c == j)[None, :], b_a[:, None], 0.0)
+            b_gr = tl.load(gk + ((bos + i_r) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
+            if _gate_span(b_gq, b_gr, m_ik) <= DIAGONAL_MAX_SPAN:
+                # exp(G_i - G_j) = exp(G_i - G_r) exp(G_r - G_j): the second factor is >= 1 but
+                # bounded by exp(MAX_SPAN); the products above the diagonal are masked at the store
+                o_kj = ((bos + o_tj[None, :]) * H + i_h) * K + o_k[:, None]  # [BK, BC]
+                m_kj = m_k[:, None] & m_tj[None, :]
+                b_kt = tl.load(k + o_kj, mask=m_kj, other=0.0).to(tl.float32)
+                b_gkt = tl.load(gk + o_kj, mask=m_kj, other=0.0)
+                b_qg = b_q * tl.exp(tl.where(m_ik, b_gq - b_gr[None, :], 0.0))
+                b_kg = b_kt * tl.exp(tl.where(m_kj, b_gr[:, None] - b_gkt, 0.0))
+                b_A += tl.dot(b_qg, b_kg, input_precision=DOT_PRECISION)
+            else:  # steep gates: sum column by column with the exact exp(G_i - G_j) <= 1
+                for j in range(0, BC):
+                    t_j = i_tc * BT + i_j * BC + j
+                    m_j = m_k & (t_j + 0 * o_k < T_n)  # a vector compare: the interpreter rejects scalar masks
+                    o_j = ((bos + t_j) * H + i_h) * K + o_k  # [BK]
+                    b_kj = tl.load(k + o_j, mask=m_j, other=0.0).to(tl.float32)
+                    b_gj = tl.load(gk + o_j, mask=m_j, other=0.0)
+                    m_e = m_ik & (o_c >= j)[:, None] & m_j[None, :]
+                    b_e = tl.exp(tl.where(m_e, b_gq - b_gj[None, :], float("-inf")))  # [BC, BK]
+                    b_a = tl.sum(b_q * b_kj[None, :] * b_e, axis=1)  # [BC]: column j
+                    b_A += tl.where((o_c == j)[None, :], b_a[:, None], 0.0)
+        b_A = tl.where(o_c[:, None] >= o_c[None, :], b_A, 0.0)
     p_A = A + ((bos + o_ti[:, None]) * H + i_h) * BT + i_j * BC + o_c[None, :]
     tl.store(p_A, b_A * scale, mask=m_ti[:, None])
 
@@ -175,6 +199,8 @@ def chunk_gk_intra_bwd_kernel(
     # dq_i, j in earlier sub-chunks: exp(G_i - G_r) * (dA_IJ (k_J * exp(G_r - G_J))), r = first row of I
     i_r = tl.minimum(i_tc * BT + i_i * BC, T_n - 1)
     b_gr = tl.load(gk + ((bos + i_r) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
+    # the diagonal block factors the same way (with factors up to exp(span)) unless the gates are steep
+    factored_diagonal = _gate_span(b_g, b_gr, m_ik) <= DIAGONAL_MAX_SPAN
     b_dq = tl.zeros([BC, BK], dtype=tl.float32)
     for i_j in range(0, i_i):
         o_tj = i_tc * BT + i_j * BC + o_c
@@ -186,6 +212,11 @@ def chunk_gk_intra_bwd_kernel(
         p_dA = dA + ((bos + o_ti[:, None]) * H + i_h) * BT + i_j * BC + o_c[None, :]
         b_dA = tl.load(p_dA, mask=m_ti[:, None], other=0.0)  # [BC, BC]
         b_dq += tl.dot(b_dA.to(b_kj.dtype), b_kg.to(b_kj.dtype), input_precision=DOT_PRECISION)
+    if factored_diagonal:  # dA is causal (zero above the diagonal): k_i exp(G_r - G_i) >= 1 is safe
+        b_ki = tl.load(k + o_ik, mask=m_ik, other=0.0).to(tl.float32)
+        b_dAii = tl.load(dA + ((bos + o_ti[:, None]) * H + i_h) * BT + i_i * BC + o_c[None, :], mask=m_ti[:, None])
+        b_kg = b_ki * tl.exp(tl.where(m_ik, b_gr[None, :] - b_g, 0.0))
+        b_dq += tl.dot(tl.where(m_ti[:, None], b_dAii, 0.0), b_kg, input_precision=DOT_PRECISION)
     b_dq *= tl.exp(tl.where(m_ik, b_g - b_gr[None, :], 0.0))
     # dk_j, i in later sub-chunks: exp(G_r - G_j) * (dA_LI^T (q_L * exp(G_L - G_r))), r = last row of I
     i_r = tl.minimum(i_tc * BT + i_i * BC + BC - 1, T_n - 1)
@@ -202,22 +233,32 @@ def chunk_gk_intra_bwd_kernel(
         p_dAt = dA + ((bos + o_tl[None, :]) * H + i_h) * BT + i_i * BC + o_c[:, None]  # [BC(j), BC(l)]
         b_dAt = tl.load(p_dAt, mask=m_tl[None, :], other=0.0)
         b_dk += tl.dot(b_dAt.to(b_ql.dtype), b_qg.to(b_ql.dtype), input_precision=DOT_PRECISION)
+    if factored_diagonal:
+        b_qi = tl.load(q + o_ik, mask=m_ik, other=0.0).to(tl.float32)
+        p_dAt = dA + ((bos + o_ti[None, :]) * H + i_h) * BT + i_i * BC + o_c[:, None]  # [BC(j), BC(i)]
+        b_dAt = tl.load(p_dAt, mask=m_ti[None, :], other=0.0)
+        b_qg = b_qi * tl.exp(tl.where(m_ik, b_g - b_gr[None, :], 0.0))
+        b_dk += tl.dot(b_dAt, b_qg, input_precision=DOT_PRECISION)
     b_dk *= tl.exp(tl.where(m_ik, b_gr[None, :] - b_g, 0.0))
-    # the diagonal block, exact: row r of sub-chunk I is a column of dq's sum and a row of dk's
-    for r in range(0, BC):
-        t_r = i_tc * BT + i_i * BC + r
-        m_r = m_k & (t_r + 0 * o_k < T_n)  # [BK] (a vector compare: the interpreter rejects scalar masks)
-        o_r = ((bos + t_r) * H + i_h) * K + o_k  # [BK]
-        b_qr = tl.load(q + o_r, mask=m_r, other=0.0).to(tl.float32)
-        b_kr = tl.load(k + o_r, mask=m_r, other=0.0).to(tl.float32)
-        b_gkr = tl.load(gk + o_r, mask=m_r, other=0.0)
-        b_dA_col = tl.load(dA + ((bos + o_ti) * H + i_h) * BT + i_i * BC + r, mask=m_ti, other=0.0)  # [BC]: dA[i, r]
-        p_dA_row = dA + ((bos + t_r) * H + i_h) * BT + i_i * BC + o_c  # [BC]: dA[r, j]
-        b_dA_row = tl.load(p_dA_row, mask=t_r + 0 * o_c < T_n, other=0.0)
-        m_below = m_ik & (o_c >= r)[:, None] & m_r[None, :]  # rows i >= r
-        m_above = m_ik & (o_c <= r)[:, None] & m_r[None, :]  # rows j <= r
-        b_dq += b_dA_col[:, None] * b_kr[None, :] * tl.exp(tl.where(m_below, b_g - b_gkr[None, :], float("-inf")))
-        b_dk += b_dA_row[:, None] * b_qr[None, :] * tl.exp(tl.where(m_above, b_gkr[None, :] - b_g, float("-inf")))
+    if not factored_diagonal:
+        # the diagonal block, exact: row r of sub-chunk I is a column of dq's sum and a row of dk's
+        for r in range(0, BC):
+            t_r = i_tc * BT + i_i * BC + r
+            m_r = m_k & (t_r + 0 * o_k < T_n)  # [BK] (a vector compare: the interpreter rejects scalar masks)
+            o_r = ((bos + t_r) * H + i_h) * K + o_k  # [BK]
+            b_qr = tl.load(q + o_r, mask=m_r, other=0.0).to(tl.float32)
+            b_kr = tl.load(k + o_r, mask=m_r, other=0.0).to(tl.float32)
+            b_gkr = tl.load(gk + o_r, mask=m_r, other=0.0)
+            p_dA_col = dA + ((bos + o_ti) * H + i_h) * BT + i_i * BC + r
+            b_dA_col = tl.load(p_dA_col, mask=m_ti, other=0.0)  # [BC]: dA[i, r]
+            p_dA_row = dA + ((bos + t_r) * H + i_h) * BT + i_i * BC + o_c  # [BC]: dA[r, j]
+            b_dA_row = tl.load(p_dA_row, mask=t_r + 0 * o_c < T_n, other=0.0)
+            m_below = m_ik & (o_c >= r)[:, None] & m_r[None, :]  # rows i >= r
+            m_above = m_ik & (o_c <= r)[:, None] & m_r[None, :]  # rows j <= r
+            b_eq = tl.exp(tl.where(m_below, b_g - b_gkr[None, :], float("-inf")))
+            b_ek = tl.exp(tl.where(m_above, b_gkr[None, :] - b_g, float("-inf")))
+            b_dq += b_dA_col[:, None] * b_kr[None, :] * b_eq
+            b_dk += b_dA_row[:, None] * b_qr[None, :] * b_ek
 
     tl.store(dq + o_ik, b_dq, mask=m_ik)
     tl.store(dk + o_ik, b_dk, mask=m_ik)

@@ -1,0 +1,111 @@
+"""Where the chunked ops' fwd+bwd time goes on a GPU (B=4, H=16, D=128, bf16).
+
+For each op and T: do_bench of fwd+bwd (device time incl. idle gaps), the summed device time of
+its kernels (no idle gaps), host time of one fwd+bwd call with the GPU kept
+busy, and a torch.profiler kernel table (device time per kernel, summed over 5 calls).
+
+    python -m benchmarks.ops.profile_chunk [--ops chunk_gla chunk_simple_gla] [--T 2048 8192] [--out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from triton.testing import do_bench
+
+from benchmarks.ops.bench_chunk import _inputs, _ops
+
+
+def host_time(fn, inputs, n: int = 20) -> float:
+    """Host ms per fwd+bwd call (python + launches), measured while a long kernel keeps the GPU busy."""
+    o = fn()
+    grad = torch.randn_like(o[0] if isinstance(o, tuple) else o)
+    busy = torch.empty(1 << 28, device="cuda")
+    torch.cuda.synchronize()
+    busy.mul_(1.0).mul_(1.0).mul_(1.0)  # queue ~ms of work so launches never wait on the device
+    t0 = time.perf_counter()
+    for _ in range(n):
+        o = fn()
+        (o[0] if isinstance(o, tuple) else o).backward(grad)
+    t1 = time.perf_counter()
+    torch.cuda.synchronize()
+    return 1e3 * (t1 - t0) / n
+
+
+def kernel_profile(fn, n: int = 5) -> tuple[float, str]:
+    """Summed kernel device ms per fwd+bwd call (no idle gaps) and the profiler's kernel table."""
+    o = fn()
+    grad = torch.randn_like(o[0] if isinstance(o, tuple) else o)
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            o = fn()
+            (o[0] if isinstance(o, tuple) else o).backward(grad)
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy = sum(e.device_time for e in kernels) / 1e3 / n
+    return busy, prof.key_averages().table(sort_by="device_time_total", row_limit=14, max_name_column_width=60)
+
+
+def python_profile(fn, n: int = 50) -> str:
+    """cProfile of ``n`` fwd+bwd calls: where the host time goes (top functions by own time)."""
+    import cProfile
+    import io
+    import pstats
+
+    o = fn()
+    grad = torch.randn_like(o[0] if isinstance(o, tuple) else o)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        o = fn()
+        (o[0] if isinstance(o, tuple) else o).backward(grad)
+    prof.disable()
+    torch.cuda.synchronize()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
+    return out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ops", nargs="*", default=["chunk_linear_attn", "chunk_simple_gla", "chunk_gla"])
+    parser.add_argument("--T", type=int, nargs="*", default=[2048, 8192])
+    parser.add_argument("--tables", action="store_true", help="also print the profiler kernel tables")
+    parser.add_argument("--cprofile", action="store_true", help="also print a cProfile of the host side")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    ops = _ops("ours")
+    lines = ["| op | T | do_bench fwd+bwd ms | kernels fwd+bwd ms | host ms/call |", "|---|---|---|---|---|"]
+    for name in args.ops:
+        op, gate = ops[name]
+        for T in args.T:
+            ts = _inputs(T, gate)
+            fn = lambda op=op, ts=ts: op(*ts)  # noqa: E731
+            o = fn()
+            grad = torch.randn_like(o[0] if isinstance(o, tuple) else o)
+
+            def fwd_bwd(fn=fn, grad=grad):
+                o = fn()
+                (o[0] if isinstance(o, tuple) else o).backward(grad)
+
+            eager = do_bench(fwd_bwd, grad_to_none=ts, return_mode="median")
+            busy, table = kernel_profile(fn)
+            host = host_time(fn, ts)
+            lines.append(f"| {name} | {T} | {eager:.3f} | {busy:.3f} | {host:.3f} |")
+            print(lines[-1], flush=True)
+            if args.tables:
+                print(f"\n### {name} T={T}\n", table, flush=True)
+            if args.cprofile:
+                print(f"\n### host profile {name} T={T}\n", python_profile(fn), flush=True)
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table)
+
+
+if __name__ == "__main__":
+    main()
