@@ -5,7 +5,12 @@ B=4, H=16, D=128, bf16, T in {2048, 4096, 8192}:
 
     python -m benchmarks.ops.bench_chunk --out benchmarks/results/ops_chunk_<device>.md
 
-``--fla-path DIR`` also times fla 0.6.0's chunk_gla / chunk_simple_gla in a separate process that
+The delta-rule ops (``chunk_delta_rule``, ``chunk_gated_delta_rule``) get L2-normalized keys and
+``beta = sigmoid(x)``; ``decode_*`` rows time one token of ``fused_recurrent_(gated_)delta_rule``
+(B=32, H=16, D=128, with initial and final state, no autograd; ``fwdbwd_ms`` is ``-``).
+
+``--fla-path DIR`` also times fla 0.6.0's ops (the same list; one it refuses gets its error in the
+table) in a separate process that
 imports ``fla`` from ``DIR`` (both packages are called ``fla``, so they cannot share a process):
 
     pip install --no-deps --target /tmp/fla060 fla-core==0.6.0 flash-linear-attention==0.6.0
@@ -51,16 +56,68 @@ def _time(fn, inputs: list[torch.Tensor]) -> tuple[float, float]:
     return round(float(fwd), 3), round(float(fwdbwd), 3)
 
 
-def _inputs(T: int, gate: str | None) -> list[torch.Tensor]:
-    B, H, D = SHAPE["B"], SHAPE["H"], SHAPE["D"]
+DECODE_SHAPE = {"B": 32, "H": 16, "D": 128}
+
+
+def _inputs(T: int, gate: str | None, B: int | None = None, H: int | None = None) -> list[torch.Tensor]:
+    B, H, D = B or SHAPE["B"], H or SHAPE["H"], SHAPE["D"]
     dev, dt = "cuda", torch.bfloat16
     q, k, v = (torch.randn(B, T, H, D, device=dev, dtype=dt) for _ in range(3))
+    if gate in ("delta", "gated_delta"):
+        k = F.normalize(k.float(), dim=-1).to(dt)
     ts = [q, k, v]
     if gate == "vector":
         ts.append((F.logsigmoid(torch.randn(B, T, H, D, device=dev)) / 16).to(dt))
-    elif gate == "scalar":
+    elif gate in ("scalar", "gated_delta"):
         ts.append(F.logsigmoid(torch.randn(B, T, H, device=dev)).to(dt))
+    if gate in ("delta", "gated_delta"):
+        ts.append(torch.rand(B, T, H, device=dev).sigmoid().to(dt))
     return [t.requires_grad_() for t in ts]
+
+
+def _delta_ops(chunk_delta_rule, chunk_gated_delta_rule) -> dict:
+    return {
+        "chunk_delta_rule": (chunk_delta_rule, "delta"),
+        "chunk_gated_delta_rule": (chunk_gated_delta_rule, "gated_delta"),
+    }
+
+
+def _decode_ops() -> dict:
+    """``name -> (fused_recurrent op, gate kind)`` for the one-token decode rows (ours or, in the
+    worker, fla 0.6.0's: whichever ``fla`` this process imports)."""
+    from fla.ops.delta_rule import fused_recurrent_delta_rule
+    from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule
+
+    return {
+        "decode_fused_recurrent_delta_rule": (fused_recurrent_delta_rule, "delta"),
+        "decode_fused_recurrent_gated_delta_rule": (fused_recurrent_gated_delta_rule, "gated_delta"),
+    }
+
+
+def _error(e: Exception) -> str:
+    """A table cell for an implementation that raised (e.g. fla 0.6.0 refusing an op on this GPU)."""
+    first = str(e).splitlines()[0][:80] if str(e) else ""
+    return f"error: {type(e).__name__}: {first}"
+
+
+def decode_rows(impl: str) -> list[dict]:
+    """One token for a decode-sized batch, state in and out, no autograd (do_bench median, ms)."""
+    from triton.testing import do_bench
+
+    B, H, D = DECODE_SHAPE["B"], DECODE_SHAPE["H"], DECODE_SHAPE["D"]
+    rows = []
+    for name, (op, gate) in _decode_ops().items():
+        ts = [t.detach() for t in _inputs(1, gate, B=B, H=H)]
+        h0 = torch.randn(B, H, D, D, device="cuda", dtype=torch.float32)
+        fn = lambda op=op, ts=ts, h0=h0: op(*ts, initial_state=h0, output_final_state=True)  # noqa: E731
+        try:
+            with torch.no_grad():
+                fwd = round(float(do_bench(fn, return_mode="median")), 4)
+        except Exception as e:  # noqa: BLE001 - a refusing implementation is a result too
+            fwd = _error(e)
+        rows.append({"op": name, "impl": impl, "T": 1, "fwd_ms": fwd, "fwdbwd_ms": "-"})
+        print(f"[bench_chunk] {rows[-1]}", file=sys.stderr, flush=True)
+    return rows
 
 
 def _ops(impl: str) -> dict:
@@ -70,17 +127,26 @@ def _ops(impl: str) -> dict:
 
         if not fla.__version__.startswith("0.6"):
             raise RuntimeError(f"--worker fla imported fla {fla.__version__} from {fla.__file__}, expected 0.6.x")
+        from fla.ops.delta_rule import chunk_delta_rule
+        from fla.ops.gated_delta_rule import chunk_gated_delta_rule
         from fla.ops.gla import chunk_gla
         from fla.ops.simple_gla import chunk_simple_gla
 
-        return {"chunk_gla": (chunk_gla, "vector"), "chunk_simple_gla": (chunk_simple_gla, "scalar")}
+        return {
+            "chunk_gla": (chunk_gla, "vector"),
+            "chunk_simple_gla": (chunk_simple_gla, "scalar"),
+            **_delta_ops(chunk_delta_rule, chunk_gated_delta_rule),
+        }
     from fla.ops import chunk_gla, chunk_linear_attn, chunk_retention, chunk_simple_gla
+    from fla.ops.delta_rule import chunk_delta_rule
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
 
     return {
         "chunk_gla": (chunk_gla, "vector"),
         "chunk_simple_gla": (chunk_simple_gla, "scalar"),
         "chunk_retention": (chunk_retention, None),
         "chunk_linear_attn": (lambda q, k, v: chunk_linear_attn(q, k, v, normalize=False), None),
+        **_delta_ops(chunk_delta_rule, chunk_gated_delta_rule),
     }
 
 
@@ -89,11 +155,15 @@ def rows_for(impl: str, seq_lens) -> list[dict]:
     for name, (op, gate) in _ops(impl).items():
         for T in seq_lens:
             ts = _inputs(T, gate)
-            fwd, fwdbwd = _time(lambda op=op, ts=ts: op(*ts), ts)
+            try:
+                fwd, fwdbwd = _time(lambda op=op, ts=ts: op(*ts), ts)
+            except Exception as e:  # noqa: BLE001 - e.g. fla 0.6.0 refusing an op on this GPU: a result too
+                fwd, fwdbwd = _error(e), "-"
             rows.append({"op": name, "impl": impl, "T": T, "fwd_ms": fwd, "fwdbwd_ms": fwdbwd})
+            print(f"[bench_chunk] {rows[-1]}", file=sys.stderr, flush=True)  # progress: a timeout keeps the rows so far
             del ts
             torch.cuda.empty_cache()
-    return rows
+    return rows + decode_rows(impl)
 
 
 def sdpa_rows(seq_lens) -> list[dict]:
@@ -110,9 +180,9 @@ def fla_rows(fla_path: str, seq_lens) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": fla_path}
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "fla", "--T", *map(str, seq_lens)]
     with tempfile.TemporaryDirectory() as cwd:
-        done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+        done = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, text=True)  # its progress -> our stderr
     if done.returncode != 0:
-        raise RuntimeError(f"fla worker failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"fla worker failed ({done.returncode}); its stderr is above")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -121,7 +191,8 @@ def to_markdown(rows: list[dict], command: str) -> str:
 
     head = (
         f"device: {torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__} | "
-        f"python {platform.python_version()}\n\nshape: B={SHAPE['B']}, H={SHAPE['H']}, D={SHAPE['D']}, bf16; "
+        f"python {platform.python_version()}\n\nshape: B={SHAPE['B']}, H={SHAPE['H']}, D={SHAPE['D']}, bf16 "
+        f"(decode_* rows: B={DECODE_SHAPE['B']}, H={DECODE_SHAPE['H']}, D={DECODE_SHAPE['D']}, one token); "
         f"do_bench medians (ms)\n\ncommand: `{command}`\n\n"
     )
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]

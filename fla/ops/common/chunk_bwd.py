@@ -27,9 +27,10 @@ from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, g
 from fla.utils import empty
 
 
-@given_heuristics(USE_G="g", USE_GK="gk", USE_A="A", IS_VARLEN="cu_seqlens")
+@given_heuristics(USE_G="g", USE_GK="gk", USE_A="A", USE_DH="dh", IS_VARLEN="cu_seqlens")
 @triton.autotune(
-    configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "DOT_PRECISION"]
+    configs=autotune_configs(),
+    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "USE_DH", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_dv_bwd_kernel(
@@ -55,6 +56,7 @@ def chunk_dv_bwd_kernel(
     USE_G: tl.constexpr,
     USE_GK: tl.constexpr,
     USE_A: tl.constexpr,
+    USE_DH: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     i_v, i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
@@ -77,15 +79,16 @@ def chunk_dv_bwd_kernel(
         o_tk = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]  # [BT, BK]
         m_tk = m_t[:, None] & m_k[None, :]
         b_k = tl.load(k + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
-        p_dh = dh + (i_ch * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :]
-        b_dh = tl.load(p_dh, mask=m_k[:, None] & m_v[None, :], other=0.0)  # [BK, BV]
-        if USE_GK:
-            b_gk = tl.load(gk + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
-            b_gkl = tl.load(gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
-            b_kg = (b_k * tl.exp(tl.where(m_tk, b_gkl[None, :] - b_gk, 0.0))).to(b_k.dtype)
-        else:
-            b_kg = b_k
-        b_dv += tl.dot(b_kg, b_dh.to(b_k.dtype), input_precision=DOT_PRECISION)
+        if USE_DH:
+            p_dh = dh + (i_ch * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :]
+            b_dh = tl.load(p_dh, mask=m_k[:, None] & m_v[None, :], other=0.0)  # [BK, BV]
+            if USE_GK:
+                b_gk = tl.load(gk + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
+                b_gkl = tl.load(gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
+                b_kg = (b_k * tl.exp(tl.where(m_tk, b_gkl[None, :] - b_gk, 0.0))).to(b_k.dtype)
+            else:
+                b_kg = b_k
+            b_dv += tl.dot(b_kg, b_dh.to(b_k.dtype), input_precision=DOT_PRECISION)
         if not USE_A:
             o_qt = ((bos + o_t[None, :]) * H + i_h) * K + o_k[:, None]  # [BK, BT]: q transposed
             b_qt = tl.load(q + o_qt, mask=m_k[:, None] & m_t[None, :], other=0.0)
@@ -95,7 +98,8 @@ def chunk_dv_bwd_kernel(
     if USE_G:
         b_g = tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0)  # [BT]
         b_gl = tl.load(g + (bos + i_last) * H + i_h)
-        b_dv *= tl.exp(tl.where(m_t, b_gl - b_g, 0.0))[:, None]
+        if USE_DH:
+            b_dv *= tl.exp(tl.where(m_t, b_gl - b_g, 0.0))[:, None]
         b_At *= tl.exp(tl.where(m_At, b_g[None, :] - b_g[:, None], float("-inf")))
     if USE_A:
         p_At = A + ((bos + o_t[None, :]) * H + i_h) * BT + o_i[:, None]
@@ -108,9 +112,10 @@ def chunk_dv_bwd_kernel(
     tl.store(dv + o_tv, b_dv.to(dv.dtype.element_ty), mask=m_tv)
 
 
-@given_heuristics(USE_G="g", USE_GK="gk", STORE_DG="dg", IS_VARLEN="cu_seqlens")
+@given_heuristics(USE_G="g", USE_GK="gk", STORE_DG="dg", STORE_DW="dw", IS_VARLEN="cu_seqlens")
 @triton.autotune(
-    configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "STORE_DG", "DOT_PRECISION"]
+    configs=autotune_configs(),
+    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "STORE_DG", "STORE_DW", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_dqkg_bwd_kernel(
@@ -124,8 +129,10 @@ def chunk_dqkg_bwd_kernel(
     dh,
     dq_intra,
     dk_intra,
+    dv,
     dq,
     dk,
+    dw,
     dg,
     cu_seqlens,
     chunk_indices,
@@ -141,6 +148,7 @@ def chunk_dqkg_bwd_kernel(
     USE_G: tl.constexpr,
     USE_GK: tl.constexpr,
     STORE_DG: tl.constexpr,
+    STORE_DW: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     i_k, i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
@@ -161,6 +169,7 @@ def chunk_dqkg_bwd_kernel(
     b_dA = tl.zeros([BT, BT], dtype=tl.float32)  # do v^T
     b_dAt = tl.zeros([BT, BT], dtype=tl.float32)  # v do^T (its transpose, formed by its own dot)
     b_hdh = tl.zeros([BK], dtype=tl.float32)  # sum_v h * dh
+    b_dw = tl.zeros([BT, BK], dtype=tl.float32)  # dv h^T (STORE_DW)
     p_state = (i_ch * H + i_h) * K * V
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)  # [BV]
@@ -177,6 +186,9 @@ def chunk_dqkg_bwd_kernel(
         b_dk += tl.dot(b_v, b_dht.to(b_v.dtype), input_precision=DOT_PRECISION)
         if STORE_DG:
             b_hdh += tl.sum(b_ht.to(tl.float32) * b_dht.to(tl.float32), axis=0)
+        if STORE_DW:
+            b_dv = tl.load(dv + o_tv, mask=m_tv, other=0.0)  # [BT, BV]
+            b_dw += tl.dot(b_dv, b_ht.to(b_dv.dtype), input_precision=DOT_PRECISION)
         if not USE_GK:
             o_vt = ((bos + o_t[None, :]) * H + i_h) * V + o_v[:, None]  # [BV, BT]: v / do transposed
             m_vt = m_t[None, :] & m_v[:, None]
@@ -223,13 +235,15 @@ def chunk_dqkg_bwd_kernel(
             tl.store(p_dg, b_dg, mask=m_t)
     tl.store(dq + o_tk, b_dq.to(dq.dtype.element_ty), mask=m_tk)
     tl.store(dk + o_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
+    if STORE_DW:
+        tl.store(dw + o_tk, -b_dw.to(dw.dtype.element_ty), mask=m_tk)
 
 
 def chunk_bwd_dv(
     q: torch.Tensor,
     k: torch.Tensor,
     do: torch.Tensor,
-    dh: torch.Tensor,
+    dh: torch.Tensor | None,
     layout: ChunkLayout,
     scale: float,
     g: torch.Tensor | None = None,
@@ -239,7 +253,8 @@ def chunk_bwd_dv(
     """``dv`` ``[B, T, H, V]`` (in ``do.dtype``).
 
     Args:
-        q, k: ``[B, T, H, K]``; do: ``[B, T, H, V]``; dh: state gradients (:func:`chunk_bwd_dh`).
+        q, k: ``[B, T, H, K]``; do: ``[B, T, H, V]``; dh: state gradients (:func:`chunk_bwd_dh`), or
+            ``None`` for the intra-chunk part ``A^T do`` alone (the delta rule adds the state part itself).
         g / gk: chunk-local gate cumsums; A: precomputed scores (vector gates; ``q`` unused then).
     """
     B, T, H, K = k.shape
@@ -280,6 +295,34 @@ def chunk_bwd_dqkg(
             (in ``dg_dtype``); for scalar gates ``dL/dG [B, T, H]`` float32, still to be
             reverse-cumsummed (:func:`fla.ops.common.cumsum.chunk_local_cumsum` with ``reverse``).
     """
+    dq, dk, _, dg = _launch_dqkg(q, k, v, h, do, dh, None, layout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype)
+    return dq, dk, dg
+
+
+def chunk_bwd_dqkwg(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    h: torch.Tensor,
+    do: torch.Tensor,
+    dh: torch.Tensor,
+    dv: torch.Tensor,
+    layout: ChunkLayout,
+    scale: float,
+    g: torch.Tensor | None = None,
+    want_dg: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`chunk_bwd_dqkg` (scalar gates or none) plus ``dw = -dv h^T`` ``[B, T, H, K]`` float32:
+    the gradient of ``w`` when the chunk's values are ``v = u - w h`` (the delta rule's new values,
+    ``dv`` their gradient ``[B, T, H, V]``).
+
+    Returns:
+        ``dq, dk`` (input dtypes), ``dw`` float32 and ``dL/dG`` ``[B, T, H]`` float32 (or ``None``).
+    """
+    return _launch_dqkg(q, k, v, h, do, dh, dv, layout, scale, g, None, None, None, want_dg, torch.float32)
+
+
+def _launch_dqkg(q, k, v, h, do, dh, dv, layout: ChunkLayout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype):
     if want_dg and g is None and gk is None:
         raise ValueError("want_dg needs the gates (g or gk)")
     B, T, H, K = q.shape
@@ -287,6 +330,7 @@ def chunk_bwd_dqkg(
     BK, BV = block_size(K), block_size(V)
     NK = triton.cdiv(K, BK)
     dq, dk = empty(B, T, H, K, dtype=q.dtype, device=q.device), empty(B, T, H, K, dtype=k.dtype, device=k.device)
+    dw = None if dv is None else empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dg = None
     if want_dg:
         if gk is not None:
@@ -295,9 +339,9 @@ def chunk_bwd_dqkg(
             dg = empty(NK, B, T, H, dtype=torch.float32, device=q.device)
     grid = (NK, layout.row_chunks, B * H)
     chunk_dqkg_bwd_kernel[grid](
-        q, k, v, h, g, gk, do, dh, dq_intra, dk_intra, dq, dk, dg, layout.cu_seqlens, layout.chunk_indices, scale, T,
-        H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype),
+        q, k, v, h, g, gk, do, dh, dq_intra, dk_intra, dv, dq, dk, dw, dg, layout.cu_seqlens, layout.chunk_indices,
+        scale, T, H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
     if dg is not None and gk is None:
         dg = dg.sum(0)
-    return dq, dk, dg
+    return dq, dk, dw, dg

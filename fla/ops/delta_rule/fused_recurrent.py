@@ -6,8 +6,10 @@ tokens::
 
     S <- exp(g_t) S;   u = beta_t (v_t - k_t^T S);   S <- S + k_t u^T;   o_t = scale * q_t^T S
 
-The backward recomputes the chunked PyTorch form under autograd (:mod:`.function`): exact,
-device-agnostic, and fine for the short sequences decoding trains on.
+Decoding (no gradient wanted) runs this kernel alone, with the L2 norm of q and k fused in. When
+a gradient is wanted, the options are applied first (Triton L2 norm with its backward) and the
+backward is the chunked Triton backward (:func:`fla.ops.delta_rule.chunk.chunk_delta_rule_bwd`,
+which redoes the WY solve): the same gradients as the chunked op, for any sequence length.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
+from fla.ops.common.chunk import cast_like, chunk_layout
 from fla.ops.common.tuning import given_heuristics
-from fla.ops.delta_rule.function import DeltaRuleFunction
-from fla.ops.delta_rule.inputs import prepare_delta_call
+from fla.ops.delta_rule.chunk import chunk_delta_rule_bwd
+from fla.ops.delta_rule.inputs import expand_groups, prepare_delta_call, prepare_qk_beta
 from fla.ops.delta_rule.recurrent_torch import recurrent_delta_torch
-from fla.utils import empty
+from fla.utils import contiguous, empty
 
 
 @given_heuristics(USE_G="g", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
@@ -88,6 +91,7 @@ def fused_recurrent_delta_rule_fwd_kernel(
         tl.store(ht + i_nh * K * V + o_kv, b_h, mask=m_kv)
 
 
+@contiguous
 def fused_recurrent_delta_rule_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -101,7 +105,7 @@ def fused_recurrent_delta_rule_fwd(
     use_qk_l2norm_in_kernel: bool,
     allow_neg_eigval: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Launch the recurrent kernel (contiguous inputs).
+    """Launch the recurrent kernel (inputs made contiguous).
 
     Args:
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta, g: ``[B, T, H]`` (g optional);
@@ -122,6 +126,30 @@ def fused_recurrent_delta_rule_fwd(
         USE_QK_L2NORM=use_qk_l2norm_in_kernel, NEG_EIGVAL=allow_neg_eigval,
     )  # fmt: skip
     return o, ht
+
+
+class FusedRecurrentDeltaRuleFunction(torch.autograd.Function):
+    """The recurrent kernel forward (options already applied) with the chunked Triton backward."""
+
+    @staticmethod
+    @contiguous
+    def forward(ctx, q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens):
+        o, ht = fused_recurrent_delta_rule_fwd(
+            q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, False, False
+        )
+        ctx.save_for_backward(q, k, v, beta, g, initial_state, cu_seqlens)
+        ctx.scale = scale
+        return o, ht
+
+    @staticmethod
+    @contiguous
+    def backward(ctx, do, dht):
+        q, k, v, beta, g, initial_state, cu_seqlens = ctx.saved_tensors
+        want_dh0 = initial_state is not None and ctx.needs_input_grad[6]
+        dq, dk, dv, dbeta, dg, dh0 = chunk_delta_rule_bwd(
+            q, k, v, beta, g, None, ctx.scale, initial_state, do, dht, chunk_layout(q, cu_seqlens), want_dh0
+        )
+        return dq, dk, dv, cast_like(dbeta, beta), cast_like(dg, g), None, cast_like(dh0, initial_state), None, None
 
 
 def fused_recurrent_delta(
@@ -145,10 +173,16 @@ def fused_recurrent_delta(
             allow_neg_eigval,
         )  # fmt: skip
         return o.to(v.dtype), ht
-    return DeltaRuleFunction.apply(
-        fused_recurrent_delta_rule_fwd, q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens,
-        use_qk_l2norm_in_kernel, allow_neg_eigval,
-    )  # fmt: skip
+    args = (scale, initial_state, output_final_state, cu_seqlens)
+    wants_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (q, k, v, beta, g, initial_state)
+    )
+    if not wants_grad:  # decoding: one kernel, L2 norm and beta scaling fused in
+        q, k = expand_groups(q, k, v)
+        return fused_recurrent_delta_rule_fwd(q, k, v, beta, g, *args, use_qk_l2norm_in_kernel, allow_neg_eigval)
+    q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval, backend)
+    q, k = expand_groups(q, k, v)
+    return FusedRecurrentDeltaRuleFunction.apply(q, k, v, beta, g, *args)
 
 
 def fused_recurrent_delta_rule(

@@ -12,7 +12,7 @@ import torch
 
 from fla.ops.common.inputs import default_scale
 from fla.ops.delta_rule.chunk_torch import chunk_delta_torch
-from fla.ops.delta_rule.inputs import default_beta, prepare_qk_beta
+from fla.ops.delta_rule.inputs import default_beta, expand_groups, prepare_qk_beta
 from fla.ops.delta_rule.recurrent_torch import recurrent_delta_torch
 
 
@@ -40,7 +40,7 @@ def naive_recurrent_delta_rule(
         ``[N, H, K, V]`` when ``output_final_state``.
     """
     return recurrent_delta_torch(
-        q, k, v, default_beta(beta, q), None, default_scale(scale, k), initial_state, output_final_state,
+        q, k, v, default_beta(beta, v), None, default_scale(scale, k), initial_state, output_final_state,
         cu_seqlens, use_qk_l2norm_in_kernel, allow_neg_eigval,
     )  # fmt: skip
 
@@ -63,6 +63,7 @@ def chunk_delta_rule_torch(
     Shapes as :func:`fla.ops.delta_rule.chunk_torch.chunk_delta_torch` (``g`` ``[B, T, H]`` or ``None``).
     """
     q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval)
+    q, k = expand_groups(q, k, v)
     o, ht = chunk_delta_torch(q, k, v, beta, g, default_scale(scale, k), initial_state, cu_seqlens)
     return o.to(v.dtype), ht if output_final_state else None
 
@@ -82,6 +83,6 @@ def naive_chunk_delta_rule(
     """Chunked delta rule in PyTorch (CPU path of :func:`fla.ops.delta_rule.chunk_delta_rule`); arguments
     as :func:`naive_recurrent_delta_rule`, ``o`` in ``v.dtype``."""
     return chunk_delta_rule_torch(
-        q, k, v, default_beta(beta, q), None, scale, initial_state, output_final_state, cu_seqlens,
+        q, k, v, default_beta(beta, v), None, scale, initial_state, output_final_state, cu_seqlens,
         use_qk_l2norm_in_kernel, allow_neg_eigval,
     )  # fmt: skip

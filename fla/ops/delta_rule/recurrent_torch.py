@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.delta_rule.inputs import prepare_qk_beta
+from fla.ops.delta_rule.inputs import expand_groups, prepare_qk_beta
 from fla.ops.utils.varlen import per_sequence
 
 
@@ -50,15 +50,16 @@ def recurrent_delta_torch(
     """Run the (gated) delta rule over every token (float64 inputs give a float64 result).
 
     Args:
-        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``; g: ``[B, T, H]`` log
-            decays or ``None``; initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` packed
-            sequence bounds (``B == 1``); use_qk_l2norm_in_kernel / allow_neg_eigval: see
-            :func:`fla.ops.delta_rule.inputs.prepare_qk_beta`.
+        q, k: ``[B, T, H, K]``; v: ``[B, T, HV, V]`` (``HV`` a multiple of ``H``: grouped value heads);
+            beta: ``[B, T, HV]``; g: ``[B, T, HV]`` log decays or ``None``; initial_state:
+            ``[N, HV, K, V]``; cu_seqlens: ``[N+1]`` packed sequence bounds (``B == 1``);
+            use_qk_l2norm_in_kernel / allow_neg_eigval: see :func:`fla.ops.delta_rule.inputs.prepare_qk_beta`.
     Returns:
-        ``o`` ``[B, T, H, V]`` (float32, float64 for float64 inputs) and the final state
-        ``[N, H, K, V]`` when ``output_final_state``.
+        ``o`` ``[B, T, HV, V]`` (float32, float64 for float64 inputs) and the final state
+        ``[N, HV, K, V]`` when ``output_final_state``.
     """
     q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval)
+    q, k = expand_groups(q, k, v)
     step = lambda q, k, v, beta, g, h0: _recurrence(q, k, v, beta, g, h0, scale)
     if cu_seqlens is None:
         o, ht = step(q, k, v, beta, g, initial_state)

@@ -29,6 +29,8 @@ def chunk_gated_delta_rule(
         initial_state: ``[N, H, K, V]`` (float32 recommended); output_final_state: also return
         the final state ``[N, H, K, V]`` float32; cu_seqlens: ``[N+1]`` packed bounds (``B == 1``);
         use_qk_l2norm_in_kernel, allow_neg_eigval: as :func:`fla.ops.delta_rule.chunk_delta_rule`.
+        Grouped value heads: v ``[B, T, HV, V]``, g and beta ``[B, T, HV]``, states ``[N, HV, K, V]``
+        (``HV`` a multiple of ``H``).
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state or ``None``.
     """

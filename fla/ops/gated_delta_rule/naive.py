@@ -42,7 +42,7 @@ def naive_recurrent_gated_delta_rule(
         ``[N, H, K, V]`` when ``output_final_state``.
     """
     return recurrent_delta_torch(
-        q, k, v, default_beta(beta, q), g, default_scale(scale, k), initial_state, output_final_state,
+        q, k, v, default_beta(beta, v), g, default_scale(scale, k), initial_state, output_final_state,
         cu_seqlens, use_qk_l2norm_in_kernel, allow_neg_eigval,
     )  # fmt: skip
 
@@ -63,6 +63,6 @@ def naive_chunk_gated_delta_rule(
     """Chunked gated delta rule in PyTorch (CPU path of :func:`fla.ops.gated_delta_rule.chunk_gated_delta_rule`);
     arguments as :func:`naive_recurrent_gated_delta_rule`, ``o`` in ``v.dtype``."""
     return chunk_delta_rule_torch(
-        q, k, v, default_beta(beta, q), g, scale, initial_state, output_final_state, cu_seqlens,
+        q, k, v, default_beta(beta, v), g, scale, initial_state, output_final_state, cu_seqlens,
         use_qk_l2norm_in_kernel, allow_neg_eigval,
     )  # fmt: skip

@@ -25,6 +25,7 @@ from fla.ops.delta_rule import (
 )
 from fla.ops.delta_rule.chunk_torch import wy_representation
 from fla.ops.delta_rule.inputs import l2norm
+from fla.ops.delta_rule.l2norm import l2norm_triton
 from fla.ops.delta_rule.wy import chunk_delta_wy_fwd
 from fla.ops.utils.varlen import pad_sequences, unpad_sequences
 from tests.fla.ops.gated import default_ratios
@@ -190,8 +191,39 @@ def test_errors_name_the_argument():
         fused_recurrent_delta_rule(q, k, v, beta, cu_seqlens=torch.tensor([0, 8], dtype=torch.int32))
 
 
+@pytest.mark.parametrize("op", [chunk_delta_rule, fused_recurrent_delta_rule])
+def test_triton_without_states(op):
+    # no initial state, no final state (the backward without dht / dh0); three chunks
+    inputs = make_delta_inputs(1, 130, 2, 32, 20, torch.float32)
+    check_delta(
+        op, naive_recurrent_delta_rule, inputs, "triton", default_ratios(torch.float32, 2), output_final_state=False
+    )
+
+
+@pytest.mark.parametrize("dtype, D", [(torch.float32, 60), (torch.float16, 100), (torch.float32, 130)])
+def test_l2norm_kernel(dtype, D):
+    x = torch.randn(3, 37, 2, D, device=DEVICE).to(dtype).requires_grad_()
+    ref_x = to_reference(x)
+    with using("triton"):
+        y = l2norm_triton(x)
+    ref_y = l2norm(ref_x)
+    assert y.dtype == dtype
+    assert_close("y", ref_y, y, tol(dtype))
+    assert_grads_close({"x": x}, {"x": ref_x}, y, ref_y, torch.randn_like(ref_y), tol(dtype, 2))
+
+
+GPU_SHAPES = [  # B, T, H, D, dtype of the real-size tests
+    (4, 2048, 8, 128, torch.bfloat16),
+    (2, 1000, 4, 100, torch.float32),
+    (1, 8192, 4, 64, torch.bfloat16),
+    (8, 1024, 32, 64, torch.bfloat16),
+    (2, 2048, 4, 256, torch.bfloat16),
+    (2, 4096, 16, 128, torch.float16),
+]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("B, T, H, D, dtype", [(4, 2048, 8, 128, torch.bfloat16), (2, 1000, 4, 100, torch.float32)])
+@pytest.mark.parametrize("B, T, H, D, dtype", GPU_SHAPES)
 def test_chunk_gpu(B, T, H, D, dtype):
     # reference: the chunked PyTorch form in float64 on the GPU (itself tested against the recurrence)
     inputs = make_delta_inputs(B, T, H, D, D, dtype, num_states=B, unit_keys=False)
@@ -199,6 +231,14 @@ def test_chunk_gpu(B, T, H, D, dtype):
         chunk_delta_rule, naive_chunk_delta_rule, inputs, "triton", gpu_ratios(dtype),
         use_qk_l2norm_in_kernel=True,
     )  # fmt: skip
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_chunk_varlen_gpu(dtype):
+    lengths = [1, 3000, 17, 64, 1000, 65]
+    inputs = make_delta_inputs(1, sum(lengths), 4, 128, 128, dtype, num_states=len(lengths), unit_keys=False)
+    check_delta_varlen(chunk_delta_rule, inputs, lengths, "triton", tol(dtype, 2), use_qk_l2norm_in_kernel=True)
 
 
 def _reference_wy(k, v, beta, g, cu_seqlens, bt=64):

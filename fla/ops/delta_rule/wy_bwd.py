@@ -1,0 +1,179 @@
+"""Backward of the WY stage (Triton): from ``dw, du`` to ``dk, dv, dbeta`` and the gate term.
+
+Per chunk (notation of :mod:`.wy`; ``E_ij = exp(G_i - G_j)`` for ``j < i``, else 0)::
+
+    w = Tm Kb,  u = Tm Vb,   Kb = diag(beta exp(G)) k,  Vb = diag(beta) v,  Tm = (I + A)^{-1}
+    A_ij = beta_i E_ij (k_i . k_j)
+
+Hence ``dKb = Tm^T dw``, ``dVb = Tm^T du``, ``dTm = dw Kb^T + du Vb^T`` and, as
+``d(X^{-1}) = -X^{-1} dX X^{-1}``, ``dA = -Tm^T dTm Tm^T`` (strictly lower part). With
+``M = dA * beta_i * E``::
+
+    dk    = dKb * beta exp(G) + M k + M^T k          (+ the ``dk`` of the output/state terms)
+    dv    = dVb * beta
+    dbeta = sum_v dVb v + exp(G) sum_k dKb k + sum_j dA_ij E_ij (k_i . k_j)
+    dG_i  = sum_k dKb_i Kb_i + sum_j (dA * A)_ij - sum_j (dA * A)_ji
+
+``M^T`` and ``dA^T`` are formed by their own products (``Tm dTm^T Tm``) and ``Tm^T`` is loaded
+transposed: no ``tl.trans`` of a ``tl.dot`` result.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fla.ops.common.indexing import chunk_bounds
+from fla.ops.common.layout import ChunkLayout
+from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
+from fla.utils import empty
+
+
+@given_heuristics(USE_G="G", IS_VARLEN="cu_seqlens")
+@triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"])
+@triton.jit(do_not_specialize=["T"])
+def chunk_delta_wy_bwd_kernel(
+    k,
+    v,
+    beta,
+    G,
+    Tm,
+    dw,
+    du,
+    dk_in,
+    dk,
+    dv,
+    dbeta,
+    dG,
+    cu_seqlens,
+    chunk_indices,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    USE_G: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+    o_i = tl.arange(0, BT)  # [BT] row inside the chunk
+    o_t = i_tc * BT + o_i  # [BT] position inside the sequence
+    m_t = o_t < T_n
+    o_row = (bos + o_t) * H + i_h  # [BT] token-head rows
+    # valid rows i only: for a padded row G_i = 0 and exp(G_i - G_j) could overflow (0 * inf = NaN)
+    m_strict = (o_i[:, None] > o_i[None, :]) & m_t[:, None]  # [BT(i), BT(j)] j < i
+    m_strict_t = (o_i[:, None] < o_i[None, :]) & m_t[None, :]  # [BT(j), BT(i)] the same, transposed
+
+    b_beta = tl.load(beta + o_row, mask=m_t, other=0.0).to(tl.float32)  # [BT]
+    if USE_G:
+        b_g = tl.load(G + o_row, mask=m_t, other=0.0).to(tl.float32)  # [BT]
+        b_e = tl.exp(b_g)  # [BT]
+        b_E = tl.exp(tl.where(m_strict, b_g[:, None] - b_g[None, :], float("-inf")))  # [BT, BT]
+        b_Et = tl.exp(tl.where(m_strict_t, b_g[None, :] - b_g[:, None], float("-inf")))  # [BT, BT] E^T
+    else:
+        b_e = tl.full([BT], 1.0, dtype=tl.float32)
+        b_E = tl.where(m_strict, 1.0, 0.0)
+        b_Et = tl.where(m_strict_t, 1.0, 0.0)
+    b_scale = b_beta * b_e  # [BT] row factor of Kb
+    # Tm^T: b_tmt[j, i] = Tm[i, j] (rows past the end load as 0: their dw, du rows are 0 too)
+    b_tmt = tl.load(Tm + o_row[None, :] * BT + o_i[:, None], mask=m_t[None, :], other=0.0)  # [BT, BT]
+
+    b_dtm = tl.zeros([BT, BT], dtype=tl.float32)  # dTm = dw Kb^T + du Vb^T
+    b_dtmt = tl.zeros([BT, BT], dtype=tl.float32)  # dTm^T, by its own products
+    b_kk = tl.zeros([BT, BT], dtype=tl.float32)  # k k^T (symmetric)
+    b_dbeta = tl.zeros([BT], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)  # [BK]
+        m_tk = m_t[:, None] & (o_k < K)[None, :]
+        p_tk = o_row[:, None] * K + o_k[None, :]  # [BT, BK]
+        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0).to(tl.float32)  # [BT, BK]
+        b_dw = tl.load(dw + p_tk, mask=m_tk, other=0.0).to(tl.float32)  # [BT, BK]
+        b_kb = b_k * b_scale[:, None]
+        b_dtm += tl.dot(b_dw, tl.trans(b_kb), input_precision=DOT_PRECISION)
+        b_dtmt += tl.dot(b_kb, tl.trans(b_dw), input_precision=DOT_PRECISION)
+        b_kk += tl.dot(b_k, tl.trans(b_k), input_precision=DOT_PRECISION)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)  # [BV]
+        m_tv = m_t[:, None] & (o_v < V)[None, :]
+        p_tv = o_row[:, None] * V + o_v[None, :]  # [BT, BV]
+        b_v = tl.load(v + p_tv, mask=m_tv, other=0.0).to(tl.float32)  # [BT, BV]
+        b_du = tl.load(du + p_tv, mask=m_tv, other=0.0).to(tl.float32)  # [BT, BV]
+        b_vb = b_v * b_beta[:, None]
+        b_dtm += tl.dot(b_du, tl.trans(b_vb), input_precision=DOT_PRECISION)
+        b_dtmt += tl.dot(b_vb, tl.trans(b_du), input_precision=DOT_PRECISION)
+        b_dvb = tl.dot(b_tmt, b_du, input_precision=DOT_PRECISION)  # [BT, BV] Tm^T du
+        tl.store(dv + p_tv, (b_dvb * b_beta[:, None]).to(dv.dtype.element_ty), mask=m_tv)
+        b_dbeta += tl.sum(b_dvb * b_v, axis=1)
+
+    b_tm = tl.load(Tm + o_row[:, None] * BT + o_i[None, :], mask=m_t[:, None], other=0.0)  # [BT, BT]
+    b_dA = tl.dot(tl.dot(b_tmt, b_dtm, input_precision=DOT_PRECISION), b_tmt, input_precision=DOT_PRECISION)
+    b_dA = tl.where(m_strict, -b_dA, 0.0)  # [BT, BT] dL/dA
+    b_dAt = tl.dot(tl.dot(b_tm, b_dtmt, input_precision=DOT_PRECISION), b_tm, input_precision=DOT_PRECISION)
+    b_dAt = tl.where(m_strict_t, -b_dAt, 0.0)  # [BT, BT] (dL/dA)^T
+    b_dAE = b_dA * b_E * b_kk  # dA * E * (k k^T) = dA * A / beta_i
+    b_dbeta += tl.sum(b_dAE, axis=1)
+    b_M = b_dA * b_E * b_beta[:, None]  # [BT, BT]
+    b_Mt = b_dAt * b_Et * b_beta[None, :]  # [BT, BT] M^T
+    if USE_G:
+        b_Q = b_dAE * b_beta[:, None]  # dA * A
+        b_dG = tl.sum(b_Q, axis=1) - tl.sum(b_Q, axis=0)  # [BT]
+
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)  # [BK]
+        m_tk = m_t[:, None] & (o_k < K)[None, :]
+        p_tk = o_row[:, None] * K + o_k[None, :]  # [BT, BK]
+        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0).to(tl.float32)  # [BT, BK]
+        b_dw = tl.load(dw + p_tk, mask=m_tk, other=0.0).to(tl.float32)  # [BT, BK]
+        b_dkb = tl.dot(b_tmt, b_dw, input_precision=DOT_PRECISION)  # [BT, BK] Tm^T dw
+        b_dk = tl.load(dk_in + p_tk, mask=m_tk, other=0.0).to(tl.float32) + b_dkb * b_scale[:, None]
+        b_dk += tl.dot(b_M, b_k, input_precision=DOT_PRECISION) + tl.dot(b_Mt, b_k, input_precision=DOT_PRECISION)
+        tl.store(dk + p_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
+        b_dkbk = tl.sum(b_dkb * b_k, axis=1)  # [BT] k . dKb
+        b_dbeta += b_dkbk * b_e
+        if USE_G:
+            b_dG += b_dkbk * b_scale
+    tl.store(dbeta + o_row, b_dbeta, mask=m_t)
+    if USE_G:
+        tl.store(dG + o_row, b_dG, mask=m_t)
+
+
+def chunk_delta_wy_bwd(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    G: torch.Tensor | None,
+    Tm: torch.Tensor,
+    dw: torch.Tensor,
+    du: torch.Tensor,
+    dk: torch.Tensor,
+    layout: ChunkLayout,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Backward of :func:`fla.ops.delta_rule.wy.chunk_delta_wy_fwd` (contiguous inputs).
+
+    Args:
+        k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``; G: ``[B, T, H]`` fp32
+            chunk-local gate cumsum or ``None``; Tm: ``[B, T, H, BT]`` fp32 from the forward;
+            dw: ``[B, T, H, K]`` and du: ``[B, T, H, V]`` gradients of ``w`` and ``u``; dk:
+            ``[B, T, H, K]`` the gradient ``k`` already has from the other stages (added in).
+    Returns:
+        ``dk`` (``k.dtype``), ``dv`` (``v.dtype``), ``dbeta`` ``[B, T, H]`` fp32 and ``dL/dG``
+        ``[B, T, H]`` fp32 (still to be reverse-cumsummed; ``None`` when ``G`` is ``None``).
+    """
+    B, T, H, K = k.shape
+    V = v.shape[-1]
+    dk_out = empty(B, T, H, K, dtype=k.dtype, device=k.device)
+    dv = empty(B, T, H, V, dtype=v.dtype, device=v.device)
+    dbeta = empty(B, T, H, dtype=torch.float32, device=k.device)
+    dG = None if G is None else empty(B, T, H, dtype=torch.float32, device=k.device)
+    grid = (layout.row_chunks, B * H)
+    chunk_delta_wy_bwd_kernel[grid](
+        k, v, beta, G, Tm, dw, du, dk, dk_out, dv, dbeta, dG, layout.cu_seqlens, layout.chunk_indices, T,
+        H=H, K=K, V=V, BT=layout.chunk_size, BK=block_size(K), BV=block_size(V), DOT_PRECISION=dot_precision(k.dtype),
+    )  # fmt: skip
+    return dk_out, dv, dbeta, dG
