@@ -92,11 +92,18 @@ def check_cu_seqlens(cu_seqlens: torch.Tensor | None, total: int, batch: int) ->
         raise ValueError(f"cu_seqlens must be 1-D [N+1] with N >= 1, got shape {list(cu_seqlens.shape)}")
     if cu_seqlens.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"cu_seqlens has dtype {cu_seqlens.dtype}, expected torch.int32 or torch.int64")
+    # The value checks read the tensor on the host (a device sync): every layer of a model gets the
+    # same cu_seqlens, so the last tensor checked (and not modified since) is not read again.
+    key = (cu_seqlens._version, total)
+    last = getattr(_local, "cu_seqlens_checked", None)
+    if last is not None and last[0] is cu_seqlens and last[1] == key:
+        return
     first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
     if first != 0 or last != total:
         raise ValueError(f"cu_seqlens must start at 0 and end at the token count {total}, got {first} .. {last}")
     if bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
         raise ValueError("cu_seqlens must be non-decreasing")
+    _local.cu_seqlens_checked = (cu_seqlens, key)
 
 
 def contiguous(fn: Callable) -> Callable:

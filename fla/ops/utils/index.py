@@ -6,7 +6,32 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
+
+
+def last_call_cache(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """Return the previous result when called again with the same, unmodified ``cu_seqlens`` tensor.
+
+    These helpers read ``cu_seqlens`` on the host (a device sync); every layer of a model calls
+    them with the same tensor, so a batch pays for one sync instead of one per layer. The result is
+    shared between callers: never modify it in place.
+    """
+    last: tuple | None = None
+
+    @functools.wraps(fn)
+    def wrapper(cu_seqlens: torch.Tensor, *args):
+        nonlocal last
+        key = (cu_seqlens._version, cu_seqlens.device, args)
+        if last is not None and last[0] is cu_seqlens and last[1] == key:
+            return last[2]
+        out = fn(cu_seqlens, *args)
+        last = (cu_seqlens, key, out)
+        return out
+
+    return wrapper
 
 
 def prepare_lens(cu_seqlens: torch.Tensor) -> torch.Tensor:
@@ -14,6 +39,7 @@ def prepare_lens(cu_seqlens: torch.Tensor) -> torch.Tensor:
     return cu_seqlens[1:] - cu_seqlens[:-1]
 
 
+@last_call_cache
 def prepare_position_ids(cu_seqlens: torch.Tensor) -> torch.Tensor:
     """Position of each token inside its own sequence, ``[T]`` (restarts at 0 per sequence)."""
     lens = prepare_lens(cu_seqlens)
@@ -22,6 +48,7 @@ def prepare_position_ids(cu_seqlens: torch.Tensor) -> torch.Tensor:
     return torch.arange(total, device=cu_seqlens.device) - starts
 
 
+@last_call_cache
 def prepare_sequence_ids(cu_seqlens: torch.Tensor) -> torch.Tensor:
     """Index of the sequence each token belongs to, ``[T]``."""
     lens = prepare_lens(cu_seqlens).long()
@@ -29,6 +56,7 @@ def prepare_sequence_ids(cu_seqlens: torch.Tensor) -> torch.Tensor:
     return torch.repeat_interleave(ids, lens, output_size=int(cu_seqlens[-1]))
 
 
+@last_call_cache
 def prepare_chunk_indices(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """``[num_chunks, 2]`` int32 rows ``(sequence index, chunk index within the sequence)``.
 
@@ -42,6 +70,7 @@ def prepare_chunk_indices(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Te
     return torch.stack([seq, within], 1).to(torch.int32)
 
 
+@last_call_cache
 def prepare_chunk_offsets(cu_seqlens: torch.Tensor, chunk_size: int) -> torch.Tensor:
     """``[N+1]`` cumulative chunk counts: sequence ``i`` owns chunks ``[off[i], off[i+1])``."""
     n_chunks = (prepare_lens(cu_seqlens).long() + chunk_size - 1) // chunk_size
