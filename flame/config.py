@@ -477,8 +477,7 @@ def validate(config: JobConfig, world_size: int, sources: dict[str, str] | None 
         fail("metrics.enable_wandb", "wandb is not installed (pip install 'flame[wandb]')")
     if m.enable_tensorboard and importlib.util.find_spec("tensorboard") is None:
         fail("metrics.enable_tensorboard", "tensorboard is not installed (pip install 'flame[tensorboard]')")
-    if config.checkpoint.enable:
-        fail("checkpoint.enable", "checkpointing is not implemented yet in this trainer")
+    _validate_checkpoint(config, fail)
     prof = config.profiling
     if prof.enable_profiling and prof.profile_freq < prof.profiler_warmup + prof.profiler_active:
         fail("profiling.profile_freq", "must be >= profiling.profiler_warmup + profiling.profiler_active")
@@ -487,6 +486,40 @@ def validate(config: JobConfig, world_size: int, sources: dict[str, str] | None 
     if not config.model.config:
         fail("model.config", "required: a model config .json, a folder with config.json, or a hub id")
     _validate_data(config, sources)
+
+
+CHECKPOINT_GROUPS = ("model", "optimizer", "lr_scheduler", "dataloader", "train_state")
+
+
+def _validate_checkpoint(config: JobConfig, fail) -> None:
+    """The ``[checkpoint]`` keys flame supports (torchtitan's section; flame.checkpoint uses it)."""
+    c = config.checkpoint
+    if c.interval < 1:
+        fail("checkpoint.interval", "must be >= 1")
+    if c.keep_latest_k < 0 or c.keep_latest_k == 1:
+        fail("checkpoint.keep_latest_k", "0 keeps all; otherwise >= 2 (the newest may still be being written)")
+    if c.load_step < -1:
+        fail("checkpoint.load_step", "-1 (the newest complete checkpoint) or a step >= 0")
+    if not c.folder.strip():
+        fail("checkpoint.folder", "must name a folder (inside job.dump_folder unless absolute)")
+    if c.async_mode == "async_with_pinned_mem" and not _has_cuda():
+        fail("checkpoint.async_mode", "pinned-memory staging needs a CUDA device (use 'async' or 'disabled' on CPU)")
+    for group in c.exclude_from_loading:
+        if group not in CHECKPOINT_GROUPS:
+            fail("checkpoint.exclude_from_loading", f"{group!r} is not one of {', '.join(CHECKPOINT_GROUPS)}")
+    for key, why in (
+        ("initial_load_in_hf", "load HF weights with python -m flame.convert.hf_to_dcp, then initial_load_path"),
+        ("last_save_in_hf", "export with python -m flame.convert.dcp_to_hf"),
+        ("create_seed_checkpoint", "write a seed with python -m flame.convert.hf_to_dcp"),
+    ):
+        if getattr(c, key):
+            fail(f"checkpoint.{key}", f"not supported by flame; {why}")
+    if c.initial_load_path:
+        if not c.enable:
+            fail("checkpoint.initial_load_path", "needs checkpoint.enable = true")
+        if not os.path.isfile(os.path.join(c.initial_load_path, ".metadata")):
+            why = "no such folder" if not os.path.isdir(c.initial_load_path) else "not a DCP checkpoint (no .metadata)"
+            fail("checkpoint.initial_load_path", f"{why}; convert an HF model with python -m flame.convert.hf_to_dcp")
 
 
 def _validate_data(config: JobConfig, sources: dict[str, str]) -> None:

@@ -1,8 +1,10 @@
 """Entry point: ``python -m flame.train --job.config_file configs/<preset>.toml [--section.key value ...]``.
 
-Build (config -> distributed -> data -> model -> optimizer) then loop { micro-batches ->
-loss scaled by the global token count -> backward -> clip -> step (or skip NaN/Inf) ->
-metrics }. Works under ``torchrun`` and as a single process (CPU or one GPU).
+Build (config -> distributed -> data -> model -> optimizer -> checkpointer), resume from the
+newest complete checkpoint, then loop { micro-batches -> loss scaled by the global token
+count -> backward -> clip -> step (or skip NaN/Inf) -> metrics -> checkpoint every
+``checkpoint.interval`` steps }; the last step saves the final (model-only) checkpoint.
+Works under ``torchrun`` and as a single process (CPU or one GPU).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torchtitan.tools.logging import init_logger, logger
 from torchtitan.tools.utils import GarbageCollection
 
 from flame import device
+from flame.checkpoint import build_checkpointer, rng_state, set_rng_state
 from flame.config import ConfigError, FlameConfigManager, JobConfig, shard_degree
 from flame.metrics import MetricsProcessor, flops_per_token
 from flame.model import build_model, count_params, load_model_config
@@ -130,6 +133,9 @@ class Trainer(Stateful):
         self.ntokens_seen = 0
         self.skipped_steps = 0
         self.nonfinite_in_a_row = 0
+        self.checkpointer = build_checkpointer(
+            job, self.model, self.optimizers, self.lr_schedulers, self.dataloader, train_state=self
+        )
         logger.info(
             f"Trainer ready: {pd.world_size} rank(s) on {device.device_name()}, dp {self.dp_world_size} "
             f"(replicate {pd.dp_replicate} x shard {pd.dp_shard}), tp {pd.tp}; micro-batch {t.batch_size} x "
@@ -140,18 +146,39 @@ class Trainer(Stateful):
     # ------------------------------------------------------------------ checkpoint hooks
 
     def load_checkpoint(self) -> None:
-        """Resume point (checkpointing arrives later: it restores model, optimizer, schedule, data and this state)."""
+        """Resume from the newest complete checkpoint (or ``checkpoint.load_step`` / ``initial_load_path``).
+
+        Restores model, optimizer, lr schedule, this rank's data loader position and the
+        train state. A run whose final model-only checkpoint exists is already finished.
+        """
+        load_step = self.job.checkpoint.load_step
+        done = self.checkpointer.finished_step(self.job.training.steps) if load_step == -1 else None
+        if done is not None:
+            logger.info(f"Step {done} has its final model-only checkpoint: training is already finished")
+            self.step = done
+            return
+        self.checkpointer.load(step=load_step)
 
     def save_checkpoint(self, step: int, last_step: bool) -> None:
-        """Save point after each step (checkpointing arrives later)."""
+        """Save every ``checkpoint.interval`` steps and at the last step (model-only if so configured)."""
+        self.checkpointer.save(step, last_step=last_step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "ntokens_seen": self.ntokens_seen, "skipped_steps": self.skipped_steps}
+        # Each rank keeps its own RNG state under its own key (DCP keeps one copy of identical keys).
+        return {
+            "step": self.step,
+            "ntokens_seen": self.ntokens_seen,
+            "skipped_steps": self.skipped_steps,
+            "rng": {f"rank_{self.rank}": rng_state()},
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.step = state_dict["step"]
         self.ntokens_seen = state_dict["ntokens_seen"]
         self.skipped_steps = state_dict.get("skipped_steps", 0)
+        blob = state_dict.get("rng", {}).get(f"rank_{self.rank}")
+        if blob is not None:
+            set_rng_state(blob)
 
     # ------------------------------------------------------------------ one step
 
@@ -184,6 +211,7 @@ class Trainer(Stateful):
         max_norm = t.max_norm if t.max_norm > 0 else float("inf")
         grad_norm = dist_utils.clip_grad_norm_(self.model.parameters(), max_norm, foreach=True).item()
         if _finite(grad_norm):
+            self.checkpointer.maybe_wait_for_staging()  # an async save may still be copying the weights
             self.optimizers.step()
             self.nonfinite_in_a_row = 0
         else:
@@ -225,8 +253,10 @@ class Trainer(Stateful):
         """Run until ``training.steps`` (or the data ends)."""
         job = self.job
         self.load_checkpoint()
-        logger.info(f"Training starts at step {self.step + 1}")
+        first_step = self.step + 1
+        logger.info(f"Training starts at step {first_step}")
         data_iterator = iter(self.dataloader)
+        ran_out = False
         with device.maybe_enable_profiling(
             job.profiling, global_step=self.step, base_folder=job.job.dump_folder
         ) as prof:
@@ -238,16 +268,21 @@ class Trainer(Stateful):
                 except StopIteration:
                     logger.warning(f"Data ran out at step {self.step}; stopping")
                     self.step -= 1
+                    ran_out = True
                     break
                 self.save_checkpoint(self.step, last_step=self.step == job.training.steps)
                 if prof:
                     prof.step()
-                if self.step == 1:
+                if self.step == first_step:
                     device.set_pg_timeouts(timedelta(seconds=job.comm.train_timeout_seconds), self.parallel_dims)
+        if ran_out and self.step > 0 and self.step % job.checkpoint.interval != 0:
+            self.save_checkpoint(self.step, last_step=True)  # the final model (an interval save already has it)
         logger.info(f"Training done: {self.step} steps, {self.skipped_steps} skipped")
 
     def close(self) -> None:
-        """Close the metric backends."""
+        """Wait for a pending checkpoint save, then close the metric backends."""
+        if getattr(self, "checkpointer", None) is not None:
+            self.checkpointer.close()
         if getattr(self, "metrics", None) is not None:
             self.metrics.close()
 

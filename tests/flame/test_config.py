@@ -163,7 +163,7 @@ def test_bad_toml_file(tmp_path):
             r"selective_ac_option = 'x': expected a positive integer",
         ),
         (["--metrics.log_freq", "0"], 1, r"log_freq = 0: must be >= 1"),
-        (["--checkpoint.enable"], 1, r"checkpoint\.enable = true: checkpointing is not implemented yet"),
+        (["--checkpoint.interval", "0"], 1, r"checkpoint\.interval = 0: must be >= 1"),
         (["--comm.mode", "fake_backend"], 1, r"comm\.mode = 'fake_backend': only 'default'"),
         (["--training.max_consecutive_nan_inf", "0"], 1, r"max_consecutive_nan_inf = 0: must be >= 1"),
     ],
