@@ -1,8 +1,11 @@
 """Token mixers as nn.Modules (projections + op + cache handling)."""
 
 from fla.layers.attn import Attention
+from fla.layers.delta_net import DeltaNet
+from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.layers.gla import GatedLinearAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
 
 __all__ = ["Attention"]
 __all__ += ["GatedLinearAttention", "MultiScaleRetention"]
+__all__ += ["DeltaNet", "GatedDeltaNet"]

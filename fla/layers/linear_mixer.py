@@ -11,6 +11,9 @@ and :meth:`LinearMixer.build_output` (parameter names are fla's: ``q_proj``, ``k
     ... feature maps / gates / the op with step.initial_state, step.cu_seqlens ...
     return self.finish(step, o, final_state, conv_state)  # gate, norm, o_proj, cache, repad
 
+A layer with another output norm overrides :meth:`LinearMixer.norm_and_gate` (the delta-rule layers:
+``o_norm``, see :mod:`fla.layers.delta_net`).
+
 How a batch is run (``B', T'`` above):
 
 * ``cu_seqlens [N+1]`` (packed batch, ``B == 1``): as given; the cache must be empty.
@@ -120,21 +123,32 @@ class LinearMixer(nn.Module):
         self.head_k_dim = self.key_dim // num_heads
         self.head_v_dim = self.value_dim // num_heads
 
-    def check_mode(self, mode: str) -> None:
-        """Set ``mode`` (one of :data:`MODES`); raise ``ValueError`` naming it otherwise."""
-        if mode not in MODES:
-            raise ValueError(f"{type(self).__name__}: mode={mode!r} is not one of {MODES}")
+    def check_mode(self, mode: str, modes: tuple[str, ...] = MODES) -> None:
+        """Set ``mode`` (one of ``modes``, default :data:`MODES`); raise ``ValueError`` naming it otherwise."""
+        if mode not in modes:
+            raise ValueError(f"{type(self).__name__}: mode={mode!r} is not one of {modes}")
         self.mode = mode
 
-    def build_qkv(self, hidden_size: int, use_short_conv: bool, conv_size: int, conv_bias: bool) -> None:
-        """``q_proj`` (to ``key_dim``), ``k_proj`` / ``v_proj`` (per kv group) and optional SiLU short convs."""
+    def build_qkv(
+        self,
+        hidden_size: int,
+        use_short_conv: bool,
+        conv_size: int,
+        conv_bias: bool,
+        qk_conv_activation: str | None = "silu",
+    ) -> None:
+        """``q_proj`` (to ``key_dim``), ``k_proj`` / ``v_proj`` (per kv group) and optional short convs.
+
+        The v convolution applies SiLU; the q / k ones ``qk_conv_activation`` (``"silu"`` or ``None``).
+        """
         self.use_short_conv, self.conv_size, self.conv_bias = use_short_conv, conv_size, conv_bias
         self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
         self.k_proj = nn.Linear(hidden_size, self.key_dim_per_group, bias=False)
         self.v_proj = nn.Linear(hidden_size, self.value_dim_per_group, bias=False)
         if use_short_conv:
-            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation="silu")
-            self.k_conv1d = ShortConvolution(self.key_dim_per_group, conv_size, bias=conv_bias, activation="silu")
+            act = qk_conv_activation
+            self.q_conv1d = ShortConvolution(self.key_dim, conv_size, bias=conv_bias, activation=act)
+            self.k_conv1d = ShortConvolution(self.key_dim_per_group, conv_size, bias=conv_bias, activation=act)
             self.v_conv1d = ShortConvolution(self.value_dim_per_group, conv_size, bias=conv_bias, activation="silu")
 
     def build_output(
@@ -217,19 +231,22 @@ class LinearMixer(nn.Module):
         (q, cq), (k, ck), (v, cv) = outs
         return q, k, v, (cq, ck, cv) if step.store else None
 
+    def norm_and_gate(self, step: MixerStep, o: torch.Tensor) -> torch.Tensor:
+        """Per-head output norm and output gate: ``o [.., H, V]`` -> ``[.., H * V]`` (layers may override)."""
+        if self.fuse_norm_and_gate:
+            return self.g_norm_swish_gate(o, split_heads(self.g_proj(step.x), self.head_v_dim)).flatten(-2)
+        o = self.g_norm(o).flatten(-2)
+        if self.use_output_gate:
+            o = o * self.gate_fn(self.g_proj(step.x))
+        return o
+
     def finish(self, step: MixerStep, o: torch.Tensor, final_state: Any, conv_state: Any) -> tuple:
         """Cache the new states, apply output gate + norm and ``o_proj``, repad: ``(out [B, T, D], None, cache)``."""
         if step.cache is not None:
             step.cache.update(
                 recurrent_state=final_state, conv_state=conv_state, layer_idx=self.layer_idx, offset=step.seq_len
             )
-        if self.fuse_norm_and_gate:
-            o = self.g_norm_swish_gate(o, split_heads(self.g_proj(step.x), self.head_v_dim)).flatten(-2)
-        else:
-            o = self.g_norm(o).flatten(-2)
-            if self.use_output_gate:
-                o = o * self.gate_fn(self.g_proj(step.x))
-        o = self.o_proj(o)
+        o = self.o_proj(self.norm_and_gate(step, o))
         if step.info is not None:
             o = repad_tokens(o[0], step.info)
         return o, None, step.cache

@@ -3,6 +3,8 @@
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from fla.models.cache import FLACache
+from fla.models.delta_net import DeltaNetConfig, DeltaNetForCausalLM, DeltaNetModel
+from fla.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausalLM, GatedDeltaNetModel
 from fla.models.gla import GLAConfig, GLAForCausalLM, GLAModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
@@ -10,6 +12,8 @@ from fla.models.transformer import TransformerConfig, TransformerForCausalLM, Tr
 _MODELS = [(TransformerConfig, TransformerModel, TransformerForCausalLM)]
 _MODELS.append((GLAConfig, GLAModel, GLAForCausalLM))
 _MODELS.append((RetNetConfig, RetNetModel, RetNetForCausalLM))
+_MODELS.append((DeltaNetConfig, DeltaNetModel, DeltaNetForCausalLM))
+_MODELS.append((GatedDeltaNetConfig, GatedDeltaNetModel, GatedDeltaNetForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -19,3 +23,5 @@ for _config, _model, _causal_lm in _MODELS:
 __all__ = ["FLACache", "TransformerConfig", "TransformerForCausalLM", "TransformerModel"]
 __all__ += ["GLAConfig", "GLAForCausalLM", "GLAModel"]
 __all__ += ["RetNetConfig", "RetNetForCausalLM", "RetNetModel"]
+__all__ += ["DeltaNetConfig", "DeltaNetForCausalLM", "DeltaNetModel"]
+__all__ += ["GatedDeltaNetConfig", "GatedDeltaNetForCausalLM", "GatedDeltaNetModel"]

@@ -1,4 +1,4 @@
-"""Checkpoint compatibility of the GLA and RetNet models with flash-linear-attention 0.6.0.
+"""Checkpoint compatibility of the GLA, RetNet, DeltaNet and Gated DeltaNet models with flash-linear-attention 0.6.0.
 
 The same two-process protocol as ``fla060_compat.py`` (whose helpers it reuses), for the
 linear-attention families::
@@ -8,12 +8,19 @@ linear-attention families::
 
 fla 0.6.0's models only run on CUDA (its ops are Triton kernels; its own triton version may not
 match the installed one): when its forward fails, ``report.json`` records the error and ``load``
-compares key names and shapes only (or fails with ``--require-logits``).
+compares key names and shapes only (or fails with ``--require-logits``). fla 0.6.0's
+``chunk_delta_rule`` refuses float32 inputs, so the DeltaNet cases run 64 tokens (its DeltaNet then
+uses ``fused_recurrent_delta_rule``; ours too, in eval mode).
+
+On CPU with ``TRITON_INTERPRET=1``, fla 0.6.0 runs in the Triton interpreter (its autotuner told that
+all configs take equal time): every case then runs 64 tokens, the fused_recurrent path, because
+its chunk kernels fail in the interpreter; logits are compared where its forward ran.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -31,7 +38,45 @@ CASES = {
     "gla_unfused_tied_hybrid": ("gla", dict(BASE, fuse_norm=False, tie_word_embeddings=True, attn=HYBRID)),
     "retnet": ("retnet", dict(BASE)),
     "retnet_gqa_hybrid": ("retnet", dict(BASE, num_kv_heads=2, attn=HYBRID)),
+    "delta_net": ("delta_net", dict(BASE)),
+    "delta_net_gate_relu_sum_hybrid": (
+        "delta_net",
+        dict(BASE, use_gate=True, qk_activation="relu", qk_norm="sum", allow_neg_eigval=True, attn=HYBRID),
+    ),
+    "delta_net_noconv_elu_tied": (
+        "delta_net",
+        dict(
+            BASE, use_short_conv=False, use_beta=False, qk_activation="elu", fuse_norm=False, tie_word_embeddings=True
+        ),
+    ),
+    "gated_deltanet": ("gated_deltanet", dict(BASE, head_dim=32)),
+    "gated_deltanet_gva_hybrid": (
+        "gated_deltanet",
+        dict(BASE, head_dim=32, num_heads=2, num_v_heads=4, use_gate=False, allow_neg_eigval=True, attn=HYBRID),
+    ),
+    "gated_deltanet_noconv_sigmoid": (
+        "gated_deltanet",
+        dict(BASE, head_dim=32, use_short_conv=False, output_gate_activation="sigmoid", fuse_norm=False),
+    ),
 }
+# fla 0.6.0's chunk_delta_rule refuses float32; with at most 64 tokens its DeltaNet runs fused_recurrent instead
+SEQ_LEN = {"delta_net": 64}
+INTERPRET_SEQ_LEN = 64  # on CPU (Triton interpreter) fla 0.6.0's chunk kernels fail: decode-length inputs only
+
+
+def _interpreting() -> bool:
+    return _device() == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _seq_len(model_type: str) -> int | None:
+    return INTERPRET_SEQ_LEN if _interpreting() else SEQ_LEN.get(model_type)
+
+
+def _allow_interpreted_autotune() -> None:
+    """Without a GPU driver Triton's autotuner cannot time configs: report equal times (the first config wins)."""
+    import triton.runtime.autotuner as autotuner
+
+    autotuner.Autotuner._bench = lambda self, *args, config=None, **kwargs: [0.0, 0.0, 0.0]
 
 
 def _config(name: str):
@@ -53,6 +98,8 @@ def save(out: Path) -> int:
     if getattr(fla, "__version__", None) != "0.6.0":
         print(f"save must run with flash-linear-attention 0.6.0; imported fla {fla.__version__} from {fla.__file__}")
         return 2
+    if _interpreting():
+        _allow_interpreted_autotune()
     report = {"fla": fla.__version__, "fla_file": fla.__file__, "torch": torch.__version__, "cases": {}}
     for name in CASES:
         entry = report["cases"].setdefault(name, {})
@@ -65,7 +112,7 @@ def save(out: Path) -> int:
             continue
         entry["keys"] = {k: list(v.shape) for k, v in model.state_dict().items()}
         model.save_pretrained(out / name)
-        input_ids = _inputs(config.vocab_size)
+        input_ids = _inputs(config.vocab_size)[:, : _seq_len(config.model_type)]
         try:
             torch.save({"input_ids": input_ids, "logits": _logits(model, input_ids)}, out / name / "ref.pt")
         except Exception:
@@ -77,7 +124,7 @@ def save(out: Path) -> int:
 def _check_case(out: Path, name: str, entry: dict, require_logits: bool) -> tuple[str, list[str]]:
     from transformers import AutoModelForCausalLM
 
-    line, problems = f"{name:26s} fla060={entry.get('mode', 'missing'):24s}", []
+    line, problems = f"{name:32s} fla060={entry.get('mode', 'missing'):24s}", []
     if not (out / name).is_dir():
         return line, problems + ["fla 0.6.0 saved no checkpoint (see report.json)"]
     model, info = AutoModelForCausalLM.from_pretrained(out / name, output_loading_info=True)
