@@ -103,3 +103,13 @@ def using(backend: str) -> Iterator[None]:
     """Force ``backend`` ("torch" or "triton"; on CPU "triton" means the interpreter)."""
     with force_backend(backend):
         yield
+
+
+def child_pythonpath() -> str:
+    """``PYTHONPATH`` for a subprocess: this checkout first, then whatever the parent had (e.g. wheels
+    installed with ``pip --target`` on the GPU machine)."""
+    import os
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import child_pythonpath
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(ROOT / "tests" / "flame" / "dist" / "train_synthetic.py")
 STEPS = 6
@@ -72,7 +74,8 @@ def launch(nproc: int, args: list[str], dump: Path, env: dict | None = None, scr
                f"--master_port={free_port()}", "--log-dir", str(dump / "ranks"), "--redirects", redirects,
                *target]  # fmt: skip
     cmd += [*args, "--job.dump_folder", str(dump)]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1", **(env or {})}
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1", **(env or {})}
+    full_env["PYTHONPATH"] = child_pythonpath()
     proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         for log in sorted((dump / "ranks").glob("**/std*.log")):
