@@ -19,7 +19,9 @@ What flame adds to torchtitan's manager (subclassed, not copied):
   step 0 carry no optimizer state and are not resumed from.
 * ``load_step`` naming a missing step fails with one line listing the steps there are.
 * ``initial_load_path`` is used whenever the run's folder holds no complete checkpoint
-  (torchtitan only when the folder does not exist, so an interrupted first save hid it).
+  (torchtitan only when the folder does not exist, so an interrupted first save hid it). It may
+  be a DCP step folder or an HF model folder (``*.safetensors``, loaded into the sharded model by
+  :func:`flame.convert.load_hf_into`, model weights only).
 * Before step N is saved again, a stale ``.metadata`` in ``step-N`` is removed, so a
   re-save that gets killed cannot pass for complete.
 * ``keep_latest_k`` also holds after the final save; ``close`` waits for a pending async save.
@@ -52,6 +54,15 @@ STATE_KEYS = ("model", "optimizer", "lr_scheduler", "dataloader", "train_state")
 def is_complete(path: str) -> bool:
     """Whether ``path`` is a finished DCP checkpoint (its ``.metadata`` is written last)."""
     return os.path.isfile(os.path.join(path, METADATA))
+
+
+def is_hf_folder(path: str) -> bool:
+    """An HF model folder (``*.safetensors`` weights, no DCP ``.metadata``)."""
+    return (
+        os.path.isdir(path)
+        and not os.path.isfile(os.path.join(path, METADATA))
+        and any(name.endswith(".safetensors") for name in os.listdir(path))
+    )
 
 
 def is_model_only(path: str) -> bool:
@@ -181,6 +192,14 @@ class FlameCheckpointManager(CheckpointManager):
 
     def _load_initial(self) -> bool:
         path = self.initial_load_path
+        if is_hf_folder(path):  # continued pretraining straight from an HF release: weights only
+            from flame.convert import load_hf_into
+
+            logger.info(f"Loading the HF model weights of {path} (model only)")
+            for part in self.states[MODEL].model:
+                load_hf_into(part, path)
+            self.states[MODEL].cache_state_dict = self.states[MODEL]._get_state_dict()
+            return True
         if not is_complete(path):
             raise ConfigError("checkpoint.initial_load_path", path, f"not a complete DCP checkpoint (no {METADATA})")
         self._load_from(path, model_only=self.initial_load_model_only)

@@ -508,7 +508,7 @@ def _validate_checkpoint(config: JobConfig, fail) -> None:
         if group not in CHECKPOINT_GROUPS:
             fail("checkpoint.exclude_from_loading", f"{group!r} is not one of {', '.join(CHECKPOINT_GROUPS)}")
     for key, why in (
-        ("initial_load_in_hf", "load HF weights with python -m flame.convert.hf_to_dcp, then initial_load_path"),
+        ("initial_load_in_hf", "point checkpoint.initial_load_path at the HF folder (detected by its *.safetensors)"),
         ("last_save_in_hf", "export with python -m flame.convert.dcp_to_hf"),
         ("create_seed_checkpoint", "write a seed with python -m flame.convert.hf_to_dcp"),
     ):
@@ -517,9 +517,12 @@ def _validate_checkpoint(config: JobConfig, fail) -> None:
     if c.initial_load_path:
         if not c.enable:
             fail("checkpoint.initial_load_path", "needs checkpoint.enable = true")
-        if not os.path.isfile(os.path.join(c.initial_load_path, ".metadata")):
-            why = "no such folder" if not os.path.isdir(c.initial_load_path) else "not a DCP checkpoint (no .metadata)"
-            fail("checkpoint.initial_load_path", f"{why}; convert an HF model with python -m flame.convert.hf_to_dcp")
+        path = c.initial_load_path
+        is_dcp = os.path.isfile(os.path.join(path, ".metadata"))
+        is_hf = os.path.isdir(path) and any(name.endswith(".safetensors") for name in os.listdir(path))
+        if not (is_dcp or is_hf):
+            why = "no such folder" if not os.path.isdir(path) else "no .metadata (DCP) and no *.safetensors (HF) in it"
+            fail("checkpoint.initial_load_path", f"{why}; give a DCP step folder or an HF model folder")
 
 
 def _validate_data(config: JobConfig, sources: dict[str, str]) -> None:

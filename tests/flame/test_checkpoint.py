@@ -57,7 +57,11 @@ TINY = str(ROOT / "configs" / "transformer_cpu.json")
         (["--checkpoint.initial_load_path", "/nonexistent/step-0"], r"initial_load_path = .*needs checkpoint\.enable"),
         (
             ["--checkpoint.enable", "--checkpoint.initial_load_path", "/nonexistent/step-0"],
-            r"initial_load_path = '/nonexistent/step-0': no such folder; convert an HF model with",
+            r"initial_load_path = '/nonexistent/step-0': no such folder; give a DCP step folder or an HF model folder",
+        ),
+        (
+            ["--checkpoint.enable", "--checkpoint.initial_load_path", "configs"],
+            r"initial_load_path = 'configs': no \.metadata \(DCP\) and no \*\.safetensors \(HF\) in it",
         ),
     ],
 )

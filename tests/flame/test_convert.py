@@ -154,6 +154,22 @@ def test_initial_load_path_model_only(tmp_path):
     assert_same_state(source.state_dict(), model.state_dict())
 
 
+def test_initial_load_path_hf_folder(tmp_path):
+    """``--checkpoint.initial_load_path <HF folder>``: continued pretraining straight from a release."""
+    config = tiny_config("gla")
+    source = build(config, seed=1)
+    source.save_pretrained(tmp_path / "src")
+    model = build(config, seed=2)
+    from torchtitan.config import job_config as tt
+
+    from flame.checkpoint import FlameCheckpointManager
+
+    cfg = tt.Checkpoint(enable=True, keep_latest_k=0, initial_load_path=str(tmp_path / "src"))
+    manager = FlameCheckpointManager(None, [model], None, None, {}, cfg, None, base_folder=str(tmp_path / "run"))
+    assert manager.load()
+    assert_same_state(source.state_dict(), model.state_dict())
+
+
 def test_load_hf_into(tmp_path):
     config = tiny_config("transformer")
     source = build(config, seed=1)
