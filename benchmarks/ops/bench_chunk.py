@@ -7,7 +7,8 @@ B=4, H=16, D=128, bf16, T in {2048, 4096, 8192}:
 
 The delta-rule ops (``chunk_delta_rule``, ``chunk_gated_delta_rule``) get L2-normalized keys and
 ``beta = sigmoid(x)``; ``decode_*`` rows time one token of ``fused_recurrent_(gated_)delta_rule``
-(B=32, H=16, D=128, with initial and final state, no autograd; ``fwdbwd_ms`` is ``-``).
+(B=32, H=16, D=128, with initial and final state, no autograd; ``fwdbwd_ms`` is ``-``), eagerly
+(host time included: a Python call per token) and replayed from a CUDA graph (``*_cudagraph``).
 
 ``--fla-path DIR`` also times fla 0.6.0's ops (the same list; one it refuses gets its error in the
 table) in a separate process that
@@ -117,7 +118,31 @@ def decode_rows(impl: str) -> list[dict]:
             fwd = _error(e)
         rows.append({"op": name, "impl": impl, "T": 1, "fwd_ms": fwd, "fwdbwd_ms": "-"})
         print(f"[bench_chunk] {rows[-1]}", file=sys.stderr, flush=True)
+        try:
+            graph = round(_graph_time(fn), 4)
+        except Exception as e:  # noqa: BLE001
+            graph = _error(e)
+        rows.append({"op": name + "_cudagraph", "impl": impl, "T": 1, "fwd_ms": graph, "fwdbwd_ms": "-"})
+        print(f"[bench_chunk] {rows[-1]}", file=sys.stderr, flush=True)
     return rows
+
+
+def _graph_time(fn) -> float:
+    """Median ms of ``fn()`` replayed from a CUDA graph: the device time per decode step once the
+    host is out of the loop (how a compiled / graph-captured decoder runs it)."""
+    from triton.testing import do_bench
+
+    with torch.no_grad():
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):  # compile and warm up outside the capture
+                fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+    return float(do_bench(graph.replay, return_mode="median"))
 
 
 def _ops(impl: str) -> dict:
