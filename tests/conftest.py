@@ -44,3 +44,12 @@ def _poison_kernel_outputs():
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def pytest_runtest_logreport(report):
+    """With ``FLAME_FAILURE_LOG=<file>``, append each failure's traceback as it happens (with xdist
+    too): a run cut off by a time limit (the GPU machine's) still leaves its failures readable."""
+    path = os.environ.get("FLAME_FAILURE_LOG")
+    if path and report.failed:
+        with open(path, "a") as f:
+            f.write(f"===== {report.nodeid} ({report.when})\n{report.longreprtext}\n\n")

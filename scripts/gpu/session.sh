@@ -4,7 +4,9 @@
 # $OUT. Usage on the device machine (carry .whl, and .whl_peer for fla 0.6.0 comparisons):
 #     bash scripts/gpu/session.sh [pytest paths...]
 # Env: BENCH=modules,ops (benchmark groups; empty for none), NPROC (pytest-xdist workers, default 8:
-# Triton compiles dominate test time there), PYTEST_TIMEOUT (s), PYTEST_ARGS (extra pytest args).
+# Triton compiles dominate test time there), PYTEST_TIMEOUT (s), PYTEST_ARGS (extra pytest args, split
+# on spaces: no quoted values; give markers as paths' -m in "$@" instead). Each failure's traceback is
+# appended to $OUT/failures.log as it happens, so a run cut off by the time limit still explains itself.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -22,7 +24,7 @@ print("device:", torch.cuda.get_device_name(), "| torch", torch.__version__, "| 
 PY
 paths=("$@")
 [ ${#paths[@]} -eq 0 ] && paths=(tests/fla tests/test_project.py)
-timeout ${PYTEST_TIMEOUT:-420} python3 -m pytest -q --maxfail=25 -p no:cacheprovider -n ${NPROC:-8} --durations=15 "${paths[@]}" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -60
+FLAME_FAILURE_LOG="$OUT/failures.log" timeout ${PYTEST_TIMEOUT:-420} python3 -m pytest -q --maxfail=25 -p no:cacheprovider -n ${NPROC:-8} --durations=15 "${paths[@]}" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -60
 rc=${PIPESTATUS[0]}
 IFS=, read -ra groups <<< "${BENCH-modules}"
 for g in "${groups[@]}"; do
