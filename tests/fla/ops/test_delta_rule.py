@@ -26,7 +26,7 @@ from fla.ops.delta_rule import (
 from fla.ops.delta_rule.chunk_torch import wy_representation
 from fla.ops.delta_rule.inputs import l2norm
 from fla.ops.delta_rule.l2norm import l2norm_triton
-from fla.ops.delta_rule.wy import chunk_delta_wy_fwd
+from fla.ops.delta_rule.wy import chunk_delta_solve, chunk_delta_wy_fwd
 from fla.ops.utils.varlen import pad_sequences, unpad_sequences
 from tests.fla.ops.gated import default_ratios
 from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, to_reference, tol, using
@@ -277,6 +277,31 @@ def test_wy_stage_kernel(dtype, T, K, gated, lengths):
     assert w.dtype == k.dtype and u.dtype == v.dtype
     assert_close("w", ref_w, w, tol(dtype, 2))
     assert_close("u", ref_u, u, tol(dtype, 2))
+
+
+@pytest.mark.parametrize("lengths", [None, [1, 100, 64, 5]])
+def test_blocked_solve_inverts_repeated_keys(lengths):
+    # the blocked solve on a hard case: keys drawn from 3 unit vectors (repeated tokens give k_i.k_j = 1),
+    # beta in (0.5, 1), no decay: (I + A) Tm == I for every chunk, A built in float64 from the inputs
+    T = 170 if lengths is None else sum(lengths)
+    B = 2 if lengths is None else 1
+    basis = F.normalize(torch.randn(3, 32, dtype=torch.float64), dim=-1)
+    k = basis[torch.randint(0, 3, (B, T, 1))].float()  # [B, T, 1, 32]
+    beta = 0.5 + 0.5 * torch.rand(B, T, 1)
+    cu = None if lengths is None else torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    layout = ChunkLayout.build(k, cu, CHUNK_SIZE)
+    Tm = chunk_delta_solve(k, beta, None, layout).double()  # [B, T, 1, BT]
+    bounds = [0, T] if cu is None else cu.tolist()
+    for b in range(B):
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            for c0 in range(start, end, CHUNK_SIZE):
+                c1 = min(c0 + CHUNK_SIZE, end)
+                kc, bc = k[b, c0:c1, 0].double(), beta[b, c0:c1, 0].double()
+                A = torch.tril(bc[:, None] * (kc @ kc.T), -1)
+                tm = Tm[b, c0:c1, 0, : c1 - c0]
+                eye = torch.eye(c1 - c0, dtype=torch.float64)
+                assert_close(f"(I + A) Tm, chunk at {c0}", eye, (eye + A) @ tm, 1e-5)
+                assert torch.all(Tm[b, c0:c1, 0, c1 - c0 :] == 0), "columns past the chunk's end must be 0"
 
 
 @pytest.mark.gpu
