@@ -94,3 +94,15 @@ def test_harness_catches_nan_and_error():
     with pytest.raises(AssertionError, match="relative error"):
         assert_close("off", ref, ref * 1.1, 1e-3)
     assert abs(rel_error(ref.double(), ref.double() * 1.1) - 0.1) < 1e-9
+
+
+def test_host_sizes_match_triton():
+    import triton
+
+    from fla.utils import cdiv, next_power_of_2
+
+    for a in range(0, 300):
+        for b in (1, 3, 16, 64):
+            assert cdiv(a, b) == triton.cdiv(a, b), (a, b)
+    for n in range(1, 5000):
+        assert next_power_of_2(n) == triton.next_power_of_2(n), n

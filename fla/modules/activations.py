@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from fla.utils import Backend, check_dtype, check_same_device, check_same_shape, check_shape, empty_like, select_backend
+from fla.utils.sizes import cdiv
 
 _BLOCK = 1024
 
@@ -67,7 +68,7 @@ def swiglu_fwd(gate: torch.Tensor, up: torch.Tensor, backend: Backend | None = N
     y = empty_like(gate)
     n = gate.numel()
     if n > 0:
-        swiglu_fwd_kernel[(triton.cdiv(n, _BLOCK),)](gate, up, y, n, BLOCK=_BLOCK, num_warps=4)
+        swiglu_fwd_kernel[(cdiv(n, _BLOCK),)](gate, up, y, n, BLOCK=_BLOCK, num_warps=4)
     return y
 
 
@@ -93,7 +94,7 @@ def swiglu_bwd(
     dg, du = empty_like(gate), empty_like(up)
     n = gate.numel()
     if n > 0:
-        swiglu_bwd_kernel[(triton.cdiv(n, _BLOCK),)](gate, up, dy, dg, du, n, BLOCK=_BLOCK, num_warps=4)
+        swiglu_bwd_kernel[(cdiv(n, _BLOCK),)](gate, up, dy, dg, du, n, BLOCK=_BLOCK, num_warps=4)
     return dg, du
 
 

@@ -30,6 +30,7 @@ import triton.language as tl
 
 from fla.ops.utils import prepare_chunk_indices, prepare_lens, prepare_position_ids, prepare_sequence_ids
 from fla.utils import IS_TRITON_INTERPRET, check_cu_seqlens, check_shape, empty, select_backend
+from fla.utils.sizes import cdiv, next_power_of_2
 
 _ACTIVATIONS = (None, "silu", "swish")
 # Time rows per program. Fixed (not autotuned) because varlen chunk indices depend on it.
@@ -242,7 +243,7 @@ def _grid_rows(x: torch.Tensor, chunk_indices: torch.Tensor | None) -> tuple[int
     B, T, _ = x.shape
     if chunk_indices is not None:
         return chunk_indices.shape[0], 1
-    return triton.cdiv(T, _BT), B
+    return cdiv(T, _BT), B
 
 
 def _num_sequences(x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> int:
@@ -255,7 +256,7 @@ def _triton_fwd(x, weight, bias, residual, initial_state, output_final_state, us
     y = empty(B, T, D, dtype=x.dtype, device=x.device)
     NT, NB = _grid_rows(x, chunk_indices)
     if NT > 0:
-        causal_conv1d_fwd_kernel[lambda meta: (triton.cdiv(D, meta["BD"]), NT, NB)](
+        causal_conv1d_fwd_kernel[lambda meta: (cdiv(D, meta["BD"]), NT, NB)](
             x, weight, bias, residual, initial_state, y, cu_seqlens, chunk_indices, T, D,
             W=W, BT=_BT, USE_SILU=use_silu,
         )  # fmt: skip
@@ -264,8 +265,8 @@ def _triton_fwd(x, weight, bias, residual, initial_state, output_final_state, us
         N = _num_sequences(x, cu_seqlens)
         dtype = initial_state.dtype if initial_state is not None else x.dtype
         final_state = empty(N, D, W, dtype=dtype, device=x.device)
-        causal_conv1d_final_state_fwd_kernel[lambda meta: (triton.cdiv(D, meta["BD"]), N)](
-            x, initial_state, final_state, cu_seqlens, T, D, W=W, BW=triton.next_power_of_2(W)
+        causal_conv1d_final_state_fwd_kernel[lambda meta: (cdiv(D, meta["BD"]), N)](
+            x, initial_state, final_state, cu_seqlens, T, D, W=W, BW=next_power_of_2(W)
         )
     return y, final_state
 
@@ -278,7 +279,7 @@ def _triton_bwd(x, weight, bias, initial_state, dy, dht, use_silu, cu_seqlens, c
     dw_part = empty(NB * NT, D, W, dtype=torch.float32, device=x.device)
     db_part = empty(NB * NT, D, dtype=torch.float32, device=x.device) if bias is not None else None
     if NT > 0:
-        causal_conv1d_bwd_kernel[lambda meta: (triton.cdiv(D, meta["BD"]), NT, NB)](
+        causal_conv1d_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), NT, NB)](
             x, weight, bias, initial_state, dy, dht, dx, dw_part, db_part, cu_seqlens, chunk_indices, T, D,
             W=W, BT=_BT, USE_SILU=use_silu,
         )  # fmt: skip
@@ -288,9 +289,9 @@ def _triton_bwd(x, weight, bias, initial_state, dy, dht, use_silu, cu_seqlens, c
     if initial_state is not None:
         N = _num_sequences(x, cu_seqlens)
         dh0 = empty(N, D, W, dtype=initial_state.dtype, device=x.device)
-        causal_conv1d_initial_state_bwd_kernel[lambda meta: (triton.cdiv(D, meta["BD"]), N)](
+        causal_conv1d_initial_state_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), N)](
             x, weight, bias, initial_state, dy, dht, dh0, cu_seqlens, T, D,
-            W=W, BW=triton.next_power_of_2(W), USE_SILU=use_silu, IS_VARLEN=cu_seqlens is not None,
+            W=W, BW=next_power_of_2(W), USE_SILU=use_silu, IS_VARLEN=cu_seqlens is not None,
         )  # fmt: skip
     return dx, dw, db, dh0
 

@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from fla.utils import Backend, check_dtype, check_same_device, empty, select_backend
+from fla.utils.sizes import cdiv, next_power_of_2
 
 REDUCTIONS = ("mean", "sum", "none")
 INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -140,7 +141,7 @@ def cross_entropy_bwd_kernel(
 
 def _block_v(V: int) -> tuple[int, int]:
     """(BV, num_warps) for a vocabulary of ``V``."""
-    bv = min(triton.next_power_of_2(V), _MAX_BLOCK_V)
+    bv = min(next_power_of_2(V), _MAX_BLOCK_V)
     return bv, 8 if bv >= 2048 else 4
 
 
@@ -176,7 +177,7 @@ def _bwd_triton(logits, target, lse, dloss, opts: CEOptions, inplace: bool):
     dlogits = logits if inplace else empty(N, V, dtype=logits.dtype, device=logits.device)
     if N > 0:
         bv, warps = _block_v(V)
-        grid = (N, triton.cdiv(V, bv))
+        grid = (N, cdiv(V, bv))
         cross_entropy_bwd_kernel[grid](
             logits, target, lse, dloss, dlogits, dloss.stride(0), V, **_kernel_opts(opts), BV=bv, num_warps=warps
         )

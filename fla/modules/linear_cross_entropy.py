@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import triton
 
 from fla.modules.cross_entropy import (
     CEOptions,
@@ -32,6 +31,7 @@ from fla.modules.cross_entropy import (
     row_grad,
 )
 from fla.utils import Backend, check_dtype, check_same_device, check_shape, empty, empty_like, select_backend
+from fla.utils.sizes import cdiv
 
 # bounds (in elements) on one chunk of logits for the default chunk size
 _MIN_CHUNK_ELEMS = 1 << 24
@@ -46,8 +46,8 @@ def default_chunk_size(N: int, H: int, V: int) -> int:
     the rows are split evenly over ``ceil(N * V / budget)`` chunks.
     """
     budget = min(max(2 * H * V, _MIN_CHUNK_ELEMS), _MAX_CHUNK_ELEMS)
-    n_chunks = max(triton.cdiv(N * V, budget), 1)
-    return max(triton.cdiv(N, n_chunks), 1)
+    n_chunks = max(cdiv(N * V, budget), 1)
+    return max(cdiv(N, n_chunks), 1)
 
 
 def _accumulate_dw(dw: torch.Tensor, dlogits: torch.Tensor, x: torch.Tensor) -> None:

@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 
 from fla.utils import empty, empty_like
+from fla.utils.sizes import cdiv, next_power_of_2
 
 # Largest group width one program keeps in registers (fp32 tiles of a full group).
 MAX_GROUP_WIDTH = 32768
@@ -55,7 +56,7 @@ def _rows_per_tile(block: int) -> int:
 @functools.cache
 def fwd_config(group_width: int) -> TileConfig:
     """Forward: ~2048-element tiles, 16 elements a thread (D=2048: 4 warps, D=4096: 8; best on H200)."""
-    bd = triton.next_power_of_2(group_width)
+    bd = next_power_of_2(group_width)
     bt = _rows_per_tile(bd)
     return TileConfig(bt, bd, max(1, min(32, bt * bd // 512)))
 
@@ -64,7 +65,7 @@ def fwd_config(group_width: int) -> TileConfig:
 def bwd_config(group_width: int, gated: bool = False) -> TileConfig:
     """Backward: ~2048-element tiles, 8 elements a thread up to 4096 features (D=2048: 8 warps,
     D=4096: 16), ~16 beyond. A gated 4096-wide group runs faster with 8 warps (measured on H200)."""
-    bd = triton.next_power_of_2(group_width)
+    bd = next_power_of_2(group_width)
     bt = _rows_per_tile(bd)
     tile = bt * bd
     if tile <= 4096:
@@ -78,10 +79,10 @@ def bwd_config(group_width: int, gated: bool = False) -> TileConfig:
 def _bwd_grid(n_rows: int, group_width: int, num_groups: int, device: torch.device) -> tuple[int, int]:
     """``(NP, BPP)``: programs per group and row tiles per program (~``_BWD_PROGRAMS_PER_SM`` per SM)."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-    n_tiles = triton.cdiv(n_rows, bwd_config(group_width).BT)
-    n_prog = max(1, min(n_tiles, triton.cdiv(sms * _BWD_PROGRAMS_PER_SM, num_groups)))
-    bpp = max(1, triton.cdiv(n_tiles, n_prog))
-    return max(1, triton.cdiv(n_tiles, bpp)), bpp
+    n_tiles = cdiv(n_rows, bwd_config(group_width).BT)
+    n_prog = max(1, min(n_tiles, cdiv(sms * _BWD_PROGRAMS_PER_SM, num_groups)))
+    bpp = max(1, cdiv(n_tiles, n_prog))
+    return max(1, cdiv(n_tiles, bpp)), bpp
 
 
 @triton.jit
@@ -332,7 +333,7 @@ def norm_fwd(
     rstd = empty(N, num_groups, dtype=torch.float32, device=x.device)
     if N > 0:
         cfg = fwd_config(group_width)
-        norm_fwd_kernel[(triton.cdiv(N, cfg.BT), num_groups)](
+        norm_fwd_kernel[(cdiv(N, cfg.BT), num_groups)](
             x, residual, g, weight, bias, y, h, mean, rstd, eps, N, D, group_width, num_groups,
             IS_RMS=is_rms, ACT=activation, BT=cfg.BT, BD=cfg.BD,
             HAS_RES=residual is not None, HAS_GATE=g is not None, HAS_W=weight is not None,
@@ -393,7 +394,7 @@ def norm_bwd(
         if need_dw or need_db:
             dw = empty(D, dtype=weight.dtype, device=x.device) if need_dw else None
             db = empty(D, dtype=bias.dtype, device=x.device) if need_db else None
-            norm_bwd_reduce_kernel[(triton.cdiv(D, 32),)](
+            norm_bwd_reduce_kernel[(cdiv(D, 32),)](
                 pw, pb, dw, db, n_prog, D, BP=64, BC=32, HAS_DW=need_dw, HAS_DB=need_db, num_warps=4
             )
     if dres_dtype == dx_dtype:

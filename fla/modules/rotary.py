@@ -23,6 +23,7 @@ import triton.language as tl
 
 from fla.ops.utils import prepare_position_ids, prepare_sequence_ids
 from fla.utils import IS_TRITON_INTERPRET, check_cu_seqlens, check_same_shape, empty, select_backend
+from fla.utils.sizes import cdiv, next_power_of_2
 
 
 def _configs() -> list[triton.Config]:
@@ -82,9 +83,9 @@ def _triton_rotate(x, cos, sin, pos, offset, interleaved, conjugate):
     y = empty(B, T, H, D, dtype=x.dtype, device=x.device)
     if x.numel() == 0:
         return y
-    rotary_embedding_kernel[lambda meta: (triton.cdiv(T * H, meta["BM"]), B)](
+    rotary_embedding_kernel[lambda meta: (cdiv(T * H, meta["BM"]), B)](
         x, y, cos, sin, pos, offset, T,
-        H=H, D=D, R=R, BR=triton.next_power_of_2(R), BP=triton.next_power_of_2(max(D - 2 * R, 1)),
+        H=H, D=D, R=R, BR=next_power_of_2(R), BP=next_power_of_2(max(D - 2 * R, 1)),
         INTERLEAVED=interleaved, CONJUGATE=conjugate,
     )  # fmt: skip
     return y
@@ -217,7 +218,7 @@ class RotaryEmbedding(nn.Module):
         """cos/sin ``[S, dim/2]`` float32 with ``S >= seqlen`` (a power of two, so decoding rarely regrows)."""
         cached = self._cos_cached
         if cached is None or cached.shape[0] < seqlen or cached.device != device:
-            size = triton.next_power_of_2(max(seqlen, 16))
+            size = next_power_of_2(max(seqlen, 16))
             inv_freq = self.inv_freq.to(device=device, dtype=torch.float32)
             freqs = torch.outer(torch.arange(size, device=device, dtype=torch.float32), inv_freq)
             self._cos_cached, self._sin_cached = torch.cos(freqs), torch.sin(freqs)

@@ -12,6 +12,7 @@ from fla.utils.backend import (
     is_hopper,
     select_backend,
 )
+from fla.utils.sizes import cdiv, next_power_of_2
 from fla.utils.tensors import (
     FLOAT_DTYPES,
     check_cu_seqlens,
@@ -26,6 +27,8 @@ from fla.utils.tensors import (
 )
 
 __all__ = [
+    "cdiv",
+    "next_power_of_2",
     "HAS_CUDA",
     "IS_TRITON_INTERPRET",
     "TORCH_VERSION",

@@ -25,6 +25,7 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.sizes import cdiv
 
 
 @given_heuristics(USE_G="g", USE_GK="gk", USE_A="A", USE_DH="dh", IS_VARLEN="cu_seqlens")
@@ -261,7 +262,7 @@ def chunk_bwd_dv(
     V = do.shape[-1]
     BK, BV = block_size(K), block_size(V)
     dv = empty(B, T, H, V, dtype=do.dtype, device=do.device)
-    grid = (triton.cdiv(V, BV), layout.row_chunks, B * H)
+    grid = (cdiv(V, BV), layout.row_chunks, B * H)
     chunk_dv_bwd_kernel[grid](
         q, k, g, gk, A, do, dh, dv, layout.cu_seqlens, layout.chunk_indices, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),
@@ -328,7 +329,7 @@ def _launch_dqkg(q, k, v, h, do, dh, dv, layout: ChunkLayout, scale, g, gk, dq_i
     B, T, H, K = q.shape
     V = v.shape[-1]
     BK, BV = block_size(K), block_size(V)
-    NK = triton.cdiv(K, BK)
+    NK = cdiv(K, BK)
     dq, dk = empty(B, T, H, K, dtype=q.dtype, device=q.device), empty(B, T, H, K, dtype=k.dtype, device=k.device)
     dw = None if dv is None else empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dg = None

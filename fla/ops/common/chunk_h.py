@@ -23,6 +23,7 @@ from fla.ops.common.indexing import sequence_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.sizes import cdiv
 
 
 @given_heuristics(USE_G="g", USE_GK="gk", USE_S0="s0", STORE_SN="sn", IS_VARLEN="cu_seqlens")
@@ -114,7 +115,7 @@ def _run_state_kernel(x, y, g, gk, s0, want_sn, scale, reverse, layout: ChunkLay
     BK, BV = block_size(K), block_size(V)
     states = empty(*layout.states_shape(H, K, V), dtype=states_dtype or x.dtype, device=x.device)
     sn = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=x.device) if want_sn else None
-    grid = (triton.cdiv(K, BK), triton.cdiv(V, BV), layout.num_seqs * H)
+    grid = (cdiv(K, BK), cdiv(V, BV), layout.num_seqs * H)
     chunk_state_kernel[grid](
         x, y, g, gk, s0, states, sn, layout.cu_seqlens, layout.chunk_offsets, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, REVERSE=reverse, DOT_PRECISION=dot_precision(x.dtype),

@@ -24,6 +24,7 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import SUB_CHUNK_SIZE, autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.sizes import cdiv
 
 # Largest |G_i - G_r| inside a sub-chunk for which its diagonal block is factored into a matmul
 # (factors up to exp(30) ~ 1e13 stay far from the fp32 range); steeper gates take the exact loop.
@@ -305,7 +306,7 @@ def chunk_gk_bwd_intra(
     NC = BT // BC
     dq = empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dk = empty(B, T, H, K, dtype=torch.float32, device=q.device)
-    grid = (triton.cdiv(K, BK), layout.row_chunks * NC, B * H)
+    grid = (cdiv(K, BK), layout.row_chunks * NC, B * H)
     chunk_gk_intra_bwd_kernel[grid](
         q, k, gk, dA, dq, dk, layout.cu_seqlens, layout.chunk_indices, T,
         H=H, K=K, BT=BT, BC=BC, BK=BK, DOT_PRECISION=dot_precision(q.dtype),

@@ -16,6 +16,7 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.sizes import cdiv
 
 
 @given_heuristics(USE_G="g", USE_GK="gk", USE_A="A", IS_VARLEN="cu_seqlens")
@@ -120,7 +121,7 @@ def chunk_fwd_o(
     V = v.shape[-1]
     BK, BV = block_size(K), block_size(V)
     o = empty(B, T, H, V, dtype=v.dtype, device=v.device)
-    grid = (triton.cdiv(V, BV), layout.row_chunks, B * H)
+    grid = (cdiv(V, BV), layout.row_chunks, B * H)
     chunk_output_fwd_kernel[grid](
         q, k, v, h, g, gk, A, o, layout.cu_seqlens, layout.chunk_indices, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype),

@@ -16,6 +16,7 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import block_size, given_heuristics
 from fla.utils import empty
+from fla.utils.sizes import cdiv
 
 
 @given_heuristics(USE_G="g", USE_GAMMA="g_gamma", IS_VARLEN="cu_seqlens")
@@ -85,7 +86,7 @@ def chunk_local_cumsum(
     BD = 1 if scalar else block_size(D)
     device = (g if g is not None else g_gamma).device
     out = empty(*((B, T, H) if scalar else (B, T, H, D)), dtype=torch.float32, device=device)
-    grid = (triton.cdiv(D, BD), layout.row_chunks, B * H)
+    grid = (cdiv(D, BD), layout.row_chunks, B * H)
     chunk_local_cumsum_kernel[grid](
         g, g_gamma, out, layout.cu_seqlens, layout.chunk_indices, T,
         H=H, D=D, BT=layout.chunk_size, BD=BD, SCALAR=scalar, REVERSE=reverse,

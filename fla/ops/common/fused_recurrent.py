@@ -22,6 +22,7 @@ from fla.ops.common.chunk import cast_like, chunk_gated_bwd, chunk_layout
 from fla.ops.common.inputs import prepare_gated_call
 from fla.ops.common.tuning import given_heuristics
 from fla.utils import contiguous, empty
+from fla.utils.sizes import cdiv, next_power_of_2
 
 
 @given_heuristics(
@@ -120,11 +121,11 @@ def fused_recurrent_fwd(
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-    BK = max(16, triton.next_power_of_2(K))
-    BV = min(max(16, triton.next_power_of_2(V)), max(16, 4096 // BK))  # keep the fp32 state block <= 4096
+    BK = max(16, next_power_of_2(K))
+    BV = min(max(16, next_power_of_2(V)), max(16, 4096 // BK))  # keep the fp32 state block <= 4096
     o = empty(B, T, H, V, dtype=v.dtype, device=v.device)
     ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None
-    grid = (triton.cdiv(V, BV), N * H)
+    grid = (cdiv(V, BV), N * H)
     fused_recurrent_fwd_kernel[grid](
         q, k, v, g, g_gamma, gk, gv, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK, BV=BV
     )

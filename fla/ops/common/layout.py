@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import triton
 
 from fla.ops.utils.index import prepare_chunk_indices, prepare_chunk_offsets
+from fla.utils.sizes import cdiv
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ChunkLayout:
         """Layout of ``x [B, T, ...]`` (and ``cu_seqlens [N+1]`` when packed)."""
         B, T = x.shape[:2]
         if cu_seqlens is None:
-            return cls(chunk_size, B, T, B, triton.cdiv(T, chunk_size))
+            return cls(chunk_size, B, T, B, cdiv(T, chunk_size))
         indices = prepare_chunk_indices(cu_seqlens, chunk_size)
         offsets = prepare_chunk_offsets(cu_seqlens, chunk_size)
         return cls(chunk_size, B, T, cu_seqlens.numel() - 1, indices.shape[0], cu_seqlens, indices, offsets)

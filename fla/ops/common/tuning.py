@@ -6,6 +6,7 @@ import torch
 import triton
 
 from fla.utils import IS_TRITON_INTERPRET
+from fla.utils.sizes import next_power_of_2
 
 # Tokens per chunk of the Triton pipeline and, for vector gates, per secondary sub-chunk.
 CHUNK_SIZE = 64
@@ -37,7 +38,7 @@ def _is_given(arg: str):
 
 def block_size(dim: int, cap: int = 64) -> int:
     """Power-of-two tile width for a feature dim (at least 16, the smallest ``tl.dot`` operand)."""
-    return min(cap, max(16, triton.next_power_of_2(dim)))
+    return min(cap, max(16, next_power_of_2(dim)))
 
 
 def dot_precision(dtype: torch.dtype) -> str:

@@ -27,16 +27,17 @@ from fla.ops.common.indexing import sequence_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.sizes import cdiv, next_power_of_2
 
 
 def state_blocks(K: int, V: int, programs: int, device: torch.device) -> tuple[int, int]:
     """``(BK, BV)`` of a sequential state kernel: the whole key dim (``w h`` reduces over it) and a
     V block with ``BK * BV <= 8192`` fp32, halved (down to 32) while ``programs * cdiv(V, BV)``
     programs would leave streaming multiprocessors idle."""
-    BK = max(16, triton.next_power_of_2(K))
-    BV = min(max(16, triton.next_power_of_2(V)), max(16, 8192 // BK))
+    BK = max(16, next_power_of_2(K))
+    BV = min(max(16, next_power_of_2(V)), max(16, 8192 // BK))
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
-    while BV > 32 and programs * triton.cdiv(V, BV) < sms:
+    while BV > 32 and programs * cdiv(V, BV) < sms:
         BV //= 2
     return BK, BV
 
@@ -130,7 +131,7 @@ def chunk_delta_fwd_h(
     h = empty(*layout.states_shape(H, K, V), dtype=k.dtype, device=k.device)
     v_new = empty(B, T, H, V, dtype=u.dtype, device=u.device)
     ht = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=k.device) if output_final_state else None
-    grid = (triton.cdiv(V, BV), layout.num_seqs * H)
+    grid = (cdiv(V, BV), layout.num_seqs * H)
     chunk_delta_h_fwd_kernel[grid](
         k, w, u, G, h0, h, v_new, ht, layout.cu_seqlens, layout.chunk_offsets, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),
@@ -247,7 +248,7 @@ def chunk_delta_bwd_dh(
     dh = empty(*layout.states_shape(H, K, V), dtype=k.dtype, device=k.device)
     dh0 = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=k.device) if want_dh0 else None
     dv_new = empty(B, T, H, V, dtype=torch.float32, device=k.device)
-    grid = (triton.cdiv(V, BV), layout.num_seqs * H)
+    grid = (cdiv(V, BV), layout.num_seqs * H)
     chunk_delta_dh_bwd_kernel[grid](
         q, k, w, G, do, dv_local, dht, dh, dh0, dv_new, layout.cu_seqlens, layout.chunk_offsets, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),

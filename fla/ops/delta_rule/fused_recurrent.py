@@ -24,6 +24,7 @@ from fla.ops.delta_rule.chunk import chunk_delta_rule_bwd
 from fla.ops.delta_rule.inputs import expand_groups, prepare_delta_call, prepare_qk_beta
 from fla.ops.delta_rule.recurrent_torch import recurrent_delta_torch
 from fla.utils import contiguous, empty
+from fla.utils.sizes import cdiv, next_power_of_2
 
 
 @given_heuristics(USE_G="g", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
@@ -116,11 +117,11 @@ def fused_recurrent_delta_rule_fwd(
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
-    BK = max(16, triton.next_power_of_2(K))
-    BV = min(max(16, triton.next_power_of_2(V)), max(16, 4096 // BK))  # keep the fp32 state block <= 4096
+    BK = max(16, next_power_of_2(K))
+    BV = min(max(16, next_power_of_2(V)), max(16, 4096 // BK))  # keep the fp32 state block <= 4096
     o = empty(B, T, H, V, dtype=v.dtype, device=v.device)
     ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None
-    grid = (triton.cdiv(V, BV), N * H)
+    grid = (cdiv(V, BV), N * H)
     fused_recurrent_delta_rule_fwd_kernel[grid](
         q, k, v, beta, g, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
         USE_QK_L2NORM=use_qk_l2norm_in_kernel, NEG_EIGVAL=allow_neg_eigval,

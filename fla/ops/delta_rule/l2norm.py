@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from fla.utils import contiguous, empty
+from fla.utils.sizes import cdiv, next_power_of_2
 
 ROWS_PER_PROGRAM = 16
 
@@ -49,9 +50,7 @@ def l2norm_bwd_kernel(x, r, dy, dx, N, D: tl.constexpr, BR: tl.constexpr, BD: tl
 def _launch(kernel, x: torch.Tensor, *args) -> None:
     D = x.shape[-1]
     N = x.numel() // max(D, 1)
-    kernel[(triton.cdiv(N, ROWS_PER_PROGRAM),)](
-        x, *args, N, D=D, BR=ROWS_PER_PROGRAM, BD=max(16, triton.next_power_of_2(D))
-    )
+    kernel[(cdiv(N, ROWS_PER_PROGRAM),)](x, *args, N, D=D, BR=ROWS_PER_PROGRAM, BD=max(16, next_power_of_2(D)))
 
 
 class L2NormFunction(torch.autograd.Function):
