@@ -48,8 +48,14 @@ def find_blocks(model: nn.Module) -> nn.ModuleList:
 # `_ReduceFromTP` (all-reduce forward, identity backward). The region's own code only
 # ever sees plain tensors (its DTensor parameters are swapped for their local shards during
 # its forward), so fused modules and Triton kernels work unchanged. Embedding and LM head
-# are vocabulary-parallel DTensor modules with replicated outputs; every other parameter
-# (norms) is a replicated DTensor used through its local value.
+# are vocabulary-parallel DTensor modules with replicated outputs. A region's "shard" entries
+# (short convolutions, per-head parameters) are split along dim 0 with the heads; every other
+# parameter (norms) is a replicated DTensor used through its local value.
+
+# Depthwise short convolutions follow their column-parallel projection: channels split the same way.
+SHORT_CONVS = ("q_conv1d", "k_conv1d", "v_conv1d")
+# Widths of fla's linear-attention layers (fla/layers/linear_mixer.py) that become per-rank widths.
+MIXER_DIMS = ("key_dim", "value_dim", "key_dim_per_group", "value_dim_per_group")
 
 TP_PLANS: dict[str, dict] = {
     # transformers' Llama (and look-alikes: attention reshapes with -1 heads)
@@ -74,23 +80,44 @@ TP_PLANS: dict[str, dict] = {
             "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
         },
     },
-    # fla's GLA (gk_proj is low rank: its first Linear stays replicated; no short convolutions)
+    # fla's GLA (gk_proj is low rank: its first Linear stays replicated)
     "gla": {
         "embed": "model.embeddings",
         "head": "lm_head",
-        "unsupported": {"use_short_conv": True},
         "regions": {
             "attn": {
                 "col": ("q_proj", "k_proj", "v_proj", "g_proj", "gk_proj.1"),
                 "row": ("o_proj",),
-                "divide": (
-                    "num_heads",
-                    "num_kv_heads",
-                    "key_dim",
-                    "value_dim",
-                    "key_dim_per_group",
-                    "value_dim_per_group",
-                ),
+                "shard": SHORT_CONVS,
+                "divide": ("num_heads", "num_kv_heads", *MIXER_DIMS),
+            },
+            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
+        },
+    },
+    # fla's DeltaNet (per-head beta from b_proj; the output norm is over one head: replicated)
+    "delta_net": {
+        "embed": "model.embeddings",
+        "head": "lm_head",
+        "regions": {
+            "attn": {
+                "col": ("q_proj", "k_proj", "v_proj", "b_proj", "g_proj"),
+                "row": ("o_proj",),
+                "shard": SHORT_CONVS,
+                "divide": ("num_heads", "num_kv_heads", *MIXER_DIMS),
+            },
+            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
+        },
+    },
+    # fla's Gated DeltaNet (per-value-head gate parameters A_log, dt_bias are split with the heads)
+    "gated_deltanet": {
+        "embed": "model.embeddings",
+        "head": "lm_head",
+        "regions": {
+            "attn": {
+                "col": ("q_proj", "k_proj", "v_proj", "a_proj", "b_proj", "g_proj"),
+                "row": ("o_proj",),
+                "shard": (*SHORT_CONVS, "A_log", "dt_bias"),
+                "divide": ("num_heads", "num_v_heads", *MIXER_DIMS),
             },
             "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
         },
@@ -113,7 +140,7 @@ def check_tp_supported(config, tp_degree: int) -> None:
     attn = getattr(config, "attn", None)
     if isinstance(attn, dict) and attn.get("layers"):
         raise ConfigError(key, tp_degree, f"TP does not support hybrid {config.model_type} models (attn layers)")
-    for name in ("num_attention_heads", "num_heads", "num_key_value_heads", "num_kv_heads"):
+    for name in ("num_attention_heads", "num_heads", "num_key_value_heads", "num_kv_heads", "num_v_heads"):
         heads = getattr(config, name, None)
         if isinstance(heads, int) and heads % tp_degree != 0:
             raise ConfigError(key, tp_degree, f"{name} = {heads} of the model config is not divisible by it")
@@ -190,6 +217,13 @@ def _shard_region(block: nn.Module, name: str, spec: dict, mesh: DeviceMesh, whe
                 linear._parameters[pname] = nn.Parameter(shard, requires_grad=param.requires_grad)
     if not row_found:
         fail(f"'{name}' has none of the row-parallel projections {', '.join(spec['row'])}")
+    for path in spec.get("shard", ()):
+        for module, pname in _params_at(region, path):
+            param = module._parameters[pname]
+            if param.shape[0] % mesh.size() != 0:
+                fail(f"'{name}.{path}' has {param.shape[0]} rows, not divisible by the TP degree")
+            shard = distribute_tensor(param.data, mesh, [Shard(0)], src_data_rank=None)
+            module._parameters[pname] = nn.Parameter(shard, requires_grad=param.requires_grad)
     # Any other parameter of the region (norms over a head, low-rank gate inputs) is replicated;
     # each rank's gradient covers only its heads, so the gradients are summed over the group.
     owners = []
@@ -221,6 +255,20 @@ def _shard_region(block: nn.Module, name: str, spec: dict, mesh: DeviceMesh, whe
 
     region.register_forward_pre_hook(enter, with_kwargs=True)
     region.register_forward_hook(leave, with_kwargs=True)
+
+
+def _params_at(region: nn.Module, path: str) -> list[tuple[nn.Module, str]]:
+    """``(owner, name)`` of the parameters at ``path``: a submodule's own parameters, or one parameter.
+
+    A missing path is skipped (optional parts such as the short convolutions may be absent).
+    """
+    try:
+        module = region.get_submodule(path)
+        return [(module, n) for n, _ in module.named_parameters(recurse=False)]
+    except AttributeError:
+        owner_path, _, pname = path.rpartition(".")
+        owner = region.get_submodule(owner_path) if owner_path else region
+        return [(owner, pname)] if pname in owner._parameters else []
 
 
 def _is_float(x) -> bool:

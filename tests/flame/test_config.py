@@ -232,13 +232,18 @@ def test_tp_support_is_checked_per_model_type(tmp_path):
     gla = json.loads((ROOT / "configs" / "gla_cpu.json").read_text())
     check_tp_supported(load_model_config(model_job(ROOT / "configs" / "gla_cpu.json")), 2)
     for name, extra, why in [
-        ("conv", {"use_short_conv": True}, r"TP for gla does not support use_short_conv = True"),
         ("hybrid", {"attn": {"layers": [1], "num_heads": 4}}, r"TP does not support hybrid gla models"),
     ]:
         path = tmp_path / f"gla_{name}.json"
         path.write_text(json.dumps({**gla, **extra}))
         with pytest.raises(ConfigError, match=why):
             check_tp_supported(load_model_config(model_job(path)), 2)
+    check_tp_supported(load_model_config(model_job(ROOT / "configs" / "gated_deltanet_cpu.json")), 2)
+    gdn = json.loads((ROOT / "configs" / "gated_deltanet_cpu.json").read_text())
+    path = tmp_path / "gdn_v3.json"
+    path.write_text(json.dumps({**gdn, "num_heads": 1, "num_v_heads": 3}))
+    with pytest.raises(ConfigError, match=r"num_heads = 1 of the model config is not divisible"):
+        check_tp_supported(load_model_config(model_job(path)), 2)
     gpt2 = tmp_path / "gpt2.json"
     gpt2.write_text(json.dumps({"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2}))
     with pytest.raises(ConfigError, match=r"tensor_parallel_degree = 2: TP not supported for gpt2"):
