@@ -32,7 +32,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import re
 from typing import Any
 
 import torch
@@ -43,44 +42,17 @@ from torch.distributed.checkpoint.stateful import Stateful
 from torchtitan.components.checkpoint import DATALOADER, MODEL, TRAIN_STATE, AsyncMode, CheckpointManager
 from torchtitan.tools.logging import logger
 
+from flame.checkpoint_folders import METADATA, is_complete, is_hf_folder, step_folders
 from flame.config import ConfigError
 
-METADATA = ".metadata"
-STEP_DIR = re.compile(r"^step-(\d+)$")
 STATE_KEYS = ("model", "optimizer", "lr_scheduler", "dataloader", "train_state")
 """Top-level groups of a full checkpoint (``checkpoint.exclude_from_loading`` names some of them)."""
-
-
-def is_complete(path: str) -> bool:
-    """Whether ``path`` is a finished DCP checkpoint (its ``.metadata`` is written last)."""
-    return os.path.isfile(os.path.join(path, METADATA))
-
-
-def is_hf_folder(path: str) -> bool:
-    """An HF model folder (``*.safetensors`` weights, no DCP ``.metadata``)."""
-    return (
-        os.path.isdir(path)
-        and not os.path.isfile(os.path.join(path, METADATA))
-        and any(name.endswith(".safetensors") for name in os.listdir(path))
-    )
 
 
 def is_model_only(path: str) -> bool:
     """Whether the complete checkpoint at ``path`` holds only model weights (no train state)."""
     keys = FileSystemReader(path).read_metadata().state_dict_metadata
     return not any(k == TRAIN_STATE or k.startswith(TRAIN_STATE + ".") for k in keys)
-
-
-def step_folders(folder: str) -> dict[int, str]:
-    """``{N: path}`` for every ``step-N`` folder in ``folder`` (complete or not)."""
-    if not os.path.isdir(folder):
-        return {}
-    out = {}
-    for name in os.listdir(folder):
-        match = STEP_DIR.match(name)
-        if match and os.path.isdir(os.path.join(folder, name)):
-            out[int(match.group(1))] = os.path.join(folder, name)
-    return out
 
 
 def rng_state() -> bytes:

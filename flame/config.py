@@ -29,6 +29,7 @@ from typing import Any, Literal
 from torchtitan.config import job_config as tt
 from torchtitan.config.manager import ConfigManager
 
+from flame.checkpoint_folders import is_complete, is_hf_folder
 from flame.data import DataConfig
 
 CLI = "command line"
@@ -518,9 +519,7 @@ def _validate_checkpoint(config: JobConfig, fail) -> None:
         if not c.enable:
             fail("checkpoint.initial_load_path", "needs checkpoint.enable = true")
         path = c.initial_load_path
-        is_dcp = os.path.isfile(os.path.join(path, ".metadata"))
-        is_hf = os.path.isdir(path) and any(name.endswith(".safetensors") for name in os.listdir(path))
-        if not (is_dcp or is_hf):
+        if not (is_complete(path) or is_hf_folder(path)):
             why = "no such folder" if not os.path.isdir(path) else "no .metadata (DCP) and no *.safetensors (HF) in it"
             fail("checkpoint.initial_load_path", f"{why}; give a DCP step folder or an HF model folder")
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 from pathlib import Path
 
 import torch
 
+from flame.checkpoint_folders import is_complete, step_folders
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 NON_MODEL_STATES = ("optimizer", "lr_scheduler", "dataloader", "train_state")
-STEP_RE = re.compile(r"^step-(\d+)$")
 
 
 class ConvertError(RuntimeError):
@@ -70,19 +70,16 @@ def checkpoint_folder(path: str | os.PathLike, folder: str = "checkpoint") -> Pa
     nested = path / folder
     if nested.is_dir():
         return nested
-    if any(STEP_RE.match(p.name) for p in path.iterdir()):
+    if step_folders(path):
         return path
     raise ConvertError(f"{path}: holds neither {folder}/ nor step-N folders; is it a flame dump folder?")
 
 
 def list_steps(folder: Path) -> tuple[list[int], list[int]]:
     """(complete steps, incomplete steps) under ``folder``, each sorted; complete = has DCP ``.metadata``."""
-    complete, incomplete = [], []
-    for entry in folder.iterdir():
-        match = STEP_RE.match(entry.name)
-        if match and entry.is_dir():
-            (complete if (entry / ".metadata").is_file() else incomplete).append(int(match.group(1)))
-    return sorted(complete), sorted(incomplete)
+    steps = step_folders(folder)
+    complete = sorted(n for n, path in steps.items() if is_complete(path))
+    return complete, sorted(set(steps) - set(complete))
 
 
 def step_folder(path: str | os.PathLike, step: int = -1, folder: str = "checkpoint") -> Path:
