@@ -94,6 +94,21 @@ TP_PLANS: dict[str, dict] = {
             "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
         },
     },
+    # fla's RetNet (its fixed decays depend on the head index: each rank gets its heads' offset)
+    "retnet": {
+        "embed": "model.embeddings",
+        "head": "lm_head",
+        "regions": {
+            "attn": {
+                "col": ("q_proj", "k_proj", "v_proj", "g_proj"),
+                "row": ("o_proj",),
+                "shard": SHORT_CONVS,
+                "divide": ("num_heads", "num_kv_heads", *MIXER_DIMS),
+                "rank_offset": {"head_offset": "num_heads"},
+            },
+            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
+        },
+    },
     # fla's DeltaNet (per-head beta from b_proj; the output norm is over one head: replicated)
     "delta_net": {
         "embed": "model.embeddings",
@@ -235,6 +250,8 @@ def _shard_region(block: nn.Module, name: str, spec: dict, mesh: DeviceMesh, whe
             owners.append((module, pname, param.placements[0].is_replicate()))
     for attr in spec.get("divide", ()):
         setattr(region, attr, getattr(region, attr) // mesh.size())  # per-rank heads / widths
+    for attr, per_rank in spec.get("rank_offset", {}).items():  # e.g. this rank's first head
+        setattr(region, attr, mesh.get_local_rank() * getattr(region, per_rank))
     group = mesh.get_group()
     saved: list[nn.Parameter] = []
 

@@ -6,7 +6,8 @@ Per head ``h`` with a fixed decay ``gamma_h = 1 - 2^(-5-h)`` and rotary position
     out_t = o_proj(RMSNorm(o_t) * swish(g_proj(x_t)))
 
 The rotary tables (``rotary``) are buffers, not parameters. Training and prefill run
-:func:`fla.ops.retention.chunk_retention`; decoding (at most 64 tokens outside training) runs
+:func:`fla.ops.retention.chunk_retention` (called as simple GLA with the decays of this module's
+heads); decoding (at most 64 tokens outside training) runs
 :func:`fla.ops.retention.fused_recurrent_retention`. Batches, padding and the cache: see
 :mod:`fla.layers.linear_mixer`.
 
@@ -26,7 +27,8 @@ from transformers.activations import ACT2FN
 from fla.layers.linear_mixer import LinearMixer, MixerStep, repeat_kv, split_heads
 from fla.layers.utils import decode_offsets
 from fla.modules.rotary import RotaryEmbedding
-from fla.ops.retention import chunk_retention, fused_recurrent_retention
+from fla.ops.retention import retention_log_decays
+from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
 if TYPE_CHECKING:
     from fla.models.cache import FLACache
@@ -85,6 +87,9 @@ class MultiScaleRetention(LinearMixer):
         self.build_qkv(hidden_size, use_short_conv, conv_size, conv_bias)
         self.build_output(hidden_size, use_output_gate, gate_fn, fuse_norm, elementwise_affine, norm_eps)
         self.rotary = RotaryEmbedding(dim=self.head_k_dim)
+        # Index of this module's first head among the layer's heads: RetNet's decay depends on it
+        # (tensor parallelism gives each rank a slice of the heads and sets this offset).
+        self.head_offset = 0
 
     def extra_repr(self) -> str:
         return (
@@ -129,8 +134,13 @@ class MultiScaleRetention(LinearMixer):
         k = repeat_kv(k, self.num_kv_groups)
         v = repeat_kv(split_heads(v, self.head_v_dim), self.num_kv_groups)
         initial_state = step.slot("recurrent_state")
-        op = fused_recurrent_retention if self.use_recurrent(step) else chunk_retention
-        o, state = op(q, k, v, initial_state=initial_state, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
+        # chunk_retention / fused_recurrent_retention, with the decays of this module's heads
+        g_gamma = retention_log_decays(self.head_offset + q.shape[2], q.device)[self.head_offset :]
+        op = fused_recurrent_simple_gla if self.use_recurrent(step) else chunk_simple_gla
+        o, state = op(
+            q, k, v, g_gamma=g_gamma, initial_state=initial_state, output_final_state=step.store,
+            cu_seqlens=step.cu_seqlens,
+        )  # fmt: skip
         return self.finish(step, o, state, conv_state)
 
 

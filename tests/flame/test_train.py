@@ -176,6 +176,7 @@ def test_bad_config_fails_before_any_model_with_one_line(tmp_path):
     "config",
     [
         "gla_cpu.json",  # GQA, low-rank gate, replicated gate norm
+        "retnet_cpu.json",  # GQA, fixed decays of each rank's heads (head offset)
         "delta_net_cpu.json",  # short convolutions split with the heads, per-head beta
         "gated_deltanet_cpu.json",  # + per-head A_log / dt_bias split with the heads
     ],
