@@ -23,6 +23,7 @@ from fla.utils.tensors import (
     contiguous,
     empty,
     empty_like,
+    last_call_cache,
     poison_outputs,
 )
 
@@ -48,5 +49,6 @@ __all__ = [
     "contiguous",
     "empty",
     "empty_like",
+    "last_call_cache",
     "poison_outputs",
 ]

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -92,18 +93,41 @@ def check_cu_seqlens(cu_seqlens: torch.Tensor | None, total: int, batch: int) ->
         raise ValueError(f"cu_seqlens must be 1-D [N+1] with N >= 1, got shape {list(cu_seqlens.shape)}")
     if cu_seqlens.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"cu_seqlens has dtype {cu_seqlens.dtype}, expected torch.int32 or torch.int64")
-    # The value checks read the tensor on the host (a device sync): every layer of a model gets the
-    # same cu_seqlens, so the last tensor checked (and not modified since) is not read again.
-    key = (cu_seqlens._version, total)
-    last = getattr(_local, "cu_seqlens_checked", None)
-    if last is not None and last[0] is cu_seqlens and last[1] == key:
-        return
+    _check_cu_seqlens_values(cu_seqlens, total)
+
+
+def last_call_cache(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Return the previous result when called again with the same, unmodified ``cu_seqlens`` tensor
+    (its first argument) and the same other arguments.
+
+    For helpers that read ``cu_seqlens`` on the host (a device sync): every layer of a model calls
+    them with the same tensor, so a batch pays for one sync instead of one per layer. An in-place
+    change of the tensor moves its version counter and misses the cache. The result is shared
+    between callers: never modify it in place. A call that raises caches nothing.
+    """
+    last: tuple | None = None
+
+    @functools.wraps(fn)
+    def wrapper(cu_seqlens: torch.Tensor, *args, **kwargs):
+        nonlocal last
+        key = (cu_seqlens._version, cu_seqlens.device, args, tuple(sorted(kwargs.items())))
+        if last is not None and last[0] is cu_seqlens and last[1] == key:
+            return last[2]
+        out = fn(cu_seqlens, *args, **kwargs)
+        last = (cu_seqlens, key, out)
+        return out
+
+    return wrapper
+
+
+@last_call_cache
+def _check_cu_seqlens_values(cu_seqlens: torch.Tensor, total: int) -> None:
+    """The checks of :func:`check_cu_seqlens` that read the values (a device sync)."""
     first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
     if first != 0 or last != total:
         raise ValueError(f"cu_seqlens must start at 0 and end at the token count {total}, got {first} .. {last}")
     if bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
         raise ValueError("cu_seqlens must be non-decreasing")
-    _local.cu_seqlens_checked = (cu_seqlens, key)
 
 
 def contiguous(fn: Callable) -> Callable:

@@ -6,32 +6,9 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-
 import torch
 
-
-def last_call_cache(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """Return the previous result when called again with the same, unmodified ``cu_seqlens`` tensor.
-
-    These helpers read ``cu_seqlens`` on the host (a device sync); every layer of a model calls
-    them with the same tensor, so a batch pays for one sync instead of one per layer. The result is
-    shared between callers: never modify it in place.
-    """
-    last: tuple | None = None
-
-    @functools.wraps(fn)
-    def wrapper(cu_seqlens: torch.Tensor, *args):
-        nonlocal last
-        key = (cu_seqlens._version, cu_seqlens.device, args)
-        if last is not None and last[0] is cu_seqlens and last[1] == key:
-            return last[2]
-        out = fn(cu_seqlens, *args)
-        last = (cu_seqlens, key, out)
-        return out
-
-    return wrapper
+from fla.utils.tensors import last_call_cache
 
 
 def prepare_lens(cu_seqlens: torch.Tensor) -> torch.Tensor:
