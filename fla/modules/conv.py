@@ -28,6 +28,7 @@ import torch.nn as nn
 import triton
 import triton.language as tl
 
+from fla.ops.common.indexing import token_bounds
 from fla.ops.utils import prepare_chunk_indices, prepare_lens, prepare_position_ids, prepare_sequence_ids
 from fla.utils import IS_TRITON_INTERPRET, check_cu_seqlens, check_shape, empty, select_backend
 from fla.utils.sizes import cdiv, next_power_of_2
@@ -54,18 +55,6 @@ _HEURISTICS = {
 
 
 @triton.jit
-def _locate_sequence(i_n, T, cu_seqlens, IS_VARLEN: tl.constexpr):
-    """(bos, L): first row in the packed [B*T] layout and length of sequence ``i_n``."""
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    else:
-        bos = i_n * T
-        eos = bos + T
-    return bos, eos - bos
-
-
-@triton.jit
 def _locate_chunk(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constexpr):
     """(i_n, i_c, bos, L): sequence index, chunk index within it, its first row and length."""
     if IS_VARLEN:
@@ -74,7 +63,7 @@ def _locate_chunk(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN: tl.constexp
     else:
         i_n = i_b
         i_c = i_t
-    bos, L = _locate_sequence(i_n, T, cu_seqlens, IS_VARLEN)
+    bos, L = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
     return i_n, i_c, bos, L
 
 
@@ -177,7 +166,7 @@ def causal_conv1d_final_state_fwd_kernel(
     W: tl.constexpr, BW: tl.constexpr, BD: tl.constexpr, USE_INITIAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     i_d, i_n = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    bos, L = _locate_sequence(i_n, T, cu_seqlens, IS_VARLEN)
+    bos, L = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
     o_c = tl.arange(0, BW)  # [BW] state columns; column c holds xe[L - W + c]
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < D
@@ -226,7 +215,7 @@ def causal_conv1d_initial_state_bwd_kernel(
 ):  # fmt: skip
     """d initial_state[i_n]: the gradient of xe at the state positions -W .. -1."""
     i_d, i_n = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    bos, L = _locate_sequence(i_n, T, cu_seqlens, IS_VARLEN)
+    bos, L = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
     o_p = tl.arange(0, BW) - W  # [BW] positions -W .. BW-W-1; only the negative ones are state
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < D

@@ -13,20 +13,30 @@ import triton.language as tl
 
 
 @triton.jit
+def token_bounds(i_n, cu_seqlens, T, IS_VARLEN: tl.constexpr):
+    """For sequence ``i_n``: ``(bos, T_n)`` = its first token and its length."""
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T_n = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
+    else:
+        bos = i_n * T
+        T_n = T
+    return bos, T_n
+
+
+@triton.jit
 def chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT: tl.constexpr, IS_VARLEN: tl.constexpr):
     """For grid row ``i_t`` of batch ``i_b``: ``(bos, T_n, i_tc, i_ch)`` = first token of the
     sequence, its length, the chunk index inside the sequence, and the global chunk index."""
     if IS_VARLEN:
         i_n = tl.load(chunk_indices + i_t * 2).to(tl.int64)
         i_tc = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int64)
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        T_n = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
         i_ch = i_t
     else:
+        i_n = i_b
         i_tc = i_t
-        bos = i_b * T
-        T_n = T
         i_ch = i_b * tl.cdiv(T, BT) + i_t
+    bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
     return bos, T_n, i_tc, i_ch
 
 
@@ -34,12 +44,9 @@ def chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT: tl.constexpr, IS_VA
 def sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT: tl.constexpr, IS_VARLEN: tl.constexpr):
     """For sequence ``i_n``: ``(bos, T_n, NT_n, boh)`` = first token, length, number of chunks and
     the global index of its first chunk."""
+    bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
     if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        T_n = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
         boh = tl.load(chunk_offsets + i_n).to(tl.int64)
     else:
-        bos = i_n * T
-        T_n = T
         boh = i_n * tl.cdiv(T, BT)
     return bos, T_n, tl.cdiv(T_n, BT), boh

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 
 from fla.ops.common.chunk import cast_like, chunk_layout
+from fla.ops.common.indexing import token_bounds
 from fla.ops.common.tuning import given_heuristics
 from fla.ops.delta_rule.chunk import chunk_delta_rule_bwd
 from fla.ops.delta_rule.inputs import expand_groups, prepare_delta_call, prepare_qk_beta
@@ -55,12 +56,7 @@ def fused_recurrent_delta_rule_fwd_kernel(
 ):
     i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_n, i_h = i_nh // H, i_nh % H
-    if IS_VARLEN:
-        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-        T_n = tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos
-    else:
-        bos = i_n * T
-        T_n = T
+    bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
 
     o_k = tl.arange(0, BK)  # [BK] the whole key dim
     o_v = i_v * BV + tl.arange(0, BV)  # [BV]
