@@ -39,21 +39,26 @@ SEQ_LENS = (2048, 4096, 8192)
 COLUMNS = ("op", "impl", "T", "fwd_ms", "fwdbwd_ms")
 
 
+def fwd_bwd_step(fn):
+    """A callable running ``fn()`` (an op returning ``o`` or ``(o, state)``) and its backward from one
+    fixed random output gradient."""
+    out = fn()
+    grad = torch.randn_like(out[0] if isinstance(out, tuple) else out)
+
+    def step():
+        o = fn()
+        (o[0] if isinstance(o, tuple) else o).backward(grad)
+
+    return step
+
+
 def _time(fn, inputs: list[torch.Tensor]) -> tuple[float, float]:
     """do_bench medians (ms) of ``fn()`` without autograd and of ``fn()`` + backward."""
     from triton.testing import do_bench
 
     with torch.no_grad():
         fwd = do_bench(fn, return_mode="median")
-    out = fn()
-    out = out[0] if isinstance(out, tuple) else out
-    grad = torch.randn_like(out)
-
-    def fwd_bwd():
-        o = fn()
-        (o[0] if isinstance(o, tuple) else o).backward(grad)
-
-    fwdbwd = do_bench(fwd_bwd, grad_to_none=inputs, return_mode="median")
+    fwdbwd = do_bench(fwd_bwd_step(fn), grad_to_none=inputs, return_mode="median")
     return round(float(fwd), 3), round(float(fwdbwd), 3)
 
 

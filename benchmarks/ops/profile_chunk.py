@@ -16,52 +16,43 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
-from benchmarks.ops.bench_chunk import _inputs, _ops
+from benchmarks.ops.bench_chunk import _inputs, _ops, fwd_bwd_step
 
 
-def host_time(fn, inputs, n: int = 20) -> float:
-    """Host ms per fwd+bwd call (python + launches), measured while a long kernel keeps the GPU busy."""
-    o = fn()
-    grad = torch.randn_like(o[0] if isinstance(o, tuple) else o)
+def host_time(step, n: int = 20) -> float:
+    """Host ms per fwd+bwd ``step()`` (python + launches), measured while a long kernel keeps the GPU busy."""
     busy = torch.empty(1 << 28, device="cuda")
     torch.cuda.synchronize()
     busy.mul_(1.0).mul_(1.0).mul_(1.0)  # queue ~ms of work so launches never wait on the device
     t0 = time.perf_counter()
     for _ in range(n):
-        o = fn()
-        (o[0] if isinstance(o, tuple) else o).backward(grad)
+        step()
     t1 = time.perf_counter()
     torch.cuda.synchronize()
     return 1e3 * (t1 - t0) / n
 
 
-def kernel_profile(fn, n: int = 5) -> tuple[float, str]:
-    """Summed kernel device ms per fwd+bwd call (no idle gaps) and the profiler's kernel table."""
-    o = fn()
-    grad = torch.randn_like(o[0] if isinstance(o, tuple) else o)
+def kernel_profile(step, n: int = 5) -> tuple[float, str]:
+    """Summed kernel device ms per fwd+bwd ``step()`` (no idle gaps) and the profiler's kernel table."""
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         for _ in range(n):
-            o = fn()
-            (o[0] if isinstance(o, tuple) else o).backward(grad)
+            step()
         torch.cuda.synchronize()
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     busy = sum(e.device_time for e in kernels) / 1e3 / n
     return busy, prof.key_averages().table(sort_by="device_time_total", row_limit=14, max_name_column_width=60)
 
 
-def python_profile(fn, n: int = 50) -> str:
-    """cProfile of ``n`` fwd+bwd calls: where the host time goes (top functions by own time)."""
+def python_profile(step, n: int = 50) -> str:
+    """cProfile of ``n`` fwd+bwd ``step()`` calls: where the host time goes (top functions by own time)."""
     import cProfile
     import io
     import pstats
 
-    o = fn()
-    grad = torch.randn_like(o[0] if isinstance(o, tuple) else o)
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(n):
-        o = fn()
-        (o[0] if isinstance(o, tuple) else o).backward(grad)
+        step()
     prof.disable()
     torch.cuda.synchronize()
     out = io.StringIO()
@@ -83,23 +74,16 @@ def main() -> None:
         op, gate = ops[name]
         for T in args.T:
             ts = _inputs(T, gate)
-            fn = lambda op=op, ts=ts: op(*ts)  # noqa: E731
-            o = fn()
-            grad = torch.randn_like(o[0] if isinstance(o, tuple) else o)
-
-            def fwd_bwd(fn=fn, grad=grad):
-                o = fn()
-                (o[0] if isinstance(o, tuple) else o).backward(grad)
-
-            eager = do_bench(fwd_bwd, grad_to_none=ts, return_mode="median")
-            busy, table = kernel_profile(fn)
-            host = host_time(fn, ts)
+            step = fwd_bwd_step(lambda op=op, ts=ts: op(*ts))
+            eager = do_bench(step, grad_to_none=ts, return_mode="median")
+            busy, table = kernel_profile(step)
+            host = host_time(step)
             lines.append(f"| {name} | {T} | {eager:.3f} | {busy:.3f} | {host:.3f} |")
             print(lines[-1], flush=True)
             if args.tables:
                 print(f"\n### {name} T={T}\n", table, flush=True)
             if args.cprofile:
-                print(f"\n### host profile {name} T={T}\n", python_profile(fn), flush=True)
+                print(f"\n### host profile {name} T={T}\n", python_profile(step), flush=True)
     table = "\n".join(lines) + "\n"
     print(table)
     if args.out:
