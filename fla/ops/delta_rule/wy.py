@@ -30,29 +30,15 @@ SUB_BLOCK = 16  # rows of the diagonal blocks inverted by forward substitution
 
 
 @triton.jit
-def _scores(
-    k,
-    beta,
-    G,
-    o_ra,
-    m_a,
-    o_rb,
-    m_b,
-    K,
-    BC: tl.constexpr,
-    BK: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
-    USE_G: tl.constexpr,
-):
-    """``A_ab = beta_a exp(G_a - G_b) k_a.k_b`` for row sets ``a``, ``b`` (token-head rows ``o_r*``, valid
-    ``m_*``), ``[BC, BC]`` fp32; invalid rows/columns are 0 (and never exponentiated)."""
-    b_kk = tl.zeros([BC, BC], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)  # [BK]
-        m_k = o_k < K
-        b_ka = tl.load(k + o_ra[:, None] * K + o_k[None, :], mask=m_a[:, None] & m_k[None, :], other=0.0)
-        b_kbt = tl.load(k + o_rb[None, :] * K + o_k[:, None], mask=m_k[:, None] & m_b[None, :], other=0.0)
-        b_kk += tl.dot(b_ka.to(tl.float32), b_kbt.to(tl.float32), input_precision=DOT_PRECISION)
+def _rows(x, o_r, m_r, o_c, m_c, C):
+    """Rows ``o_r`` (valid ``m_r``) and columns ``o_c`` (valid ``m_c``) of a ``[rows, C]`` tensor, fp32, 0 outside."""
+    return tl.load(x + o_r[:, None] * C + o_c[None, :], mask=m_r[:, None] & m_c[None, :], other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _scores(b_kk, beta, G, o_ra, m_a, o_rb, m_b, USE_G: tl.constexpr):
+    """``A_ab = beta_a exp(G_a - G_b) k_a.k_b`` from ``b_kk = k_a k_b^T`` for row sets ``a``, ``b`` (token-head
+    rows ``o_r*``, valid ``m_*``), ``[BC, BC]`` fp32; invalid rows/columns are 0 (and never exponentiated)."""
     m_ab = m_a[:, None] & m_b[None, :]
     b_beta = tl.load(beta + o_ra, mask=m_a, other=0.0).to(tl.float32)
     if USE_G:
@@ -114,16 +100,38 @@ def chunk_delta_solve_kernel(
     o_r2, o_r3 = (bos + o_t2) * H + i_h, (bos + o_t3) * H + i_h
     m_strict = o_c[:, None] > o_c[None, :]
 
-    a00 = tl.where(m_strict, _scores(k, beta, G, o_r0, m_0, o_r0, m_0, K, BC, BK, DOT_PRECISION, USE_G), 0.0)
-    a11 = tl.where(m_strict, _scores(k, beta, G, o_r1, m_1, o_r1, m_1, K, BC, BK, DOT_PRECISION, USE_G), 0.0)
-    a22 = tl.where(m_strict, _scores(k, beta, G, o_r2, m_2, o_r2, m_2, K, BC, BK, DOT_PRECISION, USE_G), 0.0)
-    a33 = tl.where(m_strict, _scores(k, beta, G, o_r3, m_3, o_r3, m_3, K, BC, BK, DOT_PRECISION, USE_G), 0.0)
-    a10 = _scores(k, beta, G, o_r1, m_1, o_r0, m_0, K, BC, BK, DOT_PRECISION, USE_G)
-    a20 = _scores(k, beta, G, o_r2, m_2, o_r0, m_0, K, BC, BK, DOT_PRECISION, USE_G)
-    a21 = _scores(k, beta, G, o_r2, m_2, o_r1, m_1, K, BC, BK, DOT_PRECISION, USE_G)
-    a30 = _scores(k, beta, G, o_r3, m_3, o_r0, m_0, K, BC, BK, DOT_PRECISION, USE_G)
-    a31 = _scores(k, beta, G, o_r3, m_3, o_r1, m_1, K, BC, BK, DOT_PRECISION, USE_G)
-    a32 = _scores(k, beta, G, o_r3, m_3, o_r2, m_2, K, BC, BK, DOT_PRECISION, USE_G)
+    # k_I k_J^T for the blocks on and below the diagonal, each k tile loaded once
+    kk00, kk11 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
+    kk22, kk33 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
+    kk10, kk20 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
+    kk21, kk30 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
+    kk31, kk32 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)  # [BK]
+        m_k = o_k < K
+        b_k0, b_k1 = _rows(k, o_r0, m_0, o_k, m_k, K), _rows(k, o_r1, m_1, o_k, m_k, K)  # [BC, BK]
+        b_k2, b_k3 = _rows(k, o_r2, m_2, o_k, m_k, K), _rows(k, o_r3, m_3, o_k, m_k, K)
+        b_k0t, b_k1t, b_k2t = tl.trans(b_k0), tl.trans(b_k1), tl.trans(b_k2)  # [BK, BC]
+        kk00 += tl.dot(b_k0, b_k0t, input_precision=DOT_PRECISION)
+        kk11 += tl.dot(b_k1, b_k1t, input_precision=DOT_PRECISION)
+        kk22 += tl.dot(b_k2, b_k2t, input_precision=DOT_PRECISION)
+        kk33 += tl.dot(b_k3, tl.trans(b_k3), input_precision=DOT_PRECISION)
+        kk10 += tl.dot(b_k1, b_k0t, input_precision=DOT_PRECISION)
+        kk20 += tl.dot(b_k2, b_k0t, input_precision=DOT_PRECISION)
+        kk21 += tl.dot(b_k2, b_k1t, input_precision=DOT_PRECISION)
+        kk30 += tl.dot(b_k3, b_k0t, input_precision=DOT_PRECISION)
+        kk31 += tl.dot(b_k3, b_k1t, input_precision=DOT_PRECISION)
+        kk32 += tl.dot(b_k3, b_k2t, input_precision=DOT_PRECISION)
+    a00 = tl.where(m_strict, _scores(kk00, beta, G, o_r0, m_0, o_r0, m_0, USE_G), 0.0)
+    a11 = tl.where(m_strict, _scores(kk11, beta, G, o_r1, m_1, o_r1, m_1, USE_G), 0.0)
+    a22 = tl.where(m_strict, _scores(kk22, beta, G, o_r2, m_2, o_r2, m_2, USE_G), 0.0)
+    a33 = tl.where(m_strict, _scores(kk33, beta, G, o_r3, m_3, o_r3, m_3, USE_G), 0.0)
+    a10 = _scores(kk10, beta, G, o_r1, m_1, o_r0, m_0, USE_G)
+    a20 = _scores(kk20, beta, G, o_r2, m_2, o_r0, m_0, USE_G)
+    a21 = _scores(kk21, beta, G, o_r2, m_2, o_r1, m_1, USE_G)
+    a30 = _scores(kk30, beta, G, o_r3, m_3, o_r0, m_0, USE_G)
+    a31 = _scores(kk31, beta, G, o_r3, m_3, o_r1, m_1, USE_G)
+    a32 = _scores(kk32, beta, G, o_r3, m_3, o_r2, m_2, USE_G)
 
     t00, t11 = _unit_lower_inverse(a00, BC), _unit_lower_inverse(a11, BC)
     t22, t33 = _unit_lower_inverse(a22, BC), _unit_lower_inverse(a33, BC)
