@@ -10,10 +10,10 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 import fla  # noqa: F401  (registers the Auto* classes)
 from fla.models import TransformerConfig, TransformerForCausalLM, TransformerModel
+from tests.fla.models.linear_lm_checks import V, greedy_by_full_forward, ids, padded_batches
 from tests.harness import DEVICE, assert_close, tol
 
 ROOT = Path(__file__).resolve().parents[3]
-V = 101
 RATIO = tol(torch.float32, 20)
 
 
@@ -34,10 +34,6 @@ def tiny_config(**kw):
 def make_model(seed=0, **kw):
     torch.manual_seed(seed)
     return TransformerForCausalLM(tiny_config(**kw)).to(DEVICE)
-
-
-def ids(*shape):
-    return torch.randint(3, V, shape, device=DEVICE)
 
 
 def test_forward_backward_reaches_every_parameter():
@@ -86,23 +82,11 @@ def test_logits_to_keep():
         assert_close("index", full[:, index], model(x, logits_to_keep=index).logits, RATIO)
 
 
-def _batches(lens, side):
-    T = max(lens)
-    seqs = [ids(n) for n in lens]
-    padded = torch.zeros(len(lens), T, dtype=torch.long, device=DEVICE)
-    mask = torch.zeros_like(padded)
-    for b, s in enumerate(seqs):
-        where = slice(T - len(s), T) if side == "left" else slice(0, len(s))
-        padded[b, where], mask[b, where] = s, 1
-    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
-    return seqs, padded, mask, torch.cat(seqs)[None], cu
-
-
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padded_equals_varlen_equals_each_sequence(side):
     model = make_model(window_size=6, qk_norm=True).train()
     lens = [7, 1, 12]
-    seqs, padded, mask, packed, cu = _batches(lens, side)
+    seqs, padded, mask, packed, cu = padded_batches(lens, side)
     out_pad = model(padded, attention_mask=mask).logits
     out_var = model(packed, cu_seqlens=cu).logits[0]
     weights = torch.randn(sum(lens), V, device=DEVICE)
@@ -118,33 +102,16 @@ def test_padded_equals_varlen_equals_each_sequence(side):
         assert_close(f"d{name}", a, b, RATIO)
 
 
-def _greedy_by_full_forward(model, x, mask, steps, pad_token_id=0):
-    """Greedy continuation recomputing the whole (left-padded) batch every step, no cache.
-
-    Like ``generate``, a row that has produced ``eos_token_id`` continues with ``pad_token_id``.
-    """
-    logits = []
-    done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    for _ in range(steps):
-        last = model(x, attention_mask=mask, use_cache=False).logits[:, -1]
-        logits.append(last)
-        nxt = torch.where(done, pad_token_id, last.argmax(-1))
-        done |= nxt == model.config.eos_token_id
-        x = torch.cat([x, nxt[:, None]], 1)
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
-    return x, logits
-
-
 @pytest.mark.parametrize("kw", [dict(), dict(window_size=4, qk_norm=True, num_kv_heads=1)], ids=["full", "window"])
 def test_generate_greedy_matches_full_forward(kw):
     model = make_model(**kw).eval()
-    _, padded, mask, _, _ = _batches([6, 2, 9], "left")
+    _, padded, mask, _, _ = padded_batches([6, 2, 9], "left")
     with torch.no_grad():
         gen = model.generate(
             padded, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0,
             return_dict_in_generate=True, output_logits=True,
         )  # fmt: skip
-        ref_seq, ref_logits = _greedy_by_full_forward(model, padded, mask, 6)
+        ref_seq, ref_logits = greedy_by_full_forward(model, padded, mask, 6)
         assert torch.equal(gen.sequences, ref_seq)
         for step, (a, b) in enumerate(zip(ref_logits, gen.logits)):
             assert_close(f"logits step {step}", a, b, RATIO)
@@ -155,7 +122,7 @@ def test_generate_greedy_matches_full_forward(kw):
 
 def test_generate_sampling_and_beam_search():
     model = make_model().eval()
-    _, padded, mask, _, _ = _batches([5, 3], "left")
+    _, padded, mask, _, _ = padded_batches([5, 3], "left")
     kw = dict(attention_mask=mask, max_new_tokens=5, pad_token_id=0)
     with torch.no_grad():
         greedy = model.generate(padded, do_sample=False, **kw)
