@@ -180,9 +180,11 @@ def _ops(impl: str) -> dict:
     }
 
 
-def rows_for(impl: str, seq_lens) -> list[dict]:
+def rows_for(impl: str, seq_lens, names: list[str] | None = None) -> list[dict]:
     rows = []
     for name, (op, gate) in _ops(impl).items():
+        if names and name not in names:
+            continue
         for T in seq_lens:
             ts = _inputs(T, gate)
             try:
@@ -193,7 +195,7 @@ def rows_for(impl: str, seq_lens) -> list[dict]:
             print(f"[bench_chunk] {rows[-1]}", file=sys.stderr, flush=True)  # progress: a timeout keeps the rows so far
             del ts
             torch.cuda.empty_cache()
-    return rows + decode_rows(impl)
+    return rows + (decode_rows(impl) if not names or any(n.startswith("decode") for n in names) else [])
 
 
 def sdpa_rows(seq_lens) -> list[dict]:
@@ -205,10 +207,11 @@ def sdpa_rows(seq_lens) -> list[dict]:
     return rows
 
 
-def fla_rows(fla_path: str, seq_lens) -> list[dict]:
+def fla_rows(fla_path: str, seq_lens, names: list[str] | None = None) -> list[dict]:
     """Run this file as ``--worker fla`` with ``fla_path`` first on the path, outside the repository."""
     env = {**os.environ, "PYTHONPATH": fla_path}
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "fla", "--T", *map(str, seq_lens)]
+    cmd += ["--ops", *names] if names else []
     with tempfile.TemporaryDirectory() as cwd:
         done = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, text=True)  # its progress -> our stderr
     if done.returncode != 0:
@@ -235,16 +238,17 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the markdown table here")
     parser.add_argument("--T", type=int, nargs="*", default=list(SEQ_LENS), help="sequence lengths")
     parser.add_argument("--fla-path", default=None, help="directory holding fla 0.6.0 (pip install --target)")
+    parser.add_argument("--ops", nargs="*", default=None, help="only these ops ('decode' for the decode rows)")
     parser.add_argument("--worker", choices=["fla"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_chunk needs a CUDA device")
     if args.worker == "fla":
-        print(json.dumps(rows_for("fla", args.T)))
+        print(json.dumps(rows_for("fla", args.T, args.ops)))
         return
-    rows = rows_for("ours", args.T) + sdpa_rows(args.T)
+    rows = rows_for("ours", args.T, args.ops) + (sdpa_rows(args.T) if not args.ops else [])
     if args.fla_path:
-        rows += fla_rows(args.fla_path, args.T)
+        rows += fla_rows(args.fla_path, args.T, args.ops)
     rows.sort(key=lambda r: (r["op"], r["T"], r["impl"]))
     table = to_markdown(rows, "python -m benchmarks.ops.bench_chunk " + " ".join(sys.argv[1:]))
     print(table)

@@ -66,9 +66,15 @@ def main() -> None:
     parser.add_argument("--T", type=int, nargs="*", default=[2048, 8192])
     parser.add_argument("--tables", action="store_true", help="also print the profiler kernel tables")
     parser.add_argument("--cprofile", action="store_true", help="also print a cProfile of the host side")
+    parser.add_argument(
+        "--impl",
+        choices=["ours", "fla"],
+        default="ours",
+        help="fla: profile fla 0.6.0 (run from outside the repo with its folder first on PYTHONPATH)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    ops = _ops("ours")
+    ops = _ops(args.impl)
     lines = ["| op | T | do_bench fwd+bwd ms | kernels fwd+bwd ms | host ms/call |", "|---|---|---|---|---|"]
     for name in args.ops:
         op, gate = ops[name]
