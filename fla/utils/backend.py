@@ -72,7 +72,8 @@ def select_backend(*tensors: torch.Tensor | None) -> Backend:
     Args:
         tensors: the op's tensor inputs (``None`` entries are ignored).
     Returns:
-        ``"triton"`` for CUDA tensors (or when forced), ``"torch"`` otherwise.
+        ``"triton"`` for CUDA tensors (or when forced), ``"torch"`` otherwise, and for float64 inputs
+        (the kernels compute in fp32 at most: float64 is the reference precision the PyTorch path keeps).
     """
     forced = _forced()
     if forced is not None:
@@ -81,6 +82,8 @@ def select_backend(*tensors: torch.Tensor | None) -> Backend:
                 "backend 'triton' was forced for CPU tensors but TRITON_INTERPRET=1 was not set before fla was imported"
             )
         return forced
+    if any(t is not None and t.dtype == torch.float64 for t in tensors):
+        return "torch"
     return "triton" if any(t is not None and t.is_cuda for t in tensors) else "torch"
 
 

@@ -313,12 +313,12 @@ def chunk_bwd_dqkwg(
     g: torch.Tensor | None = None,
     want_dg: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """:func:`chunk_bwd_dqkg` (scalar gates or none) plus ``dw = -dv h^T`` ``[B, T, H, K]`` float32:
+    """:func:`chunk_bwd_dqkg` (scalar gates or none) plus ``dw = -dv h^T`` ``[B, T, H, K]`` (``k.dtype``):
     the gradient of ``w`` when the chunk's values are ``v = u - w h`` (the delta rule's new values,
     ``dv`` their gradient ``[B, T, H, V]``).
 
     Returns:
-        ``dq, dk`` (input dtypes), ``dw`` float32 and ``dL/dG`` ``[B, T, H]`` float32 (or ``None``).
+        ``dq, dk, dw`` (input dtypes) and ``dL/dG`` ``[B, T, H]`` float32 (or ``None``).
     """
     return _launch_dqkg(q, k, v, h, do, dh, dv, layout, scale, g, None, None, None, want_dg, torch.float32)
 
@@ -331,7 +331,7 @@ def _launch_dqkg(q, k, v, h, do, dh, dv, layout: ChunkLayout, scale, g, gk, dq_i
     BK, BV = block_size(K), block_size(V)
     NK = cdiv(K, BK)
     dq, dk = empty(B, T, H, K, dtype=q.dtype, device=q.device), empty(B, T, H, K, dtype=k.dtype, device=k.device)
-    dw = None if dv is None else empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    dw = None if dv is None else empty(B, T, H, K, dtype=k.dtype, device=q.device)
     dg = None
     if want_dg:
         if gk is not None:

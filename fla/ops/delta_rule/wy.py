@@ -23,7 +23,7 @@ import triton.language as tl
 
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
-from fla.ops.common.tuning import block_size, dot_precision, given_heuristics
+from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
 
 SUB_BLOCK = 16  # rows of the diagonal blocks inverted by forward substitution
@@ -31,8 +31,9 @@ SUB_BLOCK = 16  # rows of the diagonal blocks inverted by forward substitution
 
 @triton.jit
 def _rows(x, o_r, m_r, o_c, m_c, C):
-    """Rows ``o_r`` (valid ``m_r``) and columns ``o_c`` (valid ``m_c``) of a ``[rows, C]`` tensor, fp32, 0 outside."""
-    return tl.load(x + o_r[:, None] * C + o_c[None, :], mask=m_r[:, None] & m_c[None, :], other=0.0).to(tl.float32)
+    """Rows ``o_r`` (valid ``m_r``) and columns ``o_c`` (valid ``m_c``) of a ``[rows, C]`` tensor, 0 outside
+    (in its dtype: ``k k^T`` of bf16/fp16 keys is exact with fp32 accumulation)."""
+    return tl.load(x + o_r[:, None] * C + o_c[None, :], mask=m_r[:, None] & m_c[None, :], other=0.0)
 
 
 @triton.jit
@@ -69,6 +70,7 @@ def _mm(a, b):
 
 
 @given_heuristics(USE_G="G", IS_VARLEN="cu_seqlens")
+@triton.autotune(autotune_configs(warps=(1, 2, 4), stages=(1, 2)), key=["H", "K", "BK", "USE_G", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
 def chunk_delta_solve_kernel(
     k,
@@ -165,6 +167,7 @@ def chunk_delta_solve_kernel(
 
 
 @given_heuristics(USE_G="G", IS_VARLEN="cu_seqlens")
+@triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
 def chunk_delta_wy_fwd_kernel(
     k,
@@ -187,7 +190,8 @@ def chunk_delta_wy_fwd_kernel(
     USE_G: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
-    # one program per chunk and head: w = Tm (beta exp(G) k), u = Tm (beta v)
+    # one program per chunk and head: w = Tm (beta exp(G) k), u = Tm (beta v), the products in the
+    # input dtype with fp32 accumulation (w and u are stored in it)
     i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
@@ -202,20 +206,23 @@ def chunk_delta_wy_fwd_kernel(
         b_g = tl.load(G + o_row, mask=m_t, other=0.0).to(tl.float32)  # [BT]
         b_scale = b_beta * tl.exp(b_g)
     b_tm = tl.load(Tm + o_row[:, None] * BT + o_i[None, :], mask=m_t[:, None], other=0.0)  # [BT, BT]
+    b_tm = b_tm.to(k.dtype.element_ty)
 
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)  # [BK]
         m_k = m_t[:, None] & (o_k < K)[None, :]
         p_k = o_row[:, None] * K + o_k[None, :]  # [BT, BK]
-        b_k = tl.load(k + p_k, mask=m_k, other=0.0).to(tl.float32) * b_scale[:, None]
+        b_k = tl.load(k + p_k, mask=m_k, other=0.0)
+        b_k = (b_k * b_scale[:, None]).to(b_k.dtype)
         b_w = tl.dot(b_tm, b_k, input_precision=DOT_PRECISION)  # [BT, BK]
         tl.store(w + p_k, b_w.to(w.dtype.element_ty), mask=m_k)
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)  # [BV]
         m_v = m_t[:, None] & (o_v < V)[None, :]
         p_v = o_row[:, None] * V + o_v[None, :]  # [BT, BV]
-        b_v = tl.load(v + p_v, mask=m_v, other=0.0).to(tl.float32) * b_beta[:, None]
-        b_u = tl.dot(b_tm, b_v, input_precision=DOT_PRECISION)  # [BT, BV]
+        b_v = tl.load(v + p_v, mask=m_v, other=0.0)
+        b_v = (b_v * b_beta[:, None]).to(b_v.dtype)
+        b_u = tl.dot(b_tm.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)  # [BT, BV]
         tl.store(u + p_v, b_u.to(u.dtype.element_ty), mask=m_v)
 
 

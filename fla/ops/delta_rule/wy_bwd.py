@@ -15,7 +15,11 @@ Hence ``dKb = Tm^T dw``, ``dVb = Tm^T du``, ``dTm = dw Kb^T + du Vb^T`` and, as
     dG_i  = sum_k dKb_i Kb_i + sum_j (dA * A)_ij - sum_j (dA * A)_ji
 
 ``M^T`` and ``dA^T`` are formed by their own products (``Tm dTm^T Tm``) and ``Tm^T`` is loaded
-transposed: no ``tl.trans`` of a ``tl.dot`` result.
+transposed: no ``tl.trans`` of a ``tl.dot`` result (that pattern miscompiles on Hopper with triton
+3.4 - 3.7.0). The ``[BT, BK]`` / ``[BT, BV]`` tile products take their operands in the input dtype
+with fp32 accumulation (bf16 products of bf16 data are exact); the ``[BT, BT]`` chain for ``dA`` is fp32.
+No ``k k^T`` is formed: the ``dbeta`` and ``dG`` terms of ``dA * A`` are row sums of ``k * (N k)`` and
+``k * (M^T k)`` (``N = dA * E``), which the ``dk`` products give anyway.
 """
 
 from __future__ import annotations
@@ -74,70 +78,75 @@ def chunk_delta_wy_bwd_kernel(
     if USE_G:
         b_g = tl.load(G + o_row, mask=m_t, other=0.0).to(tl.float32)  # [BT]
         b_e = tl.exp(b_g)  # [BT]
-        b_E = tl.exp(tl.where(m_strict, b_g[:, None] - b_g[None, :], float("-inf")))  # [BT, BT]
-        b_Et = tl.exp(tl.where(m_strict_t, b_g[None, :] - b_g[:, None], float("-inf")))  # [BT, BT] E^T
     else:
         b_e = tl.full([BT], 1.0, dtype=tl.float32)
-        b_E = tl.where(m_strict, 1.0, 0.0)
-        b_Et = tl.where(m_strict_t, 1.0, 0.0)
     b_scale = b_beta * b_e  # [BT] row factor of Kb
-    # Tm^T: b_tmt[j, i] = Tm[i, j] (rows past the end load as 0: their dw, du rows are 0 too)
-    b_tmt = tl.load(Tm + o_row[None, :] * BT + o_i[:, None], mask=m_t[None, :], other=0.0)  # [BT, BT]
+    # Tm^T: b_tmt[j, i] = Tm[i, j] (rows past the end load as 0: their dw, du rows are 0 too); the
+    # [BT, B*] tile products take it in the input dtype (fp32 accumulation), as they take k, v, dw, du
+    p_tmt = Tm + o_row[None, :] * BT + o_i[:, None]
+    b_tmt = tl.load(p_tmt, mask=m_t[None, :], other=0.0).to(k.dtype.element_ty)  # [BT, BT]
 
     b_dtm = tl.zeros([BT, BT], dtype=tl.float32)  # dTm = dw Kb^T + du Vb^T
     b_dtmt = tl.zeros([BT, BT], dtype=tl.float32)  # dTm^T, by its own products
-    b_kk = tl.zeros([BT, BT], dtype=tl.float32)  # k k^T (symmetric)
     b_dbeta = tl.zeros([BT], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)  # [BK]
-        m_tk = m_t[:, None] & (o_k < K)[None, :]
-        p_tk = o_row[:, None] * K + o_k[None, :]  # [BT, BK]
-        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0).to(tl.float32)  # [BT, BK]
-        b_dw = tl.load(dw + p_tk, mask=m_tk, other=0.0).to(tl.float32)  # [BT, BK]
-        b_kb = b_k * b_scale[:, None]
-        b_dtm += tl.dot(b_dw, tl.trans(b_kb), input_precision=DOT_PRECISION)
-        b_dtmt += tl.dot(b_kb, tl.trans(b_dw), input_precision=DOT_PRECISION)
-        b_kk += tl.dot(b_k, tl.trans(b_k), input_precision=DOT_PRECISION)
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)  # [BV]
         m_tv = m_t[:, None] & (o_v < V)[None, :]
         p_tv = o_row[:, None] * V + o_v[None, :]  # [BT, BV]
-        b_v = tl.load(v + p_tv, mask=m_tv, other=0.0).to(tl.float32)  # [BT, BV]
-        b_du = tl.load(du + p_tv, mask=m_tv, other=0.0).to(tl.float32)  # [BT, BV]
-        b_vb = b_v * b_beta[:, None]
+        b_v = tl.load(v + p_tv, mask=m_tv, other=0.0)  # [BT, BV]
+        b_du = tl.load(du + p_tv, mask=m_tv, other=0.0).to(b_v.dtype)  # [BT, BV]
+        b_vb = (b_v * b_beta[:, None]).to(b_v.dtype)
         b_dtm += tl.dot(b_du, tl.trans(b_vb), input_precision=DOT_PRECISION)
         b_dtmt += tl.dot(b_vb, tl.trans(b_du), input_precision=DOT_PRECISION)
-        b_dvb = tl.dot(b_tmt, b_du, input_precision=DOT_PRECISION)  # [BT, BV] Tm^T du
+        b_dvb = tl.dot(b_tmt.to(b_du.dtype), b_du, input_precision=DOT_PRECISION)  # [BT, BV] Tm^T du
         tl.store(dv + p_tv, (b_dvb * b_beta[:, None]).to(dv.dtype.element_ty), mask=m_tv)
-        b_dbeta += tl.sum(b_dvb * b_v, axis=1)
+        b_dbeta += tl.sum(b_dvb * b_v.to(tl.float32), axis=1)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)  # [BK]
+        m_tk = m_t[:, None] & (o_k < K)[None, :]
+        p_tk = o_row[:, None] * K + o_k[None, :]  # [BT, BK]
+        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0)  # [BT, BK]
+        b_dw = tl.load(dw + p_tk, mask=m_tk, other=0.0).to(b_k.dtype)  # [BT, BK]
+        b_kb = (b_k * b_scale[:, None]).to(b_k.dtype)
+        b_dtm += tl.dot(b_dw, tl.trans(b_kb), input_precision=DOT_PRECISION)
+        b_dtmt += tl.dot(b_kb, tl.trans(b_dw), input_precision=DOT_PRECISION)
 
-    b_tm = tl.load(Tm + o_row[:, None] * BT + o_i[None, :], mask=m_t[:, None], other=0.0)  # [BT, BT]
-    b_dA = tl.dot(tl.dot(b_tmt, b_dtm, input_precision=DOT_PRECISION), b_tmt, input_precision=DOT_PRECISION)
-    b_dA = tl.where(m_strict, -b_dA, 0.0)  # [BT, BT] dL/dA
-    b_dAt = tl.dot(tl.dot(b_tm, b_dtmt, input_precision=DOT_PRECISION), b_tm, input_precision=DOT_PRECISION)
-    b_dAt = tl.where(m_strict_t, -b_dAt, 0.0)  # [BT, BT] (dL/dA)^T
-    b_dAE = b_dA * b_E * b_kk  # dA * E * (k k^T) = dA * A / beta_i
-    b_dbeta += tl.sum(b_dAE, axis=1)
-    b_M = b_dA * b_E * b_beta[:, None]  # [BT, BT]
-    b_Mt = b_dAt * b_Et * b_beta[None, :]  # [BT, BT] M^T
+    # dA = -Tm^T dTm Tm^T: the [BT, BT] chain stays in fp32 (reloaded, not kept live across the loops)
+    b_tmt32 = tl.load(p_tmt, mask=m_t[None, :], other=0.0)  # [BT, BT]
+    b_dA = tl.dot(tl.dot(b_tmt32, b_dtm, input_precision=DOT_PRECISION), b_tmt32, input_precision=DOT_PRECISION)
+    b_tm32 = tl.load(Tm + o_row[:, None] * BT + o_i[None, :], mask=m_t[:, None], other=0.0)  # [BT, BT]
+    b_dAt = tl.dot(tl.dot(b_tm32, b_dtmt, input_precision=DOT_PRECISION), b_tm32, input_precision=DOT_PRECISION)
+    # with N = dA * E (dL/d(beta_i k_i.k_j)), M = diag(beta) N: M k = beta * (N k) and, as
+    # (dA * A)_ij = M_ij k_i.k_j, its row sums are beta_i k_i.(N k)_i and its column sums k_j.(M^T k)_j
     if USE_G:
-        b_Q = b_dAE * b_beta[:, None]  # dA * A
-        b_dG = tl.sum(b_Q, axis=1) - tl.sum(b_Q, axis=0)  # [BT]
+        b_E = tl.exp(tl.where(m_strict, b_g[:, None] - b_g[None, :], float("-inf")))  # [BT, BT]
+        b_Et = tl.exp(tl.where(m_strict_t, b_g[None, :] - b_g[:, None], float("-inf")))  # [BT, BT] E^T
+    else:
+        b_E = tl.where(m_strict, 1.0, 0.0)
+        b_Et = tl.where(m_strict_t, 1.0, 0.0)
+    b_N = tl.where(m_strict, -b_dA * b_E, 0.0).to(k.dtype.element_ty)  # [BT, BT]
+    b_Mt = tl.where(m_strict_t, -b_dAt * b_Et * b_beta[None, :], 0.0).to(k.dtype.element_ty)  # [BT, BT] M^T
+    if USE_G:
+        b_dG = tl.zeros([BT], dtype=tl.float32)
 
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)  # [BK]
         m_tk = m_t[:, None] & (o_k < K)[None, :]
         p_tk = o_row[:, None] * K + o_k[None, :]  # [BT, BK]
-        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0).to(tl.float32)  # [BT, BK]
-        b_dw = tl.load(dw + p_tk, mask=m_tk, other=0.0).to(tl.float32)  # [BT, BK]
+        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0)  # [BT, BK]
+        b_dw = tl.load(dw + p_tk, mask=m_tk, other=0.0).to(b_k.dtype)  # [BT, BK]
         b_dkb = tl.dot(b_tmt, b_dw, input_precision=DOT_PRECISION)  # [BT, BK] Tm^T dw
-        b_dk = tl.load(dk_in + p_tk, mask=m_tk, other=0.0).to(tl.float32) + b_dkb * b_scale[:, None]
-        b_dk += tl.dot(b_M, b_k, input_precision=DOT_PRECISION) + tl.dot(b_Mt, b_k, input_precision=DOT_PRECISION)
+        b_nk = tl.dot(b_N, b_k, input_precision=DOT_PRECISION)  # [BT, BK] N k
+        b_mtk = tl.dot(b_Mt, b_k, input_precision=DOT_PRECISION)  # [BT, BK] M^T k
+        b_dk = tl.load(dk_in + p_tk, mask=m_tk, other=0.0).to(tl.float32)
+        b_dk += b_dkb * b_scale[:, None] + b_nk * b_beta[:, None] + b_mtk
         tl.store(dk + p_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
-        b_dkbk = tl.sum(b_dkb * b_k, axis=1)  # [BT] k . dKb
-        b_dbeta += b_dkbk * b_e
+        b_kf = b_k.to(tl.float32)
+        b_dkbk = tl.sum(b_dkb * b_kf, axis=1)  # [BT] k . dKb
+        b_nkk = tl.sum(b_nk * b_kf, axis=1)  # [BT] sum_j N_ij k_i.k_j
+        b_dbeta += b_dkbk * b_e + b_nkk
         if USE_G:
-            b_dG += b_dkbk * b_scale
+            b_dG += b_dkbk * b_scale + b_beta * b_nkk - tl.sum(b_mtk * b_kf, axis=1)
     tl.store(dbeta + o_row, b_dbeta, mask=m_t)
     if USE_G:
         tl.store(dG + o_row, b_dG, mask=m_t)

