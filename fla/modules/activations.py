@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from fla.utils import Backend, check_dtype, check_same_device, check_same_shape, check_shape, empty_like, select_backend
+from fla.utils.autocast import autocast_state, backward_autocast
 from fla.utils.sizes import cdiv
 
 _BLOCK = 1024
@@ -136,6 +137,7 @@ class SwiGLULinearFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate, up, weight, bias):
         ctx.backend = select_backend(gate, up)
+        ctx.autocast = autocast_state(gate.device)  # F.linear below is autocast; so is the backward's
         ctx.save_for_backward(gate, up, weight)
         ctx.has_bias = bias is not None
         return F.linear(swiglu_fwd(gate, up, ctx.backend), weight, bias)
@@ -144,13 +146,14 @@ class SwiGLULinearFunction(torch.autograd.Function):
     def backward(ctx, do: torch.Tensor):
         gate, up, weight = ctx.saved_tensors
         do2 = do.reshape(-1, do.shape[-1])
-        y2 = swiglu_fwd(gate, up, ctx.backend).reshape(-1, gate.shape[-1])  # recomputed, [M, I]
-        dweight = do2.t().mm(y2) if ctx.needs_input_grad[2] else None
-        dbias = do2.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
-        dgate = dup = None
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            dy = do2.mm(weight).reshape(gate.shape)
-            dgate, dup = swiglu_bwd(gate, up, dy, ctx.backend)
+        with backward_autocast(gate.device, ctx.autocast):  # autograd casts each grad to its input's dtype
+            y2 = swiglu_fwd(gate, up, ctx.backend).reshape(-1, gate.shape[-1])  # recomputed, [M, I]
+            dweight = do2.t().mm(y2) if ctx.needs_input_grad[2] else None
+            dbias = do2.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
+            dgate = dup = None
+            if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+                dy = do2.mm(weight).reshape(gate.shape)
+                dgate, dup = swiglu_bwd(gate, up, dy.to(gate.dtype), ctx.backend)
         return dgate, dup, dweight, dbias
 
 

@@ -79,6 +79,29 @@ def test_swiglu_linear_matches_reference(backend, dtype, with_bias):
     assert_grads_close(inputs, refs, out, ref, torch.randn_like(ref), tol(dtype, 2))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gated_mlp_under_autocast_matches_unfused(backend):
+    """fp32 weights under autocast bf16 (the plain HF training loop): the fused backward runs under the
+    forward's autocast (it failed with 'BFloat16 != float') and matches the unfused MLP's gradients."""
+    torch.manual_seed(0)
+    fused = GatedMLP(64, intermediate_size=96, fuse_swiglu=True).to(DEVICE)
+    plain = GatedMLP(64, intermediate_size=96, fuse_swiglu=False).to(DEVICE)
+    plain.load_state_dict(fused.state_dict())
+    x = make(2, 33, 64, dtype=torch.float32, scale=1.0)
+    x_plain = x.detach().clone().requires_grad_()
+    dy = torch.randn(2, 33, 64, device=DEVICE)
+    with using(backend), torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        y, y_plain = fused(x), plain(x_plain)
+    assert y.dtype == y_plain.dtype == torch.bfloat16
+    (y.float() * dy).sum().backward()
+    (y_plain.float() * dy).sum().backward()
+    assert_close("y", y_plain, y, tol(torch.bfloat16))
+    assert_close("dx", x_plain.grad, x.grad, tol(torch.bfloat16, 2))
+    for (name, p), q in zip(fused.named_parameters(), plain.parameters()):
+        assert p.grad.dtype == torch.float32, f"{name}: grad dtype {p.grad.dtype}"
+        assert_close(f"d{name}", q.grad, p.grad, tol(torch.bfloat16, 2))
+
+
 @pytest.mark.parametrize("fuse_swiglu", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("backend", BACKENDS)
