@@ -34,6 +34,27 @@ from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, g
 from fla.utils import empty
 
 
+@triton.jit
+def _tile_and_grad(x, dx, o_row, m_t, o_c, C):
+    """Columns ``o_c`` of ``x`` and of its gradient ``dx`` at token-head rows ``o_row`` (valid ``m_t``) of
+    ``[rows, C]`` tensors: two ``[BT, BC]`` tiles in ``x``'s dtype, their offsets and mask."""
+    m = m_t[:, None] & (o_c < C)[None, :]
+    p = o_row[:, None] * C + o_c[None, :]
+    b_x = tl.load(x + p, mask=m, other=0.0)
+    return b_x, tl.load(dx + p, mask=m, other=0.0).to(b_x.dtype), p, m
+
+
+@triton.jit
+def _dtm_tile(x, dx, o_row, m_t, o_c, C, row_scale, b_dtm, b_dtmt, DOT_PRECISION: tl.constexpr):
+    """One column tile's terms of ``dTm += dx (s x)^T`` and ``dTm^T += (s x) dx^T`` (``s = row_scale``,
+    ``[BT]``); returns both accumulators and :func:`_tile_and_grad`'s tiles, offsets and mask."""
+    b_x, b_dx, p, m = _tile_and_grad(x, dx, o_row, m_t, o_c, C)
+    b_xs = (b_x * row_scale[:, None]).to(b_x.dtype)
+    b_dtm += tl.dot(b_dx, tl.trans(b_xs), input_precision=DOT_PRECISION)
+    b_dtmt += tl.dot(b_xs, tl.trans(b_dx), input_precision=DOT_PRECISION)
+    return b_dtm, b_dtmt, b_x, b_dx, p, m
+
+
 @given_heuristics(USE_G="G", IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
@@ -91,25 +112,17 @@ def chunk_delta_wy_bwd_kernel(
     b_dbeta = tl.zeros([BT], dtype=tl.float32)
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)  # [BV]
-        m_tv = m_t[:, None] & (o_v < V)[None, :]
-        p_tv = o_row[:, None] * V + o_v[None, :]  # [BT, BV]
-        b_v = tl.load(v + p_tv, mask=m_tv, other=0.0)  # [BT, BV]
-        b_du = tl.load(du + p_tv, mask=m_tv, other=0.0).to(b_v.dtype)  # [BT, BV]
-        b_vb = (b_v * b_beta[:, None]).to(b_v.dtype)
-        b_dtm += tl.dot(b_du, tl.trans(b_vb), input_precision=DOT_PRECISION)
-        b_dtmt += tl.dot(b_vb, tl.trans(b_du), input_precision=DOT_PRECISION)
+        b_dtm, b_dtmt, b_v, b_du, p_tv, m_tv = _dtm_tile(
+            v, du, o_row, m_t, o_v, V, b_beta, b_dtm, b_dtmt, DOT_PRECISION
+        )
         b_dvb = tl.dot(b_tmt.to(b_du.dtype), b_du, input_precision=DOT_PRECISION)  # [BT, BV] Tm^T du
         tl.store(dv + p_tv, (b_dvb * b_beta[:, None]).to(dv.dtype.element_ty), mask=m_tv)
         b_dbeta += tl.sum(b_dvb * b_v.to(tl.float32), axis=1)
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)  # [BK]
-        m_tk = m_t[:, None] & (o_k < K)[None, :]
-        p_tk = o_row[:, None] * K + o_k[None, :]  # [BT, BK]
-        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0)  # [BT, BK]
-        b_dw = tl.load(dw + p_tk, mask=m_tk, other=0.0).to(b_k.dtype)  # [BT, BK]
-        b_kb = (b_k * b_scale[:, None]).to(b_k.dtype)
-        b_dtm += tl.dot(b_dw, tl.trans(b_kb), input_precision=DOT_PRECISION)
-        b_dtmt += tl.dot(b_kb, tl.trans(b_dw), input_precision=DOT_PRECISION)
+        b_dtm, b_dtmt, b_k1, b_dw1, p_k1, m_k1 = _dtm_tile(
+            k, dw, o_row, m_t, o_k, K, b_scale, b_dtm, b_dtmt, DOT_PRECISION
+        )
 
     # dA = -Tm^T dTm Tm^T: the [BT, BT] chain stays in fp32 (reloaded, not kept live across the loops)
     b_tmt32 = tl.load(p_tmt, mask=m_t[None, :], other=0.0)  # [BT, BT]
@@ -131,10 +144,7 @@ def chunk_delta_wy_bwd_kernel(
 
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)  # [BK]
-        m_tk = m_t[:, None] & (o_k < K)[None, :]
-        p_tk = o_row[:, None] * K + o_k[None, :]  # [BT, BK]
-        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0)  # [BT, BK]
-        b_dw = tl.load(dw + p_tk, mask=m_tk, other=0.0).to(b_k.dtype)  # [BT, BK]
+        b_k, b_dw, p_tk, m_tk = _tile_and_grad(k, dw, o_row, m_t, o_k, K)
         b_dkb = tl.dot(b_tmt, b_dw, input_precision=DOT_PRECISION)  # [BT, BK] Tm^T dw
         b_nk = tl.dot(b_N, b_k, input_precision=DOT_PRECISION)  # [BT, BK] N k
         b_mtk = tl.dot(b_Mt, b_k, input_precision=DOT_PRECISION)  # [BT, BK] M^T k
