@@ -161,6 +161,18 @@ def check_tp_supported(config, tp_degree: int) -> None:
             raise ConfigError(key, tp_degree, f"{name} = {heads} of the model config is not divisible by it")
 
 
+def materialized(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a plain tensor: functional collectives (and DTensor redistributions) return lazy
+    ``AsyncCollectiveTensor`` wrappers that wait on the first torch op, but Triton kernels read
+    ``data_ptr()`` without any torch op, i.e. a wrapper with no storage. ``clone`` waits, unwraps and
+    keeps the autograd graph."""
+    return t.clone() if isinstance(t, funcol.AsyncCollectiveTensor) else t
+
+
+def _materialize_output(module: nn.Module, args, output):
+    return materialized(output) if isinstance(output, torch.Tensor) else output
+
+
 class _CopyToTP(torch.autograd.Function):
     """Identity forward; the gradient is summed over the TP group (each rank saw a slice)."""
 
@@ -171,7 +183,7 @@ class _CopyToTP(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return funcol.all_reduce(grad.contiguous(), "sum", ctx.group), None
+        return materialized(funcol.all_reduce(grad.contiguous(), "sum", ctx.group)), None
 
 
 class _ReduceFromTP(torch.autograd.Function):
@@ -179,7 +191,7 @@ class _ReduceFromTP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, group):
-        return funcol.all_reduce(x.contiguous(), "sum", group)
+        return materialized(funcol.all_reduce(x.contiguous(), "sum", group))
 
     @staticmethod
     def backward(ctx, grad):
@@ -197,6 +209,8 @@ def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, model_type: str) -> None:
             plan["head"]: ColwiseParallel(output_layouts=Replicate()),
         },
     )
+    for path in (plan["embed"], plan["head"]):  # their outputs feed fused Triton ops (norm, cross-entropy)
+        model.get_submodule(path).register_forward_hook(_materialize_output)
     for i, block in enumerate(find_blocks(model)):
         for name, spec in plan["regions"].items():
             _shard_region(block, name, spec, tp_mesh, f"{model_type} block {i}")
