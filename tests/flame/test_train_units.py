@@ -184,3 +184,34 @@ def test_data_errors_are_config_errors(tmp_path, sample_dir):
 def test_data_section_is_validated_with_the_config(tmp_path):
     with pytest.raises(ConfigError, match=r"^command line: data\.num_workers = -1: data\.num_workers must be >= 0"):
         job_for(tmp_path, "--data.num_workers", "-1")
+
+
+_MATERIALIZED_CHECK = """
+import os, torch, torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
+from flame.parallelize import materialized
+dist.init_process_group("gloo", init_method="file://" + os.environ["STORE"], rank=0, world_size=1)
+x = torch.randn(4, 8, requires_grad=True)
+lazy = funcol.all_reduce(x * 2, "sum", dist.group.WORLD)
+assert type(lazy).__name__ == "AsyncCollectiveTensor" and lazy.data_ptr() == 0, (type(lazy), lazy.data_ptr())
+y = materialized(lazy)
+assert type(y) is torch.Tensor and y.data_ptr() != 0
+y.sum().backward()
+assert torch.equal(x.grad, torch.full_like(x, 2.0))
+dist.destroy_process_group()
+print("OK")
+"""
+
+
+def test_tp_collective_outputs_reach_kernels_as_real_tensors(tmp_path):
+    """Functional collectives return AsyncCollectiveTensor wrappers whose data_ptr() is 0: a Triton kernel
+    handed one reads address 0 (on CUDA: a fault that surfaced as cublasCreate INTERNAL_ERROR in TP runs).
+    ``materialized`` gives the plain tensor, autograd intact. Own process: it initializes a process group."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "STORE": str(tmp_path / "store")}
+    done = subprocess.run(
+        [sys.executable, "-c", _MATERIALIZED_CHECK], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
