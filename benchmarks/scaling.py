@@ -50,6 +50,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from flame.process_tree import kill_tree
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
 POLL_S = 0.02
@@ -133,53 +135,6 @@ def _layout_arg(text: str) -> Layout:
 
 
 # ----------------------------------------------------------------------------- processes
-
-
-def descendants(pid: int) -> list[int]:
-    """Live descendant process ids of ``pid`` (Linux ``/proc``)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def kill_tree(proc: subprocess.Popen, wait_s: float = 60.0) -> None:
-    """SIGKILL ``proc`` (started in a session of its own) and every descendant's process group; wait until gone.
-
-    torchrun starts each rank in a session of its own, so killing the launcher's group alone would
-    leave the ranks running: the descendants are listed first, then every group is killed.
-    """
-    pids = [proc.pid, *descendants(proc.pid)]
-    groups = set()
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            groups.add(os.getpgid(pid))
-    for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-    for pid in pids:  # a process that left its group (setpgid) is still killed
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    proc.wait()
-    deadline = time.monotonic() + wait_s
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 @dataclasses.dataclass

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -111,19 +112,50 @@ def timed_steps(step, warmup: int, steps: int, device: torch.device, profile: st
 
 
 def write_profile(step, first: int, device: torch.device, prefix: str) -> None:
-    """Profile :data:`PROFILE_STEPS` calls ``step(first), ...``; write the chrome trace and the kernel table."""
+    """Profile :data:`PROFILE_STEPS` calls ``step(first), ...``; write the trace, kernel table and host profile.
+
+    ``<prefix>.trace.json.gz``: chrome trace. ``<prefix>.txt``: the device time the kernels kept the
+    GPU busy per step (against the step's wall time: a gap means the host is the bottleneck), the
+    operator/kernel table by self device time (CPU: self CPU time), and a cProfile of
+    :data:`PROFILE_STEPS` more steps (host functions by own time and by cumulative time).
+    """
+    import cProfile
+    import io
+    import pstats
+
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    t0 = time.perf_counter()
     with profile(activities=activities) as prof:
         for i in range(first, first + PROFILE_STEPS):
             step(i)
         _sync(device)
+    wall_ms = 1e3 * (time.perf_counter() - t0) / PROFILE_STEPS
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
-    prof.export_chrome_trace(f"{prefix}.trace.json")
+    prof.export_chrome_trace(f"{prefix}.trace.json.gz")
     sort_by = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort_by, row_limit=40, max_name_column_width=80)
-    Path(f"{prefix}.txt").write_text(f"{PROFILE_STEPS} steps, sorted by {sort_by}\n{table}\n")
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy_ms = sum(e.device_time for e in kernels) / 1e3 / PROFILE_STEPS
+    host = cProfile.Profile()
+    first += PROFILE_STEPS
+    t0 = time.perf_counter()
+    host.enable()
+    for i in range(first, first + PROFILE_STEPS):
+        step(i)
+    _sync(device)
+    host.disable()
+    host_ms = 1e3 * (time.perf_counter() - t0) / PROFILE_STEPS
+    text = io.StringIO()
+    stats = pstats.Stats(host, stream=text)
+    stats.sort_stats("tottime").print_stats(40)
+    stats.sort_stats("cumulative").print_stats(60)
+    Path(f"{prefix}.txt").write_text(
+        f"{PROFILE_STEPS} steps: device busy {busy_ms:.1f} ms/step (summed kernel time) in {wall_ms:.1f} ms/step "
+        f"under torch.profiler; {host_ms:.1f} ms/step under cProfile\n\nkernel table, sorted by {sort_by}\n"
+        f"{table}\n\nhost (cProfile)\n{text.getvalue()}\n"
+    )
 
 
 def eager_run(
@@ -270,8 +302,8 @@ def to_row(name: str, impl: str, result: dict, flops_per_token: float, args) -> 
     }
 
 
-def rows_for(config_path: str, args) -> list[dict]:
-    """The rows of one config for every implementation asked for."""
+def rows_for(config_path: str, args) -> Iterator[dict]:
+    """The rows of one config for every implementation asked for, each as soon as it is measured."""
     from transformers import AutoConfig
 
     import fla  # noqa: F401 - registers fla's model types
@@ -280,29 +312,26 @@ def rows_for(config_path: str, args) -> list[dict]:
     config = AutoConfig.from_pretrained(config_path)
     name = Path(config_path).stem
     bf16 = args.dtype == "bfloat16"
-    rows = []
     for impl in args.impl:
         if impl == "flame":
             with tempfile.TemporaryDirectory() as dump:
                 r = flame_run(config_path, args, dump)
             extras = (["compile"] if args.compile else []) + ([f"AC {args.ac}"] if args.ac != "none" else [])
-            rows.append(to_row(name, f"flame ({', '.join(['FSDP', *extras])})", r, r["flops_per_token"], args))
+            yield to_row(name, f"flame ({', '.join(['FSDP', *extras])})", r, r["flops_per_token"], args)
         elif impl == "eager":
             prefix = _profile_prefix(args, config_path, "eager")
             r = eager_run(config_path, args.batch_size, args.seq_len, args.warmup, args.steps, bf16, prefix)
             fpt = flops_per_token(config, r["n_params"], r["n_emb"], args.seq_len)
-            rows.append(to_row(name, "eager HF loop", r, fpt, args))
+            yield to_row(name, "eager HF loop", r, fpt, args)
     if args.fla_path:
         r = fla_worker_run(args.fla_path, config_path, args)
         fpt = flops_per_token(config, r["n_params"], r["n_emb"], args.seq_len)
-        rows.append(to_row(name, f"fla {r['fla_version']} eager", r, fpt, args))
-    return rows
+        yield to_row(name, f"fla {r['fla_version']} eager", r, fpt, args)
 
 
 def to_markdown(rows: list[dict], args, command: str) -> str:
-    import transformers
-
     """The table with a header naming the device, the versions and the command."""
+    import transformers
     import triton
 
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
@@ -374,16 +403,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps(result))
         return []
     sys.path.insert(0, str(ROOT))  # `python benchmarks/train_throughput.py` from anywhere
-    rows = [row for config in args.config for row in rows_for(config, args)]
     argv = sys.argv[1:] if argv is None else argv
-    table = to_markdown(rows, args, "python benchmarks/train_throughput.py " + " ".join(argv))
-    print(table)
+    command = "python benchmarks/train_throughput.py " + " ".join(argv)
+    rows = []
+    for config in args.config:
+        for row in rows_for(config, args):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            _write(rows, args, command)  # after every row: a run cut short keeps what it measured
+    print(to_markdown(rows, args, command))
+    return rows
+
+
+def _write(rows: list[dict], args, command: str) -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table)
+        Path(args.out).write_text(to_markdown(rows, args, command))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    return rows
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ dependencies (imported here: missing means failing, never skipping).
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -200,7 +202,10 @@ def test_train_throughput_cpu(tmp_path):
     for impl in ("flame", "eager", "fla_peer"):
         kernels = (tmp_path / "prof" / f"gla_cpu_{impl}.txt").read_text()
         assert "sorted by self_cpu_time_total" in kernels and "aten::mm" in kernels, kernels[:2000]
-        assert json.loads((tmp_path / "prof" / f"gla_cpu_{impl}.trace.json").read_text())["traceEvents"]
+        assert re.search(r"device busy [\d.]+ ms/step .* [\d.]+ ms/step under cProfile", kernels), kernels[:300]
+        assert "host (cProfile)" in kernels and "function calls" in kernels and "forward" in kernels
+        trace = gzip.decompress((tmp_path / "prof" / f"gla_cpu_{impl}.trace.json.gz").read_bytes())
+        assert json.loads(trace)["traceEvents"]
 
 
 # ----------------------------------------------------------------------------- on the GPU machine

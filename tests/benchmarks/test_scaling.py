@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks import scaling
 from benchmarks.scaling import Layout, parse_layout
+from flame.process_tree import alive, descendants
 from tests.flame.conftest import load_sample_data_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,7 +211,7 @@ def test_run_launch_kills_the_whole_tree(tmp_path, how):
     assert time.monotonic() - t0 < 30
     ranks = fake_ranks(log)
     assert len(ranks) == 2, log.read_text()
-    assert not any(scaling._alive(pid) for pid in ranks), "a rank in its own session survived"
+    assert not any(alive(pid) for pid in ranks), "a rank in its own session survived"
 
 
 def test_run_launch_exit_code(tmp_path):
@@ -329,12 +330,12 @@ def test_sigterm_kills_the_running_launch(tmp_path, sample_dir):
         deadline, ranks = time.monotonic() + 120, []
         while time.monotonic() < deadline and len(ranks) < 2:
             time.sleep(0.2)
-            tree = scaling.descendants(proc.pid)
+            tree = descendants(proc.pid)
             ranks = [p for p in tree if "flame.train" in cmdline(p) and "torch.distributed.run" not in cmdline(p)]
         assert len(ranks) >= 2, "the ranks did not start"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM
-        assert not any(scaling._alive(p) for p in tree), "a process of the launch survived SIGTERM"
+        assert not any(alive(p) for p in tree), "a process of the launch survived SIGTERM"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -10,12 +10,10 @@ batches as an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +29,7 @@ from torch.distributed.checkpoint.stateful import Stateful
 
 from flame.checkpoint import build_checkpointer, is_complete, rng_state, set_rng_state, step_folders
 from flame.config import ConfigError, FlameConfigManager, JobConfig
+from flame.process_tree import kill_tree
 from tests.flame.test_train import ROOT, free_port, launch
 from tests.harness import child_pythonpath
 
@@ -291,32 +290,7 @@ def kill_at(args, dump: Path, step: int, delay: float) -> int:
             time.sleep(0.05)
         raise AssertionError(f"step {step} not reached")
     finally:
-        # torchrun starts each rank in a session of its own: kill the launcher's group and every rank's
-        groups = {proc.pid}
-        for pid in descendants(proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                groups.add(os.getpgid(pid))
-        for pgid in groups:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-        proc.wait()
-
-
-def descendants(pid: int) -> list[int]:
-    """Live descendant process ids of ``pid`` (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                stat = Path(f"/proc/{entry}/stat").read_text()
-                ppid = int(stat.rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+        kill_tree(proc)
 
 
 def metric_rows(dump: Path) -> list[dict]:
