@@ -3,6 +3,8 @@
 import importlib.machinery
 import json
 import math
+import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -215,3 +217,27 @@ def test_tp_collective_outputs_reach_kernels_as_real_tensors(tmp_path):
         [sys.executable, "-c", _MATERIALIZED_CHECK], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
+
+
+AUTOTUNE_CACHE_PROBE = """
+import triton
+import flame.train  # noqa: F401 - the trainer's imports, in its order
+from fla.ops.common.chunk_h import chunk_state_kernel
+
+tuner = chunk_state_kernel
+while not isinstance(tuner, triton.runtime.Autotuner):
+    tuner = tuner.fn
+print(tuner.cache_results)
+"""
+
+
+@pytest.mark.parametrize("env, expected", [(None, "True"), ("0", "False")])
+def test_trainer_caches_triton_autotuning_on_disk(env, expected):
+    """Importing flame turns on Triton's autotune disk cache before any fla kernel is decorated (unless set to 0)."""
+    child_env = {k: v for k, v in os.environ.items() if k not in ("TRITON_CACHE_AUTOTUNING", "TRITON_INTERPRET")}
+    if env is not None:
+        child_env["TRITON_CACHE_AUTOTUNING"] = env
+    proc = subprocess.run([sys.executable, "-c", AUTOTUNE_CACHE_PROBE], env=child_env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-1] == expected
