@@ -228,6 +228,9 @@ def flame_run(config_path: str, args, dump_folder: str) -> dict:
         "--metrics.enable_jsonl", "false",
         "--data.dataset", "synthetic",
     ]  # fmt: skip
+    for item in args.set:  # validated by parse_args: section.key=value
+        key, value = item.split("=", 1)
+        cli += [f"--{key}", value]
     job = FlameConfigManager().parse_args(cli, world_size=1)
     batches = random_batches(_config_vocab(config_path), args.batch_size, args.seq_len)
 
@@ -317,6 +320,7 @@ def rows_for(config_path: str, args) -> Iterator[dict]:
             with tempfile.TemporaryDirectory() as dump:
                 r = flame_run(config_path, args, dump)
             extras = (["compile"] if args.compile else []) + ([f"AC {args.ac}"] if args.ac != "none" else [])
+            extras += args.set
             yield to_row(name, f"flame ({', '.join(['FSDP', *extras])})", r, r["flops_per_token"], args)
         elif impl == "eager":
             prefix = _profile_prefix(args, config_path, "eager")
@@ -360,6 +364,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--impl", default="flame,eager", help="comma-separated: flame, eager")
     parser.add_argument("--compile", action="store_true", help="flame: torch.compile each block")
     parser.add_argument("--ac", choices=["none", "full", "selective"], default="none", help="flame: activation ckpt")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="flame: a JobConfig override, e.g. parallelism.fsdp_reshard_after_forward=never")  # fmt: skip
     parser.add_argument("--fla-path", default=None, help="folder holding fla 0.6.0 (pip install --target)")
     parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
                         help="compute dtype (default bfloat16 on CUDA; CPU always float32)")  # fmt: skip
@@ -389,6 +395,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{key.replace('_', '-')} must be >= 1")
     if args.warmup < 1:
         parser.error("--warmup must be >= 1 (the first step compiles, autotunes and logs metrics)")
+    for item in args.set:
+        key = item.split("=", 1)[0]
+        if "=" not in item or key.count(".") != 1 or not all(key.split(".")):
+            parser.error(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. training.compile=true")
     if args.fla_path and not (Path(args.fla_path) / "fla" / "__init__.py").is_file():
         parser.error(f"--fla-path {args.fla_path} holds no fla package (pip install --target it first)")
     return args
