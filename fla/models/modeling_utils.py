@@ -115,6 +115,16 @@ class FLABlock(GradientCheckpointingLayer):
         return hidden_states, attentions, past_key_values
 
 
+def cache_argument(past_key_values, cache):
+    """The cache passed as ``past_key_values`` or as ``cache`` (transformers >= 5.24 renamed it; its
+    ``generate()`` passes ``cache=``). Both at once is an error, as in transformers."""
+    if cache is None:
+        return past_key_values
+    if past_key_values is not None:
+        raise ValueError("pass the cache as either past_key_values or cache, not both")
+    return cache
+
+
 class FLAPreTrainedModel(PreTrainedModel):
     """Base of every fla model: weight init and transformers integration (no parameters itself)."""
 
@@ -171,6 +181,7 @@ class FLAModel(FLAPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         past_key_values: FLACache | list | None = None,
+        cache: FLACache | list | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -192,6 +203,7 @@ class FLAModel(FLAPreTrainedModel):
             inputs_embeds = self.embeddings(input_ids)
         batch_size, seq_len = inputs_embeds.shape[:2]
 
+        past_key_values = cache_argument(past_key_values, cache)
         if past_key_values is not None and not isinstance(past_key_values, FLACache):
             if isinstance(past_key_values, Cache):
                 raise TypeError(
@@ -328,6 +340,7 @@ class FLAForCausalLM(FLAPreTrainedModel, FLAGenerationMixin):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         past_key_values: FLACache | list | None = None,
+        cache: FLACache | list | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
@@ -345,7 +358,7 @@ class FLAForCausalLM(FLAPreTrainedModel, FLAGenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
-            past_key_values=past_key_values,
+            past_key_values=cache_argument(past_key_values, cache),
             use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,

@@ -70,3 +70,21 @@ def test_legacy_round_trip():
         FLACache.from_legacy_cache([{"keys": torch.ones(1)}])
     with pytest.raises(NotImplementedError, match="offloading"):
         FLACache(offloading=True)
+
+
+def test_cache_keyword_is_past_key_values():
+    """transformers >= 5.24 renamed past_key_values to cache (its generate() passes cache=): both work, not both."""
+    from fla.models import GLAConfig, GLAForCausalLM
+
+    torch.manual_seed(0)
+    model = GLAForCausalLM(GLAConfig(hidden_size=32, num_hidden_layers=2, num_heads=2, vocab_size=50)).eval()
+    ids = torch.randint(0, 50, (2, 7))
+    with torch.no_grad():
+        full = model(ids).logits[:, -1]
+        for key in ("past_key_values", "cache"):
+            cache = model(ids[:, :6], use_cache=True).past_key_values
+            assert isinstance(cache, FLACache) and cache.get_seq_length() == 6
+            step = model(ids[:, 6:], use_cache=True, **{key: cache}).logits[:, -1]
+            torch.testing.assert_close(step, full, rtol=1e-4, atol=1e-5)
+        with pytest.raises(ValueError, match="either past_key_values or cache"):
+            model(ids[:, 6:], past_key_values=FLACache(), cache=FLACache())
