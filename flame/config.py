@@ -67,6 +67,10 @@ class Model:
     custom_module: str = ""
     """Python module imported before the config is read (registers more AutoModelForCausalLM classes)."""
 
+    overrides: list[str] = field(default_factory=list)
+    """Model config fields to change, as ``key=value`` (JSON values: true, 2, 0.02, "x"), e.g.
+    ``fuse_linear_cross_entropy=true``; each key must already exist in the model config."""
+
 
 @dataclass
 class Optimizer(tt.Optimizer):
@@ -162,7 +166,7 @@ class Parallelism:
     """Tensor parallel degree (plans: transformer, llama, gla, retnet, delta_net, gated_deltanet); 1 = off."""
 
     fsdp_reshard_after_forward: Literal["default", "always", "never"] = "default"
-    """default: reshard every block but the last after forward; always / never."""
+    """default: reshard every block but the last after forward (none on a 1-rank shard group); always / never."""
 
     enable_cpu_offload: bool = False
     """FSDP CPU offload of parameters, gradients and optimizer states (GPU only)."""
@@ -486,7 +490,31 @@ def validate(config: JobConfig, world_size: int, sources: dict[str, str] | None 
         fail("comm.mode", "only 'default' is supported by flame")
     if not config.model.config:
         fail("model.config", "required: a model config .json, a folder with config.json, or a hub id")
+    try:
+        parse_model_overrides(config.model.overrides)
+    except ValueError as err:
+        fail("model.overrides", str(err))
     _validate_data(config, sources)
+
+
+def parse_model_overrides(items: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> ``{key: value}``, each value read as JSON when it parses, else kept as a string.
+
+    Raises ValueError naming the item that is not ``key=value`` or repeats a key.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"{item!r} is not key=value (e.g. fuse_linear_cross_entropy=true)")
+        if key in out:
+            raise ValueError(f"{key!r} is given twice")
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw.strip()
+    return out
 
 
 CHECKPOINT_GROUPS = ("model", "optimizer", "lr_scheduler", "dataloader", "train_state")

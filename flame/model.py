@@ -9,6 +9,7 @@ rank keeps its own shard.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torchtitan.tools.logging import logger
 
-from flame.config import ConfigError, JobConfig
+from flame.config import ConfigError, JobConfig, parse_model_overrides
 
 
 def import_custom_module(name: str) -> None:
@@ -42,6 +43,11 @@ def load_model_config(job: JobConfig):
     except (OSError, ValueError, KeyError) as err:
         why = "no such file or folder" if path.endswith(".json") and not os.path.exists(path) else str(err)
         raise ConfigError("model.config", path, why.splitlines()[0]) from None
+    for key, value in parse_model_overrides(job.model.overrides).items():
+        if not hasattr(config, key):
+            why = f"the {config.model_type} config ({path}) has no field {key!r}"
+            raise ConfigError("model.overrides", f"{key}={json.dumps(value)}", why)
+        setattr(config, key, value)
     config.use_cache = False
     return config
 

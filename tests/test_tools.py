@@ -208,6 +208,25 @@ def test_train_throughput_cpu(tmp_path):
         assert json.loads(trace)["traceEvents"]
 
 
+def test_device_busy_counts_overlapping_device_events_once(tmp_path):
+    """Annotation ranges (autograd Functions, FSDP hooks) overlap their kernels; overlapping kernels count once."""
+    from benchmarks.train_throughput import device_busy_ms
+
+    events = [
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "ChunkGLAFunction", "ts": 0, "dur": 5000},
+        {"ph": "X", "cat": "kernel", "name": "a", "ts": 0, "dur": 1000},
+        {"ph": "X", "cat": "kernel", "name": "b", "ts": 500, "dur": 1000},  # overlaps a (two streams)
+        {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoD", "ts": 3000, "dur": 250},
+        {"ph": "X", "cat": "gpu_memset", "name": "Memset", "ts": 3100, "dur": 50},  # inside the memcpy
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "ts": 0, "dur": 9000},
+        {"ph": "i", "cat": "kernel", "name": "marker", "ts": 10},
+    ]
+    path = tmp_path / "t.json.gz"
+    path.write_bytes(gzip.compress(json.dumps({"traceEvents": events}).encode()))
+    busy, count = device_busy_ms(str(path))
+    assert count == 4 and busy == pytest.approx(1.75)  # 1.5 ms (a or b) + 0.25 ms (memcpy), in ms
+
+
 # ----------------------------------------------------------------------------- on the GPU machine
 
 

@@ -248,3 +248,23 @@ def test_tp_support_is_checked_per_model_type(tmp_path):
     gpt2.write_text(json.dumps({"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2}))
     with pytest.raises(ConfigError, match=r"tensor_parallel_degree = 2: TP not supported for gpt2"):
         check_tp_supported(load_model_config(model_job(gpt2)), 2)
+
+
+def test_model_overrides_change_the_model_config(tmp_path):
+    gla = ROOT / "configs" / "gla_tiny.json"
+    base = load_model_config(model_job(gla))
+    assert base.fuse_linear_cross_entropy is False
+    config = load_model_config(
+        model_job(gla, "--model.overrides", "fuse_linear_cross_entropy=true,initializer_range=0.01,hidden_act=swish")
+    )
+    assert config.fuse_linear_cross_entropy is True and config.initializer_range == 0.01
+    assert config.hidden_act == "swish" and config.hidden_size == base.hidden_size
+    toml = write_toml(tmp_path, f'[model]\nconfig = "{gla}"\noverrides = ["fuse_norm=false"]\n')
+    assert load_model_config(parse(["--job.config_file", toml], world_size=2)).fuse_norm is False
+
+
+def test_model_override_errors():
+    bad(["--model.config", TINY, "--model.overrides", "fuse_norm"], r"model\.overrides = \['fuse_norm'\]: .* key=value")
+    bad(["--model.config", TINY, "--model.overrides", "a=1,a=2"], r"model\.overrides = .*: 'a' is given twice")
+    with pytest.raises(ConfigError, match=r"model\.overrides = 'no_such_field=3': the llama config .* no field"):
+        load_model_config(model_job(TINY, "--model.overrides", "no_such_field=3"))

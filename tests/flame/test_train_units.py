@@ -241,3 +241,39 @@ def test_trainer_caches_triton_autotuning_on_disk(env, expected):
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-1] == expected
+
+
+def test_reshard_after_forward_policy():
+    from flame.parallelize import reshard_after_forward
+
+    # default: all blocks but the last when sharded over 2+ ranks; none on one rank (nothing is sharded)
+    assert [reshard_after_forward("default", i, 3, 2) for i in range(3)] == [True, True, False]
+    assert [reshard_after_forward("default", i, 3, 1) for i in range(3)] == [False, False, False]
+    assert [reshard_after_forward("always", i, 3, 1) for i in range(3)] == [True, True, True]
+    assert [reshard_after_forward("never", i, 3, 4) for i in range(3)] == [False, False, False]
+
+
+_FSDP_RESHARD_CHECK = """
+import os, sys, torch, torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from flame.parallelize import apply_fsdp
+dist.init_process_group("gloo", init_method="file://" + os.environ["STORE"], rank=0, world_size=1)
+mesh = init_device_mesh("cpu", (1,))
+for policy, expected in (("default", [False, False]), ("always", [True, True])):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    apply_fsdp(model, model, mesh, torch.float32, torch.float32, policy)
+    got = [b._get_fsdp_state()._fsdp_param_group.post_forward_mesh_info is not None for b in model]
+    assert got == expected, (policy, got)
+    model(torch.randn(2, 4)).sum().backward()
+dist.destroy_process_group()
+print("OK")
+"""
+
+
+def test_fsdp_on_one_rank_keeps_blocks_unsharded_between_forward_and_backward(tmp_path):
+    """The policy reaches FSDP2 (its post-forward mesh is set only for blocks that reshard). Own process (gloo)."""
+    env = {**os.environ, "STORE": str(tmp_path / "store")}
+    done = subprocess.run(
+        [sys.executable, "-c", _FSDP_RESHARD_CHECK], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "OK" in done.stdout, done.stderr[-2000:]
