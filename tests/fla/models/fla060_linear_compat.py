@@ -13,8 +13,9 @@ compares key names and shapes only (or fails with ``--require-logits``). fla 0.6
 uses ``fused_recurrent_delta_rule``; ours too, in eval mode).
 
 fla 0.6.0's autotuner is told that all configs take equal time (this checks logits, not speed).
-On CPU with ``TRITON_INTERPRET=1``, fla 0.6.0 runs in the Triton interpreter: every case then runs 64 tokens, the fused_recurrent path, because
-its chunk kernels fail in the interpreter; logits are compared where its forward ran.
+On CPU with ``TRITON_INTERPRET=1``, fla 0.6.0 runs in the Triton interpreter: every case then runs
+64 tokens, the fused_recurrent path, because its chunk kernels fail in the interpreter; logits are
+compared where its forward ran.
 """
 
 from __future__ import annotations
