@@ -184,9 +184,9 @@ class Trainer(Stateful):
 
     def forward_backward(self, batch: dict[str, torch.Tensor], global_targets: float) -> torch.Tensor:
         """Backprop this micro-batch's loss scaled by its share of the global targets; returns its loss sum."""
+        n_targets = count_targets(batch["labels"])  # before the copy: on the host batch it needs no device sync
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         extra = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-        n_targets = count_targets(batch["labels"])
         loss = self.model(input_ids=batch["input_ids"], labels=batch["labels"], **extra).loss
         # The model returns the mean over its targets; summed over micro-batches and ranks
         # this is the mean over the global batch (FSDP sums gradients, never averages).

@@ -182,7 +182,7 @@ def test_preset_parses_and_its_model_exists(preset, monkeypatch):
 
 
 def test_large_presets():
-    """The 340M / 1.3B presets of each family: FineWeb-Edu, bf16, compile, checkpoints every 2048 keeping 2."""
+    """340M / 1.3B presets of each family: FineWeb-Edu, bf16, compile, linear CE, checkpoints every 2048 keeping 2."""
     from flame.config import FlameConfigManager
 
     for family in ("gla", "gated_deltanet", "transformer"):
@@ -194,6 +194,7 @@ def test_large_presets():
             assert job.data.dataset == "HuggingFaceFW/fineweb-edu"
             assert job.training.compile and job.training.mixed_precision_param == "bfloat16"
             assert (job.checkpoint.interval, job.checkpoint.keep_latest_k) == (2048, 2)
+            assert job.model.overrides == ["fuse_linear_cross_entropy=true"]  # no [tokens, vocab] logits
 
 
 def test_readme_lists_every_config_key():
