@@ -45,8 +45,8 @@ def model_families() -> dict[str, Path]:
             by_type[model_type].append(path)
     out = {}
     for model_type, paths in by_type.items():
-        tiny = [p for p in paths if p.stem.endswith("_tiny")]
-        out[model_type] = (tiny or paths or [None])[0]
+        small = [p for suffix in ("_tiny", "_cpu") for p in paths if p.stem.endswith(suffix)]
+        out[model_type] = (small or paths or [None])[0]
     return out
 
 

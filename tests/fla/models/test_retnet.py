@@ -50,7 +50,7 @@ class TestRetNet(LinearLMChecks):
         assert_close("layer", ref, out, RATIO)
 
 
-@pytest.mark.parametrize("name, params_m", [("340M", 380.2)])
+@pytest.mark.parametrize("name, params_m", [("340M", 380.2), ("1.3B", 1351.7)])
 def test_repo_configs_load(name, params_m):
     config = AutoConfig.from_pretrained(ROOT / "configs" / f"retnet_{name}.json")
     assert type(config) is RetNetConfig
