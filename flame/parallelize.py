@@ -425,7 +425,8 @@ def apply_fsdp(
         "offload_policy": CPUOffloadPolicy() if cpu_offload else OffloadPolicy(),
     }
     for i, block in enumerate(blocks):
-        reshard = reshard_after_forward(reshard_policy, i, len(blocks), mesh.size())
+        # the shard group is the last mesh dim (HSDP: replicate x shard)
+        reshard = reshard_after_forward(reshard_policy, i, len(blocks), mesh.size(mesh.ndim - 1))
         fully_shard(block, reshard_after_forward=reshard, **kwargs)
     fully_shard(model, **kwargs)
     device.fsdp_reduce_as_sum(model)

@@ -258,8 +258,10 @@ import os, sys, torch, torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from flame.parallelize import apply_fsdp
 dist.init_process_group("gloo", init_method="file://" + os.environ["STORE"], rank=0, world_size=1)
-mesh = init_device_mesh("cpu", (1,))
-for policy, expected in (("default", [False, False]), ("always", [True, True])):
+flat = init_device_mesh("cpu", (1,))
+hsdp = init_device_mesh("cpu", (1, 1), mesh_dim_names=("replicate", "shard"))
+for mesh, policy, expected in ((flat, "default", [False, False]), (flat, "always", [True, True]),
+                               (hsdp, "default", [False, False])):
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
     apply_fsdp(model, model, mesh, torch.float32, torch.float32, policy)
     got = [b._get_fsdp_state()._fsdp_param_group.post_forward_mesh_info is not None for b in model]
