@@ -2,14 +2,15 @@
 
     python benchmarks/train_throughput.py --config configs/gla_340M.json configs/transformer_340M.json \
         [--batch-size 8 --seq-len 2048 --steps 20 --warmup 5 --compile --ac none|full|selective] \
-        [--impl flame,eager] [--fla-path /tmp/fla060] [--peak-tflops 989] --out benchmarks/results/train_<device>.md
+        [--impl flame,eager] [--set model.overrides=fuse_linear_cross_entropy=true ...] [--fla-path /tmp/fla060] \
+        [--peak-tflops 989] [--profile DIR] --out benchmarks/results/train_<device>.md
 
 Per config, on one device, with the same random token batches (data loading excluded):
 
 * ``flame``: the real training step, ``flame.train.Trainer.train_step`` on a Trainer built in this
   process from a JobConfig (synthetic data through its ``dataloader_fn`` hook): FSDP2 on one rank
   with bf16 parameters / fp32 reduction, the model config's fused modules, AdamW (fused on CUDA),
-  gradient clipping, optional ``--compile`` and ``--ac``.
+  gradient clipping, optional ``--compile``, ``--ac`` and any JobConfig override (``--set SECTION.KEY=VALUE``).
 * ``eager``: the same HF model in a plain loop: fp32 parameters, ``torch.autocast`` bf16, fused AdamW,
   ``clip_grad_norm_``.
 * ``--fla-path DIR``: the eager loop again with flash-linear-attention 0.6.0's model of the same
