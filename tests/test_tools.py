@@ -227,6 +227,16 @@ def test_device_busy_counts_overlapping_device_events_once(tmp_path):
     assert count == 4 and busy == pytest.approx(1.75)  # 1.5 ms (a or b) + 0.25 ms (memcpy), in ms
 
 
+@pytest.mark.parametrize("item", ["model.overrides", "overrides=x", "a.b.c=1", ".key=1"])
+def test_train_throughput_rejects_malformed_set(item, capsys):
+    from benchmarks.train_throughput import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--config", "x.json", "--set", item])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"--set {item!r}: expected SECTION.KEY=VALUE" in err, err
+
+
 # ----------------------------------------------------------------------------- on the GPU machine
 
 
