@@ -8,9 +8,10 @@
 Per config, on one device, with the same random token batches (data loading excluded):
 
 * ``flame``: the real training step, ``flame.train.Trainer.train_step`` on a Trainer built in this
-  process from a JobConfig (synthetic data through its ``dataloader_fn`` hook): FSDP2 on one rank
-  with bf16 parameters / fp32 reduction, the model config's fused modules, AdamW (fused on CUDA),
-  gradient clipping, optional ``--compile``, ``--ac`` and any JobConfig override (``--set SECTION.KEY=VALUE``).
+  process from a JobConfig (synthetic data through its ``dataloader_fn`` hook): on one rank a plain
+  model under autocast bf16 (FSDP2 with bf16 parameters / fp32 reduction with ``--set
+  parallelism.one_rank_fsdp=true``), the model config's fused modules, AdamW (fused on CUDA), gradient
+  clipping, optional ``--compile``, ``--ac`` and any JobConfig override (``--set SECTION.KEY=VALUE``).
 * ``eager``: the same HF model in a plain loop: fp32 parameters, ``torch.autocast`` bf16, fused AdamW,
   ``clip_grad_norm_``.
 * ``--fla-path DIR``: the eager loop again with flash-linear-attention 0.6.0's model of the same
@@ -234,6 +235,7 @@ def flame_run(config_path: str, args, dump_folder: str) -> dict:
     """The real flame training step on a Trainer built in this process; timing + ``flops_per_token``."""
     from flame.config import FlameConfigManager
     from flame.model import count_params
+    from flame.parallelize import uses_fsdp
     from flame.train import Trainer, shutdown_distributed
 
     total = args.warmup + args.steps
@@ -273,7 +275,9 @@ def flame_run(config_path: str, args, dump_folder: str) -> dict:
             trainer.train_step(data)
 
         result = timed_steps(step, args.warmup, args.steps, trainer.device, _profile_prefix(args, config_path, "flame"))
-        result.update(n_params=n_params, n_emb=n_emb, flops_per_token=trainer.flops_per_token)
+        amp = isinstance(trainer.autocast, torch.autocast)
+        wrapper = "FSDP" if uses_fsdp(trainer.parallel_dims, job) else "plain, autocast" if amp else "plain"
+        result.update(n_params=n_params, n_emb=n_emb, flops_per_token=trainer.flops_per_token, wrapper=wrapper)
     finally:
         trainer.close()
         trainer = None  # free the model and optimizer while the process group still exists
@@ -347,7 +351,7 @@ def rows_for(config_path: str, args) -> Iterator[dict]:
                 r = flame_run(config_path, args, dump)
             extras = (["compile"] if args.compile else []) + ([f"AC {args.ac}"] if args.ac != "none" else [])
             extras += args.set
-            yield to_row(name, f"flame ({', '.join(['FSDP', *extras])})", r, r["flops_per_token"], args)
+            yield to_row(name, f"flame ({', '.join([r['wrapper'], *extras])})", r, r["flops_per_token"], args)
         elif impl == "eager":
             prefix = _profile_prefix(args, config_path, "eager")
             r = eager_run(config_path, args.batch_size, args.seq_len, args.warmup, args.steps, bf16, prefix)

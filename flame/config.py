@@ -136,7 +136,8 @@ class Training:
     """With skip_nan_inf: stop after this many NaN/Inf steps in a row."""
 
     mixed_precision_param: Literal["bfloat16", "float32"] = "bfloat16"
-    """Compute dtype of parameters under FSDP (always float32 on CPU)."""
+    """Compute dtype: of FSDP's parameter copies, or of ``torch.autocast`` on a plain one-rank run
+    (see parallelism.one_rank_fsdp); always float32 on CPU."""
 
     mixed_precision_reduce: Literal["float32"] = "float32"
     """Gradient reduction dtype under FSDP."""
@@ -170,6 +171,11 @@ class Parallelism:
 
     enable_cpu_offload: bool = False
     """FSDP CPU offload of parameters, gradients and optimizer states (GPU only)."""
+
+    one_rank_fsdp: bool = False
+    """On a one-rank run, wrap the model in FSDP anyway (bf16 parameter copies, as on many ranks)
+    instead of training it plain under ``torch.autocast`` (torchtitan's choice, and faster: no
+    per-parameter FSDP hooks). CPU offload always uses FSDP."""
 
 
 @dataclass

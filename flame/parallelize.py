@@ -1,13 +1,15 @@
 """Parallelisms applied to a plain HF causal LM (on the meta device), torchtitan style.
 
 Order (as in torchtitan): tensor parallel -> activation checkpointing -> per-block
-``torch.compile`` -> FSDP2 / HSDP (each block, then the root). The model is found through
+``torch.compile`` -> FSDP2 / HSDP (each block, then the root; a one-rank run stays plain
+under ``torch.autocast`` unless ``parallelism.one_rank_fsdp``). The model is found through
 its block list (the ``nn.ModuleList`` named ``layers``); nothing here is model specific
 except the tensor-parallel plans, which are keyed by ``config.model_type``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -380,9 +382,9 @@ logging.getLogger("torch.distributed.tensor._redistribute").addFilter(_Sequentia
 def data_parallel_mesh(parallel_dims: ParallelDims) -> DeviceMesh:
     """The mesh FSDP shards over: (replicate, shard) for HSDP, shard for FSDP, the world for one rank.
 
-    FSDP always wraps the model, so mixed precision and gradient reduction take the same
-    path on any layout: with one rank over the (size-1) world, with tensor parallel only
-    over torchtitan's size-1 "fsdp" dimension.
+    With tensor parallel only, FSDP wraps over torchtitan's size-1 "fsdp" dimension (mixed
+    precision and gradient reduction take the same path as with data parallel); a one-rank
+    run wrapped anyway (``parallelism.one_rank_fsdp``) uses the size-1 world.
     """
     pd = parallel_dims
     if pd.world_size == 1:
@@ -435,8 +437,28 @@ def apply_fsdp(
     logger.info(f"Applied {kind} over {mesh.size()} rank(s), params {param_dtype}, reduce {reduce_dtype}")
 
 
+def uses_fsdp(parallel_dims: ParallelDims, job: JobConfig) -> bool:
+    """Whether the model is wrapped in FSDP: always on more than one rank; on one rank only with
+    ``parallelism.one_rank_fsdp`` or CPU offload (otherwise it trains plain, see :func:`autocast`)."""
+    p = job.parallelism
+    return parallel_dims.world_size > 1 or p.one_rank_fsdp or p.enable_cpu_offload
+
+
+def autocast(parallel_dims: ParallelDims, job: JobConfig) -> contextlib.AbstractContextManager:
+    """Mixed precision of the forward when FSDP does not provide it: ``torch.autocast`` to
+    ``training.mixed_precision_param`` on a plain one-rank model (as torchtitan does), else a no-op."""
+    dtype = device.param_dtype(job.training.mixed_precision_param)
+    if uses_fsdp(parallel_dims, job) or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.DEVICE_TYPE, dtype=dtype)
+
+
 def parallelize(model: nn.Module, parallel_dims: ParallelDims, job: JobConfig) -> nn.Module:
-    """Apply TP, activation checkpointing, compile and FSDP/HSDP to ``model`` as ``job`` asks."""
+    """Apply TP, activation checkpointing, compile and FSDP/HSDP to ``model`` as ``job`` asks.
+
+    A one-rank run stays a plain module with float32 parameters (see :func:`uses_fsdp`); its
+    forward runs under :func:`autocast`.
+    """
     blocks = find_blocks(model)
     if parallel_dims.tp_enabled:
         apply_tp(model, parallel_dims.get_mesh("tp"), model.config.model_type)
@@ -445,6 +467,11 @@ def parallelize(model: nn.Module, parallel_dims: ParallelDims, job: JobConfig) -
         apply_ac(blocks, ac.mode, ac.selective_ac_option, ac.preserve_rng_state)
     if job.training.compile:
         apply_compile(blocks)
+    if not uses_fsdp(parallel_dims, job):
+        dtype = device.param_dtype(job.training.mixed_precision_param)
+        precision = "float32" if dtype == torch.float32 else f"autocast {dtype}"
+        logger.info(f"One rank: no FSDP wrapper, float32 parameters, {precision} forward")
+        return model
     apply_fsdp(
         model,
         blocks,

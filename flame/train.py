@@ -34,7 +34,7 @@ from flame.checkpoint import build_checkpointer, rng_state, set_rng_state
 from flame.config import ConfigError, FlameConfigManager, JobConfig, shard_degree
 from flame.metrics import MetricsProcessor, flops_per_token
 from flame.model import build_model, count_params, load_model_config
-from flame.parallelize import check_tp_supported
+from flame.parallelize import autocast, check_tp_supported
 
 IGNORE_INDEX = -100
 MODEL_INPUTS = ("cu_seqlens", "position_ids")  # passed to the model only when the batch has them
@@ -120,6 +120,7 @@ class Trainer(Stateful):
         # FSDP CPU offload keeps parameters on the host; buffers are used on the device.
         init_device = torch.device("cpu") if job.parallelism.enable_cpu_offload else self.device
         self.model = build_model(self.model_config, pd, job, init_device, buffer_device=self.device)
+        self.autocast = autocast(pd, job)  # mixed precision of a plain one-rank model (FSDP does its own)
         n_params, n_emb = count_params(self.model)
         attn_len = t.context_len if (t.varlen and t.context_len) else t.seq_len
         self.flops_per_token = flops_per_token(self.model_config, n_params, n_emb, attn_len)
@@ -187,7 +188,8 @@ class Trainer(Stateful):
         n_targets = count_targets(batch["labels"])  # before the copy: on the host batch it needs no device sync
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         extra = {k: batch[k] for k in MODEL_INPUTS if k in batch}
-        loss = self.model(input_ids=batch["input_ids"], labels=batch["labels"], **extra).loss
+        with self.autocast:
+            loss = self.model(input_ids=batch["input_ids"], labels=batch["labels"], **extra).loss
         # The model returns the mean over its targets; summed over micro-batches and ranks
         # this is the mean over the global batch (FSDP sums gradients, never averages).
         (loss * (n_targets / global_targets)).backward()

@@ -184,7 +184,7 @@ def test_train_throughput_cpu(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = json.loads(js.read_text())
-    assert [r["impl"] for r in rows] == ["flame (FSDP)", "eager HF loop", f"fla {fla.__version__} eager"]
+    assert [r["impl"] for r in rows] == ["flame (plain)", "eager HF loop", f"fla {fla.__version__} eager"]
 
     model_config = AutoConfig.from_pretrained(config)
     from fla.models import GLAForCausalLM
@@ -227,6 +227,32 @@ def test_device_busy_counts_overlapping_device_events_once(tmp_path):
     assert count == 4 and busy == pytest.approx(1.75)  # 1.5 ms (a or b) + 0.25 ms (memcpy), in ms
 
 
+def test_compile_breaks_whole_blocks_on_cpu_and_reasons(tmp_path):
+    """flame compiles block by block: each CPU block traces into one graph (DeltaNet's short convolution
+    did not: a data-dependent size in its PyTorch path); a break is reported with where it happened."""
+    import torch._dynamo
+
+    from benchmarks.compile_breaks import _reason, main
+
+    out = tmp_path / "breaks.json"
+    configs = [str(ROOT / "configs" / f"{name}_tiny.json") for name in ("gla", "delta_net")]
+    results = main(["--config", *configs, "--seq-len", "32", "--out", str(out)])
+    assert json.loads(out.read_text()) == results
+    for r, kind in zip(results, ("gla", "delta_net"), strict=True):
+        assert (r["model_type"], r["graphs"], r["graph_breaks"], r["reasons"]) == (kind, 1, 0, []), r
+        assert r["ops"] > 10
+
+    def broken(x):
+        x = x.sin()
+        torch._dynamo.graph_break()
+        return x.cos()
+
+    torch._dynamo.reset()
+    report = torch._dynamo.explain(broken)(torch.ones(3))
+    assert report.graph_break_count == 1
+    assert re.search(r"at test_tools\.py:\d+$", _reason(report.break_reasons[0])), _reason(report.break_reasons[0])
+
+
 @pytest.mark.parametrize("item", ["model.overrides", "overrides=x", "a.b.c=1", ".key=1"])
 def test_train_throughput_rejects_malformed_set(item, capsys):
     from benchmarks.train_throughput import parse_args
@@ -267,9 +293,9 @@ def test_train_throughput_cuda(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = json.loads(js.read_text())
     assert [(r["model"], r["impl"]) for r in rows] == [
-        ("gla_tiny", "flame (FSDP)"),
+        ("gla_tiny", "flame (plain, autocast)"),
         ("gla_tiny", "eager HF loop"),
-        ("transformer_tiny", "flame (FSDP)"),
+        ("transformer_tiny", "flame (plain, autocast)"),
         ("transformer_tiny", "eager HF loop"),
     ]
     for row in rows:

@@ -316,13 +316,16 @@ def _torch_causal_conv1d(x, weight, bias, residual, initial_state, output_final_
     """Pure-PyTorch twin of the Triton path (autograd gives the backward)."""
     B, T, D = x.shape
     W = weight.shape[1]
-    if cu_seqlens is None:
+    if cu_seqlens is None:  # B rows of T: positions and row ids without a data-dependent size (compile traces it)
         cu_seqlens = torch.arange(0, B * T + 1, T, device=x.device)
+        pos = torch.arange(T, device=x.device).repeat(B)  # [B*T]
+        seq = torch.arange(B, device=x.device).repeat_interleave(T)  # [B*T]
+    else:
+        pos = prepare_position_ids(cu_seqlens)  # [B*T]
+        seq = prepare_sequence_ids(cu_seqlens)  # [B*T]
     cu_seqlens = cu_seqlens.long()
     compute = torch.promote_types(x.dtype, torch.float32)
     xf = x.reshape(B * T, D).to(compute)
-    pos = prepare_position_ids(cu_seqlens)  # [B*T]
-    seq = prepare_sequence_ids(cu_seqlens)  # [B*T]
     rows = torch.arange(B * T, device=x.device)
 
     def extended(idx_seq: torch.Tensor, p: torch.Tensor, start: torch.Tensor) -> torch.Tensor:

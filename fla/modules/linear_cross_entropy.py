@@ -31,6 +31,7 @@ from fla.modules.cross_entropy import (
     row_grad,
 )
 from fla.utils import Backend, check_dtype, check_same_device, check_shape, empty, empty_like, select_backend
+from fla.utils.autocast import autocast_state
 from fla.utils.sizes import cdiv
 
 # bounds (in elements) on one chunk of logits for the default chunk size
@@ -193,7 +194,8 @@ def linear_cross_entropy(
     """Cross-entropy of ``logit_scale * (x @ weight.T + bias)`` computed chunk by chunk.
 
     Same loss as ``cross_entropy_loss(F.linear(x, weight, bias), target, ...)`` (see
-    :mod:`fla.modules.cross_entropy` for the options) without the ``[N, V]`` logits.
+    :mod:`fla.modules.cross_entropy` for the options) without the ``[N, V]`` logits; under
+    ``torch.autocast`` the inputs are cast to its dtype first, as ``F.linear``'s are.
 
     Args:
         x: ``[..., H]`` hidden states; target: ``[...]`` integer class ids.
@@ -202,6 +204,10 @@ def linear_cross_entropy(
     Returns:
         a float32 scalar, or ``[...]`` per-row losses for ``reduction="none"``.
     """
+    amp = autocast_state(x.device)
+    if amp is not None:  # as F.linear would: the matmuls in the autocast dtype (grads flow back through the casts)
+        x, weight = x.to(amp), weight.to(amp)
+        bias = None if bias is None else bias.to(amp)
     _check_linear_ce_args(x, target, weight, bias, chunk_size)
     check_ce_options(reduction, label_smoothing)
     H, V = x.shape[-1], weight.shape[0]

@@ -3,7 +3,7 @@
 # test suite on CUDA (gpu-marked tests included) and the benchmarks, and leave logs/tables in
 # $OUT. Usage on the device machine (carry .whl, and .whl_peer for fla 0.6.0 comparisons):
 #     bash scripts/gpu/session.sh [pytest paths...]
-# Env: BENCH=modules,ops,train (benchmark groups; empty for none), NPROC (pytest-xdist workers, default 8:
+# Env: BENCH=modules,ops,launch,train (benchmark groups; empty for none; TRAIN_ROWS / TRAIN_TIMEOUT: see train), NPROC (pytest-xdist workers, default 8:
 # Triton compiles dominate test time there), PYTEST_TIMEOUT (s), PYTEST_ARGS (extra pytest args, split
 # on spaces: no quoted values; give markers as paths' -m in "$@" instead). Each failure's traceback is
 # appended to $OUT/failures.log as it happens, so a run cut off by the time limit still explains itself.
@@ -31,18 +31,26 @@ for g in "${groups[@]}"; do
     case "$g" in
         modules) timeout 300 python3 -m benchmarks.modules.run_all --out "$OUT/modules.md" 2>&1 | tail -60 ;;
         ops) timeout 400 python3 -m benchmarks.ops.bench_chunk ${FLA060_PATH:+--fla-path $FLA060_PATH} --out "$OUT/ops_chunk.md" 2>&1 | tail -40 ;;
-        train)  # #8 (~6 min): GLA-340M twice in separate processes (the first process of a call measured slower), then
-                # compile + linear CE, then the other families; one table, one row per run
+        launch) timeout 150 python3 -m benchmarks.ops.launch_overhead --out "$OUT/launch_overhead.md" 2>&1 | tail -25 ;;
+        train)  # #8: GLA-340M B8 x 2048 rows, one process each (first: the old 1-rank FSDP path, whose first
+                # process measured slower in earlier calls), then the other families. TRAIN_ROWS=name,... picks rows.
             tt=(python3 benchmarks/train_throughput.py --batch-size 8 --seq-len 2048 --steps 8 --warmup 3)
-            lce=(--set model.overrides=fuse_linear_cross_entropy=true)
-            for run in "gla first:--impl flame" "gla again:--impl flame" "gla compile+lce:--impl flame --compile ${lce[*]}" \
-                       "gla eager:--impl eager" "gdn:--impl flame ${lce[*]}" "transformer:--impl flame ${lce[*]}"; do
-                name=${run%%:*}; read -ra extra <<< "${run#*:}"
-                case "$name" in gdn) cfg=gated_deltanet_340M ;; transformer) cfg=transformer_340M ;; *) cfg=gla_340M ;; esac
+            lce="--set model.overrides=fuse_linear_cross_entropy=true"
+            fsdp="--set parallelism.one_rank_fsdp=true"
+            rows=("gla-fsdp|gla_340M|$lce $fsdp" "gla-plain|gla_340M|$lce" "gla-plain-compile|gla_340M|--compile $lce"
+                  "gla-fsdp-compile|gla_340M|--compile $lce $fsdp" "gla-eager|gla_340M|--impl eager"
+                  "gdn-plain-compile|gated_deltanet_340M|--compile $lce"
+                  "transformer-plain-compile|transformer_340M|--compile $lce")
+            for row in "${rows[@]}"; do
+                IFS='|' read -r name cfg extra <<< "$row"
+                [ -n "${TRAIN_ROWS:-}" ] && [[ ",$TRAIN_ROWS," != *",$name,"* ]] && continue
+                read -ra extra <<< "$extra"
+                [[ " ${extra[*]} " == *" --impl "* ]] || extra=(--impl flame "${extra[@]}")
                 echo "== train $name" >> "$OUT/train.log"
-                timeout 150 "${tt[@]}" --config "configs/$cfg.json" "${extra[@]}" --json "/tmp/train_row.json" >> "$OUT/train.log" 2>&1
+                timeout "${TRAIN_TIMEOUT:-150}" "${tt[@]}" --config "configs/$cfg.json" "${extra[@]}" --json /tmp/train_row.json \
+                    >> "$OUT/train.log" 2>&1
                 python3 -c "import json,sys; [print(sys.argv[1], json.dumps(r)) for r in json.load(open('/tmp/train_row.json'))]" \
-                    "$name" >> "$OUT/train_rows.txt" 2>/dev/null
+                    "$name" >> "$OUT/train_rows.txt" 2>/dev/null || echo "$name: no row (see train.log)" >> "$OUT/train_rows.txt"
                 rm -f /tmp/train_row.json
             done
             cat "$OUT/train_rows.txt" ;;

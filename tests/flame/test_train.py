@@ -117,6 +117,37 @@ def test_same_init_and_grad_norms_on_any_layout(runs, name):
         assert g["lr"] == r["lr"]
 
 
+def test_one_rank_plain_and_fsdp_checkpoints_continue_on_any_layout(runs, tmp_path):
+    """One rank trains plain (no FSDP wrapper, the default) or wrapped (``one_rank_fsdp``): same run; a
+    checkpoint of the wrapped one continues plain on one rank and under FSDP on two, with equal results."""
+    one = COMMON + ["--training.gradient_accumulation_steps", "4", "--checkpoint.enable"]
+    proc, wrapped = launch(1, one + ["--parallelism.one_rank_fsdp", "--checkpoint.interval", "3"], tmp_path / "A")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "no FSDP wrapper" not in proc.stdout + proc.stderr
+    for r, g in zip(runs["1 rank"], wrapped, strict=True):
+        assert g["loss/avg"] == pytest.approx(r["loss/avg"], rel=1e-6) and g["grad_norm"] == pytest.approx(
+            r["grad_norm"], rel=1e-6
+        ), f"step {r['step']}: FSDP on one rank differs from the plain model"
+    # steps 4-6 again from A's step 3 (weights, optimizer, schedule, step); the synthetic stream keeps no
+    # state, so its data starts over on both layouts
+    resume = ["--checkpoint.initial_load_path", str(tmp_path / "A" / "checkpoint" / "step-3"),
+              "--checkpoint.initial_load_model_only", "false"]  # fmt: skip
+    plain = launch(1, one + resume, tmp_path / "B")
+    fsdp = launch(2, COMMON + ["--training.gradient_accumulation_steps", "2", "--checkpoint.enable", *resume],
+                  tmp_path / "C")  # fmt: skip
+    for proc, _ in (plain, fsdp):
+        assert proc.returncode == 0, proc.stderr[-5000:]
+    assert "One rank: no FSDP wrapper" in plain[0].stdout + plain[0].stderr
+    b, c = plain[1], fsdp[1]
+    assert [r["step"] for r in b] == [r["step"] for r in c] == [4, 5, 6]
+    for r, g in zip(b, c, strict=True):
+        assert g["loss/avg"] == pytest.approx(r["loss/avg"], rel=2e-5), f"step {r['step']}: loss"
+        assert g["grad_norm"] == pytest.approx(r["grad_norm"], rel=2e-5), f"step {r['step']}: grad norm"
+        assert g["lr"] == r["lr"] == wrapped[r["step"] - 1]["lr"]
+    for proc, _ in (plain, fsdp):
+        assert "step-3 (full state)" in proc.stdout + proc.stderr  # weights, optimizer, schedule, step
+
+
 def test_flame_train_on_the_sample_corpus(sample_dir, tmp_path):
     """``python -m flame.train`` under torchrun with the real data pipeline (fla Transformer++, FSDP x2)."""
     args = [

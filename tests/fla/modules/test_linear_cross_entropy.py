@@ -56,6 +56,32 @@ def test_linear_cross_entropy_matches_reference(backend, V, bias, reduction, smo
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_under_autocast_matches_autocast_linear(backend):
+    """fp32 x and weight under autocast (a plain one-rank flame run): the matmuls run in the autocast
+    dtype as F.linear's would (fp16 here: the interpreter's bf16 dot is wrong), grads come back fp32."""
+    amp = torch.float16
+    inputs = make_inputs(63, 60, 1000, torch.float32, bias=True)
+    plain = {k: v.detach().clone().requires_grad_() for k, v in inputs.items()}
+    target = make_target((63,), 1000)
+    with using(backend), torch.autocast(DEVICE.type, dtype=amp):
+        loss = linear_cross_entropy(inputs["x"], target, inputs["weight"], inputs["bias"], chunk_size=16)
+        logits = F.linear(plain["x"], plain["weight"], plain["bias"])
+    assert logits.dtype == amp
+    ref = F.cross_entropy(logits.float(), target)
+    assert loss.dtype == torch.float32
+    assert_close("loss", ref, loss, tol(amp))
+    loss.backward()
+    ref.backward()
+    for name, t in inputs.items():
+        assert t.grad.dtype == torch.float32, f"d{name}: {t.grad.dtype}"
+        assert_close(f"d{name}", plain[name].grad, t.grad, tol(amp, 2))
+    with using(backend), torch.no_grad():  # the same computation as on inputs cast by hand (not fp32's)
+        x, w, b = (inputs[k].to(amp) for k in ("x", "weight", "bias"))
+        cast = linear_cross_entropy(x, target, w, b, chunk_size=16)
+    assert torch.equal(loss.detach(), cast)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_module_batched_input_reduction_none(backend):
     """x [B, T, H] and target [B, T]: reduction none returns [B, T]; the backward re-runs the chunks."""
     inputs = make_inputs(21, 60, 100, batch=(3,))
