@@ -17,11 +17,11 @@ import logging
 from collections import Counter
 
 import torch
+import torch._dynamo
 
 
 def explain_block(config_path: str, seq_len: int) -> dict:
     """``{"model_type", "graphs", "graph_breaks", "ops", "reasons": [[count, reason], ...]}`` of block 0."""
-    import torch._dynamo
     from transformers import AutoConfig, AutoModelForCausalLM
 
     import fla  # noqa: F401 - registers fla's model types
