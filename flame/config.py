@@ -145,6 +145,10 @@ class Training:
     compile: bool = False
     """torch.compile each block."""
 
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
+    """torch.compile mode of the blocks; reduce-overhead replays each block's forward and backward as
+    CUDA graphs (no per-kernel host cost; a one-rank plain run on CUDA only: FSDP hooks cannot be captured)."""
+
     seed: int = 42
     """Seed for weight init and every RNG."""
 
@@ -458,6 +462,13 @@ def validate(config: JobConfig, world_size: int, sources: dict[str, str] | None 
     _validate_degrees(config, world_size, fail)
     if p.enable_cpu_offload and not _has_cuda():
         fail("parallelism.enable_cpu_offload", "CPU offload needs a CUDA device (this run is on CPU)")
+    if t.compile_mode != "default" and not t.compile:
+        fail("training.compile_mode", "is a torch.compile setting: set training.compile = true too")
+    if t.compile_mode == "reduce-overhead":
+        if not _has_cuda():
+            fail("training.compile_mode", "CUDA graphs need a CUDA device (this run is on CPU)")
+        if world_size > 1 or p.one_rank_fsdp or p.enable_cpu_offload:
+            fail("training.compile_mode", "CUDA graphs need a one-rank run without FSDP (its hooks cannot be captured)")
 
     if lr.warmup_steps < 0:
         fail("lr_scheduler.warmup_steps", "must be >= 0")

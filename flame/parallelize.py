@@ -355,11 +355,11 @@ def apply_ac(blocks: nn.ModuleList, mode: str, option: str, preserve_rng_state: 
     logger.info(f"Applied {mode} activation checkpointing ({option if mode == 'selective' else 'all blocks'})")
 
 
-def apply_compile(blocks: nn.ModuleList) -> None:
-    """``torch.compile`` each block in place (parameter names are unchanged)."""
+def apply_compile(blocks: nn.ModuleList, mode: str = "default") -> None:
+    """``torch.compile`` each block in place (parameter names are unchanged) in ``mode``."""
     for block in blocks:
-        block.compile()
-    logger.info(f"Compiling each of the {len(blocks)} blocks with torch.compile")
+        block.compile(mode=None if mode == "default" else mode)
+    logger.info(f"Compiling each of the {len(blocks)} blocks with torch.compile (mode {mode})")
 
 
 # ----------------------------------------------------------------------------- FSDP
@@ -466,7 +466,7 @@ def parallelize(model: nn.Module, parallel_dims: ParallelDims, job: JobConfig) -
     if ac.mode != "none":
         apply_ac(blocks, ac.mode, ac.selective_ac_option, ac.preserve_rng_state)
     if job.training.compile:
-        apply_compile(blocks)
+        apply_compile(blocks, job.training.compile_mode)
     if not uses_fsdp(parallel_dims, job):
         dtype = device.param_dtype(job.training.mixed_precision_param)
         precision = "float32" if dtype == torch.float32 else f"autocast {dtype}"

@@ -121,6 +121,7 @@ class Trainer(Stateful):
         init_device = torch.device("cpu") if job.parallelism.enable_cpu_offload else self.device
         self.model = build_model(self.model_config, pd, job, init_device, buffer_device=self.device)
         self.autocast = autocast(pd, job)  # mixed precision of a plain one-rank model (FSDP does its own)
+        self.cuda_graphs = t.compile and t.compile_mode == "reduce-overhead"
         n_params, n_emb = count_params(self.model)
         attn_len = t.context_len if (t.varlen and t.context_len) else t.seq_len
         self.flops_per_token = flops_per_token(self.model_config, n_params, n_emb, attn_len)
@@ -188,6 +189,8 @@ class Trainer(Stateful):
         n_targets = count_targets(batch["labels"])  # before the copy: on the host batch it needs no device sync
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         extra = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        if self.cuda_graphs:  # a new iteration: the previous replays' outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with self.autocast:
             loss = self.model(input_ids=batch["input_ids"], labels=batch["labels"], **extra).loss
         # The model returns the mean over its targets; summed over micro-batches and ranks

@@ -5,7 +5,7 @@
 #     bash scripts/gpu/session.sh [pytest paths...]
 # Env: BENCH=modules,ops,diag,launch,train (benchmark groups; empty for none; TRAIN_ROWS / TRAIN_TIMEOUT: see train), NPROC (pytest-xdist workers, default 8:
 # Triton compiles dominate test time there), PYTEST_TIMEOUT (s), PYTEST_ARGS (extra pytest args, split
-# on spaces: no quoted values; give markers as paths' -m in "$@" instead). Each failure's traceback is
+# on spaces: no quoted values; give markers as paths' -m in "$@" instead), PYTEST=0 (no tests). Each failure's traceback is
 # appended to $OUT/failures.log as it happens, so a run cut off by the time limit still explains itself.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -24,8 +24,11 @@ print("device:", torch.cuda.get_device_name(), "| torch", torch.__version__, "| 
 PY
 paths=("$@")
 [ ${#paths[@]} -eq 0 ] && paths=(tests/fla tests/test_project.py)
-FLAME_FAILURE_LOG="$OUT/failures.log" timeout ${PYTEST_TIMEOUT:-420} python3 -m pytest -q --maxfail=25 -p no:cacheprovider -n ${NPROC:-8} --durations=15 "${paths[@]}" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -60
-rc=${PIPESTATUS[0]}
+rc=0
+if [ "${PYTEST:-1}" != 0 ]; then  # PYTEST=0: benchmarks only
+    FLAME_FAILURE_LOG="$OUT/failures.log" timeout ${PYTEST_TIMEOUT:-420} python3 -m pytest -q --maxfail=25 -p no:cacheprovider -n ${NPROC:-8} --durations=15 "${paths[@]}" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -60
+    rc=${PIPESTATUS[0]}
+fi
 IFS=, read -ra groups <<< "${BENCH-modules}"
 for g in "${groups[@]}"; do
     case "$g" in
@@ -41,7 +44,9 @@ for g in "${groups[@]}"; do
             tt=(python3 benchmarks/train_throughput.py --batch-size 8 --seq-len 2048 --steps 8 --warmup 3)
             lce="--set model.overrides=fuse_linear_cross_entropy=true"
             fsdp="--set parallelism.one_rank_fsdp=true"
+            cg="--set training.compile_mode=reduce-overhead"
             rows=("gla-fsdp|gla_340M|$lce $fsdp" "gla-plain|gla_340M|$lce" "gla-plain-compile|gla_340M|--compile $lce"
+                  "gla-plain-cudagraphs|gla_340M|--compile $lce $cg" "gdn-plain-cudagraphs|gated_deltanet_340M|--compile $lce $cg"
                   "gla-fsdp-compile|gla_340M|--compile $lce $fsdp" "gla-eager|gla_340M|--impl eager"
                   "gdn-plain-compile|gated_deltanet_340M|--compile $lce"
                   "transformer-plain-compile|transformer_340M|--compile $lce")

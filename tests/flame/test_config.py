@@ -192,6 +192,24 @@ def test_cpu_offload_needs_cuda():
         bad(["--model.config", TINY, "--parallelism.enable_cpu_offload"], r"cpu_offload = true: CPU offload needs")
 
 
+def test_compile_mode_checks(monkeypatch):
+    """reduce-overhead (CUDA graphs) needs compile, CUDA, one rank and no FSDP wrapper; checked up front."""
+    import flame.config as cfg
+
+    bad(["--model.config", TINY, "--training.compile_mode", "reduce-overhead"], r"compile_mode = 'reduce-overhead': "
+        r"is a torch\.compile setting: set training\.compile = true")  # fmt: skip
+    cg = ["--model.config", TINY, "--training.compile", "--training.compile_mode", "reduce-overhead"]
+    monkeypatch.setattr(cfg, "_has_cuda", lambda: False)
+    bad(cg, r"compile_mode = 'reduce-overhead': CUDA graphs need a CUDA device")
+    monkeypatch.setattr(cfg, "_has_cuda", lambda: True)
+    assert parse(cg).training.compile_mode == "reduce-overhead"
+    bad(cg, r"compile_mode = 'reduce-overhead': CUDA graphs need a one-rank run without FSDP", world_size=2)
+    bad([*cg, "--parallelism.one_rank_fsdp"], r"CUDA graphs need a one-rank run without FSDP")
+    job = parse(["--model.config", TINY, "--training.compile", "--training.compile_mode", "max-autotune-no-cudagraphs"])
+    assert job.training.compile_mode == "max-autotune-no-cudagraphs"
+    bad(["--model.config", TINY, "--training.compile_mode", "max"], r"compile_mode = 'max': expected one of")
+
+
 def test_optional_backends_must_be_installed(monkeypatch):
     import importlib.util
 
