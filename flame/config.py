@@ -146,8 +146,9 @@ class Training:
     """torch.compile each block."""
 
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
-    """torch.compile mode of the blocks; reduce-overhead replays each block's forward and backward as
-    CUDA graphs (no per-kernel host cost; a one-rank plain run on CUDA only: FSDP hooks cannot be captured)."""
+    """torch.compile mode of the blocks (reduce-overhead: CUDA graphs, one-rank plain runs on CUDA only).
+    reduce-overhead replays each block's forward and backward as CUDA graphs, with no per-kernel host
+    cost; FSDP's hooks cannot be captured, hence one rank without the wrapper."""
 
     seed: int = 42
     """Seed for weight init and every RNG."""
@@ -177,9 +178,9 @@ class Parallelism:
     """FSDP CPU offload of parameters, gradients and optimizer states (GPU only)."""
 
     one_rank_fsdp: bool = False
-    """On a one-rank run, wrap the model in FSDP anyway (bf16 parameter copies, as on many ranks)
-    instead of training it plain under ``torch.autocast`` (torchtitan's choice, and faster: no
-    per-parameter FSDP hooks). CPU offload always uses FSDP."""
+    """Wrap a one-rank run in FSDP too (default: a plain model under torch.autocast, as torchtitan does).
+    The wrapper gives bf16 parameter copies as on many ranks; the plain model is faster (no per-parameter
+    FSDP hooks). CPU offload always uses FSDP."""
 
 
 @dataclass
