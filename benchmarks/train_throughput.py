@@ -96,8 +96,10 @@ def timed_steps(step, warmup: int, steps: int, device: torch.device, profile: st
     (chrome trace) and ``<profile>.txt`` (operator/kernel table by self device time, CPU: self CPU time).
     """
     for i in range(warmup):
+        t0 = time.perf_counter()
         step(i)
-    _sync(device)
+        _sync(device)
+        print(f"warm-up step {i}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     gc.collect()
     _reset_peak(device)
     times = []
@@ -298,10 +300,10 @@ def fla_worker_run(fla_path: str, config_path: str, args) -> dict:
     prefix = _profile_prefix(args, config_path, "fla_peer")
     if prefix:
         cmd += ["--profile", os.path.abspath(prefix)]
-    with tempfile.TemporaryDirectory() as cwd:
-        done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as cwd:  # its stderr streams through: autotuning there takes minutes
+        done = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"fla worker failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"fla worker failed ({done.returncode}); its stderr is above")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if not os.path.abspath(result["fla_file"]).startswith(fla_path + os.sep):
         raise RuntimeError(f"the fla worker imported fla from {result['fla_file']}, not from --fla-path {fla_path}")
@@ -391,7 +393,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    parser.add_argument("--impl", default="flame,eager", help="comma-separated: flame, eager")
+    parser.add_argument("--impl", default="flame,eager", help="comma-separated: flame, eager; none: only --fla-path")
     parser.add_argument("--compile", action="store_true", help="flame: torch.compile each block")
     parser.add_argument("--ac", choices=["none", "full", "selective"], default="none", help="flame: activation ckpt")
     set_help = "flame: a JobConfig override, e.g. model.overrides=fuse_linear_cross_entropy=true"
@@ -416,10 +418,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.dtype = "float32"  # flame keeps float32 parameters on CPU; the eager loop matches it
     if args.peak_tflops is None and cuda:
         args.peak_tflops = DEFAULT_PEAK_TFLOPS
-    args.impl = [i.strip() for i in args.impl.split(",") if i.strip()]
+    args.impl = [i.strip() for i in args.impl.split(",") if i.strip() and i.strip() != "none"]
     unknown = set(args.impl) - {"flame", "eager"}
     if unknown:
-        parser.error(f"--impl: unknown {sorted(unknown)} (choose from flame, eager)")
+        parser.error(f"--impl: unknown {sorted(unknown)} (choose from flame, eager, none)")
+    if not args.impl and not args.fla_path:
+        parser.error("--impl none measures nothing without --fla-path")
     for key in ("batch_size", "seq_len", "steps"):
         if getattr(args, key) < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1")

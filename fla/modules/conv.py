@@ -18,7 +18,8 @@ Backward (``dz = dy * act'(z)``)::
     dweight[d, k]   = sum_t dz[t] * xe[t - (W - 1 - k)],   dbias = sum_t dz[t],   dresidual = dy
     dx = dxe[0 .. L-1],   d initial_state[:, :, W + t] = dxe[t] for t = -W .. -1
 
-The Triton backward recomputes ``z`` instead of saving it, so the forward saves only its inputs.
+The Triton backward recomputes ``z`` instead of saving it, so the forward saves only its inputs; it
+writes ``dz`` once (in ``dy``'s dtype) and takes ``dx`` and the initial state's gradient from it.
 """
 
 from __future__ import annotations
@@ -112,16 +113,14 @@ def _conv_dz(
 
 
 @triton.jit
-def _conv_dxe(
-    x, w, b, h0, dy, dht, o_p, o_d, m_d, i_n, bos, L, D,
-    W: tl.constexpr, USE_SILU: tl.constexpr, HAS_BIAS: tl.constexpr, USE_INITIAL_STATE: tl.constexpr,
-    HAS_DHT: tl.constexpr,
-):  # fmt: skip
-    """Gradient of the extended input xe at positions ``o_p`` [R] -> [R, BD] float32."""
+def _dxe_from_dz(dz, w, dht, o_p, o_d, m_d, i_n, bos, L, D, W: tl.constexpr, HAS_DHT: tl.constexpr):
+    """Gradient of the extended input xe at positions ``o_p`` [R] from dz [T, D] rows -> [R, BD] float32."""
     b_dxe = tl.zeros([o_p.shape[0], o_d.shape[0]], dtype=tl.float32)  # [R, BD]
     for j in tl.static_range(W):
         b_w = tl.load(w + o_d * W + (W - 1 - j), mask=m_d, other=0.0).to(tl.float32)  # [BD]
-        b_dz = _conv_dz(x, w, b, h0, dy, o_p + j, o_d, m_d, i_n, bos, L, D, W, USE_SILU, HAS_BIAS, USE_INITIAL_STATE)
+        o_s = o_p + j  # [R]
+        m_s = ((o_s >= 0) & (o_s < L))[:, None] & m_d[None, :]
+        b_dz = tl.load(dz + (bos + o_s)[:, None] * D + o_d[None, :], mask=m_s, other=0.0).to(tl.float32)
         b_dxe += b_dz * b_w[None, :]
     if HAS_DHT:
         # the final state's column c holds xe[L - W + c]
@@ -175,15 +174,16 @@ def causal_conv1d_final_state_fwd_kernel(
     tl.store(p_h, b_h.to(ht.dtype.element_ty), mask=(o_c < W)[:, None] & m_d[None, :])
 
 
-@triton.heuristics({**_HEURISTICS, "HAS_DHT": lambda args: args["dht"] is not None})
+@triton.heuristics(_HEURISTICS)
 @triton.autotune(configs=_configs(), key=["D", "W"])
 @triton.jit
-def causal_conv1d_bwd_kernel(
-    x, w, b, h0, dy, dht, dx, dw, db, cu_seqlens, chunk_indices, T, D,
+def causal_conv1d_dz_bwd_kernel(
+    x, w, b, h0, dy, dz, dw, db, cu_seqlens, chunk_indices, T, D,
     W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, USE_SILU: tl.constexpr, HAS_BIAS: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
-    """dx for one [BT, BD] tile, plus this tile's partial sums of dweight [D, W] and dbias [D]."""
+    """dz for one [BT, BD] tile (stored only with SiLU: else dz is dy), and this tile's partial sums of
+    dweight [D, W] and dbias [D]."""
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     i_part = i_b * tl.num_programs(1) + i_t  # row of the partial-sum buffers
     i_n, i_c, bos, L = _locate_chunk(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
@@ -191,13 +191,10 @@ def causal_conv1d_bwd_kernel(
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < D
 
-    b_dx = _conv_dxe(
-        x, w, b, h0, dy, dht, o_t, o_d, m_d, i_n, bos, L, D, W, USE_SILU, HAS_BIAS, USE_INITIAL_STATE, HAS_DHT
-    )  # fmt: skip
-    m_x = (o_t < L)[:, None] & m_d[None, :]
-    tl.store(dx + (bos + o_t)[:, None] * D + o_d[None, :], b_dx.to(dx.dtype.element_ty), mask=m_x)
-
     b_dz = _conv_dz(x, w, b, h0, dy, o_t, o_d, m_d, i_n, bos, L, D, W, USE_SILU, HAS_BIAS, USE_INITIAL_STATE)
+    if USE_SILU:
+        m_t = (o_t < L)[:, None] & m_d[None, :]
+        tl.store(dz + (bos + o_t)[:, None] * D + o_d[None, :], b_dz.to(dz.dtype.element_ty), mask=m_t)
     for k in tl.static_range(W):
         b_x = _load_input(x, h0, o_t - (W - 1 - k), o_d, m_d, i_n, bos, L, D, W, USE_INITIAL_STATE)  # [BT, BD]
         tl.store(dw + (i_part * D + o_d) * W + k, tl.sum(b_dz * b_x, axis=0), mask=m_d)
@@ -205,13 +202,30 @@ def causal_conv1d_bwd_kernel(
         tl.store(db + i_part * D + o_d, tl.sum(b_dz, axis=0), mask=m_d)
 
 
-@triton.heuristics({"HAS_BIAS": lambda args: args["b"] is not None, "HAS_DHT": lambda args: args["dht"] is not None})
+@triton.heuristics({k: _HEURISTICS[k] for k in ("IS_VARLEN",)} | {"HAS_DHT": lambda args: args["dht"] is not None})
+@triton.autotune(configs=_configs(), key=["D", "W"])
+@triton.jit
+def causal_conv1d_dx_bwd_kernel(
+    dz, w, dht, dx, cu_seqlens, chunk_indices, T, D,
+    W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
+):  # fmt: skip
+    """dx for one [BT, BD] tile: the transposed convolution of dz, plus the final state's gradient."""
+    i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    i_n, i_c, bos, L = _locate_chunk(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
+    o_t = i_c * BT + tl.arange(0, BT)  # [BT]
+    o_d = i_d * BD + tl.arange(0, BD)  # [BD]
+    m_d = o_d < D
+    b_dx = _dxe_from_dz(dz, w, dht, o_t, o_d, m_d, i_n, bos, L, D, W, HAS_DHT)  # [BT, BD]
+    m_x = (o_t < L)[:, None] & m_d[None, :]
+    tl.store(dx + (bos + o_t)[:, None] * D + o_d[None, :], b_dx.to(dx.dtype.element_ty), mask=m_x)
+
+
+@triton.heuristics({"HAS_DHT": lambda args: args["dht"] is not None})
 @triton.autotune(configs=_configs(), key=["D", "W"])
 @triton.jit
 def causal_conv1d_initial_state_bwd_kernel(
-    x, w, b, h0, dy, dht, dh0, cu_seqlens, T, D,
-    W: tl.constexpr, BW: tl.constexpr, BD: tl.constexpr, USE_SILU: tl.constexpr, HAS_BIAS: tl.constexpr,
-    HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
+    dz, w, dht, dh0, cu_seqlens, T, D,
+    W: tl.constexpr, BW: tl.constexpr, BD: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     """d initial_state[i_n]: the gradient of xe at the state positions -W .. -1."""
     i_d, i_n = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
@@ -219,7 +233,7 @@ def causal_conv1d_initial_state_bwd_kernel(
     o_p = tl.arange(0, BW) - W  # [BW] positions -W .. BW-W-1; only the negative ones are state
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < D
-    b_dh = _conv_dxe(x, w, b, h0, dy, dht, o_p, o_d, m_d, i_n, bos, L, D, W, USE_SILU, HAS_BIAS, True, HAS_DHT)
+    b_dh = _dxe_from_dz(dz, w, dht, o_p, o_d, m_d, i_n, bos, L, D, W, HAS_DHT)  # [BW, BD]
     p_dh = dh0 + (i_n * D + o_d[None, :]) * W + (W + o_p)[:, None]
     tl.store(p_dh, b_dh.to(dh0.dtype.element_ty), mask=(o_p < 0)[:, None] & m_d[None, :])
 
@@ -261,17 +275,24 @@ def _triton_fwd(x, weight, bias, residual, initial_state, output_final_state, us
 
 
 def _triton_bwd(x, weight, bias, initial_state, dy, dht, use_silu, cu_seqlens, chunk_indices):
+    # Two passes: dz = dy * act'(z) once per position (plus dweight/dbias partial sums), then dx as the
+    # transposed convolution of dz. One pass would recompute dz W times per tile (W^2 input loads).
     B, T, D = x.shape
     W = weight.shape[1]
     NT, NB = _grid_rows(x, chunk_indices)
+    # dz in dy's dtype: the precision the incoming gradient has (dweight/dbias use the float32 tile)
+    dz = empty(B, T, D, dtype=dy.dtype, device=x.device) if use_silu else dy
     dx = empty(B, T, D, dtype=x.dtype, device=x.device)
     dw_part = empty(NB * NT, D, W, dtype=torch.float32, device=x.device)
     db_part = empty(NB * NT, D, dtype=torch.float32, device=x.device) if bias is not None else None
     if NT > 0:
-        causal_conv1d_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), NT, NB)](
-            x, weight, bias, initial_state, dy, dht, dx, dw_part, db_part, cu_seqlens, chunk_indices, T, D,
+        causal_conv1d_dz_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), NT, NB)](
+            x, weight, bias, initial_state, dy, dz, dw_part, db_part, cu_seqlens, chunk_indices, T, D,
             W=W, BT=_BT, USE_SILU=use_silu,
         )  # fmt: skip
+        causal_conv1d_dx_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), NT, NB)](
+            dz, weight, dht, dx, cu_seqlens, chunk_indices, T, D, W=W, BT=_BT
+        )
     dw = dw_part.sum(0).to(weight.dtype)
     db = db_part.sum(0).to(bias.dtype) if bias is not None else None
     dh0 = None
@@ -279,9 +300,8 @@ def _triton_bwd(x, weight, bias, initial_state, dy, dht, use_silu, cu_seqlens, c
         N = _num_sequences(x, cu_seqlens)
         dh0 = empty(N, D, W, dtype=initial_state.dtype, device=x.device)
         causal_conv1d_initial_state_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), N)](
-            x, weight, bias, initial_state, dy, dht, dh0, cu_seqlens, T, D,
-            W=W, BW=next_power_of_2(W), USE_SILU=use_silu, IS_VARLEN=cu_seqlens is not None,
-        )  # fmt: skip
+            dz, weight, dht, dh0, cu_seqlens, T, D, W=W, BW=next_power_of_2(W), IS_VARLEN=cu_seqlens is not None
+        )
     return dx, dw, db, dh0
 
 

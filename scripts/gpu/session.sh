@@ -41,7 +41,9 @@ for g in "${groups[@]}"; do
         launch) timeout 150 python3 -m benchmarks.ops.launch_overhead --out "$OUT/launch_overhead.md" 2>&1 | tail -25 ;;
         train)  # #8: GLA-340M B8 x 2048 rows, one process each (first: the old 1-rank FSDP path, whose first
                 # process measured slower in earlier calls), then the other families. TRAIN_ROWS=name,... picks rows.
-            tt=(python3 benchmarks/train_throughput.py --batch-size 8 --seq-len 2048 --steps 8 --warmup 3)
+            # TRAIN_PROFILE=1: each row also writes a kernel table + trace under $OUT/profile.
+            tt=(python3 benchmarks/train_throughput.py --batch-size 8 --seq-len 2048 --steps 8 --warmup 3
+                ${TRAIN_PROFILE:+--profile $OUT/profile})
             lce="--set model.overrides=fuse_linear_cross_entropy=true"
             fsdp="--set parallelism.one_rank_fsdp=true"
             cg="--set training.compile_mode=reduce-overhead"
@@ -49,7 +51,9 @@ for g in "${groups[@]}"; do
                   "gla-plain-cudagraphs|gla_340M|--compile $lce $cg" "gdn-plain-cudagraphs|gated_deltanet_340M|--compile $lce $cg"
                   "gla-fsdp-compile|gla_340M|--compile $lce $fsdp" "gla-eager|gla_340M|--impl eager"
                   "gdn-plain-compile|gated_deltanet_340M|--compile $lce"
-                  "transformer-plain-compile|transformer_340M|--compile $lce")
+                  "transformer-plain-compile|transformer_340M|--compile $lce"
+                  "gla-fla060|gla_340M|--impl none --fla-path ${FLA060_PATH:-/tmp/fla060}"
+                  "transformer-fla060|transformer_340M|--impl none --fla-path ${FLA060_PATH:-/tmp/fla060}")
             for row in "${rows[@]}"; do
                 IFS='|' read -r name cfg extra <<< "$row"
                 [ -n "${TRAIN_ROWS:-}" ] && [[ ",$TRAIN_ROWS," != *",$name,"* ]] && continue

@@ -72,6 +72,7 @@ def check_against_reference(backend, inputs, activation, cu_seqlens=None, output
         (100, 3, None, False, False, False, False),
         (100, 4, "silu", True, False, False, True),  # final state fed by x alone
         (60, 2, "swish", False, True, True, False),
+        (60, 4, None, True, False, True, True),  # no activation: dz is dy, states on both ends
     ],
 )
 def test_conv_forward_backward(backend, dtype, D, W, activation, bias, residual, initial_state, final_state):
