@@ -31,6 +31,7 @@ fla 0.6.0 process (``--worker eager``, run from outside the repository).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
 import json
 import os
@@ -187,6 +188,10 @@ def device_busy_ms(trace_path: str) -> tuple[float, int]:
     return busy / 1e3, len(spans)
 
 
+def _progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def eager_run(
     config_path: str, batch_size: int, seq_len: int, warmup: int, steps: int, bf16: bool, profile: str | None = None
 ) -> dict:
@@ -198,11 +203,13 @@ def eager_run(
 
     import fla
 
+    _progress(f"fla {fla.__version__} from {fla.__file__}")
     device = _device()
     config = AutoConfig.from_pretrained(config_path)
     config.use_cache = False
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).to(device).train()
+    _progress(f"{type(model).__name__} built on {device}")
     n_params = sum(p.numel() for p in model.parameters())
     n_emb = model.get_input_embeddings().weight.numel()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device.type == "cuda")
@@ -293,7 +300,8 @@ def flame_run(config_path: str, args, dump_folder: str) -> dict:
 def fla_worker_run(fla_path: str, config_path: str, args) -> dict:
     """:func:`eager_run` in a subprocess that imports ``fla`` from ``fla_path`` (run outside the repository)."""
     fla_path = os.path.abspath(fla_path)
-    env = {**os.environ, "PYTHONPATH": fla_path}
+    # offline: the GPU machine has no network, and a hub lookup there waits for its timeouts
+    env = {**os.environ, "PYTHONPATH": fla_path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "eager", "--config", os.path.abspath(config_path),
            "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len), "--warmup", str(args.warmup),
            "--steps", str(args.steps), "--dtype", args.dtype]  # fmt: skip
@@ -442,6 +450,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     """Run the benchmark; prints (and with ``--out`` writes) the table; returns the rows."""
     args = parse_args(argv)
     if args.worker == "eager":
+        # where a slow or stuck worker is: every thread's stack on stderr every 60 s
+        faulthandler.dump_traceback_later(60, repeat=True, file=sys.stderr)
         result = eager_run(args.config[0], args.batch_size, args.seq_len, args.warmup, args.steps,
                            args.dtype == "bfloat16", args.profile)  # fmt: skip
         print(json.dumps(result))
