@@ -17,11 +17,13 @@ import triton.language as tl
 
 from fla.utils import Backend, check_dtype, check_same_device, check_same_shape, check_shape, empty_like, select_backend
 from fla.utils.autocast import autocast_state, backward_autocast
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv
 
 _BLOCK = 1024
 
 
+@lean_launch
 @triton.jit
 def swiglu_fwd_kernel(g, u, y, n, BLOCK: tl.constexpr):
     i_b = tl.program_id(0).to(tl.int64)
@@ -33,6 +35,7 @@ def swiglu_fwd_kernel(g, u, y, n, BLOCK: tl.constexpr):
     tl.store(y + o_x, b_y.to(y.dtype.element_ty), mask=m_x)
 
 
+@lean_launch
 @triton.jit
 def swiglu_bwd_kernel(g, u, dy, dg, du, n, BLOCK: tl.constexpr):
     i_b = tl.program_id(0).to(tl.int64)

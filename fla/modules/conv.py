@@ -32,6 +32,7 @@ import triton.language as tl
 from fla.ops.common.indexing import token_bounds
 from fla.ops.utils import prepare_chunk_indices, prepare_lens, prepare_position_ids, prepare_sequence_ids
 from fla.utils import IS_TRITON_INTERPRET, check_cu_seqlens, check_shape, empty, select_backend
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 _ACTIVATIONS = (None, "silu", "swish")
@@ -134,6 +135,7 @@ def _dxe_from_dz(dz, w, dht, o_p, o_d, m_d, i_n, bos, L, D, W: tl.constexpr, HAS
 # ----------------------------------------------------------------------------- Triton kernels
 
 
+@lean_launch
 @triton.heuristics({**_HEURISTICS, "HAS_RESIDUAL": lambda args: args["r"] is not None})
 @triton.autotune(configs=_configs(), key=["D", "W"])
 @triton.jit
@@ -157,6 +159,7 @@ def causal_conv1d_fwd_kernel(
     tl.store(y + o_y, b_y.to(y.dtype.element_ty), mask=m_y)
 
 
+@lean_launch
 @triton.heuristics({k: _HEURISTICS[k] for k in ("USE_INITIAL_STATE", "IS_VARLEN")})
 @triton.autotune(configs=_configs(), key=["D", "W"])
 @triton.jit
@@ -174,6 +177,7 @@ def causal_conv1d_final_state_fwd_kernel(
     tl.store(p_h, b_h.to(ht.dtype.element_ty), mask=(o_c < W)[:, None] & m_d[None, :])
 
 
+@lean_launch
 @triton.heuristics(_HEURISTICS)
 @triton.autotune(configs=_configs(), key=["D", "W"])
 @triton.jit
@@ -202,6 +206,7 @@ def causal_conv1d_dz_bwd_kernel(
         tl.store(db + i_part * D + o_d, tl.sum(b_dz, axis=0), mask=m_d)
 
 
+@lean_launch
 @triton.heuristics({k: _HEURISTICS[k] for k in ("IS_VARLEN",)} | {"HAS_DHT": lambda args: args["dht"] is not None})
 @triton.autotune(configs=_configs(), key=["D", "W"])
 @triton.jit
@@ -220,6 +225,7 @@ def causal_conv1d_dx_bwd_kernel(
     tl.store(dx + (bos + o_t)[:, None] * D + o_d[None, :], b_dx.to(dx.dtype.element_ty), mask=m_x)
 
 
+@lean_launch
 @triton.heuristics({"HAS_DHT": lambda args: args["dht"] is not None})
 @triton.autotune(configs=_configs(), key=["D", "W"])
 @triton.jit

@@ -29,6 +29,7 @@ import triton
 import triton.language as tl
 
 from fla.utils import Backend, check_dtype, check_same_device, empty, select_backend
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -58,6 +59,7 @@ _ce_heuristics = triton.heuristics(
 )
 
 
+@lean_launch
 @_ce_heuristics
 @triton.jit
 def cross_entropy_fwd_kernel(
@@ -103,6 +105,7 @@ def cross_entropy_fwd_kernel(
     tl.store(lse + i_n, b_lse)
 
 
+@lean_launch
 @_ce_heuristics
 @triton.jit
 def cross_entropy_bwd_kernel(

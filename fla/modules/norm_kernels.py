@@ -31,6 +31,7 @@ import triton
 import triton.language as tl
 
 from fla.utils import empty, empty_like
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 # Largest group width one program keeps in registers (fp32 tiles of a full group).
@@ -107,6 +108,7 @@ def _act_bwd(b_g, ACT: tl.constexpr):
     return b_da
 
 
+@lean_launch
 @triton.jit
 def norm_fwd_kernel(
     x,  # [N, D]
@@ -171,6 +173,7 @@ def norm_fwd_kernel(
     tl.store(y + o_base + o_x, b_y.to(y.dtype.element_ty), mask=m_x)
 
 
+@lean_launch
 @triton.jit
 def norm_bwd_kernel(
     x,  # [N, D] the normalized input (h when a residual was added)
@@ -271,6 +274,7 @@ def norm_bwd_kernel(
         tl.store(db + i_p * D + i_g * DG + o_d, tl.sum(b_db, axis=0), mask=m_d)
 
 
+@lean_launch
 @triton.jit
 def norm_bwd_reduce_kernel(
     pw,  # [NP, D] fp32 partial dw, or None

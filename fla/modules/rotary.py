@@ -23,6 +23,7 @@ import triton.language as tl
 
 from fla.ops.utils import prepare_position_ids, prepare_sequence_ids
 from fla.utils import IS_TRITON_INTERPRET, check_cu_seqlens, check_same_shape, empty, select_backend
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 
@@ -32,6 +33,7 @@ def _configs() -> list[triton.Config]:
     return [triton.Config({"BM": bm}, num_warps=nw) for bm in (32, 64, 128) for nw in (4, 8)]
 
 
+@lean_launch
 @triton.heuristics({"HAS_POS": lambda args: args["pos"] is not None})
 @triton.autotune(configs=_configs(), key=["H", "D", "R", "INTERLEAVED"])
 @triton.jit

@@ -25,9 +25,11 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv
 
 
+@lean_launch
 @given_heuristics(USE_G="g", USE_GK="gk", USE_A="A", USE_DH="dh", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(),
@@ -113,6 +115,7 @@ def chunk_dv_bwd_kernel(
     tl.store(dv + o_tv, b_dv.to(dv.dtype.element_ty), mask=m_tv)
 
 
+@lean_launch
 @given_heuristics(USE_G="g", USE_GK="gk", STORE_DG="dg", STORE_DW="dw", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(),

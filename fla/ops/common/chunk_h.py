@@ -23,9 +23,11 @@ from fla.ops.common.indexing import sequence_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv
 
 
+@lean_launch
 @given_heuristics(USE_G="g", USE_GK="gk", USE_S0="s0", STORE_SN="sn", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(),

@@ -24,6 +24,7 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import SUB_CHUNK_SIZE, autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv
 
 # Largest |G_i - G_r| inside a sub-chunk for which its diagonal block is factored into a matmul
@@ -37,6 +38,7 @@ def _gate_span(b_g, b_gr, m):
     return tl.max(tl.max(tl.where(m, tl.abs(b_g - b_gr[None, :]), 0.0), axis=1), axis=0)
 
 
+@lean_launch
 @given_heuristics(IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(warps=(1, 2, 4)), key=["H", "K", "BK", "BC", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
@@ -122,6 +124,7 @@ def chunk_gk_scores_fwd_kernel(
     tl.store(p_A, b_A * scale, mask=m_ti[:, None])
 
 
+@lean_launch
 @given_heuristics(IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(), key=["H", "V", "BV", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
@@ -160,6 +163,7 @@ def chunk_gk_dA_bwd_kernel(
     tl.store(dA + ((bos + o_t[:, None]) * H + i_h) * BT + o_i[None, :], b_dA, mask=m_t[:, None])
 
 
+@lean_launch
 @given_heuristics(IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(warps=(1, 2, 4)), key=["H", "K", "BK", "BC", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])

@@ -16,9 +16,11 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv
 
 
+@lean_launch
 @given_heuristics(USE_G="g", USE_GK="gk", USE_A="A", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "DOT_PRECISION"]

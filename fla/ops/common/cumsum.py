@@ -16,9 +16,11 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import block_size, given_heuristics
 from fla.utils import empty
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv
 
 
+@lean_launch
 @given_heuristics(USE_G="g", USE_GAMMA="g_gamma", IS_VARLEN="cu_seqlens")
 @triton.jit(do_not_specialize=["T"])
 def chunk_local_cumsum_kernel(

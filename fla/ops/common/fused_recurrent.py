@@ -23,9 +23,11 @@ from fla.ops.common.indexing import token_bounds
 from fla.ops.common.inputs import prepare_gated_call
 from fla.ops.common.tuning import given_heuristics
 from fla.utils import contiguous, empty
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 
+@lean_launch
 @given_heuristics(
     USE_G="g", USE_GAMMA="g_gamma", USE_GK="gk", USE_GV="gv", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens"
 )

@@ -27,6 +27,7 @@ from fla.ops.common.indexing import sequence_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 
@@ -42,6 +43,7 @@ def state_blocks(K: int, V: int, programs: int, device: torch.device) -> tuple[i
     return BK, BV
 
 
+@lean_launch
 @given_heuristics(USE_G="G", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
@@ -139,6 +141,7 @@ def chunk_delta_fwd_h(
     return h, v_new, ht
 
 
+@lean_launch
 @given_heuristics(USE_G="G", USE_DHT="dht", STORE_DH0="dh0", IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])

@@ -25,9 +25,11 @@ from fla.ops.delta_rule.chunk import chunk_delta_rule_bwd
 from fla.ops.delta_rule.inputs import expand_groups, prepare_delta_call, prepare_qk_beta
 from fla.ops.delta_rule.recurrent_torch import recurrent_delta_torch
 from fla.utils import contiguous, empty
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 
+@lean_launch
 @given_heuristics(USE_G="g", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
 @triton.jit(do_not_specialize=["T"])
 def fused_recurrent_delta_rule_fwd_kernel(

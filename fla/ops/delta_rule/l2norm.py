@@ -13,11 +13,13 @@ import triton
 import triton.language as tl
 
 from fla.utils import contiguous, empty
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 ROWS_PER_PROGRAM = 16
 
 
+@lean_launch
 @triton.jit
 def l2norm_fwd_kernel(x, y, r, eps, N, D: tl.constexpr, BR: tl.constexpr, BD: tl.constexpr):
     i_r = tl.program_id(0).to(tl.int64)
@@ -32,6 +34,7 @@ def l2norm_fwd_kernel(x, y, r, eps, N, D: tl.constexpr, BR: tl.constexpr, BD: tl
     tl.store(r + o_r, b_r, mask=m_r)
 
 
+@lean_launch
 @triton.jit
 def l2norm_bwd_kernel(x, r, dy, dx, N, D: tl.constexpr, BR: tl.constexpr, BD: tl.constexpr):
     i_r = tl.program_id(0).to(tl.int64)

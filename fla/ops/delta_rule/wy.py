@@ -25,6 +25,7 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.launch import lean_launch
 
 SUB_BLOCK = 16  # rows of the diagonal blocks inverted by forward substitution
 
@@ -69,6 +70,7 @@ def _mm(a, b):
     return tl.dot(a, b, input_precision="ieee")
 
 
+@lean_launch
 @given_heuristics(USE_G="G", IS_VARLEN="cu_seqlens")
 @triton.autotune(autotune_configs(warps=(1, 2, 4), stages=(1, 2)), key=["H", "K", "BK", "USE_G", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
@@ -166,6 +168,7 @@ def chunk_delta_solve_kernel(
     tl.store(p_3 + 3 * BC, t33, mask=m_3[:, None])
 
 
+@lean_launch
 @given_heuristics(USE_G="G", IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])

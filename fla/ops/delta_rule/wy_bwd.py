@@ -32,6 +32,7 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.launch import lean_launch
 
 
 @triton.jit
@@ -55,6 +56,7 @@ def _dtm_tile(x, dx, o_row, m_t, o_c, C, row_scale, b_dtm, b_dtmt, DOT_PRECISION
     return b_dtm, b_dtmt, b_x, b_dx, p, m
 
 
+@lean_launch
 @given_heuristics(USE_G="G", IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
