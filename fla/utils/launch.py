@@ -190,9 +190,13 @@ class LeanKernel:
         kw_slots = [(names.index(name), name) for name in kwargs if name in names]
         if len(kw_slots) != len(kwargs):
             return  # a keyword that is not a parameter (a launch option): leave it to triton
+        # the call's own arguments are refilled at each launch: keep none of them (no tensor outlives its call)
+        template = list(bound.values())
+        for slot in [*range(len(args)), *(slot for slot, _ in kw_slots)]:
+            template[slot] = None
         if len(self._entries) >= _MAX_SIGNATURES:
             self._entries.clear()
-        self._entries[sig] = _Entry(compiled, names, list(bound.values()), len(args), kw_slots)
+        self._entries[sig] = _Entry(compiled, names, template, len(args), kw_slots)
 
     def _binder(self):
         from triton.runtime.driver import driver

@@ -120,6 +120,8 @@ def check(k, calls):
         assert first[0] == second[0], (k, first[0], second[0])
         assert len(first[1]) == len(second[1]) and all(a is b or a == b for a, b in zip(first[1], second[1])), k
     assert len(slow) == len(calls) and k.lean_launches == len(calls), (k, len(slow), k.lean_launches)
+    held = [v for e in k._entries.values() for v in e.template if isinstance(v, torch.Tensor)]
+    assert not held, f"{k} keeps {len(held)} tensors of its recording calls alive"
 
 x, w, y = torch.randn(2, 10, 8), torch.randn(8, 4), torch.randn(2, 10, 8)
 grid = lambda meta: (-(-meta["D"] // meta["BD"]), 3, 2)
@@ -198,6 +200,7 @@ def test_lean_launches_match_triton_launches_bitwise():
         first = _run_ops(T, offset)  # new signatures are recorded (and launched by triton)
         second = _run_ops(T, offset)  # now launched from the cache
         lean = sum(k.lean_launches for k in lean_kernels()) - before
+        assert not [v for k in lean_kernels() for e in k._entries.values() for v in e.template if torch.is_tensor(v)]
         assert lean >= 20, f"T={T} offset={offset}: only {lean} cached launches"
         for name in ref:
             assert torch.equal(ref[name], first[name]), f"{name} (T={T}, offset={offset}, recording call)"
