@@ -3,7 +3,7 @@
 # test suite on CUDA (gpu-marked tests included) and the benchmarks, and leave logs/tables in
 # $OUT. Usage on the device machine (carry .whl, and .whl_peer for fla 0.6.0 comparisons):
 #     bash scripts/gpu/session.sh [pytest paths...]
-# Env: BENCH=modules,ops,diag,launch,train (benchmark groups; empty for none; TRAIN_ROWS / TRAIN_TIMEOUT: see train), NPROC (pytest-xdist workers, default 8:
+# Env: BENCH=modules,ops,diag,kprof,launch,train (benchmark groups; empty for none; TRAIN_ROWS / TRAIN_TIMEOUT: see train), NPROC (pytest-xdist workers, default 8:
 # Triton compiles dominate test time there), PYTEST_TIMEOUT (s), PYTEST_ARGS (extra pytest args, split
 # on spaces: no quoted values; give markers as paths' -m in "$@" instead), PYTEST=0 (no tests). Each failure's traceback is
 # appended to $OUT/failures.log as it happens, so a run cut off by the time limit still explains itself.
@@ -38,6 +38,9 @@ for g in "${groups[@]}"; do
             timeout 120 python3 -m benchmarks.ops.profile_host --out "$OUT/profile_host.txt" 2>&1 | grep "^## "
             timeout 240 python3 -m benchmarks.compile_breaks --config configs/{gla,gated_deltanet,transformer}_340M.json \
                 --out "$OUT/compile_breaks.json" 2>&1 | tail -40 ;;
+        kprof)  # per-kernel device time at 8k: where simple GLA and the gated delta rule lose to their ungated twins
+            timeout 240 python3 -m benchmarks.ops.profile_chunk --ops chunk_linear_attn chunk_retention chunk_simple_gla \
+                chunk_delta_rule chunk_gated_delta_rule --T 8192 --tables --out "$OUT/profile_chunk.md" 2>&1 | tail -40 ;;
         launch) timeout 150 python3 -m benchmarks.ops.launch_overhead --out "$OUT/launch_overhead.md" 2>&1 | tail -25 ;;
         train)  # #8: GLA-340M B8 x 2048 rows, one process each (first: the old 1-rank FSDP path, whose first
                 # process measured slower in earlier calls), then the other families. TRAIN_ROWS=name,... picks rows.
