@@ -106,7 +106,7 @@ class LeanKernel:
             node = node.fn
         self.jit = node
         self.arg_names = node.arg_names
-        self.fn = node.fn  # the Python function, as on triton's objects
+        self.fn = kernel  # the next layer down, as on triton's decorators (code that walks `.fn` keeps working)
         self.__name__ = node.__name__
         self.__doc__ = node.__doc__
         self._entries: dict[tuple, _Entry] = {}

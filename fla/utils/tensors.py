@@ -51,8 +51,13 @@ def check_shape(name: str, t: torch.Tensor, expected: Sequence[int | None], what
     ``None`` in ``expected`` matches any size. ``what`` explains the expected layout,
     e.g. ``"[B, T, H, K]"``.
     """
-    shape = tuple(t.shape)
-    ok = len(shape) == len(expected) and all(e is None or e == s for s, e in zip(shape, expected))
+    shape = t.shape
+    ok = len(shape) == len(expected)
+    if ok:
+        for s, e in zip(shape, expected):  # a plain loop: this runs on every op call (host time)
+            if e is not None and e != s:
+                ok = False
+                break
     if not ok:
         want = "[" + ", ".join("*" if e is None else str(e) for e in expected) + "]"
         layout = f" {what}" if what else ""
@@ -76,11 +81,17 @@ def check_dtype(name: str, t: torch.Tensor, allowed: Sequence[torch.dtype] = FLO
 
 def check_same_device(**tensors: torch.Tensor | None) -> None:
     """Raise ``ValueError`` when the given tensors are not all on one device."""
-    present = {k: v for k, v in tensors.items() if v is not None}
-    devices = {v.device for v in present.values()}
-    if len(devices) > 1:
-        listing = ", ".join(f"{k} on {v.device}" for k, v in present.items())
-        raise ValueError(f"inputs are on different devices: {listing}")
+    device = None
+    for t in tensors.values():  # the common case (one device) without building containers
+        if t is not None:
+            if device is None:
+                device = t.device
+            elif t.device != device:
+                break
+    else:
+        return
+    listing = ", ".join(f"{k} on {v.device}" for k, v in tensors.items() if v is not None)
+    raise ValueError(f"inputs are on different devices: {listing}")
 
 
 def check_cu_seqlens(cu_seqlens: torch.Tensor | None, total: int, batch: int) -> None:
@@ -135,8 +146,9 @@ def contiguous(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        args = tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
-        kwargs = {k: (v.contiguous() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+        args = [a.contiguous() if isinstance(a, torch.Tensor) else a for a in args]
+        if kwargs:
+            kwargs = {k: (v.contiguous() if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
         return fn(*args, **kwargs)
 
     return wrapper
