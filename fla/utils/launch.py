@@ -41,6 +41,7 @@ from fla.utils.backend import IS_TRITON_INTERPRET
 # triton releases whose JITFunction / CompiledKernel launch protocol this module reproduces
 _SUPPORTED_TRITON = ("3.6.",)
 _MAX_SIGNATURES = 512  # per kernel; varlen batches change T, which is part of the signature
+_TRITON_PATH = object()  # cache value: this signature launches through triton every time
 _PLAIN = frozenset((int, float, bool, str, type(None)))  # argument types whose value is part of a signature
 
 
@@ -109,7 +110,7 @@ class LeanKernel:
         self.fn = kernel  # the next layer down, as on triton's decorators (code that walks `.fn` keeps working)
         self.__name__ = node.__name__
         self.__doc__ = node.__doc__
-        self._entries: dict[tuple, _Entry] = {}
+        self._entries: dict[tuple, Any] = {}  # signature -> _Entry or _TRITON_PATH
         self.lean_launches = 0  # launches that took the cached path (tests read it)
         self._lean = _ENABLED and not any(
             isinstance(c, Autotuner) and any(cfg.pre_hook is not None for cfg in c.configs) for c in self.chain
@@ -127,10 +128,10 @@ class LeanKernel:
     # ------------------------------------------------------------------------------------------- internals
 
     @staticmethod
-    def _signature(args: tuple, kwargs: dict) -> tuple | None:
+    def _signature(device: int, args: tuple, kwargs: dict) -> tuple | None:
         # flat for speed (~0.4 us per argument): a tensor adds (dtype, address mod 16), a plain value itself;
         # unambiguous, since no plain argument is a dtype
-        key: list[Any] = [_current_device(), tuple(kwargs)]
+        key: list[Any] = [device, tuple(kwargs)]
         append = key.append
         for a in (*args, *kwargs.values()):
             if type(a) in _PLAIN:
@@ -145,14 +146,15 @@ class LeanKernel:
     def _launch(self, grid, args: tuple, kwargs: dict):
         if _launch_hooks_set():
             return self.kernel[grid](*args, **kwargs)
-        sig = self._signature(args, kwargs)
-        if sig is None:
-            return self.kernel[grid](*args, **kwargs)
-        entry = self._entries.get(sig)
+        device = _current_device()
+        sig = self._signature(device, args, kwargs)
+        entry = self._entries.get(sig) if sig is not None else _TRITON_PATH
         if entry is None:
             compiled = self.kernel[grid](*args, **kwargs)  # triton's own path: compile, autotune, launch
             self._record(sig, compiled, args, kwargs)
             return compiled
+        if entry is _TRITON_PATH:
+            return self.kernel[grid](*args, **kwargs)
         values = list(args)
         values += entry.template[entry.n_args :]
         for slot, name in entry.kw_slots:
@@ -163,8 +165,10 @@ class LeanKernel:
         g2 = grid[2] if len(grid) > 2 else 1
         compiled = entry.compiled
         self.lean_launches += 1
-        stream = _current_stream(_current_device())
-        compiled.run(grid[0], g1, g2, stream, compiled.function, compiled.packed_metadata, None, None, None, *values)
+        compiled.run(
+            grid[0], g1, g2, _current_stream(device), compiled.function, compiled.packed_metadata, None, None, None,
+            *values,
+        )  # fmt: skip
         return compiled
 
     def _record(self, sig: tuple, compiled, args: tuple, kwargs: dict) -> None:
@@ -172,7 +176,7 @@ class LeanKernel:
         from triton.runtime.autotuner import Autotuner, Heuristics
 
         if compiled is None or not hasattr(compiled, "packed_metadata") or hasattr(compiled, "result"):
-            return  # not a finished CompiledKernel (warm-up or asynchronous compile): stay on triton's path
+            return  # not a finished CompiledKernel (asynchronous compile): record at a later call
         named = dict(zip(self.arg_names, args))
         kw = dict(kwargs)
         for node in self.chain:
@@ -185,18 +189,22 @@ class LeanKernel:
         # triton's binder: every parameter in order with defaults applied (launch options go elsewhere)
         bound, _, _ = self._binder()(*args, **kw)
         names = list(bound.keys())
-        if names[: len(args)] != list(self.arg_names[: len(args)]):
-            return
         kw_slots = [(names.index(name), name) for name in kwargs if name in names]
-        if len(kw_slots) != len(kwargs):
-            return  # a keyword that is not a parameter (a launch option): leave it to triton
+        if names[: len(args)] != list(self.arg_names[: len(args)]) or len(kw_slots) != len(kwargs):
+            # a keyword that is not a parameter (a launch option): this signature stays on triton's path,
+            # remembered so that later calls do not replay the decorators again
+            self._remember(sig, _TRITON_PATH)
+            return
         # the call's own arguments are refilled at each launch: keep none of them (no tensor outlives its call)
         template = list(bound.values())
         for slot in [*range(len(args)), *(slot for slot, _ in kw_slots)]:
             template[slot] = None
+        self._remember(sig, _Entry(compiled, names, template, len(args), kw_slots))
+
+    def _remember(self, sig: tuple, entry) -> None:
         if len(self._entries) >= _MAX_SIGNATURES:
             self._entries.clear()
-        self._entries[sig] = _Entry(compiled, names, template, len(args), kw_slots)
+        self._entries[sig] = entry
 
     def _binder(self):
         from triton.runtime.driver import driver

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fla.utils.launch import lean_kernels, lean_launch, lean_launch_disabled, lean_launch_enabled
+from fla.utils.launch import _Entry, lean_kernels, lean_launch, lean_launch_disabled, lean_launch_enabled
 from tests.harness import child_pythonpath
 
 # Imports every module that defines kernels (without the interpreter: real JITFunctions), then checks that each
@@ -120,7 +120,7 @@ def check(k, calls):
         assert first[0] == second[0], (k, first[0], second[0])
         assert len(first[1]) == len(second[1]) and all(a is b or a == b for a, b in zip(first[1], second[1])), k
     assert len(slow) == len(calls) and k.lean_launches == len(calls), (k, len(slow), k.lean_launches)
-    held = [v for e in k._entries.values() for v in e.template if isinstance(v, torch.Tensor)]
+    held = [v for e in k._entries.values() if e is not L._TRITON_PATH for v in e.template if torch.is_tensor(v)]
     assert not held, f"{k} keeps {len(held)} tensors of its recording calls alive"
 
 x, w, y = torch.randn(2, 10, 8), torch.randn(8, 4), torch.randn(2, 10, 8)
@@ -130,6 +130,15 @@ conv = [(grid, (x, w, b, None, None, y, None, None, T, 8), dict(W=4, BT=16, USE_
 check(causal_conv1d_fwd_kernel, conv)
 r = torch.randn(20)
 check(l2norm_fwd_kernel, [((5,), (x, y, r, 1e-6, N), dict(D=8, BR=4, BD=16)) for N in (20, 17)])
+
+# a launch option among the keywords: triton's path at every call, the decorators replayed only once
+k = l2norm_fwd_kernel
+recorded, record = [], k._record
+k._record = lambda *a: (recorded.append(1), record(*a))
+before = k.lean_launches
+for _ in range(3):
+    k[(5,)](x, y, r, 1e-6, 20, D=8, BR=4, BD=16, num_warps=2)
+assert len(recorded) == 1 and k.lean_launches == before, (len(recorded), k.lean_launches)
 print("OK")
 """
 
@@ -200,7 +209,8 @@ def test_lean_launches_match_triton_launches_bitwise():
         first = _run_ops(T, offset)  # new signatures are recorded (and launched by triton)
         second = _run_ops(T, offset)  # now launched from the cache
         lean = sum(k.lean_launches for k in lean_kernels()) - before
-        assert not [v for k in lean_kernels() for e in k._entries.values() for v in e.template if torch.is_tensor(v)]
+        entries = [e for k in lean_kernels() for e in k._entries.values() if isinstance(e, _Entry)]
+        assert not [v for e in entries for v in e.template if torch.is_tensor(v)]
         assert lean >= 20, f"T={T} offset={offset}: only {lean} cached launches"
         for name in ref:
             assert torch.equal(ref[name], first[name]), f"{name} (T={T}, offset={offset}, recording call)"
