@@ -6,6 +6,8 @@ Backward: G, h recomputed  ->  dh (reverse recurrence)  ->  dv  ->  [dA, intra d
 
 Scalar gates ``g [B, T, H]`` (with an optional constant ``g_gamma [H]``), vector gates
 ``gk [B, T, H, K]``, or no gate at all. ``g_gamma`` is a constant: it gets no gradient.
+Scalar gates are summed (and their gradient reverse-summed) inside the kernels that use them
+(:func:`fla.ops.common.cumsum.chunk_scalar_gates`): no cumsum launch, no ``G`` tensor.
 """
 
 from __future__ import annotations
@@ -21,10 +23,8 @@ from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import CHUNK_SIZE
 
 
-def _gate_cumsums(g, g_gamma, gk, layout):
-    G = None if g is None and g_gamma is None else chunk_local_cumsum(g, layout, g_gamma=g_gamma)
-    Gk = None if gk is None else chunk_local_cumsum(gk, layout)
-    return G, Gk
+def _vector_gate_cumsum(gk, layout):
+    return None if gk is None else chunk_local_cumsum(gk, layout)
 
 
 def chunk_gated_fwd(
@@ -48,10 +48,11 @@ def chunk_gated_fwd(
         ``o [B, T, H, V]``, the final state ``[N, H, K, V]`` float32 (or ``None``) and, for vector
         gates, the intra-chunk scores ``A [B, T, H, BT]`` float32 (kept for the backward).
     """
-    G, Gk = _gate_cumsums(g, g_gamma, gk, layout)
-    h, ht = chunk_fwd_h(k, v, layout, g=G, gk=Gk, h0=initial_state, output_final_state=output_final_state)
+    Gk = _vector_gate_cumsum(gk, layout)
+    gates = {"g": g, "g_gamma": g_gamma, "g_is_cumsum": False}
+    h, ht = chunk_fwd_h(k, v, layout, gk=Gk, h0=initial_state, output_final_state=output_final_state, **gates)
     A = None if Gk is None else chunk_gk_fwd_A(q, k, Gk, layout, scale)
-    o = chunk_fwd_o(q, k, v, h, layout, scale, g=G, gk=Gk, A=A)
+    o = chunk_fwd_o(q, k, v, h, layout, scale, gk=Gk, A=A, **gates)
     return o, ht, A
 
 
@@ -78,22 +79,21 @@ def chunk_gated_bwd(
         for vector gates, float32 for scalar ones; ``None`` unless ``want_dg``) and ``dh0``
         ``[N, H, K, V]`` float32 (``None`` unless ``want_dh0``).
     """
-    G, Gk = _gate_cumsums(g, g_gamma, gk, layout)
+    Gk = _vector_gate_cumsum(gk, layout)
     if Gk is not None and A is None:
         A = chunk_gk_fwd_A(q, k, Gk, layout, scale)
-    h, _ = chunk_fwd_h(k, v, layout, g=G, gk=Gk, h0=initial_state)
-    dh, dh0 = chunk_bwd_dh(q, do, layout, g=G, gk=Gk, dht=dht, scale=scale, want_dh0=want_dh0)
-    dv = chunk_bwd_dv(q, k, do, dh, layout, scale, g=G, gk=Gk, A=A)
+    gates = {"g": g, "g_gamma": g_gamma, "g_is_cumsum": False}
+    h, _ = chunk_fwd_h(k, v, layout, gk=Gk, h0=initial_state, **gates)
+    dh, dh0 = chunk_bwd_dh(q, do, layout, gk=Gk, dht=dht, scale=scale, want_dh0=want_dh0, **gates)
+    dv = chunk_bwd_dv(q, k, do, dh, layout, scale, gk=Gk, A=A, **gates)
     dq_intra = dk_intra = None
     if Gk is not None:
         dA = chunk_gk_bwd_dA(v, do, layout, scale)
         dq_intra, dk_intra = chunk_gk_bwd_intra(q, k, Gk, dA, layout)
     dq, dk, dg = chunk_bwd_dqkg(
-        q, k, v, h, do, dh, layout, scale, g=G, gk=Gk, dq_intra=dq_intra, dk_intra=dk_intra, want_dg=want_dg,
-        dg_dtype=gk.dtype if gk is not None else torch.float32,
+        q, k, v, h, do, dh, layout, scale, gk=Gk, dq_intra=dq_intra, dk_intra=dk_intra, want_dg=want_dg,
+        dg_dtype=gk.dtype if gk is not None else torch.float32, **gates,
     )  # fmt: skip
-    if dg is not None and gk is None:  # scalar gates: dL/dG -> dg
-        dg = chunk_local_cumsum(dg, layout, reverse=True)
     return dq, dk, dv, dg, dh0
 
 

@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fla.ops.common.cumsum import chunk_scalar_gates
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
@@ -30,7 +31,15 @@ from fla.utils.sizes import cdiv
 
 
 @lean_launch
-@given_heuristics(USE_G="g", USE_GK="gk", USE_A="A", USE_DH="dh", IS_VARLEN="cu_seqlens")
+@given_heuristics(
+    USE_G=("g", "g_gamma"),
+    HAS_G="g",
+    USE_GAMMA="g_gamma",
+    USE_GK="gk",
+    USE_A="A",
+    USE_DH="dh",
+    IS_VARLEN="cu_seqlens",
+)
 @triton.autotune(
     configs=autotune_configs(),
     key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "USE_DH", "DOT_PRECISION"],
@@ -40,6 +49,7 @@ def chunk_dv_bwd_kernel(
     q,
     k,
     g,
+    g_gamma,
     gk,
     A,
     do,
@@ -56,7 +66,10 @@ def chunk_dv_bwd_kernel(
     BK: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    CUMSUM_G: tl.constexpr,
     USE_G: tl.constexpr,
+    HAS_G: tl.constexpr,
+    USE_GAMMA: tl.constexpr,
     USE_GK: tl.constexpr,
     USE_A: tl.constexpr,
     USE_DH: tl.constexpr,
@@ -99,8 +112,7 @@ def chunk_dv_bwd_kernel(
 
     m_At = (o_i[:, None] <= o_i[None, :]) & m_t[None, :]  # [BT(j), BT(i)]: i >= j, row i valid
     if USE_G:
-        b_g = tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0)  # [BT]
-        b_gl = tl.load(g + (bos + i_last) * H + i_h)
+        b_g, b_gl = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, CUMSUM_G, HAS_G, USE_GAMMA)
         if USE_DH:
             b_dv *= tl.exp(tl.where(m_t, b_gl - b_g, 0.0))[:, None]
         b_At *= tl.exp(tl.where(m_At, b_g[None, :] - b_g[:, None], float("-inf")))
@@ -116,7 +128,15 @@ def chunk_dv_bwd_kernel(
 
 
 @lean_launch
-@given_heuristics(USE_G="g", USE_GK="gk", STORE_DG="dg", STORE_DW="dw", IS_VARLEN="cu_seqlens")
+@given_heuristics(
+    USE_G=("g", "g_gamma"),
+    HAS_G="g",
+    USE_GAMMA="g_gamma",
+    USE_GK="gk",
+    STORE_DG="dg",
+    STORE_DW="dw",
+    IS_VARLEN="cu_seqlens",
+)
 @triton.autotune(
     configs=autotune_configs(),
     key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "STORE_DG", "STORE_DW", "DOT_PRECISION"],
@@ -128,6 +148,7 @@ def chunk_dqkg_bwd_kernel(
     v,
     h,
     g,
+    g_gamma,
     gk,
     do,
     dh,
@@ -149,7 +170,10 @@ def chunk_dqkg_bwd_kernel(
     BK: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    CUMSUM_G: tl.constexpr,
     USE_G: tl.constexpr,
+    HAS_G: tl.constexpr,
+    USE_GAMMA: tl.constexpr,
     USE_GK: tl.constexpr,
     STORE_DG: tl.constexpr,
     STORE_DW: tl.constexpr,
@@ -218,8 +242,7 @@ def chunk_dqkg_bwd_kernel(
         m_A = (o_i[:, None] >= o_i[None, :]) & m_t[:, None]  # [BT(i), BT(j)] causal
         m_At = (o_i[:, None] <= o_i[None, :]) & m_t[None, :]  # [BT(j), BT(i)] the same, transposed
         if USE_G:
-            b_g = tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0)  # [BT]
-            b_gl = tl.load(g + (bos + i_last) * H + i_h)
+            b_g, b_gl = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, CUMSUM_G, HAS_G, USE_GAMMA)
             b_dA *= tl.exp(tl.where(m_A, b_g[:, None] - b_g[None, :], float("-inf")))
             b_dAt *= tl.exp(tl.where(m_At, b_g[None, :] - b_g[:, None], float("-inf")))
             b_dq *= tl.exp(b_g)[:, None]
@@ -234,6 +257,8 @@ def chunk_dqkg_bwd_kernel(
             b_dg = tl.sum(b_q * b_dq - b_k * b_dk, axis=1)  # [BT]
             b_dgl = tl.sum(b_hdh, axis=0) * tl.exp(b_gl) + tl.sum(tl.sum(b_k * b_dk_inter, axis=1), axis=0)
             b_dg += tl.where(o_t == i_last, b_dgl, 0.0)
+            if CUMSUM_G:  # the gates were summed here: finish dg (the reverse cumsum is linear: per block is fine)
+                b_dg = tl.cumsum(b_dg, axis=0, reverse=True)
             # per-K-block partial sums [NK, B, T, H]; the host adds them up
             p_dg = dg + i_k * tl.num_programs(2).to(tl.int64) * T + (bos + o_t) * H + i_h
             tl.store(p_dg, b_dg, mask=m_t)
@@ -253,6 +278,8 @@ def chunk_bwd_dv(
     g: torch.Tensor | None = None,
     gk: torch.Tensor | None = None,
     A: torch.Tensor | None = None,
+    g_gamma: torch.Tensor | None = None,
+    g_is_cumsum: bool = True,
 ) -> torch.Tensor:
     """``dv`` ``[B, T, H, V]`` (in ``do.dtype``).
 
@@ -260,6 +287,7 @@ def chunk_bwd_dv(
         q, k: ``[B, T, H, K]``; do: ``[B, T, H, V]``; dh: state gradients (:func:`chunk_bwd_dh`), or
             ``None`` for the intra-chunk part ``A^T do`` alone (the delta rule adds the state part itself).
         g / gk: chunk-local gate cumsums; A: precomputed scores (vector gates; ``q`` unused then).
+        g_gamma ``[H]``, g_is_cumsum: per-token scalar gates summed here (:func:`.chunk_h.chunk_fwd_h`).
     """
     B, T, H, K = k.shape
     V = do.shape[-1]
@@ -267,8 +295,9 @@ def chunk_bwd_dv(
     dv = empty(B, T, H, V, dtype=do.dtype, device=do.device)
     grid = (cdiv(V, BV), layout.row_chunks, B * H)
     chunk_dv_bwd_kernel[grid](
-        q, k, g, gk, A, do, dh, dv, layout.cu_seqlens, layout.chunk_indices, scale, T,
+        q, k, g, g_gamma, gk, A, do, dh, dv, layout.cu_seqlens, layout.chunk_indices, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),
+        CUMSUM_G=not g_is_cumsum,
     )  # fmt: skip
     return dv
 
@@ -288,6 +317,8 @@ def chunk_bwd_dqkg(
     dk_intra: torch.Tensor | None = None,
     want_dg: bool = False,
     dg_dtype: torch.dtype = torch.float32,
+    g_gamma: torch.Tensor | None = None,
+    g_is_cumsum: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``dq``, ``dk`` (input dtypes) and the gate gradient.
 
@@ -297,9 +328,13 @@ def chunk_bwd_dqkg(
         dq_intra, dk_intra: ``[B, T, H, K]`` float32 intra-chunk parts (vector gates only).
         want_dg: also return the gate gradient: for vector gates the finished ``dg [B, T, H, K]``
             (in ``dg_dtype``); for scalar gates ``dL/dG [B, T, H]`` float32, still to be
-            reverse-cumsummed (:func:`fla.ops.common.cumsum.chunk_local_cumsum` with ``reverse``).
+            reverse-cumsummed (:func:`fla.ops.common.cumsum.chunk_local_cumsum` with ``reverse``),
+            unless ``g_is_cumsum=False``: then ``g`` (and ``g_gamma [H]``) are the per-token gates,
+            summed in the kernels, and the result is the finished ``dg [B, T, H]`` float32.
     """
-    dq, dk, _, dg = _launch_dqkg(q, k, v, h, do, dh, None, layout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype)
+    dq, dk, _, dg = _launch_dqkg(
+        q, k, v, h, do, dh, None, layout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma, g_is_cumsum
+    )
     return dq, dk, dg
 
 
@@ -323,10 +358,13 @@ def chunk_bwd_dqkwg(
     Returns:
         ``dq, dk, dw`` (input dtypes) and ``dL/dG`` ``[B, T, H]`` float32 (or ``None``).
     """
-    return _launch_dqkg(q, k, v, h, do, dh, dv, layout, scale, g, None, None, None, want_dg, torch.float32)
+    return _launch_dqkg(q, k, v, h, do, dh, dv, layout, scale, g, None, None, None, want_dg, torch.float32, None, True)
 
 
-def _launch_dqkg(q, k, v, h, do, dh, dv, layout: ChunkLayout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype):
+def _launch_dqkg(
+    q, k, v, h, do, dh, dv, layout: ChunkLayout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma,
+    g_is_cumsum,
+):  # fmt: skip
     if want_dg and g is None and gk is None:
         raise ValueError("want_dg needs the gates (g or gk)")
     B, T, H, K = q.shape
@@ -343,9 +381,10 @@ def _launch_dqkg(q, k, v, h, do, dh, dv, layout: ChunkLayout, scale, g, gk, dq_i
             dg = empty(NK, B, T, H, dtype=torch.float32, device=q.device)
     grid = (NK, layout.row_chunks, B * H)
     chunk_dqkg_bwd_kernel[grid](
-        q, k, v, h, g, gk, do, dh, dq_intra, dk_intra, dv, dq, dk, dw, dg, layout.cu_seqlens, layout.chunk_indices,
-        scale, T, H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype),
+        q, k, v, h, g, g_gamma, gk, do, dh, dq_intra, dk_intra, dv, dq, dk, dw, dg, layout.cu_seqlens,
+        layout.chunk_indices, scale, T, H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV,
+        DOT_PRECISION=dot_precision(q.dtype), CUMSUM_G=not g_is_cumsum,
     )  # fmt: skip
     if dg is not None and gk is None:
-        dg = dg.sum(0)
+        dg = dg[0] if NK == 1 else dg.sum(0)
     return dq, dk, dw, dg

@@ -9,8 +9,9 @@ the gates and ``L`` the chunk's last row::
 
 so ``h[c]`` is the state before chunk ``c`` and ``dh[c]`` the gradient of the state *after* chunk
 ``c`` (what chunk ``c``'s keys and values feed). The last running value is the final state
-``h_T`` (forward) or ``dh_0`` (backward). Gates: scalar ``g [B, T, H]`` or vector
-``gk [B, T, H, K]`` (row-wise decay), both already chunk-local cumsums; or none.
+``h_T`` (forward) or ``dh_0`` (backward). Gates: scalar ``g [B, T, H]`` (a chunk-local cumsum,
+or the per-token gates with an optional constant ``g_gamma [H]``, summed in the kernel) or vector
+``gk [B, T, H, K]`` (row-wise decay, a chunk-local cumsum); or none.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fla.ops.common.cumsum import chunk_scalar_gates
 from fla.ops.common.indexing import sequence_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
@@ -28,7 +30,15 @@ from fla.utils.sizes import cdiv
 
 
 @lean_launch
-@given_heuristics(USE_G="g", USE_GK="gk", USE_S0="s0", STORE_SN="sn", IS_VARLEN="cu_seqlens")
+@given_heuristics(
+    USE_G=("g", "g_gamma"),
+    HAS_G="g",
+    USE_GAMMA="g_gamma",
+    USE_GK="gk",
+    USE_S0="s0",
+    STORE_SN="sn",
+    IS_VARLEN="cu_seqlens",
+)
 @triton.autotune(
     configs=autotune_configs(),
     key=["H", "K", "V", "BK", "BV", "REVERSE", "USE_G", "USE_GK", "DOT_PRECISION"],
@@ -38,6 +48,7 @@ def chunk_state_kernel(
     x,
     y,
     g,
+    g_gamma,
     gk,
     s0,
     states,
@@ -54,7 +65,10 @@ def chunk_state_kernel(
     BV: tl.constexpr,
     REVERSE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    CUMSUM_G: tl.constexpr,
     USE_G: tl.constexpr,
+    HAS_G: tl.constexpr,
+    USE_GAMMA: tl.constexpr,
     USE_GK: tl.constexpr,
     USE_S0: tl.constexpr,
     STORE_SN: tl.constexpr,
@@ -90,8 +104,7 @@ def chunk_state_kernel(
             y + ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
         )
         if USE_G:
-            b_g = tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0)  # [BT]
-            b_gl = tl.load(g + (bos + i_last) * H + i_h)
+            b_g, b_gl = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, CUMSUM_G, HAS_G, USE_GAMMA)
             if REVERSE:
                 b_x *= tl.exp(b_g)[None, :]
             else:
@@ -111,7 +124,7 @@ def chunk_state_kernel(
         tl.store(sn + i_nh * K * V + o_kv, b_s, mask=m_kv)
 
 
-def _run_state_kernel(x, y, g, gk, s0, want_sn, scale, reverse, layout: ChunkLayout, states_dtype):
+def _run_state_kernel(x, y, g, g_gamma, g_is_cumsum, gk, s0, want_sn, scale, reverse, layout, states_dtype):
     B, T, H, K = x.shape
     V = y.shape[-1]
     BK, BV = block_size(K), block_size(V)
@@ -119,8 +132,9 @@ def _run_state_kernel(x, y, g, gk, s0, want_sn, scale, reverse, layout: ChunkLay
     sn = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=x.device) if want_sn else None
     grid = (cdiv(K, BK), cdiv(V, BV), layout.num_seqs * H)
     chunk_state_kernel[grid](
-        x, y, g, gk, s0, states, sn, layout.cu_seqlens, layout.chunk_offsets, scale, T,
+        x, y, g, g_gamma, gk, s0, states, sn, layout.cu_seqlens, layout.chunk_offsets, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, REVERSE=reverse, DOT_PRECISION=dot_precision(x.dtype),
+        CUMSUM_G=not g_is_cumsum,
     )  # fmt: skip
     return states, sn
 
@@ -134,6 +148,8 @@ def chunk_fwd_h(
     h0: torch.Tensor | None = None,
     output_final_state: bool = False,
     states_dtype: torch.dtype | None = None,
+    g_gamma: torch.Tensor | None = None,
+    g_is_cumsum: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """States at chunk starts.
 
@@ -141,11 +157,16 @@ def chunk_fwd_h(
         k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; layout: the chunking (:class:`ChunkLayout`).
         g ``[B, T, H]`` / gk ``[B, T, H, K]``: chunk-local cumsums of the log gates (float32) or
             ``None``; h0: ``[N, H, K, V]``; states_dtype: dtype of ``h`` (default ``k.dtype``).
+        g_gamma ``[H]``, g_is_cumsum: with ``g_is_cumsum=False`` the scalar gates are the per-token log
+            gates ``g`` and/or the constant ``g_gamma``, summed in the kernel (see :mod:`.cumsum`).
     Returns:
         ``h`` ``[B, NT, H, K, V]`` (``[1, total chunks, H, K, V]`` for varlen) and the final state
         ``[N, H, K, V]`` float32 (``None`` unless ``output_final_state``).
     """
-    return _run_state_kernel(k, v, g, gk, h0, output_final_state, 1.0, False, layout, states_dtype)
+    _check_gate_form(g_gamma, g_is_cumsum)
+    return _run_state_kernel(
+        k, v, g, g_gamma, g_is_cumsum, gk, h0, output_final_state, 1.0, False, layout, states_dtype
+    )
 
 
 def chunk_bwd_dh(
@@ -158,14 +179,22 @@ def chunk_bwd_dh(
     scale: float = 1.0,
     want_dh0: bool = False,
     states_dtype: torch.dtype | None = None,
+    g_gamma: torch.Tensor | None = None,
+    g_is_cumsum: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gradients of the states after each chunk (the reverse recurrence).
 
     Args:
-        q: ``[B, T, H, K]``; do: ``[B, T, H, V]``; g / gk / layout: as in :func:`chunk_fwd_h`;
-        dht: ``[N, H, K, V]`` gradient of the final state (or ``None``).
+        q: ``[B, T, H, K]``; do: ``[B, T, H, V]``; g / gk / g_gamma / g_is_cumsum / layout: as in
+        :func:`chunk_fwd_h`; dht: ``[N, H, K, V]`` gradient of the final state (or ``None``).
     Returns:
         ``dh`` shaped like ``h`` (``dh[c]`` = gradient of the state after chunk ``c``) and
         ``dh0`` ``[N, H, K, V]`` float32 when ``want_dh0``.
     """
-    return _run_state_kernel(q, do, g, gk, dht, want_dh0, scale, True, layout, states_dtype)
+    _check_gate_form(g_gamma, g_is_cumsum)
+    return _run_state_kernel(q, do, g, g_gamma, g_is_cumsum, gk, dht, want_dh0, scale, True, layout, states_dtype)
+
+
+def _check_gate_form(g_gamma: torch.Tensor | None, g_is_cumsum: bool) -> None:
+    if g_gamma is not None and g_is_cumsum:
+        raise ValueError("g_gamma is summed in the kernel: pass the per-token gates with g_is_cumsum=False")

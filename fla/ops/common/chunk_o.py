@@ -2,8 +2,9 @@
 
 For scalar gates (or none) the intra-chunk scores are formed here:
 ``A_ij = scale * (q_i . k_j) * exp(G_i - G_j)`` for ``i >= j`` (``G`` = chunk-local cumsum of
-the log gates, so every exponent is <= 0). Vector gates pass ``A`` precomputed (see
-:mod:`fla.ops.common.chunk_intra_gk`) and ``gk`` for the inter-chunk term.
+the log gates, so every exponent is <= 0; given, or summed here from the per-token gates). Vector
+gates pass ``A`` precomputed (see :mod:`fla.ops.common.chunk_intra_gk`) and ``gk`` for the
+inter-chunk term.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fla.ops.common.cumsum import chunk_scalar_gates
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
@@ -21,7 +23,9 @@ from fla.utils.sizes import cdiv
 
 
 @lean_launch
-@given_heuristics(USE_G="g", USE_GK="gk", USE_A="A", IS_VARLEN="cu_seqlens")
+@given_heuristics(
+    USE_G=("g", "g_gamma"), HAS_G="g", USE_GAMMA="g_gamma", USE_GK="gk", USE_A="A", IS_VARLEN="cu_seqlens"
+)
 @triton.autotune(
     configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "DOT_PRECISION"]
 )
@@ -32,6 +36,7 @@ def chunk_output_fwd_kernel(
     v,
     h,
     g,
+    g_gamma,
     gk,
     A,
     o,
@@ -46,7 +51,10 @@ def chunk_output_fwd_kernel(
     BK: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    CUMSUM_G: tl.constexpr,
     USE_G: tl.constexpr,
+    HAS_G: tl.constexpr,
+    USE_GAMMA: tl.constexpr,
     USE_GK: tl.constexpr,
     USE_A: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -85,7 +93,8 @@ def chunk_output_fwd_kernel(
 
     m_A = (o_i[:, None] >= o_i[None, :]) & m_t[:, None]  # [BT, BT] causal
     if USE_G:
-        b_g = tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0)  # [BT]
+        i_last = tl.minimum(i_tc * BT + BT, T_n) - 1
+        b_g, _ = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, CUMSUM_G, HAS_G, USE_GAMMA)  # [BT]
         b_o *= tl.exp(b_g)[:, None]
         b_A *= tl.exp(tl.where(m_A, b_g[:, None] - b_g[None, :], float("-inf")))
     if USE_A:
@@ -109,6 +118,8 @@ def chunk_fwd_o(
     g: torch.Tensor | None = None,
     gk: torch.Tensor | None = None,
     A: torch.Tensor | None = None,
+    g_gamma: torch.Tensor | None = None,
+    g_is_cumsum: bool = True,
 ) -> torch.Tensor:
     """Outputs of every chunk.
 
@@ -116,6 +127,7 @@ def chunk_fwd_o(
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; h: states at chunk starts (:func:`chunk_fwd_h`).
         g: ``[B, T, H]`` or gk: ``[B, T, H, K]`` chunk-local gate cumsums (float32), or neither.
         A: ``[B, T, H, BT]`` float32 precomputed scaled causal scores (vector gates); ``k`` unused then.
+        g_gamma ``[H]``, g_is_cumsum: per-token scalar gates summed here, as in :func:`.chunk_h.chunk_fwd_h`.
     Returns:
         ``o`` ``[B, T, H, V]`` in ``v.dtype``.
     """
@@ -125,7 +137,8 @@ def chunk_fwd_o(
     o = empty(B, T, H, V, dtype=v.dtype, device=v.device)
     grid = (cdiv(V, BV), layout.row_chunks, B * H)
     chunk_output_fwd_kernel[grid](
-        q, k, v, h, g, gk, A, o, layout.cu_seqlens, layout.chunk_indices, scale, T,
+        q, k, v, h, g, g_gamma, gk, A, o, layout.cu_seqlens, layout.chunk_indices, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype),
+        CUMSUM_G=not g_is_cumsum,
     )  # fmt: skip
     return o

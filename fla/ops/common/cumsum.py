@@ -4,6 +4,10 @@ Forward: ``G_i = sum_{j <= i} g_j`` inside each chunk (``+ (i + 1) * g_gamma`` f
 per-head decay), float32. Backward: the gradient of a chunk-local cumsum is the chunk-local
 *reverse* cumsum ``dg_i = sum_{j >= i} dG_j`` (``reverse=True``).
 Scalar gates are ``[B, T, H]``, vector gates ``[B, T, H, D]``.
+
+Scalar gates are cheap to sum where they are used: :func:`chunk_scalar_gates` is the same
+forward cumsum inside a consumer kernel (a ``[BT]`` scan), which saves the GLA-family pipeline
+this stage's launches and its ``G`` tensor.
 """
 
 from __future__ import annotations
@@ -60,6 +64,32 @@ def chunk_local_cumsum_kernel(
         b_g = tl.load(g + o_g, mask=m_g, other=0.0).to(tl.float32)
     b_o = tl.cumsum(b_g, axis=0, reverse=REVERSE)
     tl.store(out + o_g, b_o, mask=m_g)
+
+
+@triton.jit
+def chunk_scalar_gates(
+    g, g_gamma, bos, o_t, m_t, i_last, i_h, H: tl.constexpr,
+    CUMSUM: tl.constexpr, HAS_G: tl.constexpr, USE_GAMMA: tl.constexpr,
+):  # fmt: skip
+    """``(G [BT], G_L)`` float32 for a chunk's rows ``o_t`` (valid where ``m_t``; ``i_last`` = its last
+    valid row): the chunk-local cumsum of the scalar log gates and its value at the last row.
+
+    ``CUMSUM``: ``g`` holds the per-token gates ``[B, T, H]`` (when ``HAS_G``), summed here with the
+    constant ``g_gamma [H]`` (when ``USE_GAMMA``); else ``g`` already holds ``G`` (float32), read as is.
+    Rows past the end get ``G_L`` (cumsum) or 0 (read); callers mask them.
+    """
+    if CUMSUM:
+        b_g = tl.zeros(o_t.shape, dtype=tl.float32)
+        if HAS_G:
+            b_g += tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
+        if USE_GAMMA:
+            b_g += tl.load(g_gamma + i_h).to(tl.float32)
+        b_G = tl.cumsum(tl.where(m_t, b_g, 0.0), axis=0)
+        b_Gl = tl.sum(tl.where(o_t == i_last, b_G, 0.0), axis=0)  # exactly G at the last row
+    else:
+        b_G = tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0)
+        b_Gl = tl.load(g + (bos + i_last) * H + i_h)
+    return b_G, b_Gl
 
 
 def chunk_local_cumsum(

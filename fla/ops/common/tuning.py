@@ -24,15 +24,19 @@ def autotune_configs(warps: tuple[int, ...] = (2, 4), stages: tuple[int, ...] = 
     return [triton.Config({}, num_warps=w, num_stages=s) for w in warps for s in stages]
 
 
-def given_heuristics(**flags: str):
-    """``@triton.heuristics`` setting each constexpr flag to whether its argument is not ``None``.
+def given_heuristics(**flags: str | tuple[str, ...]):
+    """``@triton.heuristics`` setting each constexpr flag to whether its argument is not ``None``
+    (a tuple of arguments: whether any of them is given).
 
-    ``given_heuristics(USE_G="g", IS_VARLEN="cu_seqlens")``: ``USE_G = g is not None``, ...
+    ``given_heuristics(USE_G=("g", "g_gamma"), IS_VARLEN="cu_seqlens")``:
+    ``USE_G = g is not None or g_gamma is not None``, ``IS_VARLEN = cu_seqlens is not None``.
     """
     return triton.heuristics({flag: _is_given(arg) for flag, arg in flags.items()})
 
 
-def _is_given(arg: str):
+def _is_given(arg: str | tuple[str, ...]):
+    if isinstance(arg, tuple):
+        return lambda a: any(a[name] is not None for name in arg)
     return lambda a: a[arg] is not None
 
 

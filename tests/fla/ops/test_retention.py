@@ -21,6 +21,20 @@ def test_decays_are_retnets():
     assert torch.allclose(retention_log_decays(6), torch.tensor(expected), rtol=1e-6, atol=0)
 
 
+def test_decays_are_made_once_and_usable_for_training_after_inference_mode():
+    from fla.ops.retention.decays import retention_gates
+
+    q = torch.randn(1, 4, 5, 8)
+    with torch.inference_mode():
+        first = retention_gates(q[:, :, :5])
+        torch.testing.assert_close(first, retention_log_decays(5), rtol=0, atol=0)
+    assert retention_gates(q) is first  # cached per (heads, device)
+    assert not first.is_inference()  # made outside inference mode: autograd may save it
+    q, k, v = (torch.randn(1, 6, 5, 8, requires_grad=True) for _ in range(3))
+    chunk_retention(q, k, v)[0].sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
 def test_cpu_chunked_form_matches_recurrence_float64():
     inputs = make_inputs(2, 100, 3, 36, 20, torch.float64, num_states=2)
     check_against_reference(naive_chunk_retention, naive_recurrent_retention, inputs, "torch", tol(torch.float64))
