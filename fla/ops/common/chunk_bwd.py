@@ -356,14 +356,17 @@ def chunk_bwd_dqkwg(
     ``dv`` their gradient ``[B, T, H, V]``).
 
     Returns:
-        ``dq, dk, dw`` (input dtypes) and ``dL/dG`` ``[B, T, H]`` float32 (or ``None``).
+        ``dq, dk, dw`` (input dtypes) and ``dL/dG`` as per-K-block partial sums ``[NK, B, T, H]`` float32
+        (or ``None``): the consumer adds them up (the delta rule's WY backward does, in its kernel).
     """
-    return _launch_dqkg(q, k, v, h, do, dh, dv, layout, scale, g, None, None, None, want_dg, torch.float32, None, True)
+    return _launch_dqkg(
+        q, k, v, h, do, dh, dv, layout, scale, g, None, None, None, want_dg, torch.float32, None, True, sum_dg=False
+    )
 
 
 def _launch_dqkg(
     q, k, v, h, do, dh, dv, layout: ChunkLayout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma,
-    g_is_cumsum,
+    g_is_cumsum, sum_dg=True,
 ):  # fmt: skip
     if want_dg and g is None and gk is None:
         raise ValueError("want_dg needs the gates (g or gk)")
@@ -385,6 +388,6 @@ def _launch_dqkg(
         layout.chunk_indices, scale, T, H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV,
         DOT_PRECISION=dot_precision(q.dtype), CUMSUM_G=not g_is_cumsum,
     )  # fmt: skip
-    if dg is not None and gk is None:
+    if dg is not None and gk is None and sum_dg:
         dg = dg[0] if NK == 1 else dg.sum(0)
     return dq, dk, dw, dg

@@ -7,8 +7,9 @@ Forward (each stage its own Triton kernel): gate cumsum (:mod:`fla.ops.common.cu
 Backward: ``w, u`` from the saved ``Tm`` (:mod:`.wy`), ``h, v_new`` recomputed (:mod:`.chunk_h`),
 the intra-chunk ``dv_new`` part (:func:`fla.ops.common.chunk_bwd.chunk_bwd_dv` without ``dh``), the
 reverse state recurrence that also finishes ``dv_new`` (:func:`.chunk_h.chunk_delta_bwd_dh`),
-``dq, dk, dw = -dv_new h^T, dL/dG`` (:func:`fla.ops.common.chunk_bwd.chunk_bwd_dqkwg`), the WY
-backward to ``dk, dv, dbeta, dL/dG`` (:mod:`.wy_bwd`) and ``dg`` = chunk-local reverse cumsum.
+``dq, dk, dw = -dv_new h^T, dL/dG`` (:func:`fla.ops.common.chunk_bwd.chunk_bwd_dqkwg`) and the WY
+backward to ``dk, dv, dbeta`` and ``dg`` (:mod:`.wy_bwd`: it adds both stages' ``dL/dG`` and takes
+the chunk-local reverse cumsum). The gate cumsum ``G`` is kept from the forward.
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ def chunk_delta_rule_fwd(
 
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``), the final state ``[N, H, K, V]`` float32 or ``None``,
-        and ``Tm`` ``[B, T, H, BT]`` fp32 (the WY stage's inverses, kept for the backward).
+        ``Tm`` ``[B, T, H, BT]`` fp32 (the WY stage's inverses) and ``G`` ``[B, T, H]`` fp32 (the
+        chunk-local gate cumsum, ``None`` when ungated), both kept for the backward.
     """
     G = None if g is None else chunk_local_cumsum(g, layout)
     Tm, w, u = chunk_delta_wy_fwd(k, v, beta, G, layout)
     h, v_new, ht = chunk_delta_fwd_h(k, w, u, layout, G, initial_state, output_final_state)
-    return chunk_fwd_o(q, k, v_new, h, layout, scale, g=G), ht, Tm
+    return chunk_fwd_o(q, k, v_new, h, layout, scale, g=G), ht, Tm, G
 
 
 def chunk_delta_rule_bwd(
@@ -65,22 +67,23 @@ def chunk_delta_rule_bwd(
     dht: torch.Tensor | None,
     layout: ChunkLayout,
     want_dh0: bool,
+    G: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """The Triton backward (contiguous inputs; ``Tm`` from :func:`chunk_delta_rule_fwd`, or ``None``
-    to redo the WY solve, as the recurrent op's backward does).
+    """The Triton backward (contiguous inputs; ``Tm`` and ``G`` from :func:`chunk_delta_rule_fwd`, or
+    ``None`` to redo the WY solve / the gate cumsum, as the recurrent op's backward does).
 
     Returns:
         ``dq, dk, dv`` (input dtypes), ``dbeta`` ``[B, T, H]`` float32, ``dg`` ``[B, T, H]``
         float32 (``None`` when ungated) and ``dh0`` ``[N, H, K, V]`` float32 (``None`` unless ``want_dh0``).
     """
-    G = None if g is None else chunk_local_cumsum(g, layout)
+    if G is None and g is not None:
+        G = chunk_local_cumsum(g, layout)
     Tm, w, u = chunk_delta_wy_fwd(k, v, beta, G, layout, Tm=Tm)
     h, v_new, _ = chunk_delta_fwd_h(k, w, u, layout, G, initial_state)
     dv_local = chunk_bwd_dv(q, k, do, None, layout, scale, g=G)
     dh, dh0, dv_new = chunk_delta_bwd_dh(q, k, w, do, dv_local, layout, scale, G, dht, want_dh0)
     dq, dk, dw, dG = chunk_bwd_dqkwg(q, k, v_new, h, do, dh, dv_new, layout, scale, g=G, want_dg=G is not None)
-    dk, dv, dbeta, dG_wy = chunk_delta_wy_bwd(k, v, beta, G, Tm, dw, dv_new, dk, layout)
-    dg = None if G is None else chunk_local_cumsum(dG + dG_wy, layout, reverse=True)
+    dk, dv, dbeta, dg = chunk_delta_wy_bwd(k, v, beta, G, Tm, dw, dv_new, dk, layout, dG=dG)  # dg: finished
     return dq, dk, dv, dbeta, dg, dh0
 
 
@@ -91,18 +94,18 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
     @contiguous
     def forward(ctx, q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens):
         layout = chunk_layout(q, cu_seqlens)
-        o, ht, Tm = chunk_delta_rule_fwd(q, k, v, beta, g, scale, initial_state, output_final_state, layout)
-        ctx.save_for_backward(q, k, v, beta, g, Tm, initial_state)
+        o, ht, Tm, G = chunk_delta_rule_fwd(q, k, v, beta, g, scale, initial_state, output_final_state, layout)
+        ctx.save_for_backward(q, k, v, beta, g, Tm, G, initial_state)
         ctx.scale, ctx.layout = scale, layout
         return o, ht
 
     @staticmethod
     @contiguous
     def backward(ctx, do, dht):
-        q, k, v, beta, g, Tm, initial_state = ctx.saved_tensors
+        q, k, v, beta, g, Tm, G, initial_state = ctx.saved_tensors
         want_dh0 = initial_state is not None and ctx.needs_input_grad[6]
         dq, dk, dv, dbeta, dg, dh0 = chunk_delta_rule_bwd(
-            q, k, v, beta, g, Tm, ctx.scale, initial_state, do, dht, ctx.layout, want_dh0
+            q, k, v, beta, g, Tm, ctx.scale, initial_state, do, dht, ctx.layout, want_dh0, G=G
         )
         return dq, dk, dv, cast_like(dbeta, beta), cast_like(dg, g), None, cast_like(dh0, initial_state), None, None
 

@@ -72,7 +72,8 @@ def chunk_delta_wy_bwd_kernel(
     dk,
     dv,
     dbeta,
-    dG,
+    dG_in,
+    dg,
     cu_seqlens,
     chunk_indices,
     T,
@@ -82,6 +83,7 @@ def chunk_delta_wy_bwd_kernel(
     BT: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
+    NG: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     USE_G: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -161,7 +163,10 @@ def chunk_delta_wy_bwd_kernel(
             b_dG += b_dkbk * b_scale + b_beta * b_nkk - tl.sum(b_mtk * b_kf, axis=1)
     tl.store(dbeta + o_row, b_dbeta, mask=m_t)
     if USE_G:
-        tl.store(dG + o_row, b_dG, mask=m_t)
+        # the other stages' dL/dG (NG partial sums [NG, B*T*H]) joins this stage's; dg = chunk-local reverse cumsum
+        for i_g in tl.static_range(NG):
+            b_dG += tl.load(dG_in + i_g * T * tl.num_programs(1).to(tl.int64) + o_row, mask=m_t, other=0.0)
+        tl.store(dg + o_row, tl.cumsum(tl.where(m_t, b_dG, 0.0), axis=0, reverse=True), mask=m_t)
 
 
 def chunk_delta_wy_bwd(
@@ -174,6 +179,7 @@ def chunk_delta_wy_bwd(
     du: torch.Tensor,
     dk: torch.Tensor,
     layout: ChunkLayout,
+    dG: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Backward of :func:`fla.ops.delta_rule.wy.chunk_delta_wy_fwd` (contiguous inputs).
 
@@ -182,19 +188,24 @@ def chunk_delta_wy_bwd(
             chunk-local gate cumsum or ``None``; Tm: ``[B, T, H, BT]`` fp32 from the forward;
             dw: ``[B, T, H, K]`` and du: ``[B, T, H, V]`` gradients of ``w`` and ``u``; dk:
             ``[B, T, H, K]`` the gradient ``k`` already has from the other stages (added in).
+        dG: ``[NG, B, T, H]`` fp32: the other stages' ``dL/dG`` as ``NG`` partial sums (added in), or ``None``.
     Returns:
-        ``dk`` (``k.dtype``), ``dv`` (``v.dtype``), ``dbeta`` ``[B, T, H]`` fp32 and ``dL/dG``
-        ``[B, T, H]`` fp32 (still to be reverse-cumsummed; ``None`` when ``G`` is ``None``).
+        ``dk`` (``k.dtype``), ``dv`` (``v.dtype``), ``dbeta`` ``[B, T, H]`` fp32 and the finished gate
+        gradient ``dg [B, T, H]`` fp32 (the chunk-local reverse cumsum of all of ``dL/dG``; ``None``
+        when ``G`` is ``None``).
     """
     B, T, H, K = k.shape
     V = v.shape[-1]
+    if dG is not None and (G is None or dG.dim() != 4 or dG.shape[1:] != (B, T, H)):
+        raise ValueError(f"dG has shape {list(dG.shape)}, expected [NG, B, T, H] = [NG, {B}, {T}, {H}] with G given")
     dk_out = empty(B, T, H, K, dtype=k.dtype, device=k.device)
     dv = empty(B, T, H, V, dtype=v.dtype, device=v.device)
     dbeta = empty(B, T, H, dtype=torch.float32, device=k.device)
-    dG = None if G is None else empty(B, T, H, dtype=torch.float32, device=k.device)
+    dg = None if G is None else empty(B, T, H, dtype=torch.float32, device=k.device)
     grid = (layout.row_chunks, B * H)
     chunk_delta_wy_bwd_kernel[grid](
-        k, v, beta, G, Tm, dw, du, dk, dk_out, dv, dbeta, dG, layout.cu_seqlens, layout.chunk_indices, T,
-        H=H, K=K, V=V, BT=layout.chunk_size, BK=block_size(K), BV=block_size(V), DOT_PRECISION=dot_precision(k.dtype),
+        k, v, beta, G, Tm, dw, du, dk, dk_out, dv, dbeta, dG, dg, layout.cu_seqlens, layout.chunk_indices, T,
+        H=H, K=K, V=V, BT=layout.chunk_size, BK=block_size(K), BV=block_size(V), NG=0 if dG is None else dG.shape[0],
+        DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
-    return dk_out, dv, dbeta, dG
+    return dk_out, dv, dbeta, dg
