@@ -24,13 +24,38 @@ from fla.ops.common.tuning import given_heuristics
 from fla.ops.delta_rule.chunk import chunk_delta_rule_bwd
 from fla.ops.delta_rule.inputs import expand_groups, prepare_delta_call, prepare_qk_beta
 from fla.ops.delta_rule.recurrent_torch import recurrent_delta_torch
-from fla.utils import contiguous, empty
+from fla.utils import IS_TRITON_INTERPRET, contiguous, empty
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 
+def _state_block_configs() -> list[triton.Config]:
+    """V block widths x warps for the recurrent kernel (one config under the interpreter)."""
+    if IS_TRITON_INTERPRET:
+        return [triton.Config({"BV": 32}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BV": bv}, num_warps=w) for bv in (16, 32, 64) for w in (2, 4, 8)]
+
+
+def _fit_state_block(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """The configs with ``BV`` cut to V's power of two and to ``BK * BV <= 8192`` (the fp32 state block
+    lives in registers), each distinct setting once."""
+    cap = min(max(16, next_power_of_2(kwargs["V"])), max(16, 8192 // kwargs["BK"]))
+    kept: dict[tuple, triton.Config] = {}
+    for c in configs:
+        bv = min(c.kwargs["BV"], cap)
+        kept.setdefault(
+            (bv, c.num_warps, c.num_stages), triton.Config({"BV": bv}, num_warps=c.num_warps, num_stages=c.num_stages)
+        )
+    return list(kept.values())
+
+
 @lean_launch
 @given_heuristics(USE_G="g", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
+@triton.autotune(
+    configs=_state_block_configs(),
+    key=["H", "K", "V", "BK", "USE_QK_L2NORM", "USE_G", "USE_H0", "STORE_HT", "IS_VARLEN"],
+    prune_configs_by={"early_config_prune": _fit_state_block},
+)
 @triton.jit(do_not_specialize=["T"])
 def fused_recurrent_delta_rule_fwd_kernel(
     q,
@@ -116,12 +141,11 @@ def fused_recurrent_delta_rule_fwd(
     V = v.shape[-1]
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     BK = max(16, next_power_of_2(K))
-    BV = min(max(16, next_power_of_2(V)), max(16, 4096 // BK))  # keep the fp32 state block <= 4096
     o = empty(B, T, H, V, dtype=v.dtype, device=v.device)
     ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None
-    grid = (cdiv(V, BV), N * H)
-    fused_recurrent_delta_rule_fwd_kernel[grid](
-        q, k, v, beta, g, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
+    # the V block width is autotuned: decoding is bound by reading and writing the fp32 state
+    fused_recurrent_delta_rule_fwd_kernel[lambda meta: (cdiv(V, meta["BV"]), N * H)](
+        q, k, v, beta, g, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK,
         USE_QK_L2NORM=use_qk_l2norm_in_kernel, NEG_EIGVAL=allow_neg_eigval,
     )  # fmt: skip
     return o, ht
