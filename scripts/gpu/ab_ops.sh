@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# On the GPU machine (carry .whl and .ab_base from scripts/gpu/ab_prepare.sh): the chunk-op GPU tests of this
+# tree, then benchmarks.ops.bench_chunk for the base tree and this one in the same call (same device, same
+# warm machine), then a per-kernel profile of this tree. Tables and logs go to $OUT.
+# Env: OPS (bench_chunk --ops), T (sequence lengths), TESTS (pytest paths; empty: none), PROFILE=0 (no profile).
+set -o pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "wheel install failed"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+[ -d .ab_base ] || { echo "no .ab_base: run scripts/gpu/ab_prepare.sh REV here and carry .ab_base"; exit 1; }
+OPS=${OPS:-decode chunk_simple_gla chunk_retention chunk_linear_attn chunk_delta_rule chunk_gated_delta_rule}
+T=${T:-2048 8192}
+TESTS=${TESTS-tests/fla/ops tests/fla/test_launch.py}
+python3 -c "import torch,triton;print(torch.cuda.get_device_name(), torch.__version__, triton.__version__)" | tee "$OUT/device.txt"
+echo "base $(cat .ab_base/REV)" | tee -a "$OUT/device.txt"
+if [ -n "$TESTS" ]; then
+    timeout ${TEST_TIMEOUT:-150} python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail=10 $TESTS 2>&1 | tee "$OUT/pytest.log" | tail -4
+fi
+(cd .ab_base && PYTHONPATH=/tmp/site:$PWD timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS --T $T \
+    --out "$OUT/ops_base.md" > "$OUT/ops_base.log" 2>&1); echo "base rc=$?"
+timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS --T $T --out "$OUT/ops_new.md" > "$OUT/ops_new.log" 2>&1
+echo "new rc=$?"
+grep -h "\[bench_chunk\]" "$OUT/ops_base.log" | sed 's/^/base /'; grep -h "\[bench_chunk\]" "$OUT/ops_new.log" | sed 's/^/new  /'
+if [ "${PROFILE:-1}" != 0 ]; then
+    timeout 100 python3 -m benchmarks.ops.profile_chunk --ops chunk_linear_attn chunk_simple_gla chunk_delta_rule \
+        chunk_gated_delta_rule --T 8192 --tables --out "$OUT/profile_chunk.md" > "$OUT/kprof.log" 2>&1; echo "kprof rc=$?"
+fi
