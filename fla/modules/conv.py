@@ -19,7 +19,8 @@ Backward (``dz = dy * act'(z)``)::
     dx = dxe[0 .. L-1],   d initial_state[:, :, W + t] = dxe[t] for t = -W .. -1
 
 The Triton backward recomputes ``z`` instead of saving it, so the forward saves only its inputs; it
-writes ``dz`` once (in ``dy``'s dtype) and takes ``dx`` and the initial state's gradient from it.
+writes ``dz`` once (in ``dy``'s dtype) and takes ``dx``, ``dweight`` and the initial state's gradient
+from it (``dweight[:, k] = sum_p dz[p + W - 1 - k] xe[p]``: the dx pass's shifted dz tiles against xe).
 """
 
 from __future__ import annotations
@@ -114,8 +115,17 @@ def _conv_dz(
 
 
 @triton.jit
-def _dxe_from_dz(dz, w, dht, o_p, o_d, m_d, i_n, bos, L, D, W: tl.constexpr, HAS_DHT: tl.constexpr):
-    """Gradient of the extended input xe at positions ``o_p`` [R] from dz [T, D] rows -> [R, BD] float32."""
+def _dxe_from_dz(
+    dz, w, dht, dw, b_xe, o_p, o_d, m_d, i_n, i_part, bos, L, D,
+    W: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DW: tl.constexpr,
+):  # fmt: skip
+    """Gradient of the extended input xe at positions ``o_p`` [R] from dz [T, D] rows -> [R, BD] float32.
+
+    With ``STORE_DW`` it also stores row ``i_part`` of the dweight partial sums ``[*, D, W]``:
+    ``dweight[:, k] = sum_t dz[t] xe[t - (W - 1 - k)] = sum_p dz[p + j] xe[p]`` with ``j = W - 1 - k``,
+    so the shifted dz tiles this function loads anyway meet ``b_xe`` (xe at ``o_p``, zero where
+    these rows must not count) and no input window is loaded again.
+    """
     b_dxe = tl.zeros([o_p.shape[0], o_d.shape[0]], dtype=tl.float32)  # [R, BD]
     for j in tl.static_range(W):
         b_w = tl.load(w + o_d * W + (W - 1 - j), mask=m_d, other=0.0).to(tl.float32)  # [BD]
@@ -123,6 +133,8 @@ def _dxe_from_dz(dz, w, dht, o_p, o_d, m_d, i_n, bos, L, D, W: tl.constexpr, HAS
         m_s = ((o_s >= 0) & (o_s < L))[:, None] & m_d[None, :]
         b_dz = tl.load(dz + (bos + o_s)[:, None] * D + o_d[None, :], mask=m_s, other=0.0).to(tl.float32)
         b_dxe += b_dz * b_w[None, :]
+        if STORE_DW:
+            tl.store(dw + (i_part * D + o_d) * W + (W - 1 - j), tl.sum(b_dz * b_xe, axis=0), mask=m_d)
     if HAS_DHT:
         # the final state's column c holds xe[L - W + c]
         o_c = o_p - L + W  # [R]
@@ -182,14 +194,12 @@ def causal_conv1d_final_state_fwd_kernel(
 @triton.autotune(configs=_configs(), key=["D", "W"])
 @triton.jit
 def causal_conv1d_dz_bwd_kernel(
-    x, w, b, h0, dy, dz, dw, db, cu_seqlens, chunk_indices, T, D,
+    x, w, b, h0, dy, dz, db, cu_seqlens, chunk_indices, T, D,
     W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, USE_SILU: tl.constexpr, HAS_BIAS: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
-    """dz for one [BT, BD] tile (stored only with SiLU: else dz is dy), and this tile's partial sums of
-    dweight [D, W] and dbias [D]."""
+    """dz for one [BT, BD] tile (stored only with SiLU: else dz is dy) and this tile's partial sum of dbias [D]."""
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
-    i_part = i_b * tl.num_programs(1) + i_t  # row of the partial-sum buffers
     i_n, i_c, bos, L = _locate_chunk(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
     o_t = i_c * BT + tl.arange(0, BT)  # [BT]
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
@@ -199,10 +209,8 @@ def causal_conv1d_dz_bwd_kernel(
     if USE_SILU:
         m_t = (o_t < L)[:, None] & m_d[None, :]
         tl.store(dz + (bos + o_t)[:, None] * D + o_d[None, :], b_dz.to(dz.dtype.element_ty), mask=m_t)
-    for k in tl.static_range(W):
-        b_x = _load_input(x, h0, o_t - (W - 1 - k), o_d, m_d, i_n, bos, L, D, W, USE_INITIAL_STATE)  # [BT, BD]
-        tl.store(dw + (i_part * D + o_d) * W + k, tl.sum(b_dz * b_x, axis=0), mask=m_d)
     if HAS_BIAS:
+        i_part = i_b * tl.num_programs(1) + i_t  # row of the partial-sum buffer
         tl.store(db + i_part * D + o_d, tl.sum(b_dz, axis=0), mask=m_d)
 
 
@@ -211,17 +219,20 @@ def causal_conv1d_dz_bwd_kernel(
 @triton.autotune(configs=_configs(), key=["D", "W"])
 @triton.jit
 def causal_conv1d_dx_bwd_kernel(
-    dz, w, dht, dx, cu_seqlens, chunk_indices, T, D,
+    x, dz, w, dht, dx, dw, cu_seqlens, chunk_indices, T, D,
     W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
-    """dx for one [BT, BD] tile: the transposed convolution of dz, plus the final state's gradient."""
+    """dx for one [BT, BD] tile (the transposed convolution of dz, plus the final state's gradient) and
+    this tile's partial sums of dweight [D, W] over the input rows it holds."""
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    i_part = i_b * tl.num_programs(1) + i_t  # row of the partial-sum buffer
     i_n, i_c, bos, L = _locate_chunk(i_t, i_b, T, cu_seqlens, chunk_indices, IS_VARLEN)
     o_t = i_c * BT + tl.arange(0, BT)  # [BT]
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < D
-    b_dx = _dxe_from_dz(dz, w, dht, o_t, o_d, m_d, i_n, bos, L, D, W, HAS_DHT)  # [BT, BD]
     m_x = (o_t < L)[:, None] & m_d[None, :]
+    b_x = tl.load(x + (bos + o_t)[:, None] * D + o_d[None, :], mask=m_x, other=0.0).to(tl.float32)  # [BT, BD]
+    b_dx = _dxe_from_dz(dz, w, dht, dw, b_x, o_t, o_d, m_d, i_n, i_part, bos, L, D, W, HAS_DHT, True)
     tl.store(dx + (bos + o_t)[:, None] * D + o_d[None, :], b_dx.to(dx.dtype.element_ty), mask=m_x)
 
 
@@ -230,18 +241,21 @@ def causal_conv1d_dx_bwd_kernel(
 @triton.autotune(configs=_configs(), key=["D", "W"])
 @triton.jit
 def causal_conv1d_initial_state_bwd_kernel(
-    dz, w, dht, dh0, cu_seqlens, T, D,
+    h0, dz, w, dht, dh0, dw, cu_seqlens, T, D,
     W: tl.constexpr, BW: tl.constexpr, BD: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
-    """d initial_state[i_n]: the gradient of xe at the state positions -W .. -1."""
+    """d initial_state[i_n] (the gradient of xe at the state positions -W .. -1) and row ``i_n`` of the
+    dweight partial sums over those positions (the dx kernel counts positions >= 0)."""
     i_d, i_n = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     bos, L = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
     o_p = tl.arange(0, BW) - W  # [BW] positions -W .. BW-W-1; only the negative ones are state
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < D
-    b_dh = _dxe_from_dz(dz, w, dht, o_p, o_d, m_d, i_n, bos, L, D, W, HAS_DHT)  # [BW, BD]
+    m_h = (o_p < 0)[:, None] & m_d[None, :]
+    b_h = tl.load(h0 + (i_n * D + o_d[None, :]) * W + (W + o_p)[:, None], mask=m_h, other=0.0).to(tl.float32)
+    b_dh = _dxe_from_dz(dz, w, dht, dw, b_h, o_p, o_d, m_d, i_n, i_n, bos, L, D, W, HAS_DHT, True)  # [BW, BD]
     p_dh = dh0 + (i_n * D + o_d[None, :]) * W + (W + o_p)[:, None]
-    tl.store(p_dh, b_dh.to(dh0.dtype.element_ty), mask=(o_p < 0)[:, None] & m_d[None, :])
+    tl.store(p_dh, b_dh.to(dh0.dtype.element_ty), mask=m_h)
 
 
 # ----------------------------------------------------------------------------- Triton launchers
@@ -281,34 +295,39 @@ def _triton_fwd(x, weight, bias, residual, initial_state, output_final_state, us
 
 
 def _triton_bwd(x, weight, bias, initial_state, dy, dht, use_silu, cu_seqlens, chunk_indices):
-    # Two passes: dz = dy * act'(z) once per position (plus dweight/dbias partial sums), then dx as the
-    # transposed convolution of dz. One pass would recompute dz W times per tile (W^2 input loads).
+    # Two passes: dz = dy * act'(z) once per position (and the dbias partial sums), then dx as the
+    # transposed convolution of dz, whose shifted dz tiles also give dweight against the unshifted input
+    # (one input load per tile instead of W). One pass would recompute dz W times per tile.
     B, T, D = x.shape
     W = weight.shape[1]
     NT, NB = _grid_rows(x, chunk_indices)
-    # dz in dy's dtype: the precision the incoming gradient has (dweight/dbias use the float32 tile)
+    # dz in dy's dtype: the precision the incoming gradient has (dbias uses the float32 tile)
     dz = empty(B, T, D, dtype=dy.dtype, device=x.device) if use_silu else dy
     dx = empty(B, T, D, dtype=x.dtype, device=x.device)
     dw_part = empty(NB * NT, D, W, dtype=torch.float32, device=x.device)
     db_part = empty(NB * NT, D, dtype=torch.float32, device=x.device) if bias is not None else None
     if NT > 0:
-        causal_conv1d_dz_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), NT, NB)](
-            x, weight, bias, initial_state, dy, dz, dw_part, db_part, cu_seqlens, chunk_indices, T, D,
-            W=W, BT=_BT, USE_SILU=use_silu,
-        )  # fmt: skip
+        if use_silu or bias is not None:  # else dz is dy and there is no dbias
+            causal_conv1d_dz_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), NT, NB)](
+                x, weight, bias, initial_state, dy, dz, db_part, cu_seqlens, chunk_indices, T, D,
+                W=W, BT=_BT, USE_SILU=use_silu,
+            )  # fmt: skip
         causal_conv1d_dx_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), NT, NB)](
-            dz, weight, dht, dx, cu_seqlens, chunk_indices, T, D, W=W, BT=_BT
+            x, dz, weight, dht, dx, dw_part, cu_seqlens, chunk_indices, T, D, W=W, BT=_BT
         )
-    dw = dw_part.sum(0).to(weight.dtype)
+    dw = dw_part.sum(0)
     db = db_part.sum(0).to(bias.dtype) if bias is not None else None
     dh0 = None
     if initial_state is not None:
         N = _num_sequences(x, cu_seqlens)
         dh0 = empty(N, D, W, dtype=initial_state.dtype, device=x.device)
+        dw_state = empty(N, D, W, dtype=torch.float32, device=x.device)
         causal_conv1d_initial_state_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), N)](
-            dz, weight, dht, dh0, cu_seqlens, T, D, W=W, BW=next_power_of_2(W), IS_VARLEN=cu_seqlens is not None
-        )
-    return dx, dw, db, dh0
+            initial_state, dz, weight, dht, dh0, dw_state, cu_seqlens, T, D,
+            W=W, BW=next_power_of_2(W), IS_VARLEN=cu_seqlens is not None,
+        )  # fmt: skip
+        dw = dw + dw_state.sum(0)
+    return dx, dw.to(weight.dtype), db, dh0
 
 
 class CausalConv1dFunction(torch.autograd.Function):
