@@ -2,7 +2,8 @@
 # On the GPU machine (carry .whl and .ab_base from scripts/gpu/ab_prepare.sh): the chunk-op GPU tests of this
 # tree, then benchmarks.ops.bench_chunk for the base tree and this one in the same call (same device, same
 # warm machine), then a per-kernel profile of this tree. Tables and logs go to $OUT.
-# Env: OPS (bench_chunk --ops), T (sequence lengths), TESTS (pytest paths; empty: none), PROFILE=0 (no profile).
+# Env: OPS (bench_chunk --ops), T (sequence lengths), TESTS (pytest paths; empty: none), PROFILE=0 (no profile),
+# MODULES (benchmarks.modules.run_all --only names, A/B the same way; empty: none).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -22,6 +23,12 @@ fi
 timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS --T $T --out "$OUT/ops_new.md" > "$OUT/ops_new.log" 2>&1
 echo "new rc=$?"
 grep -h "\[bench_chunk\]" "$OUT/ops_base.log" | sed 's/^/base /'; grep -h "\[bench_chunk\]" "$OUT/ops_new.log" | sed 's/^/new  /'
+if [ -n "${MODULES:-}" ]; then
+    (cd .ab_base && PYTHONPATH=/tmp/site:$PWD timeout 90 python3 -m benchmarks.modules.run_all --only $MODULES \
+        --out "$OUT/modules_base.md" > "$OUT/modules_base.log" 2>&1); echo "modules base rc=$?"
+    timeout 90 python3 -m benchmarks.modules.run_all --only $MODULES --out "$OUT/modules_new.md" > "$OUT/modules_new.log" 2>&1
+    echo "modules new rc=$?"; cat "$OUT/modules_base.md" "$OUT/modules_new.md"
+fi
 if [ "${PROFILE:-1}" != 0 ]; then
     timeout 100 python3 -m benchmarks.ops.profile_chunk --ops chunk_linear_attn chunk_simple_gla chunk_delta_rule \
         chunk_gated_delta_rule --T 8192 --tables --out "$OUT/profile_chunk.md" > "$OUT/kprof.log" 2>&1; echo "kprof rc=$?"
