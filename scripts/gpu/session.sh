@@ -55,6 +55,7 @@ for g in "${groups[@]}"; do
                   "gla-fsdp-compile|gla_340M|--compile $lce $fsdp" "gla-eager|gla_340M|--impl eager"
                   "gdn-plain-compile|gated_deltanet_340M|--compile $lce"
                   "transformer-plain-compile|transformer_340M|--compile $lce"
+                  "gdn-eager|gated_deltanet_340M|--impl eager" "transformer-eager|transformer_340M|--impl eager"
                   "gla-fla060|gla_340M|--impl none --fla-path ${FLA060_PATH:-/tmp/fla060}"
                   "transformer-fla060|transformer_340M|--impl none --fla-path ${FLA060_PATH:-/tmp/fla060}")
             for row in "${rows[@]}"; do
