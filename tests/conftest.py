@@ -6,6 +6,8 @@
 * ``gpu`` tests are skipped without CUDA, and ``slow`` tests without ``--run-slow``; both
   with a reason line (``-rs`` in the pytest options prints it).
 * Every test runs with output poisoning on: kernel outputs start as NaN.
+* ``FLA_TEST_ONE_CONFIG=1`` (the GPU scripts set it): each Triton autotuner compiles one of its configs per
+  key, in turn, instead of all of them (:func:`tests.harness.one_config_per_key`).
 """
 
 import os
@@ -18,6 +20,13 @@ if not torch.cuda.is_available():
 import pytest  # noqa: E402
 
 from fla.utils import poison_outputs  # noqa: E402
+
+if os.environ.get("FLA_TEST_ONE_CONFIG") == "1":
+    from triton.runtime.autotuner import Autotuner
+
+    from tests.harness import one_config_per_key
+
+    one_config_per_key(Autotuner)
 
 
 def pytest_addoption(parser):

@@ -113,3 +113,20 @@ def child_pythonpath() -> str:
 
     root = str(Path(__file__).resolve().parents[1])
     return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+
+
+def one_config_per_key(autotuner_cls: type) -> None:
+    """Make every ``autotuner_cls`` (Triton's ``Autotuner``) keep one config per new autotune key instead of
+    compiling and timing all of them: each autotuner takes its configs in turn (round robin over the keys it
+    meets), so a test suite still runs every config somewhere. With ``FLA_TEST_ONE_CONFIG=1`` the GPU test runs
+    use it (compiles dominate their time; the configs' speed is the benchmarks' business)."""
+    prune = getattr(autotuner_cls.prune_configs, "pruned_by", autotuner_cls.prune_configs)  # never wrap twice
+
+    def prune_configs(self, kwargs):
+        configs = prune(self, kwargs)
+        turn = getattr(self, "_test_config_turn", 0)
+        self._test_config_turn = turn + 1
+        return [configs[turn % len(configs)]]
+
+    prune_configs.pruned_by = prune
+    autotuner_cls.prune_configs = prune_configs

@@ -5,8 +5,10 @@
 #     bash scripts/gpu/session.sh [pytest paths...]
 # Env: BENCH=modules,ops,diag,kprof,launch,train (benchmark groups; empty for none; TRAIN_ROWS / TRAIN_TIMEOUT: see train), NPROC (pytest-xdist workers, default 8:
 # Triton compiles dominate test time there), PYTEST_TIMEOUT (s), PYTEST_ARGS (extra pytest args, split
-# on spaces: no quoted values; give markers as paths' -m in "$@" instead), PYTEST=0 (no tests). Each failure's traceback is
-# appended to $OUT/failures.log as it happens, so a run cut off by the time limit still explains itself.
+# on spaces: no quoted values; give markers as paths' -m in "$@" instead), PYTEST=0 (no tests),
+# FLA_TEST_ONE_CONFIG (default 1: each autotuner compiles one config per key, in turn; 0: all, as in
+# training). Each failure's traceback is appended to $OUT/failures.log as it happens, so a run cut off by
+# the time limit still explains itself.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -26,7 +28,7 @@ paths=("$@")
 [ ${#paths[@]} -eq 0 ] && paths=(tests/fla tests/test_project.py)
 rc=0
 if [ "${PYTEST:-1}" != 0 ]; then  # PYTEST=0: benchmarks only
-    FLAME_FAILURE_LOG="$OUT/failures.log" timeout ${PYTEST_TIMEOUT:-420} python3 -m pytest -q --maxfail=25 -p no:cacheprovider -n ${NPROC:-8} --durations=15 "${paths[@]}" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -60
+    FLA_TEST_ONE_CONFIG=${FLA_TEST_ONE_CONFIG:-1} FLAME_FAILURE_LOG="$OUT/failures.log" timeout ${PYTEST_TIMEOUT:-420} python3 -m pytest -q --maxfail=25 -p no:cacheprovider -n ${NPROC:-8} --durations=15 "${paths[@]}" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -60
     rc=${PIPESTATUS[0]}
 fi
 IFS=, read -ra groups <<< "${BENCH-modules}"

@@ -1,0 +1,41 @@
+"""``FLA_TEST_ONE_CONFIG``: the GPU test runs compile one autotune config per key, taking them in turn."""
+
+import os
+
+import triton
+import triton.language as tl
+from triton.runtime.autotuner import Autotuner
+
+from tests.harness import one_config_per_key
+
+
+@triton.jit
+def _copy_kernel(x, y, N, BLOCK: tl.constexpr):
+    o = tl.arange(0, BLOCK)
+    tl.store(y + o, tl.load(x + o, mask=o < N), mask=o < N)
+
+
+def _autotuned(configs, prune=None):
+    kernel = triton.autotune(configs=configs, key=["N"], prune_configs_by=prune)(_copy_kernel)
+    assert isinstance(kernel, Autotuner)
+    kernel.nargs = {}  # what Autotuner.run sets before it prunes
+    return kernel
+
+
+def test_each_new_key_gets_the_next_config_after_pruning():
+    class TurnTaking(Autotuner):
+        pass
+
+    one_config_per_key(TurnTaking)
+    configs = [triton.Config({"BLOCK": b}, num_warps=w) for b in (16, 32, 64) for w in (2, 4)]
+    wide_only = {"early_config_prune": lambda cs, nargs, **kw: [c for c in cs if c.kwargs["BLOCK"] >= 32]}
+    kernel = _autotuned(configs, wide_only)
+    kernel.__class__ = TurnTaking
+    picked = [kernel.prune_configs({}) for _ in range(5)]
+    assert all(len(p) == 1 for p in picked)
+    # the pruning still applies (no BLOCK=16), then the four survivors in turn
+    assert [p[0].kwargs["BLOCK"] for p in picked] == [32, 32, 64, 64, 32]
+    assert [p[0].num_warps for p in picked] == [2, 4, 2, 4, 2]
+    # other autotuners keep all their configs, unless this run set FLA_TEST_ONE_CONFIG=1 (then all take turns)
+    expected = 1 if os.environ.get("FLA_TEST_ONE_CONFIG") == "1" else 6
+    assert len(_autotuned(configs).prune_configs({})) == expected
