@@ -6,6 +6,7 @@ rule against 0.79 ms ungated and 0.51 ms for linear attention (no ``dw``): this 
 so each row's difference to the one above is that feature's cost:
 
     linear:        dq, dk                       (no gate, no dw)
+    simple GLA:    the same with G, then with dL/dG (the simple GLA backward's stage)
     +dw (fp32 dv): the delta rule's dw = -dv h^T, dv as the dh stage writes it (float32)
     +dw (bf16 dv): the same with dv in the inputs' dtype (half the bytes, bf16 instead of tf32 products)
     +G:            gate scaling of dq, dk and the scores (no gate gradient)
@@ -60,6 +61,8 @@ def rows(shape: tuple[int, int, int, int, int]) -> list[dict]:
     dv16 = x["dv"].to(torch.bfloat16)
     variants = {
         "linear (dq, dk)": lambda: chunk_bwd_dqkg(*base, layout, scale),
+        "simple GLA: +G": lambda: chunk_bwd_dqkg(*base, layout, scale, g=x["G"]),
+        "simple GLA: +dL/dG": lambda: chunk_bwd_dqkg(*base, layout, scale, g=x["G"], want_dg=True),
         "+dw (fp32 dv)": lambda: chunk_bwd_dqkwg(*base, x["dv"], layout, scale),
         "+dw (bf16 dv)": lambda: chunk_bwd_dqkwg(*base, dv16, layout, scale),
         "+G (fp32 dv)": lambda: chunk_bwd_dqkwg(*base, x["dv"], layout, scale, g=x["G"]),
