@@ -13,6 +13,7 @@ import platform
 import torch
 
 import benchmarks.modules as pkg
+from benchmarks.report import emit
 
 COLUMNS = ("module", "shape", "dtype", "impl", "fwd_ms", "fwdbwd_ms", "peak_mib")
 
@@ -45,10 +46,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="bench names, e.g. norm conv")
     args = parser.parse_args()
     table = to_markdown(collect(args.only))
-    print(table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table)
+    emit(table, args.out)
 
 
 if __name__ == "__main__":

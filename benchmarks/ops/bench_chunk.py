@@ -34,6 +34,8 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
+from benchmarks.report import emit
+
 SHAPE = {"B": 4, "H": 16, "D": 128}
 SEQ_LENS = (2048, 4096, 8192)
 COLUMNS = ("op", "impl", "T", "fwd_ms", "fwdbwd_ms")
@@ -251,10 +253,7 @@ def main() -> None:
         rows += fla_rows(args.fla_path, args.T, args.ops)
     rows.sort(key=lambda r: (r["op"], r["T"], r["impl"]))
     table = to_markdown(rows, "python -m benchmarks.ops.bench_chunk " + " ".join(sys.argv[1:]))
-    print(table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table)
+    emit(table, args.out)
 
 
 if __name__ == "__main__":

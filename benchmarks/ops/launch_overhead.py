@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from benchmarks.report import emit
+
 B, T, H, D = 1, 128, 4, 64
 COLUMNS = ("op", "pass", "host_us_per_call", "kernels_per_call", "host_us_per_kernel")
 
@@ -122,10 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     import sys
 
     text = to_markdown(rows(), "python -m benchmarks.ops.launch_overhead " + " ".join(sys.argv[1:]))
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit(text, args.out)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
 from benchmarks.ops.bench_chunk import _inputs, _ops, fwd_bwd_step
+from benchmarks.report import emit
 
 
 def host_time(step, n: int = 20) -> float:
@@ -91,10 +92,7 @@ def main() -> None:
             if args.cprofile:
                 print(f"\n### host profile {name} T={T}\n", python_profile(step), flush=True)
     table = "\n".join(lines) + "\n"
-    print(table)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(table)
+    emit(table, args.out)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import pstats
 import torch
 
 from benchmarks.ops.launch_overhead import _ops, host_us
+from benchmarks.report import emit
 
 
 def profile_op(name: str, calls: int, top: int = 35) -> str:
@@ -55,10 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("profile_host needs a CUDA device")
     report = "\n".join(profile_op(name, args.calls) for name in args.ops)
-    print(report)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(report)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

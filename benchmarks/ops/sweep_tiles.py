@@ -27,6 +27,7 @@ import triton
 from triton.testing import do_bench
 
 from benchmarks.ops.bench_chunk import _inputs, _ops, fwd_bwd_step
+from benchmarks.report import emit
 
 STAGE_MODULES = {"h": "fla.ops.common.chunk_h", "o": "fla.ops.common.chunk_o", "bwd": "fla.ops.common.chunk_bwd"}
 STAGE_KERNELS = {
@@ -152,10 +153,7 @@ def main() -> None:
         *(f"| {n} | {T} | {v} | {c} | {r:.2e} |" for n, T, v, c, r in rows),
     ]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    emit(text, args.out)
 
 
 if __name__ == "__main__":

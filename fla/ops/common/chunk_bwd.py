@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.cumsum import chunk_scalar_gates
+from fla.ops.common.cumsum import SCALAR_GATE_FLAGS, chunk_scalar_gates
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
@@ -31,15 +31,7 @@ from fla.utils.sizes import cdiv
 
 
 @lean_launch
-@given_heuristics(
-    USE_G=("g", "g_gamma"),
-    HAS_G="g",
-    USE_GAMMA="g_gamma",
-    USE_GK="gk",
-    USE_A="A",
-    USE_DH="dh",
-    IS_VARLEN="cu_seqlens",
-)
+@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_A="A", USE_DH="dh", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(),
     key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "USE_DH", "DOT_PRECISION"],
@@ -128,15 +120,7 @@ def chunk_dv_bwd_kernel(
 
 
 @lean_launch
-@given_heuristics(
-    USE_G=("g", "g_gamma"),
-    HAS_G="g",
-    USE_GAMMA="g_gamma",
-    USE_GK="gk",
-    STORE_DG="dg",
-    STORE_DW="dw",
-    IS_VARLEN="cu_seqlens",
-)
+@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", STORE_DG="dg", STORE_DW="dw", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(),
     key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "STORE_DG", "STORE_DW", "DOT_PRECISION"],

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.cumsum import chunk_scalar_gates
+from fla.ops.common.cumsum import SCALAR_GATE_FLAGS, chunk_scalar_gates
 from fla.ops.common.indexing import sequence_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
@@ -30,15 +30,7 @@ from fla.utils.sizes import cdiv
 
 
 @lean_launch
-@given_heuristics(
-    USE_G=("g", "g_gamma"),
-    HAS_G="g",
-    USE_GAMMA="g_gamma",
-    USE_GK="gk",
-    USE_S0="s0",
-    STORE_SN="sn",
-    IS_VARLEN="cu_seqlens",
-)
+@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_S0="s0", STORE_SN="sn", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(),
     key=["H", "K", "V", "BK", "BV", "REVERSE", "USE_G", "USE_GK", "DOT_PRECISION"],

@@ -13,7 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.cumsum import chunk_scalar_gates
+from fla.ops.common.cumsum import SCALAR_GATE_FLAGS, chunk_scalar_gates
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
@@ -23,9 +23,7 @@ from fla.utils.sizes import cdiv
 
 
 @lean_launch
-@given_heuristics(
-    USE_G=("g", "g_gamma"), HAS_G="g", USE_GAMMA="g_gamma", USE_GK="gk", USE_A="A", IS_VARLEN="cu_seqlens"
-)
+@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_A="A", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "DOT_PRECISION"]
 )

@@ -66,6 +66,11 @@ def chunk_local_cumsum_kernel(
     tl.store(out + o_g, b_o, mask=m_g)
 
 
+# ``given_heuristics`` flags of every kernel that reads scalar gates through :func:`chunk_scalar_gates`
+# (its ``g`` / ``g_gamma`` arguments): any scalar gate, per-token gates, a constant decay.
+SCALAR_GATE_FLAGS = {"USE_G": ("g", "g_gamma"), "HAS_G": "g", "USE_GAMMA": "g_gamma"}
+
+
 @triton.jit
 def chunk_scalar_gates(
     g, g_gamma, bos, o_t, m_t, i_last, i_h, H: tl.constexpr,
