@@ -39,3 +39,24 @@ def test_each_new_key_gets_the_next_config_after_pruning():
     # other autotuners keep all their configs, unless this run set FLA_TEST_ONE_CONFIG=1 (then all take turns)
     expected = 1 if os.environ.get("FLA_TEST_ONE_CONFIG") == "1" else 6
     assert len(_autotuned(configs).prune_configs({})) == expected
+
+
+def test_the_environment_switch_patches_every_autotuner_in_a_test_run():
+    # the conftest applies the patch when FLA_TEST_ONE_CONFIG=1: run this file's first test in a child pytest
+    # with the switch on (its last assertion then expects every autotuner to keep one config)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.harness import child_pythonpath
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "FLA_TEST_ONE_CONFIG": "1", "PYTHONPATH": child_pythonpath()}
+    env.pop("PYTEST_XDIST_WORKER", None)
+    test = f"{Path(__file__).relative_to(root)}::test_each_new_key_gets_the_next_config_after_pruning"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", test],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "1 passed" in run.stdout
