@@ -34,8 +34,8 @@ def _scalar_gates(g: torch.Tensor | None, g_gamma: torch.Tensor | None, layout: 
     """The stages' scalar-gate arguments: ``G`` (with ``g_gamma`` folded in) when per-token gates are
     given, else the constant decay for the kernels to sum themselves."""
     if g is None:
-        return {"g": None, "g_gamma": g_gamma, "g_is_cumsum": False}
-    return {"g": chunk_local_cumsum(g, layout, g_gamma=g_gamma), "g_gamma": None, "g_is_cumsum": True}
+        return {"g": None, "g_gamma": g_gamma}
+    return {"g": chunk_local_cumsum(g, layout, g_gamma=g_gamma), "g_gamma": None}
 
 
 def chunk_gated_fwd(
@@ -105,7 +105,7 @@ def chunk_gated_bwd(
         q, k, v, h, do, dh, layout, scale, gk=Gk, dq_intra=dq_intra, dk_intra=dk_intra, want_dg=want_dg,
         dg_dtype=gk.dtype if gk is not None else torch.float32, **gates,
     )  # fmt: skip
-    if dg is not None and gates["g_is_cumsum"]:  # dL/dG -> dL/dg
+    if dg is not None and gk is None:  # scalar gates: dL/dG -> dL/dg
         dg = chunk_local_cumsum(dg, layout, reverse=True)
     return dq, dk, dv, dg, dh0
 

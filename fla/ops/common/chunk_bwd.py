@@ -58,10 +58,8 @@ def chunk_dv_bwd_kernel(
     BK: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    CUMSUM_G: tl.constexpr,
     USE_G: tl.constexpr,
     HAS_G: tl.constexpr,
-    USE_GAMMA: tl.constexpr,
     USE_GK: tl.constexpr,
     USE_A: tl.constexpr,
     USE_DH: tl.constexpr,
@@ -104,7 +102,7 @@ def chunk_dv_bwd_kernel(
 
     m_At = (o_i[:, None] <= o_i[None, :]) & m_t[None, :]  # [BT(j), BT(i)]: i >= j, row i valid
     if USE_G:
-        b_g, b_gl = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, CUMSUM_G, HAS_G, USE_GAMMA)
+        b_g, b_gl = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, HAS_G)
         if USE_DH:
             b_dv *= tl.exp(tl.where(m_t, b_gl - b_g, 0.0))[:, None]
         b_At *= tl.exp(tl.where(m_At, b_g[None, :] - b_g[:, None], float("-inf")))
@@ -154,10 +152,8 @@ def chunk_dqkg_bwd_kernel(
     BK: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    CUMSUM_G: tl.constexpr,
     USE_G: tl.constexpr,
     HAS_G: tl.constexpr,
-    USE_GAMMA: tl.constexpr,
     USE_GK: tl.constexpr,
     STORE_DG: tl.constexpr,
     STORE_DW: tl.constexpr,
@@ -226,7 +222,7 @@ def chunk_dqkg_bwd_kernel(
         m_A = (o_i[:, None] >= o_i[None, :]) & m_t[:, None]  # [BT(i), BT(j)] causal
         m_At = (o_i[:, None] <= o_i[None, :]) & m_t[None, :]  # [BT(j), BT(i)] the same, transposed
         if USE_G:
-            b_g, b_gl = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, CUMSUM_G, HAS_G, USE_GAMMA)
+            b_g, b_gl = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, HAS_G)
             b_dA *= tl.exp(tl.where(m_A, b_g[:, None] - b_g[None, :], float("-inf")))
             b_dAt *= tl.exp(tl.where(m_At, b_g[None, :] - b_g[:, None], float("-inf")))
             b_dq *= tl.exp(b_g)[:, None]
@@ -241,8 +237,6 @@ def chunk_dqkg_bwd_kernel(
             b_dg = tl.sum(b_q * b_dq - b_k * b_dk, axis=1)  # [BT]
             b_dgl = tl.sum(b_hdh, axis=0) * tl.exp(b_gl) + tl.sum(tl.sum(b_k * b_dk_inter, axis=1), axis=0)
             b_dg += tl.where(o_t == i_last, b_dgl, 0.0)
-            if CUMSUM_G:  # the gates were summed here: finish dg (the reverse cumsum is linear: per block is fine)
-                b_dg = tl.cumsum(b_dg, axis=0, reverse=True)
             # per-K-block partial sums [NK, B, T, H]; the host adds them up
             p_dg = dg + i_k * tl.num_programs(2).to(tl.int64) * T + (bos + o_t) * H + i_h
             tl.store(p_dg, b_dg, mask=m_t)
@@ -263,7 +257,6 @@ def chunk_bwd_dv(
     gk: torch.Tensor | None = None,
     A: torch.Tensor | None = None,
     g_gamma: torch.Tensor | None = None,
-    g_is_cumsum: bool = True,
 ) -> torch.Tensor:
     """``dv`` ``[B, T, H, V]`` (in ``do.dtype``).
 
@@ -271,7 +264,7 @@ def chunk_bwd_dv(
         q, k: ``[B, T, H, K]``; do: ``[B, T, H, V]``; dh: state gradients (:func:`chunk_bwd_dh`), or
             ``None`` for the intra-chunk part ``A^T do`` alone (the delta rule adds the state part itself).
         g / gk: chunk-local gate cumsums; A: precomputed scores (vector gates; ``q`` unused then).
-        g_gamma ``[H]``, g_is_cumsum: per-token scalar gates summed here (:func:`.chunk_h.chunk_fwd_h`).
+        g_gamma: ``[H]`` constant log decay without ``g``, summed here (:func:`.chunk_h.chunk_fwd_h`).
     """
     B, T, H, K = k.shape
     V = do.shape[-1]
@@ -281,7 +274,6 @@ def chunk_bwd_dv(
     chunk_dv_bwd_kernel[grid](
         q, k, g, g_gamma, gk, A, do, dh, dv, layout.cu_seqlens, layout.chunk_indices, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),
-        CUMSUM_G=not g_is_cumsum,
     )  # fmt: skip
     return dv
 
@@ -302,7 +294,6 @@ def chunk_bwd_dqkg(
     want_dg: bool = False,
     dg_dtype: torch.dtype = torch.float32,
     g_gamma: torch.Tensor | None = None,
-    g_is_cumsum: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``dq``, ``dk`` (input dtypes) and the gate gradient.
 
@@ -312,12 +303,11 @@ def chunk_bwd_dqkg(
         dq_intra, dk_intra: ``[B, T, H, K]`` float32 intra-chunk parts (vector gates only).
         want_dg: also return the gate gradient: for vector gates the finished ``dg [B, T, H, K]``
             (in ``dg_dtype``); for scalar gates ``dL/dG [B, T, H]`` float32, still to be
-            reverse-cumsummed (:func:`fla.ops.common.cumsum.chunk_local_cumsum` with ``reverse``),
-            unless ``g_is_cumsum=False``: then ``g`` (and ``g_gamma [H]``) are the per-token gates,
-            summed in the kernels, and the result is the finished ``dg [B, T, H]`` float32.
+            reverse-cumsummed (:func:`fla.ops.common.cumsum.chunk_local_cumsum` with ``reverse``).
+        g_gamma: ``[H]`` constant log decay without ``g`` (no gradient), as in :func:`.chunk_h.chunk_fwd_h`.
     """
     dq, dk, _, dg = _launch_dqkg(
-        q, k, v, h, do, dh, None, layout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma, g_is_cumsum
+        q, k, v, h, do, dh, None, layout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma
     )
     return dq, dk, dg
 
@@ -344,13 +334,13 @@ def chunk_bwd_dqkwg(
         (or ``None``): the consumer adds them up (the delta rule's WY backward does, in its kernel).
     """
     return _launch_dqkg(
-        q, k, v, h, do, dh, dv, layout, scale, g, None, None, None, want_dg, torch.float32, None, True, sum_dg=False
+        q, k, v, h, do, dh, dv, layout, scale, g, None, None, None, want_dg, torch.float32, None, sum_dg=False
     )
 
 
 def _launch_dqkg(
     q, k, v, h, do, dh, dv, layout: ChunkLayout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma,
-    g_is_cumsum, sum_dg=True,
+    sum_dg=True,
 ):  # fmt: skip
     if want_dg and g is None and gk is None:
         raise ValueError("want_dg needs the gates (g or gk)")
@@ -370,7 +360,7 @@ def _launch_dqkg(
     chunk_dqkg_bwd_kernel[grid](
         q, k, v, h, g, g_gamma, gk, do, dh, dq_intra, dk_intra, dv, dq, dk, dw, dg, layout.cu_seqlens,
         layout.chunk_indices, scale, T, H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV,
-        DOT_PRECISION=dot_precision(q.dtype), CUMSUM_G=not g_is_cumsum,
+        DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
     if dg is not None and gk is None and sum_dg:
         dg = dg[0] if NK == 1 else dg.sum(0)

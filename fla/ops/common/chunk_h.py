@@ -9,9 +9,9 @@ the gates and ``L`` the chunk's last row::
 
 so ``h[c]`` is the state before chunk ``c`` and ``dh[c]`` the gradient of the state *after* chunk
 ``c`` (what chunk ``c``'s keys and values feed). The last running value is the final state
-``h_T`` (forward) or ``dh_0`` (backward). Gates: scalar ``g [B, T, H]`` (a chunk-local cumsum,
-or the per-token gates with an optional constant ``g_gamma [H]``, summed in the kernel) or vector
-``gk [B, T, H, K]`` (row-wise decay, a chunk-local cumsum); or none.
+``h_T`` (forward) or ``dh_0`` (backward). Gates: scalar ``g [B, T, H]`` (a chunk-local cumsum) or a
+constant ``g_gamma [H]`` alone (summed in the kernel), or vector ``gk [B, T, H, K]`` (row-wise decay, a
+chunk-local cumsum); or none.
 """
 
 from __future__ import annotations
@@ -57,10 +57,8 @@ def chunk_state_kernel(
     BV: tl.constexpr,
     REVERSE: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    CUMSUM_G: tl.constexpr,
     USE_G: tl.constexpr,
     HAS_G: tl.constexpr,
-    USE_GAMMA: tl.constexpr,
     USE_GK: tl.constexpr,
     USE_S0: tl.constexpr,
     STORE_SN: tl.constexpr,
@@ -96,7 +94,7 @@ def chunk_state_kernel(
             y + ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
         )
         if USE_G:
-            b_g, b_gl = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, CUMSUM_G, HAS_G, USE_GAMMA)
+            b_g, b_gl = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, HAS_G)
             if REVERSE:
                 b_x *= tl.exp(b_g)[None, :]
             else:
@@ -116,7 +114,7 @@ def chunk_state_kernel(
         tl.store(sn + i_nh * K * V + o_kv, b_s, mask=m_kv)
 
 
-def _run_state_kernel(x, y, g, g_gamma, g_is_cumsum, gk, s0, want_sn, scale, reverse, layout, states_dtype):
+def _run_state_kernel(x, y, g, g_gamma, gk, s0, want_sn, scale, reverse, layout, states_dtype):
     B, T, H, K = x.shape
     V = y.shape[-1]
     BK, BV = block_size(K), block_size(V)
@@ -126,7 +124,6 @@ def _run_state_kernel(x, y, g, g_gamma, g_is_cumsum, gk, s0, want_sn, scale, rev
     chunk_state_kernel[grid](
         x, y, g, g_gamma, gk, s0, states, sn, layout.cu_seqlens, layout.chunk_offsets, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, REVERSE=reverse, DOT_PRECISION=dot_precision(x.dtype),
-        CUMSUM_G=not g_is_cumsum,
     )  # fmt: skip
     return states, sn
 
@@ -141,7 +138,6 @@ def chunk_fwd_h(
     output_final_state: bool = False,
     states_dtype: torch.dtype | None = None,
     g_gamma: torch.Tensor | None = None,
-    g_is_cumsum: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """States at chunk starts.
 
@@ -149,16 +145,14 @@ def chunk_fwd_h(
         k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; layout: the chunking (:class:`ChunkLayout`).
         g ``[B, T, H]`` / gk ``[B, T, H, K]``: chunk-local cumsums of the log gates (float32) or
             ``None``; h0: ``[N, H, K, V]``; states_dtype: dtype of ``h`` (default ``k.dtype``).
-        g_gamma ``[H]``, g_is_cumsum: with ``g_is_cumsum=False`` the scalar gates are the per-token log
-            gates ``g`` and/or the constant ``g_gamma``, summed in the kernel (see :mod:`.cumsum`).
+        g_gamma ``[H]``: a constant log decay, summed in the kernel; only without ``g`` (fold it into
+            ``G`` with :func:`fla.ops.common.cumsum.chunk_local_cumsum` otherwise).
     Returns:
         ``h`` ``[B, NT, H, K, V]`` (``[1, total chunks, H, K, V]`` for varlen) and the final state
         ``[N, H, K, V]`` float32 (``None`` unless ``output_final_state``).
     """
-    _check_gate_form(g_gamma, g_is_cumsum)
-    return _run_state_kernel(
-        k, v, g, g_gamma, g_is_cumsum, gk, h0, output_final_state, 1.0, False, layout, states_dtype
-    )
+    check_scalar_gates(g, g_gamma)
+    return _run_state_kernel(k, v, g, g_gamma, gk, h0, output_final_state, 1.0, False, layout, states_dtype)
 
 
 def chunk_bwd_dh(
@@ -172,21 +166,23 @@ def chunk_bwd_dh(
     want_dh0: bool = False,
     states_dtype: torch.dtype | None = None,
     g_gamma: torch.Tensor | None = None,
-    g_is_cumsum: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gradients of the states after each chunk (the reverse recurrence).
 
     Args:
-        q: ``[B, T, H, K]``; do: ``[B, T, H, V]``; g / gk / g_gamma / g_is_cumsum / layout: as in
+        q: ``[B, T, H, K]``; do: ``[B, T, H, V]``; g / gk / g_gamma / layout: as in
         :func:`chunk_fwd_h`; dht: ``[N, H, K, V]`` gradient of the final state (or ``None``).
     Returns:
         ``dh`` shaped like ``h`` (``dh[c]`` = gradient of the state after chunk ``c``) and
         ``dh0`` ``[N, H, K, V]`` float32 when ``want_dh0``.
     """
-    _check_gate_form(g_gamma, g_is_cumsum)
-    return _run_state_kernel(q, do, g, g_gamma, g_is_cumsum, gk, dht, want_dh0, scale, True, layout, states_dtype)
+    check_scalar_gates(g, g_gamma)
+    return _run_state_kernel(q, do, g, g_gamma, gk, dht, want_dh0, scale, True, layout, states_dtype)
 
 
-def _check_gate_form(g_gamma: torch.Tensor | None, g_is_cumsum: bool) -> None:
-    if g_gamma is not None and g_is_cumsum:
-        raise ValueError("g_gamma is summed in the kernel: pass the per-token gates with g_is_cumsum=False")
+def check_scalar_gates(g: torch.Tensor | None, g_gamma: torch.Tensor | None) -> None:
+    """The stages take ``G`` or a constant decay alone, not both."""
+    if g is not None and g_gamma is not None:
+        raise ValueError(
+            "g and g_gamma given together: fold g_gamma into G (chunk_local_cumsum(g, layout, g_gamma=g_gamma))"
+        )

@@ -2,7 +2,7 @@
 
 For scalar gates (or none) the intra-chunk scores are formed here:
 ``A_ij = scale * (q_i . k_j) * exp(G_i - G_j)`` for ``i >= j`` (``G`` = chunk-local cumsum of
-the log gates, so every exponent is <= 0; given, or summed here from the per-token gates). Vector
+the log gates, so every exponent is <= 0; given, or summed here for a constant decay alone). Vector
 gates pass ``A`` precomputed (see :mod:`fla.ops.common.chunk_intra_gk`) and ``gk`` for the
 inter-chunk term.
 """
@@ -49,10 +49,8 @@ def chunk_output_fwd_kernel(
     BK: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    CUMSUM_G: tl.constexpr,
     USE_G: tl.constexpr,
     HAS_G: tl.constexpr,
-    USE_GAMMA: tl.constexpr,
     USE_GK: tl.constexpr,
     USE_A: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -92,7 +90,7 @@ def chunk_output_fwd_kernel(
     m_A = (o_i[:, None] >= o_i[None, :]) & m_t[:, None]  # [BT, BT] causal
     if USE_G:
         i_last = tl.minimum(i_tc * BT + BT, T_n) - 1
-        b_g, _ = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, CUMSUM_G, HAS_G, USE_GAMMA)  # [BT]
+        b_g, _ = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, HAS_G)  # [BT]
         b_o *= tl.exp(b_g)[:, None]
         b_A *= tl.exp(tl.where(m_A, b_g[:, None] - b_g[None, :], float("-inf")))
     if USE_A:
@@ -117,7 +115,6 @@ def chunk_fwd_o(
     gk: torch.Tensor | None = None,
     A: torch.Tensor | None = None,
     g_gamma: torch.Tensor | None = None,
-    g_is_cumsum: bool = True,
 ) -> torch.Tensor:
     """Outputs of every chunk.
 
@@ -125,7 +122,7 @@ def chunk_fwd_o(
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; h: states at chunk starts (:func:`chunk_fwd_h`).
         g: ``[B, T, H]`` or gk: ``[B, T, H, K]`` chunk-local gate cumsums (float32), or neither.
         A: ``[B, T, H, BT]`` float32 precomputed scaled causal scores (vector gates); ``k`` unused then.
-        g_gamma ``[H]``, g_is_cumsum: per-token scalar gates summed here, as in :func:`.chunk_h.chunk_fwd_h`.
+        g_gamma: ``[H]`` constant log decay without ``g``, summed here, as in :func:`.chunk_h.chunk_fwd_h`.
     Returns:
         ``o`` ``[B, T, H, V]`` in ``v.dtype``.
     """
@@ -137,6 +134,5 @@ def chunk_fwd_o(
     chunk_output_fwd_kernel[grid](
         q, k, v, h, g, g_gamma, gk, A, o, layout.cu_seqlens, layout.chunk_indices, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype),
-        CUMSUM_G=not g_is_cumsum,
     )  # fmt: skip
     return o

@@ -67,33 +67,26 @@ def chunk_local_cumsum_kernel(
 
 
 # ``given_heuristics`` flags of every kernel that reads scalar gates through :func:`chunk_scalar_gates`
-# (its ``g`` / ``g_gamma`` arguments): any scalar gate, per-token gates, a constant decay.
-SCALAR_GATE_FLAGS = {"USE_G": ("g", "g_gamma"), "HAS_G": "g", "USE_GAMMA": "g_gamma"}
+# (its ``g`` / ``g_gamma`` arguments): any scalar gate, and whether it is the chunk-local cumsum ``G``.
+SCALAR_GATE_FLAGS = {"USE_G": ("g", "g_gamma"), "HAS_G": "g"}
 
 
 @triton.jit
-def chunk_scalar_gates(
-    g, g_gamma, bos, o_t, m_t, i_last, i_h, H: tl.constexpr,
-    CUMSUM: tl.constexpr, HAS_G: tl.constexpr, USE_GAMMA: tl.constexpr,
-):  # fmt: skip
+def chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H: tl.constexpr, HAS_G: tl.constexpr):
     """``(G [BT], G_L)`` float32 for a chunk's rows ``o_t`` (valid where ``m_t``; ``i_last`` = its last
     valid row): the chunk-local cumsum of the scalar log gates and its value at the last row.
 
-    ``CUMSUM``: ``g`` holds the per-token gates ``[B, T, H]`` (when ``HAS_G``), summed here with the
-    constant ``g_gamma [H]`` (when ``USE_GAMMA``); else ``g`` already holds ``G`` (float32), read as is.
-    Rows past the end get ``G_L`` (cumsum) or 0 (read); callers mask them.
+    ``HAS_G``: ``g`` holds ``G`` (float32, :func:`chunk_local_cumsum`), read as is; rows past the end
+    read 0. Else the gate is the constant ``g_gamma [H]`` alone (RetNet), summed here: no ``G`` tensor;
+    rows past the end get ``G_L``. Callers mask the rows past the end.
     """
-    if CUMSUM:
-        b_g = tl.zeros(o_t.shape, dtype=tl.float32)
-        if HAS_G:
-            b_g += tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)
-        if USE_GAMMA:
-            b_g += tl.load(g_gamma + i_h).to(tl.float32)
-        b_G = tl.cumsum(tl.where(m_t, b_g, 0.0), axis=0)
-        b_Gl = tl.sum(tl.where(o_t == i_last, b_G, 0.0), axis=0)  # exactly G at the last row
-    else:
+    if HAS_G:
         b_G = tl.load(g + (bos + o_t) * H + i_h, mask=m_t, other=0.0)
         b_Gl = tl.load(g + (bos + i_last) * H + i_h)
+    else:
+        b_g = tl.zeros(o_t.shape, dtype=tl.float32) + tl.load(g_gamma + i_h).to(tl.float32)
+        b_G = tl.cumsum(tl.where(m_t, b_g, 0.0), axis=0)
+        b_Gl = tl.sum(tl.where(o_t == i_last, b_G, 0.0), axis=0)  # exactly G at the last row
     return b_G, b_Gl
 
 
