@@ -116,12 +116,11 @@ def _conv_dz(
 
 @triton.jit
 def _dxe_from_dz(
-    dz, w, dht, dw, b_xe, o_p, o_d, m_d, i_n, i_part, bos, L, D,
-    W: tl.constexpr, HAS_DHT: tl.constexpr, STORE_DW: tl.constexpr,
+    dz, w, dht, dw, b_xe, o_p, o_d, m_d, i_n, i_part, bos, L, D, W: tl.constexpr, HAS_DHT: tl.constexpr,
 ):  # fmt: skip
     """Gradient of the extended input xe at positions ``o_p`` [R] from dz [T, D] rows -> [R, BD] float32.
 
-    With ``STORE_DW`` it also stores row ``i_part`` of the dweight partial sums ``[*, D, W]``:
+    It also stores row ``i_part`` of the dweight partial sums ``[*, D, W]``:
     ``dweight[:, k] = sum_t dz[t] xe[t - (W - 1 - k)] = sum_p dz[p + j] xe[p]`` with ``j = W - 1 - k``,
     so the shifted dz tiles this function loads anyway meet ``b_xe`` (xe at ``o_p``, zero where
     these rows must not count) and no input window is loaded again.
@@ -133,8 +132,7 @@ def _dxe_from_dz(
         m_s = ((o_s >= 0) & (o_s < L))[:, None] & m_d[None, :]
         b_dz = tl.load(dz + (bos + o_s)[:, None] * D + o_d[None, :], mask=m_s, other=0.0).to(tl.float32)
         b_dxe += b_dz * b_w[None, :]
-        if STORE_DW:
-            tl.store(dw + (i_part * D + o_d) * W + (W - 1 - j), tl.sum(b_dz * b_xe, axis=0), mask=m_d)
+        tl.store(dw + (i_part * D + o_d) * W + (W - 1 - j), tl.sum(b_dz * b_xe, axis=0), mask=m_d)
     if HAS_DHT:
         # the final state's column c holds xe[L - W + c]
         o_c = o_p - L + W  # [R]
@@ -230,10 +228,11 @@ def causal_conv1d_dx_bwd_kernel(
     o_t = i_c * BT + tl.arange(0, BT)  # [BT]
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < D
+    o_x = (bos + o_t)[:, None] * D + o_d[None, :]  # [BT, BD]
     m_x = (o_t < L)[:, None] & m_d[None, :]
-    b_x = tl.load(x + (bos + o_t)[:, None] * D + o_d[None, :], mask=m_x, other=0.0).to(tl.float32)  # [BT, BD]
-    b_dx = _dxe_from_dz(dz, w, dht, dw, b_x, o_t, o_d, m_d, i_n, i_part, bos, L, D, W, HAS_DHT, True)
-    tl.store(dx + (bos + o_t)[:, None] * D + o_d[None, :], b_dx.to(dx.dtype.element_ty), mask=m_x)
+    b_x = tl.load(x + o_x, mask=m_x, other=0.0).to(tl.float32)
+    b_dx = _dxe_from_dz(dz, w, dht, dw, b_x, o_t, o_d, m_d, i_n, i_part, bos, L, D, W, HAS_DHT)
+    tl.store(dx + o_x, b_dx.to(dx.dtype.element_ty), mask=m_x)
 
 
 @lean_launch
@@ -245,17 +244,17 @@ def causal_conv1d_initial_state_bwd_kernel(
     W: tl.constexpr, BW: tl.constexpr, BD: tl.constexpr, HAS_DHT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     """d initial_state[i_n] (the gradient of xe at the state positions -W .. -1) and row ``i_n`` of the
-    dweight partial sums over those positions (the dx kernel counts positions >= 0)."""
+    dweight partial sums ``dw`` over those positions (the dx kernel counts positions >= 0)."""
     i_d, i_n = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     bos, L = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
     o_p = tl.arange(0, BW) - W  # [BW] positions -W .. BW-W-1; only the negative ones are state
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < D
+    o_h = (i_n * D + o_d[None, :]) * W + (W + o_p)[:, None]  # [BW, BD] offsets in a [N, D, W] state
     m_h = (o_p < 0)[:, None] & m_d[None, :]
-    b_h = tl.load(h0 + (i_n * D + o_d[None, :]) * W + (W + o_p)[:, None], mask=m_h, other=0.0).to(tl.float32)
-    b_dh = _dxe_from_dz(dz, w, dht, dw, b_h, o_p, o_d, m_d, i_n, i_n, bos, L, D, W, HAS_DHT, True)  # [BW, BD]
-    p_dh = dh0 + (i_n * D + o_d[None, :]) * W + (W + o_p)[:, None]
-    tl.store(p_dh, b_dh.to(dh0.dtype.element_ty), mask=m_h)
+    b_h = tl.load(h0 + o_h, mask=m_h, other=0.0).to(tl.float32)
+    b_dh = _dxe_from_dz(dz, w, dht, dw, b_h, o_p, o_d, m_d, i_n, i_n, bos, L, D, W, HAS_DHT)  # [BW, BD]
+    tl.store(dh0 + o_h, b_dh.to(dh0.dtype.element_ty), mask=m_h)
 
 
 # ----------------------------------------------------------------------------- Triton launchers
@@ -304,7 +303,9 @@ def _triton_bwd(x, weight, bias, initial_state, dy, dht, use_silu, cu_seqlens, c
     # dz in dy's dtype: the precision the incoming gradient has (dbias uses the float32 tile)
     dz = empty(B, T, D, dtype=dy.dtype, device=x.device) if use_silu else dy
     dx = empty(B, T, D, dtype=x.dtype, device=x.device)
-    dw_part = empty(NB * NT, D, W, dtype=torch.float32, device=x.device)
+    N = _num_sequences(x, cu_seqlens)
+    # dweight partial sums: a row per time tile, then (with a state) a row per sequence for positions < 0
+    dw_part = empty(NB * NT + (N if initial_state is not None else 0), D, W, dtype=torch.float32, device=x.device)
     db_part = empty(NB * NT, D, dtype=torch.float32, device=x.device) if bias is not None else None
     if NT > 0:
         if use_silu or bias is not None:  # else dz is dy and there is no dbias
@@ -315,19 +316,15 @@ def _triton_bwd(x, weight, bias, initial_state, dy, dht, use_silu, cu_seqlens, c
         causal_conv1d_dx_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), NT, NB)](
             x, dz, weight, dht, dx, dw_part, cu_seqlens, chunk_indices, T, D, W=W, BT=_BT
         )
-    dw = dw_part.sum(0)
     db = db_part.sum(0).to(bias.dtype) if bias is not None else None
     dh0 = None
     if initial_state is not None:
-        N = _num_sequences(x, cu_seqlens)
         dh0 = empty(N, D, W, dtype=initial_state.dtype, device=x.device)
-        dw_state = empty(N, D, W, dtype=torch.float32, device=x.device)
         causal_conv1d_initial_state_bwd_kernel[lambda meta: (cdiv(D, meta["BD"]), N)](
-            initial_state, dz, weight, dht, dh0, dw_state, cu_seqlens, T, D,
+            initial_state, dz, weight, dht, dh0, dw_part[NB * NT :], cu_seqlens, T, D,
             W=W, BW=next_power_of_2(W), IS_VARLEN=cu_seqlens is not None,
         )  # fmt: skip
-        dw = dw + dw_state.sum(0)
-    return dx, dw.to(weight.dtype), db, dh0
+    return dx, dw_part.sum(0).to(weight.dtype), db, dh0
 
 
 class CausalConv1dFunction(torch.autograd.Function):
