@@ -83,6 +83,20 @@ def test_errors_name_the_argument():
         fused_recurrent_simple_gla(q, k, v, reverse=True)
 
 
+def test_state_stage_refuses_g_with_g_gamma():
+    # the shared stages take G or a constant decay alone: the op folds g_gamma into G before calling them
+    from fla.ops.common.chunk import chunk_layout
+    from fla.ops.common.chunk_h import chunk_bwd_dh, chunk_fwd_h
+
+    k, v = torch.randn(1, 8, 2, 16), torch.randn(1, 8, 2, 8)
+    G, g_gamma = torch.randn(1, 8, 2), torch.randn(2)
+    layout = chunk_layout(k, None)
+    with pytest.raises(ValueError, match="g and g_gamma given together: fold g_gamma into G"):
+        chunk_fwd_h(k, v, layout, g=G, g_gamma=g_gamma)
+    with pytest.raises(ValueError, match="g and g_gamma given together"):
+        chunk_bwd_dh(k, v, layout, g=G, g_gamma=g_gamma)
+
+
 GPU_CASES = [  # B, T, H, D, dtype
     (8, 1024, 4, 64, torch.bfloat16),
     (2, 8192, 8, 128, torch.bfloat16),
