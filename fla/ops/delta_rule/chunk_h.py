@@ -243,14 +243,15 @@ def chunk_delta_bwd_dh(
             ``dh``); G: ``[B, T, H]`` fp32 chunk-local gate cumsum or ``None``; dht: ``[N, H, K, V]``.
     Returns:
         ``dh`` shaped like the forward's ``h`` (``k.dtype``), ``dh0`` ``[N, H, K, V]`` float32 (or
-        ``None`` unless ``want_dh0``) and ``dv_new`` ``[B, T, H, V]`` float32.
+        ``None`` unless ``want_dh0``) and ``dv_new`` ``[B, T, H, V]`` in ``do.dtype`` (what the dq/dk/dw
+        and WY stages multiply it in: half the bytes of float32, and no tf32 products downstream).
     """
     B, T, H, K = k.shape
     V = do.shape[-1]
     BK, BV = state_blocks(K, V, layout.num_seqs * H, k.device)
     dh = empty(*layout.states_shape(H, K, V), dtype=k.dtype, device=k.device)
     dh0 = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=k.device) if want_dh0 else None
-    dv_new = empty(B, T, H, V, dtype=torch.float32, device=k.device)
+    dv_new = empty(B, T, H, V, dtype=do.dtype, device=k.device)
     grid = (cdiv(V, BV), layout.num_seqs * H)
     chunk_delta_dh_bwd_kernel[grid](
         q, k, w, G, do, dv_local, dht, dh, dh0, dv_new, layout.cu_seqlens, layout.chunk_offsets, scale, T,
