@@ -198,10 +198,9 @@ def chunk_dqkg_bwd_kernel(
             b_dv = tl.load(dv + o_tv, mask=m_tv, other=0.0)  # [BT, BV]
             b_dw += tl.dot(b_dv, b_ht.to(b_dv.dtype), input_precision=DOT_PRECISION)
         if not USE_GK:
-            o_vt = ((bos + o_t[None, :]) * H + i_h) * V + o_v[:, None]  # [BV, BT]: v / do transposed
-            m_vt = m_t[None, :] & m_v[:, None]
-            b_dA += tl.dot(b_do, tl.load(v + o_vt, mask=m_vt, other=0.0), input_precision=DOT_PRECISION)
-            b_dAt += tl.dot(b_v, tl.load(do + o_vt, mask=m_vt, other=0.0), input_precision=DOT_PRECISION)
+            # transposes of loaded tiles (as the WY stage takes them), not of a dot result
+            b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION)
+            b_dAt += tl.dot(b_v, tl.trans(b_do), input_precision=DOT_PRECISION)
 
     b_q = tl.load(q + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
     b_k = tl.load(k + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
