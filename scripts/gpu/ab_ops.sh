@@ -16,7 +16,10 @@ TESTS=${TESTS-tests/fla/ops tests/fla/test_launch.py}
 python3 -c "import torch,triton;print(torch.cuda.get_device_name(), torch.__version__, triton.__version__)" | tee "$OUT/device.txt"
 echo "base $(cat .ab_base/REV)" | tee -a "$OUT/device.txt"
 if [ -n "$TESTS" ]; then
-    FLA_TEST_ONE_CONFIG=${FLA_TEST_ONE_CONFIG:-1} timeout ${TEST_TIMEOUT:-150} python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail=10 $TESTS 2>&1 | tee "$OUT/pytest.log" | tail -4
+    # each failure's traceback goes to failures.log as it happens (a run cut by the timeout still names them)
+    FLA_TEST_ONE_CONFIG=${FLA_TEST_ONE_CONFIG:-1} FLAME_FAILURE_LOG="$OUT/failures.log" timeout ${TEST_TIMEOUT:-150} \
+        python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail=10 $TESTS 2>&1 | tee "$OUT/pytest.log" | tail -4
+    [ -f "$OUT/failures.log" ] && grep -h "^=====" "$OUT/failures.log" && grep -h "^E " "$OUT/failures.log" | head -20
 fi
 (cd .ab_base && PYTHONPATH=/tmp/site:$PWD timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS --T $T \
     --out "$OUT/ops_base.md" > "$OUT/ops_base.log" 2>&1); echo "base rc=$?"
