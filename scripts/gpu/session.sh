@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU-machine session (device tool): install the carried wheels, print versions, run the
 # test suite on CUDA (gpu-marked tests included) and the benchmarks, and leave logs/tables in
-# $OUT. Usage on the device machine (carry .whl, and .whl_peer for fla 0.6.0 comparisons):
+# $OUT. Usage on the device machine (carry .whl, .whl_peer for fla 0.6.0 comparisons, .triton_autotune when a call returned one):
 #     bash scripts/gpu/session.sh [pytest paths...]
 # Env: BENCH=modules,ops,diag,kprof,launch,train (benchmark groups; empty for none; TRAIN_ROWS / TRAIN_TIMEOUT: see train), NPROC (pytest-xdist workers, default 8:
 # Triton compiles dominate test time there), PYTEST_TIMEOUT (s), PYTEST_ARGS (extra pytest args, split
@@ -19,6 +19,19 @@ if [ -d .whl_peer ]; then  # fla 0.6.0 lives apart: both packages are named `fla
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/fla060 .whl_peer/*.whl
     export FLA060_PATH=/tmp/fla060
 fi
+# Triton's autotune choices persist across calls and machines: fla 0.6.0 (and any kernel autotuned with
+# cache_results) writes them as <hash>/<kernel>.autotune.json in the Triton cache; they come back under
+# $OUT/triton_autotune (at the end, and after each training row, so a cut call keeps its progress) and, carried
+# as .triton_autotune, are reused here: fla's first training step then compiles one config per kernel instead of
+# benchmarking all of them for minutes (the key holds triton's version, the target arch and the kernel source).
+export TRITON_CACHE_DIR=/tmp/triton_cache
+mkdir -p "$TRITON_CACHE_DIR"
+[ -d .triton_autotune ] && cp -r .triton_autotune/. "$TRITON_CACHE_DIR"/
+save_autotune() {
+    (cd "$TRITON_CACHE_DIR" && find . -name '*.autotune.json' | tar -cf - -T -) | \
+        (mkdir -p "$OUT/triton_autotune" && tar -xf - -C "$OUT/triton_autotune")
+}
+trap save_autotune EXIT
 python3 - <<'PY' | tee "$OUT/versions.txt"
 import torch, triton, transformers, platform
 print("device:", torch.cuda.get_device_name(), "| torch", torch.__version__, "| triton", triton.__version__,
@@ -71,6 +84,7 @@ for g in "${groups[@]}"; do
                 python3 -c "import json,sys; [print(sys.argv[1], json.dumps(r)) for r in json.load(open('/tmp/train_row.json'))]" \
                     "$name" >> "$OUT/train_rows.txt" 2>/dev/null || echo "$name: no row (see train.log)" >> "$OUT/train_rows.txt"
                 rm -f /tmp/train_row.json
+                save_autotune
             done
             cat "$OUT/train_rows.txt" ;;
         "") ;;
