@@ -8,7 +8,8 @@ B=4, H=16, D=128, bf16, T in {2048, 4096, 8192}:
 The delta-rule ops (``chunk_delta_rule``, ``chunk_gated_delta_rule``) get L2-normalized keys and
 ``beta = sigmoid(x)``; ``decode_*`` rows time one token of ``fused_recurrent_(gated_)delta_rule``
 (B=32, H=16, D=128, with initial and final state, no autograd; ``fwdbwd_ms`` is ``-``), eagerly
-(host time included: a Python call per token) and replayed from a CUDA graph (``*_cudagraph``).
+(host time included: a Python call per token) and replayed from a CUDA graph (``*_cudagraph``);
+``decode_state_copy_floor`` copies the fp32 state (the bytes a decode step reads and writes: its floor).
 
 ``--fla-path DIR`` also times fla 0.6.0's ops (the same list; one it refuses gets its error in the
 table) in a separate process that
@@ -131,6 +132,12 @@ def decode_rows(impl: str) -> list[dict]:
             graph = _error(e)
         rows.append({"op": name + "_cudagraph", "impl": impl, "T": 1, "fwd_ms": graph, "fwdbwd_ms": "-"})
         print(f"[bench_chunk] {rows[-1]}", file=sys.stderr, flush=True)
+    # the floor: copying the fp32 state (the same bytes read and written as a decode step), one launch
+    h0 = torch.randn(B, H, D, D, device="cuda", dtype=torch.float32)
+    ht = torch.empty_like(h0)
+    floor = round(float(do_bench(lambda: ht.copy_(h0), return_mode="median")), 4)
+    rows.append({"op": "decode_state_copy_floor", "impl": impl, "T": 1, "fwd_ms": floor, "fwdbwd_ms": "-"})
+    print(f"[bench_chunk] {rows[-1]}", file=sys.stderr, flush=True)
     return rows
 
 

@@ -12,6 +12,9 @@ Gate gradient (the cumsum-reversal trick): every ``exp`` argument is a differenc
 cumsums, so ``dL/dG_i = q_i . dq_i - k_i . dk_i`` (summed over K for scalar gates), plus, at the
 last row, the decay of the carried state ``exp(G_L) sum(h * dh) + sum_j k_j . dk_inter_j``
 (``dk_inter`` = the ``dh`` part of ``dk``). ``dg`` is the chunk-local reverse cumsum of ``dL/dG``.
+(With whole-sequence cumsums the state terms vanish, ``dL/dG_t = q_t . dq_t - v_t . dv_t`` exactly, but a
+reverse cumsum over the sequence then adds up every row's rounding error: measured on the gated delta rule,
+``dg`` error 0.18 at T=8192 in bf16 against 0.06 allowed; the chunk-local form adds 64 rows.)
 Vector gates pass ``A`` (to the dv stage) and the intra-chunk ``dq``/``dk`` (to the dqkg stage).
 """
 
