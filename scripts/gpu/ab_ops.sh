@@ -3,7 +3,8 @@
 # tree, then benchmarks.ops.bench_chunk for the base tree and this one in the same call (same device, same
 # warm machine), then a per-kernel profile of this tree. Tables and logs go to $OUT.
 # Env: OPS (bench_chunk --ops), T (sequence lengths), TESTS (pytest paths; empty: none), PROFILE=0 (no profile),
-# MODULES (benchmarks.modules.run_all --only names, A/B the same way; empty: none).
+# MODULES (benchmarks.modules.run_all --only names, A/B the same way; empty: none), FLA_OPS (with .whl_peer carried:
+# bench_chunk --ops for this tree and fla 0.6.0 side by side, after the A/B; empty: none).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -31,6 +32,12 @@ if [ -n "${MODULES:-}" ]; then
         --out "$OUT/modules_base.md" > "$OUT/modules_base.log" 2>&1); echo "modules base rc=$?"
     timeout 90 python3 -m benchmarks.modules.run_all --only $MODULES --out "$OUT/modules_new.md" > "$OUT/modules_new.log" 2>&1
     echo "modules new rc=$?"; cat "$OUT/modules_base.md" "$OUT/modules_new.md"
+fi
+if [ -n "${FLA_OPS:-}" ]; then
+    [ -d .whl_peer ] || { echo "FLA_OPS needs .whl_peer carried"; exit 1; }
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/fla060 .whl_peer/*.whl
+    timeout ${FLA_TIMEOUT:-200} python3 -m benchmarks.ops.bench_chunk --ops $FLA_OPS --T $T --fla-path /tmp/fla060 \
+        --out "$OUT/ops_fla.md" > "$OUT/ops_fla.log" 2>&1; echo "fla rc=$?"; grep -h "\[bench_chunk\]" "$OUT/ops_fla.log"
 fi
 if [ "${PROFILE:-1}" != 0 ]; then
     timeout 100 python3 -m benchmarks.ops.profile_chunk --ops chunk_linear_attn chunk_simple_gla chunk_delta_rule \
