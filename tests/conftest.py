@@ -8,6 +8,8 @@
 * Every test runs with output poisoning on: kernel outputs start as NaN.
 * ``FLA_TEST_ONE_CONFIG=1`` (the GPU scripts set it): each Triton autotuner compiles one of its configs per
   key, in turn, instead of all of them (:func:`tests.harness.one_config_per_key`).
+* On CUDA, each test gives its cached GPU memory back when it ends: the GPU scripts run 8 pytest workers on one
+  GPU, and a worker's allocator cache from a long-sequence test starved the others (CUDA out of memory, H100).
 """
 
 import os
@@ -53,6 +55,13 @@ def _poison_kernel_outputs():
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _release_cuda_cache():
+    yield
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def pytest_runtest_logreport(report):
