@@ -4,7 +4,8 @@
 # warm machine), then a per-kernel profile of this tree. Tables and logs go to $OUT.
 # Env: OPS (bench_chunk --ops), T (sequence lengths), TESTS (pytest paths; empty: none), PROFILE=0 (no profile),
 # MODULES (benchmarks.modules.run_all --only names, A/B the same way; empty: none), FLA_OPS (with .whl_peer carried:
-# bench_chunk --ops for this tree and fla 0.6.0 side by side, after the A/B; empty: none).
+# bench_chunk --ops for this tree and fla 0.6.0 side by side, after the A/B; empty: none), MIDS (more archived trees
+# from `ab_prepare.sh REV .ab_NAME`, carried too, benchmarked between base and this tree: a bisection in one call).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -24,9 +25,17 @@ if [ -n "$TESTS" ]; then
 fi
 (cd .ab_base && PYTHONPATH=/tmp/site:$PWD timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS --T $T \
     --out "$OUT/ops_base.md" > "$OUT/ops_base.log" 2>&1); echo "base rc=$?"
+for mid in ${MIDS:-}; do
+    [ -f "$mid/REV" ] || { echo "no $mid: ab_prepare.sh REV $mid, then carry it"; continue; }
+    (cd "$mid" && PYTHONPATH=/tmp/site:$PWD timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS \
+        --T $T --out "$OUT/ops_${mid#.ab_}.md" > "$OUT/ops_${mid#.ab_}.log" 2>&1)
+    rc=$?; echo "$mid $(cat "$mid/REV") rc=$rc"
+done
 timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS --T $T --out "$OUT/ops_new.md" > "$OUT/ops_new.log" 2>&1
 echo "new rc=$?"
-grep -h "\[bench_chunk\]" "$OUT/ops_base.log" | sed 's/^/base /'; grep -h "\[bench_chunk\]" "$OUT/ops_new.log" | sed 's/^/new  /'
+grep -h "\[bench_chunk\]" "$OUT/ops_base.log" | sed 's/^/base /'
+for mid in ${MIDS:-}; do grep -h "\[bench_chunk\]" "$OUT/ops_${mid#.ab_}.log" 2>/dev/null | sed "s/^/${mid#.ab_} /"; done
+grep -h "\[bench_chunk\]" "$OUT/ops_new.log" | sed 's/^/new  /'
 if [ -n "${MODULES:-}" ]; then
     (cd .ab_base && PYTHONPATH=/tmp/site:$PWD timeout 90 python3 -m benchmarks.modules.run_all --only $MODULES \
         --out "$OUT/modules_base.md" > "$OUT/modules_base.log" 2>&1); echo "modules base rc=$?"
