@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-from pathlib import Path
 
 import torch
+
+from benchmarks.report import emit
 
 
 def _inputs(B: int, T: int, H: int, K: int, V: int) -> dict[str, torch.Tensor]:
@@ -94,9 +95,7 @@ def main() -> None:
         "| B,T,H,K,V | variant | ms |",
         "|---|---|---|",
     ] + [f"| {r['shape']} | {r['variant']} | {r['ms']:.3f} |" for r in table]
-    print("\n".join(lines))
-    if args.out:
-        Path(args.out).write_text("\n".join(lines) + "\n")
+    emit("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from benchmarks.report import emit
 
 
 def _inputs(B: int, T: int, H: int, K: int, V: int) -> dict[str, torch.Tensor]:
@@ -100,10 +101,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     table = [f"{head} | python {platform.python_version()}", ""]
     table += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     table += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    text = "\n".join(table) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
+    emit("\n".join(table) + "\n", args.out)
     return rows
 
 
