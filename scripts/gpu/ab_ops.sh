@@ -23,19 +23,16 @@ if [ -n "$TESTS" ]; then
         python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail=10 $TESTS 2>&1 | tee "$OUT/pytest.log" | tail -4
     [ -f "$OUT/failures.log" ] && grep -h "^=====" "$OUT/failures.log" && grep -h "^E " "$OUT/failures.log" | head -20
 fi
-(cd .ab_base && PYTHONPATH=/tmp/site:$PWD timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS --T $T \
-    --out "$OUT/ops_base.md" > "$OUT/ops_base.log" 2>&1); echo "base rc=$?"
-for mid in ${MIDS:-}; do
-    [ -f "$mid/REV" ] || { echo "no $mid: ab_prepare.sh REV $mid, then carry it"; continue; }
-    (cd "$mid" && PYTHONPATH=/tmp/site:$PWD timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS \
-        --T $T --out "$OUT/ops_${mid#.ab_}.md" > "$OUT/ops_${mid#.ab_}.log" 2>&1)
-    rc=$?; echo "$mid $(cat "$mid/REV") rc=$rc"
+trees=".ab_base ${MIDS:-}"  # archived trees (ops_<name>.md, name = the part after .ab_), then this one (ops_new.md)
+for tree in $trees; do
+    [ -f "$tree/REV" ] || { echo "no $tree: ab_prepare.sh REV $tree, then carry it"; continue; }
+    (cd "$tree" && PYTHONPATH=/tmp/site:$PWD timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk \
+        --ops $OPS --T $T --out "$OUT/ops_${tree#.ab_}.md" > "$OUT/ops_${tree#.ab_}.log" 2>&1)
+    rc=$?; echo "${tree#.ab_} $(cat "$tree/REV") rc=$rc"
 done
 timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS --T $T --out "$OUT/ops_new.md" > "$OUT/ops_new.log" 2>&1
 echo "new rc=$?"
-grep -h "\[bench_chunk\]" "$OUT/ops_base.log" | sed 's/^/base /'
-for mid in ${MIDS:-}; do grep -h "\[bench_chunk\]" "$OUT/ops_${mid#.ab_}.log" 2>/dev/null | sed "s/^/${mid#.ab_} /"; done
-grep -h "\[bench_chunk\]" "$OUT/ops_new.log" | sed 's/^/new  /'
+for name in ${trees//.ab_/} new; do grep -h "\[bench_chunk\]" "$OUT/ops_$name.log" 2>/dev/null | sed "s/^/$name /"; done
 if [ -n "${MODULES:-}" ]; then
     (cd .ab_base && PYTHONPATH=/tmp/site:$PWD timeout 90 python3 -m benchmarks.modules.run_all --only $MODULES \
         --out "$OUT/modules_base.md" > "$OUT/modules_base.log" 2>&1); echo "modules base rc=$?"
