@@ -57,12 +57,12 @@ def chunk_gated_fwd(
             gates, or gk: ``[B, T, H, K]`` vector log gates; initial_state: ``[N, H, K, V]``.
     Returns:
         ``o [B, T, H, V]``, the final state ``[N, H, K, V]`` float32 (or ``None``) and, for vector
-        gates, the intra-chunk scores ``A [B, T, H, BT]`` float32 (kept for the backward).
+        gates, the intra-chunk scores ``A [B, T, H, BT]`` in ``v.dtype`` (kept for the backward).
     """
     Gk = _vector_gate_cumsum(gk, layout)
     gates = _scalar_gates(g, g_gamma, layout)
     h, ht = chunk_fwd_h(k, v, layout, gk=Gk, h0=initial_state, output_final_state=output_final_state, **gates)
-    A = None if Gk is None else chunk_gk_fwd_A(q, k, Gk, layout, scale)
+    A = None if Gk is None else chunk_gk_fwd_A(q, k, Gk, layout, scale, v.dtype)
     o = chunk_fwd_o(q, k, v, h, layout, scale, gk=Gk, A=A, **gates)
     return o, ht, A
 
@@ -92,7 +92,7 @@ def chunk_gated_bwd(
     """
     Gk = _vector_gate_cumsum(gk, layout)
     if Gk is not None and A is None:
-        A = chunk_gk_fwd_A(q, k, Gk, layout, scale)
+        A = chunk_gk_fwd_A(q, k, Gk, layout, scale, v.dtype)
     gates = _scalar_gates(g, g_gamma, layout)
     h, _ = chunk_fwd_h(k, v, layout, gk=Gk, h0=initial_state, **gates)
     dh, dh0 = chunk_bwd_dh(q, do, layout, gk=Gk, dht=dht, scale=scale, want_dh0=want_dh0, **gates)

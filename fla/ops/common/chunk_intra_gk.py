@@ -10,8 +10,11 @@ are <= 1, i.e. ``j <= r <= i``. So the chunk is cut into sub-chunks of ``BC`` ro
 * a diagonal block is summed column by column with the exact ``exp(G_i - G_j)`` (fp32).
 
 Backward: ``dA = scale * (do v^T)`` (causal), ``dq_i = sum_j dA_ij k_j exp(G_i - G_j)`` and
-``dk_j = sum_i dA_ij q_i exp(G_i - G_j)`` with the same blocking. ``A``, ``dA``, the intra ``dq``
-and ``dk`` are float32; ``A`` / ``dA`` rows are ``[B, T, H, BT]`` (column = row inside the chunk).
+``dk_j = sum_i dA_ij q_i exp(G_i - G_j)`` with the same blocking. ``dA``, the intra ``dq`` and ``dk``
+are float32; ``A`` is stored in the dtype its consumers multiply it in (the values' dtype: the output and
+dv stages cast it to that dtype for their ``tl.dot`` anyway, so a float32 ``A`` would only cost memory,
+kept for the backward, and bandwidth). ``A`` / ``dA`` rows are ``[B, T, H, BT]`` (column = row inside
+the chunk).
 """
 
 from __future__ import annotations
@@ -270,17 +273,20 @@ def chunk_gk_intra_bwd_kernel(
 
 
 def chunk_gk_fwd_A(
-    q: torch.Tensor, k: torch.Tensor, gk: torch.Tensor, layout: ChunkLayout, scale: float
+    q: torch.Tensor, k: torch.Tensor, gk: torch.Tensor, layout: ChunkLayout, scale: float, dtype: torch.dtype
 ) -> torch.Tensor:
-    """Scaled causal intra-chunk scores ``A [B, T, H, BT]`` float32 (zeros above the diagonal).
+    """Scaled causal intra-chunk scores ``A [B, T, H, BT]`` (zeros above the diagonal), formed in float32 and
+    stored in ``dtype``.
 
     Args:
         q, k: ``[B, T, H, K]``; gk: ``[B, T, H, K]`` chunk-local cumsum of the vector log gates.
+        dtype: the values' dtype (what :func:`.chunk_o.chunk_fwd_o` and :func:`.chunk_bwd.chunk_bwd_dv`
+            round ``A`` to before their products: storing it so changes no result).
     """
     B, T, H, K = q.shape
     BT, BC, BK = layout.chunk_size, SUB_CHUNK_SIZE, block_size(K)
     NC = BT // BC
-    A = empty(B, T, H, BT, dtype=torch.float32, device=q.device)
+    A = empty(B, T, H, BT, dtype=dtype, device=q.device)
     grid = (NC * NC, layout.row_chunks, B * H)
     chunk_gk_scores_fwd_kernel[grid](
         q, k, gk, A, layout.cu_seqlens, layout.chunk_indices, scale, T,

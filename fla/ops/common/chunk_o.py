@@ -121,7 +121,8 @@ def chunk_fwd_o(
     Args:
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; h: states at chunk starts (:func:`chunk_fwd_h`).
         g: ``[B, T, H]`` or gk: ``[B, T, H, K]`` chunk-local gate cumsums (float32), or neither.
-        A: ``[B, T, H, BT]`` float32 precomputed scaled causal scores (vector gates); ``k`` unused then.
+        A: ``[B, T, H, BT]`` precomputed scaled causal scores (vector gates; any float dtype, rounded to
+            ``v.dtype`` for the product); ``k`` unused then.
         g_gamma: ``[H]`` constant log decay without ``g``, summed here, as in :func:`.chunk_h.chunk_fwd_h`.
     Returns:
         ``o`` ``[B, T, H, V]`` in ``v.dtype``.

@@ -57,6 +57,45 @@ def test_fused_recurrent_value_gates_forward(backend):
     assert_close("ht", ref_ht, ht, tol(torch.float32))
 
 
+def test_scores_in_the_values_dtype_change_no_result():
+    # the output and dv stages round the vector-gate scores A to the values' dtype before their products, so A
+    # stored in that dtype (half the bytes the backward keeps) gives bitwise the same o and dv as a float32 A
+    from fla.ops.common.chunk import chunk_layout
+    from fla.ops.common.chunk_bwd import chunk_bwd_dv
+    from fla.ops.common.chunk_h import chunk_bwd_dh, chunk_fwd_h
+    from fla.ops.common.chunk_intra_gk import chunk_gk_fwd_A
+    from fla.ops.common.chunk_o import chunk_fwd_o
+    from fla.ops.common.cumsum import chunk_local_cumsum
+
+    x = make_inputs(2, 100, 2, 36, 20, torch.float16, gate="vector")
+    q, k, v, g = (x[n].detach() for n in ("q", "k", "v", "g"))
+    do, layout = torch.randn_like(v), chunk_layout(q, None)
+    Gk = chunk_local_cumsum(g, layout)
+    h, _ = chunk_fwd_h(k, v, layout, gk=Gk)
+    dh, _ = chunk_bwd_dh(q, do, layout, gk=Gk, scale=0.3)
+    A32, A16 = (chunk_gk_fwd_A(q, k, Gk, layout, 0.3, dtype) for dtype in (torch.float32, torch.float16))
+    assert A16.dtype == torch.float16 and torch.equal(A16, A32.half())
+    output = lambda A: chunk_fwd_o(q, k, v, h, layout, 0.3, gk=Gk, A=A)
+    value_grad = lambda A: chunk_bwd_dv(q, k, do, dh, layout, 0.3, gk=Gk, A=A)
+    assert torch.equal(output(A16), output(A32))
+    assert torch.equal(value_grad(A16), value_grad(A32))
+
+
+def test_backward_keeps_no_float32_activation():
+    # what chunk_gla keeps for its backward: q, k, v, g and the scores A [B, T, H, 64], all in the inputs' dtype
+    x = make_inputs(2, 100, 2, 36, 20, torch.float16, gate="vector")
+    saved = []
+
+    def pack(t):
+        saved.append((tuple(t.shape), t.dtype))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), using("triton"):
+        chunk_gla(x["q"], x["k"], x["v"], x["g"])
+    assert ((2, 100, 2, 64), torch.float16) in saved, saved
+    assert all(dtype == torch.float16 for _, dtype in saved), saved
+
+
 def test_errors_name_the_argument():
     q, k, v = torch.randn(2, 8, 2, 16), torch.randn(2, 8, 2, 16), torch.randn(2, 8, 2, 8)
     with pytest.raises(ValueError, match=r"g has shape \[2, 8, 2\], expected \[2, 8, 2, 16\]"):
