@@ -5,7 +5,9 @@
 # Env: OPS (bench_chunk --ops), T (sequence lengths), TESTS (pytest paths; empty: none), PROFILE=0 (no profile),
 # MODULES (benchmarks.modules.run_all --only names, A/B the same way; empty: none), FLA_OPS (with .whl_peer carried:
 # bench_chunk --ops for this tree and fla 0.6.0 side by side, after the A/B; empty: none), MIDS (more archived trees
-# from `ab_prepare.sh REV .ab_NAME`, carried too, benchmarked between base and this tree: a bisection in one call).
+# from `ab_prepare.sh REV .ab_NAME`, carried too, benchmarked between base and this tree: a bisection in one call),
+# ACCURACY (benchmarks.ops.accuracy --ops for every tree, bf16 at ACC_SHAPE / ACC_T: relative errors of every output
+# and gradient against float64, acc_<name>.md; empty: none).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -33,6 +35,14 @@ done
 timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS --T $T --out "$OUT/ops_new.md" > "$OUT/ops_new.log" 2>&1
 echo "new rc=$?"
 for name in ${trees//.ab_/} new; do grep -h "\[bench_chunk\]" "$OUT/ops_$name.log" 2>/dev/null | sed "s/^/$name /"; done
+if [ -n "${ACCURACY:-}" ]; then
+    for tree in $trees .; do
+        name=${tree#.ab_}; [ "$tree" = . ] && name=new
+        (cd "$tree" && PYTHONPATH=/tmp/site:$PWD timeout ${ACC_TIMEOUT:-60} python3 -m benchmarks.ops.accuracy \
+            --ops $ACCURACY --T ${ACC_T:-8192} --shape ${ACC_SHAPE:-4,16,128,128} --dtype bfloat16 \
+            --out "$OUT/acc_$name.md" > /dev/null 2>&1); echo "accuracy $name rc=$?"; cat "$OUT/acc_$name.md" 2>/dev/null
+    done
+fi
 if [ -n "${MODULES:-}" ]; then
     (cd .ab_base && PYTHONPATH=/tmp/site:$PWD timeout 90 python3 -m benchmarks.modules.run_all --only $MODULES \
         --out "$OUT/modules_base.md" > "$OUT/modules_base.log" 2>&1); echo "modules base rc=$?"
@@ -49,3 +59,7 @@ if [ "${PROFILE:-1}" != 0 ]; then
     timeout 100 python3 -m benchmarks.ops.profile_chunk --ops chunk_linear_attn chunk_simple_gla chunk_delta_rule \
         chunk_gated_delta_rule --T 8192 --tables --out "$OUT/profile_chunk.md" > "$OUT/kprof.log" 2>&1; echo "kprof rc=$?"
 fi
+# the device tool brings back at most 8 files from $OUT: pack them all into one (a run cut by its limit never gets
+# here and leaves the files as they are)
+tar -czf /tmp/ab_ops.tar.gz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv /tmp/ab_ops.tar.gz "$OUT/" \
+    && echo "packed: $OUT/ab_ops.tar.gz"
