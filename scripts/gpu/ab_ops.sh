@@ -6,8 +6,9 @@
 # MODULES (benchmarks.modules.run_all --only names, A/B the same way; empty: none), FLA_OPS (with .whl_peer carried:
 # bench_chunk --ops for this tree and fla 0.6.0 side by side, after the A/B; empty: none), MIDS (more archived trees
 # from `ab_prepare.sh REV .ab_NAME`, carried too, benchmarked between base and this tree: a bisection in one call),
-# ACCURACY (benchmarks.ops.accuracy --ops for every tree, bf16 at ACC_SHAPE / ACC_T: relative errors of every output
-# and gradient against float64, acc_<name>.md; empty: none).
+# ACCURACY (benchmarks.ops.accuracy --ops for every tree, bf16 at ACC_SHAPE (B,H,K,V; default 2,8,128,128: the
+# float64 vector-gate reference holds [B, H, T/16, 16, 16, K] decays) / ACC_T: relative errors of every output and
+# gradient against float64, acc_<name>.md; empty: none).
 set -o pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -38,8 +39,8 @@ for name in ${trees//.ab_/} new; do grep -h "\[bench_chunk\]" "$OUT/ops_$name.lo
 if [ -n "${ACCURACY:-}" ]; then
     for tree in $trees .; do
         name=${tree#.ab_}; [ "$tree" = . ] && name=new
-        (cd "$tree" && PYTHONPATH=/tmp/site:$PWD timeout ${ACC_TIMEOUT:-60} python3 -m benchmarks.ops.accuracy \
-            --ops $ACCURACY --T ${ACC_T:-8192} --shape ${ACC_SHAPE:-4,16,128,128} --dtype bfloat16 \
+        (cd "$tree" && PYTHONPATH=/tmp/site:$PWD timeout ${ACC_TIMEOUT:-120} python3 -m benchmarks.ops.accuracy \
+            --ops $ACCURACY --T ${ACC_T:-8192} --shape ${ACC_SHAPE:-2,8,128,128} --dtype bfloat16 \
             --out "$OUT/acc_$name.md" > /dev/null 2>&1); echo "accuracy $name rc=$?"; cat "$OUT/acc_$name.md" 2>/dev/null
     done
 fi
