@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 from benchmarks.report import emit
 
+OPS = ("chunk_simple_gla", "chunk_gla", "chunk_delta_rule", "chunk_gated_delta_rule")
+
 
 def _ops():
     """name -> (op, float64 reference, gate kind, whether it takes beta, extra keyword arguments)."""
@@ -82,7 +84,7 @@ def rows(names, Ts, dtype, shape, device) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ops", nargs="+", default=["chunk_simple_gla", "chunk_gated_delta_rule"])
+    p.add_argument("--ops", nargs="+", default=["chunk_simple_gla", "chunk_gated_delta_rule"], choices=OPS)
     p.add_argument("--T", nargs="+", type=int, default=[2048])
     p.add_argument("--dtype", default="bfloat16" if torch.cuda.is_available() else "float16")
     p.add_argument("--shape", default="1,1,64,64", help="B,H,K,V")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.ops import accuracy
 
 
@@ -21,3 +23,10 @@ def test_table_has_every_tensor_of_each_op_within_fp32_rounding(tmp_path):
         errors = [float(c) for c in cells if c != "-"]
         assert len(errors) == (7 if op == "chunk_simple_gla" else 8)
         assert all(0 < e < 1e-5 for e in errors), (op, errors)
+
+
+def test_every_listed_op_has_a_reference_and_unknown_names_fail(capsys):
+    assert set(accuracy.OPS) == set(accuracy._ops())
+    with pytest.raises(SystemExit):
+        accuracy.main(["--ops", "chunk_foo"])
+    assert "invalid choice: 'chunk_foo'" in capsys.readouterr().err
