@@ -77,8 +77,12 @@ def test_scores_in_the_values_dtype_change_no_result():
     assert A16.dtype == torch.float16 and torch.equal(A16, A32.half())
     output = lambda A: chunk_fwd_o(q, k, v, h, layout, 0.3, gk=Gk, A=A)
     value_grad = lambda A: chunk_bwd_dv(q, k, do, dh, layout, 0.3, gk=Gk, A=A)
-    assert torch.equal(output(A16), output(A32))
-    assert torch.equal(value_grad(A16), value_grad(A32))
+    if DEVICE.type == "cpu":  # the interpreter: the same products in the same order, bit for bit
+        assert torch.equal(output(A16), output(A32))
+        assert torch.equal(value_grad(A16), value_grad(A32))
+    else:  # compiled: A's dtype is part of the autotune key, and another config may order the dot's sums otherwise
+        assert_close("o (fp16 A vs fp32 A)", output(A32), output(A16), 1e-4)
+        assert_close("dv (fp16 A vs fp32 A)", value_grad(A32), value_grad(A16), 1e-4)
 
 
 def test_backward_keeps_no_float32_activation():
