@@ -26,19 +26,25 @@ if [ -n "$TESTS" ]; then
         python3 -m pytest -q -p no:cacheprovider -n 8 --maxfail=10 $TESTS 2>&1 | tee "$OUT/pytest.log" | tail -4
     [ -f "$OUT/failures.log" ] && grep -h "^=====" "$OUT/failures.log" && grep -h "^E " "$OUT/failures.log" | head -20
 fi
-trees=".ab_base ${MIDS:-}"  # archived trees (ops_<name>.md, name = the part after .ab_), then this one (ops_new.md)
-for tree in $trees; do
-    [ -f "$tree/REV" ] || { echo "no $tree: ab_prepare.sh REV $tree, then carry it"; continue; }
-    (cd "$tree" && PYTHONPATH=/tmp/site:$PWD timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk \
-        --ops $OPS --T $T --out "$OUT/ops_${tree#.ab_}.md" > "$OUT/ops_${tree#.ab_}.log" 2>&1)
-    rc=$?; echo "${tree#.ab_} $(cat "$tree/REV") rc=$rc"
+# the archived trees that were carried (files named by the part after .ab_), then this one (".", files named "new")
+trees=""
+for tree in .ab_base ${MIDS:-}; do
+    if [ -f "$tree/REV" ]; then trees="$trees $tree"; else echo "no $tree: ab_prepare.sh REV $tree, then carry it"; fi
 done
-timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk --ops $OPS --T $T --out "$OUT/ops_new.md" > "$OUT/ops_new.log" 2>&1
-echo "new rc=$?"
-for name in ${trees//.ab_/} new; do grep -h "\[bench_chunk\]" "$OUT/ops_$name.log" 2>/dev/null | sed "s/^/$name /"; done
+trees="$trees ."
+tree_name() { if [ "$1" = . ]; then echo new; else echo "${1#.ab_}"; fi; }
+for tree in $trees; do
+    name=$(tree_name "$tree")
+    (cd "$tree" && PYTHONPATH=/tmp/site:$PWD timeout ${BENCH_TIMEOUT:-120} python3 -m benchmarks.ops.bench_chunk \
+        --ops $OPS --T $T --out "$OUT/ops_$name.md" > "$OUT/ops_$name.log" 2>&1)
+    rc=$?; rev=$(cat "$tree/REV" 2>/dev/null); echo "$name${rev:+ $rev} rc=$rc"
+done
+for tree in $trees; do
+    name=$(tree_name "$tree"); grep -h "\[bench_chunk\]" "$OUT/ops_$name.log" 2>/dev/null | sed "s/^/$name /"
+done
 if [ -n "${ACCURACY:-}" ]; then
-    for tree in $trees .; do
-        name=${tree#.ab_}; [ "$tree" = . ] && name=new
+    for tree in $trees; do
+        name=$(tree_name "$tree")
         (cd "$tree" && PYTHONPATH=/tmp/site:$PWD timeout ${ACC_TIMEOUT:-120} python3 -m benchmarks.ops.accuracy \
             --ops $ACCURACY --T ${ACC_T:-8192} --shape ${ACC_SHAPE:-2,8,128,128} --dtype bfloat16 \
             --out "$OUT/acc_$name.md" > /dev/null 2>&1); echo "accuracy $name rc=$?"; cat "$OUT/acc_$name.md" 2>/dev/null
