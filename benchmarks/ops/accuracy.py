@@ -68,9 +68,9 @@ def rows(names, Ts, dtype, shape, device) -> list[dict]:
     """One row per (op, T): ``{op, T, <tensor>: relative error}``."""
     from fla.utils import force_backend
 
-    out = []
+    out, ops = [], _ops()
     for name in names:
-        op, ref, gate, beta, kwargs = _ops()[name]
+        op, ref, gate, beta, kwargs = ops[name]
         for T in Ts:
             x, do, dht = _inputs(shape, T, dtype, gate, beta, device)
             with force_backend("triton"):
