@@ -25,9 +25,10 @@ def explain_block(config_path: str, seq_len: int) -> dict:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     import fla  # noqa: F401 - registers fla's model types
+    from fla.utils import default_device
     from flame.parallelize import find_blocks
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     config = AutoConfig.from_pretrained(config_path)
     model = AutoModelForCausalLM.from_config(config).to(device)
     block = find_blocks(model)[0]

@@ -204,15 +204,16 @@ def to_markdown(rows: list[GenStats], args, command: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (``argv`` defaults to ``sys.argv[1:]``)."""
+    from fla.utils import DTYPES, default_device
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="HF model folder, or a config .json (random init)")
     parser.add_argument("--compare-transformer", action="store_true", help="add a Transformer++ of the same size")
     parser.add_argument("--prompt-len", type=int, default=2048)
     parser.add_argument("--gen-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default=None,
-                        help="default: bfloat16 on CUDA, float32 on CPU")  # fmt: skip
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on CUDA, else float32")
+    parser.add_argument("--device", default=str(default_device()))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the markdown table here")

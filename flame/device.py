@@ -37,7 +37,7 @@ from torch import nn
 DEVICE_TYPE: str = "cuda" if torch.cuda.is_available() else "cpu"
 """``"cuda"`` when a CUDA device is visible, else ``"cpu"``."""
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from fla.utils.constants import DTYPES as _DTYPES  # noqa: E402 - the one dtype-name map
 
 # torchtitan modules that copy `device_type` / `device_module` from torchtitan.tools.utils at import.
 _TORCHTITAN_DEVICE_MODULES = (

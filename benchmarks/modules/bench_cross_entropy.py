@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from benchmarks.modules.common import measure
 from fla.modules import cross_entropy_loss, linear_cross_entropy
+from fla.utils import IGNORE_INDEX
 
 DTYPE = torch.bfloat16
 N, H, V = 16384, 1024, 32000
@@ -21,7 +22,7 @@ N, H, V = 16384, 1024, 32000
 
 def _target() -> torch.Tensor:
     target = torch.randint(0, V, (N,), device="cuda")
-    target[::50] = -100  # a few ignored positions, as with padding
+    target[::50] = IGNORE_INDEX  # a few ignored positions, as with padding
     return target
 
 

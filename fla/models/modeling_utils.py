@@ -37,8 +37,7 @@ from fla.modules.linear_cross_entropy import FusedLinearCrossEntropyLoss
 from fla.modules.mlp import GatedMLP
 from fla.modules.norm import RMSNorm
 from fla.utils import check_cu_seqlens
-
-IGNORE_INDEX = -100
+from fla.utils.constants import IGNORE_INDEX
 
 
 def build_attention(config, layer_idx: int) -> Attention | None:

@@ -28,7 +28,7 @@ import torch.nn as nn
 import triton
 import triton.language as tl
 
-from fla.utils import Backend, check_dtype, check_same_device, empty, select_backend
+from fla.utils import IGNORE_INDEX, Backend, check_dtype, check_same_device, empty, select_backend
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
@@ -41,7 +41,7 @@ _MAX_BLOCK_V = 4096
 class CEOptions:
     """Per-row loss options shared by the forward and backward of both backends."""
 
-    ignore_index: int = -100
+    ignore_index: int = IGNORE_INDEX
     label_smoothing: float = 0.0
     logit_scale: float = 1.0
     lse_square_scale: float = 0.0
@@ -339,7 +339,7 @@ class CrossEntropyFunction(torch.autograd.Function):
 def cross_entropy_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     logit_scale: float = 1.0,
@@ -372,7 +372,7 @@ class CrossEntropyLossBase(nn.Module):
 
     def __init__(
         self,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
         reduction: str = "mean",
         label_smoothing: float = 0.0,
         logit_scale: float = 1.0,

@@ -30,7 +30,16 @@ from fla.modules.cross_entropy import (
     reduce_loss,
     row_grad,
 )
-from fla.utils import Backend, check_dtype, check_same_device, check_shape, empty, empty_like, select_backend
+from fla.utils import (
+    IGNORE_INDEX,
+    Backend,
+    check_dtype,
+    check_same_device,
+    check_shape,
+    empty,
+    empty_like,
+    select_backend,
+)
 from fla.utils.autocast import autocast_state
 from fla.utils.sizes import cdiv
 
@@ -184,7 +193,7 @@ def linear_cross_entropy(
     target: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor | None = None,
-    ignore_index: int = -100,
+    ignore_index: int = IGNORE_INDEX,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     logit_scale: float = 1.0,
@@ -224,7 +233,7 @@ class FusedLinearCrossEntropyLoss(CrossEntropyLossBase):
 
     def __init__(
         self,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
         reduction: str = "mean",
         label_smoothing: float = 0.0,
         logit_scale: float = 1.0,

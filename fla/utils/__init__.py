@@ -1,4 +1,4 @@
-"""Shared utilities of fla: the backend dispatch rule, version flags, tensor guards."""
+"""Shared utilities of fla: the backend dispatch rule, version flags, tensor guards, project constants."""
 
 from fla.utils.backend import (
     HAS_CUDA,
@@ -12,6 +12,7 @@ from fla.utils.backend import (
     is_hopper,
     select_backend,
 )
+from fla.utils.constants import DTYPE_ALIASES, DTYPES, IGNORE_INDEX, dtype_from_name
 from fla.utils.sizes import cdiv, next_power_of_2
 from fla.utils.tensors import (
     FLOAT_DTYPES,
@@ -28,6 +29,10 @@ from fla.utils.tensors import (
 )
 
 __all__ = [
+    "DTYPE_ALIASES",
+    "DTYPES",
+    "IGNORE_INDEX",
+    "dtype_from_name",
     "cdiv",
     "next_power_of_2",
     "HAS_CUDA",

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 
+from fla.utils.constants import dtype_from_name
 from flame.checkpoint_folders import is_complete, step_folders
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 NON_MODEL_STATES = ("optimizer", "lr_scheduler", "dataloader", "train_state")
 
 
@@ -31,10 +30,10 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
     """``fp32`` / ``bf16`` / ``fp16`` (or ``float32`` ...) as a torch dtype; None stays None."""
     if name is None:
         return None
-    key = DTYPE_NAMES.get(name, name)
-    if key not in DTYPES:
-        raise ConvertError(f"dtype {name!r}: expected one of {', '.join(DTYPES)}")
-    return DTYPES[key]
+    try:
+        return dtype_from_name(name)
+    except ValueError as err:
+        raise ConvertError(str(err)) from None
 
 
 def import_fla(custom_module: str = "") -> None:

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fla.utils.constants import IGNORE_INDEX
 from flame.data.mixing import Mixer
 from flame.data.sources import SourceExhausted
-
-IGNORE_INDEX = -100
 
 
 @dataclass

@@ -57,11 +57,12 @@ def evaluate(
     ``include_path`` adds a folder of task YAML files; ``default_tasks=False`` indexes only those
     (lm-eval's own index of several thousand tasks takes seconds to build).
     """
-    import torch
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from fla.utils import default_device
+
+    device = device or str(default_device())
     lm = FlaLM(model, tokenizer=tokenizer, device=device, dtype=dtype, batch_size=batch_size, max_length=max_length)
     return simple_evaluate(
         model=lm,

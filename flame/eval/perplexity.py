@@ -24,10 +24,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from fla.utils import DTYPES, IGNORE_INDEX, default_device
 from flame.data.config import SourceSpec
-from flame.data.packing import IGNORE_INDEX
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -43,11 +41,6 @@ class PerplexityResult:
     stride: int
 
 
-def default_device() -> str:
-    """``cuda`` when a CUDA device is visible, else ``cpu``."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_model(path: str, device: str, dtype: str | torch.dtype | None = None):
     """``AutoModelForCausalLM.from_pretrained(path)`` after ``import fla`` (registers fla's models), in eval mode.
 
@@ -59,7 +52,7 @@ def load_model(path: str, device: str, dtype: str | torch.dtype | None = None):
 
     if dtype is None:
         dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
-    dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return model.to(device).eval()
 
@@ -175,8 +168,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stride", type=int, default=None, help="new tokens scored per window (default seq_len-1)")
     parser.add_argument("--max-tokens", type=float, default=None, help="score only the first N tokens of the stream")
     parser.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
-    parser.add_argument("--device", default=default_device())
-    parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None, help="default: bfloat16 on CUDA, else fp32")
+    parser.add_argument("--device", default=str(default_device()))
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on CUDA, else fp32")
     parser.add_argument("--out", default=None, help="also write the result as JSON here")
     return parser.parse_args(argv)
 
