@@ -49,7 +49,7 @@ if [[ $# -eq 0 ]]; then
   cd "$REPO"
   if [[ ! -d data/sample/data || ! -d data/sample/tokenizer ]]; then
     echo "train.sh: writing the offline sample corpus + tokenizer to data/sample"
-    "$PYTHON" scripts/make_sample_data.py --out data/sample
+    "$PYTHON" -m flame.tools.sample_data --out data/sample
   fi
   set -- --job.config_file configs/tiny_cpu.toml
 fi
@@ -84,7 +84,7 @@ echo "train.sh: node $NODE_RANK of $NNODE, $NGPU process(es) per node; logs in $
   --log-dir "$LOG_DIR" "${console[@]}" -m flame.train "$@"
 
 if [[ $NODE_RANK == 0 ]] && "$PYTHON" -c "import matplotlib" 2>/dev/null; then  # <dump>/metrics.png
-  "$PYTHON" "$REPO/scripts/plot_run.py" "$DUMP_FOLDER" || echo "train.sh: the run plot failed (the run itself is fine)"
+  "$PYTHON" -m flame.tools.plot_run "$DUMP_FOLDER" || echo "train.sh: the run plot failed (the run itself is fine)"
 fi
 if [[ $EXPORT_HF != 1 || $NODE_RANK != 0 ]]; then exit 0; fi
 if [[ -n ${RDZV_ENDPOINT:-} && $NNODE != 1 && -z $EXPORT_NODE ]]; then

@@ -4,7 +4,7 @@ Uses the offline sample corpus and its byte-level BPE tokenizer (generated into 
 folder unless --data/--tokenizer are given). Every row runs on one CPU core: tokenizer
 parallelism is off, and the loader runs either in the main process or in one worker process.
 
-    python benchmarks/data_throughput.py [--seq-len 2048 --batch-size 8 --tokens 1e6 --repeats 3] [--out FILE.md]
+    python -m benchmarks.data_throughput [--seq-len 2048 --batch-size 8 --tokens 1e6 --repeats 3] [--out FILE.md]
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core: before tokenizers is imported
 
 import argparse  # noqa: E402
-import importlib.util  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -23,15 +22,6 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _sample_module():
-    spec = importlib.util.spec_from_file_location("make_sample_data", ROOT / "scripts" / "make_sample_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tokenizer_only(tokenizer, texts: list[str], batch: int, repeats: int) -> list[float]:
@@ -78,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     from flame.data import DataConfig, build_tokenizer
+    from flame.tools.sample_data import make_sample_data
 
     tmp = tempfile.TemporaryDirectory()
     if args.data is None or args.tokenizer is None:
         t0 = time.perf_counter()
-        _sample_module().make_sample_data(tmp.name)
+        make_sample_data(tmp.name)
         print(f"generated the sample corpus in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     data = args.data or str(Path(tmp.name) / "data")
     tokenizer = build_tokenizer(args.tokenizer or str(Path(tmp.name) / "tokenizer"))
@@ -117,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         f"versions: python {platform.python_version()}, torch {torch.__version__}, datasets {datasets.__version__}, "
         f"tokenizers {tokenizers.__version__}, transformers {transformers.__version__}, torchdata "
         f"{getattr(torchdata, '__version__', '?')}",
-        f"tokenizer: {len(tokenizer)}-token BPE; corpus: {args.data or 'sample corpus (make_sample_data defaults)'}",
-        f"command: python benchmarks/data_throughput.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip(),
+        f"tokenizer: {len(tokenizer)}-token BPE; corpus: {args.data or 'the generated sample corpus'}",
+        f"command: python -m benchmarks.data_throughput {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip(),
         "",
         "pipeline = datasets streaming jsonl read + batched tokenization + mixing + packing + collation, timed "
         "from the first batch on (worker start-up excluded); 'tokenizer alone' is the Rust encoder on the same "

@@ -9,7 +9,7 @@ A layout ``N:kind`` is N processes on this node: ``fsdp`` (FSDP over all N), ``h
 x FSDP over N/R) or ``tpT`` (tensor parallel T x FSDP over N/T). Every (model, layout) is one
 ``python -m torch.distributed.run --standalone -m flame.train`` launch (what ``train.sh`` runs, minus
 the HF export) with a fresh dump folder, on the offline sample corpus (``data/sample``, written by
-``scripts/make_sample_data.py`` when missing), bf16 mixed precision on CUDA, checkpoints off and one
+``python -m flame.tools.sample_data`` when missing), bf16 mixed precision on CUDA, checkpoints off and one
 metrics line per step (``<dump>/metrics.jsonl``). Per run the table has the median over the steps
 after ``--warmup`` of tokens/s per device, step time, MFU and data-wait %, the largest per-step peak
 reserved memory (rank 0), and the scaling efficiency: tokens/s per device over that of the
@@ -555,7 +555,7 @@ def ensure_sample_data(data: Path) -> None:
     if (data / "data").is_dir() and (data / "tokenizer").is_dir():
         return
     print(f"scaling: writing the sample corpus to {data}", flush=True)
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "make_sample_data.py"), "--out", str(data)], check=True)
+    subprocess.run([sys.executable, "-m", "flame.tools.sample_data", "--out", str(data)], cwd=ROOT, check=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -21,7 +21,7 @@ class DataConfig:
     dataset: str = "data/sample/data"
     """Comma-separated sources: Hugging Face hub dataset names or local paths (a jsonl/json/
     parquet/txt/arrow/csv file, a folder of such files, or a ``save_to_disk`` folder). The default
-    is the offline corpus that ``python scripts/make_sample_data.py --out data/sample`` writes."""
+    is the offline corpus that ``python -m flame.tools.sample_data --out data/sample`` writes."""
     dataset_name: str | None = None
     """Comma-separated HF config names (``name`` of ``load_dataset``), one per source."""
     dataset_split: str = "train"

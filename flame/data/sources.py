@@ -19,7 +19,7 @@ from flame.data.tokenize import TextEncoder
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".arrow": "arrow", ".csv": "csv"}
 _COMPRESSION = {".gz", ".bz2", ".xz", ".zst", ".zstd", ".lz4"}
-_SAMPLE_HINT = " (the offline sample corpus is written by: python scripts/make_sample_data.py --out data/sample)"
+_SAMPLE_HINT = " (the offline sample corpus is written by: python -m flame.tools.sample_data --out data/sample)"
 
 
 class SourceExhausted(Exception):

@@ -21,7 +21,7 @@ def build_tokenizer(path_or_name: str):
     from transformers import AutoTokenizer
 
     path = Path(path_or_name).expanduser()
-    hint = " (the offline sample tokenizer is written by: python scripts/make_sample_data.py --out data/sample)"
+    hint = " (the offline sample tokenizer is written by: python -m flame.tools.sample_data --out data/sample)"
     if path.is_dir():
         try:
             return AutoTokenizer.from_pretrained(str(path))

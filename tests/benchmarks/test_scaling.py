@@ -20,7 +20,7 @@ import pytest
 from benchmarks import scaling
 from benchmarks.scaling import Layout, parse_layout
 from flame.process_tree import alive, descendants
-from tests.flame.conftest import load_sample_data_module
+from flame.tools.sample_data import make_sample_data
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "configs" / "transformer_cpu.json")
@@ -226,7 +226,7 @@ def test_run_launch_exit_code(tmp_path):
 def sample_dir(tmp_path_factory) -> Path:
     """A small offline corpus + tokenizer (as tests/flame's fixture makes it)."""
     out = tmp_path_factory.mktemp("sample")
-    load_sample_data_module().make_sample_data(out, num_docs=1200, vocab_size=512, seed=0, num_shards=4, valid_docs=50)
+    make_sample_data(out, num_docs=1200, vocab_size=512, seed=0, num_shards=4, valid_docs=50)
     return out
 
 

@@ -1,24 +1,16 @@
 """Shared fixtures of the flame tests: a small offline corpus + tokenizer made once per session."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_sample_data_module():
-    """``scripts/make_sample_data.py`` as a module (scripts/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("make_sample_data", ROOT / "scripts" / "make_sample_data.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from flame.tools import sample_data
 
 
 @pytest.fixture(scope="session")
 def sample_module():
-    return load_sample_data_module()
+    """:mod:`flame.tools.sample_data` (the generator's helpers: ``make_sample_data``, ``generate_documents``, ...)."""
+    return sample_data
 
 
 @pytest.fixture(scope="session")

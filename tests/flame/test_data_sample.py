@@ -1,4 +1,4 @@
-"""scripts/make_sample_data.py: deterministic, consistent (learnable) text and a loadable BPE tokenizer."""
+"""flame.tools.sample_data: deterministic, consistent (learnable) text and a loadable BPE tokenizer."""
 
 import json
 import re

@@ -18,7 +18,7 @@ and the tokenizer with ``AutoTokenizer.from_pretrained(DIR/tokenizer)``.
 
 Usage::
 
-    python scripts/make_sample_data.py --out data/sample --num-docs 20000 --vocab-size 2048 --seed 0
+    python -m flame.tools.sample_data --out data/sample --num-docs 20000 --vocab-size 2048 --seed 0
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def make_sample_data(
         "num_shards": num_shards,
         "vocab_size": vocab_size,
         "train_chars": sum(len(t) for t in train),
-        "generator": "scripts/make_sample_data.py",
+        "generator": "flame.tools.sample_data",
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out, args.num_docs, args.vocab_size, args.seed, args.num_shards, args.valid_docs, args.parquet
         )
     except ValueError as e:
-        print(f"make_sample_data: error: {e}", file=sys.stderr)
+        print(f"flame.tools.sample_data: error: {e}", file=sys.stderr)
         return 2
     print(
         f"wrote {meta['num_docs']} documents ({meta['train_chars'] / 1e6:.1f}M chars) in {meta['num_shards']} "

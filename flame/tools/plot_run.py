@@ -1,6 +1,6 @@
 """PNG of a training run: loss, learning rate, gradient norm, tokens/s, memory and MFU vs step.
 
-    python scripts/plot_run.py <dump_folder> [--out run.png]
+    python -m flame.tools.plot_run <dump_folder> [--out run.png]
 
 Reads ``<dump_folder>/metrics.jsonl`` (what ``flame.train`` writes with ``metrics.enable_jsonl``; a
 resumed run appends, and the last line of a step wins), else ``metrics_rank_0.jsonl``, else the
