@@ -3,9 +3,8 @@
 python -m benchmarks.modules.run_all --only norm
 
 Every leaf that requires grad, the parameters included, is in its case's ``leaves``: each fwd+bwd
-starts from ``.grad = None`` on both sides. At [16384, 2048] the fla rows are host-bound (Python
-launch + autograd overhead > device time); ``python -m benchmarks.modules.profile_norm --kernels``
-gives the kernels' device time (CUDA-graph replays).
+starts from ``.grad = None`` on both sides. At [16384, 2048] the fla rows can be host-bound (Python
+launch + autograd overhead > device time): do_bench then times the host, not the kernels.
 """
 
 from __future__ import annotations

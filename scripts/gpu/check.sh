@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The GPU check a maintainer runs on a CUDA machine (kernel changes, a release, a new torch/triton):
+# dependencies, versions, the test suite on CUDA, the standard benchmarks; logs and tables under $OUT.
+#
+#   bash scripts/gpu/check.sh [pytest paths...]     in the repository root on the GPU machine
+#   bash scripts/gpu/check.sh --wheels [--fla]      on a machine with network: fill .whl/ (and .whl_peer/)
+#
+# Dependencies: where `pip install -e '.[dev]'` works, do that first. A GPU machine without network that has
+# torch + triton (tested: torch 2.11, triton 3.6, Python 3.12, transformers installed) gets the rest from .whl/:
+# `--wheels` downloads them (Python 3.12 manylinux wheels: torchtitan, torchdata, tomli, tyro, datasets, ...,
+# pytest-xdist), `--fla` adds flash-linear-attention 0.6.0 to .whl_peer/ (the reference for the fla 0.6.0 checkpoint
+# tests and the benchmarks' fla column; it runs in its own process: both packages are named `fla`). Copy the
+# repository with .whl/ (and .whl_peer/) to the GPU machine; this script installs them under /tmp and puts them on
+# PYTHONPATH.
+#
+# Output ($OUT, default outputs/gpu_check): versions.txt (device, versions, commit), pytest.log, failures.log
+# (each failure's traceback as it happens), and one table per benchmark: modules.md, ops_chunk.md, train_<model>.md.
+# The tables carry their command; benchmarks/results/ keeps the current ones (add the device, versions and commit).
+#
+# Environment:
+#   PYTEST=0             no tests; default paths: tests/fla tests/test_project.py (the fla tests build their tensors
+#                        on CUDA there, so every test exercises the compiled kernels; `gpu`-marked ones add real sizes)
+#   PYTEST_ARGS          extra pytest arguments (split on spaces), e.g. "-m gpu"
+#   NPROC                pytest-xdist workers (default 8: Triton compiles dominate the test time)
+#   PYTEST_TIMEOUT       seconds for the test run (default 1800)
+#   FLA_TEST_ONE_CONFIG  1 (default): each Triton autotuner compiles one of its configs per key, in turn, instead
+#                        of all; 0: full autotuning, as in training
+#   BENCH                benchmark groups, comma-separated (default modules,ops,train; empty: none):
+#                          modules  python -m benchmarks.modules.run_all (norms, gated norm, conv, rotary, MLP, CE)
+#                          ops      python -m benchmarks.ops.bench_chunk (chunk ops fwd / fwd+bwd, decode; fla 0.6.0
+#                                   and SDPA beside them when .whl_peer/ was carried)
+#                          launch   python -m benchmarks.ops.launch_overhead (host cost of an op call)
+#                          train    benchmarks/train_throughput.py, B=8 x 2048: flame (compile + fused linear CE)
+#                                   and the eager HF loop, one process per model of TRAIN_MODELS
+#   TRAIN_MODELS         default "gla_340M gated_deltanet_340M transformer_340M" (configs/<name>.json)
+set -uo pipefail
+
+if [ "${1:-}" = "--wheels" ]; then
+    set -e
+    get() {
+        python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+            --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+            -d "$@"
+    }
+    get .whl torchtitan==0.2.2 torchdata==0.11.0 tomli==2.5.0 tyro==1.0.17 docstring-parser==0.18.0 \
+        typeguard==4.6.0 datasets==4.7.0 dill==0.4.0 multiprocess==0.70.18 pytest-xdist==3.8.0 execnet==2.1.2
+    [ "${2:-}" = "--fla" ] && get .whl_peer fla-core==0.6.0 flash-linear-attention==0.6.0
+    ls .whl ${2:+.whl_peer}
+    exit 0
+fi
+
+OUT=${OUT:-outputs/gpu_check}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+pip_target() {  # pip_target DIR WHEEL...: install wheels (no index, no dependencies) into DIR
+    local dir=$1
+    shift
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$dir" "$@"
+}
+if compgen -G ".whl/*.whl" >/dev/null; then
+    pip_target /tmp/flame_site .whl/*.whl || { echo "check.sh: installing .whl/ failed"; exit 1; }
+    export PYTHONPATH=/tmp/flame_site:$PYTHONPATH
+fi
+if compgen -G ".whl_peer/*.whl" >/dev/null; then  # fla 0.6.0 apart from ours: both packages are named `fla`
+    pip_target /tmp/fla060 .whl_peer/*.whl || { echo "check.sh: installing .whl_peer/ failed"; exit 1; }
+    export FLA060_PATH=/tmp/fla060
+fi
+
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "${COMMIT:-unknown}")
+COMMIT=$COMMIT python3 - <<'PY' | tee "$OUT/versions.txt"
+import os, platform, torch, triton, transformers
+name = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+print(f"device: {name} | torch {torch.__version__} | triton {triton.__version__} | "
+      f"transformers {transformers.__version__} | python {platform.python_version()} | commit {os.environ['COMMIT']}")
+PY
+
+rc=0
+if [ "${PYTEST:-1}" != 0 ]; then
+    paths=("$@")
+    [ ${#paths[@]} -eq 0 ] && paths=(tests/fla tests/test_project.py)
+    # shellcheck disable=SC2086  # PYTEST_ARGS is split on purpose
+    FLA_TEST_ONE_CONFIG=${FLA_TEST_ONE_CONFIG:-1} FLAME_FAILURE_LOG="$OUT/failures.log" \
+        timeout "${PYTEST_TIMEOUT:-1800}" python3 -m pytest -q -p no:cacheprovider -n "${NPROC:-8}" --durations=15 \
+        "${paths[@]}" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -60
+    rc=${PIPESTATUS[0]}
+fi
+
+IFS=, read -ra groups <<<"${BENCH-modules,ops,train}"
+for g in "${groups[@]}"; do
+    case "$g" in
+        modules) python3 -m benchmarks.modules.run_all --out "$OUT/modules.md" 2>&1 | tail -60 ;;
+        ops) python3 -m benchmarks.ops.bench_chunk ${FLA060_PATH:+--fla-path $FLA060_PATH} --out "$OUT/ops_chunk.md" \
+            2>&1 | tail -40 ;;
+        launch) python3 -m benchmarks.ops.launch_overhead --out "$OUT/launch_overhead.md" 2>&1 | tail -25 ;;
+        train)
+            for model in ${TRAIN_MODELS:-gla_340M gated_deltanet_340M transformer_340M}; do
+                python3 benchmarks/train_throughput.py --config "configs/$model.json" --batch-size 8 --seq-len 2048 \
+                    --steps 8 --warmup 3 --impl flame,eager --compile \
+                    --set model.overrides=fuse_linear_cross_entropy=true --out "$OUT/train_$model.md" \
+                    >>"$OUT/train.log" 2>&1 || echo "train $model failed (see $OUT/train.log)"
+                cat "$OUT/train_$model.md" 2>/dev/null
+            done ;;
+        "") ;;
+        *) echo "check.sh: unknown benchmark group $g" ;;
+    esac
+done
+echo "check.sh: logs and tables in $OUT"
+exit "$rc"
