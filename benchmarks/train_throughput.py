@@ -3,7 +3,7 @@
     python benchmarks/train_throughput.py --config configs/gla_340M.json configs/transformer_340M.json \
         [--batch-size 8 --seq-len 2048 --steps 20 --warmup 5 --compile --ac none|full|selective] \
         [--impl flame,eager] [--set model.overrides=fuse_linear_cross_entropy=true ...] [--fla-path /tmp/fla060] \
-        [--peak-tflops 989] [--profile DIR] --out benchmarks/results/train_<device>.md
+        [--peak-tflops 989] [--profile DIR] --out train.md
 
 Per config, on one device, with the same random token batches (data loading excluded):
 

@@ -1,6 +1,6 @@
 """Run every ``benchmarks/modules/bench_*.py`` and print/write one markdown table.
 
-python -m benchmarks.modules.run_all [--out benchmarks/results/modules_<device>.md]
+python -m benchmarks.modules.run_all [--out modules.md]
 """
 
 from __future__ import annotations
