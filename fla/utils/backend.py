@@ -17,13 +17,14 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, TypeVar
 
 import torch
 import triton
 
 Backend = Literal["triton", "torch"]
+R = TypeVar("R")
 _BACKENDS = ("triton", "torch")
 _local = threading.local()
 
@@ -85,6 +86,24 @@ def select_backend(*tensors: torch.Tensor | None) -> Backend:
     if any(t is not None and t.dtype == torch.float64 for t in tensors):
         return "torch"
     return "triton" if any(t is not None and t.is_cuda for t in tensors) else "torch"
+
+
+def dispatch(
+    inputs: Iterable[torch.Tensor | None],
+    torch_impl: Callable[..., R],
+    triton_impl: Callable[..., R],
+    /,
+    *args,
+    **kwargs,
+) -> R:
+    """Apply the dispatch rule: call ``torch_impl`` or ``triton_impl`` with ``*args, **kwargs``, as
+    :func:`select_backend` decides for ``inputs``.
+
+    The two implementations of an op take the same arguments, so a public op reads
+    ``return dispatch((q, k, v, ...), op_torch, op_triton, q, k, v, ...)`` instead of an ``if`` of its own.
+    """
+    impl = torch_impl if select_backend(*inputs) == "torch" else triton_impl
+    return impl(*args, **kwargs)
 
 
 @contextlib.contextmanager

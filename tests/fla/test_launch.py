@@ -76,7 +76,7 @@ from triton.compiler.compiler import make_backend
 from triton.runtime.autotuner import Autotuner, Heuristics
 from triton.runtime.jit import create_function_from_signature
 from fla.modules.conv import causal_conv1d_fwd_kernel
-from fla.ops.delta_rule.l2norm import l2norm_fwd_kernel
+from fla.ops.common.l2norm import l2norm_fwd_kernel
 
 backend = make_backend(GPUTarget("cuda", 90, 32))
 L._current_device = lambda: 0

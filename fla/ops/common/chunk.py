@@ -11,6 +11,9 @@ Per-token scalar gates ``g`` are summed once by a cumsum launch and read as ``G`
 whose scan sits in the sequential state loop; no difference at T=2048). A constant decay alone
 (``g_gamma``, RetNet) is summed inside the kernels that use it
 (:func:`fla.ops.common.cumsum.chunk_scalar_gates`): no cumsum launch, no ``G`` tensor.
+
+:class:`ChunkGatedFunction` is the one autograd Function of the GLA family and :func:`chunk_gated` the body
+of every public ``chunk_<op>`` of it (checks, then the Triton pipeline or the PyTorch chunked form).
 """
 
 from __future__ import annotations
@@ -21,9 +24,13 @@ from fla.ops.common.chunk_bwd import chunk_bwd_dqkg, chunk_bwd_dv
 from fla.ops.common.chunk_h import chunk_bwd_dh, chunk_fwd_h
 from fla.ops.common.chunk_intra_gk import chunk_gk_bwd_dA, chunk_gk_bwd_intra, chunk_gk_fwd_A
 from fla.ops.common.chunk_o import chunk_fwd_o
+from fla.ops.common.chunk_torch import chunk_gated_torch_op
 from fla.ops.common.cumsum import chunk_local_cumsum
+from fla.ops.common.inputs import prepare_gated_call
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import CHUNK_SIZE
+from fla.utils.backend import dispatch
+from fla.utils.tensors import contiguous
 
 
 def _vector_gate_cumsum(gk, layout):
@@ -118,3 +125,73 @@ def cast_like(x: torch.Tensor | None, ref: torch.Tensor | None) -> torch.Tensor 
 def chunk_layout(q: torch.Tensor, cu_seqlens: torch.Tensor | None) -> ChunkLayout:
     """The pipeline's chunking of ``q [B, T, ...]``."""
     return ChunkLayout.build(q, cu_seqlens, CHUNK_SIZE)
+
+
+class ChunkGatedFunction(torch.autograd.Function):
+    """The Triton chunk pipeline of the GLA family: scalar gates ``g`` (with an optional constant ``g_gamma``),
+    vector gates ``gk``, or none; gradients to q, k, v, the gate that was given and the initial state."""
+
+    @staticmethod
+    @contiguous
+    def forward(ctx, q, k, v, g, g_gamma, gk, scale, initial_state, output_final_state, cu_seqlens):
+        layout = chunk_layout(q, cu_seqlens)
+        o, ht, A = chunk_gated_fwd(q, k, v, g, g_gamma, gk, scale, initial_state, output_final_state, layout)
+        ctx.save_for_backward(q, k, v, g, g_gamma, gk, A, initial_state)
+        ctx.scale, ctx.layout = scale, layout
+        return o, ht
+
+    @staticmethod
+    @contiguous
+    def backward(ctx, do, dht):
+        q, k, v, g, g_gamma, gk, A, initial_state = ctx.saved_tensors
+        wants = ctx.needs_input_grad
+        dq, dk, dv, dg, dgk, dh0 = chunk_gated_grads(
+            q, k, v, g, g_gamma, gk, A, ctx.scale, initial_state, do, dht, ctx.layout, wants[3] or wants[5], wants[7]
+        )
+        return dq, dk, dv, dg, None, dgk, None, dh0, None, None
+
+
+def chunk_gated_grads(
+    q, k, v, g, g_gamma, gk, A, scale, initial_state, do, dht, layout: ChunkLayout, want_dg: bool, want_dh0: bool
+) -> tuple[torch.Tensor | None, ...]:
+    """:func:`chunk_gated_bwd` for an autograd Function: ``dq, dk, dv``, the gradient of ``g`` or of ``gk``
+    (whichever was given, when ``want_dg``) and of ``initial_state`` (when given and ``want_dh0``), each in
+    its input's dtype."""
+    if g is not None and gk is not None:
+        raise NotImplementedError("the chunk backward takes scalar or vector gates, not both")
+    want_dg = want_dg and (g is not None or gk is not None)
+    want_dh0 = want_dh0 and initial_state is not None
+    dq, dk, dv, dg, dh0 = chunk_gated_bwd(
+        q, k, v, g, g_gamma, gk, A, scale, initial_state, do, dht, layout, want_dg, want_dh0
+    )
+    dg, dgk = (None, cast_like(dg, gk)) if gk is not None else (cast_like(dg, g), None)
+    return dq, dk, dv, dg, dgk, cast_like(dh0, initial_state)
+
+
+def chunk_gated(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float | None,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    cu_seqlens: torch.Tensor | None,
+    g: torch.Tensor | None = None,
+    g_gamma: torch.Tensor | None = None,
+    gk: torch.Tensor | None = None,
+    gk_name: str = "gk",
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The body of a public GLA-family ``chunk_<op>``: check the inputs, then run :class:`ChunkGatedFunction`
+    (Triton) or :func:`fla.ops.common.chunk_torch.chunk_gated_torch_op` (PyTorch), as the dispatch rule says.
+
+    Args:
+        g: ``[B, T, H]`` and / or g_gamma: ``[H]`` scalar log gates, or gk: ``[B, T, H, K]`` a vector log
+            gate (``gk_name``: its public name, for errors), or none of them.
+    Returns:
+        ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
+    """
+    scale = prepare_gated_call(q, k, v, scale, initial_state, cu_seqlens, gk_name=gk_name, g=g, g_gamma=g_gamma, gk=gk)
+    if g is not None and gk is not None:
+        raise ValueError(f"a chunk op takes scalar gates (g, g_gamma) or a vector gate ({gk_name}), not both")
+    args = (q, k, v, g, g_gamma, gk, scale, initial_state, output_final_state, cu_seqlens)
+    return dispatch((q, k, v, g, g_gamma, gk, initial_state), chunk_gated_torch_op, ChunkGatedFunction.apply, *args)

@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from fla.ops.common.cumsum import SCALAR_GATE_FLAGS, chunk_scalar_gates
-from fla.ops.common.indexing import sequence_bounds
+from fla.ops.common.indexing import sequence_bounds, state_block
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
 from fla.utils import empty
@@ -68,11 +68,7 @@ def chunk_state_kernel(
     i_n, i_h = i_nh // H, i_nh % H
     bos, T_n, NT, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
 
-    o_k = i_k * BK + tl.arange(0, BK)  # [BK]
-    o_v = i_v * BV + tl.arange(0, BV)  # [BV]
-    m_k, m_v = o_k < K, o_v < V
-    o_kv = o_k[:, None] * V + o_v[None, :]  # [BK, BV] offsets inside one [K, V] state
-    m_kv = m_k[:, None] & m_v[None, :]
+    o_k, o_v, m_k, m_v, o_kv, m_kv = state_block(i_k, i_v, K, V, BK, BV)
 
     b_s = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_S0:

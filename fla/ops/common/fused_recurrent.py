@@ -12,17 +12,17 @@ inputs), so short sequences can train through this path too; ``gv`` has no backw
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.chunk import cast_like, chunk_gated_bwd, chunk_layout
-from fla.ops.common.indexing import token_bounds
+from fla.ops.common.chunk import chunk_gated_grads, chunk_layout
+from fla.ops.common.indexing import state_block, token_bounds
 from fla.ops.common.inputs import prepare_gated_call
+from fla.ops.common.recurrent_torch import recurrent_gated_torch_op
 from fla.ops.common.tuning import given_heuristics
 from fla.utils import contiguous, empty
+from fla.utils.backend import dispatch
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
@@ -63,11 +63,7 @@ def fused_recurrent_fwd_kernel(
     i_n, i_h = i_nh // H, i_nh % H
     bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
 
-    o_k = tl.arange(0, BK)  # [BK] the whole key dim
-    o_v = i_v * BV + tl.arange(0, BV)  # [BV]
-    m_k, m_v = o_k < K, o_v < V
-    o_kv = o_k[:, None] * V + o_v[None, :]  # [BK, BV]
-    m_kv = m_k[:, None] & m_v[None, :]
+    o_k, o_v, m_k, m_v, o_kv, m_kv = state_block(0, i_v, K, V, BK, BV)  # the whole key dim
 
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
@@ -147,22 +143,16 @@ class FusedRecurrentFunction(torch.autograd.Function):
         if ctx.has_gv:
             raise NotImplementedError("the fused recurrent ops have no backward with gv (value-dim gates)")
         q, k, v, g, g_gamma, gk, initial_state, cu_seqlens = ctx.saved_tensors
-        if g is not None and gk is not None:
-            raise NotImplementedError("the fused recurrent backward takes scalar or vector gates, not both")
-        want_dg = (g is not None and ctx.needs_input_grad[3]) or (gk is not None and ctx.needs_input_grad[5])
-        want_dh0 = initial_state is not None and ctx.needs_input_grad[8]
-        dq, dk, dv, dg, dh0 = chunk_gated_bwd(
+        wants = ctx.needs_input_grad
+        dq, dk, dv, dg, dgk, dh0 = chunk_gated_grads(
             q, k, v, g, g_gamma, gk, None, ctx.scale, initial_state, do, dht, chunk_layout(q, cu_seqlens),
-            want_dg, want_dh0,
+            wants[3] or wants[5], wants[8],
         )  # fmt: skip
-        dg_scalar = dg.to(g.dtype) if dg is not None and g is not None else None
-        dgk = dg.to(gk.dtype) if dg is not None and gk is not None else None
-        return dq, dk, dv, dg_scalar, None, dgk, None, None, cast_like(dh0, initial_state), None, None
+        return dq, dk, dv, dg, None, dgk, None, None, dh0, None, None
 
 
 def fused_recurrent_gated(
     op_name: str,
-    naive: Callable[..., tuple[torch.Tensor, torch.Tensor | None]],
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -171,26 +161,29 @@ def fused_recurrent_gated(
     output_final_state: bool,
     reverse: bool,
     cu_seqlens: torch.Tensor | None,
-    **gates: torch.Tensor | None,
+    g: torch.Tensor | None = None,
+    g_gamma: torch.Tensor | None = None,
+    gk: torch.Tensor | None = None,
+    gv: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The body of the public ``fused_recurrent_<op>``: checks, then ``naive`` (torch) or the kernel.
+    """The body of a public GLA-family ``fused_recurrent_<op>``: check the inputs, then run
+    :class:`FusedRecurrentFunction` (Triton) or
+    :func:`fla.ops.common.recurrent_torch.recurrent_gated_torch_op` (PyTorch), as the dispatch rule says.
 
     Args:
-        op_name: the public op's name (for errors); naive: its ``naive_recurrent_<op>``, called with
-            the gates by keyword; gates: ``g`` / ``g_gamma`` / ``gk`` / ``gv`` as the op takes them.
+        op_name: the public op's name (for errors); g ``[B, T, H]`` / g_gamma ``[H]`` / gk ``[B, T, H, K]`` /
+            gv ``[B, T, H, V]``: the log gates the op takes (each optional).
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
     """
     if reverse:
         raise NotImplementedError(f"{op_name}: reverse=True is not supported")
-    scale, backend = prepare_gated_call(q, k, v, scale, initial_state, cu_seqlens, **gates)
-    if backend == "torch":
-        o, ht = naive(
-            q, k, v, **gates, scale=scale, initial_state=initial_state, output_final_state=output_final_state,
-            cu_seqlens=cu_seqlens,
-        )  # fmt: skip
-        return o.to(v.dtype), ht
-    g, g_gamma, gk, gv = (gates.get(name) for name in ("g", "g_gamma", "gk", "gv"))
-    return FusedRecurrentFunction.apply(
-        q, k, v, g, g_gamma, gk, gv, scale, initial_state, output_final_state, cu_seqlens
-    )  # fmt: skip
+    gates = {"g": g, "g_gamma": g_gamma, "gk": gk, "gv": gv}
+    scale = prepare_gated_call(q, k, v, scale, initial_state, cu_seqlens, **gates)
+    args = (q, k, v, g, g_gamma, gk, gv, scale, initial_state, output_final_state, cu_seqlens)
+    return dispatch((q, k, v, *gates.values(), initial_state), _recurrent_torch, FusedRecurrentFunction.apply, *args)
+
+
+def _recurrent_torch(q, k, v, *rest) -> tuple[torch.Tensor, torch.Tensor | None]:
+    o, ht = recurrent_gated_torch_op(q, k, v, *rest)
+    return o.to(v.dtype), ht

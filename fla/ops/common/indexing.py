@@ -50,3 +50,13 @@ def sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT: tl.constexpr, IS_VARL
     else:
         boh = i_n * tl.cdiv(T, BT)
     return bos, T_n, tl.cdiv(T_n, BT), boh
+
+
+@triton.jit
+def state_block(i_k, i_v, K, V, BK: tl.constexpr, BV: tl.constexpr):
+    """Block ``(i_k, i_v)`` of a ``[K, V]`` state (row-major): ``(o_k [BK], o_v [BV], m_k, m_v, o_kv [BK, BV],
+    m_kv)`` = its key and value offsets, their masks, and its offsets / mask inside one state."""
+    o_k = i_k * BK + tl.arange(0, BK)  # [BK]
+    o_v = i_v * BV + tl.arange(0, BV)  # [BV]
+    m_k, m_v = o_k < K, o_v < V
+    return o_k, o_v, m_k, m_v, o_k[:, None] * V + o_v[None, :], m_k[:, None] & m_v[None, :]

@@ -1,10 +1,13 @@
-"""Argument checks shared by the gated linear-attention ops (errors name the argument and shapes)."""
+"""Argument checks and input preparation shared by the gated linear-attention ops and the delta-rule ops
+(errors name the argument and shapes)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from fla.utils import check_cu_seqlens, check_dtype, check_same_device, check_shape, select_backend
+from fla.utils import check_cu_seqlens, check_dtype, check_same_device, check_shape
 
 
 def check_gated_inputs(
@@ -72,14 +75,101 @@ def prepare_gated_call(
     cu_seqlens: torch.Tensor | None,
     gk_name: str = "gk",
     **gates: torch.Tensor | None,
-) -> tuple[float, str]:
-    """The prologue of every public gated op: check the inputs, default the scale, pick the backend.
+) -> float:
+    """The prologue of every public gated op: check the inputs and default the scale.
 
     Args:
         gates: the op's gates by their :func:`check_gated_inputs` names (``g``, ``g_gamma``, ``gk``,
-            ``gv``), in the op's argument order; ``gk_name``: the public name of ``gk``.
+            ``gv``); ``gk_name``: the public name of ``gk``.
     Returns:
-        the scale (``K ** -0.5`` when ``None``) and the backend (``"torch"`` or ``"triton"``).
+        the scale (``K ** -0.5`` when ``None``).
     """
     check_gated_inputs(q, k, v, **gates, initial_state=initial_state, cu_seqlens=cu_seqlens, gk_name=gk_name)
-    return default_scale(scale, k), select_backend(q, k, v, *gates.values(), initial_state)
+    return default_scale(scale, k)
+
+
+def total_log_gate(g: torch.Tensor | None, g_gamma: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor | None:
+    """``g + g_gamma`` as one ``[B, T, H]`` scalar log gate (``None`` when both are ``None``): the PyTorch
+    paths' form of the scalar gates."""
+    if g_gamma is None:
+        return g
+    gamma = g_gamma.to(torch.promote_types(g_gamma.dtype, torch.float32))
+    return gamma.expand(q.shape[:3]) if g is None else g + gamma
+
+
+# the delta-rule family: beta, grouped value heads, the q/k L2 norm option
+
+
+def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``x / sqrt(sum(x^2) + eps)`` over the last dim, computed in float32 (float64 stays float64)."""
+    x32 = x.to(torch.promote_types(x.dtype, torch.float32))
+    return (x32 * torch.rsqrt(x32.square().sum(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def default_beta(beta: torch.Tensor | None, v: torch.Tensor) -> torch.Tensor:
+    """``beta`` or all ones ``[B, T, H]`` (``v``'s first three dims) when it is ``None`` (the plain
+    delta rule: full replacement)."""
+    return v.new_ones(v.shape[:3]) if beta is None else beta
+
+
+def prepare_delta_call(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor | None,
+    g: torch.Tensor | None,
+    scale: float | None,
+    initial_state: torch.Tensor | None,
+    cu_seqlens: torch.Tensor | None,
+) -> tuple[torch.Tensor, float]:
+    """The prologue of every public delta-rule op: check the inputs, default beta and scale.
+
+    Shapes: q, k ``[B, T, H, K]``, v ``[B, T, HV, V]`` (``HV`` a multiple of ``H``: grouped value
+    heads, ``HV == H`` usually), beta ``[B, T, HV]`` (``None``: all ones), g ``[B, T, HV]`` (gated
+    ops), initial_state ``[N, HV, K, V]``, cu_seqlens ``[N+1]``.
+    Returns:
+        beta (ones when ``None``) and the scale (``K ** -0.5`` when ``None``).
+    """
+    q_heads, k_heads = q, k
+    if q.dim() == 4 and v.dim() == 4 and v.shape[2] != q.shape[2]:
+        B, T, H, K = q.shape
+        check_shape("k", k, (B, T, H, K), "[B, T, H, K] (as q)")
+        if v.shape[2] % H:
+            raise ValueError(
+                f"v has shape {list(v.shape)}, expected [B, T, HV, V] with HV a multiple of q's H = {H} "
+                "(grouped value heads)"
+            )
+        # the checks below see q and k with HV heads (views, nothing copied)
+        q_heads, k_heads = (x[:, :, :1].expand(B, T, v.shape[2], K) for x in (q, k))
+    check_gated_inputs(q_heads, k_heads, v, g=g, initial_state=initial_state, cu_seqlens=cu_seqlens)
+    beta = default_beta(beta, v)
+    check_shape("beta", beta, v.shape[:3], "[B, T, HV]" if v.shape[2] != q.shape[2] else "[B, T, H]")
+    check_dtype("beta", beta)
+    check_same_device(q=q, beta=beta)
+    return beta, default_scale(scale, k)
+
+
+def expand_groups(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q and k ``[B, T, H, K]`` repeated to ``v``'s ``HV`` heads (value head ``j`` reads q/k head
+    ``j // (HV / H)``); unchanged when ``HV == H``. Autograd sums the gradients over each group."""
+    groups = v.shape[2] // q.shape[2]
+    if groups == 1:
+        return q, k
+    return q.repeat_interleave(groups, dim=2), k.repeat_interleave(groups, dim=2)
+
+
+def prepare_qk_beta(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    beta: torch.Tensor,
+    use_qk_l2norm_in_kernel: bool,
+    allow_neg_eigval: bool,
+    norm: Callable[[torch.Tensor], torch.Tensor] = l2norm,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Apply the op's options: L2-normalize q and k with ``norm`` (differentiable: :func:`l2norm` on the
+    PyTorch path, :func:`fla.ops.common.l2norm.l2norm_triton` on the Triton one) and map beta to ``(0, 2)``."""
+    if use_qk_l2norm_in_kernel:
+        q, k = norm(q), norm(k)
+    if allow_neg_eigval:
+        beta = beta * 2
+    return q, k, beta

@@ -6,12 +6,19 @@ Per head, with ``S`` ``[K, V]`` and log-space gates (each optional)::
     o_t = scale * q_t S_t
 
 A scalar gate ``g [B, T, H]`` is the vector gate ``g[..., None]`` (broadcast over ``K``).
+
+The delta rule (:func:`recurrent_delta_torch`; ``g_t`` a scalar log decay, gated family only)::
+
+    S'_{t-1} = exp(g_t) S_{t-1}
+    S_t      = S'_{t-1} - beta_t k_t (k_t^T S'_{t-1}) + beta_t k_t v_t^T
+    o_t      = scale * q_t^T S_t
 """
 
 from __future__ import annotations
 
 import torch
 
+from fla.ops.common.inputs import default_scale, expand_groups, prepare_qk_beta, total_log_gate
 from fla.ops.utils.varlen import per_sequence
 
 
@@ -59,4 +66,83 @@ def recurrent_gated_torch(
         o, ht = step(q, k, v, gk, gv, initial_state)
     else:
         o, ht = per_sequence(step, [q, k, v, gk, gv], initial_state, cu_seqlens)
+    return o, ht if output_final_state else None
+
+
+def recurrent_gated_torch_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor | None = None,
+    g_gamma: torch.Tensor | None = None,
+    gk: torch.Tensor | None = None,
+    gv: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`recurrent_gated_torch` with every gate of the family (each optional): scalar ``g [B, T, H]`` and
+    ``g_gamma [H]`` (a vector gate broadcast over ``K``, added to ``gk`` when both are given), vector ``gk``
+    ``[B, T, H, K]`` and ``gv`` ``[B, T, H, V]``; ``scale`` defaults to ``K ** -0.5``."""
+    g = total_log_gate(g, g_gamma, q)
+    if g is not None:  # a scalar gate is a vector gate broadcast over K
+        gk = g[..., None] if gk is None else gk + g[..., None]
+    scale = default_scale(scale, k)
+    return recurrent_gated_torch(q, k, v, gk, gv, scale, initial_state, output_final_state, cu_seqlens)
+
+
+# the delta-rule family
+
+
+def _delta_recurrence(q, k, v, beta, g, h0, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    q, k, v, beta = (x.to(dtype) for x in (q, k, v, beta))
+    S = q.new_zeros(B, H, K, V) if h0 is None else h0.to(dtype)
+    outs = []
+    for t in range(T):
+        if g is not None:
+            S = S * g[:, t].to(dtype).exp()[..., None, None]
+        k_t = k[:, t]  # [B, H, K]
+        # the delta rule: replace the value S stores under k_t by beta-mix of old and new
+        u_t = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", k_t, S))  # [B, H, V]
+        S = S + k_t[..., :, None] * u_t[..., None, :]
+        outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
+    o = torch.stack(outs, 1) if outs else v.new_zeros(B, 0, H, V)
+    return o, S
+
+
+def recurrent_delta_torch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    cu_seqlens: torch.Tensor | None,
+    use_qk_l2norm_in_kernel: bool = False,
+    allow_neg_eigval: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the (gated) delta rule over every token (float64 inputs give a float64 result).
+
+    Args:
+        q, k: ``[B, T, H, K]``; v: ``[B, T, HV, V]`` (``HV`` a multiple of ``H``: grouped value heads);
+            beta: ``[B, T, HV]``; g: ``[B, T, HV]`` log decays or ``None``; initial_state:
+            ``[N, HV, K, V]``; cu_seqlens: ``[N+1]`` packed sequence bounds (``B == 1``);
+            use_qk_l2norm_in_kernel / allow_neg_eigval: see :func:`fla.ops.common.inputs.prepare_qk_beta`.
+    Returns:
+        ``o`` ``[B, T, HV, V]`` (float32, float64 for float64 inputs) and the final state
+        ``[N, HV, K, V]`` when ``output_final_state``.
+    """
+    q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval)
+    q, k = expand_groups(q, k, v)
+    step = lambda q, k, v, beta, g, h0: _delta_recurrence(q, k, v, beta, g, h0, scale)
+    if cu_seqlens is None:
+        o, ht = step(q, k, v, beta, g, initial_state)
+    else:
+        o, ht = per_sequence(step, [q, k, v, beta, g], initial_state, cu_seqlens)
     return o, ht if output_final_state else None

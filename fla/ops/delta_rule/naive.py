@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.common.inputs import default_scale
-from fla.ops.delta_rule.chunk_torch import chunk_delta_torch
-from fla.ops.delta_rule.inputs import default_beta, expand_groups, prepare_qk_beta
-from fla.ops.delta_rule.recurrent_torch import recurrent_delta_torch
+from fla.ops.common.chunk_torch import chunk_delta_torch_op
+from fla.ops.common.inputs import default_beta, default_scale
+from fla.ops.common.recurrent_torch import recurrent_delta_torch
 
 
 def naive_recurrent_delta_rule(
@@ -45,29 +44,6 @@ def naive_recurrent_delta_rule(
     )  # fmt: skip
 
 
-def chunk_delta_rule_torch(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    beta: torch.Tensor,
-    g: torch.Tensor | None,
-    scale: float | None,
-    initial_state: torch.Tensor | None,
-    output_final_state: bool,
-    cu_seqlens: torch.Tensor | None,
-    use_qk_l2norm_in_kernel: bool,
-    allow_neg_eigval: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The chunked (gated) delta rule with the op's options applied; ``o`` in ``v.dtype``.
-
-    Shapes as :func:`fla.ops.delta_rule.chunk_torch.chunk_delta_torch` (``g`` ``[B, T, H]`` or ``None``).
-    """
-    q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval)
-    q, k = expand_groups(q, k, v)
-    o, ht = chunk_delta_torch(q, k, v, beta, g, default_scale(scale, k), initial_state, cu_seqlens)
-    return o.to(v.dtype), ht if output_final_state else None
-
-
 def naive_chunk_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -82,7 +58,7 @@ def naive_chunk_delta_rule(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked delta rule in PyTorch (CPU path of :func:`fla.ops.delta_rule.chunk_delta_rule`); arguments
     as :func:`naive_recurrent_delta_rule`, ``o`` in ``v.dtype``."""
-    return chunk_delta_rule_torch(
+    return chunk_delta_torch_op(
         q, k, v, default_beta(beta, v), None, scale, initial_state, output_final_state, cu_seqlens,
         use_qk_l2norm_in_kernel, allow_neg_eigval,
     )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.delta_rule.chunk import chunk_delta
+from fla.ops.common.chunk_delta import chunk_delta
 
 
 def chunk_gated_delta_rule(

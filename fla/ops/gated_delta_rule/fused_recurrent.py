@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.delta_rule.fused_recurrent import fused_recurrent_delta
+from fla.ops.common.fused_recurrent_delta import fused_recurrent_delta
 
 
 def fused_recurrent_gated_delta_rule(

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.common.inputs import default_scale
-from fla.ops.delta_rule.inputs import default_beta
-from fla.ops.delta_rule.naive import chunk_delta_rule_torch
-from fla.ops.delta_rule.recurrent_torch import recurrent_delta_torch
+from fla.ops.common.chunk_torch import chunk_delta_torch_op
+from fla.ops.common.inputs import default_beta, default_scale
+from fla.ops.common.recurrent_torch import recurrent_delta_torch
 
 
 def naive_recurrent_gated_delta_rule(
@@ -62,7 +61,7 @@ def naive_chunk_gated_delta_rule(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked gated delta rule in PyTorch (CPU path of :func:`fla.ops.gated_delta_rule.chunk_gated_delta_rule`);
     arguments as :func:`naive_recurrent_gated_delta_rule`, ``o`` in ``v.dtype``."""
-    return chunk_delta_rule_torch(
+    return chunk_delta_torch_op(
         q, k, v, default_beta(beta, v), g, scale, initial_state, output_final_state, cu_seqlens,
         use_qk_l2norm_in_kernel, allow_neg_eigval,
     )  # fmt: skip

@@ -1,36 +1,10 @@
-"""Chunked GLA (vector gates): the training path."""
+"""Chunked GLA (vector gates): the training path (the shared pipeline of :mod:`fla.ops.common.chunk`)."""
 
 from __future__ import annotations
 
 import torch
 
-from fla.ops.common.chunk import cast_like, chunk_gated_bwd, chunk_gated_fwd, chunk_layout
-from fla.ops.common.inputs import prepare_gated_call
-from fla.ops.gla.naive import naive_chunk_gla
-from fla.utils import contiguous
-
-
-class ChunkGLAFunction(torch.autograd.Function):
-    """Triton chunk pipeline with vector gates; gradients to q, k, v, g and the initial state."""
-
-    @staticmethod
-    @contiguous
-    def forward(ctx, q, k, v, g, scale, initial_state, output_final_state, cu_seqlens):
-        layout = chunk_layout(q, cu_seqlens)
-        o, ht, A = chunk_gated_fwd(q, k, v, None, None, g, scale, initial_state, output_final_state, layout)
-        ctx.save_for_backward(q, k, v, g, A, initial_state)
-        ctx.scale, ctx.layout = scale, layout
-        return o, ht
-
-    @staticmethod
-    @contiguous
-    def backward(ctx, do, dht):
-        q, k, v, g, A, initial_state = ctx.saved_tensors
-        want_dh0 = initial_state is not None and ctx.needs_input_grad[5]
-        dq, dk, dv, dg, dh0 = chunk_gated_bwd(
-            q, k, v, None, None, g, A, ctx.scale, initial_state, do, dht, ctx.layout, ctx.needs_input_grad[3], want_dh0
-        )
-        return dq, dk, dv, cast_like(dg, g), None, cast_like(dh0, initial_state), None, None
+from fla.ops.common.chunk import chunk_gated
 
 
 def chunk_gla(
@@ -55,7 +29,4 @@ def chunk_gla(
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state or ``None``.
     """
-    scale, backend = prepare_gated_call(q, k, v, scale, initial_state, cu_seqlens, gk_name="g", gk=g)
-    if backend == "torch":
-        return naive_chunk_gla(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
-    return ChunkGLAFunction.apply(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
+    return chunk_gated(q, k, v, scale, initial_state, output_final_state, cu_seqlens, gk=g, gk_name="g")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from fla.ops.common.fused_recurrent import fused_recurrent_gated
-from fla.ops.gla.naive import naive_recurrent_gla
 
 
 def fused_recurrent_gla(
@@ -33,6 +32,6 @@ def fused_recurrent_gla(
         ``o`` ``[B, T, H, V]`` and the final state or ``None``.
     """
     return fused_recurrent_gated(
-        "fused_recurrent_gla", naive_recurrent_gla, q, k, v, scale, initial_state, output_final_state, reverse,
+        "fused_recurrent_gla", q, k, v, scale, initial_state, output_final_state, reverse,
         cu_seqlens, gk=gk, gv=gv,
     )  # fmt: skip

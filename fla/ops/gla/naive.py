@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.common.chunk_torch import chunk_gated_torch
-from fla.ops.common.inputs import default_scale
-from fla.ops.common.recurrent_torch import recurrent_gated_torch
+from fla.ops.common.chunk_torch import chunk_gated_torch_op
+from fla.ops.common.recurrent_torch import recurrent_gated_torch_op
 
 
 def naive_recurrent_gla(
@@ -39,8 +38,10 @@ def naive_recurrent_gla(
         ``o`` ``[B, T, H, V]`` (float32, float64 for float64 inputs) and the final state
         ``[N, H, K, V]`` when ``output_final_state``.
     """
-    scale = default_scale(scale, k)
-    return recurrent_gated_torch(q, k, v, gk, gv, scale, initial_state, output_final_state, cu_seqlens)
+    return recurrent_gated_torch_op(
+        q, k, v, gk=gk, gv=gv, scale=scale, initial_state=initial_state, output_final_state=output_final_state,
+        cu_seqlens=cu_seqlens,
+    )  # fmt: skip
 
 
 def naive_chunk_gla(
@@ -54,7 +55,4 @@ def naive_chunk_gla(
     cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked GLA in PyTorch (the CPU path of :func:`fla.ops.gla.chunk_gla`); same contract as it."""
-    o, ht = chunk_gated_torch(
-        q, k, v, gk=g, scale=default_scale(scale, k), initial_state=initial_state, cu_seqlens=cu_seqlens
-    )
-    return o.to(v.dtype), ht if output_final_state else None
+    return chunk_gated_torch_op(q, k, v, None, None, g, scale, initial_state, output_final_state, cu_seqlens)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from fla.ops.common.fused_recurrent import fused_recurrent_gated
-from fla.ops.simple_gla.naive import naive_recurrent_simple_gla
 
 
 def fused_recurrent_simple_gla(
@@ -31,6 +30,6 @@ def fused_recurrent_simple_gla(
         ``o`` ``[B, T, H, V]`` and the final state or ``None``.
     """
     return fused_recurrent_gated(
-        "fused_recurrent_simple_gla", naive_recurrent_simple_gla, q, k, v, scale, initial_state, output_final_state,
+        "fused_recurrent_simple_gla", q, k, v, scale, initial_state, output_final_state,
         reverse, cu_seqlens, g=g, g_gamma=g_gamma,
     )  # fmt: skip

@@ -10,17 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.common.chunk_torch import chunk_gated_torch
-from fla.ops.common.inputs import default_scale
-from fla.ops.common.recurrent_torch import recurrent_gated_torch
-
-
-def total_log_gate(g: torch.Tensor | None, g_gamma: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor | None:
-    """``g + g_gamma`` as one ``[B, T, H]`` scalar log gate (``None`` when both are ``None``)."""
-    if g_gamma is None:
-        return g
-    gamma = g_gamma.to(torch.promote_types(g_gamma.dtype, torch.float32))
-    return gamma.expand(q.shape[:3]) if g is None else g + gamma
+from fla.ops.common.chunk_torch import chunk_gated_torch_op
+from fla.ops.common.recurrent_torch import recurrent_gated_torch_op
 
 
 def naive_recurrent_simple_gla(
@@ -46,10 +37,10 @@ def naive_recurrent_simple_gla(
         ``o`` ``[B, T, H, V]`` (float32, float64 for float64 inputs) and the final state
         ``[N, H, K, V]`` when ``output_final_state``.
     """
-    scale = default_scale(scale, k)
-    g = total_log_gate(g, g_gamma, q)
-    gk = None if g is None else g[..., None]  # a scalar gate is a vector gate broadcast over K
-    return recurrent_gated_torch(q, k, v, gk, None, scale, initial_state, output_final_state, cu_seqlens)
+    return recurrent_gated_torch_op(
+        q, k, v, g, g_gamma, scale=scale, initial_state=initial_state, output_final_state=output_final_state,
+        cu_seqlens=cu_seqlens,
+    )  # fmt: skip
 
 
 def naive_chunk_simple_gla(
@@ -64,13 +55,4 @@ def naive_chunk_simple_gla(
     cu_seqlens: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked simple GLA in PyTorch (CPU path of :func:`fla.ops.simple_gla.chunk_simple_gla`)."""
-    o, ht = chunk_gated_torch(
-        q,
-        k,
-        v,
-        g=total_log_gate(g, g_gamma, q),
-        scale=default_scale(scale, k),
-        initial_state=initial_state,
-        cu_seqlens=cu_seqlens,
-    )
-    return o.to(v.dtype), ht if output_final_state else None
+    return chunk_gated_torch_op(q, k, v, g, g_gamma, None, scale, initial_state, output_final_state, cu_seqlens)

@@ -13,20 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fla.ops.common.chunk_torch import _chunks
+from fla.ops.common.chunk_torch import _chunks, wy_representation
 from fla.ops.common.cumsum import chunk_local_cumsum
+from fla.ops.common.inputs import l2norm
+from fla.ops.common.l2norm import l2norm_triton
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import CHUNK_SIZE
+from fla.ops.common.wy import chunk_delta_solve, chunk_delta_wy_fwd
 from fla.ops.delta_rule import (
     chunk_delta_rule,
     fused_recurrent_delta_rule,
     naive_chunk_delta_rule,
     naive_recurrent_delta_rule,
 )
-from fla.ops.delta_rule.chunk_torch import wy_representation
-from fla.ops.delta_rule.inputs import l2norm
-from fla.ops.delta_rule.l2norm import l2norm_triton
-from fla.ops.delta_rule.wy import chunk_delta_solve, chunk_delta_wy_fwd
 from fla.ops.utils.varlen import pad_sequences, unpad_sequences
 from tests.fla.ops.gated import default_ratios
 from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, to_reference, tol, using
@@ -272,7 +271,7 @@ def test_wy_stage_kernel(dtype, T, K, gated, lengths):
     layout = ChunkLayout.build(k, cu, CHUNK_SIZE)
     with torch.no_grad():
         G = None if g is None else chunk_local_cumsum(g, layout)
-        _, w, u = chunk_delta_wy_fwd(k, v, beta, G, layout)
+        _, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G)
         ref_w, ref_u = _reference_wy(k, v, beta, g, cu)
     assert w.dtype == k.dtype and u.dtype == v.dtype
     assert_close("w", ref_w, w, tol(dtype, 2))
@@ -290,7 +289,7 @@ def test_blocked_solve_inverts_repeated_keys(lengths):
     beta = 0.5 + 0.5 * torch.rand(B, T, 1)
     cu = None if lengths is None else torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
     layout = ChunkLayout.build(k, cu, CHUNK_SIZE)
-    Tm = chunk_delta_solve(k, beta, None, layout).double()  # [B, T, 1, BT]
+    Tm = chunk_delta_solve(k, beta, layout).double()  # [B, T, 1, BT]
     bounds = [0, T] if cu is None else cu.tolist()
     for b in range(B):
         for start, end in zip(bounds[:-1], bounds[1:]):
@@ -313,7 +312,7 @@ def test_wy_stage_kernel_gpu(dtype):
         k, v, beta, g = (inputs[n].detach() for n in ("k", "v", "beta", "g"))
         cu = None if lengths is None else torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], device=DEVICE)
         layout = ChunkLayout.build(k, cu, CHUNK_SIZE)
-        _, w, u = chunk_delta_wy_fwd(k, v, beta, chunk_local_cumsum(g, layout), layout)
+        _, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=chunk_local_cumsum(g, layout))
         ref_w, ref_u = _reference_wy(k, v, beta, g, cu)
         assert_close("w", ref_w, w, tol(dtype, 2))
         assert_close("u", ref_u, u, tol(dtype, 2))

@@ -1,10 +1,16 @@
-"""WY stage of the chunked delta rule (Triton): the per-chunk triangular solve.
+"""WY stage of the delta-rule family (Triton): the ``k k^T`` scores and the per-chunk triangular solve.
 
 For every chunk of ``BT`` tokens (``G`` the chunk-local cumsum of the log gates, zero when ungated)::
 
-    A_ij = beta_i exp(G_i - G_j) k_i.k_j   (j < i, else 0)
+    A_ij = beta_i exp(G_i - G_j) k_i.k_j   (j < i, else 0)     the beta-scaled, gated k k^T scores
     Tm   = (I + A)^{-1}                     (unit lower triangular)
     w    = Tm (beta exp(G) k),   u = Tm (beta v)
+
+Gate kinds (the ``g`` argument, as in the GLA stages): none (the delta rule) or a scalar per-head gate
+``[B, T, H]`` (the gated delta rule). The scores are formed from plain ``k_I k_J^T`` tiles with the gate
+applied afterwards (:func:`_scores`), which a scalar gate allows; a per-key-channel gate (KDA) makes them
+``sum_k k_ik k_jk exp(G_ik - G_jk)``, the vector-gate scores of :mod:`fla.ops.common.chunk_intra_gk`
+(see ``README.md``).
 
 ``Tm`` is solved block by block (:func:`chunk_delta_solve`): the chunk's ``BT / BC`` diagonal
 ``[BC, BC]`` blocks are inverted by forward substitution in fp32 registers (``BC - 1`` dependent row
@@ -12,7 +18,7 @@ steps each), then the blocks below the diagonal follow by block forward substitu
 ``Tm_IJ = -Tm_II sum_{J <= L < I} A_IL Tm_LJ``, a few small matmuls. Compared with a row-by-row
 substitution over the whole chunk (``BT - 1`` dependent steps on ``[BT, BT]`` tiles) this is the
 same algorithm (as stable) with ``(BT / BC)^2`` times less work on the dependent chain.
-``w, u`` are then one matmul each (:func:`chunk_delta_wy_fwd`). The math is in ``README.md``.
+``w, u`` are then one matmul each (:func:`chunk_delta_wy_fwd`). The math is in ``../delta_rule/README.md``.
 """
 
 from __future__ import annotations
@@ -229,20 +235,23 @@ def chunk_delta_wy_fwd_kernel(
         tl.store(u + p_v, b_u.to(u.dtype.element_ty), mask=m_v)
 
 
-def chunk_delta_solve(k: torch.Tensor, beta: torch.Tensor, G: torch.Tensor | None, layout: ChunkLayout) -> torch.Tensor:
+def chunk_delta_solve(
+    k: torch.Tensor, beta: torch.Tensor, layout: ChunkLayout, g: torch.Tensor | None = None
+) -> torch.Tensor:
     """``Tm`` ``[B, T, H, BT]`` fp32: row ``i`` of its chunk's ``(I + A)^{-1}``, ``A`` as in the module doc.
 
     Args:
-        k: ``[B, T, H, K]``; beta: ``[B, T, H]``; G: ``[B, T, H]`` fp32 chunk-local cumsum of the log
-            gates or ``None``; layout: the chunking (``chunk_size == 4 * SUB_BLOCK``).
+        k: ``[B, T, H, K]``; beta: ``[B, T, H]``; layout: the chunking (``chunk_size == 4 * SUB_BLOCK``);
+        g: ``[B, T, H]`` fp32 chunk-local cumsum of scalar log gates, or ``None`` (no gate).
     """
+    check_delta_gate(g, k)
     B, T, H, K = k.shape
     BT = layout.chunk_size
     if BT != 4 * SUB_BLOCK:
         raise ValueError(f"the blocked solve needs chunk_size == {4 * SUB_BLOCK}, got {BT}")
     Tm = empty(B, T, H, BT, dtype=torch.float32, device=k.device)
     chunk_delta_solve_kernel[(layout.row_chunks, B * H)](
-        k, beta, G, Tm, layout.cu_seqlens, layout.chunk_indices, T,
+        k, beta, g, Tm, layout.cu_seqlens, layout.chunk_indices, T,
         H=H, K=K, BT=BT, BC=SUB_BLOCK, BK=block_size(K), DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
     return Tm
@@ -252,30 +261,40 @@ def chunk_delta_wy_fwd(
     k: torch.Tensor,
     v: torch.Tensor,
     beta: torch.Tensor,
-    G: torch.Tensor | None,
     layout: ChunkLayout,
+    g: torch.Tensor | None = None,
     Tm: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The WY stage (contiguous inputs).
 
     Args:
-        k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``; G: ``[B, T, H]`` fp32
-            chunk-local cumsum of the log gates (:func:`fla.ops.common.cumsum.chunk_local_cumsum`)
-            or ``None``; layout: the chunking; Tm: a previous call's ``Tm`` (the backward recomputes
-            ``w, u`` from it without the triangular solve) or ``None``.
+        k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``; layout: the chunking; g: ``[B, T, H]``
+            fp32 chunk-local cumsum of scalar log gates (:func:`fla.ops.common.cumsum.chunk_local_cumsum`)
+            or ``None``; Tm: a previous call's ``Tm`` (the backward recomputes ``w, u`` from it without the
+            triangular solve) or ``None``.
     Returns:
         ``Tm`` ``[B, T, H, BT]`` fp32 (row ``i`` of its chunk's ``(I + A)^{-1}``), ``w``
         ``[B, T, H, K]`` (``k.dtype``) and ``u`` ``[B, T, H, V]`` (``v.dtype``).
     """
+    check_delta_gate(g, k)
     B, T, H, K = k.shape
     V = v.shape[-1]
     BT = layout.chunk_size
     if Tm is None:
-        Tm = chunk_delta_solve(k, beta, G, layout)
+        Tm = chunk_delta_solve(k, beta, layout, g)
     w, u = empty(B, T, H, K, dtype=k.dtype, device=k.device), empty(B, T, H, V, dtype=v.dtype, device=v.device)
     grid = (layout.row_chunks, B * H)
     chunk_delta_wy_fwd_kernel[grid](
-        k, v, beta, G, Tm, w, u, layout.cu_seqlens, layout.chunk_indices, T,
+        k, v, beta, g, Tm, w, u, layout.cu_seqlens, layout.chunk_indices, T,
         H=H, K=K, V=V, BT=BT, BK=block_size(K), BV=block_size(V), DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
     return Tm, w, u
+
+
+def check_delta_gate(g: torch.Tensor | None, k: torch.Tensor) -> None:
+    """The delta-rule stages take no gate or a scalar one: ``g`` ``[B, T, H]`` (chunk-local cumsum, fp32)."""
+    if g is not None and g.shape != k.shape[:3]:
+        raise ValueError(
+            f"g has shape {list(g.shape)}, expected a scalar gate [B, T, H] = {list(k.shape[:3])} "
+            "(the delta-rule stages have no per-key-channel gate kind)"
+        )

@@ -1,8 +1,8 @@
-"""Inter-chunk state recurrence of the chunked delta rule (Triton).
+"""Inter-chunk state recurrence of the delta-rule family (Triton): the delta state recurrence.
 
 One program per (sequence, head, V block) holds the state's ``[K, BV]`` columns in fp32 (the whole
 key dim: ``w h`` reduces over it) and walks the chunks in order. Before chunk ``c`` it stores the
-running state ``h[c]``, then with the WY stage's ``w, u`` (:mod:`.wy`), ``G`` the chunk-local gate
+running state ``h[c]``, then with the WY stage's ``w, u`` (:mod:`fla.ops.common.wy`), ``G`` the chunk-local gate
 cumsum and ``L`` the chunk's last row::
 
     v_new = u - w h                                  (the chunk's new values, stored)
@@ -15,6 +15,9 @@ the state gradient (``dh`` after the chunk) and finishes the new values' gradien
     dh    <- exp(G_L) dh + scale * (q * exp(G))^T do - w^T dv_new
 
 The V block shrinks (to 32) when there are too few (sequence, head) programs to fill the GPU.
+Gate kinds (``g``): none or a scalar per-head gate ``[B, T, H]``; a per-key-channel gate (KDA) scales the
+rows of ``h`` and of ``k`` by ``exp(G_L)`` / ``exp(G_L - G)`` per channel, as ``USE_GK`` does in
+:func:`fla.ops.common.chunk_h.chunk_state_kernel`.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.indexing import sequence_bounds
+from fla.ops.common.indexing import sequence_bounds, state_block
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, dot_precision, given_heuristics
+from fla.ops.common.wy import check_delta_gate
 from fla.utils import empty
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
@@ -75,11 +79,7 @@ def chunk_delta_h_fwd_kernel(
     i_n, i_h = i_nh // H, i_nh % H
     bos, T_n, NT, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
 
-    o_k = tl.arange(0, BK)  # [BK] the whole key dim
-    o_v = i_v * BV + tl.arange(0, BV)  # [BV]
-    m_k, m_v = o_k < K, o_v < V
-    o_kv = o_k[:, None] * V + o_v[None, :]  # [BK, BV] offsets inside one [K, V] state
-    m_kv = m_k[:, None] & m_v[None, :]
+    o_k, o_v, m_k, m_v, o_kv, m_kv = state_block(0, i_v, K, V, BK, BV)  # the whole key dim
 
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
@@ -113,20 +113,21 @@ def chunk_delta_fwd_h(
     w: torch.Tensor,
     u: torch.Tensor,
     layout: ChunkLayout,
-    G: torch.Tensor | None = None,
+    g: torch.Tensor | None = None,
     h0: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """States at chunk starts and the new values.
 
     Args:
-        k, w: ``[B, T, H, K]``; u: ``[B, T, H, V]`` (from :func:`fla.ops.delta_rule.wy.chunk_delta_wy_fwd`);
-        layout: the chunking; G: ``[B, T, H]`` chunk-local gate cumsum (fp32) or ``None``;
+        k, w: ``[B, T, H, K]``; u: ``[B, T, H, V]`` (from :func:`fla.ops.common.wy.chunk_delta_wy_fwd`);
+        layout: the chunking; g: ``[B, T, H]`` chunk-local cumsum of scalar log gates (fp32) or ``None``;
         h0: ``[N, H, K, V]``.
     Returns:
         ``h`` ``[B, NT, H, K, V]`` (``[1, total chunks, H, K, V]`` for varlen, ``k.dtype``),
         ``v_new`` ``[B, T, H, V]`` (``u.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
     """
+    check_delta_gate(g, k)
     B, T, H, K = k.shape
     V = u.shape[-1]
     BK, BV = state_blocks(K, V, layout.num_seqs * H, k.device)
@@ -135,7 +136,7 @@ def chunk_delta_fwd_h(
     ht = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=k.device) if output_final_state else None
     grid = (cdiv(V, BV), layout.num_seqs * H)
     chunk_delta_h_fwd_kernel[grid](
-        k, w, u, G, h0, h, v_new, ht, layout.cu_seqlens, layout.chunk_offsets, T,
+        k, w, u, g, h0, h, v_new, ht, layout.cu_seqlens, layout.chunk_offsets, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
     return h, v_new, ht
@@ -176,11 +177,7 @@ def chunk_delta_dh_bwd_kernel(
     i_n, i_h = i_nh // H, i_nh % H
     bos, T_n, NT, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
 
-    o_k = tl.arange(0, BK)  # [BK] the whole key dim
-    o_v = i_v * BV + tl.arange(0, BV)  # [BV]
-    m_k, m_v = o_k < K, o_v < V
-    o_kv = o_k[:, None] * V + o_v[None, :]  # [BK, BV] offsets inside one [K, V] state
-    m_kv = m_k[:, None] & m_v[None, :]
+    o_k, o_v, m_k, m_v, o_kv, m_kv = state_block(0, i_v, K, V, BK, BV)  # the whole key dim
 
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)  # gradient of the state after the current chunk
     if USE_DHT:
@@ -226,7 +223,7 @@ def chunk_delta_bwd_dh(
     dv_local: torch.Tensor,
     layout: ChunkLayout,
     scale: float,
-    G: torch.Tensor | None = None,
+    g: torch.Tensor | None = None,
     dht: torch.Tensor | None = None,
     want_dh0: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
@@ -240,12 +237,13 @@ def chunk_delta_bwd_dh(
     Args:
         q, k, w: ``[B, T, H, K]``; do: ``[B, T, H, V]``; dv_local: ``[B, T, H, V]`` the intra-chunk
             part of the new values' gradient (:func:`fla.ops.common.chunk_bwd.chunk_bwd_dv` without
-            ``dh``); G: ``[B, T, H]`` fp32 chunk-local gate cumsum or ``None``; dht: ``[N, H, K, V]``.
+            ``dh``); g: ``[B, T, H]`` fp32 chunk-local cumsum of scalar log gates or ``None``; dht: ``[N, H, K, V]``.
     Returns:
         ``dh`` shaped like the forward's ``h`` (``k.dtype``), ``dh0`` ``[N, H, K, V]`` float32 (or
         ``None`` unless ``want_dh0``) and ``dv_new`` ``[B, T, H, V]`` in ``do.dtype`` (what the dq/dk/dw
         and WY stages multiply it in: half the bytes of float32, and no tf32 products downstream).
     """
+    check_delta_gate(g, k)
     B, T, H, K = k.shape
     V = do.shape[-1]
     BK, BV = state_blocks(K, V, layout.num_seqs * H, k.device)
@@ -254,7 +252,7 @@ def chunk_delta_bwd_dh(
     dv_new = empty(B, T, H, V, dtype=do.dtype, device=k.device)
     grid = (cdiv(V, BV), layout.num_seqs * H)
     chunk_delta_dh_bwd_kernel[grid](
-        q, k, w, G, do, dv_local, dht, dh, dh0, dv_new, layout.cu_seqlens, layout.chunk_offsets, scale, T,
+        q, k, w, g, do, dv_local, dht, dh, dh0, dv_new, layout.cu_seqlens, layout.chunk_offsets, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
     return dh, dh0, dv_new

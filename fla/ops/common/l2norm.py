@@ -79,5 +79,5 @@ class L2NormFunction(torch.autograd.Function):
 
 def l2norm_triton(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """L2-normalize ``x [..., D]`` over its last dim with the Triton kernels (differentiable; same math
-    as :func:`fla.ops.delta_rule.inputs.l2norm`)."""
+    as :func:`fla.ops.common.inputs.l2norm`)."""
     return L2NormFunction.apply(x, eps)

@@ -1,6 +1,6 @@
 """Backward of the WY stage (Triton): from ``dw, du`` to ``dk, dv, dbeta`` and the gate term.
 
-Per chunk (notation of :mod:`.wy`; ``E_ij = exp(G_i - G_j)`` for ``j < i``, else 0)::
+Per chunk (notation of :mod:`fla.ops.common.wy`; ``E_ij = exp(G_i - G_j)`` for ``j < i``, else 0)::
 
     w = Tm Kb,  u = Tm Vb,   Kb = diag(beta exp(G)) k,  Vb = diag(beta) v,  Tm = (I + A)^{-1}
     A_ij = beta_i E_ij (k_i . k_j)
@@ -31,6 +31,7 @@ import triton.language as tl
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
+from fla.ops.common.wy import check_delta_gate
 from fla.utils import empty
 from fla.utils.launch import lean_launch
 
@@ -173,38 +174,39 @@ def chunk_delta_wy_bwd(
     k: torch.Tensor,
     v: torch.Tensor,
     beta: torch.Tensor,
-    G: torch.Tensor | None,
     Tm: torch.Tensor,
     dw: torch.Tensor,
     du: torch.Tensor,
     dk: torch.Tensor,
     layout: ChunkLayout,
+    g: torch.Tensor | None = None,
     dG: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Backward of :func:`fla.ops.delta_rule.wy.chunk_delta_wy_fwd` (contiguous inputs).
+    """Backward of :func:`fla.ops.common.wy.chunk_delta_wy_fwd` (contiguous inputs).
 
     Args:
-        k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``; G: ``[B, T, H]`` fp32
-            chunk-local gate cumsum or ``None``; Tm: ``[B, T, H, BT]`` fp32 from the forward;
+        k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``; Tm: ``[B, T, H, BT]`` fp32 from the forward;
             dw: ``[B, T, H, K]`` and du: ``[B, T, H, V]`` gradients of ``w`` and ``u``; dk:
             ``[B, T, H, K]`` the gradient ``k`` already has from the other stages (added in).
+        g: ``[B, T, H]`` fp32 chunk-local cumsum of scalar log gates or ``None`` (as in the forward).
         dG: ``[NG, B, T, H]`` fp32: the other stages' ``dL/dG`` as ``NG`` partial sums (added in), or ``None``.
     Returns:
         ``dk`` (``k.dtype``), ``dv`` (``v.dtype``), ``dbeta`` ``[B, T, H]`` fp32 and the finished gate
         gradient ``dg [B, T, H]`` fp32 (the chunk-local reverse cumsum of all of ``dL/dG``; ``None``
-        when ``G`` is ``None``).
+        when ``g`` is ``None``).
     """
+    check_delta_gate(g, k)
     B, T, H, K = k.shape
     V = v.shape[-1]
-    if dG is not None and (G is None or dG.dim() != 4 or dG.shape[1:] != (B, T, H)):
-        raise ValueError(f"dG has shape {list(dG.shape)}, expected [NG, B, T, H] = [NG, {B}, {T}, {H}] with G given")
+    if dG is not None and (g is None or dG.dim() != 4 or dG.shape[1:] != (B, T, H)):
+        raise ValueError(f"dG has shape {list(dG.shape)}, expected [NG, B, T, H] = [NG, {B}, {T}, {H}] with g given")
     dk_out = empty(B, T, H, K, dtype=k.dtype, device=k.device)
     dv = empty(B, T, H, V, dtype=v.dtype, device=v.device)
     dbeta = empty(B, T, H, dtype=torch.float32, device=k.device)
-    dg = None if G is None else empty(B, T, H, dtype=torch.float32, device=k.device)
+    dg = None if g is None else empty(B, T, H, dtype=torch.float32, device=k.device)
     grid = (layout.row_chunks, B * H)
     chunk_delta_wy_bwd_kernel[grid](
-        k, v, beta, G, Tm, dw, du, dk, dk_out, dv, dbeta, dG, dg, layout.cu_seqlens, layout.chunk_indices, T,
+        k, v, beta, g, Tm, dw, du, dk, dk_out, dv, dbeta, dG, dg, layout.cu_seqlens, layout.chunk_indices, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=block_size(K), BV=block_size(V), NG=0 if dG is None else dG.shape[0],
         DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip

@@ -1,0 +1,155 @@
+"""The chunk pipeline of the delta-rule family (delta rule, gated delta rule), assembled from the shared stages.
+
+Forward (each stage its own Triton kernel): gate cumsum (:mod:`fla.ops.common.cumsum`), ``k k^T`` scores
+and WY solve (:mod:`fla.ops.common.wy`), delta state recurrence with the new values
+(:mod:`fla.ops.common.chunk_delta_h`), output (:func:`fla.ops.common.chunk_o.chunk_fwd_o` on ``v_new``).
+
+Backward: ``w, u`` from the saved ``Tm`` (:mod:`fla.ops.common.wy`), ``h, v_new`` recomputed
+(:mod:`fla.ops.common.chunk_delta_h`), the intra-chunk ``dv_new`` part
+(:func:`fla.ops.common.chunk_bwd.chunk_bwd_dv` without ``dh``), the reverse state recurrence that also
+finishes ``dv_new`` (:func:`fla.ops.common.chunk_delta_h.chunk_delta_bwd_dh`), ``dq, dk, dw = -dv_new h^T,
+dL/dG`` (:func:`fla.ops.common.chunk_bwd.chunk_bwd_dqkwg`) and the WY backward to ``dk, dv, dbeta`` and
+``dg`` (:mod:`fla.ops.common.wy_bwd`: it adds both stages' ``dL/dG`` and takes the chunk-local reverse
+cumsum). The gate cumsum ``G`` is kept from the forward.
+
+Gate kinds: ``g=None`` (delta rule) or a scalar per-head log gate ``g [B, T, H]`` (gated delta rule).
+:class:`ChunkDeltaRuleFunction` is the family's autograd Function and :func:`chunk_delta` the body of its
+public ``chunk_<op>``s.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fla.ops.common.chunk import cast_like, chunk_layout
+from fla.ops.common.chunk_bwd import chunk_bwd_dqkwg, chunk_bwd_dv
+from fla.ops.common.chunk_delta_h import chunk_delta_bwd_dh, chunk_delta_fwd_h
+from fla.ops.common.chunk_o import chunk_fwd_o
+from fla.ops.common.chunk_torch import chunk_delta_torch_op
+from fla.ops.common.cumsum import chunk_local_cumsum
+from fla.ops.common.inputs import expand_groups, prepare_delta_call, prepare_qk_beta
+from fla.ops.common.l2norm import l2norm_triton
+from fla.ops.common.layout import ChunkLayout
+from fla.ops.common.wy import chunk_delta_wy_fwd
+from fla.ops.common.wy_bwd import chunk_delta_wy_bwd
+from fla.utils import contiguous
+from fla.utils.backend import dispatch
+
+
+def chunk_delta_rule_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    layout: ChunkLayout,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The Triton forward (contiguous inputs, options already applied; shapes as :func:`chunk_delta_rule`,
+    ``g`` ``[B, T, H]`` or ``None``).
+
+    Returns:
+        ``o`` ``[B, T, H, V]`` (``v.dtype``), the final state ``[N, H, K, V]`` float32 or ``None``,
+        ``Tm`` ``[B, T, H, BT]`` fp32 (the WY stage's inverses) and ``G`` ``[B, T, H]`` fp32 (the
+        chunk-local gate cumsum, ``None`` when ungated), both kept for the backward.
+    """
+    G = None if g is None else chunk_local_cumsum(g, layout)
+    Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G)
+    h, v_new, ht = chunk_delta_fwd_h(k, w, u, layout, g=G, h0=initial_state, output_final_state=output_final_state)
+    return chunk_fwd_o(q, k, v_new, h, layout, scale, g=G), ht, Tm, G
+
+
+def chunk_delta_rule_bwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None,
+    Tm: torch.Tensor | None,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    do: torch.Tensor,
+    dht: torch.Tensor | None,
+    layout: ChunkLayout,
+    want_dh0: bool,
+    G: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """The Triton backward (contiguous inputs; ``Tm`` and ``G`` from :func:`chunk_delta_rule_fwd`, or
+    ``None`` to redo the WY solve / the gate cumsum, as the recurrent op's backward does).
+
+    Returns:
+        ``dq, dk, dv`` (input dtypes), ``dbeta`` ``[B, T, H]`` float32, ``dg`` ``[B, T, H]``
+        float32 (``None`` when ungated) and ``dh0`` ``[N, H, K, V]`` float32 (``None`` unless ``want_dh0``).
+    """
+    if G is None and g is not None:
+        G = chunk_local_cumsum(g, layout)
+    Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G, Tm=Tm)
+    h, v_new, _ = chunk_delta_fwd_h(k, w, u, layout, g=G, h0=initial_state)
+    dv_local = chunk_bwd_dv(q, k, do, None, layout, scale, g=G)
+    dh, dh0, dv_new = chunk_delta_bwd_dh(q, k, w, do, dv_local, layout, scale, g=G, dht=dht, want_dh0=want_dh0)
+    dq, dk, dw, dG = chunk_bwd_dqkwg(q, k, v_new, h, do, dh, dv_new, layout, scale, g=G, want_dg=G is not None)
+    dk, dv, dbeta, dg = chunk_delta_wy_bwd(k, v, beta, Tm, dw, dv_new, dk, layout, g=G, dG=dG)  # dg: finished
+    return dq, dk, dv, dbeta, dg, dh0
+
+
+class ChunkDeltaRuleFunction(torch.autograd.Function):
+    """Triton chunked (gated) delta rule; gradients to q, k, v, beta, g and the initial state."""
+
+    @staticmethod
+    @contiguous
+    def forward(ctx, q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens):
+        layout = chunk_layout(q, cu_seqlens)
+        o, ht, Tm, G = chunk_delta_rule_fwd(q, k, v, beta, g, scale, initial_state, output_final_state, layout)
+        ctx.save_for_backward(q, k, v, beta, g, Tm, G, initial_state)
+        ctx.scale, ctx.layout = scale, layout
+        return o, ht
+
+    @staticmethod
+    @contiguous
+    def backward(ctx, do, dht):
+        q, k, v, beta, g, Tm, G, initial_state = ctx.saved_tensors
+        return chunk_delta_grads(ctx, q, k, v, beta, g, Tm, G, initial_state, do, dht, ctx.layout)
+
+
+def chunk_delta_grads(ctx, q, k, v, beta, g, Tm, G, initial_state, do, dht, layout: ChunkLayout) -> tuple:
+    """The gradients an autograd Function with inputs ``(q, k, v, beta, g, scale, initial_state,
+    output_final_state, cu_seqlens)`` returns, by :func:`chunk_delta_rule_bwd` (``Tm``, ``G``: the forward's,
+    or ``None`` to recompute them), each in its input's dtype."""
+    want_dh0 = initial_state is not None and ctx.needs_input_grad[6]
+    dq, dk, dv, dbeta, dg, dh0 = chunk_delta_rule_bwd(
+        q, k, v, beta, g, Tm, ctx.scale, initial_state, do, dht, layout, want_dh0, G=G
+    )
+    return dq, dk, dv, cast_like(dbeta, beta), cast_like(dg, g), None, cast_like(dh0, initial_state), None, None
+
+
+def chunk_delta(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor | None,
+    g: torch.Tensor | None,
+    scale: float | None,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    cu_seqlens: torch.Tensor | None,
+    use_qk_l2norm_in_kernel: bool,
+    allow_neg_eigval: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The body of the public ``chunk_(gated_)delta_rule`` ops (``g`` ``[B, T, H]`` or ``None``): check the
+    inputs, then the Triton pipeline or :func:`fla.ops.common.chunk_torch.chunk_delta_torch_op`."""
+    beta, scale = prepare_delta_call(q, k, v, beta, g, scale, initial_state, cu_seqlens)
+    args = (q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens)
+    return dispatch(
+        (q, k, v, beta, g, initial_state), chunk_delta_torch_op, _chunk_delta_triton, *args, use_qk_l2norm_in_kernel,
+        allow_neg_eigval,
+    )  # fmt: skip
+
+
+def _chunk_delta_triton(
+    q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm_in_kernel, allow_neg_eigval
+):
+    q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval, norm=l2norm_triton)
+    q, k = expand_groups(q, k, v)
+    return ChunkDeltaRuleFunction.apply(q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens)
