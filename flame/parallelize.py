@@ -21,13 +21,13 @@ from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tenso
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 from torchtitan.config import job_config as tt
 from torchtitan.distributed import ParallelDims
-from torchtitan.distributed.activation_checkpoint import _apply_full_ac, _apply_op_sac
 from torchtitan.tools.logging import logger
 
 from fla.models.tp_plan import TPPlan, TPRegion
 from flame import device
 from flame.config import ConfigError, JobConfig
 from flame.metrics import causal_lm_class
+from flame.titan_internals import apply_full_ac, apply_op_sac, dense_mesh
 
 # ----------------------------------------------------------------------------- blocks
 
@@ -312,11 +312,9 @@ def apply_ac(blocks: nn.ModuleList, mode: str, option: str, preserve_rng_state: 
     ac_config = tt.ActivationCheckpoint(mode=mode, selective_ac_option=option, preserve_rng_state=preserve_rng_state)
     for i, block in enumerate(blocks):
         if mode == "full" or (mode == "selective" and option.isdigit() and (i + 1) % int(option) == 0):
-            blocks[i] = _apply_full_ac(block, ac_config)
+            blocks[i] = apply_full_ac(block, ac_config)
         elif mode == "selective" and option == "op":
-            from torchtitan.models.llama3.infra.parallelize import _op_sac_save_list
-
-            blocks[i] = _apply_op_sac(block, ac_config, base_fqn=None, op_sac_save_list=_op_sac_save_list)
+            blocks[i] = apply_op_sac(block, ac_config)
     logger.info(f"Applied {mode} activation checkpointing ({option if mode == 'selective' else 'all blocks'})")
 
 
@@ -341,7 +339,11 @@ class _SequentialReduceFilter(logging.Filter):
         return "sequential" not in str(record.msg)
 
 
-logging.getLogger("torch.distributed.tensor._redistribute").addFilter(_SequentialReduceFilter())
+def quiet_dtensor_logs() -> None:
+    """Install :class:`_SequentialReduceFilter` on DTensor's redistribution logger (once; the trainer calls it)."""
+    log = logging.getLogger("torch.distributed.tensor._redistribute")
+    if not any(isinstance(f, _SequentialReduceFilter) for f in log.filters):
+        log.addFilter(_SequentialReduceFilter())
 
 
 def data_parallel_mesh(parallel_dims: ParallelDims) -> DeviceMesh:
@@ -358,7 +360,7 @@ def data_parallel_mesh(parallel_dims: ParallelDims) -> DeviceMesh:
         return pd.get_mesh("fsdp")
     pd.world_mesh  # noqa: B018 - builds the meshes
     # torchtitan's get_mesh hides size-1 dims; HSDP (R x 1) and TP-only still need them.
-    dense = pd._global_meshes["dense"]
+    dense = dense_mesh(pd)
     return dense["dp_replicate", "fsdp"] if pd.dp_replicate_enabled else dense["fsdp"]
 
 
