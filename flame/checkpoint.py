@@ -9,7 +9,8 @@ rank) and ``train_state`` (step, tokens seen, skipped steps, one RNG entry per r
 ``checkpoint.last_save_model_only`` (cast to ``export_dtype``), or a ``step-0`` seed such as
 ``python -m flame.convert.hf_to_dcp`` writes.
 
-What flame adds to torchtitan's manager (subclassed, not copied):
+What flame adds to torchtitan's manager (subclassed, not copied; the torchtitan internals it
+reaches are in :mod:`flame.titan_internals`):
 
 * A step folder counts only once DCP's ``.metadata`` exists: DCP writes it last, through a
   temporary file and a rename, after every rank wrote its data. Folders without it are
@@ -39,11 +40,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.stateful import Stateful
-from torchtitan.components.checkpoint import DATALOADER, MODEL, TRAIN_STATE, AsyncMode, CheckpointManager
+from torchtitan.components.checkpoint import DATALOADER, MODEL, TRAIN_STATE
 from torchtitan.tools.logging import logger
 
 from flame.checkpoint_folders import METADATA, is_complete, is_hf_folder, step_folders
 from flame.config import ConfigError
+from flame.titan_internals import CheckpointManagerBase
 
 STATE_KEYS = ("model", "optimizer", "lr_scheduler", "dataloader", "train_state")
 """Top-level groups of a full checkpoint (``checkpoint.exclude_from_loading`` names some of them)."""
@@ -72,7 +74,7 @@ def set_rng_state(blob: bytes) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-class FlameCheckpointManager(CheckpointManager):
+class FlameCheckpointManager(CheckpointManagerBase):
     """torchtitan's ``CheckpointManager`` with complete-only discovery and auto-resume fallbacks.
 
     ``load(step)`` and ``save(step, last_step)`` keep torchtitan's meaning; see the module
@@ -93,9 +95,9 @@ class FlameCheckpointManager(CheckpointManager):
                 )
         return sorted(steps, reverse=True)
 
-    def _find_load_step(self, folder: str = "") -> int:
+    def find_load_step(self, folder: str = "") -> int:
         if folder and folder != self.folder:
-            return super()._find_load_step(folder)
+            return super().find_load_step(folder)
         steps = self.complete_steps(warn=False)
         return steps[0] if steps else -1
 
@@ -107,7 +109,7 @@ class FlameCheckpointManager(CheckpointManager):
             if step < total_steps or step == 0:
                 break
             try:
-                if is_model_only(self._create_checkpoint_id(step)):
+                if is_model_only(self.checkpoint_path(step)):
                     return step
             except Exception:  # noqa: BLE001 - an unreadable checkpoint is reported by load()
                 continue
@@ -124,7 +126,7 @@ class FlameCheckpointManager(CheckpointManager):
             return self._load_explicit(step)
         failed = []
         for candidate in self.complete_steps():
-            path = self._create_checkpoint_id(candidate)
+            path = self.checkpoint_path(candidate)
             try:
                 if candidate > 0 and is_model_only(path):
                     logger.warning(f"Checkpoint {path} holds only model weights (a final export); not resuming from it")
@@ -148,7 +150,7 @@ class FlameCheckpointManager(CheckpointManager):
         return False
 
     def _load_explicit(self, step: int) -> bool:
-        path = self._create_checkpoint_id(step)
+        path = self.checkpoint_path(step)
         if not is_complete(path):
             have = sorted(self.complete_steps(warn=False))
             why = "an interrupted save (no .metadata)" if os.path.isdir(path) else "not found"
@@ -168,9 +170,9 @@ class FlameCheckpointManager(CheckpointManager):
             from flame.convert import load_hf_into
 
             logger.info(f"Loading the HF model weights of {path} (model only)")
-            for part in self.states[MODEL].model:
+            for part in self.model_parts():
                 load_hf_into(part, path)
-            self.states[MODEL].cache_state_dict = self.states[MODEL]._get_state_dict()
+            self.refresh_model_state()
             return True
         if not is_complete(path):
             raise ConfigError("checkpoint.initial_load_path", path, f"not a complete DCP checkpoint (no {METADATA})")
@@ -180,33 +182,31 @@ class FlameCheckpointManager(CheckpointManager):
     def _load_from(self, path: str, model_only: bool) -> None:
         what = "model weights" if model_only else "full state"
         logger.info(f"Loading the checkpoint {path} ({what})")
-        states = dict(self._states_to_load(model_only))  # the model wrapper's cached dict must survive a failure
+        states = self.states_to_load(model_only)  # a copy: the model wrapper's cached dict must survive a failure
         if TRAIN_STATE in states:
             saved = set(FileSystemReader(path).read_metadata().state_dict_metadata)
             states[TRAIN_STATE] = _SavedKeysOnly(states[TRAIN_STATE], TRAIN_STATE, saved)
-        self.dcp_load(states, checkpoint_id=path, from_hf=False, from_quantized=False)
+        self.load_states(states, path)
 
     # ------------------------------------------------------------------ save
 
     @torch.no_grad()
     def save(self, curr_step: int, last_step: bool = False) -> None:
-        if self._should_save(curr_step, last_step) and (not dist.is_initialized() or dist.get_rank() == 0):
-            stale = os.path.join(self._create_checkpoint_id(curr_step), METADATA)
+        if self.should_save(curr_step, last_step) and (not dist.is_initialized() or dist.get_rank() == 0):
+            stale = os.path.join(self.checkpoint_path(curr_step), METADATA)
             if os.path.exists(stale):
                 os.remove(stale)  # a re-save of this step must not look complete before it is
         super().save(curr_step, last_step)
 
-    def _save_last_step(self, curr_step: int) -> None:
-        super()._save_last_step(curr_step)
-        self._purge_stale_checkpoints()
+    def after_last_save(self, step: int) -> None:
+        self.purge_stale_checkpoints()
 
     def close(self) -> None:
         """Wait for a pending async save, then stop torchtitan's purge thread."""
-        if getattr(self, "save_future", None) is not None and self.async_mode != AsyncMode.DISABLED:
-            try:
-                self._async_wait()
-            except Exception as err:  # noqa: BLE001 - closing must not hide the error that ended the run
-                logger.error(f"The last async checkpoint save failed: {err}")
+        try:
+            self.wait_for_async_save()
+        except Exception as err:  # noqa: BLE001 - closing must not hide the error that ended the run
+            logger.error(f"The last async checkpoint save failed: {err}")
         super().close()
 
 

@@ -169,7 +169,7 @@ class Parallelism:
     """FSDP shards; -1 = the ranks left after replicate and tensor parallel."""
 
     tensor_parallel_degree: int = 1
-    """Tensor parallel degree (plans: transformer, llama, gla, retnet, delta_net, gated_deltanet); 1 = off."""
+    """Tensor parallel degree (by the model's own TP plan: fla models' or base_model_tp_plan); 1 = off."""
 
     fsdp_reshard_after_forward: Literal["default", "always", "never"] = "default"
     """default: reshard every block but the last after forward (none on a 1-rank shard group); always / never."""

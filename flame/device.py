@@ -4,8 +4,9 @@ Everything device-specific the trainer needs goes through this module; nothing e
 ``flame`` asks ``torch.cuda`` directly. Facts handled here (all seen with torchtitan 0.2.2):
 
 * torchtitan picks its device type at import time and falls back to ``"cuda"`` when no
-  accelerator is found; :func:`patch_torchtitan` rebinds ``device_type`` / ``device_module``
-  in the torchtitan modules that copied them, so meshes and process groups use ``cpu``/gloo.
+  accelerator is found; :func:`patch_torchtitan` (called when the trainer starts, never on
+  import) rebinds ``device_type`` / ``device_module`` in the torchtitan modules that copied
+  them, so meshes and process groups use ``cpu``/gloo.
 * torchtitan's memory monitor calls ``torch.cpu`` functions that do not exist: flame reads
   memory through :func:`memory_stats` instead (peak RSS on CPU).
 * ``set_pg_timeouts`` calls ``barrier(device_ids=...)``, which gloo rejects: use
@@ -24,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import sys
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,15 +39,6 @@ DEVICE_TYPE: str = "cuda" if torch.cuda.is_available() else "cpu"
 
 from fla.utils.constants import DTYPES as _DTYPES  # noqa: E402 - the one dtype-name map
 
-# torchtitan modules that copy `device_type` / `device_module` from torchtitan.tools.utils at import.
-_TORCHTITAN_DEVICE_MODULES = (
-    "torchtitan.tools.utils",
-    "torchtitan.distributed.parallel_dims",
-    "torchtitan.distributed.utils",
-    "torchtitan.tools.profiling",
-    "torchtitan.components.metrics",
-)
-
 
 def device_module() -> ModuleType:
     """``torch.cuda`` or ``torch.cpu``: the module torchtitan should call for the device."""
@@ -55,24 +46,15 @@ def device_module() -> ModuleType:
 
 
 def patch_torchtitan() -> None:
-    """Point torchtitan's import-time device globals at :data:`DEVICE_TYPE` (idempotent).
+    """Point torchtitan's import-time device globals at :data:`DEVICE_TYPE` (idempotent; the trainer
+    calls it when it starts, see :func:`flame.titan_internals.apply_patches`); on CPU also silence
+    DTensor's warning that CPU support is incomplete (flame draws initial weights from plain tensors,
+    never from DTensor's RNG)."""
+    from flame.titan_internals import apply_patches
 
-    Imports the torchtitan modules flame uses, then rebinds ``device_type`` and
-    ``device_module`` wherever they were copied (modules imported later by the user are
-    patched on the next call).
-    """
-    import torchtitan.distributed.parallel_dims  # noqa: F401
-    import torchtitan.distributed.utils  # noqa: F401
-    import torchtitan.tools.utils  # noqa: F401
-
-    for name in _TORCHTITAN_DEVICE_MODULES:
-        mod = sys.modules.get(name)
-        if mod is None:
-            continue
-        if hasattr(mod, "device_type"):
-            mod.device_type = DEVICE_TYPE
-        if hasattr(mod, "device_module"):
-            mod.device_module = device_module()
+    apply_patches(DEVICE_TYPE, device_module())
+    if DEVICE_TYPE == "cpu":
+        warnings.filterwarnings("ignore", message=r"DTensor .* may not have complete support on cpu")
 
 
 def local_device() -> torch.device:
@@ -212,9 +194,3 @@ def peak_flops() -> float | None:
     from torchtitan.tools.utils import get_peak_flops
 
     return get_peak_flops(device_name())
-
-
-patch_torchtitan()
-if DEVICE_TYPE == "cpu":
-    # flame draws initial weights from plain tensors, never from DTensor's RNG.
-    warnings.filterwarnings("ignore", message=r"DTensor .* may not have complete support on cpu")

@@ -1,4 +1,4 @@
-"""Training metrics: FLOPs per token by model family, throughput/MFU/memory, and where they go.
+"""Training metrics: FLOPs per token (the model's own rule), throughput/MFU/memory, and where they go.
 
 Console (rank 0): one progress line per logged step with step/total and ETA. Backends:
 ``metrics.jsonl`` in the dump folder, TensorBoard and wandb (each imported only when enabled).
@@ -14,46 +14,39 @@ from typing import Any
 
 from torchtitan.tools.logging import logger
 
+from fla.models import flops as model_flops
+from fla.models.flops import TokenMixer, softmax_attention_from_config
 from flame import device
 
 # ----------------------------------------------------------------------------- FLOPs
 
-# fla model types whose token mixer is a chunked linear attention / linear RNN.
-LINEAR_FAMILIES = {
-    "gla",
-    "simple_gla",
-    "retnet",
-    "linear_attn",
-    "based",
-    "hgrn",
-    "hgrn2",
-    "gsa",
-    "abc",
-    "rwkv6",
-    "rwkv7",
-    "delta_net",
-    "gated_deltanet",
-    "gated_deltaproduct",
-    "comba",
-    "kda",
-    "mesa_net",
-    "mamba",
-    "mamba2",
-}
-# Families whose chunk form also builds and solves the intra-chunk K K^T system (WY form).
-DELTA_FAMILIES = {"delta_net", "gated_deltanet", "gated_deltaproduct", "comba", "kda", "mesa_net", "rwkv7"}
-CHUNK_SIZE = 64
+
+def causal_lm_class(config) -> type | None:
+    """The class transformers' ``AutoModelForCausalLM`` builds for ``config`` (``None``: none registered)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        return None
+
+
+def token_mixer(config) -> TokenMixer | None:
+    """The token mixer of ``config``'s layers: the one its model class states (fla models, via
+    ``token_mixer(config)``), else softmax attention sized by the config's generic fields."""
+    states = getattr(causal_lm_class(config), "token_mixer", None)
+    mixer = states(config) if states is not None else softmax_attention_from_config(config)
+    if mixer is None:
+        logger.warning(f"No FLOPs rule for model_type '{getattr(config, 'model_type', '')}': MFU counts 6N only")
+    return mixer
 
 
 def flops_per_token(config, num_params: int, num_embedding_params: int, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward = 3 x forward) of an HF causal LM.
 
     ``6 * N`` for the matmuls of the non-embedding parameters (the tied LM head counted once
-    more), plus per layer a token-mixing term: softmax attention ``12 * H * K * L`` with
-    ``L = min(seq_len, window)`` (torchtitan's convention, no causal halving); chunked linear
-    attention ``3 * H * (4 * K * V + 2 * C * (K + V))`` with chunk size ``C = 64`` (read/write
-    the ``K x V`` state, intra-chunk scores and outputs), plus ``3 * H * 2 * C * K`` for the
-    delta-rule families' ``K K^T``. Attention layers of hybrids count as softmax attention.
+    more), plus each layer's token mixer (:func:`token_mixer`); the rule is
+    :mod:`fla.models.flops`.
 
     Args:
         config: the model's HF config.
@@ -61,62 +54,7 @@ def flops_per_token(config, num_params: int, num_embedding_params: int, seq_len:
         num_embedding_params: parameters of the input embedding.
         seq_len: tokens each token can attend to at most (``training.seq_len`` or ``context_len``).
     """
-    dense = num_params - num_embedding_params
-    if getattr(config, "tie_word_embeddings", False):
-        dense += num_embedding_params  # the tied LM head is a matmul too
-    flops = 6.0 * dense
-    for kind, heads, k_dim, v_dim, window in layer_mixers(config):
-        if kind == "softmax":
-            flops += 12.0 * heads * k_dim * min(seq_len, window or seq_len)
-        else:
-            flops += 3.0 * heads * (4 * k_dim * v_dim + 2 * CHUNK_SIZE * (k_dim + v_dim))
-            if kind == "delta":
-                flops += 3.0 * heads * 2 * CHUNK_SIZE * k_dim
-    return flops
-
-
-def layer_mixers(config) -> list[tuple[str, int, int, int, int | None]]:
-    """Per layer: (kind in softmax/linear/delta, heads, key dim, value dim, window or None)."""
-    n_layers = _first(config, "num_hidden_layers", "num_layers", "n_layer") or 0
-    hidden = _first(config, "hidden_size", "d_model", "n_embd") or 0
-    model_type = getattr(config, "model_type", "")
-    attn = getattr(config, "attn", None)
-    attn_layers = set(attn.get("layers", [])) if isinstance(attn, dict) else set()
-
-    if model_type in LINEAR_FAMILIES:
-        heads = _first(config, "num_v_heads", "num_heads", "num_attention_heads") or 1
-        head_dim = _first(config, "head_dim", "head_k_dim")
-        expand_k = getattr(config, "expand_k", None) or 1.0
-        expand_v = getattr(config, "expand_v", None) or 1.0
-        k_dim = int(head_dim) if head_dim else int(hidden * expand_k / heads)
-        v_dim = int(k_dim * expand_v) if head_dim else int(hidden * expand_v / heads)
-        kind = "delta" if model_type in DELTA_FAMILIES else "linear"
-        mixer = (kind, int(heads), k_dim, v_dim, None)
-    else:
-        heads = _first(config, "num_attention_heads", "num_heads", "n_head")
-        if not heads:
-            logger.warning(f"No FLOPs rule for model_type '{model_type}': MFU counts 6N only")
-            return []
-        head_dim = getattr(config, "head_dim", None) or hidden // heads
-        mixer = ("softmax", int(heads), int(head_dim), int(head_dim), getattr(config, "window_size", None))
-
-    out = []
-    for i in range(n_layers):
-        if i in attn_layers:
-            heads = attn.get("num_heads", mixer[1])
-            head_dim = attn.get("head_dim") or hidden // heads
-            out.append(("softmax", int(heads), int(head_dim), int(head_dim), attn.get("window_size")))
-        else:
-            out.append(mixer)
-    return out
-
-
-def _first(config, *names):
-    for name in names:
-        value = getattr(config, name, None)
-        if value:
-            return value
-    return None
+    return model_flops.flops_per_token(config, num_params, num_embedding_params, seq_len, token_mixer(config))
 
 
 # ----------------------------------------------------------------------------- backends

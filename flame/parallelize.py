@@ -3,8 +3,8 @@
 Order (as in torchtitan): tensor parallel -> activation checkpointing -> per-block
 ``torch.compile`` -> FSDP2 / HSDP (each block, then the root; a one-rank run stays plain
 under ``torch.autocast`` unless ``parallelism.one_rank_fsdp``). The model is found through
-its block list (the ``nn.ModuleList`` named ``layers``); nothing here is model specific
-except the tensor-parallel plans, which are keyed by ``config.model_type``.
+its block list (the ``nn.ModuleList`` named ``layers``); nothing here is model specific: the
+tensor-parallel plan is the model's own (:func:`tensor_parallel_plan`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tenso
 from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 from torchtitan.config import job_config as tt
 from torchtitan.distributed import ParallelDims
-from torchtitan.distributed.activation_checkpoint import _apply_full_ac, _apply_op_sac
 from torchtitan.tools.logging import logger
 
+from fla.models.tp_plan import TPPlan, TPRegion
 from flame import device
 from flame.config import ConfigError, JobConfig
+from flame.metrics import causal_lm_class
+from flame.titan_internals import apply_full_ac, apply_op_sac, dense_mesh
 
 # ----------------------------------------------------------------------------- blocks
 
@@ -54,104 +56,54 @@ def find_blocks(model: nn.Module) -> nn.ModuleList:
 # (short convolutions, per-head parameters) are split along dim 0 with the heads; every other
 # parameter (norms) is a replicated DTensor used through its local value.
 
-# Depthwise short convolutions follow their column-parallel projection: channels split the same way.
-SHORT_CONVS = ("q_conv1d", "k_conv1d", "v_conv1d")
-# Widths of fla's linear-attention layers (fla/layers/linear_mixer.py) that become per-rank widths.
-MIXER_DIMS = ("key_dim", "value_dim", "key_dim_per_group", "value_dim_per_group")
+# What to shard is the model's knowledge: fla models declare a ``tensor_parallel_plan``
+# (fla.models.tp_plan.TPPlan); other transformers models are read from their config's generic
+# ``base_model_tp_plan`` ("layers.*.<region>.<proj>": "colwise" / "rowwise").
 
-TP_PLANS: dict[str, dict] = {
-    # transformers' Llama (and look-alikes: attention reshapes with -1 heads)
-    "llama": {
-        "embed": "model.embed_tokens",
-        "head": "lm_head",
-        "regions": {
-            "self_attn": {"col": ("q_proj", "k_proj", "v_proj"), "row": ("o_proj",)},
-            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
-        },
-    },
-    # fla's Transformer++ (its attention reshapes with its head counts: divided by the degree)
-    "transformer": {
-        "embed": "model.embeddings",
-        "head": "lm_head",
-        "regions": {
-            "attn": {
-                "col": ("q_proj", "k_proj", "v_proj"),
-                "row": ("o_proj",),
-                "divide": ("num_heads", "num_kv_heads"),
-            },
-            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
-        },
-    },
-    # fla's GLA (gk_proj is low rank: its first Linear stays replicated)
-    "gla": {
-        "embed": "model.embeddings",
-        "head": "lm_head",
-        "regions": {
-            "attn": {
-                "col": ("q_proj", "k_proj", "v_proj", "g_proj", "gk_proj.1"),
-                "row": ("o_proj",),
-                "shard": SHORT_CONVS,
-                "divide": ("num_heads", "num_kv_heads", *MIXER_DIMS),
-            },
-            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
-        },
-    },
-    # fla's RetNet (its fixed decays depend on the head index: each rank gets its heads' offset)
-    "retnet": {
-        "embed": "model.embeddings",
-        "head": "lm_head",
-        "regions": {
-            "attn": {
-                "col": ("q_proj", "k_proj", "v_proj", "g_proj"),
-                "row": ("o_proj",),
-                "shard": SHORT_CONVS,
-                "divide": ("num_heads", "num_kv_heads", *MIXER_DIMS),
-                "rank_offset": {"head_offset": "num_heads"},
-            },
-            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
-        },
-    },
-    # fla's DeltaNet (per-head beta from b_proj; the output norm is over one head: replicated)
-    "delta_net": {
-        "embed": "model.embeddings",
-        "head": "lm_head",
-        "regions": {
-            "attn": {
-                "col": ("q_proj", "k_proj", "v_proj", "b_proj", "g_proj"),
-                "row": ("o_proj",),
-                "shard": SHORT_CONVS,
-                "divide": ("num_heads", "num_kv_heads", *MIXER_DIMS),
-            },
-            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
-        },
-    },
-    # fla's Gated DeltaNet (per-value-head gate parameters A_log, dt_bias are split with the heads)
-    "gated_deltanet": {
-        "embed": "model.embeddings",
-        "head": "lm_head",
-        "regions": {
-            "attn": {
-                "col": ("q_proj", "k_proj", "v_proj", "a_proj", "b_proj", "g_proj"),
-                "row": ("o_proj",),
-                "shard": (*SHORT_CONVS, "A_log", "dt_bias"),
-                "divide": ("num_heads", "num_v_heads", *MIXER_DIMS),
-            },
-            "mlp": {"col": ("gate_proj", "up_proj"), "row": ("down_proj",)},
-        },
-    },
-}
+_HF_STYLES = {"colwise": "col", "rowwise": "row"}
+
+
+def tensor_parallel_plan(config) -> TPPlan | None:
+    """The TP plan of ``config``'s causal LM: the one its class declares, else its ``base_model_tp_plan``
+    translated (:func:`plan_from_base_model_tp_plan`); ``None`` when it has neither."""
+    plan = getattr(causal_lm_class(config), "tensor_parallel_plan", None)
+    return plan if plan is not None else plan_from_base_model_tp_plan(getattr(config, "base_model_tp_plan", None))
+
+
+def plan_from_base_model_tp_plan(hf_plan: dict[str, str] | None) -> TPPlan | None:
+    """transformers' ``{"layers.*.<region>.<proj>": "colwise" | "rowwise"}`` as a :class:`TPPlan`.
+
+    Embedding and LM head are the model's input / output embeddings (left empty here, found on the
+    model). ``None`` for styles flame does not implement, entries outside the blocks, or a region
+    without a row-parallel projection.
+    """
+    if not hf_plan:
+        return None
+    regions: dict[str, dict[str, list[str]]] = {}
+    for pattern, style in hf_plan.items():
+        _, star, inner = pattern.partition(".*.")
+        region, _, proj = inner.partition(".")
+        if not star or not proj or style not in _HF_STYLES:
+            return None
+        regions.setdefault(region, {"col": [], "row": []})[_HF_STYLES[style]].append(proj)
+    if any(not r["row"] for r in regions.values()):
+        return None
+    return TPPlan(
+        embed="", head="", regions={n: TPRegion(col=tuple(r["col"]), row=tuple(r["row"])) for n, r in regions.items()}
+    )
 
 
 def check_tp_supported(config, tp_degree: int) -> None:
-    """ConfigError unless ``config.model_type`` has a TP plan and its heads split over ``tp_degree`` ranks."""
+    """ConfigError unless ``config``'s model has a TP plan and its heads split over ``tp_degree`` ranks."""
     if tp_degree == 1:
         return
     key = "parallelism.tensor_parallel_degree"
-    if config.model_type not in TP_PLANS:
-        raise ConfigError(key, tp_degree, f"TP not supported for {config.model_type}")
+    plan = tensor_parallel_plan(config)
+    if plan is None:
+        raise ConfigError(key, tp_degree, f"TP not supported for {config.model_type} (its model has no TP plan)")
     if getattr(config, "fuse_linear_cross_entropy", False):
         raise ConfigError(key, tp_degree, "TP needs the LM head's logits: set fuse_linear_cross_entropy = false")
-    for field, value in TP_PLANS[config.model_type].get("unsupported", {}).items():
+    for field, value in plan.unsupported.items():
         if getattr(config, field, None) == value:
             raise ConfigError(key, tp_degree, f"TP for {config.model_type} does not support {field} = {value}")
     attn = getattr(config, "attn", None)
@@ -200,28 +152,41 @@ class _ReduceFromTP(torch.autograd.Function):
         return grad, None
 
 
-def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, model_type: str) -> None:
-    """Shard the model per ``TP_PLANS[model_type]``; every other parameter becomes a replicated DTensor."""
-    plan = TP_PLANS[model_type]
+def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, plan: TPPlan | None = None) -> None:
+    """Shard the model per ``plan`` (default: :func:`tensor_parallel_plan` of its config); every other
+    parameter becomes a replicated DTensor."""
+    plan = plan if plan is not None else tensor_parallel_plan(model.config)
+    name = type(model).__name__
+    if plan is None:
+        raise ConfigError("parallelism.tensor_parallel_degree", tp_mesh.size(), f"{name} has no TP plan")
+    embed = plan.embed or _module_path(model, model.get_input_embeddings())
+    head = plan.head or _module_path(model, model.get_output_embeddings())
     parallelize_module(
         model,
         tp_mesh,
         {
-            plan["embed"]: RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()),
-            plan["head"]: ColwiseParallel(output_layouts=Replicate()),
+            embed: RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate()),
+            head: ColwiseParallel(output_layouts=Replicate()),
         },
     )
-    for path in (plan["embed"], plan["head"]):  # their outputs feed fused Triton ops (norm, cross-entropy)
+    for path in (embed, head):  # their outputs feed fused Triton ops (norm, cross-entropy)
         model.get_submodule(path).register_forward_hook(_materialize_output)
     for i, block in enumerate(find_blocks(model)):
-        for name, spec in plan["regions"].items():
-            _shard_region(block, name, spec, tp_mesh, f"{model_type} block {i}")
+        for region, spec in plan.regions.items():
+            _shard_region(block, region, spec, tp_mesh, f"{name} block {i}")
     for _, module in model.named_modules():
         replicate_params(module, tp_mesh)
-    logger.info(f"Applied tensor parallel (degree {tp_mesh.size()}) with the '{model_type}' plan")
+    logger.info(f"Applied tensor parallel (degree {tp_mesh.size()}) with {name}'s plan")
 
 
-def _shard_region(block: nn.Module, name: str, spec: dict, mesh: DeviceMesh, where: str) -> None:
+def _module_path(model: nn.Module, module: nn.Module | None) -> str:
+    for path, candidate in model.named_modules():
+        if candidate is module and module is not None:
+            return path
+    raise ValueError(f"{type(model).__name__}: its input / output embedding is not one of its modules")
+
+
+def _shard_region(block: nn.Module, name: str, spec: TPRegion, mesh: DeviceMesh, where: str) -> None:
     """Shard one region's projections; hook its forward to run on local shards (see the section comment)."""
 
     def fail(why: str):
@@ -232,7 +197,7 @@ def _shard_region(block: nn.Module, name: str, spec: dict, mesh: DeviceMesh, whe
     except AttributeError:
         fail(f"no module '{name}' for the TP plan")
     row_found = False
-    for dim, names in ((0, spec["col"]), (1, spec["row"])):
+    for dim, names in ((0, spec.col), (1, spec.row)):
         for proj in names:
             try:
                 linear = region.get_submodule(proj)
@@ -247,8 +212,8 @@ def _shard_region(block: nn.Module, name: str, spec: dict, mesh: DeviceMesh, whe
                 shard = distribute_tensor(param.data, mesh, [Shard(dim)], src_data_rank=None)
                 linear._parameters[pname] = nn.Parameter(shard, requires_grad=param.requires_grad)
     if not row_found:
-        fail(f"'{name}' has none of the row-parallel projections {', '.join(spec['row'])}")
-    for path in spec.get("shard", ()):
+        fail(f"'{name}' has none of the row-parallel projections {', '.join(spec.row)}")
+    for path in spec.shard:
         for module, pname in _params_at(region, path):
             param = module._parameters[pname]
             if param.shape[0] % mesh.size() != 0:
@@ -264,9 +229,9 @@ def _shard_region(block: nn.Module, name: str, spec: dict, mesh: DeviceMesh, whe
                 full = distribute_tensor(param.data, mesh, [Replicate()], src_data_rank=None)
                 module._parameters[pname] = param = nn.Parameter(full, requires_grad=param.requires_grad)
             owners.append((module, pname, param.placements[0].is_replicate()))
-    for attr in spec.get("divide", ()):
+    for attr in spec.divide:
         setattr(region, attr, getattr(region, attr) // mesh.size())  # per-rank heads / widths
-    for attr, per_rank in spec.get("rank_offset", {}).items():  # e.g. this rank's first head
+    for attr, per_rank in spec.rank_offset.items():  # e.g. this rank's first head
         setattr(region, attr, mesh.get_local_rank() * getattr(region, per_rank))
     group = mesh.get_group()
     saved: list[nn.Parameter] = []
@@ -347,11 +312,9 @@ def apply_ac(blocks: nn.ModuleList, mode: str, option: str, preserve_rng_state: 
     ac_config = tt.ActivationCheckpoint(mode=mode, selective_ac_option=option, preserve_rng_state=preserve_rng_state)
     for i, block in enumerate(blocks):
         if mode == "full" or (mode == "selective" and option.isdigit() and (i + 1) % int(option) == 0):
-            blocks[i] = _apply_full_ac(block, ac_config)
+            blocks[i] = apply_full_ac(block, ac_config)
         elif mode == "selective" and option == "op":
-            from torchtitan.models.llama3.infra.parallelize import _op_sac_save_list
-
-            blocks[i] = _apply_op_sac(block, ac_config, base_fqn=None, op_sac_save_list=_op_sac_save_list)
+            blocks[i] = apply_op_sac(block, ac_config)
     logger.info(f"Applied {mode} activation checkpointing ({option if mode == 'selective' else 'all blocks'})")
 
 
@@ -376,7 +339,11 @@ class _SequentialReduceFilter(logging.Filter):
         return "sequential" not in str(record.msg)
 
 
-logging.getLogger("torch.distributed.tensor._redistribute").addFilter(_SequentialReduceFilter())
+def quiet_dtensor_logs() -> None:
+    """Install :class:`_SequentialReduceFilter` on DTensor's redistribution logger (once; the trainer calls it)."""
+    log = logging.getLogger("torch.distributed.tensor._redistribute")
+    if not any(isinstance(f, _SequentialReduceFilter) for f in log.filters):
+        log.addFilter(_SequentialReduceFilter())
 
 
 def data_parallel_mesh(parallel_dims: ParallelDims) -> DeviceMesh:
@@ -393,7 +360,7 @@ def data_parallel_mesh(parallel_dims: ParallelDims) -> DeviceMesh:
         return pd.get_mesh("fsdp")
     pd.world_mesh  # noqa: B018 - builds the meshes
     # torchtitan's get_mesh hides size-1 dims; HSDP (R x 1) and TP-only still need them.
-    dense = pd._global_meshes["dense"]
+    dense = dense_mesh(pd)
     return dense["dp_replicate", "fsdp"] if pd.dp_replicate_enabled else dense["fsdp"]
 
 
@@ -461,7 +428,7 @@ def parallelize(model: nn.Module, parallel_dims: ParallelDims, job: JobConfig) -
     """
     blocks = find_blocks(model)
     if parallel_dims.tp_enabled:
-        apply_tp(model, parallel_dims.get_mesh("tp"), model.config.model_type)
+        apply_tp(model, parallel_dims.get_mesh("tp"))
     ac = job.activation_checkpoint
     if ac.mode != "none":
         apply_ac(blocks, ac.mode, ac.selective_ac_option, ac.preserve_rng_state)

@@ -34,7 +34,8 @@ from flame.checkpoint import build_checkpointer, rng_state, set_rng_state
 from flame.config import ConfigError, FlameConfigManager, JobConfig, shard_degree
 from flame.metrics import MetricsProcessor, flops_per_token
 from flame.model import build_model, count_params, load_model_config
-from flame.parallelize import autocast, check_tp_supported
+from flame.parallelize import autocast, check_tp_supported, quiet_dtensor_logs
+from flame.titan_internals import check_private_api
 
 IGNORE_INDEX = -100
 MODEL_INPUTS = ("cu_seqlens", "position_ids")  # passed to the model only when the batch has them
@@ -90,6 +91,7 @@ class Trainer(Stateful):
     """Builds everything from a JobConfig and runs the loop; ``state_dict`` is the train state."""
 
     def __init__(self, job: JobConfig, dataloader_fn: DataloaderFn | None = None):
+        start_up()
         self.job = job
         t = job.training
         # The model config (and its TP support) is checked before the process group exists.
@@ -294,6 +296,7 @@ class Trainer(Stateful):
 
 def init_distributed(job: JobConfig) -> ParallelDims:
     """Start the process group (NCCL or gloo) and build torchtitan's device meshes for ``job``."""
+    start_up()
     world_size = dist_utils.init_distributed(
         job.comm, enable_cpu_backend=job.parallelism.enable_cpu_offload, base_folder=job.job.dump_folder
     )
@@ -310,6 +313,18 @@ def init_distributed(job: JobConfig) -> ParallelDims:
     )
     parallel_dims.world_mesh  # noqa: B018 - builds the meshes
     return parallel_dims
+
+
+def start_up() -> None:
+    """What the trainer changes outside flame, applied when it starts (importing flame changes nothing).
+
+    Checks that the torchtitan internals flame relies on are there (one error naming what is gone),
+    points torchtitan's device globals at this machine's device, and quiets two known-noise messages
+    (DTensor on CPU, 2-D reductions). Idempotent.
+    """
+    check_private_api()
+    device.patch_torchtitan()
+    quiet_dtensor_logs()
 
 
 def _finite(x: float) -> bool:

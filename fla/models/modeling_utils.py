@@ -11,12 +11,17 @@
 * :class:`FLAForCausalLM` - LM head and loss: labels are shifted inside (position ``t`` predicts
   ``labels[t + 1]``), ``-100`` is ignored; plain, fused or fused-linear cross-entropy.
 * :func:`build_attention` - softmax ``Attention`` for the layers a hybrid ``attn`` spec names.
+
+What a trainer needs to know about a family is declared on its model class: its tensor-parallel
+plan (``tensor_parallel_plan``, :mod:`fla.models.tp_plan`) and its token mixer's kind and sizes
+(``token_mixer(config)``), from which :meth:`FLAPreTrainedModel.flops_per_token` counts training
+FLOPs (:mod:`fla.models.flops`).
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -29,9 +34,11 @@ from transformers.modeling_utils import PreTrainedModel
 
 from fla.layers.attn import Attention
 from fla.layers.utils import check_attention_mask, has_padding
+from fla.models import flops
 from fla.models.cache import FLACache
 from fla.models.config_utils import get_attn_spec
 from fla.models.generation import FLAGenerationMixin
+from fla.models.tp_plan import TPPlan
 from fla.modules.cross_entropy import FusedCrossEntropyLoss
 from fla.modules.linear_cross_entropy import FusedLinearCrossEntropyLoss
 from fla.modules.mlp import GatedMLP
@@ -132,6 +139,23 @@ class FLAPreTrainedModel(PreTrainedModel):
     _supports_cache_class = True
     _is_stateful = True
     _input_embed_layer = "embeddings"
+
+    tensor_parallel_plan: ClassVar[TPPlan | None] = None
+    """How a trainer shards this family over tensor-parallel ranks; ``None``: no tensor parallelism."""
+
+    @classmethod
+    def token_mixer(cls, config) -> flops.TokenMixer | None:
+        """Kind and sizes of the token mixer of this family's layers (hybrid ``attn`` layers aside), for FLOPs."""
+        return None
+
+    @classmethod
+    def flops_per_token_of(cls, config, num_params: int, num_embedding_params: int, seq_len: int) -> float:
+        """Training FLOPs per token of a ``config`` model with these parameter counts (:mod:`fla.models.flops`)."""
+        return flops.flops_per_token(config, num_params, num_embedding_params, seq_len, cls.token_mixer(config))
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token at ``seq_len``: ``6 N`` + the token mixers' (:mod:`fla.models.flops`)."""
+        return self.flops_per_token_of(self.config, *flops.count_params(self), seq_len)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fla.layers.delta_net import DeltaNet
 from fla.models.delta_net.configuration_delta_net import DeltaNetConfig
+from fla.models.flops import TokenMixer
 from fla.models.modeling_utils import (
     FLABlock,
     FLAForCausalLM,
@@ -16,6 +17,7 @@ from fla.models.modeling_utils import (
     FLAPreTrainedModel,
     build_attention,
 )
+from fla.models.tp_plan import linear_mixer_plan
 
 
 class DeltaNetBlock(FLABlock):
@@ -46,6 +48,13 @@ class DeltaNetBlock(FLABlock):
 class DeltaNetPreTrainedModel(FLAPreTrainedModel):
     config_class = DeltaNetConfig
     _no_split_modules = ["DeltaNetBlock"]
+
+    tensor_parallel_plan = linear_mixer_plan(col=("q_proj", "k_proj", "v_proj", "b_proj", "g_proj"))
+    """Per-head beta from b_proj; the output norm is over one head (replicated)."""
+
+    @classmethod
+    def token_mixer(cls, config: DeltaNetConfig) -> TokenMixer:
+        return TokenMixer.from_expand("delta", config.hidden_size, config.num_heads, config.expand_k, config.expand_v)
 
 
 class DeltaNetModel(DeltaNetPreTrainedModel, FLAModel):

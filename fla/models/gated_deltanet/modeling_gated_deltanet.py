@@ -9,6 +9,7 @@ attn.A_log, attn.dt_bias, attn.{q,k,v}_conv1d, attn.o_norm, attn.o_proj, mlp_nor
 from __future__ import annotations
 
 from fla.layers.gated_deltanet import GatedDeltaNet
+from fla.models.flops import TokenMixer
 from fla.models.gated_deltanet.configuration_gated_deltanet import GatedDeltaNetConfig
 from fla.models.modeling_utils import (
     FLABlock,
@@ -17,6 +18,7 @@ from fla.models.modeling_utils import (
     FLAPreTrainedModel,
     build_attention,
 )
+from fla.models.tp_plan import SHORT_CONVS, linear_mixer_plan
 
 
 class GatedDeltaNetBlock(FLABlock):
@@ -46,6 +48,18 @@ class GatedDeltaNetBlock(FLABlock):
 class GatedDeltaNetPreTrainedModel(FLAPreTrainedModel):
     config_class = GatedDeltaNetConfig
     _no_split_modules = ["GatedDeltaNetBlock"]
+
+    tensor_parallel_plan = linear_mixer_plan(
+        col=("q_proj", "k_proj", "v_proj", "a_proj", "b_proj", "g_proj"),
+        shard=(*SHORT_CONVS, "A_log", "dt_bias"),
+        heads=("num_heads", "num_v_heads"),
+    )
+    """The per-value-head gate parameters A_log, dt_bias are split with the heads."""
+
+    @classmethod
+    def token_mixer(cls, config: GatedDeltaNetConfig) -> TokenMixer:
+        heads = config.num_v_heads or config.num_heads
+        return TokenMixer.from_head_dim("delta", heads, config.head_dim, config.expand_v)
 
 
 class GatedDeltaNetModel(GatedDeltaNetPreTrainedModel, FLAModel):

@@ -8,6 +8,7 @@ attn.gk_proj.{0,1}, attn.g_norm_swish_gate, attn.o_proj, mlp_norm, mlp.{gate,up,
 from __future__ import annotations
 
 from fla.layers.gla import GatedLinearAttention
+from fla.models.flops import TokenMixer
 from fla.models.gla.configuration_gla import GLAConfig
 from fla.models.modeling_utils import (
     FLABlock,
@@ -16,6 +17,7 @@ from fla.models.modeling_utils import (
     FLAPreTrainedModel,
     build_attention,
 )
+from fla.models.tp_plan import linear_mixer_plan
 
 
 class GLABlock(FLABlock):
@@ -48,6 +50,13 @@ class GLABlock(FLABlock):
 class GLAPreTrainedModel(FLAPreTrainedModel):
     config_class = GLAConfig
     _no_split_modules = ["GLABlock"]
+
+    tensor_parallel_plan = linear_mixer_plan(col=("q_proj", "k_proj", "v_proj", "g_proj", "gk_proj.1"))
+    """gk_proj is low rank: its first Linear stays replicated, its second is split with the heads."""
+
+    @classmethod
+    def token_mixer(cls, config: GLAConfig) -> TokenMixer:
+        return TokenMixer.from_expand("linear", config.hidden_size, config.num_heads, config.expand_k, config.expand_v)
 
 
 class GLAModel(GLAPreTrainedModel, FLAModel):

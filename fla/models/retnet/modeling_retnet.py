@@ -8,6 +8,7 @@ so its checkpoints load as is.
 from __future__ import annotations
 
 from fla.layers.multiscale_retention import MultiScaleRetention
+from fla.models.flops import TokenMixer
 from fla.models.modeling_utils import (
     FLABlock,
     FLAForCausalLM,
@@ -16,6 +17,7 @@ from fla.models.modeling_utils import (
     build_attention,
 )
 from fla.models.retnet.configuration_retnet import RetNetConfig
+from fla.models.tp_plan import linear_mixer_plan
 
 
 class RetNetBlock(FLABlock):
@@ -48,6 +50,15 @@ class RetNetBlock(FLABlock):
 class RetNetPreTrainedModel(FLAPreTrainedModel):
     config_class = RetNetConfig
     _no_split_modules = ["RetNetBlock"]
+
+    tensor_parallel_plan = linear_mixer_plan(
+        col=("q_proj", "k_proj", "v_proj", "g_proj"), rank_offset={"head_offset": "num_heads"}
+    )
+    """The fixed decays depend on the head index: each rank gets its first head's offset."""
+
+    @classmethod
+    def token_mixer(cls, config: RetNetConfig) -> TokenMixer:
+        return TokenMixer.from_expand("linear", config.hidden_size, config.num_heads, config.expand_k, config.expand_v)
 
 
 class RetNetModel(RetNetPreTrainedModel, FLAModel):

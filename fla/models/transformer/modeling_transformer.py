@@ -7,7 +7,9 @@ mlp_norm, mlp.{gate,up,down}_proj}``, ``model.norm``, ``lm_head``), so its check
 from __future__ import annotations
 
 from fla.layers.attn import Attention
+from fla.models.flops import TokenMixer
 from fla.models.modeling_utils import FLABlock, FLAForCausalLM, FLAModel, FLAPreTrainedModel
+from fla.models.tp_plan import MLP_REGION, TPPlan, TPRegion
 from fla.models.transformer.configuration_transformer import TransformerConfig
 
 
@@ -32,6 +34,21 @@ class TransformerBlock(FLABlock):
 class TransformerPreTrainedModel(FLAPreTrainedModel):
     config_class = TransformerConfig
     _no_split_modules = ["TransformerBlock"]
+
+    tensor_parallel_plan = TPPlan(
+        embed="model.embeddings",
+        head="lm_head",
+        regions={
+            "attn": TPRegion(col=("q_proj", "k_proj", "v_proj"), row=("o_proj",), divide=("num_heads", "num_kv_heads")),
+            "mlp": MLP_REGION,
+        },
+    )
+    """The attention reshapes with its own head counts: divided by the degree."""
+
+    @classmethod
+    def token_mixer(cls, config: TransformerConfig) -> TokenMixer:
+        head_dim = config.hidden_size // config.num_heads
+        return TokenMixer("softmax", config.num_heads, head_dim, head_dim, config.window_size)
 
 
 class TransformerModel(TransformerPreTrainedModel, FLAModel):
