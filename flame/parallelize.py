@@ -371,7 +371,7 @@ def reshard_after_forward(policy: str, index: int, n_blocks: int, n_shards: int)
     backward), and none when the shard group has one rank: nothing is sharded there, resharding
     only frees the bf16 compute copy (2 bytes/parameter) and costs a re-cast and FSDP's per-parameter
     host work again in backward (GLA-340M on one H200: +0.6 GiB; 172 -> 148 ms/step in one A/B that was
-    confounded with process order, see benchmarks/results/train_gpu_h200.md).
+    confounded with process order, see benchmarks/results/train_throughput.md).
     ``always`` / ``never``: every block.
     """
     if policy == "default":

@@ -29,6 +29,7 @@ from torchtitan.distributed import utils as dist_utils
 from torchtitan.tools.logging import init_logger, logger
 from torchtitan.tools.utils import GarbageCollection
 
+from fla.utils import IGNORE_INDEX
 from flame import device
 from flame.checkpoint import build_checkpointer, rng_state, set_rng_state
 from flame.config import ConfigError, FlameConfigManager, JobConfig, shard_degree
@@ -37,7 +38,6 @@ from flame.model import build_model, count_params, load_model_config
 from flame.parallelize import autocast, check_tp_supported, quiet_dtensor_logs
 from flame.titan_internals import check_private_api
 
-IGNORE_INDEX = -100
 MODEL_INPUTS = ("cu_seqlens", "position_ids")  # passed to the model only when the batch has them
 
 DataloaderFn = Callable[[JobConfig, int, int], Iterable[dict[str, torch.Tensor]]]

@@ -3,7 +3,7 @@
 Times ``fwd`` (no autograd) and ``fwd + bwd`` with ``triton.testing.do_bench`` medians (ms) at
 B=4, H=16, D=128, bf16, T in {2048, 4096, 8192}:
 
-    python -m benchmarks.ops.bench_chunk --out benchmarks/results/ops_chunk_<device>.md
+    python -m benchmarks.ops.bench_chunk --out outputs/ops_chunk.md
 
 The delta-rule ops (``chunk_delta_rule``, ``chunk_gated_delta_rule``) get L2-normalized keys and
 ``beta = sigmoid(x)``; ``decode_*`` rows time one token of ``fused_recurrent_(gated_)delta_rule``

@@ -6,7 +6,7 @@ has launched the next one, so the wall time of a loop of calls is the host's tim
 with ``torch.profiler``), and host microseconds per kernel. A training step of a 24-layer model
 launches these ops ~50 times forward and backward, so this is where a host-bound step spends its time:
 
-    python -m benchmarks.ops.launch_overhead --out benchmarks/results/launch_overhead_<device>.md
+    python -m benchmarks.ops.launch_overhead --out outputs/launch_overhead.md
 """
 
 from __future__ import annotations

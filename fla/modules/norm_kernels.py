@@ -16,7 +16,7 @@ range of row tiles, keeps its ``dw`` / ``db`` sums in fp32 registers and writes 
 Host cost matters as much as the kernels here: at ``[16384, 2048]`` one kernel runs ~35-70 us while a
 Triton launch costs ~15-30 us of Python. So the launch shapes are fixed, cached functions of the
 group width (:func:`fwd_config`, :func:`bwd_config`; measured on an H200, see
-``benchmarks/results/norm_h200.md``) rather than autotuned, and the optional-input flags are passed
+``benchmarks/results/modules.md``) rather than autotuned, and the optional-input flags are passed
 explicitly instead of through ``@triton.heuristics`` (which rebuilds the argument dict once per flag
 on every launch: ~2.5 us each, measured).
 """
