@@ -14,13 +14,11 @@ them by their L1 norm. ``o_norm`` is a per-head RMSNorm, gated by ``swish(g_proj
 ``use_gate``.
 
 Training and prefill run :func:`fla.ops.delta_rule.chunk_delta_rule`; decoding (at most 64 tokens
-outside training) runs :func:`fla.ops.delta_rule.fused_recurrent_delta_rule`. Batches, padding and
-the cache: see :mod:`fla.layers.linear_mixer`.
+outside training) runs :func:`fla.ops.delta_rule.fused_recurrent_delta_rule`. Batches, padding,
+the cache and ``forward``: see :mod:`fla.layers.linear_mixer`.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -30,9 +28,6 @@ from fla.layers.linear_mixer import LinearMixer, MixerStep, split_heads
 from fla.modules.gated_norm import FusedRMSNormGated
 from fla.modules.norm import RMSNorm
 from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
-
-if TYPE_CHECKING:
-    from fla.models.cache import FLACache
 
 DELTA_MODES = ("chunk", "fused_recurrent")
 QK_ACTIVATIONS = ("silu", "relu", "elu", "identity")
@@ -100,6 +95,9 @@ class DeltaNet(DeltaMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    chunk_op = staticmethod(chunk_delta_rule)
+    recurrent_op = staticmethod(fused_recurrent_delta_rule)
+
     def __init__(
         self,
         mode: str = "chunk",
@@ -121,27 +119,22 @@ class DeltaNet(DeltaMixer):
         **kwargs,
     ):
         super().__init__()
-        self.check_mode(mode, DELTA_MODES)
         if qk_activation not in QK_ACTIVATIONS:
             raise ValueError(f"DeltaNet: qk_activation={qk_activation!r} is not one of {QK_ACTIVATIONS}")
         if qk_norm not in QK_NORMS:
             raise ValueError(f"DeltaNet: qk_norm={qk_norm!r} is not one of {QK_NORMS}")
-        self.hidden_size = hidden_size = d_model if d_model is not None else hidden_size
-        self.check_dims(hidden_size, expand_k, expand_v, num_heads, None)
+        hidden_size = d_model if d_model is not None else hidden_size
+        self.setup(mode, hidden_size, expand_k, expand_v, num_heads, None, layer_idx, modes=DELTA_MODES)
         self.use_beta, self.allow_neg_eigval = use_beta, allow_neg_eigval
         self.qk_activation, self.qk_norm = qk_activation, qk_norm
-        self.layer_idx = layer_idx
-        self.build_qkv(hidden_size, use_short_conv, conv_size, conv_bias, "silu" if qk_activation == "silu" else None)
+        qk_act = "silu" if qk_activation == "silu" else None
+        self.build_qkv(hidden_size, use_short_conv, conv_size, conv_bias, qk_act, activate_without_conv=True)
         if use_beta:
             self.b_proj = nn.Linear(hidden_size, num_heads, bias=False)
         self.build_o_norm(hidden_size, use_gate, norm_eps)
 
-    def feature_maps(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """q, k ``[.., H, K]``, v ``[.., H, V]`` after the projections (and convolutions) -> the op's inputs."""
-        if not self.use_short_conv:  # the convolutions would have applied these
-            v = F.silu(v)
-            if self.qk_activation == "silu":
-                q, k = F.silu(q), F.silu(k)
+    def feature_maps(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
+        """``relu`` / ``elu + 1`` on q and k (``silu`` came with the projections), then ``qk_norm="sum"``."""
         if self.qk_activation in _QK_FEATURE_MAPS:
             fn = _QK_FEATURE_MAPS[self.qk_activation]
             q, k = fn(q), fn(k)
@@ -149,39 +142,11 @@ class DeltaNet(DeltaMixer):
             q, k = sum_norm(q), sum_norm(k)
         return q, k, v
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: FLACache | None = None,
-        use_cache: bool | None = False,
-        output_attentions: bool | None = False,
-        cu_seqlens: torch.Tensor | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, None, FLACache | None]:
-        """``hidden_states [B, T, hidden_size]`` -> ``(o [B, T, hidden_size], None, past_key_values)``.
-
-        Args:
-            attention_mask: ``[B, cached + T]`` padding mask (1 = token, 0 = padding) or None.
-            past_key_values: the cache to read and extend (or None); the state is stored whenever it is given.
-            use_cache, output_attentions: accepted for API compatibility (no attention weights exist).
-            cu_seqlens: ``[N+1]`` packed-sequence boundaries (``B == 1``).
-        """
-        step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
-        q, k, v, conv_state = self.project_qkv(step)
-        q, k = split_heads(q, self.head_k_dim), split_heads(k, self.head_k_dim)
-        q, k, v = self.feature_maps(q, k, split_heads(v, self.head_v_dim))
+    def mix(self, step, q, k, v):
+        """``beta = sigmoid(b_proj(x))`` (or none) -> chunk / recurrent delta rule (``qk_norm="l2"`` in the op)."""
         beta = self.b_proj(step.x).sigmoid() if self.use_beta else None
-        op = fused_recurrent_delta_rule if self.use_recurrent(step) else chunk_delta_rule
-        o, state = op(
-            q, k, v, beta,
-            initial_state=step.slot("recurrent_state"),
-            output_final_state=step.store,
-            cu_seqlens=step.cu_seqlens,
-            use_qk_l2norm_in_kernel=self.qk_norm == "l2",
-            allow_neg_eigval=self.allow_neg_eigval,
-        )  # fmt: skip
-        return self.finish(step, o, state, conv_state)
+        l2 = self.qk_norm == "l2"
+        return self.run(step, q, k, v, beta, use_qk_l2norm_in_kernel=l2, allow_neg_eigval=self.allow_neg_eigval)
 
 
 __all__ = ["DELTA_MODES", "DeltaMixer", "DeltaNet", "elu_p1", "sum_norm"]

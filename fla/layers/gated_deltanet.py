@@ -17,25 +17,20 @@ Mamba 2 (see :meth:`GatedDeltaNet.reset_parameters`).
 Training and prefill run :func:`fla.ops.gated_delta_rule.chunk_gated_delta_rule`; decoding (at most
 64 tokens outside training) runs :func:`fla.ops.gated_delta_rule.fused_recurrent_gated_delta_rule`.
 The cached state is ``[N, num_v_heads, head_dim, head_v_dim]`` float32 (fla 0.6.0 keeps it
-transposed; checkpoints do not contain it). Batches, padding and the cache: see
+transposed; checkpoints do not contain it). Batches, padding, the cache and ``forward``: see
 :mod:`fla.layers.linear_mixer`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from fla.layers.delta_net import DELTA_MODES, DeltaMixer
-from fla.layers.linear_mixer import repeat_kv, split_heads
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
-
-if TYPE_CHECKING:
-    from fla.models.cache import FLACache
 
 GATE_ACTIVATIONS = ("swish", "silu", "sigmoid")
 A_INIT_RANGE = (1.0, 16.0)  # A = exp(A_log) ~ U(1, 16)
@@ -71,6 +66,9 @@ class GatedDeltaNet(DeltaMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    chunk_op = staticmethod(chunk_gated_delta_rule)
+    recurrent_op = staticmethod(fused_recurrent_gated_delta_rule)
+
     def __init__(
         self,
         hidden_size: int = 2048,
@@ -98,7 +96,7 @@ class GatedDeltaNet(DeltaMixer):
         self.set_dims(hidden_size, expand_v, head_dim, num_heads, num_v_heads)
         self.allow_neg_eigval = allow_neg_eigval
         self.layer_idx = layer_idx
-        self.build_qkv(hidden_size, use_short_conv, conv_size, conv_bias)
+        self.build_qkv(hidden_size, use_short_conv, conv_size, conv_bias, activate_without_conv=True)
         self.a_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
         self.b_proj = nn.Linear(hidden_size, self.num_v_heads, bias=False)
         self.A_log = nn.Parameter(torch.empty(self.num_v_heads, dtype=torch.float32))
@@ -120,7 +118,6 @@ class GatedDeltaNet(DeltaMixer):
         self.head_k_dim, self.head_v_dim = head_dim, round(head_v_dim)
         self.key_dim, self.value_dim = num_heads * head_dim, num_v_heads * self.head_v_dim
         self.key_dim_per_group, self.value_dim_per_group = self.key_dim, self.value_dim
-        self.v_groups = num_v_heads // num_heads  # value heads per q/k head
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -140,43 +137,15 @@ class GatedDeltaNet(DeltaMixer):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", num_v_heads={self.num_v_heads}"
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: FLACache | None = None,
-        use_cache: bool | None = False,
-        output_attentions: bool | None = False,
-        cu_seqlens: torch.Tensor | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, None, FLACache | None]:
-        """``hidden_states [B, T, hidden_size]`` -> ``(o [B, T, hidden_size], None, past_key_values)``.
+    @property
+    def op_heads(self) -> int:
+        return self.num_v_heads  # each q / k head is repeated for its value heads
 
-        Args:
-            attention_mask: ``[B, cached + T]`` padding mask (1 = token, 0 = padding) or None.
-            past_key_values: the cache to read and extend (or None); the state is stored whenever it is given.
-            use_cache, output_attentions: accepted for API compatibility (no attention weights exist).
-            cu_seqlens: ``[N+1]`` packed-sequence boundaries (``B == 1``).
-        """
-        step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
-        q, k, v, conv_state = self.project_qkv(step)
-        if not self.use_short_conv:
-            q, k, v = F.silu(q), F.silu(k), F.silu(v)
-        q = repeat_kv(split_heads(q, self.head_k_dim), self.v_groups)
-        k = repeat_kv(split_heads(k, self.head_k_dim), self.v_groups)
-        v = split_heads(v, self.head_v_dim)
+    def mix(self, step, q, k, v):
+        """Log decays :func:`gdn_gate`, ``beta = sigmoid(b_proj(x))`` -> chunk / recurrent gated delta rule."""
         g = gdn_gate(self.a_proj(step.x), self.A_log, self.dt_bias)
         beta = self.b_proj(step.x).sigmoid()
-        op = fused_recurrent_gated_delta_rule if self.use_recurrent(step) else chunk_gated_delta_rule
-        o, state = op(
-            q, k, v, g, beta,
-            initial_state=step.slot("recurrent_state"),
-            output_final_state=step.store,
-            cu_seqlens=step.cu_seqlens,
-            use_qk_l2norm_in_kernel=True,
-            allow_neg_eigval=self.allow_neg_eigval,
-        )  # fmt: skip
-        return self.finish(step, o, state, conv_state)
+        return self.run(step, q, k, v, g, beta, use_qk_l2norm_in_kernel=True, allow_neg_eigval=self.allow_neg_eigval)
 
 
 __all__ = ["GATE_ACTIVATIONS", "GatedDeltaNet", "gdn_gate"]

@@ -9,23 +9,17 @@ Per head, with a data-dependent decay on the key dimension::
 ``gk_proj`` is low rank: ``Linear(hidden, gate_low_rank_dim) -> Linear(gate_low_rank_dim, key_dim_per_group,
 bias)`` (parameters ``gk_proj.0.weight``, ``gk_proj.1.{weight,bias}``). Training and prefill run
 :func:`fla.ops.gla.chunk_gla`; decoding (at most 64 tokens outside training) runs
-:func:`fla.ops.gla.fused_recurrent_gla`. Batches, padding and the cache: see :mod:`fla.layers.linear_mixer`.
+:func:`fla.ops.gla.fused_recurrent_gla`. Batches, padding, the cache and ``forward``: see
+:mod:`fla.layers.linear_mixer`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers.activations import ACT2FN
 
-from fla.layers.linear_mixer import LinearMixer, repeat_kv, split_heads
+from fla.layers.linear_mixer import LinearMixer
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
-
-if TYPE_CHECKING:
-    from fla.models.cache import FLACache
 
 
 class GatedLinearAttention(LinearMixer):
@@ -50,6 +44,9 @@ class GatedLinearAttention(LinearMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    chunk_op = staticmethod(chunk_gla)
+    recurrent_op = staticmethod(fused_recurrent_gla)
+
     def __init__(
         self,
         mode: str = "chunk",
@@ -73,14 +70,9 @@ class GatedLinearAttention(LinearMixer):
         layer_idx: int | None = None,
     ):
         super().__init__()
-        self.check_mode(mode)
-        self.hidden_size = hidden_size
-        self.check_dims(hidden_size, expand_k, expand_v, num_heads, num_kv_heads)
-        self.feature_map = feature_map
-        self.feature_map_fn = ACT2FN[feature_map] if feature_map is not None else None
+        self.setup(mode, hidden_size, expand_k, expand_v, num_heads, num_kv_heads, layer_idx, feature_map)
         self.gate_logit_normalizer = gate_logit_normalizer
         self.clamp_min = clamp_min
-        self.layer_idx = layer_idx
         self.build_qkv(hidden_size, use_short_conv, conv_size, conv_bias)
         self.gk_proj = nn.Sequential(
             nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
@@ -88,52 +80,17 @@ class GatedLinearAttention(LinearMixer):
         )
         self.build_output(hidden_size, use_output_gate, gate_fn, fuse_norm, elementwise_affine, norm_eps)
 
-    def extra_repr(self) -> str:
-        return (
-            f"mode={self.mode!r}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
-            f"head_k_dim={self.head_k_dim}, head_v_dim={self.head_v_dim}"
-        )
+    def feature_maps(self, step, q, k, v):
+        return q, k, v  # as in fla 0.6.0, GLA's feature map acts after the kv heads are repeated: see mix
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: FLACache | None = None,
-        use_cache: bool | None = False,
-        output_attentions: bool | None = False,
-        cu_seqlens: torch.Tensor | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, None, FLACache | None]:
-        """``hidden_states [B, T, hidden_size]`` -> ``(o [B, T, hidden_size], None, past_key_values)``.
-
-        Args:
-            attention_mask: ``[B, cached + T]`` padding mask (1 = token, 0 = padding) or None.
-            past_key_values: the cache to read and extend (or None); the state is stored whenever it is given.
-            use_cache, output_attentions: accepted for API compatibility (no attention weights exist).
-            cu_seqlens: ``[N+1]`` packed-sequence boundaries (``B == 1``).
-        """
-        step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
-        q, k, v, conv_state = self.project_qkv(step)
-        gk = self.gk_proj(step.x)
-        q = split_heads(q, self.head_k_dim)
-        k = repeat_kv(split_heads(k, self.head_k_dim), self.num_kv_groups)
-        gk = repeat_kv(split_heads(gk, self.head_k_dim), self.num_kv_groups)
-        v = repeat_kv(split_heads(v, self.head_v_dim), self.num_kv_groups)
-        gk = F.logsigmoid(gk) / self.gate_logit_normalizer
-        if self.clamp_min is not None:
-            gk = gk.clamp_min(self.clamp_min)
+    def mix(self, step, q, k, v):
+        """Log decays ``logsigmoid(gk_proj(x)) / gate_logit_normalizer`` (>= ``clamp_min``) -> chunk / recurrent GLA."""
         if self.feature_map_fn is not None:
             q, k = self.feature_map_fn(q), self.feature_map_fn(k)
-        initial_state = step.slot("recurrent_state")
-        if self.use_recurrent(step):
-            o, state = fused_recurrent_gla(
-                q, k, v, gk=gk, initial_state=initial_state, output_final_state=step.store, cu_seqlens=step.cu_seqlens
-            )
-        else:
-            o, state = chunk_gla(
-                q, k, v, gk, initial_state=initial_state, output_final_state=step.store, cu_seqlens=step.cu_seqlens
-            )
-        return self.finish(step, o, state, conv_state)
+        gk = F.logsigmoid(self.heads(self.gk_proj(step.x), self.head_k_dim)) / self.gate_logit_normalizer
+        if self.clamp_min is not None:
+            gk = gk.clamp_min(self.clamp_min)
+        return self.run(step, q, k, v, gk)
 
 
 __all__ = ["GatedLinearAttention"]

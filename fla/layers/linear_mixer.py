@@ -1,18 +1,44 @@
 """What every linear-attention layer shares: q/k/v projections (+ short convolutions), the output
-gate and norm, and the batch / cache plumbing around the token-mixing op.
+gate and norm, the batch / cache plumbing around the token-mixing op, and ``forward`` itself.
 
-A layer subclasses :class:`LinearMixer`, builds its projections with :meth:`LinearMixer.build_qkv`
-and :meth:`LinearMixer.build_output` (parameter names are fla's: ``q_proj``, ``k_proj``, ``v_proj``,
-``{q,k,v}_conv1d``, ``g_proj``, ``g_norm_swish_gate`` or ``g_norm``, ``o_proj``) and writes its
-``forward`` as::
+:meth:`LinearMixer.forward` (fla's signature) runs the same steps for every layer::
 
-    step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
-    q, k, v, conv_state = self.project_qkv(step)          # [B', T', D] each
-    ... feature maps / gates / the op with step.initial_state, step.cu_seqlens ...
-    return self.finish(step, o, final_state, conv_state)  # gate, norm, o_proj, cache, repad
+    step = self.begin(...)                             # check inputs, read the cache, unpad
+    q, k, v, conv_state = self.project_qkv(step)       # [B', T', width] each (+ convs)
+    q, k, v = split_heads(q, K), split_heads(k, K), split_heads(v, V)    # [B', T', h, K or V]
+    q, k, v = self.feature_maps(step, q, k, v)         # hook: default feature_map_fn on q, k
+    q, k, v = self.expand(q), self.expand(k), self.expand(v)   # heads repeated to op_heads
+    o, final_state = self.mix(step, q, k, v)           # hook: the layer's gates + its op
+    return self.finish(step, o, final_state, conv_state)   # gate, norm, o_proj, cache, repad
 
-A layer with another output norm overrides :meth:`LinearMixer.norm_and_gate` (the delta-rule layers:
-``o_norm``, see :mod:`fla.layers.delta_net`).
+A layer is its constructor (fla's signature and parameter names) plus :meth:`LinearMixer.mix`,
+usually a few lines ending in :meth:`LinearMixer.run`, which calls ``chunk_op`` (training,
+prefill) or ``recurrent_op`` (decoding) with the cached state, ``cu_seqlens`` and whether to
+return the final state. A minimal layer with a per-head scalar decay::
+
+    class SimpleGLA(LinearMixer):
+        chunk_op, recurrent_op = staticmethod(chunk_simple_gla), staticmethod(fused_recurrent_simple_gla)
+
+        def __init__(self, mode="chunk", hidden_size=1024, expand_k=1.0, expand_v=1.0, num_heads=4,
+                     num_kv_heads=None, feature_map=None, use_short_conv=False, conv_size=4, conv_bias=False,
+                     use_output_gate=True, gate_fn="swish", elementwise_affine=True, norm_eps=1e-5,
+                     fuse_norm=True, layer_idx=None):
+            super().__init__()
+            self.setup(mode, hidden_size, expand_k, expand_v, num_heads, num_kv_heads, layer_idx, feature_map)
+            self.build_qkv(hidden_size, use_short_conv, conv_size, conv_bias)
+            self.gk_proj = nn.Linear(hidden_size, self.num_heads)
+            self.build_output(hidden_size, use_output_gate, gate_fn, fuse_norm, elementwise_affine, norm_eps)
+
+        def mix(self, step, q, k, v):
+            return self.run(step, q, k, v, g=F.logsigmoid(self.gk_proj(step.x)))
+
+Other hooks, each small and overridable: :meth:`~LinearMixer.project_qkv` (other projections or a
+token shift; whatever state it returns is cached as ``conv_state``), :meth:`~LinearMixer.feature_maps`,
+:meth:`~LinearMixer.norm_and_gate` (the delta-rule layers' ``o_norm``: see
+:class:`fla.layers.delta_net.DeltaMixer`), :attr:`~LinearMixer.op_heads`. Builders for fla's
+parameter names: :meth:`~LinearMixer.build_qkv` (``q_proj``, ``k_proj``, ``v_proj``,
+``{q,k,v}_conv1d``) and :meth:`~LinearMixer.build_output` (``g_proj``, ``g_norm_swish_gate`` or
+``g_norm``, ``o_proj``).
 
 How a batch is run (``B', T'`` above):
 
@@ -25,12 +51,15 @@ How a batch is run (``B', T'`` above):
 * otherwise the dense ``[B, T]`` batch.
 
 Cache (:class:`fla.models.cache.FLACache`): ``recurrent_state [N, H, K, V]`` float32 and, with
-short convolutions, ``conv_state = (q, k, v)`` states ``[N, D, W]``.
+short convolutions, ``conv_state = (q, k, v)`` states ``[N, D, W]``. The state is stored whenever
+``past_key_values`` is given (``use_cache`` and ``output_attentions`` are accepted for API
+compatibility; there are no attention weights).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -64,6 +93,7 @@ class MixerStep:
         cached: tokens this layer has seen before the step (padding included).
         cache: the cache to write, or ``None``.
         attention_mask: the padding mask (only set when it has padding), for position offsets.
+        extras: free slots for a layer's hooks (e.g. a token-shifted input from ``project_qkv`` for ``mix``).
     """
 
     x: torch.Tensor
@@ -75,6 +105,7 @@ class MixerStep:
     cached: int
     cache: FLACache | None
     attention_mask: torch.Tensor | None
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def store(self) -> bool:
@@ -91,16 +122,40 @@ def split_heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
     return x.unflatten(-1, (-1, head_dim))
 
 
-def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """GQA: ``[..., Hkv, D]`` -> ``[..., Hkv * groups, D]``, each kv head repeated for its ``groups`` query heads."""
-    return x if groups == 1 else x.repeat_interleave(groups, dim=-2)
-
-
 class LinearMixer(nn.Module):
-    """Base of the linear-attention layers (see the module docstring); holds no parameters itself."""
+    """Base of the linear-attention layers (see the module docstring); holds no parameters itself.
+
+    Subclasses set ``chunk_op`` / ``recurrent_op`` (public ops with fla's signature
+    ``op(q, k, v, *gates, initial_state=, output_final_state=, cu_seqlens=, **options)``) and
+    implement :meth:`mix`.
+    """
 
     layer_idx: int | None
     mode: str
+    hidden_size: int
+    chunk_op: Callable
+    recurrent_op: Callable
+
+    def setup(
+        self,
+        mode: str,
+        hidden_size: int,
+        expand_k: float,
+        expand_v: float,
+        num_heads: int,
+        num_kv_heads: int | None,
+        layer_idx: int | None,
+        feature_map: str | None = None,
+        modes: tuple[str, ...] = MODES,
+    ) -> None:
+        """The common constructor steps: :meth:`check_mode`, :meth:`check_dims`, ``layer_idx`` and the
+        q / k feature map (``feature_map``: an activation name, ``None`` for identity)."""
+        self.check_mode(mode, modes)
+        self.hidden_size = hidden_size
+        self.check_dims(hidden_size, expand_k, expand_v, num_heads, num_kv_heads)
+        self.feature_map = feature_map
+        self.feature_map_fn = ACT2FN[feature_map] if feature_map is not None else None
+        self.layer_idx = layer_idx
 
     def check_dims(self, hidden_size: int, expand_k: float, expand_v: float, num_heads: int, num_kv_heads) -> None:
         """Set ``key_dim``, ``value_dim``, ``head_k_dim``, ``head_v_dim``, kv-group sizes; raise on bad sizes."""
@@ -129,6 +184,12 @@ class LinearMixer(nn.Module):
             raise ValueError(f"{type(self).__name__}: mode={mode!r} is not one of {modes}")
         self.mode = mode
 
+    def extra_repr(self) -> str:
+        return (
+            f"mode={self.mode!r}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
+            f"head_k_dim={self.head_k_dim}, head_v_dim={self.head_v_dim}"
+        )
+
     def build_qkv(
         self,
         hidden_size: int,
@@ -136,12 +197,17 @@ class LinearMixer(nn.Module):
         conv_size: int,
         conv_bias: bool,
         qk_conv_activation: str | None = "silu",
+        activate_without_conv: bool = False,
     ) -> None:
         """``q_proj`` (to ``key_dim``), ``k_proj`` / ``v_proj`` (per kv group) and optional short convs.
 
         The v convolution applies SiLU; the q / k ones ``qk_conv_activation`` (``"silu"`` or ``None``).
+        With ``activate_without_conv``, the same activations act on the projections when there are
+        no convolutions (the delta-rule layers; GLA and RetNet use the projections as they are).
         """
         self.use_short_conv, self.conv_size, self.conv_bias = use_short_conv, conv_size, conv_bias
+        acts = (qk_conv_activation, qk_conv_activation, "silu")
+        self.qkv_activations = tuple(a and ACT2FN[a] for a in acts) if activate_without_conv else None
         self.q_proj = nn.Linear(hidden_size, self.key_dim, bias=False)
         self.k_proj = nn.Linear(hidden_size, self.key_dim_per_group, bias=False)
         self.v_proj = nn.Linear(hidden_size, self.value_dim_per_group, bias=False)
@@ -221,6 +287,8 @@ class LinearMixer(nn.Module):
         x = step.x
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if not self.use_short_conv:
+            if self.qkv_activations is not None:
+                q, k, v = (t if act is None else act(t) for t, act in zip((q, k, v), self.qkv_activations))
             return q, k, v, None
         old = step.slot("conv_state") or (None, None, None)
         convs = (self.q_conv1d, self.k_conv1d, self.v_conv1d)
@@ -230,6 +298,77 @@ class LinearMixer(nn.Module):
         ]
         (q, cq), (k, ck), (v, cv) = outs
         return q, k, v, (cq, ck, cv) if step.store else None
+
+    @property
+    def op_heads(self) -> int:
+        """Heads the op runs (``num_heads``; grouped-value layers: ``num_v_heads``); fewer are repeated."""
+        return self.num_heads
+
+    def expand(self, x: torch.Tensor, dim: int = -2) -> torch.Tensor:
+        """``[.., h, D]`` -> ``[.., op_heads, D]``: each head repeated for its group (GQA / grouped values).
+
+        ``dim=-1`` expands a scalar gate ``[.., h]``.
+        """
+        groups = self.op_heads // x.shape[dim]
+        return x if groups == 1 else x.repeat_interleave(groups, dim=dim)
+
+    def heads(self, x: torch.Tensor, head_dim: int) -> torch.Tensor:
+        """``[.., h * head_dim]`` -> ``[.., op_heads, head_dim]`` (e.g. a gate projection, in :meth:`mix`)."""
+        return self.expand(split_heads(x, head_dim))
+
+    def feature_maps(
+        self, step: MixerStep, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hook: feature maps / positions of ``q, k [.., h, K]``, ``v [.., h, V]`` before the heads are
+        repeated to ``op_heads`` (default: ``feature_map_fn`` on q and k)."""
+        fn = getattr(self, "feature_map_fn", None)  # set by setup (an activation module is a submodule)
+        if fn is not None:
+            q, k = fn(q), fn(k)
+        return q, k, v
+
+    def mix(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Hook: the token mixing, ``q, k [B', T', H, K]``, ``v [B', T', H, V]`` -> ``(o [B', T', H, V], state)``.
+
+        Layers compute their gates from ``step.x`` and call :meth:`run`; the default runs the op without gates.
+        """
+        return self.run(step, q, k, v)
+
+    def run(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *gates, **options) -> tuple:
+        """``recurrent_op`` when :meth:`use_recurrent`, else ``chunk_op``, from the cached state: ``(o, state)``."""
+        op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
+        return op(
+            q, k, v, *gates,
+            initial_state=step.slot("recurrent_state"),
+            output_final_state=step.store,
+            cu_seqlens=step.cu_seqlens,
+            **options,
+        )  # fmt: skip
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: FLACache | None = None,
+        use_cache: bool | None = False,
+        output_attentions: bool | None = False,
+        cu_seqlens: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, None, FLACache | None]:
+        """``hidden_states [B, T, hidden_size]`` -> ``(o [B, T, hidden_size], None, past_key_values)``.
+
+        Args:
+            attention_mask: ``[B, cached + T]`` padding mask (1 = token, 0 = padding) or None.
+            past_key_values: the cache to read and extend (or None); the state is stored whenever it is given.
+            use_cache, output_attentions: accepted for API compatibility (no attention weights exist).
+            cu_seqlens: ``[N+1]`` packed-sequence boundaries (``B == 1``).
+        """
+        step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
+        q, k, v, conv_state = self.project_qkv(step)
+        q, k, v = split_heads(q, self.head_k_dim), split_heads(k, self.head_k_dim), split_heads(v, self.head_v_dim)
+        q, k, v = self.feature_maps(step, q, k, v)
+        q, k, v = self.expand(q), self.expand(k), self.expand(v)
+        o, final_state = self.mix(step, q, k, v)
+        return self.finish(step, o, final_state, conv_state)
 
     def norm_and_gate(self, step: MixerStep, o: torch.Tensor) -> torch.Tensor:
         """Per-head output norm and output gate: ``o [.., H, V]`` -> ``[.., H * V]`` (layers may override)."""
@@ -252,4 +391,4 @@ class LinearMixer(nn.Module):
         return o, None, step.cache
 
 
-__all__ = ["MODES", "RECURRENT_MAX_LEN", "LinearMixer", "MixerStep", "repeat_kv", "split_heads"]
+__all__ = ["MODES", "RECURRENT_MAX_LEN", "LinearMixer", "MixerStep", "split_heads"]

@@ -8,8 +8,8 @@ Per head ``h`` with a fixed decay ``gamma_h = 1 - 2^(-5-h)`` and rotary position
 The rotary tables (``rotary``) are buffers, not parameters. Training and prefill run
 :func:`fla.ops.retention.chunk_retention` (called as simple GLA with the decays of this module's
 heads); decoding (at most 64 tokens outside training) runs
-:func:`fla.ops.retention.fused_recurrent_retention`. Batches, padding and the cache: see
-:mod:`fla.layers.linear_mixer`.
+:func:`fla.ops.retention.fused_recurrent_retention`. Batches, padding, the cache and
+``forward``: see :mod:`fla.layers.linear_mixer`.
 
 Positions: every packed / unpadded sequence starts at 0; after a cache, new tokens continue at
 the number of real tokens seen in their row (so left-padded rows match their unpadded forward).
@@ -19,19 +19,13 @@ cached state fixes the offset.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
-from transformers.activations import ACT2FN
 
-from fla.layers.linear_mixer import LinearMixer, MixerStep, repeat_kv, split_heads
+from fla.layers.linear_mixer import LinearMixer, MixerStep
 from fla.layers.utils import decode_offsets
 from fla.modules.rotary import RotaryEmbedding
 from fla.ops.retention import retention_log_decays
 from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
-
-if TYPE_CHECKING:
-    from fla.models.cache import FLACache
 
 MAX_HEAD_K_DIM = 256
 
@@ -55,6 +49,9 @@ class MultiScaleRetention(LinearMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    chunk_op = staticmethod(chunk_simple_gla)  # chunk_retention / fused_recurrent_retention with this
+    recurrent_op = staticmethod(fused_recurrent_simple_gla)  # module's head decays (see mix)
+
     def __init__(
         self,
         mode: str = "chunk",
@@ -76,14 +73,9 @@ class MultiScaleRetention(LinearMixer):
         **kwargs,
     ):
         super().__init__()
-        self.check_mode(mode)
-        self.hidden_size = hidden_size
-        self.check_dims(hidden_size, expand_k, expand_v, num_heads, num_kv_heads)
+        self.setup(mode, hidden_size, expand_k, expand_v, num_heads, num_kv_heads, layer_idx, feature_map)
         if self.head_k_dim > MAX_HEAD_K_DIM:
             raise ValueError(f"MultiScaleRetention: head_k_dim={self.head_k_dim} exceeds {MAX_HEAD_K_DIM}")
-        self.feature_map = feature_map
-        self.feature_map_fn = ACT2FN[feature_map] if feature_map is not None else None
-        self.layer_idx = layer_idx
         self.build_qkv(hidden_size, use_short_conv, conv_size, conv_bias)
         self.build_output(hidden_size, use_output_gate, gate_fn, fuse_norm, elementwise_affine, norm_eps)
         self.rotary = RotaryEmbedding(dim=self.head_k_dim)
@@ -91,14 +83,13 @@ class MultiScaleRetention(LinearMixer):
         # (tensor parallelism gives each rank a slice of the heads and sets this offset).
         self.head_offset = 0
 
-    def extra_repr(self) -> str:
-        return (
-            f"mode={self.mode!r}, num_heads={self.num_heads}, num_kv_heads={self.num_kv_heads}, "
-            f"head_k_dim={self.head_k_dim}, head_v_dim={self.head_v_dim}"
-        )
+    def feature_maps(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
+        """``feature_map`` on q and k, then rotary positions (see the module docstring)."""
+        q, k, v = super().feature_maps(step, q, k, v)
+        return *self.rotate(step, q, k), v
 
-    def _rotate(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotary positions of ``q [.., T', H, K]``, ``k [.., T', Hkv, K]`` (see the module docstring)."""
+    def rotate(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary positions of ``q [.., T', H, K]``, ``k [.., T', Hkv, K]``."""
         if step.cu_seqlens is not None:  # packed: the packed length bounds every position
             return self.rotary(q, k, max_seqlen=q.shape[1], cu_seqlens=step.cu_seqlens)
         if step.attention_mask is not None:  # left-padded rows after a cache: real tokens seen per row
@@ -107,41 +98,10 @@ class MultiScaleRetention(LinearMixer):
             offset = top = step.cached
         return self.rotary(q, k, seqlen_offset=offset, max_seqlen=top + step.seq_len)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: FLACache | None = None,
-        use_cache: bool | None = False,
-        output_attentions: bool | None = False,
-        cu_seqlens: torch.Tensor | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, None, FLACache | None]:
-        """``hidden_states [B, T, hidden_size]`` -> ``(o [B, T, hidden_size], None, past_key_values)``.
-
-        Args:
-            attention_mask: ``[B, cached + T]`` padding mask (1 = token, 0 = padding) or None.
-            past_key_values: the cache to read and extend (or None); the state is stored whenever it is given.
-            use_cache, output_attentions: accepted for API compatibility (no attention weights exist).
-            cu_seqlens: ``[N+1]`` packed-sequence boundaries (``B == 1``).
-        """
-        step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
-        q, k, v, conv_state = self.project_qkv(step)
-        q, k = split_heads(q, self.head_k_dim), split_heads(k, self.head_k_dim)
-        if self.feature_map_fn is not None:
-            q, k = self.feature_map_fn(q), self.feature_map_fn(k)
-        q, k = self._rotate(step, q, k)
-        k = repeat_kv(k, self.num_kv_groups)
-        v = repeat_kv(split_heads(v, self.head_v_dim), self.num_kv_groups)
-        initial_state = step.slot("recurrent_state")
-        # chunk_retention / fused_recurrent_retention, with the decays of this module's heads
+    def mix(self, step, q, k, v):
+        """The fixed decays of this module's heads -> chunk / recurrent retention."""
         g_gamma = retention_log_decays(self.head_offset + q.shape[2], q.device)[self.head_offset :]
-        op = fused_recurrent_simple_gla if self.use_recurrent(step) else chunk_simple_gla
-        o, state = op(
-            q, k, v, g_gamma=g_gamma, initial_state=initial_state, output_final_state=step.store,
-            cu_seqlens=step.cu_seqlens,
-        )  # fmt: skip
-        return self.finish(step, o, state, conv_state)
+        return self.run(step, q, k, v, g_gamma=g_gamma)
 
 
 __all__ = ["MultiScaleRetention"]

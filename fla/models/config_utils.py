@@ -1,4 +1,15 @@
-"""Config validation shared by fla models: the hybrid ``attn`` spec and the loss flags.
+"""What every fla model config shares: :class:`FLAConfig` (the common fields, fla 0.6.0 names and
+defaults, and their validation) and the hybrid ``attn`` spec.
+
+A family config subclasses :class:`FLAConfig`, sets its ``model_type``, and lists only its own
+fields (fla 0.6.0 names and defaults) plus any shared field whose default differs in that family::
+
+    class RetNetConfig(FLAConfig):
+        model_type = "retnet"
+
+        def __init__(self, attn_mode="chunk", expand_k=1.0, ..., hidden_ratio=2, **kwargs):
+            self.set_fields(locals())                             # attn_mode, expand_k, ... as attributes
+            super().__init__(hidden_ratio=hidden_ratio, **kwargs)  # a family-level default is passed on
 
 A hybrid model puts softmax :class:`fla.layers.Attention` at some layers, described in its config
 by ``attn`` (fla's format): a dict, or a list of dicts for several attention flavours::
@@ -14,6 +25,8 @@ from __future__ import annotations
 
 import math
 from typing import Any
+
+from transformers.configuration_utils import PreTrainedConfig
 
 ATTN_FIELDS = ("layers", "num_heads", "num_kv_heads", "window_size", "rope_theta", "qkv_bias", "qk_norm")
 _ATTN_DEFAULTS = {"num_kv_heads": None, "window_size": None, "rope_theta": 10000.0, "qkv_bias": False, "qk_norm": False}
@@ -125,4 +138,73 @@ def validate_unsupported(**fields: Any) -> None:
         raise ValueError(f"attnres_block_size={fields['attnres_block_size']!r} is not supported here; set it to null")
 
 
-__all__ = ["ATTN_FIELDS", "get_attn_spec", "validate_attn_spec", "validate_loss_config", "validate_unsupported"]
+_NOT_FIELDS = ("self", "kwargs", "__class__")
+_TOKEN_FIELDS = ("pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings")  # PreTrainedConfig's own
+
+
+class FLAConfig(PreTrainedConfig):
+    """Base of the fla model configs: the fields every family has, with fla 0.6.0's names and defaults.
+
+    Sizes: ``hidden_size``, ``num_hidden_layers``, ``vocab_size``, ``max_position_embeddings``;
+    MLP: ``hidden_ratio`` / ``intermediate_size`` (``None``: from ``hidden_ratio``), ``hidden_act``;
+    ``norm_eps``; ``initializer_range``; ``use_cache``; tokens: ``pad_token_id``, ``bos_token_id``,
+    ``eos_token_id``, ``tie_word_embeddings``. Kernels: ``fuse_norm``, ``fuse_swiglu``,
+    ``fuse_cross_entropy``, ``fuse_linear_cross_entropy`` (at most one of the last two).
+    ``use_l2warp`` and ``attnres_block_size`` exist for compatibility with fla and must stay off.
+    ``attn`` (families with ``hybrid_attn``, the default): softmax-attention layers, validated and
+    normalized by :func:`validate_attn_spec`; families without it (the Transformer) keep an ``attn``
+    argument as an ordinary extra attribute, as transformers does.
+    """
+
+    keys_to_ignore_at_inference = ["past_key_values"]
+    hybrid_attn = True  # the config has the ``attn`` field (hybrid softmax-attention layers)
+
+    def __init__(
+        self,
+        *,
+        hidden_size: int = 2048,
+        num_hidden_layers: int = 24,
+        hidden_ratio: int | None = 4,
+        intermediate_size: int | None = None,
+        hidden_act: str = "swish",
+        max_position_embeddings: int = 2048,
+        norm_eps: float = 1e-6,
+        use_cache: bool = True,
+        pad_token_id: int | None = None,
+        bos_token_id: int = 1,
+        eos_token_id: int = 2,
+        tie_word_embeddings: bool = False,
+        initializer_range: float = 0.02,
+        fuse_norm: bool = True,
+        fuse_swiglu: bool = True,
+        fuse_cross_entropy: bool = True,
+        fuse_linear_cross_entropy: bool = False,
+        use_l2warp: bool = False,
+        vocab_size: int = 32000,
+        attnres_block_size: int | None = None,
+        **kwargs,
+    ):
+        args = dict(locals())
+        tokens = {name: args.pop(name) for name in _TOKEN_FIELDS}
+        self.set_fields(args)
+        if self.hybrid_attn:
+            self.attn = validate_attn_spec(kwargs.pop("attn", None), num_hidden_layers, hidden_size)
+        validate_loss_config(fuse_cross_entropy, fuse_linear_cross_entropy)
+        validate_unsupported(use_l2warp=use_l2warp, attnres_block_size=attnres_block_size)
+        super().__init__(**tokens, **kwargs)
+
+    def set_fields(self, args: dict[str, Any]) -> None:
+        """Store a constructor's arguments (its ``locals()``, taken first thing) as config fields."""
+        for name, value in args.items():
+            if name not in _NOT_FIELDS:
+                setattr(self, name, value)
+
+
+__all__ = [
+    "ATTN_FIELDS",
+    "FLAConfig",
+    "get_attn_spec",
+    "validate_attn_spec",
+    "validate_loss_config",
+    "validate_unsupported",
+]
