@@ -257,8 +257,8 @@ def test_generate_sampling_and_beam_search(family):
         torch.manual_seed(1)
         assert torch.equal(model.generate(padded, do_sample=True, temperature=2.0, **kw), first)
         # beam search reorders the cache; without a cache it recomputes everything
-        beams = model.generate(padded, num_beams=2, do_sample=False, **kw)
-        assert torch.equal(model.generate(padded, num_beams=2, do_sample=False, use_cache=False, **kw), beams)
+        beams = model.generate(padded, num_beams=3, do_sample=False, **kw)
+        assert torch.equal(model.generate(padded, num_beams=3, do_sample=False, use_cache=False, **kw), beams)
 
 
 # ---- save / load / Auto* / meta init -------------------------------------------------------------
