@@ -1,0 +1,245 @@
+"""The model families the conformance suite (test_conformance.py) checks, and the helpers its checks share.
+
+Adding a family = one :class:`Family` line in :data:`FAMILIES` + its ``configs/<family>_tiny.json``
+(+ ``configs/<family>_cpu.json`` for the trainer runs, when it has one). The suite then runs every
+model-level check on it; behaviour only one family has goes in a small ``test_<family>.py``.
+
+A family's test model is ``configs/<family>_tiny.json`` with :attr:`Family.tiny` (CPU-sized widths) and
+a small vocabulary on top, then each of :attr:`Family.variants` (short convolutions, GQA, a hybrid
+attention layer, ...).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import fla  # noqa: F401  (registers the Auto* classes)
+from tests.harness import DEVICE, tol
+
+ROOT = Path(__file__).resolve().parents[3]
+CONFIGS = ROOT / "configs"
+V = 101  # test vocabulary
+RATIO = tol(torch.float32, 20)
+SMALL = dict(hidden_size=72, num_hidden_layers=2, num_heads=4, intermediate_size=96)
+# a wider init than the default 0.02: without it a tiny model's token mixers (after short convolutions above all)
+# add so little to the logits that a broken mixer (say, varlen ignored in a convolution) hides under the tolerance
+TEST_ONLY = dict(vocab_size=V, fuse_cross_entropy=False, initializer_range=0.1)
+HYBRID = {"attn": {"layers": [1], "num_heads": 2, "num_kv_heads": 1, "window_size": None, "rope_theta": 10000.0}}
+
+
+@dataclass(frozen=True)
+class Family:
+    model_type: str
+    params_m: dict[str, float]  # configs/<model_type>_<size>.json -> parameters in millions (every such file)
+    tiny: dict = field(default_factory=lambda: dict(SMALL))  # over configs/<model_type>_tiny.json
+    variants: dict[str, dict] = field(default_factory=lambda: {"plain": {}, "hybrid": HYBRID})  # every check
+    name_only: dict[str, dict] = field(default_factory=dict)  # only in the fla 0.6.0 parameter-name snapshot
+    bad_heads: tuple[dict, str] = (dict(num_kv_heads=3), "is not a multiple of num_kv_heads")  # fields, error
+    recurrent: bool = True  # a chunk (training) and a fused_recurrent (decoding) op: train == eval logits
+    slow_triton: bool = False  # the Triton-interpreter check takes > 10 s: mark it slow
+
+    def __str__(self) -> str:
+        return self.model_type
+
+    @property
+    def tiny_json(self) -> Path:
+        return CONFIGS / f"{self.model_type}_tiny.json"
+
+    @property
+    def trainer_json(self) -> Path:
+        """The config the trainer runs (TP): ``configs/<family>_cpu.json`` where present, else the tiny one."""
+        cpu = CONFIGS / f"{self.model_type}_cpu.json"
+        return cpu if cpu.exists() else self.tiny_json
+
+    def fields(self, variant: str = "plain", **overrides) -> dict:
+        return {**self.tiny, **TEST_ONLY, **self.variants[variant], **overrides}
+
+    def config(self, variant: str = "plain", **overrides):
+        base = {k: v for k, v in json.loads(self.tiny_json.read_text()).items() if k != "model_type"}
+        return AutoConfig.for_model(self.model_type, **{**base, **self.fields(variant, **overrides)})
+
+    def model(self, variant: str = "plain", seed: int = 0, **overrides):
+        torch.manual_seed(seed)
+        return AutoModelForCausalLM.from_config(self.config(variant, **overrides)).to(DEVICE)
+
+    def name_cases(self) -> list[list]:
+        """``[model_type, fields]`` of every config whose parameter names are compared with fla 0.6.0."""
+        cases = [*self.variants.values(), *self.name_only.values()]
+        return [[self.model_type, {**self.tiny, "vocab_size": V, **fields}] for fields in cases]
+
+
+FAMILIES = [
+    Family(
+        "transformer",
+        dict(tiny=8.7, cpu=0.4, **{"340M": 373.9, "1.3B": 1364.3}),
+        recurrent=False,
+        tiny=dict(SMALL, hidden_size=120, num_kv_heads=2, intermediate_size=100),
+        variants={"plain": {}, "window_qk_norm": dict(window_size=4, qk_norm=True, num_kv_heads=1)},
+        name_only={"bias_tied": dict(qkv_bias=True, tie_word_embeddings=True, fuse_norm=False)},
+        bad_heads=(dict(num_kv_heads=3), "num_heads=4 is not a multiple of num_kv_heads=3"),
+    ),
+    Family(
+        "gla",
+        dict(tiny=8.7, cpu=0.4, **{"340M": 374.5, "1.3B": 1365.5}),
+        slow_triton=True,
+        variants={
+            "plain": {},
+            "conv_gqa": dict(use_short_conv=True, num_kv_heads=2, clamp_min=-0.05, feature_map="relu"),
+            "hybrid": dict(HYBRID, use_short_conv=True, fuse_norm=False),
+        },
+        name_only={
+            "no_output_gate": dict(use_output_gate=False, elementwise_affine=False, expand_v=2),
+            "unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, num_kv_heads=1),
+        },
+    ),
+    Family(
+        "retnet",
+        dict(tiny=8.7, cpu=0.4, **{"340M": 380.2, "1.3B": 1351.7}),
+        variants={
+            "plain": {},
+            "gqa": dict(num_kv_heads=2, feature_map="relu", expand_v=1),
+            "hybrid": dict(HYBRID, fuse_norm=False),
+        },
+        name_only={
+            "short_conv_ignored": dict(use_short_conv=True, conv_size=3),
+            "no_output_gate": dict(use_output_gate=False, elementwise_affine=False),
+            "unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, num_kv_heads=1),
+        },
+    ),
+    Family(
+        "delta_net",
+        dict(tiny=8.7, cpu=0.4, **{"340M": 374.4, "1.3B": 1365.7}),
+        variants={
+            "plain": {},
+            "gate_relu_sum": dict(use_gate=True, qk_activation="relu", qk_norm="sum", allow_neg_eigval=True),
+            "hybrid": dict(HYBRID, use_short_conv=False, use_beta=False, qk_activation="elu", fuse_norm=False),
+        },
+        name_only={
+            "identity_wide_v": dict(qk_activation="identity", expand_v=2, conv_size=3),
+            "unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, use_beta=False, use_short_conv=False),
+        },
+        bad_heads=(dict(num_heads=5), "key dim 72 is not a multiple of num_heads=5"),
+    ),
+    Family(
+        "gated_deltanet",
+        dict(tiny=8.8, cpu=0.4, **{"340M": 379.9, "1.3B": 1387.3}),
+        tiny=dict(SMALL, num_heads=2, head_dim=18),
+        variants={
+            "plain": {},
+            "gva_no_gate": dict(num_v_heads=4, use_gate=False, allow_neg_eigval=True),
+            "hybrid": dict(HYBRID, use_short_conv=False, output_gate_activation="sigmoid", fuse_norm=False),
+        },
+        name_only={
+            "gva_conv3": dict(num_v_heads=6, expand_v=1.5, conv_size=3),
+            "unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, use_short_conv=False, use_gate=False),
+        },
+        bad_heads=(dict(num_v_heads=3), "num_v_heads=3 is not a multiple of num_heads=2"),
+    ),
+]
+BY_TYPE = {f.model_type: f for f in FAMILIES}
+
+
+# ---- inputs and references ------------------------------------------------------------------------
+
+
+def ids(*shape):
+    return torch.randint(3, V, shape, device=DEVICE)
+
+
+def padded_batches(lens, side):
+    """Random sequences of ``lens`` as a padded batch (+ mask) and as a packed varlen batch (+ cu_seqlens)."""
+    T = max(lens)
+    seqs = [ids(n) for n in lens]
+    padded = torch.zeros(len(lens), T, dtype=torch.long, device=DEVICE)
+    mask = torch.zeros_like(padded)
+    for b, s in enumerate(seqs):
+        where = slice(T - len(s), T) if side == "left" else slice(0, len(s))
+        padded[b, where], mask[b, where] = s, 1
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+    return seqs, padded, mask, torch.cat(seqs)[None], cu
+
+
+def greedy_by_full_forward(model, x, mask, steps, pad_token_id=0):
+    """Greedy continuation recomputing the whole (left-padded) batch every step, no cache.
+
+    Like ``generate``, a row that has produced ``eos_token_id`` continues with ``pad_token_id``.
+    """
+    logits = []
+    done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    for _ in range(steps):
+        last = model(x, attention_mask=mask, use_cache=False).logits[:, -1]
+        logits.append(last)
+        nxt = torch.where(done, pad_token_id, last.argmax(-1))
+        done |= nxt == model.config.eos_token_id
+        x = torch.cat([x, nxt[:, None]], 1)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
+    return x, logits
+
+
+# ---- fla 0.6.0 parameter names ----------------------------------------------------------------------
+
+FLA060_PATH = os.environ.get("FLA060_PATH", "/tmp/fla060")
+# fla 0.6.0's keys for every family's name_cases(), written by fla 0.6.0 itself (write_fla060_snapshot), so the
+# name check runs on every machine; test_fla060_snapshot_is_current (slow) re-derives it from fla 0.6.0.
+FLA060_SNAPSHOT = Path(__file__).with_name("fla060_keys.json")
+
+
+def all_name_cases() -> dict[str, list[list]]:
+    return {family.model_type: family.name_cases() for family in FAMILIES}
+
+
+@functools.cache
+def fla060_keys_by_family(live: bool = False) -> dict[str, list[dict]] | None:
+    """fla 0.6.0's ``{key: shape}`` for :meth:`Family.name_cases` of every family.
+
+    From the committed snapshot, or (``live=True``) from fla 0.6.0 at FLA060_PATH in one subprocess
+    (``None`` when it is not there).
+    """
+    cases = all_name_cases()
+    if not live:
+        return json.loads(FLA060_SNAPSHOT.read_text())
+    flat = fla060_keys([case for family_cases in cases.values() for case in family_cases])
+    if flat is None:
+        return None
+    out, i = {}, 0
+    for model_type, family_cases in cases.items():
+        out[model_type], i = flat[i : i + len(family_cases)], i + len(family_cases)
+    return {"cases": cases, "keys": out}
+
+
+def fla060_keys(cases: list) -> list[dict] | None:
+    """fla 0.6.0's ``{key: shape}`` per ``(model_type, fields)`` case, or ``None`` when it is not at FLA060_PATH."""
+    if not (Path(FLA060_PATH) / "fla" / "__init__.py").exists():
+        return None
+    env = {**os.environ, "PYTHONPATH": FLA060_PATH, "OMP_NUM_THREADS": "1"}
+    env.pop("TRITON_INTERPRET", None)
+    script = Path(__file__).with_name("fla060_keys.py")
+    run = subprocess.run(
+        [sys.executable, str(script), json.dumps(cases)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, f"building fla 0.6.0's models failed:\n{run.stderr[-3000:]}"
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def write_fla060_snapshot() -> None:
+    """Write :data:`FLA060_SNAPSHOT` from fla 0.6.0 at FLA060_PATH.
+
+    Run as ``FLA060_PATH=... python -m tests.fla.models.families``.
+    """
+    live = fla060_keys_by_family(live=True)
+    if live is None:
+        raise SystemExit(f"flash-linear-attention 0.6.0 not found at FLA060_PATH={FLA060_PATH}")
+    FLA060_SNAPSHOT.write_text(json.dumps(live, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    write_fla060_snapshot()
