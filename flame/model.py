@@ -48,6 +48,12 @@ def load_model_config(job: JobConfig):
             why = f"the {config.model_type} config ({path}) has no field {key!r}"
             raise ConfigError("model.overrides", f"{key}={json.dumps(value)}", why)
         setattr(config, key, value)
+    check = getattr(config, "check_fields", None)  # fla configs: the checks run at construction, again here
+    if check is not None and job.model.overrides:
+        try:
+            check()
+        except ValueError as err:
+            raise ConfigError("model.overrides", job.model.overrides, str(err).splitlines()[0]) from None
     config.use_cache = False
     return config
 
