@@ -77,9 +77,9 @@ def transformers_log():
 def test_forward_and_generate_speak_the_new_cache_name(family, transformers_log, recwarn):
     """transformers >= 5.24 passes ``cache=`` and its outputs hold ``cache``: no deprecation from fla's models;
     the old ``past_key_values`` argument still works and gives the same logits."""
-    import fla  # noqa: F401
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    import fla  # noqa: F401
     from fla.models.modeling_utils import CACHE_FIELD
 
     config = AutoConfig.from_pretrained(str(ROOT / "configs" / f"{family}_cpu.json"))
