@@ -18,6 +18,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torchtitan.tools.logging import logger
 
 from flame.config import ConfigError, JobConfig, parse_model_overrides
+from flame.paths import is_missing_local, missing
 
 
 def import_custom_module(name: str) -> None:
@@ -38,12 +39,17 @@ def load_model_config(job: JobConfig):
 
     import_custom_module(job.model.custom_module)
     path = job.model.config
+    if is_missing_local(path):  # a typo in a local path fails now, not after the hub's retries
+        raise ConfigError("model.config", path, missing(path))
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as err:
         why = "no such file or folder" if path.endswith(".json") and not os.path.exists(path) else str(err)
         raise ConfigError("model.config", path, why.splitlines()[0]) from None
-    for key, value in parse_model_overrides(job.model.overrides).items():
+    overrides = parse_model_overrides(job.model.overrides)
+    if overrides.get("fuse_linear_cross_entropy") and "fuse_cross_entropy" not in overrides:
+        overrides["fuse_cross_entropy"] = False  # the fused linear loss replaces it (a config may not set both)
+    for key, value in overrides.items():
         if not hasattr(config, key):
             why = f"the {config.model_type} config ({path}) has no field {key!r}"
             raise ConfigError("model.overrides", f"{key}={json.dumps(value)}", why)

@@ -117,6 +117,10 @@ def save_tokenizer(tokenizer: str, out_dir: Path) -> None:
     """Copy the tokenizer ``tokenizer`` (folder or hub id) into ``out_dir`` via ``save_pretrained``."""
     from transformers import AutoTokenizer
 
+    from flame.paths import is_missing_local, missing
+
+    if is_missing_local(tokenizer):
+        raise ConvertError(f"tokenizer {tokenizer}: {missing(tokenizer)}")
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer)
     except Exception as err:  # noqa: BLE001 - any failure means "no usable tokenizer"

@@ -20,6 +20,7 @@ from pathlib import Path
 from torch import nn
 
 from flame.convert.common import ConvertError, import_fla, key_mismatch, parse_dtype
+from flame.paths import is_missing_local, missing
 
 
 def hf_to_dcp(
@@ -39,6 +40,8 @@ def hf_to_dcp(
         raise ConvertError(f"{out} exists and is not empty (pass --overwrite to replace it)")
     torch_dtype = parse_dtype(dtype)
     import_fla(custom_module)
+    if is_missing_local(model):
+        raise ConvertError(f"{model}: {missing(model)}")
     if Path(model).exists() and not (Path(model) / "config.json").is_file():
         raise ConvertError(f"{model}: not an HF model folder (no config.json)")
     try:

@@ -302,3 +302,14 @@ def test_family_config_that_cannot_build_is_a_config_error(tmp_path, family):
     with pytest.raises(ConfigError, match=rf"model\.overrides = .*{field}=7") as info:
         load_model_config(model_job(tiny, "--model.overrides", f"{field}=7"))
     assert "\n" not in str(info.value)
+
+
+def test_fused_linear_loss_override_turns_the_logits_loss_off(tmp_path):
+    """fuse_linear_cross_entropy=true (the presets' override) replaces fuse_cross_entropy: the config stays valid
+    (both true is rejected by the config's checks, and an exported config.json must load again)."""
+    config = load_model_config(
+        model_job(ROOT / "configs" / "gla_cpu.json", "--model.overrides", "fuse_linear_cross_entropy=true")
+    )
+    assert config.fuse_linear_cross_entropy is True and config.fuse_cross_entropy is False
+    config.save_pretrained(tmp_path)
+    assert type(config).from_pretrained(tmp_path).fuse_linear_cross_entropy is True
