@@ -506,6 +506,7 @@ def validate(config: JobConfig, world_size: int, sources: dict[str, str] | None 
         fail("profiling.profile_freq", "must be >= profiling.profiler_warmup + profiling.profiler_active")
     if config.comm.mode != "default":
         fail("comm.mode", "only 'default' is supported by flame")
+    _model_config_from_hf_folder(config, fail)
     if not config.model.config:
         fail("model.config", "required: a model config .json, a folder with config.json, or a hub id")
     try:
@@ -513,6 +514,37 @@ def validate(config: JobConfig, world_size: int, sources: dict[str, str] | None 
     except ValueError as err:
         fail("model.overrides", str(err))
     _validate_data(config, sources)
+
+
+def _model_type(path: str) -> str | None:
+    """``model_type`` of a local config .json (or a folder's config.json); None when there is none to read."""
+    file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    try:
+        with open(file) as f:
+            value = json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _model_config_from_hf_folder(config: JobConfig, fail) -> None:
+    """An HF folder as ``checkpoint.initial_load_path``: its config.json is the model config when none is
+    given; a given one must be of the same model family."""
+    path = config.checkpoint.initial_load_path
+    if not (config.checkpoint.enable and path and is_hf_folder(path)):
+        return
+    folder_type = _model_type(path)
+    if not config.model.config:
+        if folder_type is not None:
+            config.model.config = path
+        return
+    given = _model_type(config.model.config)
+    if folder_type is not None and given is not None and folder_type != given:
+        fail(
+            "checkpoint.initial_load_path",
+            f"holds a {folder_type} model ({path}/config.json) but model.config ({config.model.config}) is a "
+            f"{given} model; leave model.config out to use the folder's config, or give a {folder_type} config",
+        )
 
 
 def parse_model_overrides(items: list[str]) -> dict[str, Any]:

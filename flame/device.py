@@ -18,6 +18,10 @@ Everything device-specific the trainer needs goes through this module; nothing e
 * Mixed precision: bf16 parameters on GPU, fp32 on CPU (:func:`param_dtype`).
 * torchtitan's profiler context passes ``None`` as the accelerator activity when there is
   none, which ``torch.profiler`` rejects: :func:`maybe_enable_profiling` profiles the CPU.
+* Known noise that is not the user's problem is silenced when the trainer starts
+  (:func:`quiet_known_warnings`): torchtitan's "TORCH_NCCL_ASYNC_ERROR_HANDLING will be
+  overridden" on a CPU (gloo) run, where torchrun set that NCCL variable, and torchdata's
+  "'set_vital' is deprecated" from every ``StatefulDataLoader``.
 """
 
 from __future__ import annotations
@@ -55,6 +59,23 @@ def patch_torchtitan() -> None:
     apply_patches(DEVICE_TYPE, device_module())
     if DEVICE_TYPE == "cpu":
         warnings.filterwarnings("ignore", message=r"DTensor .* may not have complete support on cpu")
+    quiet_known_warnings()
+
+
+NCCL_ASYNC_ERROR_HANDLING = "TORCH_NCCL_ASYNC_ERROR_HANDLING"
+
+
+def quiet_known_warnings() -> None:
+    """Silence warnings every run would print that are not the user's to act on (idempotent).
+
+    * On CPU there is no NCCL: the ``TORCH_NCCL_ASYNC_ERROR_HANDLING`` that torchrun exports is
+      dropped, so torchtitan's ``init_distributed`` sets its own value without warning that it
+      overrides it (on GPU the variable, and torchtitan's warning, stay).
+    * torchdata 0.11's ``StatefulDataLoader`` calls the deprecated ``torch.set_vital`` on creation.
+    """
+    if DEVICE_TYPE == "cpu":
+        os.environ.pop(NCCL_ASYNC_ERROR_HANDLING, None)
+    warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated", category=UserWarning)
 
 
 def local_device() -> torch.device:

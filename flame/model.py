@@ -17,7 +17,9 @@ from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torchtitan.tools.logging import logger
 
+from flame.checkpoint_folders import is_complete, is_hf_folder, step_folders
 from flame.config import ConfigError, JobConfig, parse_model_overrides
+from flame.paths import is_missing_local, missing
 
 
 def import_custom_module(name: str) -> None:
@@ -38,18 +40,99 @@ def load_model_config(job: JobConfig):
 
     import_custom_module(job.model.custom_module)
     path = job.model.config
+    if is_missing_local(path):  # a typo in a local path fails now, not after the hub's retries
+        raise ConfigError("model.config", path, missing(path))
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as err:
         why = "no such file or folder" if path.endswith(".json") and not os.path.exists(path) else str(err)
         raise ConfigError("model.config", path, why.splitlines()[0]) from None
-    for key, value in parse_model_overrides(job.model.overrides).items():
+    overrides = parse_model_overrides(job.model.overrides)
+    if overrides.get("fuse_linear_cross_entropy") and "fuse_cross_entropy" not in overrides:
+        overrides["fuse_cross_entropy"] = False  # the fused linear loss replaces it (a config may not set both)
+    for key, value in overrides.items():
         if not hasattr(config, key):
             why = f"the {config.model_type} config ({path}) has no field {key!r}"
             raise ConfigError("model.overrides", f"{key}={json.dumps(value)}", why)
         setattr(config, key, value)
+    check = getattr(config, "check_fields", None)  # fla configs: the checks run at construction, again here
+    if check is not None and job.model.overrides:
+        try:
+            check()
+        except ValueError as err:
+            raise ConfigError("model.overrides", job.model.overrides, str(err).splitlines()[0]) from None
     config.use_cache = False
+    check_weights_match(config, job)
     return config
+
+
+def weights_to_load(job: JobConfig) -> tuple[str, str, str] | None:
+    """``(config key, folder, "dcp" or "hf")`` of the weights the run loads first, or None (fresh init).
+
+    The newest complete checkpoint of the run's folder (``checkpoint.load_step`` when set; a
+    model-only final export past step 0 is not resumed from), else ``checkpoint.initial_load_path``.
+    """
+    c = job.checkpoint
+    if not c.enable:
+        return None
+    from flame.checkpoint import is_model_only
+
+    steps = step_folders(os.path.join(job.job.dump_folder, c.folder))
+    complete = sorted((s for s, p in steps.items() if is_complete(p)), reverse=True)
+    if c.load_step != -1:
+        return ("checkpoint.load_step", steps[c.load_step], "dcp") if c.load_step in complete else None
+    for step in complete:
+        try:
+            if step > 0 and is_model_only(steps[step]):
+                continue
+        except Exception:  # noqa: BLE001 - an unreadable checkpoint is skipped (and reported) by the checkpointer
+            continue
+        return "model.config", steps[step], "dcp"
+    if c.initial_load_path:
+        path = c.initial_load_path
+        return "checkpoint.initial_load_path", path, "hf" if is_hf_folder(path) else "dcp"
+    return None
+
+
+def check_weights_match(config, job: JobConfig) -> None:
+    """The weights the run will load (:func:`weights_to_load`) have this model's names and shapes.
+
+    Read from metadata only (DCP ``.metadata``, safetensors headers) against the model built on the
+    meta device; a mismatch, or a safetensors shard missing from an HF folder, is a one-line
+    ConfigError naming the folder, the first differing key and both shapes.
+    """
+    target = weights_to_load(job)
+    if target is None:
+        return
+    key, path, kind = target
+    from transformers import AutoModelForCausalLM
+
+    from flame.convert.common import ConvertError, key_mismatch
+    from flame.convert.dcp_to_hf import dcp_model_shapes
+    from flame.convert.hf_to_dcp import _tied_output_names, hf_weight_shapes
+
+    try:
+        stored = hf_weight_shapes(path) if kind == "hf" else dcp_model_shapes(path)
+    except ConvertError as err:
+        raise ConfigError(key, path, str(err)) from None
+    except Exception:  # noqa: BLE001 - unreadable metadata: the checkpointer skips or reports it
+        return
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    expected = {name: list(t.shape) for name, t in model.state_dict().items()}
+    tied = _tied_output_names(model)
+    value = job.model.config if key == "model.config" else path
+    hint = f"model.config ({job.model.config}) describes another architecture than {path}"
+    missing_keys = sorted(k for k in expected if k not in stored and k not in tied)
+    unexpected = sorted(k for k in stored if k not in expected)
+    if missing_keys or unexpected:
+        raise ConfigError(
+            key, value, key_mismatch(f"{path} does not match the model", missing_keys, unexpected, hint, 3)
+        )
+    for name, shape in sorted(stored.items()):
+        if shape != expected[name]:
+            why = f"{name} has shape {shape} in {path} but {expected[name]} in the model; {hint}"
+            raise ConfigError(key, value, why)
 
 
 def build_model(

@@ -261,7 +261,11 @@ class Trainer(Stateful):
         job = self.job
         self.load_checkpoint()
         first_step = self.step + 1
-        logger.info(f"Training starts at step {first_step}")
+        logger.info(
+            f"Training starts at step {first_step}"
+            if first_step <= job.training.steps
+            else f"The run is already finished (step {self.step} of {job.training.steps}): nothing to train"
+        )
         data_iterator = iter(self.dataloader)
         ran_out = False
         with device.maybe_enable_profiling(

@@ -19,6 +19,15 @@ by ``attn`` (fla's format): a dict, or a list of dicts for several attention fla
 
 ``layers`` and ``num_heads`` are required; the rest default as above (``num_kv_heads`` to
 ``num_heads``). Every error names the field, the value and what was expected.
+
+Validation runs when a config is constructed (and again by :meth:`FLAConfig.check_fields` after a
+field is changed): the base checks the shared fields, and each family extends the hook with the
+constraints of its token mixer, so a config that constructs always builds a model::
+
+    def check_fields(self) -> None:
+        super().check_fields()
+        check_choice(self, "attn_mode", MODES)
+        check_linear_heads(self, self.expand_k, self.expand_v, self.num_kv_heads)  # widths divide into heads
 """
 
 from __future__ import annotations
@@ -130,6 +139,62 @@ def validate_loss_config(fuse_cross_entropy: bool, fuse_linear_cross_entropy: bo
         )
 
 
+def check_positive_int(config: Any, name: str, allow_none: bool = False) -> None:
+    """``config.<name>`` must be an int > 0 (or ``None`` with ``allow_none``); ``ValueError`` naming it otherwise."""
+    value = getattr(config, name)
+    if value is None and allow_none:
+        return
+    if not _is_int(value) or value <= 0:
+        expected = "a positive integer" + (" or null" if allow_none else "")
+        raise ValueError(f"{type(config).__name__}: {name}={value!r} must be {expected}")
+
+
+def check_choice(config: Any, name: str, choices: tuple) -> None:
+    """``config.<name>`` must be one of ``choices``; ``ValueError`` naming the field, value and choices."""
+    value = getattr(config, name)
+    if value not in choices:
+        raise ValueError(f"{type(config).__name__}: {name}={value!r} is not one of {tuple(choices)}")
+
+
+def check_linear_heads(config: Any, expand_k: float, expand_v: float, num_kv_heads: int | None = None) -> tuple:
+    """The q / k / v widths of a :class:`fla.layers.linear_mixer.LinearMixer` built from ``config``.
+
+    ``hidden_size * expand_k`` (key dim) and ``hidden_size * expand_v`` (value dim) must be integers
+    divisible by ``num_heads``, and ``num_heads`` a multiple of ``num_kv_heads``. Returns
+    ``(head_k_dim, head_v_dim)``; raises ``ValueError`` naming the fields and their values.
+    """
+    name = type(config).__name__
+    check_positive_int(config, "num_heads")
+    hidden, heads = config.hidden_size, config.num_heads
+    dims = {}
+    for field, expand, what in (("expand_k", expand_k, "key dim"), ("expand_v", expand_v, "value dim")):
+        if isinstance(expand, bool) or not isinstance(expand, (int, float)) or not expand > 0:
+            raise ValueError(f"{name}: {field}={expand!r} must be a positive number")
+        dim = hidden * expand
+        if abs(dim - round(dim)) > 1e-6:
+            raise ValueError(f"{name}: hidden_size * {field} = {hidden} * {expand} = {dim} is not an integer")
+        dims[what] = round(dim)
+        if dims[what] % heads != 0:
+            raise ValueError(
+                f"{name}: {what} {dims[what]} is not a multiple of num_heads={heads} "
+                f"(hidden_size * {field} = {hidden} * {expand})"
+            )
+    if num_kv_heads is not None and (not _is_int(num_kv_heads) or num_kv_heads <= 0 or heads % num_kv_heads != 0):
+        raise ValueError(f"{name}: num_heads={heads} is not a multiple of num_kv_heads={num_kv_heads!r}")
+    return dims["key dim"] // heads, dims["value dim"] // heads
+
+
+def check_feature_map(config: Any) -> None:
+    """``config.feature_map`` must be ``None`` or an activation name transformers knows (``ACT2FN``)."""
+    from transformers.activations import ACT2FN
+
+    value = config.feature_map
+    if value is not None and (not isinstance(value, str) or value not in ACT2FN):
+        raise ValueError(f"{type(config).__name__}: feature_map={value!r} is not null or an activation name")
+    if getattr(config, "use_short_conv", False):
+        check_positive_int(config, "conv_size")
+
+
 def validate_unsupported(**fields: Any) -> None:
     """Reject fla 0.6.0 options this implementation does not provide (``use_l2warp``, ``attnres_block_size``)."""
     if fields.get("use_l2warp"):
@@ -156,7 +221,7 @@ class FLAConfig(PreTrainedConfig):
     argument as an ordinary extra attribute, as transformers does.
     """
 
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values", "cache"]  # the output's cache (renamed in transformers 5.24)
     hybrid_attn = True  # the config has the ``attn`` field (hybrid softmax-attention layers)
 
     def __init__(
@@ -188,10 +253,31 @@ class FLAConfig(PreTrainedConfig):
         tokens = {name: args.pop(name) for name in _TOKEN_FIELDS}
         self.set_fields(args)
         if self.hybrid_attn:
-            self.attn = validate_attn_spec(kwargs.pop("attn", None), num_hidden_layers, hidden_size)
-        validate_loss_config(fuse_cross_entropy, fuse_linear_cross_entropy)
-        validate_unsupported(use_l2warp=use_l2warp, attnres_block_size=attnres_block_size)
+            self.attn = kwargs.pop("attn", None)
         super().__init__(**tokens, **kwargs)
+        self.check_fields()
+
+    def check_fields(self) -> None:
+        """Validation hook, run at construction (and by whoever changes a field afterwards).
+
+        Raises ``ValueError`` naming the field and its value for a config whose model cannot be
+        built. The base checks the shared fields (sizes, MLP activation, fused losses, the hybrid
+        ``attn`` spec, which it also normalizes); a family overrides this, calls
+        ``super().check_fields()`` and adds its token mixer's constraints.
+        """
+        from fla.modules.mlp import _SUPPORTED_ACTS
+
+        for name in ("hidden_size", "num_hidden_layers", "vocab_size"):
+            check_positive_int(self, name)
+        check_positive_int(self, "intermediate_size", allow_none=True)
+        ratio = self.hidden_ratio
+        if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0):
+            raise ValueError(f"{type(self).__name__}: hidden_ratio={ratio!r} must be a positive number or null")
+        check_choice(self, "hidden_act", _SUPPORTED_ACTS)
+        if self.hybrid_attn:
+            self.attn = validate_attn_spec(self.attn, self.num_hidden_layers, self.hidden_size)
+        validate_loss_config(self.fuse_cross_entropy, self.fuse_linear_cross_entropy)
+        validate_unsupported(use_l2warp=self.use_l2warp, attnres_block_size=self.attnres_block_size)
 
     def set_fields(self, args: dict[str, Any]) -> None:
         """Store a constructor's arguments (its ``locals()``, taken first thing) as config fields."""
@@ -203,6 +289,10 @@ class FLAConfig(PreTrainedConfig):
 __all__ = [
     "ATTN_FIELDS",
     "FLAConfig",
+    "check_choice",
+    "check_feature_map",
+    "check_linear_heads",
+    "check_positive_int",
     "get_attn_spec",
     "validate_attn_spec",
     "validate_loss_config",

@@ -121,6 +121,12 @@ class FLABlock(GradientCheckpointingLayer):
         return hidden_states, attentions, past_key_values
 
 
+CACHE_FIELD = "cache" if "cache" in BaseModelOutputWithPast.__dataclass_fields__ else "past_key_values"
+"""The name of the cache in transformers' model outputs: ``cache`` from transformers 5.24 on (reading or
+writing ``past_key_values`` there logs a deprecation), ``past_key_values`` before. fla's outputs use this
+name, so ``output.cache`` (new transformers) and ``output.past_key_values`` (either) both work."""
+
+
 def cache_argument(past_key_values, cache):
     """The cache passed as ``past_key_values`` or as ``cache`` (transformers >= 5.24 renamed it; its
     ``generate()`` passes ``cache=``). Both at once is an error, as in transformers."""
@@ -266,7 +272,7 @@ class FLAModel(FLAPreTrainedModel):
         if not return_dict:
             return tuple(v for v in (hidden_states, past_key_values, all_hidden_states) if v is not None)
         return BaseModelOutputWithPast(
-            last_hidden_state=hidden_states, past_key_values=past_key_values, hidden_states=all_hidden_states
+            last_hidden_state=hidden_states, hidden_states=all_hidden_states, **{CACHE_FIELD: past_key_values}
         )
 
 
@@ -394,10 +400,14 @@ class FLAForCausalLM(FLAPreTrainedModel, FLAGenerationMixin):
             outputs.last_hidden_state, labels, logits_to_keep, num_items_in_batch
         )
         if not return_dict:
-            rest = tuple(v for v in (logits, outputs.past_key_values, outputs.hidden_states) if v is not None)
+            cache = getattr(outputs, CACHE_FIELD)
+            rest = tuple(v for v in (logits, cache, outputs.hidden_states) if v is not None)
             return rest if loss is None else (loss, *rest)
         return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
 
 

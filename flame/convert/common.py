@@ -18,6 +18,7 @@ import torch
 
 from fla.utils.constants import dtype_from_name
 from flame.checkpoint_folders import is_complete, step_folders
+from flame.paths import is_missing_local, missing
 
 NON_MODEL_STATES = ("optimizer", "lr_scheduler", "dataloader", "train_state")
 
@@ -52,8 +53,8 @@ def load_config(config: str, custom_module: str = ""):
     from transformers import AutoConfig
 
     import_fla(custom_module)
-    if config.endswith(".json") and not os.path.isfile(config):
-        raise ConvertError(f"model config {config}: no such file")
+    if is_missing_local(config):
+        raise ConvertError(f"model config {config}: {missing(config)}")
     try:
         return AutoConfig.from_pretrained(config)
     except (OSError, ValueError, KeyError) as err:

@@ -57,6 +57,20 @@ def read_model_tensors(step_dir: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def dcp_model_shapes(step_dir: str | Path) -> dict[str, list[int]]:
+    """``{name: shape}`` of the model tensors (top-level entries) of DCP folder ``step_dir``, from its metadata."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    metadata = dcp.FileSystemReader(str(step_dir)).read_metadata()
+    paths = metadata.planner_data or {}
+    return {
+        key: list(meta.size)
+        for key, meta in metadata.state_dict_metadata.items()
+        if len(paths.get(key, (key,))) == 1 and key not in NON_MODEL_STATES and isinstance(meta, TensorStorageMetadata)
+    }
+
+
 def build_hf_model(config: str, custom_module: str = ""):
     """The HF causal LM of ``config`` on CPU in float32 (weights are overwritten by the caller)."""
     from transformers import AutoModelForCausalLM
@@ -117,6 +131,10 @@ def save_tokenizer(tokenizer: str, out_dir: Path) -> None:
     """Copy the tokenizer ``tokenizer`` (folder or hub id) into ``out_dir`` via ``save_pretrained``."""
     from transformers import AutoTokenizer
 
+    from flame.paths import is_missing_local, missing
+
+    if is_missing_local(tokenizer):
+        raise ConvertError(f"tokenizer {tokenizer}: {missing(tokenizer)}")
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer)
     except Exception as err:  # noqa: BLE001 - any failure means "no usable tokenizer"

@@ -20,6 +20,7 @@ from pathlib import Path
 from torch import nn
 
 from flame.convert.common import ConvertError, import_fla, key_mismatch, parse_dtype
+from flame.paths import is_missing_local, missing
 
 
 def hf_to_dcp(
@@ -39,6 +40,8 @@ def hf_to_dcp(
         raise ConvertError(f"{out} exists and is not empty (pass --overwrite to replace it)")
     torch_dtype = parse_dtype(dtype)
     import_fla(custom_module)
+    if is_missing_local(model):
+        raise ConvertError(f"{model}: {missing(model)}")
     if Path(model).exists() and not (Path(model) / "config.json").is_file():
         raise ConvertError(f"{model}: not an HF model folder (no config.json)")
     try:
@@ -54,22 +57,52 @@ def hf_to_dcp(
     return out
 
 
-def hf_weight_names(path: str | Path) -> set[str]:
-    """Tensor names stored in the safetensors files of HF folder ``path``."""
+def hf_weight_files(path: str | Path) -> dict[str, list[str]]:
+    """``{safetensors file: [tensor names]}`` of HF folder ``path``, from its index when it has one.
+
+    Raises ``ConvertError`` naming a shard the index lists but the folder lacks (and how many
+    tensors it holds), or a folder without safetensors files.
+    """
     from safetensors import safe_open
 
     path = Path(path)
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        return set(json.loads(index.read_text())["weight_map"])
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
+        files: dict[str, list[str]] = {}
+        for name, file in json.loads(index.read_text())["weight_map"].items():
+            files.setdefault(file, []).append(name)
+        for file, names in sorted(files.items()):
+            if not (path / file).is_file():
+                raise ConvertError(
+                    f"{path}: the shard {file} is missing ({index.name} lists it for {len(names)} tensor(s), "
+                    f"e.g. {sorted(names)[0]}); copy it into the folder"
+                )
+        return files
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards:
         raise ConvertError(f"{path}: no *.safetensors files (save the model with save_pretrained)")
-    names: set[str] = set()
-    for file in files:
+    out = {}
+    for file in shards:
         with safe_open(str(file), framework="pt") as f:
-            names.update(f.keys())
-    return names
+            out[file.name] = list(f.keys())
+    return out
+
+
+def hf_weight_names(path: str | Path) -> set[str]:
+    """Tensor names stored in the safetensors files of HF folder ``path`` (see :func:`hf_weight_files`)."""
+    return {name for names in hf_weight_files(path).values() for name in names}
+
+
+def hf_weight_shapes(path: str | Path) -> dict[str, list[int]]:
+    """``{tensor name: shape}`` of HF folder ``path``, read from the safetensors headers only."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for file, names in hf_weight_files(path).items():
+        with safe_open(str(Path(path) / file), framework="pt") as f:
+            for name in names:
+                shapes[name] = list(f.get_slice(name).get_shape())
+    return shapes
 
 
 def load_hf_into(model: nn.Module, path: str | Path) -> None:

@@ -9,13 +9,18 @@ one-file dataset still spreads over all ranks and workers.
 
 from __future__ import annotations
 
+import bz2
 import copy
+import gzip
+import json
+import lzma
 from pathlib import Path
 
 import numpy as np
 
 from flame.data.config import SourceSpec
 from flame.data.tokenize import TextEncoder
+from flame.paths import looks_local, missing
 
 _BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".arrow": "arrow", ".csv": "csv"}
 _COMPRESSION = {".gz", ".bz2", ".xz", ".zst", ".zstd", ".lz4"}
@@ -38,10 +43,6 @@ def _builder_for(path: Path) -> str | None:
     return _BUILDERS.get(suffixes[-1]) if suffixes else None
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or _builder_for(Path(name)) is not None
-
-
 def _load(spec: SourceSpec):
     """``datasets.Dataset`` or ``IterableDataset`` for one source (no reading beyond metadata)."""
     import datasets
@@ -60,12 +61,65 @@ def _load(spec: SourceSpec):
             if spec.split not in dd:
                 raise ValueError(f"data source {path}: no split '{spec.split}' (splits: {', '.join(dd)})")
             return dd[spec.split]
-    elif _looks_like_path(spec.path):
+    elif looks_local(spec.path):  # a local path with a typo: fail now, not after the hub's retries
         hint = _SAMPLE_HINT if "sample" in spec.path else ""
-        raise FileNotFoundError(f"data source not found: {spec.path} (no such file or folder){hint}")
+        raise FileNotFoundError(f"data source not found: {spec.path} ({missing(spec.path)}){hint}")
     # a folder of data files, or a hub dataset name
     kwargs = dict(split=spec.split, streaming=spec.streaming, data_dir=spec.data_dir, data_files=spec.data_files)
     return datasets.load_dataset(str(path) if path.is_dir() else spec.path, spec.config_name, **kwargs)
+
+
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _json_files(spec: SourceSpec) -> list[Path]:
+    """The local JSON / JSON Lines files of ``spec`` (none for a hub dataset)."""
+    path = Path(spec.path).expanduser()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+    return [f for f in files if _builder_for(f) == "json"]
+
+
+def _json_error(file: Path) -> str | None:
+    """``"<file> line N is not valid JSON (why)"`` for the first broken line of ``file`` (a JSON Lines file, or
+    one JSON document when it starts with ``[``); None when it parses or cannot be read here."""
+    suffix = file.suffix.lower()
+    if suffix not in _OPENERS and _builder_for(file) != "json" or suffix in (".zst", ".zstd", ".lz4"):
+        return None
+    try:
+        with _OPENERS.get(suffix, open)(file, "rt", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    if text.lstrip().startswith("["):  # one JSON document
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as err:
+            return f"{file} line {err.lineno} is not valid JSON ({err.msg}, column {err.colno})"
+        return None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except json.JSONDecodeError as err:
+                return f"{file} line {lineno} is not valid JSON ({err.msg}, column {err.colno})"
+    return None
+
+
+def broken_json_line(spec: SourceSpec) -> str | None:
+    """Where the local JSON files of ``spec`` first fail to parse (file and line), or None."""
+    for file in _json_files(spec):
+        where = _json_error(file)
+        if where is not None:
+            return where
+    return None
+
+
+def _read_error(spec: SourceSpec, what: str, e: BaseException) -> ValueError:
+    """One line for a source that fails to load or read: the broken JSON file and line when there is one."""
+    where = broken_json_line(spec)
+    if where is not None:
+        return ValueError(f"data source '{spec.path}': {where}")
+    return ValueError(f"data source '{spec.path}' {what}: {_first_line(e)}")
 
 
 def open_source(spec: SourceSpec, num_readers: int):
@@ -84,7 +138,7 @@ def open_source(spec: SourceSpec, num_readers: int):
         if str(e).startswith("data source"):  # ours, already one line
             raise
         where = "" if Path(spec.path).expanduser().exists() else " (not a local path; tried the Hugging Face hub)"
-        raise ValueError(f"data source '{spec.path}' could not be loaded{where}: {_first_line(e)}") from e
+        raise _read_error(spec, f"could not be loaded{where}", e) from e
     if isinstance(ds, datasets.Dataset):
         if len(ds) == 0:
             raise ValueError(f"data source '{spec.path}' (split {spec.split}) is empty")
@@ -98,20 +152,34 @@ def _check_first_example(ds, spec: SourceSpec) -> None:
     if ds.features is not None and col not in ds.features:
         raise ValueError(f"data source '{spec.path}' has no text column '{col}' (columns: {', '.join(ds.features)})")
     it = iter(ds)
+    seen = 0
     try:
         first = next(it, None)
-    except Exception as e:  # noqa: BLE001 - a corrupt/unparsable first file
-        raise ValueError(f"data source '{spec.path}' could not be read: {_first_line(e)}") from e
+        if first is None:
+            raise ValueError(f"data source '{spec.path}' (split {spec.split}) is empty")
+        if col not in first:
+            raise ValueError(f"data source '{spec.path}' has no text column '{col}' (columns: {', '.join(first)})")
+        example = first
+        while example is not None:  # the first document with text (every one, when all are empty)
+            text = example.get(col)
+            if text is not None and not isinstance(text, str):
+                raise ValueError(f"data source '{spec.path}': column '{col}' holds {type(text).__name__}, not text")
+            seen += 1
+            if text:
+                break
+            example = next(it, None)
+    except ValueError as e:
+        if str(e).startswith("data source"):  # ours, already one line
+            raise
+        raise _read_error(spec, "could not be read", e) from e
+    except Exception as e:  # noqa: BLE001 - a corrupt/unparsable file
+        raise _read_error(spec, "could not be read", e) from e
     finally:
         close = getattr(it, "close", None)
         if close is not None:
             close()
-    if first is None:
-        raise ValueError(f"data source '{spec.path}' (split {spec.split}) is empty")
-    if col not in first:
-        raise ValueError(f"data source '{spec.path}' has no text column '{col}' (columns: {', '.join(first)})")
-    if first[col] is not None and not isinstance(first[col], str):
-        raise ValueError(f"data source '{spec.path}': column '{col}' holds {type(first[col]).__name__}, not text")
+    if example is None:
+        raise ValueError(f"data source '{spec.path}' has no text: all {seen} documents have an empty '{col}'")
 
 
 class DocumentStream:
@@ -182,6 +250,8 @@ class DocumentStream:
                     raise SourceExhausted(self.spec.path) from None
                 self._start(self._epoch + 1, None)
                 continue
+            except Exception as e:  # noqa: BLE001 - e.g. a file that fails to parse: name the file and line
+                raise _read_error(self.spec, "could not be read", e) from e
             if col not in batch:
                 raise ValueError(f"data source '{self.spec.path}' has no text column '{col}' (columns: {list(batch)})")
             texts = batch[col]

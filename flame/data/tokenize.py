@@ -6,10 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _looks_like_path(name: str) -> bool:
-    # hub names are "name" or "org/name" (which may contain dots, e.g. "Qwen/Qwen2.5-0.5B")
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1
+from flame.paths import looks_local, missing
 
 
 def build_tokenizer(path_or_name: str):
@@ -28,8 +25,11 @@ def build_tokenizer(path_or_name: str):
         except Exception as e:  # noqa: BLE001 - any failure here means "no usable tokenizer"
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FileNotFoundError(f"tokenizer not found: folder {path} has no loadable tokenizer ({first})") from e
-    if path.exists() or _looks_like_path(str(path_or_name)):
+    if path.exists():
         raise FileNotFoundError(f"tokenizer not found: {path_or_name} is not a tokenizer folder{hint}")
+    if looks_local(str(path_or_name)):  # a local path with a typo: fail now, not after the hub's retries
+        why = missing(str(path_or_name))
+        raise FileNotFoundError(f"tokenizer not found: {path_or_name} is not a tokenizer folder ({why}){hint}")
     try:
         return AutoTokenizer.from_pretrained(path_or_name)
     except Exception as e:  # noqa: BLE001

@@ -286,3 +286,30 @@ def test_model_override_errors():
     bad(["--model.config", TINY, "--model.overrides", "a=1,a=2"], r"model\.overrides = .*: 'a' is given twice")
     with pytest.raises(ConfigError, match=r"model\.overrides = 'no_such_field=3': the llama config .* no field"):
         load_model_config(model_job(TINY, "--model.overrides", "no_such_field=3"))
+
+
+@pytest.mark.parametrize("family", ["gla", "retnet", "delta_net", "gated_deltanet", "transformer"])
+def test_family_config_that_cannot_build_is_a_config_error(tmp_path, family):
+    field = "num_v_heads" if family == "gated_deltanet" else "num_heads"  # GDN: head_dim is its own field
+    """A family config whose heads do not divide (GLA: key dim not a multiple of num_heads) is one line, not a
+    traceback from the model build; the same for a model.overrides change."""
+    tiny = ROOT / "configs" / f"{family}_cpu.json"
+    path = tmp_path / f"{family}.json"
+    path.write_text(json.dumps({**json.loads(tiny.read_text()), field: 7}))
+    with pytest.raises(ConfigError, match=rf"model\.config = '.*\.json': .*{field}=7") as info:
+        load_model_config(model_job(path))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match=rf"model\.overrides = .*{field}=7") as info:
+        load_model_config(model_job(tiny, "--model.overrides", f"{field}=7"))
+    assert "\n" not in str(info.value)
+
+
+def test_fused_linear_loss_override_turns_the_logits_loss_off(tmp_path):
+    """fuse_linear_cross_entropy=true (the presets' override) replaces fuse_cross_entropy: the config stays valid
+    (both true is rejected by the config's checks, and an exported config.json must load again)."""
+    config = load_model_config(
+        model_job(ROOT / "configs" / "gla_cpu.json", "--model.overrides", "fuse_linear_cross_entropy=true")
+    )
+    assert config.fuse_linear_cross_entropy is True and config.fuse_cross_entropy is False
+    config.save_pretrained(tmp_path)
+    assert type(config).from_pretrained(tmp_path).fuse_linear_cross_entropy is True

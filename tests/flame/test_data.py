@@ -441,3 +441,45 @@ def test_reader_without_documents_fails_clearly(tmp_path, tokenizer):
     loader = loader_for(tokenizer, tmp_path / "two.jsonl", dp_rank=2, dp_world_size=3)
     with pytest.raises(RuntimeError, match="gave no documents to data reader 2 of 3"):
         take(loader, 1)
+
+
+# ----------------------------------------------------------------------------- bad jsonl (issue 32, item 10)
+
+
+def test_all_empty_texts_is_one_line_before_training(tmp_path, sample_dir, tokenizer):
+    """A jsonl whose texts are all empty fails when the loader is built (the trainer's one-line config
+    error), not with a traceback from the first training step."""
+    from flame.config import FlameConfigManager
+    from flame.train import build_data
+
+    path = tmp_path / "empty_texts.jsonl"
+    path.write_text("".join(json.dumps({"text": ""}) + "\n" for _ in range(5)))
+    with pytest.raises(ValueError, match=r"empty_texts\.jsonl' has no text: all 5 documents have an empty 'text'"):
+        loader_for(tokenizer, path)
+    tok = str(sample_dir / "tokenizer")
+    job = FlameConfigManager().parse_args(
+        ["--model.config", "x.json", "--model.tokenizer_path", tok, "--data.dataset", str(path)]
+    )
+    with pytest.raises(ValueError, match=r"data\.dataset = .*: data source .* has no text") as info:
+        build_data(job, 0, 1)
+    assert "\n" not in str(info.value)
+
+
+def test_broken_jsonl_line_names_file_and_line(tmp_path, tokenizer):
+    good = [json.dumps({"text": f"document {i}"}) for i in range(5)]
+    path = tmp_path / "broken.jsonl"
+    path.write_text("\n".join([*good, '{"text": "unterminated', *good]) + "\n")
+    with pytest.raises(ValueError, match=r"broken\.jsonl line 6 is not valid JSON \(Unterminated string") as info:
+        loader_for(tokenizer, path)
+    assert "\n" not in str(info.value)
+
+
+def test_broken_jsonl_line_found_mid_stream(tmp_path, tokenizer):
+    """A broken line in a later file of a folder (read while training) also names the file and the line."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps({"text": f"document {i} " * 20}) + "\n" for i in range(20)))
+    (folder / "b.jsonl").write_text('{"text": "fine"}\n{"text": "fine"}\n{"text": oops}\n')
+    loader = loader_for(tokenizer, folder, seq_len=32)
+    with pytest.raises(ValueError, match=r"b\.jsonl line 3 is not valid JSON"):
+        take(loader, 200)

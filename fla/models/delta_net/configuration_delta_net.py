@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fla.models.config_utils import FLAConfig
+from fla.layers.delta_net import DELTA_MODES, QK_ACTIVATIONS, QK_NORMS
+from fla.models.config_utils import FLAConfig, check_choice, check_linear_heads, check_positive_int
 
 
 class DeltaNetConfig(FLAConfig):
@@ -39,6 +40,16 @@ class DeltaNetConfig(FLAConfig):
     ):
         self.set_fields(locals())
         super().__init__(**kwargs)
+
+    def check_fields(self) -> None:
+        """The shared checks, then DeltaNet's: ``attn_mode``, head widths, qk activation and norm, ``conv_size``."""
+        super().check_fields()
+        check_choice(self, "attn_mode", DELTA_MODES)
+        check_linear_heads(self, self.expand_k, self.expand_v)
+        check_choice(self, "qk_activation", QK_ACTIVATIONS)
+        check_choice(self, "qk_norm", QK_NORMS)
+        if self.use_short_conv:
+            check_positive_int(self, "conv_size")
 
 
 __all__ = ["DeltaNetConfig"]

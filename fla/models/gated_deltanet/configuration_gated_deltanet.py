@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from fla.layers.delta_net import DELTA_MODES
 from fla.layers.gated_deltanet import GATE_ACTIVATIONS
-from fla.models.config_utils import FLAConfig
+from fla.models.config_utils import FLAConfig, check_choice, check_positive_int
 
 
 class GatedDeltaNetConfig(FLAConfig):
@@ -37,10 +38,33 @@ class GatedDeltaNetConfig(FLAConfig):
         output_gate_activation: str = "swish",
         **kwargs,
     ):
-        if output_gate_activation not in GATE_ACTIVATIONS:
-            raise ValueError(f"output_gate_activation={output_gate_activation!r} is not one of {GATE_ACTIVATIONS}")
         self.set_fields(locals())
         super().__init__(num_hidden_layers=num_hidden_layers, **kwargs)
+
+    def check_fields(self) -> None:
+        """The shared checks, then Gated DeltaNet's: ``attn_mode``, head counts and sizes, the gate activation."""
+        super().check_fields()
+        check_choice(self, "attn_mode", DELTA_MODES)
+        check_choice(self, "output_gate_activation", GATE_ACTIVATIONS)
+        check_positive_int(self, "num_heads")
+        check_positive_int(self, "head_dim")
+        check_positive_int(self, "num_v_heads", allow_none=True)
+        num_v_heads = self.num_heads if self.num_v_heads is None else self.num_v_heads
+        if num_v_heads % self.num_heads != 0:
+            raise ValueError(
+                f"GatedDeltaNetConfig: num_v_heads={num_v_heads} is not a multiple of num_heads={self.num_heads}"
+            )
+        expand = self.expand_v
+        if isinstance(expand, bool) or not isinstance(expand, (int, float)) or not expand > 0:
+            raise ValueError(f"GatedDeltaNetConfig: expand_v={expand!r} must be a positive number")
+        head_v_dim = self.head_dim * expand
+        if abs(head_v_dim - round(head_v_dim)) > 1e-6:
+            raise ValueError(
+                f"GatedDeltaNetConfig: head_dim * expand_v = {self.head_dim} * {expand} is not an integer "
+                f"(the value head size, {head_v_dim})"
+            )
+        if self.use_short_conv:
+            check_positive_int(self, "conv_size")
 
 
 __all__ = ["GatedDeltaNetConfig"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fla.models.config_utils import FLAConfig
+from fla.layers.linear_mixer import MODES
+from fla.models.config_utils import FLAConfig, check_choice, check_feature_map, check_linear_heads
 
 
 class GLAConfig(FLAConfig):
@@ -40,6 +41,13 @@ class GLAConfig(FLAConfig):
     ):
         self.set_fields(locals())
         super().__init__(**kwargs)
+
+    def check_fields(self) -> None:
+        """The shared checks, then GLA's: ``attn_mode``, head widths, ``feature_map``, ``conv_size``."""
+        super().check_fields()
+        check_choice(self, "attn_mode", MODES)
+        check_linear_heads(self, self.expand_k, self.expand_v, self.num_kv_heads)
+        check_feature_map(self)
 
 
 __all__ = ["GLAConfig"]

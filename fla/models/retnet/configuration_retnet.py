@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fla.models.config_utils import FLAConfig
+from fla.layers.linear_mixer import MODES
+from fla.layers.multiscale_retention import MAX_HEAD_K_DIM
+from fla.models.config_utils import FLAConfig, check_choice, check_feature_map, check_linear_heads
 
 
 class RetNetConfig(FLAConfig):
@@ -38,6 +40,18 @@ class RetNetConfig(FLAConfig):
     ):
         self.set_fields(locals())
         super().__init__(hidden_ratio=hidden_ratio, **kwargs)
+
+    def check_fields(self) -> None:
+        """The shared checks, then RetNet's: ``attn_mode``, head widths (key heads of at most 256), ``feature_map``."""
+        super().check_fields()
+        check_choice(self, "attn_mode", MODES)
+        head_k_dim, _ = check_linear_heads(self, self.expand_k, self.expand_v, self.num_kv_heads)
+        if head_k_dim > MAX_HEAD_K_DIM:
+            raise ValueError(
+                f"RetNetConfig: the key head size hidden_size * expand_k / num_heads = {self.hidden_size} * "
+                f"{self.expand_k} / {self.num_heads} = {head_k_dim} exceeds {MAX_HEAD_K_DIM}"
+            )
+        check_feature_map(self)
 
 
 __all__ = ["RetNetConfig"]

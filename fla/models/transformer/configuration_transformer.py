@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fla.models.config_utils import FLAConfig
+from fla.models.config_utils import FLAConfig, check_positive_int
 
 
 class TransformerConfig(FLAConfig):
@@ -33,12 +33,20 @@ class TransformerConfig(FLAConfig):
     ):
         self.set_fields(locals())
         super().__init__(**kwargs)
-        if self.hidden_size % num_heads != 0:
-            raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={num_heads}")
-        if num_kv_heads is not None and (num_kv_heads <= 0 or num_heads % num_kv_heads != 0):
-            raise ValueError(f"num_heads={num_heads} is not a multiple of num_kv_heads={num_kv_heads}")
-        if window_size is not None and (isinstance(window_size, bool) or window_size <= 0):
-            raise ValueError(f"window_size must be a positive integer or null, got {window_size!r}")
+
+    def check_fields(self) -> None:
+        """The shared checks, then attention's: head counts dividing ``hidden_size``, ``window_size``."""
+        super().check_fields()
+        check_positive_int(self, "num_heads")
+        check_positive_int(self, "num_kv_heads", allow_none=True)
+        check_positive_int(self, "window_size", allow_none=True)
+        heads, kv_heads = self.num_heads, self.num_kv_heads
+        if self.hidden_size % heads != 0:
+            raise ValueError(
+                f"TransformerConfig: hidden_size={self.hidden_size} is not a multiple of num_heads={heads}"
+            )
+        if kv_heads is not None and heads % kv_heads != 0:
+            raise ValueError(f"TransformerConfig: num_heads={heads} is not a multiple of num_kv_heads={kv_heads}")
 
 
 __all__ = ["TransformerConfig"]
