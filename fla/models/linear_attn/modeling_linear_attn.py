@@ -1,0 +1,97 @@
+"""Linear-attention language models: pre-norm blocks of LinearAttention (or hybrid softmax attention) and a
+SwiGLU MLP.
+
+Parameter names match fla 0.6.0 (``model.embeddings``, ``model.layers.N.{attn_norm, attn.{q,k,v}_proj,
+attn.feature_map_{q,k}.*, attn.norm, attn.o_proj, mlp_norm, mlp.{gate,up,down}_proj}``, ``model.norm``,
+``lm_head``), so its checkpoints load as is.
+"""
+
+from __future__ import annotations
+
+from fla.layers.linear_attn import LinearAttention, feature_dim
+from fla.models.flops import TokenMixer, layer_mixers
+from fla.models.linear_attn.configuration_linear_attn import LinearAttentionConfig
+from fla.models.modeling_utils import (
+    FLABlock,
+    FLAForCausalLM,
+    FLAModel,
+    FLAPreTrainedModel,
+    build_attention,
+)
+from fla.models.tp_plan import linear_mixer_plan
+
+_MAP_WEIGHTS = {"hedgehog": 1, "t2r": 1, "elementwise_product": 2}  # d x d matmuls per vector
+
+
+class LinearAttentionBlock(FLABlock):
+    """One layer: ``LinearAttention`` (or ``Attention`` at the config's hybrid layers) + ``GatedMLP``."""
+
+    def __init__(self, config: LinearAttentionConfig, layer_idx: int):
+        mixer = build_attention(config, layer_idx)
+        if mixer is None:
+            mixer = LinearAttention(
+                mode=config.attn_mode,
+                hidden_size=config.hidden_size,
+                expand_k=config.expand_k,
+                expand_v=config.expand_v,
+                num_heads=config.num_heads,
+                num_kv_heads=config.num_kv_heads,
+                feature_map=config.feature_map,
+                tie_feature_map_qk=config.tie_feature_map_qk,
+                norm_q=config.norm_q,
+                norm_k=config.norm_k,
+                do_feature_map_norm=config.norm_feature_map,
+                elementwise_affine=config.elementwise_affine,
+                norm_eps=config.norm_eps,
+                layer_idx=layer_idx,
+            )
+        super().__init__(config, layer_idx, mixer)
+
+
+class LinearAttentionPreTrainedModel(FLAPreTrainedModel):
+    config_class = LinearAttentionConfig
+    _no_split_modules = ["LinearAttentionBlock"]
+
+    tensor_parallel_plan = linear_mixer_plan(col=("q_proj", "k_proj", "v_proj"))
+    """Split by heads. The feature maps act on each head's vector with parameters shared by all heads, so
+    (like the per-head output norm) they stay replicated: each rank maps its own heads, and the trainer sums
+    their gradients over the ranks."""
+
+    @classmethod
+    def token_mixer(cls, config: LinearAttentionConfig) -> TokenMixer:
+        """Linear attention with the feature width as key width (hedgehog doubles it, dpfp multiplies it by 8)."""
+        mixer = TokenMixer.from_expand("linear", config.hidden_size, config.num_heads, config.expand_k, config.expand_v)
+        return TokenMixer("linear", mixer.heads, feature_dim(config.feature_map, mixer.key_dim), mixer.value_dim)
+
+    @classmethod
+    def flops_per_token_of(cls, config, num_params: int, num_embedding_params: int, seq_len: int) -> float:
+        """``6 N`` + the mixers' (:mod:`fla.models.flops`), + the feature maps' matmuls: ``6 N`` counts their
+        weights once, but they act on every head (``num_heads`` q vectors, ``num_kv_heads`` k vectors)."""
+        total = super().flops_per_token_of(config, num_params, num_embedding_params, seq_len)
+        per_map = (
+            _MAP_WEIGHTS.get(config.feature_map, 0) * (config.hidden_size * config.expand_k / config.num_heads) ** 2
+        )
+        heads, kv_heads = config.num_heads, config.num_kv_heads or config.num_heads
+        maps = 1 if config.tie_feature_map_qk else 2
+        uses = sum(m.kind == "linear" for m in layer_mixers(config, cls.token_mixer(config)))
+        return total + 6.0 * per_map * (heads + kv_heads - maps) * uses
+
+
+class LinearAttentionModel(LinearAttentionPreTrainedModel, FLAModel):
+    """Embeddings -> ``num_hidden_layers`` LinearAttentionBlocks -> RMSNorm (see :class:`FLAModel` for forward)."""
+
+    block_class = LinearAttentionBlock
+
+
+class LinearAttentionForCausalLM(LinearAttentionPreTrainedModel, FLAForCausalLM):
+    """LinearAttentionModel + ``lm_head`` (tied to the embeddings with ``tie_word_embeddings``)."""
+
+    base_model_class = LinearAttentionModel
+
+
+__all__ = [
+    "LinearAttentionBlock",
+    "LinearAttentionForCausalLM",
+    "LinearAttentionModel",
+    "LinearAttentionPreTrainedModel",
+]
