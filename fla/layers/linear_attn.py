@@ -115,6 +115,9 @@ class LinearAttention(LinearMixer):
             make = _LEARNED[feature_map]
             self.feature_map_q = make(head_dim=d)
             self.feature_map_k = self.feature_map_q if tie else make(head_dim=d)
+            if tie:  # one module under two names (fla's keys): saved once, as feature_map_q (transformers' tying)
+                names = [n for n, _ in self.feature_map_q.named_parameters()]
+                self._tied_weights_keys = {f"feature_map_k.{n}": f"feature_map_q.{n}" for n in names}
         elif feature_map == "dpfp":  # parameter free: tying changes nothing
             self.feature_map_q, self.feature_map_k = DPFPFeatureMap(head_dim=d), DPFPFeatureMap(head_dim=d)
         else:

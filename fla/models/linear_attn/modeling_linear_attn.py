@@ -76,6 +76,16 @@ class LinearAttentionPreTrainedModel(FLAPreTrainedModel):
         uses = sum(m.kind == "linear" for m in layer_mixers(config, cls.token_mixer(config)))
         return total + 6.0 * per_map * (heads + kv_heads - maps) * uses
 
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        """transformers' ``{target: source}`` tied parameters, + ``feature_map_k.* -> feature_map_q.*`` of the
+        layers with ``tie_feature_map_qk`` (one module under both of fla's names; it is saved once)."""
+        tied = super().get_expanded_tied_weights_keys(all_submodels)
+        for path, module in self.named_modules():
+            for target, source in (getattr(module, "_tied_weights_keys", None) or {}).items():
+                if isinstance(module, LinearAttention):
+                    tied[f"{path}.{target}"] = f"{path}.{source}"
+        return tied
+
 
 class LinearAttentionModel(LinearAttentionPreTrainedModel, FLAModel):
     """Embeddings -> ``num_hidden_layers`` LinearAttentionBlocks -> RMSNorm (see :class:`FLAModel` for forward)."""

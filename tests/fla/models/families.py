@@ -149,7 +149,9 @@ FAMILIES = [
         dict(tiny=8.7, **{"340M": 374.3, "1.3B": 1365.9}),
         variants={
             "plain": {},
-            "hedgehog_gqa_normalized": dict(feature_map="hedgehog", num_kv_heads=2, norm_feature_map=True),
+            "hedgehog_tied_gqa_normalized": dict(
+                feature_map="hedgehog", tie_feature_map_qk=True, num_kv_heads=2, norm_feature_map=True
+            ),
             "hybrid": dict(HYBRID, feature_map="elu", norm_k=True, norm_feature_map=True, fuse_norm=False),
         },
         name_only={
