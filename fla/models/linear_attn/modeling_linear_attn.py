@@ -9,7 +9,7 @@ attn.feature_map_{q,k}.*, attn.norm, attn.o_proj, mlp_norm, mlp.{gate,up,down}_p
 from __future__ import annotations
 
 from fla.layers.linear_attn import LinearAttention, feature_dim
-from fla.models.flops import TokenMixer, layer_mixers
+from fla.models.flops import TokenMixer
 from fla.models.linear_attn.configuration_linear_attn import LinearAttentionConfig
 from fla.models.modeling_utils import (
     FLABlock,
@@ -19,8 +19,6 @@ from fla.models.modeling_utils import (
     build_attention,
 )
 from fla.models.tp_plan import linear_mixer_plan
-
-_MAP_WEIGHTS = {"hedgehog": 1, "t2r": 1, "elementwise_product": 2}  # d x d matmuls per vector
 
 
 class LinearAttentionBlock(FLABlock):
@@ -59,22 +57,13 @@ class LinearAttentionPreTrainedModel(FLAPreTrainedModel):
 
     @classmethod
     def token_mixer(cls, config: LinearAttentionConfig) -> TokenMixer:
-        """Linear attention with the feature width as key width (hedgehog doubles it, dpfp multiplies it by 8)."""
+        """Linear attention with the feature width as key width (hedgehog doubles it, dpfp multiplies it by 8).
+
+        Not counted: the feature maps' matmuls beyond ``6 N`` (their weights act on every head, ``6 N``
+        counts them once; ~1.7% of the 340M config's FLOPs with ``elementwise_product``): TokenMixer has
+        no field for per-head parameter use."""
         mixer = TokenMixer.from_expand("linear", config.hidden_size, config.num_heads, config.expand_k, config.expand_v)
         return TokenMixer("linear", mixer.heads, feature_dim(config.feature_map, mixer.key_dim), mixer.value_dim)
-
-    @classmethod
-    def flops_per_token_of(cls, config, num_params: int, num_embedding_params: int, seq_len: int) -> float:
-        """``6 N`` + the mixers' (:mod:`fla.models.flops`), + the feature maps' matmuls: ``6 N`` counts their
-        weights once, but they act on every head (``num_heads`` q vectors, ``num_kv_heads`` k vectors)."""
-        total = super().flops_per_token_of(config, num_params, num_embedding_params, seq_len)
-        per_map = (
-            _MAP_WEIGHTS.get(config.feature_map, 0) * (config.hidden_size * config.expand_k / config.num_heads) ** 2
-        )
-        heads, kv_heads = config.num_heads, config.num_kv_heads or config.num_heads
-        maps = 1 if config.tie_feature_map_qk else 2
-        uses = sum(m.kind == "linear" for m in layer_mixers(config, cls.token_mixer(config)))
-        return total + 6.0 * per_map * (heads + kv_heads - maps) * uses
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
         """transformers' ``{target: source}`` tied parameters, + ``feature_map_k.* -> feature_map_q.*`` of the

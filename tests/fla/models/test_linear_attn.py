@@ -91,17 +91,18 @@ def test_normalized_output_is_a_weighted_average_of_values():
     torch.testing.assert_close(seen["o"], torch.full_like(seen["o"], 0.7), rtol=1e-5, atol=1e-5)
 
 
-def test_flops_count_the_feature_width_and_the_maps():
+def test_flops_count_the_feature_width():
     config = AutoConfig.from_pretrained(LA.tiny_json)  # hidden 128, 4 heads: head dim 32
     assert LinearAttentionForCausalLM.token_mixer(config) == TokenMixer("linear", 4, 32, 32)
     with torch.device("meta"):
         model = LinearAttentionForCausalLM(config)
     n, emb = count_params(model)
     mixer = 3 * 4 * (4 * 32 * 32 + 2 * CHUNK_SIZE * (32 + 32))
-    maps = 6 * 2 * 32 * 32 * (4 + 4 - 2)  # two d x d matmuls per vector; the weights' first use is in 6 N
-    assert model.flops_per_token(512) == 6 * (n - emb) + 2 * (mixer + maps)
+    assert model.flops_per_token(512) == 6 * (n - emb) + 2 * mixer
     hedgehog = LinearAttentionConfig(hidden_size=128, num_heads=4, feature_map="hedgehog", num_hidden_layers=2)
     assert LinearAttentionForCausalLM.token_mixer(hedgehog) == TokenMixer("linear", 4, 64, 32)
+    dpfp = LinearAttentionConfig(hidden_size=128, num_heads=4, feature_map="dpfp", expand_v=2, num_hidden_layers=2)
+    assert LinearAttentionForCausalLM.token_mixer(dpfp) == TokenMixer("linear", 4, 256, 64)
 
 
 def test_tp_plan_splits_projections_and_replicates_the_feature_maps():
