@@ -7,7 +7,7 @@ import torch
 from fla.layers import LinearAttention
 from fla.layers.linear_attn import FEATURE_MAPS, feature_dim
 from fla.models import FLACache
-from tests.harness import DEVICE, assert_close, tol
+from tests.harness import DEVICE, assert_close, tol, using
 
 H, D = 2, 50  # heads, hidden size: head_k_dim = head_v_dim = 25
 
@@ -96,3 +96,29 @@ def test_layer_errors_name_the_problem():
         LinearAttention(hidden_size=D, num_heads=H, mode="parallel")
     with pytest.raises(ValueError, match="value dim 50 is not a multiple of num_heads=4"):
         LinearAttention(hidden_size=D, num_heads=4, expand_k=0.48)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_triton_matches_torch_normalized_with_cache(dtype):
+    """The Triton kernels (the interpreter on CPU) under the normalized layer: output, gradients, decoding."""
+    torch.manual_seed(0)
+    layer = LinearAttention(hidden_size=32, num_heads=2, num_kv_heads=1, feature_map="hedgehog", layer_idx=0)
+    layer.do_feature_map_norm = True
+    layer = layer.to(DEVICE, dtype)
+    x = torch.randn(2, 21, 32, device=DEVICE, dtype=dtype)
+    results = []
+    for backend in ("torch", "triton"):
+        with using(backend):
+            layer.train().zero_grad()
+            out, _, _ = layer(x)
+            out.float().square().sum().backward()
+            with torch.no_grad():
+                cache = FLACache()
+                layer.eval()(x[:, :-1], past_key_values=cache)
+                step, _, _ = layer(x[:, -1:], past_key_values=cache)
+            results.append((out.detach(), step, [p.grad.clone() for p in layer.parameters()]))
+    (ref, ref_step, ref_grads), (out, step, grads) = results
+    assert_close("out", ref, out, tol(dtype, 20))
+    assert_close("decode step", ref_step, step, tol(dtype, 20))
+    for (name, _), a, b in zip(layer.named_parameters(), ref_grads, grads):
+        assert_close(f"d{name}", a, b, tol(dtype, 50))
