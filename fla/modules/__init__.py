@@ -3,6 +3,7 @@
 from fla.modules.activations import swiglu, swiglu_linear
 from fla.modules.conv import ShortConvolution, causal_conv1d
 from fla.modules.cross_entropy import FusedCrossEntropyLoss, cross_entropy_loss
+from fla.modules.feature_map import DPFPFeatureMap, HadamardFeatureMap, HedgehogFeatureMap, T2RFeatureMap
 from fla.modules.gated_norm import FusedLayerNormGated, FusedRMSNormGated, layer_norm_gated, rms_norm_gated
 from fla.modules.linear_cross_entropy import FusedLinearCrossEntropyLoss, linear_cross_entropy
 from fla.modules.mlp import GatedMLP
@@ -32,3 +33,4 @@ __all__ = [
     "RotaryEmbedding",
     "rotary_embedding",
 ]
+__all__ += ["DPFPFeatureMap", "HadamardFeatureMap", "HedgehogFeatureMap", "T2RFeatureMap"]

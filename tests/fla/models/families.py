@@ -144,6 +144,22 @@ FAMILIES = [
         },
         bad_heads=(dict(num_v_heads=3), "num_v_heads=3 is not a multiple of num_heads=2"),
     ),
+    Family(
+        "linear_attn",
+        dict(tiny=8.7, **{"340M": 374.3, "1.3B": 1365.9}),
+        variants={
+            "plain": {},
+            "hedgehog_tied_gqa_normalized": dict(
+                feature_map="hedgehog", tie_feature_map_qk=True, num_kv_heads=2, norm_feature_map=True
+            ),
+            "hybrid": dict(HYBRID, feature_map="elu", norm_k=True, norm_feature_map=True, fuse_norm=False),
+        },
+        name_only={
+            "t2r_tied": dict(feature_map="t2r", tie_feature_map_qk=True, tie_word_embeddings=True, fuse_norm=False),
+            "dpfp_wide_v": dict(feature_map="dpfp", expand_v=2, elementwise_affine=False, num_kv_heads=1),
+            "identity_half_k": dict(feature_map="identity", norm_q=True, expand_k=0.5),
+        },
+    ),
 ]
 BY_TYPE = {f.model_type: f for f in FAMILIES}
 
