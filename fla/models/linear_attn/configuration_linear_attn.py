@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fla.models.config_utils import FLAConfig
+from fla.layers.linear_attn import FEATURE_MAPS, LINEAR_ATTN_MODES
+from fla.models.config_utils import FLAConfig, check_choice, check_linear_heads
 
 
 class LinearAttentionConfig(FLAConfig):
@@ -38,6 +39,13 @@ class LinearAttentionConfig(FLAConfig):
     ):
         self.set_fields(locals())
         super().__init__(**kwargs)
+
+    def check_fields(self) -> None:
+        """The shared checks, then the layer's: ``attn_mode``, head widths, ``feature_map``."""
+        super().check_fields()
+        check_choice(self, "attn_mode", LINEAR_ATTN_MODES)
+        check_linear_heads(self, self.expand_k, self.expand_v, self.num_kv_heads)
+        check_choice(self, "feature_map", FEATURE_MAPS)
 
 
 __all__ = ["LinearAttentionConfig"]
