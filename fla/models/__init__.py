@@ -6,6 +6,7 @@ from fla.models.cache import FLACache
 from fla.models.delta_net import DeltaNetConfig, DeltaNetForCausalLM, DeltaNetModel
 from fla.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausalLM, GatedDeltaNetModel
 from fla.models.gla import GLAConfig, GLAForCausalLM, GLAModel
+from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
 from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
@@ -16,6 +17,7 @@ _MODELS.append((RetNetConfig, RetNetModel, RetNetForCausalLM))
 _MODELS.append((DeltaNetConfig, DeltaNetModel, DeltaNetForCausalLM))
 _MODELS.append((GatedDeltaNetConfig, GatedDeltaNetModel, GatedDeltaNetForCausalLM))
 _MODELS.append((LinearAttentionConfig, LinearAttentionModel, LinearAttentionForCausalLM))
+_MODELS.append((HGRN2Config, HGRN2Model, HGRN2ForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -28,3 +30,4 @@ __all__ += ["RetNetConfig", "RetNetForCausalLM", "RetNetModel"]
 __all__ += ["DeltaNetConfig", "DeltaNetForCausalLM", "DeltaNetModel"]
 __all__ += ["GatedDeltaNetConfig", "GatedDeltaNetForCausalLM", "GatedDeltaNetModel"]
 __all__ += ["LinearAttentionConfig", "LinearAttentionForCausalLM", "LinearAttentionModel"]
+__all__ += ["HGRN2Config", "HGRN2ForCausalLM", "HGRN2Model"]

@@ -160,6 +160,21 @@ FAMILIES = [
             "identity_half_k": dict(feature_map="identity", norm_q=True, expand_k=0.5),
         },
     ),
+    Family(
+        "hgrn2",
+        dict(tiny=8.7, cpu=0.4, **{"340M": 373.9, "1.3B": 1364.4}),
+        tiny=dict(SMALL, expand_ratio=18),
+        variants={
+            "plain": {},
+            "conv_no_lower_bound": dict(use_short_conv=True, conv_size=3, use_lower_bound=False),
+            # attention at layer 0: HGRN2 at layer 1 still gets a lower bound (layer 0 never uses one)
+            "hybrid": dict(attn={**HYBRID["attn"], "layers": [0]}, use_short_conv=True, fuse_norm=False),
+        },
+        name_only={
+            "heads_only_tied": dict(expand_ratio=None, num_heads=2, tie_word_embeddings=True, elementwise_affine=False),
+        },
+        bad_heads=(dict(num_heads=5, expand_ratio=None), "hidden_size=72 is not a multiple of num_heads=5"),
+    ),
 ]
 BY_TYPE = {f.model_type: f for f in FAMILIES}
 
