@@ -50,6 +50,7 @@ from torchtitan.tools.logging import logger
 
 from flame.checkpoint_folders import METADATA, is_complete, is_hf_folder, step_folders
 from flame.config import ConfigError
+from flame.process_tree import stop_inside
 from flame.titan_internals import CheckpointManagerBase
 
 STATE_KEYS = ("model", "optimizer", "lr_scheduler", "dataloader", "train_state")
@@ -197,6 +198,8 @@ class FlameCheckpointManager(CheckpointManagerBase):
                 self._load_from(path, model_only=candidate == 0)
                 loaded = True
             except (Exception, CheckpointException) as err:  # noqa: BLE001 - older checkpoints remain
+                if stop_inside(err) is not None:
+                    raise  # a signal during the load, not damage
                 loaded, why = False, _first_line(err)
             if all_ranks_agree(loaded):
                 return True
