@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from flame.config import ConfigError
@@ -72,6 +73,7 @@ class RunLock:
             "pid": os.getpid(),
             "start_ticks": _start_ticks(os.getpid()),
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "token": uuid.uuid4().hex,  # this holder, even against another lock of the same process
         }
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -92,6 +92,25 @@ def build_data(job: JobConfig, dp_rank: int, dp_world_size: int, vocab_size: int
         raise ConfigError("data.dataset", job.data.dataset, str(err).splitlines()[0]) from None
 
 
+def position_warning(model_config: Any, job: JobConfig) -> str | None:
+    """A warning when the model uses RoPE and the longest attended span exceeds its ``max_position_embeddings``."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    attn = getattr(model_config, "attn", None)
+    rope = getattr(model_config, "rope_theta", None) is not None or (
+        isinstance(attn, dict) and attn.get("rope_theta", 10000.0) is not None
+    )
+    t = job.training
+    span, key = (t.seq_len, "training.seq_len")
+    if t.varlen and t.context_len:  # positions restart at every document
+        span, key = (t.context_len, "training.context_len")
+    if not rope or not limit or span <= limit:
+        return None
+    return (
+        f"{key} = {span} exceeds max_position_embeddings = {limit} of {job.model.config}: RoPE positions past "
+        f"{limit} were not seen by a model trained at that length (raise max_position_embeddings or lower {key})"
+    )
+
+
 def count_targets(labels: torch.Tensor) -> int:
     """Tokens that contribute to the loss: labels are shifted inside the model, so position 0 never does."""
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
@@ -107,6 +126,8 @@ class Trainer(Stateful):
         # The model config (and its TP support) is checked before the process group exists.
         self.model_config = load_model_config(job)
         check_tp_supported(self.model_config, job.parallelism.tensor_parallel_degree)
+        if why := position_warning(self.model_config, job):
+            logger.warning(why)
 
         ensure_launch_env()
         self.device = device.local_device()
