@@ -3,7 +3,13 @@
 #
 #   bash train.sh                                    offline default: make data/sample if missing,
 #                                                    train configs/tiny_cpu.toml, export <dump>/hf
+#   bash train.sh --training.steps 10 [...]          the offline default with these overrides
 #   bash train.sh --job.config_file configs/gla_340M.toml [--section.key value ...]
+#
+# Before launching, the config, the model config, TP, the tokenizer and the dataset are checked
+# (a bad one: one line, exit 2). SIGINT / SIGTERM / SIGHUP stop the whole job (one line naming the
+# newest complete checkpoint); the workers die with this script, also when it is SIGKILLed.
+# A worker's error ends the output as one line (exit 2 for bad input).
 #
 # Environment (all optional):
 #   NGPU         processes on this node (default: the visible CUDA GPUs, 1 on CPU)
@@ -44,22 +50,45 @@ count_gpus() {
 }
 NGPU=${NGPU:-$(count_gpus)}
 
+bad_env() {
+  echo "train.sh: $1=${!1}: $2" >&2
+  exit 2
+}
+[[ $NGPU =~ ^[1-9][0-9]*$ ]] || bad_env NGPU "expected the number of processes on this node (a positive integer)"
+[[ $NNODE =~ ^[1-9][0-9]*$ ]] || bad_env NNODE "expected the number of nodes (a positive integer)"
+[[ $NODE_RANK =~ ^[0-9]+$ ]] && ((NODE_RANK < NNODE)) || bad_env NODE_RANK "expected 0..$((NNODE - 1)) (NNODE=$NNODE)"
+
+sample_data() {  # the offline sample corpus + tokenizer the default config reads
+  if [[ ! -d $REPO/data/sample/data || ! -d $REPO/data/sample/tokenizer ]]; then
+    echo "train.sh: writing the offline sample corpus + tokenizer to $REPO/data/sample"
+    "$PYTHON" -m flame.tools.sample_data --out "$REPO/data/sample"
+  fi
+}
+has_config=
+for arg in "$@"; do
+  if [[ $arg == --job.config_file || $arg == --job.config_file=* ]]; then has_config=1; fi
+done
 if [[ $# -eq 0 ]]; then
   # The offline default: relative paths in configs/tiny_cpu.toml are relative to the repository.
   cd "$REPO"
-  if [[ ! -d data/sample/data || ! -d data/sample/tokenizer ]]; then
-    echo "train.sh: writing the offline sample corpus + tokenizer to data/sample"
-    "$PYTHON" -m flame.tools.sample_data --out data/sample
-  fi
+  sample_data
   set -- --job.config_file configs/tiny_cpu.toml
+elif [[ -z $has_config && " $* " != *" --help "* && " $* " != *" -h "* ]]; then
+  # Overrides without a config file apply to the offline default; its paths are made absolute (the
+  # overrides' own relative paths stay relative to the current folder).
+  sample_data
+  set -- --job.config_file "$REPO/configs/tiny_cpu.toml" --job.dump_folder "$REPO/outputs/tiny_cpu" \
+    --model.config "$REPO/configs/transformer_cpu.json" --model.tokenizer_path "$REPO/data/sample/tokenizer" \
+    --data.dataset "$REPO/data/sample/data" "$@"
 fi
 
 for arg in "$@"; do
   if [[ $arg == --help || $arg == -h ]]; then exec "$PYTHON" -m flame.train "$@"; fi
 done
 
-# The resolved config (the same parse and validation as the trainer; errors stop here, exit 2).
-query=$("$PYTHON" -m flame.launch --world-size $((NNODE * NGPU)) \
+# The resolved config (the same parse and validation as the trainer, plus model config, TP, tokenizer
+# and dataset: what needs no process group; errors stop here, exit 2).
+query=$("$PYTHON" -m flame.launch --world-size $((NNODE * NGPU)) --check \
   --get job.dump_folder checkpoint.enable checkpoint.folder model.config model.tokenizer_path model.custom_module \
   -- "$@")
 mapfile -t cfg <<<"$query"  # one value per line; $(...) drops trailing empty lines, hence the defaults
@@ -80,8 +109,20 @@ console=(--tee 3)
 if [[ -n $LOG_RANK ]]; then console+=(--local-ranks-filter "$LOG_RANK"); fi
 
 echo "train.sh: node $NODE_RANK of $NNODE, $NGPU process(es) per node; logs in $LOG_DIR"
-"$PYTHON" -m torch.distributed.run "${rendezvous[@]}" --nproc-per-node "$NGPU" \
-  --log-dir "$LOG_DIR" "${console[@]}" -m flame.train "$@"
+# torchrun runs inside flame.launch: it dies with this script (even on SIGKILL), the workers die with
+# it, and a failure or a stop ends with one line. A signal to this script is forwarded to it; bash
+# runs a trap only between commands, hence the background job and the wait loop.
+"$PYTHON" -m flame.launch --run --parent-pid $$ --checkpoint-folder "$DUMP_FOLDER/$CKPT_FOLDER" -- \
+  "${rendezvous[@]}" --nproc-per-node "$NGPU" --log-dir "$LOG_DIR" "${console[@]}" -m flame.train "$@" &
+job=$!
+trap 'kill -TERM "$job" 2>/dev/null || true' INT TERM HUP
+while kill -0 "$job" 2>/dev/null; do
+  wait "$job" || true # returns early when a trapped signal arrives
+done
+status=0
+wait "$job" || status=$?
+trap - INT TERM HUP
+if [[ $status != 0 ]]; then exit "$status"; fi
 
 if [[ $NODE_RANK == 0 ]] && "$PYTHON" -c "import matplotlib" 2>/dev/null; then  # <dump>/metrics.png
   "$PYTHON" -m flame.tools.plot_run "$DUMP_FOLDER" || echo "train.sh: the run plot failed (the run itself is fine)"

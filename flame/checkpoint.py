@@ -16,8 +16,12 @@ reaches are in :mod:`flame.titan_internals`):
   temporary file and a rename, after every rank wrote its data. Folders without it are
   interrupted saves; they are named in a warning and skipped.
 * Auto-resume (``load_step = -1``) tries the complete checkpoints newest first; one that
-  fails to load is reported and the next older one is tried. Model-only checkpoints past
-  step 0 carry no optimizer state and are not resumed from.
+  fails to load is reported and the next older one is tried. Before loading, every data file
+  the ``.metadata`` names is checked to exist and to be long enough (:func:`damage`), so a
+  deleted or truncated ``*.distcp`` is named in the warning; other damage surfaces as DCP's
+  ``CheckpointException`` (a ``BaseException``), which is caught too. All ranks agree on each
+  verdict (a checkpoint one rank cannot read is skipped by every rank), so they load the same
+  step. Model-only checkpoints past step 0 carry no optimizer state and are not resumed from.
 * ``load_step`` naming a missing step fails with one line listing the steps there are.
 * ``initial_load_path`` is used whenever the run's folder holds no complete checkpoint
   (torchtitan only when the folder does not exist, so an interrupted first save hid it). It may
@@ -39,12 +43,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.stateful import Stateful
 from torchtitan.components.checkpoint import DATALOADER, MODEL, TRAIN_STATE
 from torchtitan.tools.logging import logger
 
 from flame.checkpoint_folders import METADATA, is_complete, is_hf_folder, step_folders
 from flame.config import ConfigError
+from flame.process_tree import stop_inside
 from flame.titan_internals import CheckpointManagerBase
 
 STATE_KEYS = ("model", "optimizer", "lr_scheduler", "dataloader", "train_state")
@@ -55,6 +61,51 @@ def is_model_only(path: str) -> bool:
     """Whether the complete checkpoint at ``path`` holds only model weights (no train state)."""
     keys = FileSystemReader(path).read_metadata().state_dict_metadata
     return not any(k == TRAIN_STATE or k.startswith(TRAIN_STATE + ".") for k in keys)
+
+
+def damage(path: str) -> str | None:
+    """Why the complete-looking checkpoint ``path`` cannot be loaded, or None when its files look whole.
+
+    Reads the ``.metadata`` and checks that every data file it names exists and is at least as long
+    as the byte ranges it lists (a deleted or truncated ``*.distcp``). Cheap: no tensor is read.
+    """
+    try:
+        storage = FileSystemReader(path).read_metadata().storage_data or {}
+    except Exception as err:  # noqa: BLE001 - any unreadable .metadata is damage
+        return f"its {METADATA} cannot be read: {_first_line(err)}"
+    need: dict[str, int] = {}
+    for info in storage.values():
+        name = getattr(info, "relative_path", None)
+        if name is not None:
+            need[name] = max(need.get(name, 0), int(info.offset) + int(info.length))
+    for name, size in sorted(need.items()):
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            return f"{file} is missing"
+        have = os.path.getsize(file)
+        if have < size:
+            return f"{file} is truncated ({have} bytes, the {METADATA} needs {size})"
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of ``err``'s message; for DCP's CheckpointException, the first rank's underlying error."""
+    if isinstance(err, CheckpointException) and err.failures:
+        rank, (inner, _trace) = next(iter(sorted(err.failures.items())))
+        return f"rank {rank}: {_first_line(inner)}"
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    if len(text) > 160:
+        text = text[:157].rstrip() + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def all_ranks_agree(ok: bool) -> bool:
+    """True only when ``ok`` is True on every rank (a collective: every rank must call it)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return ok
+    votes: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(votes, bool(ok))
+    return all(votes)
 
 
 def rng_state() -> bytes:
@@ -125,25 +176,42 @@ class FlameCheckpointManager(CheckpointManagerBase):
         if step != -1:
             return self._load_explicit(step)
         failed = []
+        # Every rank walks the same list and votes on each step, so all of them load the same one.
         for candidate in self.complete_steps():
             path = self.checkpoint_path(candidate)
-            try:
-                if candidate > 0 and is_model_only(path):
-                    logger.warning(f"Checkpoint {path} holds only model weights (a final export); not resuming from it")
-                    continue
-                self._load_from(path, model_only=candidate == 0)
-                return True
-            except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped, older ones remain
-                text = str(err).strip()
+            why = damage(path)
+            model_only = False
+            if why is None and candidate > 0:
+                try:
+                    model_only = is_model_only(path)
+                except Exception as err:  # noqa: BLE001 - reported as damage below
+                    why = f"its {METADATA} cannot be read: {_first_line(err)}"
+            if not all_ranks_agree(why is None):
                 failed.append(path)
-                logger.warning(
-                    f"Checkpoint {path} could not be loaded ({text.splitlines()[0] if text else type(err).__name__}); "
-                    f"trying an older one"
-                )
+                why = why or "another rank cannot read it (see that rank's log)"
+                logger.warning(f"Checkpoint {path} could not be loaded ({why}); trying an older one")
+                continue
+            if not all_ranks_agree(not model_only):
+                logger.warning(f"Checkpoint {path} holds only model weights (a final export); not resuming from it")
+                continue
+            try:
+                self._load_from(path, model_only=candidate == 0)
+                loaded = True
+            except (Exception, CheckpointException) as err:  # noqa: BLE001 - older checkpoints remain
+                if stop_inside(err) is not None:
+                    raise  # a signal during the load, not damage
+                loaded, why = False, _first_line(err)
+            if all_ranks_agree(loaded):
+                return True
+            failed.append(path)
+            why = why if not loaded else "another rank could not load it (see that rank's log)"
+            logger.warning(f"Checkpoint {path} could not be loaded ({why}); trying an older one")
         if failed:
-            raise RuntimeError(
-                f"no checkpoint in {self.folder} could be loaded (tried {', '.join(failed)}; see the warnings above): "
-                f"move them away to start over, or set checkpoint.load_step"
+            raise ConfigError(
+                "checkpoint.folder",
+                self.folder,
+                f"no checkpoint in it could be loaded (tried {', '.join(failed)}; see the warnings above): "
+                f"move them away to start over, or set checkpoint.load_step",
             )
         if self.initial_load_path:
             return self._load_initial()

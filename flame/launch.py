@@ -11,6 +11,19 @@ error prints the trainer's one-line message and exits 2, before any process is l
 
 prints every section and key of the JobConfig as Markdown tables (default and the first
 sentence of the field's docstring), the config reference in README.md.
+
+    python -m flame.launch --get KEY ... --check -- <flame.train args>
+
+also checks, before any process is launched, what needs no process group: the model config
+(a file or hub id), that tensor parallelism divides it, the tokenizer and the dataset.
+
+    python -m flame.launch --run [--parent-pid PID] [--checkpoint-folder DIR] -- <torchrun args>
+
+runs torchrun in this process (what ``train.sh`` does): it dies with its parent (SIGTERM
+on Linux: torchrun then stops its workers, which die with it in turn); SIGINT / SIGTERM /
+SIGHUP stop the job with one line naming the newest complete checkpoint (exit 128 +
+signal); a failed worker ends the output with its one-line error (exit 2 for bad input,
+1 otherwise) instead of torchrun's ChildFailedError report.
 """
 
 from __future__ import annotations
@@ -19,7 +32,10 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import logging
+import os
 import re
+import signal
 import sys
 import textwrap
 from typing import Any
@@ -102,6 +118,82 @@ def config_reference() -> str:
     return "\n".join(out)
 
 
+def preflight(config: Any) -> None:
+    """The trainer's checks that need no process group (ConfigError): model config, TP, tokenizer, dataset."""
+    from flame.model import load_model_config
+    from flame.parallelize import check_tp_supported
+    from flame.train import build_data
+
+    model_config = load_model_config(config)
+    check_tp_supported(model_config, config.parallelism.tensor_parallel_degree)
+    build_data(config, 0, 1, getattr(model_config, "vocab_size", None))
+
+
+def newest_checkpoint(folder: str) -> str | None:
+    """The newest complete ``step-N`` folder in ``folder``, if any."""
+    from flame.checkpoint_folders import is_complete, step_folders
+
+    complete = [(step, path) for step, path in step_folders(folder).items() if is_complete(path)]
+    return max(complete)[1] if complete else None
+
+
+def _log_dir(torchrun_args: list[str]) -> str | None:
+    for i, arg in enumerate(torchrun_args):
+        if arg in ("--log-dir", "--log_dir") and i + 1 < len(torchrun_args):
+            return torchrun_args[i + 1]
+        if arg.startswith(("--log-dir=", "--log_dir=")):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def run_torchrun(torchrun_args: list[str], parent_pid: int | None = None, checkpoint_folder: str = "") -> int:
+    """torchrun ``torchrun_args`` in this process, tied to ``parent_pid``; one-line outcomes (see the module doc)."""
+    from flame.process_tree import LAUNCHER_PID, die_with_parent
+
+    die_with_parent(signal.SIGTERM, parent_pid)
+    os.environ[LAUNCHER_PID] = str(os.getpid())  # the workers' parent: they die with this process
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    # torchrun would register its own handler for these in every start; ours keeps the first signal only.
+    os.environ["TORCHELASTIC_SIGNALS_TO_HANDLE"] = "SIGUSR2"
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        if len(received) == 1:  # later ones would interrupt torchrun while it stops the workers
+            raise SignalException(f"got {signal.Signals(signum).name}", sigval=signal.Signals(signum))
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    for name in list(logging.root.manager.loggerDict):  # its warnings and failure report: we say it in one line
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        torchrun.run(torchrun.parse_args(torchrun_args))
+    except SignalException as stop:
+        newest = newest_checkpoint(checkpoint_folder) if checkpoint_folder else None
+        where = f"the newest complete checkpoint is {newest}" if newest else "no complete checkpoint yet"
+        print(f"train.sh: stopped by {stop.sigval.name}; {where} (the same command resumes)", file=sys.stderr)
+        return 128 + int(stop.sigval)
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        message = failure.message if isinstance(failure.message, str) else failure.message.get("message", "")
+        if failure.exitcode < 0:
+            what = f"killed by {failure.signal_name()}"
+        else:
+            what = f"exit code {failure.exitcode}"
+        if not message.startswith("flame: "):
+            logs = _log_dir(torchrun_args)
+            where = f"; its output is in {logs}" if logs else ""
+            print(f"train.sh: rank {rank} failed ({what}){where}", file=sys.stderr)
+            return 1
+        print(message, file=sys.stderr)
+        return 2 if failure.exitcode == 2 else 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     train_args = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -110,10 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world-size", type=int, default=1, help="ranks the job will run on (for validation)")
     parser.add_argument("--get", nargs="+", default=[], help="dotted config keys to print, e.g. job.dump_folder")
     parser.add_argument("--reference", action="store_true", help="print the config reference (Markdown) and exit")
+    parser.add_argument("--check", action="store_true", help="with --get: also check model, TP, tokenizer, data")
+    parser.add_argument("--run", action="store_true", help="run torchrun with the arguments after --")
+    parser.add_argument("--parent-pid", type=int, default=None, help="with --run: die with this process")
+    parser.add_argument("--checkpoint-folder", default="", help="with --run: named when the job is stopped")
     args = parser.parse_args(own)
     if args.reference:
         print(config_reference())
         return 0
+    if args.run:
+        return run_torchrun(train_args, args.parent_pid, args.checkpoint_folder)
     if not args.get:
         parser.error("--get KEY [KEY ...] or --reference is required")
 
@@ -121,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = FlameConfigManager().parse_args(train_args, world_size=args.world_size)
+        if args.check:
+            preflight(config)
     except ConfigError as err:
         print(f"flame: config error: {err}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import socket
 import sys
 import time
@@ -36,6 +37,15 @@ from flame.config import ConfigError, FlameConfigManager, JobConfig, shard_degre
 from flame.metrics import MetricsProcessor, flops_per_token
 from flame.model import build_model, count_params, load_model_config
 from flame.parallelize import autocast, check_tp_supported, quiet_dtensor_logs
+from flame.process_tree import (
+    LAUNCHER_PID,
+    Stopped,
+    die_with_parent,
+    report_to_launcher,
+    stop_inside,
+    stop_on_signals,
+)
+from flame.run_lock import RunLock
 from flame.titan_internals import check_private_api
 
 MODEL_INPUTS = ("cu_seqlens", "position_ids")  # passed to the model only when the batch has them
@@ -82,6 +92,25 @@ def build_data(job: JobConfig, dp_rank: int, dp_world_size: int, vocab_size: int
         raise ConfigError("data.dataset", job.data.dataset, str(err).splitlines()[0]) from None
 
 
+def position_warning(model_config: Any, job: JobConfig) -> str | None:
+    """A warning when the model uses RoPE and the longest attended span exceeds its ``max_position_embeddings``."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    attn = getattr(model_config, "attn", None)
+    rope = getattr(model_config, "rope_theta", None) is not None or (
+        isinstance(attn, dict) and attn.get("rope_theta", 10000.0) is not None
+    )
+    t = job.training
+    span, key = (t.seq_len, "training.seq_len")
+    if t.varlen and t.context_len:  # positions restart at every document
+        span, key = (t.context_len, "training.context_len")
+    if not rope or not limit or span <= limit:
+        return None
+    return (
+        f"{key} = {span} exceeds max_position_embeddings = {limit} of {job.model.config}: RoPE positions past "
+        f"{limit} were not seen by a model trained at that length (raise max_position_embeddings or lower {key})"
+    )
+
+
 def count_targets(labels: torch.Tensor) -> int:
     """Tokens that contribute to the loss: labels are shifted inside the model, so position 0 never does."""
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
@@ -97,11 +126,14 @@ class Trainer(Stateful):
         # The model config (and its TP support) is checked before the process group exists.
         self.model_config = load_model_config(job)
         check_tp_supported(self.model_config, job.parallelism.tensor_parallel_degree)
+        if why := position_warning(self.model_config, job):
+            logger.warning(why)
 
         ensure_launch_env()
         self.device = device.local_device()
         self.parallel_dims = pd = init_distributed(job)
         self.rank = dist.get_rank()
+        take_run_lock(job, self.rank)
         job.maybe_log()
         if pd.dp_enabled:
             batch_mesh = pd.get_mesh("batch")
@@ -319,6 +351,37 @@ def init_distributed(job: JobConfig) -> ParallelDims:
     return parallel_dims
 
 
+_RUN_LOCK: RunLock | None = None
+
+
+def take_run_lock(job: JobConfig, rank: int) -> None:
+    """Global rank 0 locks ``job.dump_folder`` (:mod:`flame.run_lock`); if held, every rank raises one ConfigError."""
+    global _RUN_LOCK
+    refused = None
+    if rank == 0:
+        lock = RunLock(job.job.dump_folder)
+        try:
+            warning = lock.acquire()
+            _RUN_LOCK = lock
+            if warning:
+                logger.warning(warning)
+        except ConfigError as err:
+            refused = (err.key, err.value, err.why)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        verdict = [refused]
+        dist.broadcast_object_list(verdict, src=0)
+        refused = verdict[0]
+    if refused is not None:
+        raise ConfigError(*refused)
+
+
+def release_run_lock() -> None:
+    global _RUN_LOCK
+    if _RUN_LOCK is not None:
+        _RUN_LOCK.release()
+        _RUN_LOCK = None
+
+
 def start_up() -> None:
     """What the trainer changes outside flame, applied when it starts (importing flame changes nothing).
 
@@ -347,9 +410,19 @@ def ensure_launch_env() -> None:
             os.environ["MASTER_PORT"] = str(s.getsockname()[1])
 
 
-def main(argv: list[str] | None = None, dataloader_fn: DataloaderFn | None = None) -> int:
-    """Parse the config, train, shut down. Config errors print one line and return 2."""
+def main(
+    argv: list[str] | None = None, dataloader_fn: DataloaderFn | None = None, *, own_process: bool | None = None
+) -> int:
+    """Parse the config, train, shut down. Config errors print one line and return 2.
+
+    ``own_process`` (default: when torchrun started this process) makes the process die with its
+    launcher and turns SIGINT / SIGTERM / SIGHUP into a quiet stop (exit 128 + the signal).
+    """
     init_logger()
+    if own_process if own_process is not None else "TORCHELASTIC_RUN_ID" in os.environ:
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            die_with_parent()
+        stop_on_signals()
     trainer = None
     finished = False
     try:
@@ -358,18 +431,37 @@ def main(argv: list[str] | None = None, dataloader_fn: DataloaderFn | None = Non
         trainer.train()
         finished = True
     except ConfigError as err:
-        print(f"flame: config error: {err}", file=sys.stderr)
-        return 2
+        return _fail(f"flame: config error: {err}", 2)
     except NonFiniteGradError as err:
-        print(f"flame: stopped: {err}", file=sys.stderr)
-        return 1
+        return _fail(f"flame: stopped: {err}", 1)
+    except BaseException as err:
+        stop = stop_inside(err)  # also inside DCP's CheckpointException (a signal during a save)
+        if stop is None:
+            if isinstance(err, Exception):
+                text = str(err).strip()
+                report_to_launcher(f"flame: {type(err).__name__}: {text.splitlines()[0] if text else ''}")
+            raise
+        signum = stop.signum if isinstance(stop, Stopped) else signal.SIGINT
+        step = getattr(trainer, "step", None)
+        if LAUNCHER_PID not in os.environ and int(os.environ.get("RANK", "0")) == 0:  # flame.launch says it there
+            at = f" at step {step}" if step else ""
+            print(f"flame: stopped by {signal.Signals(signum).name}{at}; the same command resumes from the newest "
+                  f"complete checkpoint", file=sys.stderr)  # fmt: skip
+        return 128 + signum
     finally:
         if trainer is not None:
             trainer.close()
         trainer = None  # free the model, optimizer and meshes while the process groups still exist
+        release_run_lock()
         gc.collect()
         shutdown_distributed(wait_for_all=finished)
     return 0
+
+
+def _fail(line: str, code: int) -> int:
+    print(line, file=sys.stderr)
+    report_to_launcher(line)
+    return code
 
 
 def shutdown_distributed(wait_for_all: bool) -> None:
@@ -386,4 +478,4 @@ def shutdown_distributed(wait_for_all: bool) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(own_process=True))

@@ -165,6 +165,43 @@ def test_resume_skips_incomplete_and_unreadable_checkpoints(one_rank, tmp_path, 
     m.close()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "deleted", "garbled", "all"])
+def test_resume_skips_a_checkpoint_with_a_damaged_data_file(one_rank, tmp_path, caplog, damage):
+    """A truncated, deleted or overwritten ``*.distcp`` of the newest step: a warning naming folder and file,
+    then the next older complete checkpoint loads (DCP's CheckpointException is a BaseException)."""
+    m, model, state = manager(tmp_path, interval=2, keep_latest_k=0)
+    train_to(m, model, state, range(1, 7), last=100)
+    m.close()
+    ckpt = tmp_path / "checkpoint"
+    newest = ckpt / "step-6"
+    (data,) = newest.glob("*.distcp")
+    blob = data.read_bytes()
+    if damage == "truncated":
+        data.write_bytes(blob[: len(blob) // 2])
+    elif damage == "deleted":
+        data.unlink()
+    else:  # same size, garbage inside: only the load itself finds out
+        data.write_bytes(bytes(len(blob)))
+    if damage == "all":
+        for step in (2, 4):
+            next((ckpt / f"step-{step}").glob("*.distcp")).unlink()
+
+    m, model, state = manager(tmp_path)
+    if damage == "all":
+        with pytest.raises(ConfigError, match=r"checkpoint\.folder = .*: no checkpoint in it could be loaded"):
+            m.load()
+        m.close()
+        return
+    with caplog.at_level(logging.WARNING):
+        assert m.load() is True
+    assert state.values["step"] == 4 and torch.equal(model.weight, torch.full((5, 7), 4.0))
+    line = next(x for x in caplog.text.splitlines() if f"Checkpoint {newest} could not be loaded" in x)
+    assert "trying an older one" in line
+    if damage != "garbled":
+        assert f"{data} is {'missing' if damage == 'deleted' else 'truncated'}" in line
+    m.close()
+
+
 def test_load_step_errors_name_the_folder_and_the_steps(one_rank, tmp_path):
     m, model, state = manager(tmp_path, interval=3, keep_latest_k=0)
     train_to(m, model, state, range(1, 8), last=100)

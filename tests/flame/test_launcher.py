@@ -72,6 +72,54 @@ def test_config_error_stops_before_torchrun(tmp_path):
     assert "torch.distributed.run" not in proc.stderr and "train.sh: node" not in proc.stdout
 
 
+def test_errors_the_workers_would_find_stop_before_torchrun(sample_dir, tmp_path):
+    """Model config + TP, tokenizer and dataset are checked before launching: one line, exit 2, no torchrun."""
+    model = str(ROOT / "configs" / "transformer_cpu.json")
+    args = [*tiny_args(sample_dir, tmp_path / "dump", steps=3), "--model.config", model]
+    cases = [
+        (3, ["--parallelism.tensor_parallel_degree", "3"], "parallelism.tensor_parallel_degree = 3: num_heads = 4"),
+        (1, ["--data.dataset", str(tmp_path / "empty")], "data.dataset = "),
+    ]
+    (tmp_path / "empty").mkdir()
+    for ngpu, extra, message in cases:
+        proc = subprocess.run(["bash", str(TRAIN_SH), *args, *extra], cwd=tmp_path, env=env_for(NGPU=ngpu),
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"flame: config error: command line: {message}") or last.startswith(
+            f"flame: config error: {message}"
+        ), last
+        assert "train.sh: node" not in proc.stdout and "ChildFailedError" not in proc.stderr
+
+
+def test_a_worker_error_ends_the_output_with_its_line(sample_dir, tmp_path):
+    """An error only a worker can find (here: checkpoint.load_step that is not there): its line last, exit 2."""
+    args = [*tiny_args(sample_dir, tmp_path / "dump", steps=3), "--checkpoint.load_step", "7",
+            "--model.config", str(ROOT / "configs" / "transformer_cpu.json")]  # fmt: skip
+    proc = subprocess.run(["bash", str(TRAIN_SH), *args], cwd=tmp_path, env=env_for(NGPU=2, EXPORT_HF=0),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("flame: config error: checkpoint.load_step = 7: ") and "is not found" in last, last
+    assert "ChildFailedError" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_bad_launcher_environment_and_overrides_without_a_config_file(tmp_path):
+    """NGPU=abc names NGPU; overrides without --job.config_file apply to the offline default config."""
+    for name, value in (("NGPU", "abc"), ("NNODE", "0"), ("NODE_RANK", "x")):
+        proc = subprocess.run(["bash", str(TRAIN_SH), "--training.steps", "3"], cwd=tmp_path,
+                              env=env_for(**{name: value}), capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 2 and proc.stderr.startswith(f"train.sh: {name}={value}: expected"), proc.stderr
+    # configs/tiny_cpu.toml's model (4 heads) is used: TP 3 is refused for it, before launching
+    proc = subprocess.run(
+        ["bash", str(TRAIN_SH), "--training.steps", "10", "--parallelism.tensor_parallel_degree", "3"],
+        cwd=tmp_path, env=env_for(NGPU=3), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "num_heads = 4 of the model config" in proc.stderr.strip().splitlines()[-1], proc.stderr[-3000:]
+    assert "model.config = ''" not in proc.stderr
+
+
 def launch_two_nodes(args: list[str], dump: Path, nproc: int = 1, timeout: int = 300) -> list[str]:
     """Two ``bash train.sh`` launchers (NODE_RANK 0 and 1) forming one NNODE=2 job; returns their outputs."""
     port = free_port()
