@@ -4,7 +4,8 @@ On-disk layout (torchtitan's, unchanged): ``<job.dump_folder>/<checkpoint.folder
 one DCP folder. A *full* checkpoint holds the model's state dict at the top level under the
 HF model's own names (``model.embeddings.weight``, ``lm_head.weight``, ...) next to
 ``optimizer``, ``lr_scheduler``, ``dataloader`` (one ``dp_rank_<r>`` entry per data-parallel
-rank) and ``train_state`` (step, tokens seen, skipped steps, one RNG entry per rank). A
+rank; every rank loads all of them, so a run may resume on another number of ranks) and
+``train_state`` (step, tokens seen, skipped steps, one RNG entry per rank). A
 *model-only* checkpoint holds just the model keys: the final save with
 ``checkpoint.last_save_model_only`` (cast to ``export_dtype``), or a ``step-0`` seed such as
 ``python -m flame.convert.hf_to_dcp`` writes.
@@ -183,9 +184,12 @@ class FlameCheckpointManager(CheckpointManagerBase):
         what = "model weights" if model_only else "full state"
         logger.info(f"Loading the checkpoint {path} ({what})")
         states = self.states_to_load(model_only)  # a copy: the model wrapper's cached dict must survive a failure
-        if TRAIN_STATE in states:
+        if TRAIN_STATE in states or DATALOADER in states:
             saved = set(FileSystemReader(path).read_metadata().state_dict_metadata)
+        if TRAIN_STATE in states:
             states[TRAIN_STATE] = _SavedKeysOnly(states[TRAIN_STATE], TRAIN_STATE, saved)
+        if DATALOADER in states:
+            states[DATALOADER] = _EveryLoaderRank(states[DATALOADER], saved)
         self.load_states(states, path)
 
     # ------------------------------------------------------------------ save
@@ -230,6 +234,24 @@ class _SavedKeysOnly(Stateful):
             return out
 
         return keep(self.inner.state_dict(), self.prefix)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state_dict)
+
+
+class _EveryLoaderRank(Stateful):
+    """The data loader's state with every saved ``dataloader.*`` entry (all data-parallel ranks'), so that a run
+    on another number of ranks gets the whole stream's position (``FlameDataLoader.load_state_dict``)."""
+
+    def __init__(self, inner: Stateful, saved: set[str]):
+        self.inner, self.saved = inner, saved
+
+    def state_dict(self) -> dict[str, Any]:
+        own = self.inner.state_dict()
+        keys = [k[len(DATALOADER) + 1 :] for k in self.saved if k.startswith(DATALOADER + ".")]
+        if not keys:
+            return own  # nothing saved: DCP names the missing key
+        return {k: own.get(k, b"") for k in keys}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.inner.load_state_dict(state_dict)
