@@ -41,7 +41,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.stateful import Stateful
-from torchtitan.components.checkpoint import DATALOADER, MODEL, TRAIN_STATE
+from torchtitan.components.checkpoint import DATALOADER, LR_SCHEDULER, MODEL, TRAIN_STATE
 from torchtitan.tools.logging import logger
 
 from flame.checkpoint_folders import METADATA, is_complete, is_hf_folder, step_folders
@@ -184,12 +184,14 @@ class FlameCheckpointManager(CheckpointManagerBase):
         what = "model weights" if model_only else "full state"
         logger.info(f"Loading the checkpoint {path} ({what})")
         states = self.states_to_load(model_only)  # a copy: the model wrapper's cached dict must survive a failure
-        if TRAIN_STATE in states or DATALOADER in states:
+        if TRAIN_STATE in states or DATALOADER in states or LR_SCHEDULER in states:
             saved = set(FileSystemReader(path).read_metadata().state_dict_metadata)
         if TRAIN_STATE in states:
             states[TRAIN_STATE] = _SavedKeysOnly(states[TRAIN_STATE], TRAIN_STATE, saved)
         if DATALOADER in states:
             states[DATALOADER] = _EveryLoaderRank(states[DATALOADER], saved)
+        if LR_SCHEDULER in states and not any(k.startswith(f"{LR_SCHEDULER}.flame_schedule.") for k in saved):
+            states[LR_SCHEDULER] = _Without(states[LR_SCHEDULER], "flame_schedule")  # saved before flame.schedule
         self.load_states(states, path)
 
     # ------------------------------------------------------------------ save
@@ -234,6 +236,19 @@ class _SavedKeysOnly(Stateful):
             return out
 
         return keep(self.inner.state_dict(), self.prefix)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state_dict)
+
+
+class _Without(Stateful):
+    """``inner``'s state without its entry ``key`` (which an older checkpoint does not have)."""
+
+    def __init__(self, inner: Stateful, key: str):
+        self.inner, self.key = inner, key
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.inner.state_dict().items() if k != self.key}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.inner.load_state_dict(state_dict)
