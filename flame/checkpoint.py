@@ -4,7 +4,8 @@ On-disk layout (torchtitan's, unchanged): ``<job.dump_folder>/<checkpoint.folder
 one DCP folder. A *full* checkpoint holds the model's state dict at the top level under the
 HF model's own names (``model.embeddings.weight``, ``lm_head.weight``, ...) next to
 ``optimizer``, ``lr_scheduler``, ``dataloader`` (one ``dp_rank_<r>`` entry per data-parallel
-rank) and ``train_state`` (step, tokens seen, skipped steps, one RNG entry per rank). A
+rank; every rank loads all of them, so a run may resume on another number of ranks) and
+``train_state`` (step, tokens seen, skipped steps, one RNG entry per rank). A
 *model-only* checkpoint holds just the model keys: the final save with
 ``checkpoint.last_save_model_only`` (cast to ``export_dtype``), or a ``step-0`` seed such as
 ``python -m flame.convert.hf_to_dcp`` writes.
@@ -45,7 +46,7 @@ from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.stateful import Stateful
-from torchtitan.components.checkpoint import DATALOADER, MODEL, TRAIN_STATE
+from torchtitan.components.checkpoint import DATALOADER, LR_SCHEDULER, MODEL, TRAIN_STATE
 from torchtitan.tools.logging import logger
 
 from flame.checkpoint_folders import METADATA, is_complete, is_hf_folder, step_folders
@@ -251,9 +252,14 @@ class FlameCheckpointManager(CheckpointManagerBase):
         what = "model weights" if model_only else "full state"
         logger.info(f"Loading the checkpoint {path} ({what})")
         states = self.states_to_load(model_only)  # a copy: the model wrapper's cached dict must survive a failure
-        if TRAIN_STATE in states:
+        if TRAIN_STATE in states or DATALOADER in states or LR_SCHEDULER in states:
             saved = set(FileSystemReader(path).read_metadata().state_dict_metadata)
+        if TRAIN_STATE in states:
             states[TRAIN_STATE] = _SavedKeysOnly(states[TRAIN_STATE], TRAIN_STATE, saved)
+        if DATALOADER in states:
+            states[DATALOADER] = _EveryLoaderRank(states[DATALOADER], saved)
+        if LR_SCHEDULER in states and not any(k.startswith(f"{LR_SCHEDULER}.flame_schedule.") for k in saved):
+            states[LR_SCHEDULER] = _Without(states[LR_SCHEDULER], "flame_schedule")  # saved before flame.schedule
         self.load_states(states, path)
 
     # ------------------------------------------------------------------ save
@@ -298,6 +304,37 @@ class _SavedKeysOnly(Stateful):
             return out
 
         return keep(self.inner.state_dict(), self.prefix)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state_dict)
+
+
+class _Without(Stateful):
+    """``inner``'s state without its entry ``key`` (which an older checkpoint does not have)."""
+
+    def __init__(self, inner: Stateful, key: str):
+        self.inner, self.key = inner, key
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.inner.state_dict().items() if k != self.key}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state_dict)
+
+
+class _EveryLoaderRank(Stateful):
+    """The data loader's state with every saved ``dataloader.*`` entry (all data-parallel ranks'), so that a run
+    on another number of ranks gets the whole stream's position (``FlameDataLoader.load_state_dict``)."""
+
+    def __init__(self, inner: Stateful, saved: set[str]):
+        self.inner, self.saved = inner, saved
+
+    def state_dict(self) -> dict[str, Any]:
+        own = self.inner.state_dict()
+        keys = [k[len(DATALOADER) + 1 :] for k in self.saved if k.startswith(DATALOADER + ".")]
+        if not keys:
+            return own  # nothing saved: DCP names the missing key
+        return {k: own.get(k, b"") for k in keys}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.inner.load_state_dict(state_dict)

@@ -93,7 +93,8 @@ class LRScheduler:
     """Final learning rate as a ratio of optimizer.lr."""
 
     total_steps: int | None = None
-    """Steps the schedule spans; none = training.steps."""
+    """Steps the schedule spans; none = training.steps. Changed on resume (or training.steps): the lr stays
+    continuous, the decay is re-fit from the resume step's lr to lr_min at the new end (flame/schedule.py)."""
 
     def to_torchtitan(self) -> tt.LRScheduler:
         """The equivalent torchtitan section (``lr_min`` is its ``min_lr_factor``)."""
@@ -124,7 +125,7 @@ class Training:
     """Micro-batches per optimizer step."""
 
     steps: int = 10000
-    """Optimizer steps to train."""
+    """Optimizer steps to train. May change on resume: the lr schedule is re-fit, continuous at the resume step."""
 
     max_norm: float = 1.0
     """Gradient clipping norm (<= 0: no clipping, the norm is still logged)."""

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.stateful import Stateful
-from torchtitan.components.lr_scheduler import build_lr_schedulers
 from torchtitan.components.optimizer import build_optimizers
 from torchtitan.config import job_config as tt
 from torchtitan.distributed import ParallelDims
@@ -46,6 +45,7 @@ from flame.process_tree import (
     stop_on_signals,
 )
 from flame.run_lock import RunLock
+from flame.schedule import build_lr_schedulers
 from flame.titan_internals import check_private_api
 
 MODEL_INPUTS = ("cu_seqlens", "position_ids")  # passed to the model only when the batch has them
@@ -161,7 +161,7 @@ class Trainer(Stateful):
         self.flops_per_token = flops_per_token(self.model_config, n_params, n_emb, attn_len)
 
         self.optimizers = build_optimizers([self.model], job.optimizer, pd)
-        self.lr_schedulers = build_lr_schedulers(self.optimizers, job.lr_scheduler.to_torchtitan(), t.steps)
+        self.lr_schedulers = build_lr_schedulers(self.optimizers, job.lr_scheduler, t.steps)  # re-fit on resume
         self.metrics = MetricsProcessor(job, self.flops_per_token, pd.non_data_parallel_size, self.rank)
         self.loss_mesh = pd.get_optional_mesh("loss")
 

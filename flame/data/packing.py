@@ -5,7 +5,9 @@ that does not fit continues in the next window. Each window remembers where docu
 it, which the varlen collation turns into ``cu_seqlens`` / ``position_ids`` / masked labels.
 
 The packer's position is ``(mixer position before the current document, offset into it)``, so
-the tokens left over between windows are part of the state without storing them.
+the tokens left over between windows are part of the state without storing them. After a resume
+on another number of readers a packer may also start with a *carry*: the unread ends of documents
+that other readers had begun, emitted first as continuations (see ``flame/data/reshard.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,22 @@ class Packer:
         self._doc: np.ndarray | None = None
         self._doc_position: tuple | None = None  # mixer position before self._doc was taken
         self._offset = 0
+        self._carry: list[np.ndarray] = []  # continuations emitted before the mixed stream
+
+    def set_carry(self, fragments: list[np.ndarray]) -> None:
+        """Emit ``fragments`` (ends of documents begun elsewhere; no document starts in them) first."""
+        self._carry = [np.asarray(f, dtype=np.int64) for f in fragments if len(f)]
+
+    def carry(self) -> list[np.ndarray]:
+        """The carry not emitted yet."""
+        return list(self._carry)
+
+    def leftover(self) -> list[np.ndarray]:
+        """The carry and the unread end of the current document: what this packer owes before its mixer."""
+        rest = self.carry()
+        if self._doc is not None and self._offset < len(self._doc):
+            rest.append(self._doc[self._offset :])
+        return rest
 
     def position(self) -> tuple:
         """``(mixer position, offset)``: the next token is ``offset`` into the document at that position."""
@@ -61,6 +79,15 @@ class Packer:
         out = np.empty(self.seq_len, dtype=np.int64)
         starts: list[int] = []
         filled = 0
+        while self._carry and filled < self.seq_len:
+            fragment = self._carry[0]
+            n = min(self.seq_len - filled, len(fragment))
+            out[filled : filled + n] = fragment[:n]
+            filled += n
+            if n == len(fragment):
+                self._carry.pop(0)
+            else:
+                self._carry[0] = fragment[n:]
         while filled < self.seq_len:
             if self._doc is None or self._offset == len(self._doc):
                 self._take_doc()
@@ -99,6 +126,14 @@ class WindowShuffler:
         self._buffer = [Window(tokens[i].copy(), list(s)) for i, s in enumerate(state["doc_starts"])]
         self._rng.bit_generator.state = state["rng"]
         self._ended = state["ended"]
+
+    def windows(self) -> list[Window]:
+        """The windows in the buffer."""
+        return list(self._buffer)
+
+    def add(self, windows: list[Window]) -> None:
+        """Put ``windows`` into the buffer (it drains to ``size`` before taking new ones)."""
+        self._buffer += windows
 
     def next_window(self) -> Window:
         while not self._ended and len(self._buffer) < self.size:
