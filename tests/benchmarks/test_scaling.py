@@ -248,11 +248,11 @@ def check_speed_row(row: dict) -> None:
 
 def test_failed_model_gets_an_error_row_and_the_sweep_goes_on(tmp_path, sample_dir):
     bad = tmp_path / "bad_model.json"
-    bad.write_text(json.dumps({**json.loads(Path(TINY).read_text()), "hidden_act": "nope"}))  # fails building the model
+    bad.write_text(json.dumps({**json.loads(Path(TINY).read_text()), "hidden_act": "nope"}))  # fails its config check
     rows, saved, text = sweep(tmp_path, sample_dir, [str(bad), TINY], "--layouts", "1:fsdp")
     failed, ok = rows
     assert failed["status"] == "failed" and failed["error"].startswith("exit 1: "), failed
-    assert "ValueError: GatedMLP: hidden_act='nope' is not supported" in failed["error"], failed["error"]
+    assert "hidden_act='nope' is not one of" in failed["error"], failed["error"]
     check_speed_row(ok)
     assert [r["status"] for r in saved["rows"]] == ["failed", "ok"] and saved["rows"][1]["efficiency"] == 1.0
     assert "| bad_model | 1:fsdp (FSDP 1) | 1 | 2 | - |" in text and "| transformer_cpu | 1:fsdp (FSDP 1) | 1 |" in text
