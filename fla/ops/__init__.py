@@ -4,7 +4,7 @@ from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
 from fla.ops.lightning_attn import chunk_lightning_attn, fused_recurrent_lightning_attn
-from fla.ops.linear_attn import chunk_linear_attn, fused_recurrent_linear_attn
+from fla.ops.linear_attn import chunk_linear_attn, fused_chunk_linear_attn, fused_recurrent_linear_attn
 from fla.ops.retention import chunk_retention, fused_recurrent_retention
 from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
@@ -16,6 +16,7 @@ __all__ = [
     "chunk_linear_attn",
     "chunk_retention",
     "chunk_simple_gla",
+    "fused_chunk_linear_attn",
     "fused_recurrent_delta_rule",
     "fused_recurrent_gated_delta_rule",
     "fused_recurrent_gla",

@@ -1,10 +1,12 @@
-"""chunk_linear_attn / fused_recurrent_linear_attn against the float64 recurrent reference."""
+"""chunk_linear_attn (and fla's fused_chunk name for it) / fused_recurrent_linear_attn against the float64
+recurrent reference."""
 
 import pytest
 import torch
 
 from fla.ops.linear_attn import (
     chunk_linear_attn,
+    fused_chunk_linear_attn,
     fused_recurrent_linear_attn,
     naive_chunk_linear_attn,
     naive_recurrent_linear_attn,
@@ -29,12 +31,13 @@ def test_cpu_chunked_form_matches_recurrence_float64(normalize):
     )
 
 
+@pytest.mark.parametrize("op", [chunk_linear_attn, fused_chunk_linear_attn], ids=["chunk", "fused_chunk"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype, T, normalize", [(torch.float32, 100, False), (torch.float32, 63, True)])
-def test_chunk(backend, dtype, T, normalize):
+def test_chunk(op, backend, dtype, T, normalize):
     inputs = _inputs(2, T, 2, 60, 32, dtype, normalize)
     check_against_reference(
-        chunk_linear_attn, naive_recurrent_linear_attn, inputs, backend, default_ratios(dtype, 2), normalize=normalize
+        op, naive_recurrent_linear_attn, inputs, backend, default_ratios(dtype, 2), normalize=normalize
     )
 
 
