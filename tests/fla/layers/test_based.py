@@ -272,3 +272,36 @@ def test_parameter_names_and_reference_forward_match_fla060(tmp_path):
         _, x = torch.load(tmp_path / f"{name}.in.pt")
         ref = torch.load(tmp_path / f"{name}.out.pt")
         assert_close(name, ref, layer.train()(x)[0], tol(torch.float64, 1e3))
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+def test_mixer_of_a_hybrid_linear_attn_model(kind):
+    """As the mixer of a tiny ``linear_attn`` model whose layer 1 is softmax attention: padded batch == each row
+    alone, and greedy decoding through the cache == the full forward's logits."""
+    from fla.models import LinearAttentionConfig, LinearAttentionForCausalLM
+
+    torch.manual_seed(0)
+    attn = {"layers": [1], "num_heads": 2, "num_kv_heads": 1}
+    config = LinearAttentionConfig(
+        hidden_size=D, num_hidden_layers=3, num_heads=H, vocab_size=97, attn=attn, fuse_cross_entropy=False
+    )
+    model = LinearAttentionForCausalLM(config)
+    for i, block in enumerate(model.model.layers):
+        if i != 1:
+            block.attn = LAYERS[kind](layer_idx=i)
+    model = model.to(DEVICE, torch.float64).eval()
+    ids = torch.randint(0, 97, (2, 12), device=DEVICE)
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    with torch.no_grad():
+        logits = model(ids, attention_mask=mask).logits
+        alone = model(ids[:1, 5:]).logits
+        assert_close("padded row", alone[0], logits[0, 5:], tol(torch.float64, 1e3))
+        full = model(ids[1:]).logits
+        out = model(ids[1:, :8], use_cache=True)
+        cache, steps = out.past_key_values, [out.logits]
+        for t in range(8, 12):
+            out = model(ids[1:, t : t + 1], past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            steps.append(out.logits)
+        assert_close("decoded", full, torch.cat(steps, 1), tol(torch.float64, 1e3))
