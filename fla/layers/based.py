@@ -131,10 +131,22 @@ class FeatureMapLinearMixer(LinearMixer):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, feature_dim={self.feature_dim}, causal={self.causal}, eps={self.eps}"
 
-    def forward(self, hidden_states, attention_mask=None, past_key_values=None, use_cache=False, **kwargs):
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values=None,
+        use_cache: bool | None = False,
+        output_attentions: bool | None = False,
+        cu_seqlens: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple:
+        """As :meth:`LinearMixer.forward`; ``causal=False`` takes no cache."""
         if not self.causal and past_key_values is not None:
             raise ValueError(f"{type(self).__name__}: causal=False cannot use past_key_values (no decoding)")
-        return super().forward(hidden_states, attention_mask, past_key_values, use_cache, **kwargs)
+        return super().forward(
+            hidden_states, attention_mask, past_key_values, use_cache, output_attentions, cu_seqlens, **kwargs
+        )
 
     def feature_maps(self, step, q, k, v):
         """``phi(q)``, ``phi(k)`` with the one shared map."""
@@ -151,12 +163,12 @@ class FeatureMapLinearMixer(LinearMixer):
             cu_seqlens=step.cu_seqlens,
         )  # fmt: skip
         if not self.causal:  # every token attends to its whole sequence: o_t = phi(q_t) S_T
-            ids = None if step.cu_seqlens is None else prepare_sequence_ids(step.cu_seqlens)
-            s_all = st.to(o.dtype) if ids is None else st[ids][None].to(o.dtype)
-            if ids is None:
+            s_all = st.to(o.dtype)
+            if step.cu_seqlens is None:
                 o = torch.einsum("bthk,bhkv->bthv", q, s_all)
-            else:
-                o = torch.einsum("bthk,bthkv->bthv", q, s_all)
+            else:  # per sequence on the padded batch (no [T, H, K, V] copy of the states)
+                o = torch.einsum("nthk,nhkv->nthv", pad_sequences(q, step.cu_seqlens), s_all)
+                o = unpad_sequences(o, step.cu_seqlens)
         o, zt = normalize_by_key_sums(o, q, k, z0, self.eps, step.cu_seqlens, self.causal)
         return o, (st, zt) if step.store else None
 
