@@ -1,15 +1,18 @@
 """Token mixers as nn.Modules (projections + op + cache handling)."""
 
 from fla.layers.attn import Attention
+from fla.layers.based import BasedLinearAttention
 from fla.layers.delta_net import DeltaNet
 from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.layers.gla import GatedLinearAttention
 from fla.layers.hgrn2 import HGRN2Attention
 from fla.layers.linear_attn import LinearAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
+from fla.layers.rebased import ReBasedLinearAttention
 
 __all__ = ["Attention"]
 __all__ += ["GatedLinearAttention", "MultiScaleRetention"]
 __all__ += ["DeltaNet", "GatedDeltaNet"]
 __all__ += ["LinearAttention"]
 __all__ += ["HGRN2Attention"]
+__all__ += ["BasedLinearAttention", "ReBasedLinearAttention"]
