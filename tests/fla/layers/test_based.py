@@ -16,7 +16,8 @@ from fla.models import FLACache
 from tests.harness import DEVICE, assert_close, tol, using
 
 D, H, F = 48, 3, 6  # hidden size, heads, feature_dim: value heads 16 wide, Taylor features 1 + 6 + 21 = 28
-FLA060 = Path("/tmp/fla060src_b")  # fla 0.6.0 wheels unpacked (flash-linear-attention + fla-core), read only
+# fla 0.6.0 (flash-linear-attention + fla-core) in its own directory, as the other fla 0.6.0 checks
+FLA060 = Path(os.environ.get("FLA060_PATH", "/tmp/fla060"))
 
 LAYERS = {
     "based": lambda **kw: BasedLinearAttention(hidden_size=D, feature_dim=F, num_heads=H, num_key_value_heads=H, **kw),
@@ -242,10 +243,15 @@ FLA_CASES = {
 FLA_FORWARD = ("based_small", "based_floor", "rebased_no_norm", "rebased_gamma")
 
 
-@pytest.mark.skipif(not (FLA060 / "fla" / "layers" / "based.py").exists(), reason="fla 0.6.0 not unpacked")
+@pytest.mark.slow  # needs fla 0.6.0 at FLA060_PATH, as the other fla 0.6.0 checks
 def test_parameter_names_and_reference_forward_match_fla060(tmp_path):
     """fla 0.6.0's layers (built in a subprocess) have our state-dict keys and shapes, in the same order, and
     their PyTorch reference forward gives our output from the same weights."""
+    if not (FLA060 / "fla" / "layers" / "based.py").exists():
+        pytest.fail(
+            f"FLA060_PATH={FLA060} holds no fla 0.6.0: pip install --no-deps --target DIR "
+            "fla-core==0.6.0 flash-linear-attention==0.6.0 and export FLA060_PATH=DIR"
+        )
     ours = {}
     for name, (cls, kw) in FLA_CASES.items():
         torch.manual_seed(0)
