@@ -126,7 +126,7 @@ def test_without_initial_state(op, backend):
 
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("lengths", [[1, 70, 1, 29], [64, 1, 65, 1], [1]])
+@pytest.mark.parametrize("lengths", [[1, 70, 1, 29], [64, 1, 65, 1], [1], [3, 0, 5]])
 def test_varlen(op, backend, lengths):
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
     x, g, h0 = _inputs(1, sum(lengths), 60, torch.float32, num_states=len(lengths))
