@@ -5,6 +5,7 @@ from fla.layers.based import BasedLinearAttention
 from fla.layers.delta_net import DeltaNet
 from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.layers.gla import GatedLinearAttention
+from fla.layers.hgrn import HGRNAttention
 from fla.layers.hgrn2 import HGRN2Attention
 from fla.layers.linear_attn import LinearAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
@@ -16,3 +17,4 @@ __all__ += ["DeltaNet", "GatedDeltaNet"]
 __all__ += ["LinearAttention"]
 __all__ += ["HGRN2Attention"]
 __all__ += ["BasedLinearAttention", "ReBasedLinearAttention"]
+__all__ += ["HGRNAttention"]

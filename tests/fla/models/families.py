@@ -175,6 +175,21 @@ FAMILIES = [
         },
         bad_heads=(dict(num_heads=5, expand_ratio=None), "hidden_size=72 is not a multiple of num_heads=5"),
     ),
+    Family(
+        "hgrn",
+        dict(tiny=8.7, **{"340M": 373.9, "1.3B": 1364.4}),
+        tiny=dict(SMALL, expand_ratio=1),
+        variants={
+            "plain": {},
+            "conv_no_lower_bound": dict(use_short_conv=True, conv_size=3, use_lower_bound=False),
+            # attention at layer 0: HGRN at layer 1 still gets a lower bound (layer 0 never uses one)
+            "hybrid": dict(attn={**HYBRID["attn"], "layers": [0]}, use_short_conv=True, fuse_norm=False),
+        },
+        name_only={
+            "expand_tied": dict(expand_ratio=2, tie_word_embeddings=True, elementwise_affine=False),
+        },
+        bad_heads=(dict(expand_ratio=0), "expand_ratio must be a positive number, got 0"),
+    ),
 ]
 BY_TYPE = {f.model_type: f for f in FAMILIES}
 

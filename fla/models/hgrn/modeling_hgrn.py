@@ -1,0 +1,105 @@
+"""HGRN language models: pre-norm blocks of HGRNAttention (or hybrid softmax attention) and a SwiGLU MLP.
+
+Parameter names match fla 0.6.0 (``model.embeddings``, ``model.lower_bounds`` (with ``use_lower_bound``),
+``model.layers.N.{attn_norm, attn.{i,f,g}_proj, attn.{i,f}_conv1d, attn.g_norm, attn.o_proj, mlp_norm,
+mlp.{gate,up,down}_proj}``, ``model.norm``, ``lm_head``), so its checkpoints load as is.
+
+Lower bounds (fla's): ``lower_bounds [L, D]`` (``D = hidden_size * expand_ratio``, zeros at init) become
+per-layer bounds ``lb = cumsum(softmax(lower_bounds, dim=0)) - softmax(lower_bounds, dim=0)[0]``, increasing
+with depth from ``lb[0] = 0``; layer ``i`` gets ``lb[i]`` (see :mod:`fla.layers.hgrn`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from transformers import initialization as init
+
+from fla.layers.hgrn import HGRNAttention
+from fla.models.flops import TokenMixer
+from fla.models.hgrn.configuration_hgrn import HGRNConfig
+from fla.models.modeling_utils import FLABlock, FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_attention
+
+
+class HGRNBlock(FLABlock):
+    """One layer: ``HGRNAttention`` (or ``Attention`` at the config's hybrid layers) + ``GatedMLP``.
+
+    ``forward`` takes the model's ``lower_bounds [L, D]`` and hands its own row to the mixer.
+    """
+
+    def __init__(self, config: HGRNConfig, layer_idx: int):
+        mixer = build_attention(config, layer_idx)
+        if mixer is None:
+            mixer = HGRNAttention(
+                mode=config.attn_mode,
+                hidden_size=config.hidden_size,
+                expand_ratio=config.expand_ratio,
+                use_short_conv=config.use_short_conv,
+                conv_size=config.conv_size,
+                elementwise_affine=config.elementwise_affine,
+                norm_eps=config.norm_eps,
+                layer_idx=layer_idx,
+            )
+        super().__init__(config, layer_idx, mixer)
+
+    def forward(self, hidden_states: torch.Tensor, *args, lower_bounds: torch.Tensor | None = None, **kwargs):
+        if lower_bounds is not None and isinstance(self.attn, HGRNAttention):
+            kwargs["lower_bound"] = lower_bounds[self.layer_idx]
+        return super().forward(hidden_states, *args, **kwargs)
+
+
+class HGRNPreTrainedModel(FLAPreTrainedModel):
+    config_class = HGRNConfig
+    _no_split_modules = ["HGRNBlock"]
+
+    tensor_parallel_plan = None
+    """None: the layer has no heads, and its gated output RMSNorm spans all ``D`` features (a per-token sum
+    over every rank's slice), which a split region cannot compute without a collective inside it."""
+
+    @classmethod
+    def token_mixer(cls, config: HGRNConfig) -> TokenMixer:
+        # one "head" whose state is a D-vector (fla.models.flops has no element-wise kind: this overcounts the
+        # scan's ~10 D FLOPs per token, by well under 1% of 6N at the configs' sizes)
+        return TokenMixer("linear", 1, 1, config.input_dim)
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """The shared init, plus fla's zero ``lower_bounds`` (uniform softmax: bounds ``i / L``)."""
+        super()._init_weights(module)
+        if isinstance(module, HGRNModel) and getattr(module, "lower_bounds", None) is not None:
+            init.zeros_(module.lower_bounds)
+
+
+class HGRNModel(HGRNPreTrainedModel, FLAModel):
+    """Embeddings -> ``num_hidden_layers`` HGRNBlocks -> RMSNorm (see :class:`FLAModel` for forward),
+    with the per-layer forget-gate lower bounds when ``use_lower_bound``."""
+
+    block_class = HGRNBlock
+
+    def __init__(self, config: HGRNConfig):
+        super().__init__(config)
+        if config.use_lower_bound:
+            self.lower_bounds = nn.Parameter(torch.zeros(config.num_hidden_layers, config.input_dim))
+
+    def layer_lower_bounds(self) -> torch.Tensor | None:
+        """``[L, D]`` float32 bounds in ``[0, 1)`` (row 0 is 0), or ``None`` without ``use_lower_bound``."""
+        if not self.config.use_lower_bound:
+            return None
+        weights = self.lower_bounds.softmax(0, dtype=torch.float)
+        return weights.cumsum(0) - weights[0]
+
+    def forward(self, *args, **kwargs):
+        """:meth:`FLAModel.forward`; every block also gets the lower bounds (and picks its own row)."""
+        lower_bounds = self.layer_lower_bounds()
+        if lower_bounds is not None:
+            kwargs["lower_bounds"] = lower_bounds
+        return super().forward(*args, **kwargs)
+
+
+class HGRNForCausalLM(HGRNPreTrainedModel, FLAForCausalLM):
+    """HGRNModel + ``lm_head`` (tied to the embeddings with ``tie_word_embeddings``)."""
+
+    base_model_class = HGRNModel
+
+
+__all__ = ["HGRNBlock", "HGRNForCausalLM", "HGRNModel", "HGRNPreTrainedModel"]
