@@ -7,6 +7,7 @@ from fla.models.delta_net import DeltaNetConfig, DeltaNetForCausalLM, DeltaNetMo
 from fla.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausalLM, GatedDeltaNetModel
 from fla.models.gla import GLAConfig, GLAForCausalLM, GLAModel
 from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
+from fla.models.lightnet import LightNetConfig, LightNetForCausalLM, LightNetModel
 from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
@@ -18,6 +19,7 @@ _MODELS.append((DeltaNetConfig, DeltaNetModel, DeltaNetForCausalLM))
 _MODELS.append((GatedDeltaNetConfig, GatedDeltaNetModel, GatedDeltaNetForCausalLM))
 _MODELS.append((LinearAttentionConfig, LinearAttentionModel, LinearAttentionForCausalLM))
 _MODELS.append((HGRN2Config, HGRN2Model, HGRN2ForCausalLM))
+_MODELS.append((LightNetConfig, LightNetModel, LightNetForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -31,3 +33,4 @@ __all__ += ["DeltaNetConfig", "DeltaNetForCausalLM", "DeltaNetModel"]
 __all__ += ["GatedDeltaNetConfig", "GatedDeltaNetForCausalLM", "GatedDeltaNetModel"]
 __all__ += ["LinearAttentionConfig", "LinearAttentionForCausalLM", "LinearAttentionModel"]
 __all__ += ["HGRN2Config", "HGRN2ForCausalLM", "HGRN2Model"]
+__all__ += ["LightNetConfig", "LightNetForCausalLM", "LightNetModel"]
