@@ -8,6 +8,7 @@ from fla.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausa
 from fla.models.gla import GLAConfig, GLAForCausalLM, GLAModel
 from fla.models.hgrn import HGRNConfig, HGRNForCausalLM, HGRNModel
 from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
+from fla.models.lightnet import LightNetConfig, LightNetForCausalLM, LightNetModel
 from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
@@ -20,6 +21,7 @@ _MODELS.append((GatedDeltaNetConfig, GatedDeltaNetModel, GatedDeltaNetForCausalL
 _MODELS.append((LinearAttentionConfig, LinearAttentionModel, LinearAttentionForCausalLM))
 _MODELS.append((HGRN2Config, HGRN2Model, HGRN2ForCausalLM))
 _MODELS.append((HGRNConfig, HGRNModel, HGRNForCausalLM))
+_MODELS.append((LightNetConfig, LightNetModel, LightNetForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -34,3 +36,4 @@ __all__ += ["GatedDeltaNetConfig", "GatedDeltaNetForCausalLM", "GatedDeltaNetMod
 __all__ += ["LinearAttentionConfig", "LinearAttentionForCausalLM", "LinearAttentionModel"]
 __all__ += ["HGRN2Config", "HGRN2ForCausalLM", "HGRN2Model"]
 __all__ += ["HGRNConfig", "HGRNForCausalLM", "HGRNModel"]
+__all__ += ["LightNetConfig", "LightNetForCausalLM", "LightNetModel"]

@@ -190,6 +190,22 @@ FAMILIES = [
         },
         bad_heads=(dict(expand_ratio=0), "expand_ratio must be a positive number, got 0"),
     ),
+    Family(
+        "lightnet",
+        dict(tiny=8.7, **{"340M": 380.2, "1.3B": 1376.9}),
+        tiny=dict(SMALL, expand_ratio=None, gate_low_rank_dim=16),
+        variants={
+            "plain": {},
+            "conv_keys_wider": dict(use_short_conv=True, conv_size=3, expand_ratio=24),
+            "hybrid": dict(HYBRID, fuse_norm=False),
+        },
+        name_only={
+            "ratio_only_tied": dict(
+                num_heads=None, expand_ratio=36, tie_word_embeddings=True, elementwise_affine=False
+            ),
+        },
+        bad_heads=(dict(num_heads=5, expand_ratio=None), "hidden_size=72 is not a multiple of num_heads=5"),
+    ),
 ]
 BY_TYPE = {f.model_type: f for f in FAMILIES}
 
