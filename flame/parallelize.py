@@ -14,6 +14,7 @@ import logging
 
 import torch
 import torch.distributed._functional_collectives as funcol
+import torch.nn.functional as F
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
@@ -24,6 +25,8 @@ from torchtitan.distributed import ParallelDims
 from torchtitan.tools.logging import logger
 
 from fla.models.tp_plan import TPPlan, TPRegion
+from fla.modules.gated_norm import FusedRMSNormGated
+from fla.modules.norm import RMSNorm
 from flame import device
 from flame.config import ConfigError, JobConfig
 from flame.metrics import causal_lm_class
@@ -54,7 +57,9 @@ def find_blocks(model: nn.Module) -> nn.ModuleList:
 # its forward), so fused modules and Triton kernels work unchanged. Embedding and LM head
 # are vocabulary-parallel DTensor modules with replicated outputs. A region's "shard" entries
 # (short convolutions, per-head parameters) are split along dim 0 with the heads; every other
-# parameter (norms) is a replicated DTensor used through its local value.
+# parameter (norms) is a replicated DTensor used through its local value. A norm over all heads
+# ("full_norms") becomes a `TPFullRMSNorm`: weight split with the heads, the mean square
+# all-reduced over the group (the one collective inside a region).
 
 # What to shard is the model's knowledge: fla models declare a ``tensor_parallel_plan``
 # (fla.models.tp_plan.TPPlan); other transformers models are read from their config's generic
@@ -152,6 +157,81 @@ class _ReduceFromTP(torch.autograd.Function):
         return grad, None
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the TP group forward; each rank's copy of the sum feeds only its own shard's maths, so the
+    gradient is summed over the group too."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return materialized(funcol.all_reduce(x.contiguous(), "sum", group))
+
+    @staticmethod
+    def backward(ctx, grad):
+        return materialized(funcol.all_reduce(grad.contiguous(), "sum", ctx.group)), None
+
+
+def tp_rms_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    eps: float,
+    width: int,
+    group,
+    g: torch.Tensor | None = None,
+    activation: str = "swish",
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """RMSNorm over a feature dim split over the TP group: ``x [..., width / tp]`` is this rank's share.
+
+    ``(x / sqrt(mean(x_all^2) + eps) * weight + bias) * act(g)`` on the local features, the mean square
+    over all ``width`` features from an all-reduce of the local sums of squares; float32 maths, output in
+    ``x.dtype`` (as fla's fused norm). ``weight``, ``bias``, ``g``: this rank's shares (or ``None``).
+    PyTorch, not the fused Triton kernel (which computes the RMS from its own row and cannot take it).
+    """
+    xf = x.float()
+    mean_square = _AllReduceSum.apply(xf.square().sum(-1, keepdim=True), group) / width
+    y = xf * torch.rsqrt(mean_square + eps)
+    if weight is not None:
+        y = y * weight.float()
+    if bias is not None:
+        y = y + bias.float()
+    if g is not None:
+        y = y * (torch.sigmoid(g.float()) if activation == "sigmoid" else F.silu(g.float()))
+    return y.to(x.dtype)
+
+
+class TPFullRMSNorm(nn.Module):
+    """fla's ``RMSNorm`` / ``FusedRMSNormGated`` over a width split over the TP group (:func:`tp_rms_norm`).
+
+    Takes over the norm's parameters (``weight``, ``bias``: same names, split with the heads by the
+    caller) and calls: ``norm(x)``, or ``norm(x, g)`` for a gated one; no fused residual / prenorm.
+    """
+
+    def __init__(self, norm: nn.Module, group) -> None:
+        super().__init__()
+        if not isinstance(norm, (RMSNorm, FusedRMSNormGated)):
+            raise TypeError(f"full-width TP norms are RMSNorm / FusedRMSNormGated, not {type(norm).__name__}")
+        self.width, self.eps, self.group = norm.hidden_size, norm.eps, group
+        self.gated = isinstance(norm, FusedRMSNormGated)
+        self.activation = getattr(norm, "activation", None)
+        self.weight, self.bias = norm.weight, norm.bias
+
+    def reset_parameters(self) -> None:
+        """``weight = 1``, ``bias = 0`` (the norm's init, which the model's ``_init_weights`` calls)."""
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.width} (split over the TP group), eps={self.eps}, activation={self.activation!r}"
+
+    def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        if (g is not None) != self.gated:
+            raise TypeError(f"TPFullRMSNorm: a {'gated' if self.gated else 'plain'} norm called with g={g is not None}")
+        return tp_rms_norm(x, self.weight, self.eps, self.width, self.group, g, self.activation or "swish", self.bias)
+
+
 def apply_tp(model: nn.Module, tp_mesh: DeviceMesh, plan: TPPlan | None = None) -> None:
     """Shard the model per ``plan`` (default: :func:`tensor_parallel_plan` of its config); every other
     parameter becomes a replicated DTensor."""
@@ -220,6 +300,22 @@ def _shard_region(block: nn.Module, name: str, spec: TPRegion, mesh: DeviceMesh,
                 fail(f"'{name}.{path}' has {param.shape[0]} rows, not divisible by the TP degree")
             shard = distribute_tensor(param.data, mesh, [Shard(0)], src_data_rank=None)
             module._parameters[pname] = nn.Parameter(shard, requires_grad=param.requires_grad)
+    for path in spec.full_norms:  # norms over all heads: split with them, mean square all-reduced
+        try:
+            norm = region.get_submodule(path)
+        except AttributeError:
+            fail(f"no norm '{name}.{path}' for the TP plan's full_norms")
+        if getattr(norm, "hidden_size", 0) % mesh.size() != 0:
+            fail(f"'{name}.{path}' is {getattr(norm, 'hidden_size', '?')} wide, not divisible by the TP degree")
+        try:
+            tp_norm = TPFullRMSNorm(norm, mesh.get_group())
+        except TypeError as e:
+            fail(f"'{name}.{path}': {e}")
+        for pname, param in list(tp_norm.named_parameters(recurse=False)):
+            shard = distribute_tensor(param.data, mesh, [Shard(0)], src_data_rank=None)
+            tp_norm._parameters[pname] = nn.Parameter(shard, requires_grad=param.requires_grad)
+        parent, _, child = path.rpartition(".")
+        setattr(region.get_submodule(parent) if parent else region, child, tp_norm)
     # Any other parameter of the region (norms over a head, low-rank gate inputs) is replicated;
     # each rank's gradient covers only its heads, so the gradients are summed over the group.
     owners = []
@@ -230,11 +326,21 @@ def _shard_region(block: nn.Module, name: str, spec: TPRegion, mesh: DeviceMesh,
                 module._parameters[pname] = param = nn.Parameter(full, requires_grad=param.requires_grad)
             owners.append((module, pname, param.placements[0].is_replicate()))
     for attr in spec.divide:
-        setattr(region, attr, getattr(region, attr) // mesh.size())  # per-rank heads / widths
+        value = getattr(region, attr)
+        if value % mesh.size() != 0:
+            fail(f"'{name}.{attr}' = {value} is not divisible by the TP degree")
+        setattr(region, attr, value // mesh.size())  # per-rank heads / widths
     for attr, per_rank in spec.rank_offset.items():  # e.g. this rank's first head
         setattr(region, attr, mesh.get_local_rank() * getattr(region, per_rank))
-    group = mesh.get_group()
+    group, rank, degree = mesh.get_group(), mesh.get_local_rank(), mesh.size()
     saved: list[nn.Parameter] = []
+
+    def split(key, x):  # a replicated per-feature input: this rank's share (its gradient is summed by the copy)
+        if key not in spec.split_inputs or not isinstance(x, torch.Tensor):
+            return x
+        if x.shape[-1] % degree != 0:
+            raise ValueError(f"{where}: '{name}' input {key} is {x.shape[-1]} wide, not divisible by the TP degree")
+        return x.chunk(degree, dim=-1)[rank]
 
     def enter(mod, args, kwargs):
         saved[:] = [m._parameters[n] for m, n, _ in owners]
@@ -242,7 +348,7 @@ def _shard_region(block: nn.Module, name: str, spec: TPRegion, mesh: DeviceMesh,
             local = param.to_local()
             m._parameters[n] = _CopyToTP.apply(local, group) if replicated else local
         copy = lambda x: _CopyToTP.apply(x, group) if _is_float(x) else x
-        return tuple(copy(a) for a in args), {k: copy(v) for k, v in kwargs.items()}
+        return tuple(copy(a) for a in args), {k: split(k, copy(v)) for k, v in kwargs.items()}
 
     def leave(mod, args, kwargs, output):
         for (m, n, _), param in zip(owners, saved):

@@ -41,6 +41,13 @@ class TPRegion:
         divide: integer attributes of the region divided by the degree (per-rank heads / widths).
         rank_offset: ``{attr: per_rank_attr}``: ``attr`` becomes ``rank * per_rank_attr`` (e.g.
             the index of this rank's first head, for head-dependent constants).
+        full_norms: RMSNorms (fla's ``RMSNorm`` or ``FusedRMSNormGated``) over the region's whole split
+            width, i.e. over all heads at once (HGRN's, LightNet's output norm): their weight is split with
+            the heads and, inside the region, the mean square sums every rank's share (an all-reduce of the
+            local sum of squares) before each rank normalizes and gates its own features.
+        split_inputs: keyword inputs of the region's forward that are replicated per-feature tensors
+            ``[..., width]`` of the split width (HGRN's ``lower_bound``): each rank gets its contiguous share
+            of the last dim, as the column-parallel projections do; their gradients are summed over the group.
     """
 
     col: tuple[str, ...]
@@ -48,6 +55,8 @@ class TPRegion:
     shard: tuple[str, ...] = ()
     divide: tuple[str, ...] = ()
     rank_offset: Mapping[str, str] = field(default_factory=dict)
+    full_norms: tuple[str, ...] = ()
+    split_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,16 +84,25 @@ def linear_mixer_plan(
     col: tuple[str, ...],
     shard: tuple[str, ...] = SHORT_CONVS,
     heads: tuple[str, ...] = ("num_heads", "num_kv_heads"),
+    widths: tuple[str, ...] = (),
     rank_offset: Mapping[str, str] | None = None,
+    full_norms: tuple[str, ...] = (),
+    split_inputs: tuple[str, ...] = (),
 ) -> TPPlan:
     """The plan of an fla model whose blocks hold a linear-attention layer ``attn`` and the MLP.
 
     ``col`` are the layer's input projections (``o_proj`` is the row-parallel output), ``shard`` its
-    per-channel / per-head parameters, ``heads`` its head counts (divided by the degree, together
-    with :data:`MIXER_DIMS`).
+    per-channel / per-head parameters, ``heads`` its head counts and ``widths`` its other widths (divided
+    by the degree, together with :data:`MIXER_DIMS`); ``full_norms``, ``split_inputs``: as in :class:`TPRegion`.
     """
     attn = TPRegion(
-        col=col, row=("o_proj",), shard=shard, divide=(*heads, *MIXER_DIMS), rank_offset=dict(rank_offset or {})
+        col=col,
+        row=("o_proj",),
+        shard=shard,
+        divide=(*heads, *MIXER_DIMS, *widths),
+        rank_offset=dict(rank_offset or {}),
+        full_norms=full_norms,
+        split_inputs=split_inputs,
     )
     return TPPlan(embed="model.embeddings", head="lm_head", regions={"attn": attn, "mlp": MLP_REGION})
 

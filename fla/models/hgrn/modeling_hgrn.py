@@ -19,6 +19,7 @@ from fla.layers.hgrn import HGRNAttention
 from fla.models.flops import TokenMixer
 from fla.models.hgrn.configuration_hgrn import HGRNConfig
 from fla.models.modeling_utils import FLABlock, FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_attention
+from fla.models.tp_plan import MLP_REGION, TPPlan, TPRegion
 
 
 class HGRNBlock(FLABlock):
@@ -52,9 +53,25 @@ class HGRNPreTrainedModel(FLAPreTrainedModel):
     config_class = HGRNConfig
     _no_split_modules = ["HGRNBlock"]
 
-    tensor_parallel_plan = None
-    """None: the layer has no heads, and its gated output RMSNorm spans all ``D`` features (a per-token sum
-    over every rank's slice), which a split region cannot compute without a collective inside it."""
+    tensor_parallel_plan = TPPlan(
+        embed="model.embeddings",
+        head="lm_head",
+        regions={
+            "attn": TPRegion(
+                col=("i_proj", "f_proj", "g_proj"),
+                row=("o_proj",),
+                shard=("i_conv1d", "f_conv1d"),
+                divide=("input_dim", "value_dim", "value_dim_per_group", "head_v_dim"),
+                full_norms=("g_norm",),
+                split_inputs=("lower_bound",),
+            ),
+            "mlp": MLP_REGION,
+        },
+    )
+    """The scan is element-wise: the ``D`` features split over the ranks like heads (one "head" of ``D / tp``).
+    The output RMSNorm spans all ``D`` (a full norm: its mean square is all-reduced). ``model.lower_bounds
+    [L, D]`` stays replicated outside the blocks (its softmax runs over layers, per feature); each rank's
+    region takes its share of the layer's row (``split_inputs``), the features its projections hold."""
 
     @classmethod
     def token_mixer(cls, config: HGRNConfig) -> TokenMixer:

@@ -19,6 +19,7 @@ from fla.layers.hgrn2 import HGRN2Attention
 from fla.models.flops import TokenMixer
 from fla.models.hgrn2.configuration_hgrn2 import HGRN2Config
 from fla.models.modeling_utils import FLABlock, FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_attention
+from fla.models.tp_plan import linear_mixer_plan
 
 
 class HGRN2Block(FLABlock):
@@ -53,9 +54,16 @@ class HGRN2PreTrainedModel(FLAPreTrainedModel):
     config_class = HGRN2Config
     _no_split_modules = ["HGRN2Block"]
 
-    tensor_parallel_plan = None
-    """None: the output RMSNorm spans all heads (a per-token sum over every rank's heads), which a head-split
-    region cannot compute without a collective inside it (fla.models.tp_plan has no such hook yet)."""
+    tensor_parallel_plan = linear_mixer_plan(
+        col=("q_proj", "f_proj", "i_proj"),
+        shard=("q_conv1d", "f_conv1d", "i_conv1d"),
+        widths=("forget_dim", "input_dim"),
+        full_norms=("g_norm",),
+        split_inputs=("lower_bound",),
+    )
+    """The output RMSNorm spans all heads (a full norm: its mean square is all-reduced). ``model.lower_bounds
+    [L, H * K]`` stays replicated outside the blocks (its softmax runs over layers, per feature); each rank's
+    region takes its heads' share of the layer's row (``split_inputs``)."""
 
     @classmethod
     def token_mixer(cls, config: HGRN2Config) -> TokenMixer:

@@ -11,6 +11,7 @@ from fla.layers.lightnet import LightNetAttention
 from fla.models.flops import TokenMixer
 from fla.models.lightnet.configuration_lightnet import LightNetConfig
 from fla.models.modeling_utils import FLABlock, FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_attention
+from fla.models.tp_plan import linear_mixer_plan
 
 
 class LightNetBlock(FLABlock):
@@ -38,9 +39,9 @@ class LightNetPreTrainedModel(FLAPreTrainedModel):
     config_class = LightNetConfig
     _no_split_modules = ["LightNetBlock"]
 
-    tensor_parallel_plan = None
-    """None: the gated output RMSNorm spans all heads (a per-token sum over every rank's heads), which a head-split
-    region cannot compute without a collective inside it (fla.models.tp_plan has no such hook yet)."""
+    tensor_parallel_plan = linear_mixer_plan(col=("q_proj", "k_proj", "v_proj", "g_proj.1"), full_norms=("g_norm",))
+    """The output RMSNorm spans all heads (a full norm: its mean square is all-reduced); the gate's low-rank
+    input ``g_proj.0`` is replicated (its gradient summed), its output ``g_proj.1`` column-parallel."""
 
     @classmethod
     def token_mixer(cls, config: LightNetConfig) -> TokenMixer:
