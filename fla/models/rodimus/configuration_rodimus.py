@@ -107,6 +107,11 @@ def check_ska_attn(ska_attn: Any, hidden_size: int, where: str = "RodimusConfig"
     window = spec["window_size"]
     if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window <= 0):
         raise ValueError(f"{where}: ska_attn.window_size={window!r} must be a positive integer or null")
+    if spec["rope_theta"] is not None and (hidden_size // heads) % 2:
+        raise ValueError(
+            f"{where}: ska_attn.rope_theta={spec['rope_theta']} needs an even head dim, got "
+            f"{hidden_size} // {heads} = {hidden_size // heads} (RoPE rotates pairs)"
+        )
     return spec
 
 
