@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from fla.layers import RodimusAttention, SlidingWindowSharedKeyAttention
 from fla.models import FLACache
-from tests.harness import DEVICE, assert_close, tol
+from tests.harness import DEVICE, assert_close, tol, using
 
 
 def _causal_conv(x, weight, bias):
@@ -203,3 +203,27 @@ def test_ska_errors_name_the_problem():
         SlidingWindowSharedKeyAttention(hidden_size=50, num_heads=3)
     with pytest.raises(ValueError, match="num_heads must be a positive int, got 0"):
         SlidingWindowSharedKeyAttention(hidden_size=48, num_heads=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("kind", ["rodimus", "ska"])
+def test_triton_matches_torch_with_cache(kind, dtype):
+    """The Triton kernels (the interpreter on CPU) under each layer: output, gradients, one decoding step."""
+    layer = (_rodimus(use_short_conv=True) if kind == "rodimus" else _ska(qk_norm=True)).to(dtype)
+    x = torch.randn(2, 21, layer.hidden_size, device=DEVICE, dtype=dtype)
+    results = []
+    for backend in ("torch", "triton"):
+        with using(backend):
+            layer.train().zero_grad()
+            out, _, _ = layer(x)
+            out.float().square().sum().backward()
+            with torch.no_grad():
+                cache = FLACache()
+                layer.eval()(x[:, :-1], past_key_values=cache)
+                step, _, _ = layer(x[:, -1:], past_key_values=cache)
+            results.append((out.detach(), step, [p.grad.clone() for p in layer.parameters()]))
+    (ref, ref_step, ref_grads), (out, step, grads) = results
+    assert_close("out", ref, out, tol(dtype, 20))
+    assert_close("decode step", ref_step, step, tol(dtype, 20))
+    for (name, _), a, b in zip(layer.named_parameters(), ref_grads, grads):
+        assert_close(f"d{name}", a, b, tol(dtype, 50))
