@@ -11,6 +11,7 @@ from fla.layers.lightnet import LightNetAttention
 from fla.layers.linear_attn import LinearAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
 from fla.layers.rebased import ReBasedLinearAttention
+from fla.layers.rodimus import RodimusAttention, SlidingWindowSharedKeyAttention
 
 __all__ = ["Attention"]
 __all__ += ["GatedLinearAttention", "MultiScaleRetention"]
@@ -20,3 +21,4 @@ __all__ += ["HGRN2Attention"]
 __all__ += ["BasedLinearAttention", "ReBasedLinearAttention"]
 __all__ += ["HGRNAttention"]
 __all__ += ["LightNetAttention"]
+__all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]

@@ -11,6 +11,7 @@ from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
 from fla.models.lightnet import LightNetConfig, LightNetForCausalLM, LightNetModel
 from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
+from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
 from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
 
 _MODELS = [(TransformerConfig, TransformerModel, TransformerForCausalLM)]
@@ -22,6 +23,7 @@ _MODELS.append((LinearAttentionConfig, LinearAttentionModel, LinearAttentionForC
 _MODELS.append((HGRN2Config, HGRN2Model, HGRN2ForCausalLM))
 _MODELS.append((HGRNConfig, HGRNModel, HGRNForCausalLM))
 _MODELS.append((LightNetConfig, LightNetModel, LightNetForCausalLM))
+_MODELS.append((RodimusConfig, RodimusModel, RodimusForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -37,3 +39,4 @@ __all__ += ["LinearAttentionConfig", "LinearAttentionForCausalLM", "LinearAttent
 __all__ += ["HGRN2Config", "HGRN2ForCausalLM", "HGRN2Model"]
 __all__ += ["HGRNConfig", "HGRNForCausalLM", "HGRNModel"]
 __all__ += ["LightNetConfig", "LightNetForCausalLM", "LightNetModel"]
+__all__ += ["RodimusConfig", "RodimusForCausalLM", "RodimusModel"]

@@ -33,6 +33,7 @@ SMALL = dict(hidden_size=72, num_hidden_layers=2, num_heads=4, intermediate_size
 # a wider init than the default 0.02: without it a tiny model's token mixers (after short convolutions above all)
 # add so little to the logits that a broken mixer (say, varlen ignored in a convolution) hides under the tolerance
 TEST_ONLY = dict(vocab_size=V, fuse_cross_entropy=False, initializer_range=0.1)
+RODIMUS_SKA = {"num_heads": 4, "window_size": 8}
 HYBRID = {"attn": {"layers": [1], "num_heads": 2, "num_kv_heads": 1, "window_size": None, "rope_theta": 10000.0}}
 
 
@@ -205,6 +206,23 @@ FAMILIES = [
             ),
         },
         bad_heads=(dict(num_heads=5, expand_ratio=None), "hidden_size=72 is not a multiple of num_heads=5"),
+    ),
+    Family(
+        "rodimus",
+        dict(tiny=8.7, **{"340M": 381.9, "1.3B": 1366.8}),
+        # no num_heads field: the Rodimus mixer is one head; SW-SKA's heads are in ska_attn (window 8 < test lengths)
+        tiny=dict(hidden_size=72, num_hidden_layers=2, intermediate_size=96, expand_ratio=12, ska_attn=RODIMUS_SKA),
+        variants={
+            "plain": {},  # rodimus_plus: Rodimus + SW-SKA + MLP
+            "rodimus_block": dict(block_type="rodimus", use_short_conv=False, expand_ratio=20),
+            "hybrid": dict(HYBRID, fuse_norm=False, ska_attn={**RODIMUS_SKA, "qk_norm": True, "qkv_bias": True}),
+        },
+        name_only={
+            "fla_defaults_tied": dict(
+                intermediate_size=None, input_gate_low_rank=8, tie_word_embeddings=True, residual_in_fp32=False
+            ),
+        },
+        bad_heads=(dict(ska_attn={"num_heads": 5}), "hidden_size=72 is not a multiple of ska_attn.num_heads=5"),
     ),
 ]
 BY_TYPE = {f.model_type: f for f in FAMILIES}
