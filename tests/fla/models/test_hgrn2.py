@@ -13,7 +13,6 @@ from transformers import AutoConfig
 
 from fla.layers.hgrn2 import HGRN2Attention
 from fla.models import HGRN2Config
-from flame.config import ConfigError
 from flame.parallelize import check_tp_supported
 from tests.fla.models.families import BY_TYPE, CONFIGS, FLA060_PATH, ids
 
@@ -102,10 +101,16 @@ def test_flops_token_mixer_uses_layer_heads():
     assert (mixer.kind, mixer.heads, mixer.key_dim, mixer.value_dim) == ("linear", 8, 128, 128)
 
 
-def test_no_tensor_parallel_plan():
-    """The output RMSNorm spans all heads: no head-split TP plan (flame refuses TP with a clear error)."""
-    with pytest.raises(ConfigError, match="TP not supported for hgrn2"):
-        check_tp_supported(AutoConfig.from_pretrained(HGRN2.trainer_json), 2)
+def test_tensor_parallel_plan_splits_the_full_width_norm():
+    """The output RMSNorm spans all heads: the plan splits it with the heads (``full_norms``, an all-reduced RMS;
+    the conformance suite's TP check compares TP=2 with one rank)."""
+    from fla.models.tp_plan import TPRegion
+    from flame.parallelize import tensor_parallel_plan
+
+    config = AutoConfig.from_pretrained(HGRN2.trainer_json)
+    check_tp_supported(config, 2)
+    region = tensor_parallel_plan(config).regions["attn"]
+    assert isinstance(region, TPRegion) and "g_norm" in region.full_norms
 
 
 def test_layer_in_hybrid_blocks_only_where_not_attention():
