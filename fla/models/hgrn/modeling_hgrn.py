@@ -18,7 +18,8 @@ from transformers import initialization as init
 from fla.layers.hgrn import HGRNAttention
 from fla.models.flops import TokenMixer
 from fla.models.hgrn.configuration_hgrn import HGRNConfig
-from fla.models.modeling_utils import FLABlock, FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_attention
+from fla.models.lower_bounds import LowerBoundedModel
+from fla.models.modeling_utils import FLABlock, FLAForCausalLM, FLAPreTrainedModel, build_attention
 from fla.models.tp_plan import MLP_REGION, TPPlan, TPRegion
 
 
@@ -87,30 +88,12 @@ class HGRNPreTrainedModel(FLAPreTrainedModel):
             init.zeros_(module.lower_bounds)
 
 
-class HGRNModel(HGRNPreTrainedModel, FLAModel):
+class HGRNModel(HGRNPreTrainedModel, LowerBoundedModel):
     """Embeddings -> ``num_hidden_layers`` HGRNBlocks -> RMSNorm (see :class:`FLAModel` for forward),
     with the per-layer forget-gate lower bounds when ``use_lower_bound``."""
 
     block_class = HGRNBlock
-
-    def __init__(self, config: HGRNConfig):
-        super().__init__(config)
-        if config.use_lower_bound:
-            self.lower_bounds = nn.Parameter(torch.zeros(config.num_hidden_layers, config.input_dim))
-
-    def layer_lower_bounds(self) -> torch.Tensor | None:
-        """``[L, D]`` float32 bounds in ``[0, 1)`` (row 0 is 0), or ``None`` without ``use_lower_bound``."""
-        if not self.config.use_lower_bound:
-            return None
-        weights = self.lower_bounds.softmax(0, dtype=torch.float)
-        return weights.cumsum(0) - weights[0]
-
-    def forward(self, *args, **kwargs):
-        """:meth:`FLAModel.forward`; every block also gets the lower bounds (and picks its own row)."""
-        lower_bounds = self.layer_lower_bounds()
-        if lower_bounds is not None:
-            kwargs["lower_bounds"] = lower_bounds
-        return super().forward(*args, **kwargs)
+    lower_bounds_dim = "input_dim"
 
 
 class HGRNForCausalLM(HGRNPreTrainedModel, FLAForCausalLM):
