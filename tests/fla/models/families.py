@@ -224,6 +224,28 @@ FAMILIES = [
         },
         bad_heads=(dict(ska_attn={"num_heads": 5}), "hidden_size=72 is not a multiple of ska_attn.num_heads=5"),
     ),
+    Family(
+        "mla",
+        dict(tiny=8.7, **{"340M": 350.3, "1.3B": 1235.4}),
+        recurrent=False,
+        # odd widths, v wider than nope but narrower than q/k
+        tiny=dict(
+            SMALL,
+            q_lora_rank=24,
+            kv_lora_rank=20,
+            qk_nope_head_dim=10,
+            qk_rope_head_dim=6,
+            qk_head_dim=16,
+            v_head_dim=12,
+        ),
+        variants={
+            "plain": {},
+            # full q projection; values wider than q/k (q and k zero-padded for the backends)
+            "window_no_q_lora": dict(window_size=4, q_lora_rank=None, v_head_dim=20),
+        },
+        name_only={"unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, qk_head_dim=None)},
+        bad_heads=(dict(qk_head_dim=15), "qk_head_dim=15 != qk_nope_head_dim \\+ qk_rope_head_dim = 10 \\+ 6"),
+    ),
 ]
 BY_TYPE = {f.model_type: f for f in FAMILIES}
 
