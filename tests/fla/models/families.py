@@ -226,7 +226,7 @@ FAMILIES = [
     ),
     Family(
         "mla",
-        dict(tiny=8.7, **{"340M": 350.3, "1.3B": 1235.4}),
+        dict(tiny=8.7, cpu=0.4, **{"340M": 350.3, "1.3B": 1235.4}),
         recurrent=False,
         # odd widths, v wider than nope but narrower than q/k
         tiny=dict(
