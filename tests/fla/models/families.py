@@ -234,18 +234,24 @@ FAMILIES.append(
         # no num_heads field: Mamba2 derives it (expand * hidden_size / head_dim = 8 heads in 2 groups); no MLP
         tiny=dict(hidden_size=72, num_hidden_layers=2, head_dim=18, state_size=16, n_groups=2),
         variants={
-            "plain": {},
-            "ungated_hdim_bias": dict(rmsnorm=False, D_has_hdim=True, use_bias=True, n_groups=1),
-            "gate_after_norm_dt_limit": dict(
-                norm_before_gate=True,
+            "plain": {},  # gated RMSNorm over 2 groups, gate before the norm
+            "ungated_hdim_dt_limit": dict(
+                rmsnorm=False,
+                D_has_hdim=True,
+                use_bias=True,
+                n_groups=1,
                 dt_limit=[0.0, 0.05],
                 use_conv_bias=False,
                 residual_in_fp32=False,
                 fuse_norm=False,
             ),
         },
-        name_only={"tied_groups_conv3": dict(tie_word_embeddings=True, n_groups=4, conv_kernel=3, state_size=8)},
+        name_only={
+            "tied_groups_conv3": dict(tie_word_embeddings=True, n_groups=4, conv_kernel=3, state_size=8),
+            "norm_before_gate": dict(norm_before_gate=True, use_conv_bias=False),
+        },
         bad_heads=(dict(n_groups=3), "num_heads=8 is not a multiple of n_groups=3"),
+        slow_triton=True,
         hybrid=False,
         mode_field=None,
     )
