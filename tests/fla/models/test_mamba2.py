@@ -1,0 +1,139 @@
+"""Mamba2 specifics; the model-level checks every family passes are in test_conformance.py."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from fla.models import Mamba2Config, Mamba2ForCausalLM
+from fla.models.flops import TokenMixer
+from fla.ops.mamba2 import naive_recurrent_mamba2_ssd
+from flame.config import ConfigError
+from flame.parallelize import check_tp_supported
+from tests.fla.models.families import BY_TYPE, FLA060_PATH, RATIO, ids
+from tests.harness import DEVICE, assert_close
+
+MAMBA2 = BY_TYPE["mamba2"]
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_ours_win_the_auto_registration_over_transformers():
+    """transformers has its own Mamba2 classes for model_type "mamba2": after ``import fla`` the Auto* ones are ours."""
+    config = AutoConfig.for_model("mamba2", hidden_size=64, num_hidden_layers=1, head_dim=16, vocab_size=32)
+    assert type(config) is Mamba2Config
+    assert type(AutoModelForCausalLM.from_config(config)) is Mamba2ForCausalLM
+    assert type(AutoConfig.from_pretrained(ROOT / "configs" / "mamba2_340M.json")) is Mamba2Config
+
+
+def test_layer_is_the_ssd_scan_with_group_gated_norm():
+    """The layer output from its own weights: in_proj split, SiLU conv, the float64 SSD reference, gate, grouped
+    RMSNorm, out_proj."""
+    layer = MAMBA2.model().model.layers[0].mixer.double().eval()
+    with torch.no_grad():
+        layer.norm.weight.normal_()
+        layer.D.normal_()
+    x = torch.randn(2, 11, 72, device=DEVICE, dtype=torch.float64)
+    with torch.no_grad():
+        out, _, _ = layer(x)
+        z, xBC, dt = layer.in_proj(x).split([144, 144 + 2 * 2 * 16, 8], -1)
+        xBC = F.silu(F.conv1d(F.pad(xBC.transpose(1, 2), (3, 0)), layer.conv1d.weight, layer.conv1d.bias, groups=208))
+        xs, B, C = xBC.transpose(1, 2).split([144, 32, 32], -1)
+        y, _ = naive_recurrent_mamba2_ssd(
+            xs.unflatten(-1, (8, 18)), dt, layer.A_log, B.unflatten(-1, (2, 16)), C.unflatten(-1, (2, 16)),
+            layer.D, layer.dt_bias,
+        )  # fmt: skip
+        h = (y.flatten(-2) * F.silu(z)).unflatten(-1, (2, 72))  # gate first, then RMSNorm per group of 72
+        h = (h * torch.rsqrt(h.square().mean(-1, keepdim=True) + layer.norm.eps)).flatten(-2) * layer.norm.weight
+        ref = layer.out_proj(h)
+    assert_close("layer", ref, out, RATIO)
+
+
+def test_init_follows_fla060():
+    """A_log, dt_bias in Mamba2's ranges, D = 1, out_proj ~ U(+-1/sqrt(fan_in * layers)); loaded values are kept."""
+    model = MAMBA2.model(initializer_range=0.02)
+    layer = model.model.layers[0].mixer
+    A, dt = layer.A_log.exp(), F.softplus(layer.dt_bias)
+    assert bool(((A >= 1) & (A <= 16)).all()) and bool(((dt >= 1e-4 * 0.999) & (dt <= 0.1 * 1.001)).all())
+    assert torch.equal(layer.D, torch.ones_like(layer.D))
+    bound = 1 / math.sqrt(144 * 2)
+    assert layer.out_proj.weight.abs().max() <= bound and layer.out_proj.weight.abs().max() > 0.8 * bound
+    with torch.no_grad():
+        layer.A_log.fill_(math.log(3.0))
+    layer.A_log._is_hf_initialized = True
+    layer.reset_parameters()
+    assert torch.equal(layer.A_log, torch.full_like(layer.A_log, math.log(3.0)))
+
+
+def test_cache_holds_conv_and_ssm_states():
+    model = MAMBA2.model().eval()
+    with torch.no_grad():
+        cache = model(ids(2, 5), use_cache=True).past_key_values
+    state = cache[0]
+    assert state["recurrent_state"].shape == (2, 8, 16, 18) and state["recurrent_state"].dtype == torch.float32
+    assert state["conv_state"].shape == (2, 144 + 2 * 2 * 16, 4)
+
+
+def test_fla060_config_json_loads(tmp_path):
+    """A config.json written by fla 0.6.0 (derived num_heads stored, pairs as lists, Infinity) loads unchanged."""
+    fields = dict(MAMBA2.fields(), num_heads=8, dt_limit=[0.0, math.inf], A_init_range=[1, 16], model_type="mamba2")
+    (tmp_path / "config.json").write_text(json.dumps(fields))
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert config.num_heads == 8 and config.dt_limit == [0.0, math.inf] and config.A_init_range == [1.0, 16.0]
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="expand \\* hidden_size = 144 is not a multiple of head_dim=20"):
+        MAMBA2.config(head_dim=20)
+    with pytest.raises(ValueError, match="num_heads=4 but expand \\* hidden_size / head_dim = 144 / 18 = 8"):
+        MAMBA2.config(num_heads=4)
+    with pytest.raises(ValueError, match=r"dt_limit=\[0.2, 0.1\] must be a \[low, high\] pair"):
+        MAMBA2.config(dt_limit=[0.2, 0.1])
+    with pytest.raises(ValueError, match="dt_min=0.5, dt_max=0.1 must satisfy"):
+        MAMBA2.config(dt_min=0.5)
+
+
+def test_state_spaces_embedding_name_loads():
+    """state-spaces checkpoints name the embedding ``backbone.embedding``: it loads as ``embeddings``."""
+    model = MAMBA2.model()
+    state = model.state_dict()
+    state["backbone.embedding.weight"] = state.pop("backbone.embeddings.weight").clone() + 1
+    model.load_state_dict(state)
+    assert torch.equal(model.model.embeddings.weight, state["backbone.embedding.weight"])
+
+
+def test_flops_and_tensor_parallel_refusal():
+    config = AutoConfig.from_pretrained(ROOT / "configs" / "mamba2_340M.json")
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    n = sum(p.numel() for p in model.parameters())
+    mixer = TokenMixer("linear", 32, 128, 64)  # 1024 * 2 / 64 heads, state 128 x head_dim 64
+    expected = 6 * (n - 32000 * 1024) + 48 * mixer.flops_per_token(2048)
+    assert model.flops_per_token(2048) == expected
+    with pytest.raises(ConfigError, match="TP not supported for mamba2"):
+        check_tp_supported(config, 2)
+
+
+@pytest.mark.slow  # ~1 min: fla 0.6.0's norms run in the Triton interpreter
+def test_fla060_checkpoints_load_with_same_logits(tmp_path):
+    """Checkpoints fla 0.6.0 saves (4 configs) load with no missing / unexpected keys and give its logits."""
+    if not (Path(FLA060_PATH) / "fla" / "__init__.py").exists():
+        pytest.fail(f"FLA060_PATH={FLA060_PATH} holds no fla 0.6.0")
+    script = Path(__file__).with_name("fla060_mamba2_compat.py")
+    env = {**os.environ, "PYTHONPATH": FLA060_PATH, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    saved = subprocess.run(
+        [sys.executable, str(script), "save", str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert saved.returncode == 0, saved.stderr[-4000:]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    loaded = subprocess.run(
+        [sys.executable, str(script), "load", str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    print(loaded.stdout)
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr[-4000:]
