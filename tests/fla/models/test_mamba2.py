@@ -17,8 +17,8 @@ from fla.models.flops import TokenMixer
 from fla.ops.mamba2 import naive_recurrent_mamba2_ssd
 from flame.config import ConfigError
 from flame.parallelize import check_tp_supported
-from tests.fla.models.families import BY_TYPE, FLA060_PATH, RATIO, ids
-from tests.harness import DEVICE, assert_close
+from tests.fla.models.families import BY_TYPE, FLA060_PATH, ids
+from tests.harness import DEVICE, assert_close, tol
 
 MAMBA2 = BY_TYPE["mamba2"]
 ROOT = Path(__file__).resolve().parents[3]
@@ -32,27 +32,43 @@ def test_ours_win_the_auto_registration_over_transformers():
     assert type(AutoConfig.from_pretrained(ROOT / "configs" / "mamba2_340M.json")) is Mamba2Config
 
 
-def test_layer_is_the_ssd_scan_with_group_gated_norm():
-    """The layer output from its own weights: in_proj split, SiLU conv, the float64 SSD reference, gate, grouped
-    RMSNorm, out_proj."""
-    layer = MAMBA2.model().model.layers[0].mixer.double().eval()
-    with torch.no_grad():
-        layer.norm.weight.normal_()
-        layer.D.normal_()
+def reference_layer(layer, x):
+    """The layer's output from its weights, written out: in_proj split, SiLU conv, the float64 SSD recurrence,
+    then the gate and the grouped RMSNorm (in either order) or the plain SiLU gate, and out_proj."""
+    H, P, G, N, W = layer.num_heads, layer.head_dim, layer.n_groups, layer.ssm_state_size, layer.conv_kernel_size
+    z, xBC, dt = layer.in_proj(x).split([H * P, layer.conv_dim, H], -1)
+    conv = layer.conv1d
+    xBC = F.conv1d(F.pad(xBC.transpose(1, 2), (W - 1, 0)), conv.weight, conv.bias, groups=layer.conv_dim)
+    xs, B, C = F.silu(xBC).transpose(1, 2).split([H * P, G * N, G * N], -1)
+    D = layer.D.unflatten(0, (H, P)) if layer.D_has_hdim else layer.D
+    y, _ = naive_recurrent_mamba2_ssd(
+        xs.unflatten(-1, (H, P)), dt, layer.A_log, B.unflatten(-1, (G, N)), C.unflatten(-1, (G, N)), D,
+        layer.dt_bias, tuple(layer.dt_limit),
+    )  # fmt: skip
+    y = y.flatten(-2)
+    if layer.norm is None:
+        return layer.out_proj(y * F.silu(z))
+    h = y if layer.norm_before_gate else y * F.silu(z)
+    h = h.unflatten(-1, (G, -1))  # RMSNorm per group of H * P / G features
+    h = (h * torch.rsqrt(h.square().mean(-1, keepdim=True) + layer.norm.eps)).flatten(-2) * layer.norm.weight
+    return layer.out_proj(h * F.silu(z) if layer.norm_before_gate else h)
+
+
+@pytest.mark.parametrize("variant", ["plain", "ungated_hdim_dt_limit", "norm_before_gate"])
+def test_layer_matches_formula(variant):
+    fields = {"plain": {}, **MAMBA2.name_only}[variant]
+    layer = MAMBA2.model(**fields).model.layers[0].mixer.double()
+    with torch.no_grad():  # norms start at ones, D at ones, biases at zero: make every weight matter
+        for p in layer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
     x = torch.randn(2, 11, 72, device=DEVICE, dtype=torch.float64)
-    with torch.no_grad():
-        out, _, _ = layer(x)
-        z, xBC, dt = layer.in_proj(x).split([144, 144 + 2 * 2 * 16, 8], -1)
-        xBC = F.silu(F.conv1d(F.pad(xBC.transpose(1, 2), (3, 0)), layer.conv1d.weight, layer.conv1d.bias, groups=208))
-        xs, B, C = xBC.transpose(1, 2).split([144, 32, 32], -1)
-        y, _ = naive_recurrent_mamba2_ssd(
-            xs.unflatten(-1, (8, 18)), dt, layer.A_log, B.unflatten(-1, (2, 16)), C.unflatten(-1, (2, 16)),
-            layer.D, layer.dt_bias,
-        )  # fmt: skip
-        h = (y.flatten(-2) * F.silu(z)).unflatten(-1, (2, 72))  # gate first, then RMSNorm per group of 72
-        h = (h * torch.rsqrt(h.square().mean(-1, keepdim=True) + layer.norm.eps)).flatten(-2) * layer.norm.weight
-        ref = layer.out_proj(h)
-    assert_close("layer", ref, out, RATIO)
+    for training in (True, False):  # the chunk op, then the fused_recurrent one
+        out, _, _ = layer.train(training)(x)
+        with torch.no_grad():
+            assert_close(f"layer (training={training})", reference_layer(layer, x), out, tol(torch.float64, 1e3))
+    out.square().sum().backward()
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
 
 
 def test_init_follows_fla060():
