@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from fla.layers import Mamba2
 from fla.models import Mamba2Config, Mamba2ForCausalLM
 from fla.models.flops import TokenMixer
 from fla.ops.mamba2 import naive_recurrent_mamba2_ssd
@@ -33,13 +34,13 @@ def test_ours_win_the_auto_registration_over_transformers():
 
 
 def reference_layer(layer, x):
-    """The layer's output from its weights, written out: in_proj split, SiLU conv, the float64 SSD recurrence,
-    then the gate and the grouped RMSNorm (in either order) or the plain SiLU gate, and out_proj."""
+    """The layer's output from its weights, written out: in_proj split, conv + ``hidden_act``, the float64 SSD
+    recurrence, then the SiLU gate and the grouped RMSNorm (in either order) or the ``hidden_act`` gate, out_proj."""
     H, P, G, N, W = layer.num_heads, layer.head_dim, layer.n_groups, layer.ssm_state_size, layer.conv_kernel_size
     z, xBC, dt = layer.in_proj(x).split([H * P, layer.conv_dim, H], -1)
     conv = layer.conv1d
     xBC = F.conv1d(F.pad(xBC.transpose(1, 2), (W - 1, 0)), conv.weight, conv.bias, groups=layer.conv_dim)
-    xs, B, C = F.silu(xBC).transpose(1, 2).split([H * P, G * N, G * N], -1)
+    xs, B, C = layer.act(xBC).transpose(1, 2).split([H * P, G * N, G * N], -1)
     D = layer.D.unflatten(0, (H, P)) if layer.D_has_hdim else layer.D
     y, _ = naive_recurrent_mamba2_ssd(
         xs.unflatten(-1, (H, P)), dt, layer.A_log, B.unflatten(-1, (G, N)), C.unflatten(-1, (G, N)), D,
@@ -47,17 +48,21 @@ def reference_layer(layer, x):
     )  # fmt: skip
     y = y.flatten(-2)
     if layer.norm is None:
-        return layer.out_proj(y * F.silu(z))
+        return layer.out_proj(y * layer.act(z))
     h = y if layer.norm_before_gate else y * F.silu(z)
     h = h.unflatten(-1, (G, -1))  # RMSNorm per group of H * P / G features
     h = (h * torch.rsqrt(h.square().mean(-1, keepdim=True) + layer.norm.eps)).flatten(-2) * layer.norm.weight
     return layer.out_proj(h * F.silu(z) if layer.norm_before_gate else h)
 
 
-@pytest.mark.parametrize("variant", ["plain", "ungated_hdim_dt_limit", "norm_before_gate"])
+@pytest.mark.parametrize("variant", ["plain", "ungated_hdim_dt_limit", "norm_before_gate", "gelu_ungated"])
 def test_layer_matches_formula(variant):
-    fields = {"plain": {}, **MAMBA2.name_only}[variant]
-    layer = MAMBA2.model(**fields).model.layers[0].mixer.double()
+    if variant == "gelu_ungated":  # an activation ShortConvolution does not fuse (the config allows silu only)
+        layer = Mamba2(hidden_size=72, head_dim=18, state_size=16, n_groups=2, hidden_act="gelu", rmsnorm=False)
+        layer = layer.to(DEVICE, torch.float64)
+    else:
+        fields = {"plain": {}, **MAMBA2.name_only}[variant]
+        layer = MAMBA2.model(**fields).model.layers[0].mixer.double()
     with torch.no_grad():  # norms start at ones, D at ones, biases at zero: make every weight matter
         for p in layer.parameters():
             p.add_(0.1 * torch.randn_like(p))

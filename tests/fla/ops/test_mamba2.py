@@ -181,3 +181,20 @@ def test_chunk_gpu(batch, T, H, G, N, P, dtype):
     assert_close("ht", ref_ht, ht, ratio)
     grad_out = (torch.randn_like(ref_y), torch.randn_like(ref_ht))
     assert_grads_close(inputs, refs, (y, ht), (ref_y, ref_ht), grad_out, ratio)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_chunk_varlen_gpu(dtype):
+    # packed sequences (length 1 included) against the float64 chunked form of the same packed batch
+    lengths = [1, 3000, 17, 64, 1000]
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+    inputs = make_inputs(1, sum(lengths), 8, 2, 128, 64, dtype, num_states=len(lengths))
+    with using("triton"):
+        y, ht = call(chunk_mamba2_ssd, inputs, output_final_state=True, cu_seqlens=cu)
+    refs = {k: to_reference(v) for k, v in inputs.items()}
+    ref_y, ref_ht = call(naive_chunk_mamba2_ssd, refs, output_final_state=True, cu_seqlens=cu)
+    assert_close("y", ref_y, y, tol(dtype, 4))
+    assert_close("ht", ref_ht, ht, tol(dtype, 4))
+    grad_out = (torch.randn_like(ref_y), torch.randn_like(ref_ht))
+    assert_grads_close(inputs, refs, (y, ht), (ref_y, ref_ht), grad_out, tol(dtype, 4))
