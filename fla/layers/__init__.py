@@ -9,6 +9,7 @@ from fla.layers.hgrn import HGRNAttention
 from fla.layers.hgrn2 import HGRN2Attention
 from fla.layers.lightnet import LightNetAttention
 from fla.layers.linear_attn import LinearAttention
+from fla.layers.mamba2 import Mamba2
 from fla.layers.mla import MultiheadLatentAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
 from fla.layers.rebased import ReBasedLinearAttention
@@ -24,3 +25,4 @@ __all__ += ["HGRNAttention"]
 __all__ += ["LightNetAttention"]
 __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
 __all__ += ["MultiheadLatentAttention"]
+__all__ += ["Mamba2"]

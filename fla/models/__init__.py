@@ -10,6 +10,7 @@ from fla.models.hgrn import HGRNConfig, HGRNForCausalLM, HGRNModel
 from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
 from fla.models.lightnet import LightNetConfig, LightNetForCausalLM, LightNetModel
 from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
+from fla.models.mamba2 import Mamba2Config, Mamba2ForCausalLM, Mamba2Model
 from fla.models.mla import MLAConfig, MLAForCausalLM, MLAModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
@@ -26,6 +27,7 @@ _MODELS.append((HGRNConfig, HGRNModel, HGRNForCausalLM))
 _MODELS.append((LightNetConfig, LightNetModel, LightNetForCausalLM))
 _MODELS.append((RodimusConfig, RodimusModel, RodimusForCausalLM))
 _MODELS.append((MLAConfig, MLAModel, MLAForCausalLM))
+_MODELS.append((Mamba2Config, Mamba2Model, Mamba2ForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -43,3 +45,4 @@ __all__ += ["HGRNConfig", "HGRNForCausalLM", "HGRNModel"]
 __all__ += ["LightNetConfig", "LightNetForCausalLM", "LightNetModel"]
 __all__ += ["RodimusConfig", "RodimusForCausalLM", "RodimusModel"]
 __all__ += ["MLAConfig", "MLAForCausalLM", "MLAModel"]
+__all__ += ["Mamba2Config", "Mamba2ForCausalLM", "Mamba2Model"]
