@@ -225,3 +225,29 @@ def test_cache_keeps_the_latent_and_the_rope_key_per_token(case):
         _, k_rope = layer._rope_q(layer.q_proj(x[:, :10]).view(2, 10, HEADS, -1), k_raw, max_seqlen=10)
     assert_close("c_kv", latent[:, 10 - kept :], c_kv, tol(torch.float32))
     assert_close("k_rot", k_rope[:, 10 - kept :], k_rot, tol(torch.float32))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cuda_backends_match_float64_maths(dtype):
+    """fla 0.6.0's default widths (Dn + Dr = 192 > Dv = 128) on the GPU backends (flash-attn or torch's
+    varlen_attn / SDPA): dense, packed varlen and cached decoding against the float64 formula."""
+    torch.manual_seed(0)
+    layer = MultiheadLatentAttention(hidden_size=256, num_heads=4, q_lora_rank=64, kv_lora_rank=128, layer_idx=0)
+    layer = layer.to("cuda")
+    x = torch.randn(2, 100, 256, device="cuda")
+    weights = {n: p.detach().double() for n, p in layer.named_parameters()}
+    ref = reference(layer, weights, x.double())
+    layer = layer.to(dtype)
+    for module in layer.modules():  # fla keeps the latent norms' weights in float32
+        if type(module).__name__ == "RMSNorm":
+            module.float()
+    xs = x.to(dtype)
+    cache = FLACache()
+    with torch.no_grad():
+        dense = layer(xs)[0]
+        packed = layer(xs.flatten(0, 1)[None], cu_seqlens=_cu([100, 100]))[0].view(2, 100, 256)
+        steps = [layer(xs[:, :90], past_key_values=cache)[0]]
+        steps += [layer(xs[:, t : t + 1], past_key_values=cache)[0] for t in range(90, 100)]
+    for name, out in (("dense", dense), ("varlen", packed), ("decoded", torch.cat(steps, 1))):
+        assert_close(name, ref, out, tol(dtype, 2))
