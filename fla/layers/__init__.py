@@ -3,6 +3,7 @@
 from fla.layers.attn import Attention
 from fla.layers.based import BasedLinearAttention
 from fla.layers.delta_net import DeltaNet
+from fla.layers.forgetting_attn import ForgettingAttention
 from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.layers.gla import GatedLinearAttention
 from fla.layers.hgrn import HGRNAttention
@@ -22,3 +23,4 @@ __all__ += ["BasedLinearAttention", "ReBasedLinearAttention"]
 __all__ += ["HGRNAttention"]
 __all__ += ["LightNetAttention"]
 __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
+__all__ += ["ForgettingAttention"]
