@@ -24,13 +24,14 @@ from fla.utils.tensors import contiguous
 
 
 @lean_launch
-@given_heuristics(USE_G="g")
+@given_heuristics(USE_G="g", HAS_SINK="sink_bias")
 @triton.jit
 def attn_decoding_one_step_kernel(
     q,
     k,
     v,
     g,
+    sink_bias,
     o,
     cu_seqlens,
     scale,
@@ -44,6 +45,7 @@ def attn_decoding_one_step_kernel(
     BV: tl.constexpr,
     USE_WINDOW: tl.constexpr,
     USE_G: tl.constexpr,
+    HAS_SINK: tl.constexpr,
 ):
     i_n, i_hq = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_h = i_hq // G
@@ -77,27 +79,34 @@ def attn_decoding_one_step_kernel(
         b_o = b_o * b_r + tl.sum(b_p[:, None] * b_v.to(tl.float32), 0)
         b_l = b_l * b_r + tl.sum(b_p, 0)
         b_m = b_mn
+    if HAS_SINK:  # exp(sink) joins the denominator only
+        b_sink = tl.load(sink_bias + i_hq).to(tl.float32)
+        b_mn = tl.maximum(b_m, b_sink)
+        b_r = tl.exp(b_m - b_mn)
+        b_l = b_l * b_r + tl.exp(b_sink - b_mn)
+        b_o = b_o * b_r
     b_o = b_o / tl.where(b_l > 0, b_l, 1.0)  # no visible key: 0
     tl.store(o + (i_n * HQ + i_hq) * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
 
 
 @contiguous
-def _decoding_triton(q, k, v, g, scale, cu_seqlens, gate_scale, window_size):
+def _decoding_triton(q, k, v, g, sink_bias, scale, cu_seqlens, gate_scale, window_size):
     N, HQ, K = q.shape[1], q.shape[2], q.shape[3]
     H, V = k.shape[2], v.shape[-1]
     G = None if g is None else global_cumsum(g, cu_seqlens, scale=gate_scale)
     BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
     o = empty(1, N, HQ, V, dtype=q.dtype, device=q.device)
     attn_decoding_one_step_kernel[(N, HQ)](
-        q, k, v, G, o, cu_seqlens, scale, 0 if window_size is None else window_size,
+        q, k, v, G, sink_bias, o, cu_seqlens, scale, 0 if window_size is None else window_size,
         HQ=HQ, G=HQ // H, K=K, V=V, BS=32 if max(BK, BV) > 64 else 64, BK=BK, BV=BV,
         USE_WINDOW=window_size is not None,
     )  # fmt: skip
     return o
 
 
-def _decoding_torch(q, k, v, g, scale, cu_seqlens, gate_scale, window_size):
-    return naive_attn_decoding(q, k, v, None if g is None else g * gate_scale, scale, cu_seqlens, window_size)
+def _decoding_torch(q, k, v, g, sink_bias, scale, cu_seqlens, gate_scale, window_size):
+    g = None if g is None else g * gate_scale
+    return naive_attn_decoding(q, k, v, g, scale, cu_seqlens, window_size, sink_bias)
 
 
 def attn_decoding_one_step(
@@ -110,6 +119,7 @@ def attn_decoding_one_step(
     do_gate_scale: bool = False,
     *,
     window_size: int | None = None,
+    sink_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of one new query per sequence over its cached keys (inference only, no gradient).
 
@@ -121,14 +131,15 @@ def attn_decoding_one_step(
         cu_seqlens: ``[N+1]`` bounds of the key sequences (required).
         do_gate_scale: multiply ``g`` by ``scale`` too (the PaTH-FoX convention).
         window_size: attend to the last ``window_size`` keys only (``0``: none, output 0; ``None``: all).
+        sink_bias: ``[HQ]`` attention-sink logits: ``exp(sink_bias)`` joins each denominator (no value).
     Returns:
         ``o [1, N, HQ, V]`` in ``q.dtype``.
     """
-    check_decoding_inputs(q, k, v, g, cu_seqlens, window_size)
+    check_decoding_inputs(q, k, v, g, cu_seqlens, window_size, sink_bias)
     scale = k.shape[-1] ** -0.5 if scale is None else float(scale)
     gate_scale = scale if do_gate_scale else 1.0
-    args = (q, k, v, g, scale, cu_seqlens, gate_scale, window_size)
-    return dispatch((q, k, v, g), _decoding_torch, _decoding_triton, *args)
+    args = (q, k, v, g, sink_bias, scale, cu_seqlens, gate_scale, window_size)
+    return dispatch((q, k, v, g, sink_bias), _decoding_torch, _decoding_triton, *args)
 
 
 __all__ = ["attn_decoding_one_step"]

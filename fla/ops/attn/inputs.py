@@ -17,6 +17,13 @@ def check_window(window_size: int | None, allow_zero: bool = False) -> None:
         raise ValueError(f"window_size must be None or a {kind} integer, got {window_size!r}")
 
 
+def check_sink(sink_bias: torch.Tensor | None, HQ: int) -> None:
+    """``sink_bias`` must be ``None`` or a float ``[HQ]`` tensor."""
+    if sink_bias is not None:
+        check_shape("sink_bias", sink_bias, (HQ,), "[HQ]")
+        check_dtype("sink_bias", sink_bias)
+
+
 def check_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
     """q ``[..., HQ, K]``, k ``[..., H, K]``, v ``[..., H, V]`` share one float dtype and ``H`` divides ``HQ``;
     return the group size ``HQ // H``."""
@@ -37,9 +44,10 @@ def check_attn_inputs(
     g: torch.Tensor | None,
     window_size: int | None,
     cu_seqlens: torch.Tensor | None,
+    sink_bias: torch.Tensor | None = None,
 ) -> None:
     """Inputs of :func:`fla.ops.attn.parallel_attn`: q ``[B, T, HQ, K]``, k ``[B, T, H, K]``, v ``[B, T, H, V]``,
-    g ``[B, T, HQ]``, cu_seqlens ``[N+1]`` (then ``B == 1``), window_size positive or ``None``."""
+    g ``[B, T, HQ]``, cu_seqlens ``[N+1]`` (then ``B == 1``), window_size positive or ``None``, sink_bias ``[HQ]``."""
     if q.dim() != 4:
         raise ValueError(f"q has shape {list(q.shape)}, expected 4 dims [B, T, HQ, K]")
     B, T, HQ, K = q.shape
@@ -49,8 +57,9 @@ def check_attn_inputs(
     if g is not None:
         check_shape("g", g, (B, T, HQ), "[B, T, HQ]")
         check_dtype("g", g)
+    check_sink(sink_bias, HQ)
     check_window(window_size)
-    check_same_device(q=q, k=k, v=v, g=g, cu_seqlens=cu_seqlens)
+    check_same_device(q=q, k=k, v=v, g=g, cu_seqlens=cu_seqlens, sink_bias=sink_bias)
     check_cu_seqlens(cu_seqlens, total=T, batch=B)
 
 
@@ -61,6 +70,7 @@ def check_decoding_inputs(
     g: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
     window_size: int | None,
+    sink_bias: torch.Tensor | None = None,
 ) -> None:
     """Inputs of :func:`fla.ops.attn.attn_decoding_one_step`: q ``[1, N, HQ, K]``, k ``[1, L, H, K]``,
     v ``[1, L, H, V]``, g ``[1, L, HQ]``, cu_seqlens ``[N+1]`` (required), window_size ``>= 0`` or ``None``."""
@@ -75,8 +85,9 @@ def check_decoding_inputs(
     if g is not None:
         check_shape("g", g, (1, k.shape[1], HQ), "[1, L, HQ]")
         check_dtype("g", g)
+    check_sink(sink_bias, HQ)
     check_window(window_size, allow_zero=True)
-    check_same_device(q=q, k=k, v=v, g=g, cu_seqlens=cu_seqlens)
+    check_same_device(q=q, k=k, v=v, g=g, cu_seqlens=cu_seqlens, sink_bias=sink_bias)
     check_cu_seqlens(cu_seqlens, total=k.shape[1], batch=1)
     if cu_seqlens.numel() - 1 != N:
         raise ValueError(f"cu_seqlens describes {cu_seqlens.numel() - 1} sequences but q has {N} queries")

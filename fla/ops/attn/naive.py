@@ -39,6 +39,7 @@ def naive_parallel_attn(
     scale: float | None = None,
     window_size: int | None = None,
     cu_seqlens: torch.Tensor | None = None,
+    sink_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The step-by-step reference: each query's softmax over its visible keys.
 
@@ -47,8 +48,9 @@ def naive_parallel_attn(
         g: ``[B, T, HQ]`` log forget gates (or ``None``).
         scale: default ``K ** -0.5``; window_size: keys ``i - window_size < j <= i`` (``None``: all).
         cu_seqlens: ``[N+1]`` packed bounds (``B == 1``).
+        sink_bias: ``[HQ]`` logits of a value-less softmax entry (attention sink), or ``None``.
     Returns:
-        ``o [B, T, HQ, V]`` and ``lse [B, T, HQ]``, in float32 (float64 for float64 inputs).
+        ``o [B, T, HQ, V]`` and ``lse [B, T, HQ]`` (the sink included), in float32 (float64 for float64 inputs).
     """
     B, T, HQ, K = q.shape
     groups = HQ // k.shape[2]
@@ -64,8 +66,11 @@ def naive_parallel_attn(
             s = torch.einsum("hk,jhk->hj", q[b, i], k[b, lo : i + 1]) * scale  # [HQ, keys]
             if G is not None:
                 s = s + G[b, i][:, None] - G[b, lo : i + 1].T
+            if sink_bias is not None:  # a last column without a value
+                s = torch.cat([s, sink_bias.to(dtype)[:, None]], 1)
             lse[b, i] = torch.logsumexp(s, -1)
-            o[b, i] = torch.einsum("hj,jhv->hv", torch.softmax(s, -1), v[b, lo : i + 1])
+            p = torch.softmax(s, -1)[:, : i + 1 - lo]
+            o[b, i] = torch.einsum("hj,jhv->hv", p, v[b, lo : i + 1])
     return o, lse
 
 
@@ -92,6 +97,7 @@ def parallel_attn_torch(
     scale: float,
     window_size: int | None,
     cu_seqlens: torch.Tensor | None,
+    sink_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The PyTorch path of :func:`fla.ops.attn.parallel_attn` (checked inputs, ``scale`` given).
 
@@ -110,6 +116,8 @@ def parallel_attn_torch(
         s = s + G[..., :, None] - G[..., None, :]
     s = s.masked_fill(~_visible(T, window_size, cu_seqlens, q.device), float("-inf"))
     lse = torch.logsumexp(s, -1)  # every query sees itself: finite
+    if sink_bias is not None:
+        lse = torch.logaddexp(lse, sink_bias.to(dtype)[None, :, None])
     o = torch.exp(s - lse[..., None]) @ vc
     return o.transpose(1, 2).to(q.dtype), lse.transpose(1, 2)
 
@@ -122,6 +130,7 @@ def naive_attn_decoding(
     scale: float,
     cu_seqlens: torch.Tensor,
     window_size: int | None = None,
+    sink_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One query per sequence at the end of its keys (the CPU path of ``attn_decoding_one_step``).
 
@@ -129,6 +138,7 @@ def naive_attn_decoding(
         q: ``[1, N, HQ, K]``; k: ``[1, L, H, K]``; v: ``[1, L, H, V]`` packed by ``cu_seqlens [N+1]``.
         g: ``[1, L, HQ]`` log forget gates, already scaled (or ``None``).
         window_size: the last ``window_size`` keys of each sequence (``None``: all; 0: none).
+        sink_bias: ``[HQ]`` attention-sink logits (denominator only), or ``None``.
     Returns:
         ``o [1, N, HQ, V]`` in ``q.dtype`` (zeros for a sequence without visible keys).
     """
@@ -147,5 +157,7 @@ def naive_attn_decoding(
             # G_last - G_j = sum of the gates after key j
             after = g[0, lo:eos].to(dtype).flip(0).cumsum(0).flip(0) - g[0, lo:eos].to(dtype)  # [L_n, HQ]
             s = s + after.T
-        o[0, n] = torch.einsum("hj,jhv->hv", torch.softmax(s, -1), vn)
+        if sink_bias is not None:
+            s = torch.cat([s, sink_bias.to(dtype)[:, None]], 1)
+        o[0, n] = torch.einsum("hj,jhv->hv", torch.softmax(s, -1)[:, : vn.shape[0]], vn)
     return o.to(q.dtype)

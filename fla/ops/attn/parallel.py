@@ -11,6 +11,9 @@ probabilities are recomputed from ``lse``: ``p_ij = exp(s_ij - lse_i)``, ``ds_ij
 * dkv kernel (per key block and *query* head): ``dk_j = scale sum_i ds_ij q_i``, ``dv_j = sum_i p_ij do_i``,
   ``dG_j -= sum_i ds_ij``; the query heads of a group are summed afterwards (GQA).
 
+An attention sink (``sink_bias [HQ]``) adds ``exp(sink_bias)`` to each denominator (folded into ``lse``, so the
+backward's ``p`` already accounts for it; ``dsink = -sum_i exp(sink - lse_i) delta_i``).
+
 The forget gate enters as ``s_ij += G_i - G_j`` with ``G`` the per-sequence cumsum of ``g``
 (:func:`fla.ops.common.cumsum.global_cumsum`), and ``dg`` is the per-sequence reverse cumsum of ``dG``.
 """
@@ -64,14 +67,15 @@ def _key_range(i_tc, T_n, W, BT: tl.constexpr, BS: tl.constexpr, USE_WINDOW: tl.
 
 
 @lean_launch
-@given_heuristics(USE_G="g", IS_VARLEN="cu_seqlens")
-@triton.autotune(configs=autotune_configs(warps=(4,), stages=(1, 2, 3)), key=_KEY)
+@given_heuristics(USE_G="g", HAS_SINK="sink_bias", IS_VARLEN="cu_seqlens")
+@triton.autotune(configs=autotune_configs(warps=(4,), stages=(1, 2, 3)), key=[*_KEY, "HAS_SINK"])
 @triton.jit(do_not_specialize=["T", "W"])
 def parallel_attn_fwd_kernel(
     q,
     k,
     v,
     g,
+    sink_bias,
     o,
     lse,
     cu_seqlens,
@@ -90,6 +94,7 @@ def parallel_attn_fwd_kernel(
     USE_WINDOW: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     USE_G: tl.constexpr,
+    HAS_SINK: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
@@ -130,6 +135,13 @@ def parallel_attn_fwd_kernel(
         b_o = b_o * b_r[:, None] + tl.dot(b_p.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)
         b_m = b_mn
 
+    if HAS_SINK:  # one more softmax entry exp(sink) with no value: in the denominator only
+        b_sink = tl.load(sink_bias + i_hq).to(tl.float32)
+        b_mn = tl.maximum(b_m, b_sink)
+        b_r = tl.exp(b_m - b_mn)
+        b_l = b_l * b_r + tl.exp(b_sink - b_mn)
+        b_o = b_o * b_r[:, None]
+        b_m = b_mn
     b_l = tl.where(b_l > 0, b_l, 1.0)  # rows past the end (not stored)
     b_o = b_o / b_l[:, None]
     tl.store(
@@ -327,17 +339,18 @@ def parallel_attn_fwd(
     scale: float,
     window_size: int | None,
     layout: ChunkLayout,
+    sink_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward kernel launch: ``o [B, T, HQ, V]`` (``q.dtype``) and ``lse [B, T, HQ]`` float32.
 
-    ``G``: ``[B, T, HQ]`` float32 per-sequence gate cumsum, or ``None``.
+    ``G``: ``[B, T, HQ]`` float32 per-sequence gate cumsum, or ``None``; ``sink_bias``: ``[HQ]`` or ``None``.
     """
     B, T, HQ, _ = q.shape
     o = empty(B, T, HQ, v.shape[-1], dtype=q.dtype, device=q.device)
     lse = empty(B, T, HQ, dtype=torch.float32, device=q.device)
     grid, (T, W), meta = _launch_args(q, k, v, window_size, layout)
     parallel_attn_fwd_kernel[grid](
-        q, k, v, G, o, lse, layout.cu_seqlens, layout.chunk_indices, scale, T, W, **meta
+        q, k, v, G, sink_bias, o, lse, layout.cu_seqlens, layout.chunk_indices, scale, T, W, **meta
     )  # fmt: skip
     return o, lse
 
@@ -379,27 +392,29 @@ class ParallelAttentionFunction(torch.autograd.Function):
 
     @staticmethod
     @contiguous
-    def forward(ctx, q, k, v, g, scale, window_size, cu_seqlens, chunk_indices):
+    def forward(ctx, q, k, v, g, sink_bias, scale, window_size, cu_seqlens, chunk_indices):
         layout = attn_layout(q, cu_seqlens, chunk_indices)
         G = None if g is None else global_cumsum(g, cu_seqlens)
-        o, lse = parallel_attn_fwd(q, k, v, G, scale, window_size, layout)
-        ctx.save_for_backward(q, k, v, o, G, lse)
+        o, lse = parallel_attn_fwd(q, k, v, G, scale, window_size, layout, sink_bias)
+        ctx.save_for_backward(q, k, v, o, G, lse, sink_bias)
         ctx.scale, ctx.window_size, ctx.layout, ctx.g_dtype = scale, window_size, layout, None if g is None else g.dtype
         return o, lse
 
     @staticmethod
     @contiguous
     def backward(ctx, do, dlse):
-        q, k, v, o, G, lse = ctx.saved_tensors
+        q, k, v, o, G, lse, sink_bias = ctx.saved_tensors
         delta = (o.float() * do.float()).sum(-1)  # [B, T, HQ]
         if dlse is not None:  # d lse_i / d s_ij = p_ij: folds into delta
             delta = delta - dlse.float()
         layout = ctx.layout
         dq, dk, dv, dG = parallel_attn_bwd(q, k, v, G, lse, delta, do, ctx.scale, ctx.window_size, layout)
-        dg = None
+        dg = dsink = None
         if dG is not None:
             dg = global_cumsum(dG, layout.cu_seqlens, reverse=True).to(ctx.g_dtype)
-        return dq, dk.to(k.dtype), dv.to(v.dtype), dg, None, None, None, None
+        if sink_bias is not None:  # the sink's probability p_i = exp(sink - lse_i): dsink = -sum_i p_i delta_i
+            dsink = -(torch.exp(sink_bias.float() - lse) * delta).sum((0, 1)).to(sink_bias.dtype)
+        return dq, dk.to(k.dtype), dv.to(v.dtype), dg, dsink, None, None, None, None
 
 
 def attn_layout(q: torch.Tensor, cu_seqlens: torch.Tensor | None, chunk_indices: torch.Tensor | None) -> ChunkLayout:
@@ -416,12 +431,12 @@ def attn_layout(q: torch.Tensor, cu_seqlens: torch.Tensor | None, chunk_indices:
     return layout
 
 
-def _parallel_attn_triton(q, k, v, g, scale, window_size, cu_seqlens, chunk_indices):
-    return ParallelAttentionFunction.apply(q, k, v, g, scale, window_size, cu_seqlens, chunk_indices)
+def _parallel_attn_triton(q, k, v, g, sink_bias, scale, window_size, cu_seqlens, chunk_indices):
+    return ParallelAttentionFunction.apply(q, k, v, g, sink_bias, scale, window_size, cu_seqlens, chunk_indices)
 
 
-def _parallel_attn_torch(q, k, v, g, scale, window_size, cu_seqlens, chunk_indices):
-    return parallel_attn_torch(q, k, v, g, scale, window_size, cu_seqlens)
+def _parallel_attn_torch(q, k, v, g, sink_bias, scale, window_size, cu_seqlens, chunk_indices):
+    return parallel_attn_torch(q, k, v, g, scale, window_size, cu_seqlens, sink_bias)
 
 
 def parallel_attn(
@@ -434,6 +449,7 @@ def parallel_attn(
     cu_seqlens: torch.Tensor | None = None,
     chunk_indices: torch.Tensor | None = None,
     *,
+    sink_bias: torch.Tensor | None = None,
     return_lse: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Causal softmax attention (fla 0.6.0's ``parallel_attn``): ``o_i = sum_j softmax_j(s_ij) v_j`` over the
@@ -447,15 +463,17 @@ def parallel_attn(
         window_size: sliding window in tokens, the query itself included (``None``: full causal).
         cu_seqlens: ``[N+1]`` int32/int64 packed sequence bounds (then ``B == 1``).
         chunk_indices: ``prepare_chunk_indices(cu_seqlens, 64)`` when already at hand (varlen only).
+        sink_bias: ``[HQ]`` attention-sink logits (GPT-OSS): ``exp(sink_bias[h])`` joins each softmax
+            denominator without a value (differentiable), or ``None``.
         return_lse: also return the log-sum-exp of each query's scores (differentiable).
     Returns:
         ``o [B, T, HQ, V]`` in ``q.dtype``; with ``return_lse`` also ``lse [B, T, HQ]`` float32 (float64 for
         float64 inputs).
     """
-    check_attn_inputs(q, k, v, g, window_size, cu_seqlens)
+    check_attn_inputs(q, k, v, g, window_size, cu_seqlens, sink_bias)
     scale = k.shape[-1] ** -0.5 if scale is None else float(scale)
-    args = (q, k, v, g, scale, window_size, cu_seqlens, chunk_indices)
-    o, lse = dispatch((q, k, v, g), _parallel_attn_torch, _parallel_attn_triton, *args)
+    args = (q, k, v, g, sink_bias, scale, window_size, cu_seqlens, chunk_indices)
+    o, lse = dispatch((q, k, v, g, sink_bias), _parallel_attn_torch, _parallel_attn_triton, *args)
     return (o, lse) if return_lse else o
 
 

@@ -19,14 +19,17 @@ def make(B, T, HQ, H, K, V, dtype, gate=True, requires_grad=True):
     return (*x, g)
 
 
-def check(backend, inputs, ratio, window_size=None, cu_seqlens=None, scale=None):
-    """o, lse and every gradient (lse's gradient too) against :func:`naive_parallel_attn` in float64."""
+def check(backend, inputs, ratio, window_size=None, cu_seqlens=None, scale=None, sink=False):
+    """o, lse and every gradient (lse's and the sink's too) against :func:`naive_parallel_attn` in float64."""
     q, k, v, g = inputs
-    named = {"q": q, "k": k, "v": v, "g": g}
+    sink_bias = torch.randn(q.shape[2], device=DEVICE).requires_grad_() if sink else None
+    named = {"q": q, "k": k, "v": v, "g": g, "sink_bias": sink_bias}
     refs = {n: None if t is None else t.detach().double().requires_grad_() for n, t in named.items()}
     with using(backend):
-        o, lse = parallel_attn(q, k, v, g, scale, window_size, cu_seqlens, return_lse=True)
-    o_ref, lse_ref = naive_parallel_attn(*refs.values(), scale=scale, window_size=window_size, cu_seqlens=cu_seqlens)
+        o, lse = parallel_attn(q, k, v, g, scale, window_size, cu_seqlens, sink_bias=sink_bias, return_lse=True)
+    o_ref, lse_ref = naive_parallel_attn(
+        refs["q"], refs["k"], refs["v"], refs["g"], scale, window_size, cu_seqlens, refs["sink_bias"]
+    )
     assert o.dtype == q.dtype and lse.shape == q.shape[:3]
     assert_close("o", o_ref, o, ratio)
     assert_close("lse", lse_ref, lse, ratio)
@@ -40,16 +43,16 @@ def check(backend, inputs, ratio, window_size=None, cu_seqlens=None, scale=None)
 
 
 CASES = {
-    # B, T, HQ, H, K, V, dtype, gate, window; the default suite runs the first two on each backend
-    "gqa_gate_window_two_blocks": (1, 70, 2, 1, 20, 24, torch.float32, True, 40),
-    "fp16_gate": (1, 40, 2, 2, 16, 16, torch.float16, True, None),
-    "gqa_gate_odd": (2, 63, 4, 2, 60, 36, torch.float32, True, None),
-    "mha_window_short": (2, 100, 2, 2, 20, 24, torch.float32, True, 7),
-    "mqa_window_longer_than_T": (2, 40, 3, 1, 36, 20, torch.float32, False, 100),
-    "fp16_gqa_gate_window": (2, 100, 4, 2, 32, 40, torch.float16, True, 33),
-    "one_token": (2, 1, 2, 1, 16, 16, torch.float32, True, None),
+    # B, T, HQ, H, K, V, dtype, gate, window, sink; the default suite runs the first two on each backend
+    "gqa_gate_window_sink_two_blocks": (1, 70, 2, 1, 20, 24, torch.float32, True, 40, True),
+    "fp16_gate": (1, 40, 2, 2, 16, 16, torch.float16, True, None, False),
+    "gqa_gate_odd": (2, 63, 4, 2, 60, 36, torch.float32, True, None, False),
+    "mha_window_short": (2, 100, 2, 2, 20, 24, torch.float32, True, 7, False),
+    "mqa_window_longer_than_T": (2, 40, 3, 1, 36, 20, torch.float32, False, 100, False),
+    "fp16_gqa_gate_window_sink": (2, 100, 4, 2, 32, 40, torch.float16, True, 33, True),
+    "one_token": (2, 1, 2, 1, 16, 16, torch.float32, True, None, False),
 }
-FAST = ("gqa_gate_window_two_blocks", "fp16_gate")
+FAST = ("gqa_gate_window_sink_two_blocks", "fp16_gate")
 
 
 def slow_unless(fast: bool):
@@ -59,9 +62,10 @@ def slow_unless(fast: bool):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", [pytest.param(c, marks=slow_unless(c in FAST)) for c in CASES])
 def test_parallel_attn(backend, case):
-    B, T, HQ, H, K, V, dtype, gate, window = CASES[case]
+    B, T, HQ, H, K, V, dtype, gate, window, sink = CASES[case]
     ratio = tol(dtype, 10 if dtype == torch.float32 else 2)
-    check(backend, make(B, T, HQ, H, K, V, dtype, gate), ratio, window_size=window, scale=0.3 if gate else None)
+    inputs = make(B, T, HQ, H, K, V, dtype, gate)
+    check(backend, inputs, ratio, window_size=window, scale=0.3 if gate else None, sink=sink)
 
 
 @pytest.mark.parametrize(
@@ -106,9 +110,10 @@ def test_decoding_is_the_last_query_of_parallel_attn(backend, window):
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
     _, k, v, g = make(1, sum(lengths), HQ, H, K, V, torch.float32, requires_grad=False)
     q = torch.randn(1, N, HQ, K, device=DEVICE)
+    sink = torch.randn(HQ, device=DEVICE) if window == 3 else None
     scale = K**-0.5
     with using(backend):
-        o = attn_decoding_one_step(q, k, v, g, cu_seqlens=cu, do_gate_scale=True, window_size=window)
+        o = attn_decoding_one_step(q, k, v, g, cu_seqlens=cu, do_gate_scale=True, window_size=window, sink_bias=sink)
     assert o.shape == (1, N, HQ, V)
     for n, (a, e) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
         if window == 0:
@@ -116,9 +121,9 @@ def test_decoding_is_the_last_query_of_parallel_attn(backend, window):
             continue
         qs = torch.zeros(1, e - a, HQ, K, dtype=torch.float64, device=DEVICE)
         qs[0, -1] = q[0, n].double()
-        ref = naive_parallel_attn(
-            qs, k[:, a:e].double(), v[:, a:e].double(), g[:, a:e].double() * scale, window_size=window
-        )[0][0, -1]
+        kv = k[:, a:e].double(), v[:, a:e].double(), g[:, a:e].double() * scale
+        ref = naive_parallel_attn(qs, *kv, window_size=window, sink_bias=None if sink is None else sink.double())
+        ref = ref[0][0, -1]
         assert_close(f"sequence {n}", ref, o[0, n], tol(torch.float32, 10))
 
 
@@ -156,6 +161,7 @@ def test_errors_name_the_argument():
         ((q[:, :, :3], k, v), {}, ValueError, "q has 3 heads, not a multiple of the 2 key/value heads"),
         ((q, k, v, g[..., 0]), {}, ValueError, r"g has shape \[1, 8\], expected \[1, 8, 4\]"),
         ((q, k, v.half()), {}, TypeError, "v has dtype torch.float16 but q has dtype torch.float32"),
+        ((q, k, v), {"sink_bias": torch.zeros(2)}, ValueError, r"sink_bias has shape \[2\], expected \[4\]"),
         ((q, k, v), {"window_size": 0}, ValueError, "window_size must be None or a positive integer, got 0"),
         ((q, k, v), {"cu_seqlens": cu.float()}, TypeError, "cu_seqlens has dtype torch.float32"),
         ((q, k, v), {"cu_seqlens": torch.tensor([0, 5, 3, 8])}, ValueError, "non-decreasing"),
