@@ -37,7 +37,8 @@ from fla.utils.sizes import next_power_of_2
 from fla.utils.tensors import contiguous
 
 BT = 64  # queries per program (forward, dq) = keys per program (dkv)
-NEG_INIT = -1e30  # initial running max: finite, so a row whose keys are all masked so far gives exp(-inf) = 0
+# initial running max: finite, so a row whose keys are all masked so far gives exp(-inf) = 0, never nan
+NEG_INIT = tl.constexpr(-1e30)
 
 _KEY = ["HQ", "G", "K", "V", "BK", "BV", "BS", "USE_G", "USE_WINDOW", "DOT_PRECISION"]
 
