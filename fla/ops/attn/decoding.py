@@ -106,7 +106,7 @@ def _decoding_triton(q, k, v, g, sink_bias, scale, cu_seqlens, gate_scale, windo
 
 def _decoding_torch(q, k, v, g, sink_bias, scale, cu_seqlens, gate_scale, window_size):
     g = None if g is None else g * gate_scale
-    return naive_attn_decoding(q, k, v, g, scale, cu_seqlens, window_size, sink_bias)
+    return naive_attn_decoding(q, k, v, g, scale, cu_seqlens, window_size=window_size, sink_bias=sink_bias)
 
 
 def attn_decoding_one_step(

@@ -35,22 +35,30 @@ def naive_parallel_attn(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    g: torch.Tensor | None = None,
     scale: float | None = None,
     window_size: int | None = None,
-    cu_seqlens: torch.Tensor | None = None,
+    causal: bool = True,
+    *,
+    g: torch.Tensor | None = None,
     sink_bias: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    return_lse: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The step-by-step reference: each query's softmax over its visible keys.
+    """The step-by-step reference (fla 0.6.0's signature, plus ``cu_seqlens`` and ``return_lse``): each query's
+    softmax over its visible keys.
 
     Args:
         q: ``[B, T, HQ, K]``; k: ``[B, T, H, K]``; v: ``[B, T, H, V]`` (``HQ % H == 0``).
+        scale: default ``K ** -0.5``.
+        window_size: keys ``i - window_size < j <= i`` (``None``: all; causal only).
+        causal: ``False``: every key of the sequence is visible.
         g: ``[B, T, HQ]`` log forget gates (or ``None``).
-        scale: default ``K ** -0.5``; window_size: keys ``i - window_size < j <= i`` (``None``: all).
-        cu_seqlens: ``[N+1]`` packed bounds (``B == 1``).
         sink_bias: ``[HQ]`` logits of a value-less softmax entry (attention sink), or ``None``.
+        cu_seqlens: ``[N+1]`` packed bounds (``B == 1``).
+        return_lse: return the log-sum-exp of the scores (sink included) instead of their max.
     Returns:
-        ``o [B, T, HQ, V]`` and ``lse [B, T, HQ]`` (the sink included), in float32 (float64 for float64 inputs).
+        ``o [B, T, HQ, V]`` and ``max_logits [B, T, HQ]`` (the largest score, ``max(., sink)``; fla's second
+        output) or, with ``return_lse``, ``lse [B, T, HQ]``; float32 (float64 for float64 inputs).
     """
     B, T, HQ, K = q.shape
     groups = HQ // k.shape[2]
@@ -59,19 +67,19 @@ def naive_parallel_attn(
     q, k, v = q.to(dtype), k.to(dtype).repeat_interleave(groups, 2), v.to(dtype).repeat_interleave(groups, 2)
     G = None if g is None else global_cumsum_torch(g.to(dtype), cu_seqlens)
     o = q.new_zeros(B, T, HQ, v.shape[-1])
-    lse = q.new_zeros(B, T, HQ)
+    stat = q.new_zeros(B, T, HQ)
     for b, bos, eos in _bounds(B, T, cu_seqlens):
         for i in range(bos, eos):
-            lo = bos if window_size is None else max(bos, i - window_size + 1)
-            s = torch.einsum("hk,jhk->hj", q[b, i], k[b, lo : i + 1]) * scale  # [HQ, keys]
+            lo = bos if window_size is None or not causal else max(bos, i - window_size + 1)
+            hi = i + 1 if causal else eos
+            s = torch.einsum("hk,jhk->hj", q[b, i], k[b, lo:hi]) * scale  # [HQ, keys]
             if G is not None:
-                s = s + G[b, i][:, None] - G[b, lo : i + 1].T
+                s = s + G[b, i][:, None] - G[b, lo:hi].T
             if sink_bias is not None:  # a last column without a value
                 s = torch.cat([s, sink_bias.to(dtype)[:, None]], 1)
-            lse[b, i] = torch.logsumexp(s, -1)
-            p = torch.softmax(s, -1)[:, : i + 1 - lo]
-            o[b, i] = torch.einsum("hj,jhv->hv", p, v[b, lo : i + 1])
-    return o, lse
+            stat[b, i] = torch.logsumexp(s, -1) if return_lse else s.max(-1).values
+            o[b, i] = torch.einsum("hj,jhv->hv", torch.softmax(s, -1)[:, : hi - lo], v[b, lo:hi])
+    return o, stat
 
 
 def _visible(T: int, window_size: int | None, cu_seqlens: torch.Tensor | None, device) -> torch.Tensor:
@@ -126,24 +134,33 @@ def naive_attn_decoding(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    g: torch.Tensor | None,
-    scale: float,
-    cu_seqlens: torch.Tensor,
+    g: torch.Tensor | None = None,
+    scale: float | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    do_gate_scale: bool = False,
+    *,
     window_size: int | None = None,
     sink_bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One query per sequence at the end of its keys (the CPU path of ``attn_decoding_one_step``).
+    """One query per sequence at the end of its keys (fla 0.6.0's signature; the CPU path of
+    ``attn_decoding_one_step``).
 
     Args:
-        q: ``[1, N, HQ, K]``; k: ``[1, L, H, K]``; v: ``[1, L, H, V]`` packed by ``cu_seqlens [N+1]``.
-        g: ``[1, L, HQ]`` log forget gates, already scaled (or ``None``).
+        q: ``[1, N, HQ, K]``; k: ``[1, L, H, K]``; v: ``[1, L, H, V]`` packed by ``cu_seqlens [N+1]`` (required).
+        g: ``[1, L, HQ]`` log forget gates (or ``None``); scale: default ``K ** -0.5``.
+        do_gate_scale: multiply ``g`` by ``scale`` too.
         window_size: the last ``window_size`` keys of each sequence (``None``: all; 0: none).
         sink_bias: ``[HQ]`` attention-sink logits (denominator only), or ``None``.
     Returns:
         ``o [1, N, HQ, V]`` in ``q.dtype`` (zeros for a sequence without visible keys).
     """
+    if cu_seqlens is None:
+        raise ValueError("cu_seqlens is required: naive_attn_decoding packs the key sequences of the batch")
     HQ, V = q.shape[2], v.shape[-1]
     groups = HQ // k.shape[2]
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if g is not None and do_gate_scale:
+        g = g * scale
     dtype = _compute_dtype(q)
     o = torch.zeros(1, q.shape[1], HQ, V, dtype=dtype, device=q.device)
     for n, (bos, eos) in enumerate(zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist())):

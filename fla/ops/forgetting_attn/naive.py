@@ -18,4 +18,4 @@ def naive_forgetting_attn(
 ) -> torch.Tensor:
     """Shapes as :func:`fla.ops.forgetting_attn.parallel_forgetting_attn`; returns ``o [B, T, HQ, V]`` in float32
     (float64 for float64 inputs)."""
-    return naive_parallel_attn(q, k, v, g, scale, window_size, cu_seqlens)[0]
+    return naive_parallel_attn(q, k, v, scale, window_size, g=g, cu_seqlens=cu_seqlens)[0]

@@ -8,6 +8,7 @@ from fla.layers.attention_backends import attention_dense, attention_dense_fla, 
 from fla.ops.attn import attn_decoding_one_step, naive_parallel_attn, parallel_attn
 from fla.ops.common.cumsum import global_cumsum, global_cumsum_torch
 from fla.ops.forgetting_attn import naive_forgetting_attn, parallel_forgetting_attn
+from fla.ops.utils import prepare_chunk_indices
 from tests.harness import BACKENDS, DEVICE, assert_close, tol, using
 
 
@@ -28,8 +29,9 @@ def check(backend, inputs, ratio, window_size=None, cu_seqlens=None, scale=None,
     with using(backend):
         o, lse = parallel_attn(q, k, v, g, scale, window_size, cu_seqlens, sink_bias=sink_bias, return_lse=True)
     o_ref, lse_ref = naive_parallel_attn(
-        refs["q"], refs["k"], refs["v"], refs["g"], scale, window_size, cu_seqlens, refs["sink_bias"]
-    )
+        refs["q"], refs["k"], refs["v"], scale, window_size, g=refs["g"], sink_bias=refs["sink_bias"],
+        cu_seqlens=cu_seqlens, return_lse=True,
+    )  # fmt: skip
     assert o.dtype == q.dtype and lse.shape == q.shape[:3]
     assert_close("o", o_ref, o, ratio)
     assert_close("lse", lse_ref, lse, ratio)
@@ -85,6 +87,8 @@ def test_varlen_equals_each_sequence_alone(backend):
     q, k, v, g = make(1, 76, 2, 1, 16, 16, torch.float32, requires_grad=False)
     with using(backend):
         packed = parallel_attn(q, k, v, g, cu_seqlens=cu)
+        given = parallel_attn(q, k, v, g, cu_seqlens=cu, chunk_indices=prepare_chunk_indices(cu, 64))
+        assert torch.equal(given, packed), "precomputed chunk_indices give the same result"
         for a, n in zip(cu[:-1].tolist(), lengths):
             alone = parallel_attn(*(t[:, a : a + n] for t in (q, k, v, g)))
             assert_close(f"sequence at {a}", alone, packed[:, a : a + n], tol(torch.float32, 10))
@@ -121,10 +125,20 @@ def test_decoding_is_the_last_query_of_parallel_attn(backend, window):
             continue
         qs = torch.zeros(1, e - a, HQ, K, dtype=torch.float64, device=DEVICE)
         qs[0, -1] = q[0, n].double()
-        kv = k[:, a:e].double(), v[:, a:e].double(), g[:, a:e].double() * scale
-        ref = naive_parallel_attn(qs, *kv, window_size=window, sink_bias=None if sink is None else sink.double())
+        sink64 = None if sink is None else sink.double()
+        gs = g[:, a:e].double() * scale
+        ref = naive_parallel_attn(qs, k[:, a:e].double(), v[:, a:e].double(), None, window, g=gs, sink_bias=sink64)
         ref = ref[0][0, -1]
         assert_close(f"sequence {n}", ref, o[0, n], tol(torch.float32, 10))
+
+
+def test_naive_reference_keeps_fla060_signature():
+    """fla 0.6.0's positional order (scale, window_size, causal) and its second output (the max score)."""
+    q, k, v, _ = make(1, 6, 2, 1, 8, 8, torch.float64, gate=False, requires_grad=False)
+    o, max_logits = naive_parallel_attn(q, k, v, 0.5, None, False)
+    s = torch.einsum("bqhk,bjhk->bhqj", q, k.expand(-1, -1, 2, -1)) * 0.5  # non-causal: every key
+    assert_close("o", torch.einsum("bhqj,bjhv->bqhv", s.softmax(-1), v.expand(-1, -1, 2, -1)), o, 1e-12)
+    assert_close("max_logits", s.amax(-1).transpose(1, 2), max_logits, 1e-12)
 
 
 @pytest.mark.parametrize("reverse", [False, True])
