@@ -202,3 +202,20 @@ def test_parallel_attn_gpu_sizes(dtype, K):
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
     check("triton", make(1, sum(lengths), 8, 2, K, K, dtype), tol(dtype, 2), window_size=None, cu_seqlens=cu)
     check("triton", make(2, 1000, 4, 4, K, K, dtype), tol(dtype, 2), window_size=256)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_decoding_gpu_sizes(dtype):
+    lengths = [1, 3000, 517, 4096]
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+    _, k, v, g = make(1, sum(lengths), 16, 4, 128, 128, dtype, requires_grad=False)
+    q = torch.randn(1, len(lengths), 16, 128, device=DEVICE, dtype=dtype)
+    sink = torch.randn(16, device=DEVICE)
+    for window in (None, 1024):
+        with using("triton"):
+            o = attn_decoding_one_step(q, k, v, g, cu_seqlens=cu, window_size=window, sink_bias=sink)
+        with using("torch"):
+            ref = attn_decoding_one_step(q.double(), k.double(), v.double(), g.double(), cu_seqlens=cu,
+                                         window_size=window, sink_bias=sink.double())  # fmt: skip
+        assert_close(f"window {window}", ref, o, tol(dtype, 2))
