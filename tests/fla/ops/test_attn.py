@@ -1,5 +1,10 @@
 """parallel_attn / parallel_forgetting_attn / attn_decoding_one_step against the float64 step-by-step reference."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +14,7 @@ from fla.ops.attn import attn_decoding_one_step, naive_parallel_attn, parallel_a
 from fla.ops.common.cumsum import global_cumsum, global_cumsum_torch
 from fla.ops.forgetting_attn import naive_forgetting_attn, parallel_forgetting_attn
 from fla.ops.utils import prepare_chunk_indices
-from tests.harness import BACKENDS, DEVICE, assert_close, tol, using
+from tests.harness import BACKENDS, DEVICE, assert_close, child_pythonpath, tol, using
 
 
 def make(B, T, HQ, H, K, V, dtype, gate=True, requires_grad=True):
@@ -192,6 +197,20 @@ def test_errors_name_the_argument():
         attn_decoding_one_step(q[:, :1], k, v, cu_seqlens=cu)
     with pytest.raises(ValueError, match="non-negative integer, got -1"):
         attn_decoding_one_step(q[:, :2], k, v, cu_seqlens=cu, window_size=-1)
+
+
+@pytest.mark.slow  # ~1 min: 30 kernel variants through the GPU compiler
+def test_kernels_compile_for_sm90_without_a_gpu():
+    """The interpreter runs code the GPU compiler refuses: compile every kernel variant for sm_90 in a process
+    without TRITON_INTERPRET (tests/fla/ops/attn_compile_check.py)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = child_pythonpath()
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.fla.ops.attn_compile_check"], env=env, capture_output=True, text=True,
+        timeout=900, cwd=Path(__file__).resolve().parents[3],
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(run.stdout.splitlines()) == 8 * 3 + 4 + 4, run.stdout
 
 
 @pytest.mark.gpu
