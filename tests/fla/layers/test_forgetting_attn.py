@@ -32,8 +32,10 @@ def reference(layer: ForgettingAttention, x: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{}, dict(num_kv_heads=2, qk_norm=True, use_output_gate=True, window_size=5, qkv_bias=True)],
-    ids=["plain", "gqa_norm_gate_window_bias"],
+    [
+        pytest.param({}, marks=pytest.mark.slow, id="plain"),
+        pytest.param(dict(num_kv_heads=2, qk_norm=True, use_output_gate=True, window_size=5, qkv_bias=True), id="all"),
+    ],
 )
 def test_layer_matches_the_maths(kwargs):
     torch.manual_seed(0)

@@ -50,7 +50,7 @@ def check(backend, inputs, ratio, window_size=None, cu_seqlens=None, scale=None,
 
 
 CASES = {
-    # B, T, HQ, H, K, V, dtype, gate, window, sink; the default suite runs the first two on each backend
+    # B, T, HQ, H, K, V, dtype, gate, window, sink; the default suite runs FAST
     "gqa_gate_window_sink_two_blocks": (1, 70, 2, 1, 20, 24, torch.float32, True, 40, True),
     "fp16_gate": (1, 40, 2, 2, 16, 16, torch.float16, True, None, False),
     "gqa_gate_odd": (2, 63, 4, 2, 60, 36, torch.float32, True, None, False),
@@ -59,15 +59,13 @@ CASES = {
     "fp16_gqa_gate_window_sink": (2, 100, 4, 2, 32, 40, torch.float16, True, 33, True),
     "one_token": (2, 1, 2, 1, 16, 16, torch.float32, True, None, False),
 }
-FAST = ("gqa_gate_window_sink_two_blocks", "fp16_gate")
+FAST = {("triton", "gqa_gate_window_sink_two_blocks"), ("triton", "fp16_gate"), ("torch", "fp16_gate")}
 
 
-def slow_unless(fast: bool):
-    return [] if fast else [pytest.mark.slow]
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", [pytest.param(c, marks=slow_unless(c in FAST)) for c in CASES])
+@pytest.mark.parametrize(
+    "backend, case",
+    [pytest.param(b, c, marks=[] if (b, c) in FAST else [pytest.mark.slow]) for c in CASES for b in BACKENDS],
+)
 def test_parallel_attn(backend, case):
     B, T, HQ, H, K, V, dtype, gate, window, sink = CASES[case]
     ratio = tol(dtype, 10 if dtype == torch.float32 else 2)
