@@ -3,6 +3,7 @@
 from fla.layers.attn import Attention
 from fla.layers.based import BasedLinearAttention
 from fla.layers.delta_net import DeltaNet
+from fla.layers.forgetting_attn import ForgettingAttention
 from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.layers.gla import GatedLinearAttention
 from fla.layers.hgrn import HGRNAttention
@@ -26,3 +27,4 @@ __all__ += ["LightNetAttention"]
 __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
 __all__ += ["MultiheadLatentAttention"]
 __all__ += ["Mamba2"]
+__all__ += ["ForgettingAttention"]

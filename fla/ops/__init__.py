@@ -1,6 +1,8 @@
 """Token-mixing ops: one folder per op family (chunk, fused_recurrent, naive)."""
 
+from fla.ops.attn import attn_decoding_one_step, parallel_attn
 from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
+from fla.ops.forgetting_attn import parallel_forgetting_attn
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
 from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
@@ -12,6 +14,9 @@ from fla.ops.retention import chunk_retention, fused_recurrent_retention
 from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
 __all__ = [
+    "attn_decoding_one_step",
+    "parallel_attn",
+    "parallel_forgetting_attn",
     "chunk_delta_rule",
     "chunk_gated_delta_rule",
     "chunk_gla",

@@ -250,6 +250,18 @@ FAMILIES = [
         hybrid=False,  # no ``attn`` field: every layer is MLA (as fla 0.6.0's MLAConfig)
         mode_field=None,
     ),
+    Family(
+        "forgetting_transformer",
+        dict(tiny=8.7, **{"340M": 374.3, "1.3B": 1365.9}),
+        recurrent=False,
+        slow_triton=True,
+        variants={
+            "plain": {},
+            "gqa_window_qk_norm_gate": dict(num_kv_heads=2, window_size=4, qk_norm=True, use_output_gate=True),
+        },
+        name_only={"bias_tied": dict(qkv_bias=True, tie_word_embeddings=True, fuse_norm=False)},
+        bad_heads=(dict(num_kv_heads=3), "num_heads=4 is not a multiple of num_kv_heads=3"),
+    ),
 ]
 FAMILIES.append(
     Family(
