@@ -12,6 +12,7 @@ from fla.layers.linear_attn import LinearAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
 from fla.layers.rebased import ReBasedLinearAttention
 from fla.layers.rodimus import RodimusAttention, SlidingWindowSharedKeyAttention
+from fla.layers.rwkv6 import RWKV6Attention
 
 __all__ = ["Attention"]
 __all__ += ["GatedLinearAttention", "MultiScaleRetention"]
@@ -22,3 +23,4 @@ __all__ += ["BasedLinearAttention", "ReBasedLinearAttention"]
 __all__ += ["HGRNAttention"]
 __all__ += ["LightNetAttention"]
 __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
+__all__ += ["RWKV6Attention"]

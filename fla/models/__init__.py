@@ -12,6 +12,7 @@ from fla.models.lightnet import LightNetConfig, LightNetForCausalLM, LightNetMod
 from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
+from fla.models.rwkv6 import RWKV6Config, RWKV6ForCausalLM, RWKV6Model
 from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
 
 _MODELS = [(TransformerConfig, TransformerModel, TransformerForCausalLM)]
@@ -24,6 +25,7 @@ _MODELS.append((HGRN2Config, HGRN2Model, HGRN2ForCausalLM))
 _MODELS.append((HGRNConfig, HGRNModel, HGRNForCausalLM))
 _MODELS.append((LightNetConfig, LightNetModel, LightNetForCausalLM))
 _MODELS.append((RodimusConfig, RodimusModel, RodimusForCausalLM))
+_MODELS.append((RWKV6Config, RWKV6Model, RWKV6ForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -40,3 +42,4 @@ __all__ += ["HGRN2Config", "HGRN2ForCausalLM", "HGRN2Model"]
 __all__ += ["HGRNConfig", "HGRNForCausalLM", "HGRNModel"]
 __all__ += ["LightNetConfig", "LightNetForCausalLM", "LightNetModel"]
 __all__ += ["RodimusConfig", "RodimusForCausalLM", "RodimusModel"]
+__all__ += ["RWKV6Config", "RWKV6ForCausalLM", "RWKV6Model"]

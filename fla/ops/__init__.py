@@ -8,6 +8,7 @@ from fla.ops.lightnet import chunk_lightnet, fused_recurrent_lightnet
 from fla.ops.lightning_attn import chunk_lightning_attn, fused_recurrent_lightning_attn
 from fla.ops.linear_attn import chunk_linear_attn, fused_chunk_linear_attn, fused_recurrent_linear_attn
 from fla.ops.retention import chunk_retention, fused_recurrent_retention
+from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
 from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
 __all__ = [
@@ -31,3 +32,4 @@ __all__ = [
     "fused_recurrent_retention",
     "fused_recurrent_simple_gla",
 ]
+__all__ += ["chunk_rwkv6", "fused_recurrent_rwkv6"]
