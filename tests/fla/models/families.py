@@ -239,6 +239,7 @@ FAMILIES = [
             "no_bias_tied": dict(norm_bias=False, tie_word_embeddings=True, expand_v=2, intermediate_size=None),
         },
         bad_heads=(dict(num_heads=5), "key dim 36 is not a multiple of num_heads=5"),
+        slow_triton=True,
     ),
 ]
 BY_TYPE = {f.model_type: f for f in FAMILIES}
