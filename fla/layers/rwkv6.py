@@ -21,7 +21,7 @@ import torch.nn as nn
 from transformers.activations import ACT2FN
 
 from fla.layers.linear_mixer import LinearMixer, MixerStep, split_heads
-from fla.modules.norm import GroupNorm
+from fla.modules.norm import GroupNorm, group_norm
 from fla.modules.token_shift import token_shift
 from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
 
@@ -182,8 +182,11 @@ class RWKV6Attention(LinearMixer):
         return self.run(step, q, k, v, w, self.bonus, scale=1.0)
 
     def norm_and_gate(self, step: MixerStep, o: torch.Tensor) -> torch.Tensor:
-        """GroupNorm over the heads (``[.., H, V]`` -> ``[.., H * V]``), times ``gate_fn(g)``."""
-        return self.g_norm(o.flatten(-2)) * self.gate_fn(step.extras["g"])
+        """GroupNorm over the heads (``[.., H, V]`` -> ``[.., H * V]``; one group per head of this layer, so a
+        tensor-parallel rank with its share of the heads normalizes its own), times ``gate_fn(g)``."""
+        norm = self.g_norm
+        o = group_norm(o.flatten(-2), norm.weight, norm.bias, self.num_heads, eps=norm.eps)
+        return o * self.gate_fn(step.extras["g"])
 
 
 __all__ = ["DDLerpLinear", "LerpLinear", "LoRA", "RWKV6Attention"]

@@ -28,6 +28,7 @@ from fla.models.cache import FLACache
 from fla.models.flops import TokenMixer
 from fla.models.modeling_utils import FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_attention
 from fla.models.rwkv6.configuration_rwkv6 import RWKV6Config
+from fla.models.tp_plan import MIXER_DIMS, TPPlan, TPRegion
 from fla.modules.norm import LayerNorm
 from fla.modules.token_shift import token_shift
 
@@ -156,6 +157,23 @@ class RWKV6Block(GradientCheckpointingLayer):
 class RWKV6PreTrainedModel(FLAPreTrainedModel):
     config_class = RWKV6Config
     _no_split_modules = ["RWKV6Block"]
+
+    tensor_parallel_plan = TPPlan(
+        embed="model.embeddings",
+        head="lm_head",
+        regions={
+            "attn": TPRegion(
+                col=("r_proj.linear", "k_proj.linear", "v_proj.linear", "g_proj.linear", "w_proj.linear.lora.2"),
+                row=("o_proj",),
+                shard=("bonus", "g_norm"),
+                divide=("num_heads", "num_kv_heads", *MIXER_DIMS),
+            ),
+            "ffn": TPRegion(col=("key.linear",), row=("value",)),
+        },
+    )
+    """Time mixing split by heads (the five token-shift mixes and the decay's first low-rank Linear replicated);
+    channel mixing: ``key`` column-, ``value`` row-parallel, ``receptance`` replicated (its sigmoid gate scales
+    the summed output, so gating each rank's partial sum is exact)."""
 
     @classmethod
     def token_mixer(cls, config: RWKV6Config) -> TokenMixer:

@@ -151,3 +151,17 @@ def test_fla060_checkpoints_load_with_same_logits(tmp_path):
         cmd = [sys.executable, "-c", _DRIVER, side, str(tmp_path / "out"), str(here)]
         run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
         assert run.returncode == 0, f"{side}:\n{run.stdout}\n{run.stderr[-4000:]}"
+
+
+def test_tensor_parallel_plan_names_existing_modules():
+    # every path of the plan is there in a block (the trainer skips absent column projections silently)
+    model = RWKV6ForCausalLM(RWKV6Config(hidden_size=64, num_hidden_layers=1, num_heads=2, vocab_size=32))
+    block, plan = model.model.layers[0], RWKV6ForCausalLM.tensor_parallel_plan
+    for name, region in plan.regions.items():
+        module = block.get_submodule(name)
+        for path in (*region.col, *region.row):
+            assert isinstance(module.get_submodule(path), torch.nn.Linear), f"{name}.{path}"
+        for path in region.shard:
+            assert hasattr(module, path.split(".")[0]), f"{name}.{path}"
+        for attr in region.divide:
+            assert isinstance(getattr(module, attr), int), f"{name}.{attr}"
