@@ -15,6 +15,7 @@ from fla.layers.mla import MultiheadLatentAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
 from fla.layers.rebased import ReBasedLinearAttention
 from fla.layers.rodimus import RodimusAttention, SlidingWindowSharedKeyAttention
+from fla.layers.rwkv6 import RWKV6Attention
 
 __all__ = ["Attention"]
 __all__ += ["GatedLinearAttention", "MultiScaleRetention"]
@@ -28,3 +29,4 @@ __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
 __all__ += ["MultiheadLatentAttention"]
 __all__ += ["Mamba2"]
 __all__ += ["ForgettingAttention"]
+__all__ += ["RWKV6Attention"]

@@ -19,6 +19,7 @@ from fla.models.mamba2 import Mamba2Config, Mamba2ForCausalLM, Mamba2Model
 from fla.models.mla import MLAConfig, MLAForCausalLM, MLAModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
+from fla.models.rwkv6 import RWKV6Config, RWKV6ForCausalLM, RWKV6Model
 from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
 
 _MODELS = [(TransformerConfig, TransformerModel, TransformerForCausalLM)]
@@ -34,6 +35,7 @@ _MODELS.append((RodimusConfig, RodimusModel, RodimusForCausalLM))
 _MODELS.append((MLAConfig, MLAModel, MLAForCausalLM))
 _MODELS.append((Mamba2Config, Mamba2Model, Mamba2ForCausalLM))
 _MODELS.append((ForgettingTransformerConfig, ForgettingTransformerModel, ForgettingTransformerForCausalLM))
+_MODELS.append((RWKV6Config, RWKV6Model, RWKV6ForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -53,3 +55,4 @@ __all__ += ["RodimusConfig", "RodimusForCausalLM", "RodimusModel"]
 __all__ += ["MLAConfig", "MLAForCausalLM", "MLAModel"]
 __all__ += ["Mamba2Config", "Mamba2ForCausalLM", "Mamba2Model"]
 __all__ += ["ForgettingTransformerConfig", "ForgettingTransformerForCausalLM", "ForgettingTransformerModel"]
+__all__ += ["RWKV6Config", "RWKV6ForCausalLM", "RWKV6Model"]

@@ -200,9 +200,13 @@ class FLAModel(FLAPreTrainedModel):
         self.vocab_size = config.vocab_size
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
         self.layers = nn.ModuleList([self.block_class(config, i) for i in range(config.num_hidden_layers)])
-        self.norm = build_norm(config)
+        self.norm = self.build_final_norm(config)
         self.gradient_checkpointing = False
         self.post_init()
+
+    def build_final_norm(self, config) -> nn.Module:
+        """The norm after the last block (default :func:`build_norm`; a family with other norms overrides it)."""
+        return build_norm(config)
 
     def forward(
         self,

@@ -11,6 +11,7 @@ from fla.ops.lightning_attn import chunk_lightning_attn, fused_recurrent_lightni
 from fla.ops.linear_attn import chunk_linear_attn, fused_chunk_linear_attn, fused_recurrent_linear_attn
 from fla.ops.mamba2 import chunk_mamba2_ssd, fused_recurrent_mamba2_ssd
 from fla.ops.retention import chunk_retention, fused_recurrent_retention
+from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
 from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
 __all__ = [
@@ -39,3 +40,4 @@ __all__ = [
     "fused_recurrent_retention",
     "fused_recurrent_simple_gla",
 ]
+__all__ += ["chunk_rwkv6", "fused_recurrent_rwkv6"]

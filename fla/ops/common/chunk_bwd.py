@@ -121,10 +121,10 @@ def chunk_dv_bwd_kernel(
 
 
 @lean_launch
-@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", STORE_DG="dg", STORE_DW="dw", IS_VARLEN="cu_seqlens")
+@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_GQ="gq", STORE_DG="dg", STORE_DW="dw", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(),
-    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "STORE_DG", "STORE_DW", "DOT_PRECISION"],
+    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_GQ", "STORE_DG", "STORE_DW", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_dqkg_bwd_kernel(
@@ -135,6 +135,7 @@ def chunk_dqkg_bwd_kernel(
     g,
     g_gamma,
     gk,
+    gq,
     do,
     dh,
     dq_intra,
@@ -158,6 +159,7 @@ def chunk_dqkg_bwd_kernel(
     USE_G: tl.constexpr,
     HAS_G: tl.constexpr,
     USE_GK: tl.constexpr,
+    USE_GQ: tl.constexpr,
     STORE_DG: tl.constexpr,
     STORE_DW: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -210,7 +212,11 @@ def chunk_dqkg_bwd_kernel(
     if USE_GK:
         b_gk = tl.load(gk + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
         b_gkl = tl.load(gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
-        b_dq = b_dq * tl.exp(b_gk) * scale + tl.load(dq_intra + o_tk, mask=m_tk, other=0.0)
+        if USE_GQ:  # the queries' own gate (RWKV6: the exclusive cumsum)
+            b_gqk = tl.load(gq + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
+        else:
+            b_gqk = b_gk
+        b_dq = b_dq * tl.exp(b_gqk) * scale + tl.load(dq_intra + o_tk, mask=m_tk, other=0.0)
         b_dk_inter = b_dk * tl.exp(tl.where(m_tk, b_gkl[None, :] - b_gk, 0.0))
         b_dk = b_dk_inter + tl.load(dk_intra + o_tk, mask=m_tk, other=0.0)
         if STORE_DG:
@@ -219,6 +225,8 @@ def chunk_dqkg_bwd_kernel(
             b_dg += tl.where((o_t == i_last)[:, None], b_dgl[None, :], 0.0)
             # a vector gate's block holds whole chunk rows: finish dg here (chunk-local reverse cumsum)
             b_dg = tl.cumsum(b_dg, axis=0, reverse=True)
+            if USE_GQ:  # Gq_i = G_i - g_i: g_i also enters through the queries' exp(Gq_i) directly
+                b_dg -= b_q * b_dq
             tl.store(dg + o_tk, b_dg.to(dg.dtype.element_ty), mask=m_tk)
     else:
         m_A = (o_i[:, None] >= o_i[None, :]) & m_t[:, None]  # [BT(i), BT(j)] causal
@@ -296,6 +304,7 @@ def chunk_bwd_dqkg(
     want_dg: bool = False,
     dg_dtype: torch.dtype = torch.float32,
     g_gamma: torch.Tensor | None = None,
+    gq: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``dq``, ``dk`` (input dtypes) and the gate gradient.
 
@@ -307,9 +316,13 @@ def chunk_bwd_dqkg(
             (in ``dg_dtype``); for scalar gates ``dL/dG [B, T, H]`` float32, still to be
             reverse-cumsummed (:func:`fla.ops.common.cumsum.chunk_local_cumsum` with ``reverse``).
         g_gamma: ``[H]`` constant log decay without ``g`` (no gradient), as in :func:`.chunk_h.chunk_fwd_h`.
+        gq: ``[B, T, H, K]`` the queries' own gate cumsum (with ``gk``; RWKV6: the exclusive cumsum
+            ``G - g``): ``dq``'s state part is scaled by ``exp(gq)``, and ``dg`` includes ``gq``'s path.
     """
+    if gq is not None and gk is None:
+        raise ValueError("gq (the queries' gate) needs the vector gate gk")
     dq, dk, _, dg = _launch_dqkg(
-        q, k, v, h, do, dh, None, layout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma
+        q, k, v, h, do, dh, None, layout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma, gq=gq
     )
     return dq, dk, dg
 
@@ -342,7 +355,7 @@ def chunk_bwd_dqkwg(
 
 def _launch_dqkg(
     q, k, v, h, do, dh, dv, layout: ChunkLayout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma,
-    sum_dg=True,
+    sum_dg=True, gq=None,
 ):  # fmt: skip
     if want_dg and g is None and gk is None:
         raise ValueError("want_dg needs the gates (g or gk)")
@@ -360,7 +373,7 @@ def _launch_dqkg(
             dg = empty(NK, B, T, H, dtype=torch.float32, device=q.device)
     grid = (NK, layout.row_chunks, B * H)
     chunk_dqkg_bwd_kernel[grid](
-        q, k, v, h, g, g_gamma, gk, do, dh, dq_intra, dk_intra, dv, dq, dk, dw, dg, layout.cu_seqlens,
+        q, k, v, h, g, g_gamma, gk, gq, do, dh, dq_intra, dk_intra, dv, dq, dk, dw, dg, layout.cu_seqlens,
         layout.chunk_indices, scale, T, H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV,
         DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip

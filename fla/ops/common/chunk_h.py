@@ -30,10 +30,10 @@ from fla.utils.sizes import cdiv
 
 
 @lean_launch
-@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_S0="s0", STORE_SN="sn", IS_VARLEN="cu_seqlens")
+@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_GQ="gq", USE_S0="s0", STORE_SN="sn", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(),
-    key=["H", "K", "V", "BK", "BV", "REVERSE", "USE_G", "USE_GK", "DOT_PRECISION"],
+    key=["H", "K", "V", "BK", "BV", "REVERSE", "USE_G", "USE_GK", "USE_GQ", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_state_kernel(
@@ -42,6 +42,7 @@ def chunk_state_kernel(
     g,
     g_gamma,
     gk,
+    gq,
     s0,
     states,
     sn,
@@ -60,6 +61,7 @@ def chunk_state_kernel(
     USE_G: tl.constexpr,
     HAS_G: tl.constexpr,
     USE_GK: tl.constexpr,
+    USE_GQ: tl.constexpr,
     USE_S0: tl.constexpr,
     STORE_SN: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -99,7 +101,9 @@ def chunk_state_kernel(
         if USE_GK:
             b_gk = tl.load(gk + o_xt, mask=m_kt, other=0.0)  # [BK, BT]
             b_gkl = tl.load(gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
-            if REVERSE:
+            if REVERSE and USE_GQ:  # the queries' own gate (RWKV6: the exclusive cumsum)
+                b_x *= tl.exp(tl.load(gq + o_xt, mask=m_kt, other=0.0))
+            elif REVERSE:
                 b_x *= tl.exp(b_gk)
             else:
                 b_x *= tl.exp(tl.where(m_kt, b_gkl[:, None] - b_gk, 0.0))
@@ -110,7 +114,7 @@ def chunk_state_kernel(
         tl.store(sn + i_nh * K * V + o_kv, b_s, mask=m_kv)
 
 
-def _run_state_kernel(x, y, g, g_gamma, gk, s0, want_sn, scale, reverse, layout, states_dtype):
+def _run_state_kernel(x, y, g, g_gamma, gk, s0, want_sn, scale, reverse, layout, states_dtype, gq=None):
     B, T, H, K = x.shape
     V = y.shape[-1]
     BK, BV = block_size(K), block_size(V)
@@ -118,7 +122,7 @@ def _run_state_kernel(x, y, g, g_gamma, gk, s0, want_sn, scale, reverse, layout,
     sn = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=x.device) if want_sn else None
     grid = (cdiv(K, BK), cdiv(V, BV), layout.num_seqs * H)
     chunk_state_kernel[grid](
-        x, y, g, g_gamma, gk, s0, states, sn, layout.cu_seqlens, layout.chunk_offsets, scale, T,
+        x, y, g, g_gamma, gk, gq, s0, states, sn, layout.cu_seqlens, layout.chunk_offsets, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, REVERSE=reverse, DOT_PRECISION=dot_precision(x.dtype),
     )  # fmt: skip
     return states, sn
@@ -162,18 +166,23 @@ def chunk_bwd_dh(
     want_dh0: bool = False,
     states_dtype: torch.dtype | None = None,
     g_gamma: torch.Tensor | None = None,
+    gq: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gradients of the states after each chunk (the reverse recurrence).
 
     Args:
         q: ``[B, T, H, K]``; do: ``[B, T, H, V]``; g / gk / g_gamma / layout: as in
         :func:`chunk_fwd_h`; dht: ``[N, H, K, V]`` gradient of the final state (or ``None``).
+        gq: ``[B, T, H, K]`` the queries' own gate cumsum (with ``gk``): ``q`` is scaled by ``exp(gq)``
+            while the carried state decays by ``exp(gk_L)`` (RWKV6: ``gq`` is the exclusive cumsum).
     Returns:
         ``dh`` shaped like ``h`` (``dh[c]`` = gradient of the state after chunk ``c``) and
         ``dh0`` ``[N, H, K, V]`` float32 when ``want_dh0``.
     """
     check_scalar_gates(g, g_gamma)
-    return _run_state_kernel(q, do, g, g_gamma, gk, dht, want_dh0, scale, True, layout, states_dtype)
+    if gq is not None and gk is None:
+        raise ValueError("gq (the queries' gate) needs the vector gate gk")
+    return _run_state_kernel(q, do, g, g_gamma, gk, dht, want_dh0, scale, True, layout, states_dtype, gq)
 
 
 def check_scalar_gates(g: torch.Tensor | None, g_gamma: torch.Tensor | None) -> None:

@@ -10,6 +10,10 @@ Only differences ``G_i - G_j`` with ``i >= j`` (or ``G_L - G_j``) are exponentia
 exceeds 1 and strong decays cannot overflow. Vector gates build the pairwise decay tensor
 ``[BT, BT, K]`` explicitly, so they use a smaller chunk (16).
 
+With a bonus ``u [H, K]`` (RWKV6, vector gates) the output reads the state before each token: the
+queries' decay is the exclusive cumsum ``Gq = G - gk``, the sum runs over ``j < i`` and the diagonal is
+``scale * (q_i * u * k_i) . 1`` (``Gq_i - G_j = G_{i-1} - G_j <= 0`` for ``j < i``).
+
 The delta rule's chunked (WY) form (:func:`chunk_delta_torch`; ``G`` zero when ungated): the state
 after token ``i`` is ``exp(G_i) S + sum_{j <= i} exp(G_i - G_j) k_j u_j^T`` where the "new values"
 ``u`` solve the unit lower-triangular system::
@@ -51,6 +55,7 @@ def chunk_gated_torch(
     initial_state: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    u: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked gated linear attention.
 
@@ -59,13 +64,16 @@ def chunk_gated_torch(
         g: ``[B, T, H]`` scalar log gates, or gk: ``[B, T, H, K]`` vector log gates (or neither).
         initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``).
         chunk_size: tokens per chunk (default 64 for scalar / no gates, 16 for vector gates).
+        u: ``[H, K]`` the RWKV6 bonus (with ``gk``): the form of the module docstring.
     Returns:
         ``o`` ``[B, T, H, V]`` and the final state ``[N, H, K, V]``, both float32 (float64 for
         float64 inputs).
     """
     if cu_seqlens is not None:
         pad = lambda x: None if x is None else pad_sequences(x, cu_seqlens)
-        o, ht = chunk_gated_torch(pad(q), pad(k), pad(v), pad(g), pad(gk), scale, initial_state, None, chunk_size)
+        o, ht = chunk_gated_torch(
+            pad(q), pad(k), pad(v), pad(g), pad(gk), scale, initial_state, None, chunk_size, u
+        )  # fmt: skip
         return unpad_sequences(o, cu_seqlens), ht
 
     dtype = torch.promote_types(q.dtype, torch.float32)
@@ -78,11 +86,17 @@ def chunk_gated_torch(
     q, k, v, g, gk = (None if x is None else _chunks(x, bt, dtype) for x in padded)
     causal = torch.ones(bt, bt, dtype=torch.bool, device=q.device).tril()
 
+    if u is not None and gk is None:
+        raise ValueError("the bonus u (RWKV6) needs the vector gate gk")
     if gk is not None:
         G = gk.cumsum(-2)  # [B, H, NT, BT, K]
-        decay = (G[..., :, None, :] - G[..., None, :, :]).masked_fill(~causal[..., None], float("-inf")).exp()
+        Gq = G if u is None else G - gk  # the queries' decay: exclusive with a bonus
+        mask = causal if u is None else causal.tril(-1)
+        decay = (Gq[..., :, None, :] - G[..., None, :, :]).masked_fill(~mask[..., None], float("-inf")).exp()
         A = torch.einsum("...ik,...jk,...ijk->...ij", q, k, decay)
-        q_inter, k_inter = q * G.exp(), k * (G[..., -1:, :] - G).exp()
+        if u is not None:  # the current token through the bonus, on the diagonal
+            A = A + torch.diag_embed((q * u.to(dtype)[None, :, None, None, :] * k).sum(-1))
+        q_inter, k_inter = q * Gq.exp(), k * (G[..., -1:, :] - G).exp()
         state_decay = G[..., -1, :, None].exp()  # [B, H, NT, K, 1]
     elif g is not None:
         G = g.cumsum(-1)  # [B, H, NT, BT]

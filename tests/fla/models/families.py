@@ -262,6 +262,23 @@ FAMILIES = [
         name_only={"bias_tied": dict(qkv_bias=True, tie_word_embeddings=True, fuse_norm=False)},
         bad_heads=(dict(num_kv_heads=3), "num_heads=4 is not a multiple of num_kv_heads=3"),
     ),
+    Family(
+        "rwkv6",
+        dict(tiny=8.6, **{"340M": 378.1, "1.3B": 1360.2}),
+        tiny=dict(SMALL, proj_low_rank_dim=8, gate_low_rank_dim=16),
+        variants={
+            "plain": {},
+            "recurrent_post_norm": dict(
+                attn_mode="fused_recurrent", norm_first=False, fuse_norm=False, hidden_act="relu"
+            ),
+            "hybrid": dict(HYBRID, fuse_norm=False),
+        },
+        name_only={
+            "no_bias_tied": dict(norm_bias=False, tie_word_embeddings=True, expand_v=2, intermediate_size=None),
+        },
+        bad_heads=(dict(num_heads=5), "key dim 36 is not a multiple of num_heads=5"),
+        slow_triton=True,
+    ),
 ]
 FAMILIES.append(
     Family(
