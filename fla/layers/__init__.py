@@ -7,6 +7,7 @@ from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.layers.gla import GatedLinearAttention
 from fla.layers.hgrn import HGRNAttention
 from fla.layers.hgrn2 import HGRN2Attention
+from fla.layers.kda import KimiDeltaAttention
 from fla.layers.lightnet import LightNetAttention
 from fla.layers.linear_attn import LinearAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
@@ -22,3 +23,4 @@ __all__ += ["BasedLinearAttention", "ReBasedLinearAttention"]
 __all__ += ["HGRNAttention"]
 __all__ += ["LightNetAttention"]
 __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
+__all__ += ["KimiDeltaAttention"]

@@ -8,6 +8,7 @@ from fla.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausa
 from fla.models.gla import GLAConfig, GLAForCausalLM, GLAModel
 from fla.models.hgrn import HGRNConfig, HGRNForCausalLM, HGRNModel
 from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
+from fla.models.kda import KDAConfig, KDAForCausalLM, KDAModel
 from fla.models.lightnet import LightNetConfig, LightNetForCausalLM, LightNetModel
 from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
@@ -24,6 +25,7 @@ _MODELS.append((HGRN2Config, HGRN2Model, HGRN2ForCausalLM))
 _MODELS.append((HGRNConfig, HGRNModel, HGRNForCausalLM))
 _MODELS.append((LightNetConfig, LightNetModel, LightNetForCausalLM))
 _MODELS.append((RodimusConfig, RodimusModel, RodimusForCausalLM))
+_MODELS.append((KDAConfig, KDAModel, KDAForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -40,3 +42,4 @@ __all__ += ["HGRN2Config", "HGRN2ForCausalLM", "HGRN2Model"]
 __all__ += ["HGRNConfig", "HGRNForCausalLM", "HGRNModel"]
 __all__ += ["LightNetConfig", "LightNetForCausalLM", "LightNetModel"]
 __all__ += ["RodimusConfig", "RodimusForCausalLM", "RodimusModel"]
+__all__ += ["KDAConfig", "KDAForCausalLM", "KDAModel"]
