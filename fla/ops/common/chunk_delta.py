@@ -64,7 +64,9 @@ def chunk_delta_rule_fwd(
         Gk = chunk_local_cumsum(gk, layout)
         Akk = chunk_gk_fwd_A(k, k, Gk, layout, 1.0, torch.float32)  # sum_k k_ik k_jk exp(G_ik - G_jk), j <= i
         Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, gk=Gk, Akk=Akk)
-        h, v_new, ht = chunk_delta_fwd_h(k, w, u, layout, gk=Gk, h0=initial_state, output_final_state=output_final_state)
+        h, v_new, ht = chunk_delta_fwd_h(
+            k, w, u, layout, gk=Gk, h0=initial_state, output_final_state=output_final_state
+        )
         Aqk = chunk_gk_fwd_A(q, k, Gk, layout, scale, v.dtype)
         return chunk_fwd_o(q, k, v_new, h, layout, scale, gk=Gk, A=Aqk), ht, Tm, Gk
     G = None if g is None else chunk_local_cumsum(g, layout)

@@ -252,7 +252,8 @@ def chunk_delta_wy_bwd(
     dg = None if g is None else empty(B, T, H, dtype=torch.float32, device=k.device)
     grid = (layout.row_chunks, B * H)
     chunk_delta_wy_bwd_kernel[grid](
-        k, v, beta, g, None, Tm, dw, du, dk, dk_out, dv, dbeta, dG, dg, None, None, layout.cu_seqlens, layout.chunk_indices, T,
+        k, v, beta, g, None, Tm, dw, du, dk, dk_out, dv, dbeta, dG, dg, None, None, layout.cu_seqlens,
+        layout.chunk_indices, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=block_size(K), BV=block_size(V), NG=0 if dG is None else dG.shape[0],
         DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
