@@ -45,9 +45,13 @@ def test_cpu_chunked_form_matches_recurrence_float64(T, option):
 
 
 def test_cpu_chunked_form_strong_decay_float64():
-    # per-channel log decays down to ~ -20 per token: exp of chunk cumsums underflows, differences stay exact.
-    # The decayed state reaches float64 subnormals (very slow on CPUs): they are flushed to zero here
+    # per-channel log decays down to ~ -20 per token: exp of chunk cumsums underflows, differences stay exact;
+    # beta within 1e-4 of 0 or 1 (replace almost nothing / almost everything). The decayed state reaches
+    # float64 subnormals (very slow on CPUs): they are flushed to zero here
     inputs = make_kda_inputs(1, 50, 1, 24, 20, torch.float64, strength=20.0, num_states=1)
+    with torch.no_grad():
+        near = torch.randint(0, 2, inputs["beta"].shape).double()
+        inputs["beta"].copy_(near * (1 - 1e-4) + (1 - near) * 1e-4)
     torch.set_flush_denormal(True)
     try:
         check_delta(naive_chunk_kda, naive_recurrent_kda, inputs, "torch", tol(torch.float64))
