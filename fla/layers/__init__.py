@@ -10,6 +10,8 @@ from fla.layers.hgrn2 import HGRN2Attention
 from fla.layers.kda import KimiDeltaAttention
 from fla.layers.lightnet import LightNetAttention
 from fla.layers.linear_attn import LinearAttention
+from fla.layers.mamba2 import Mamba2
+from fla.layers.mla import MultiheadLatentAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
 from fla.layers.rebased import ReBasedLinearAttention
 from fla.layers.rodimus import RodimusAttention, SlidingWindowSharedKeyAttention
@@ -23,4 +25,6 @@ __all__ += ["BasedLinearAttention", "ReBasedLinearAttention"]
 __all__ += ["HGRNAttention"]
 __all__ += ["LightNetAttention"]
 __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
+__all__ += ["MultiheadLatentAttention"]
+__all__ += ["Mamba2"]
 __all__ += ["KimiDeltaAttention"]

@@ -8,6 +8,7 @@ from fla.ops.kda import chunk_kda, fused_recurrent_kda
 from fla.ops.lightnet import chunk_lightnet, fused_recurrent_lightnet
 from fla.ops.lightning_attn import chunk_lightning_attn, fused_recurrent_lightning_attn
 from fla.ops.linear_attn import chunk_linear_attn, fused_chunk_linear_attn, fused_recurrent_linear_attn
+from fla.ops.mamba2 import chunk_mamba2_ssd, fused_recurrent_mamba2_ssd
 from fla.ops.retention import chunk_retention, fused_recurrent_retention
 from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
@@ -20,6 +21,7 @@ __all__ = [
     "chunk_lightning_attn",
     "chunk_lightnet",
     "chunk_linear_attn",
+    "chunk_mamba2_ssd",
     "chunk_retention",
     "chunk_simple_gla",
     "fused_chunk_linear_attn",
@@ -31,6 +33,7 @@ __all__ = [
     "fused_recurrent_lightning_attn",
     "fused_recurrent_lightnet",
     "fused_recurrent_linear_attn",
+    "fused_recurrent_mamba2_ssd",
     "fused_recurrent_retention",
     "fused_recurrent_simple_gla",
 ]
