@@ -8,6 +8,7 @@ from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.layers.gla import GatedLinearAttention
 from fla.layers.hgrn import HGRNAttention
 from fla.layers.hgrn2 import HGRN2Attention
+from fla.layers.kda import KimiDeltaAttention
 from fla.layers.lightnet import LightNetAttention
 from fla.layers.linear_attn import LinearAttention
 from fla.layers.mamba2 import Mamba2
@@ -30,3 +31,4 @@ __all__ += ["MultiheadLatentAttention"]
 __all__ += ["Mamba2"]
 __all__ += ["ForgettingAttention"]
 __all__ += ["RWKV6Attention"]
+__all__ += ["KimiDeltaAttention"]

@@ -13,6 +13,7 @@ from fla.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausa
 from fla.models.gla import GLAConfig, GLAForCausalLM, GLAModel
 from fla.models.hgrn import HGRNConfig, HGRNForCausalLM, HGRNModel
 from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
+from fla.models.kda import KDAConfig, KDAForCausalLM, KDAModel
 from fla.models.lightnet import LightNetConfig, LightNetForCausalLM, LightNetModel
 from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
 from fla.models.mamba2 import Mamba2Config, Mamba2ForCausalLM, Mamba2Model
@@ -36,6 +37,7 @@ _MODELS.append((MLAConfig, MLAModel, MLAForCausalLM))
 _MODELS.append((Mamba2Config, Mamba2Model, Mamba2ForCausalLM))
 _MODELS.append((ForgettingTransformerConfig, ForgettingTransformerModel, ForgettingTransformerForCausalLM))
 _MODELS.append((RWKV6Config, RWKV6Model, RWKV6ForCausalLM))
+_MODELS.append((KDAConfig, KDAModel, KDAForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -56,3 +58,4 @@ __all__ += ["MLAConfig", "MLAForCausalLM", "MLAModel"]
 __all__ += ["Mamba2Config", "Mamba2ForCausalLM", "Mamba2Model"]
 __all__ += ["ForgettingTransformerConfig", "ForgettingTransformerForCausalLM", "ForgettingTransformerModel"]
 __all__ += ["RWKV6Config", "RWKV6ForCausalLM", "RWKV6Model"]
+__all__ += ["KDAConfig", "KDAForCausalLM", "KDAModel"]

@@ -6,6 +6,7 @@ from fla.ops.forgetting_attn import parallel_forgetting_attn
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
 from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
+from fla.ops.kda import chunk_kda, fused_recurrent_kda
 from fla.ops.lightnet import chunk_lightnet, fused_recurrent_lightnet
 from fla.ops.lightning_attn import chunk_lightning_attn, fused_recurrent_lightning_attn
 from fla.ops.linear_attn import chunk_linear_attn, fused_chunk_linear_attn, fused_recurrent_linear_attn
@@ -22,6 +23,7 @@ __all__ = [
     "chunk_gated_delta_rule",
     "chunk_gla",
     "chunk_hgrn",
+    "chunk_kda",
     "chunk_lightning_attn",
     "chunk_lightnet",
     "chunk_linear_attn",
@@ -33,6 +35,7 @@ __all__ = [
     "fused_recurrent_gated_delta_rule",
     "fused_recurrent_gla",
     "fused_recurrent_hgrn",
+    "fused_recurrent_kda",
     "fused_recurrent_lightning_attn",
     "fused_recurrent_lightnet",
     "fused_recurrent_linear_attn",

@@ -339,17 +339,24 @@ def chunk_bwd_dqkwg(
     scale: float,
     g: torch.Tensor | None = None,
     want_dg: bool = False,
+    gk: torch.Tensor | None = None,
+    dq_intra: torch.Tensor | None = None,
+    dk_intra: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """:func:`chunk_bwd_dqkg` (scalar gates or none) plus ``dw = -dv h^T`` ``[B, T, H, K]`` (``k.dtype``):
-    the gradient of ``w`` when the chunk's values are ``v = u - w h`` (the delta rule's new values,
-    ``dv`` their gradient ``[B, T, H, V]``).
+    """:func:`chunk_bwd_dqkg` plus ``dw = -dv h^T`` ``[B, T, H, K]`` (``k.dtype``): the gradient of ``w``
+    when the chunk's values are ``v = u - w h`` (the delta rule's new values, ``dv`` their gradient
+    ``[B, T, H, V]``).
 
+    Args:
+        g: ``[B, T, H]`` or gk: ``[B, T, H, K]`` (with its intra-chunk ``dq_intra, dk_intra`` float32)
+            chunk-local gate cumsums, or neither.
     Returns:
-        ``dq, dk, dw`` (input dtypes) and ``dL/dG`` as per-K-block partial sums ``[NK, B, T, H]`` float32
-        (or ``None``): the consumer adds them up (the delta rule's WY backward does, in its kernel).
+        ``dq, dk, dw`` (input dtypes) and, when ``want_dg``, for a scalar gate ``dL/dG`` as per-K-block
+        partial sums ``[NK, B, T, H]`` float32 (the consumer adds them up: the delta rule's WY backward does, in
+        its kernel), for a vector gate the finished (reverse-cumsummed) ``dg`` ``[B, T, H, K]`` float32.
     """
     return _launch_dqkg(
-        q, k, v, h, do, dh, dv, layout, scale, g, None, None, None, want_dg, torch.float32, None, sum_dg=False
+        q, k, v, h, do, dh, dv, layout, scale, g, gk, dq_intra, dk_intra, want_dg, torch.float32, None, sum_dg=False
     )
 
 

@@ -145,20 +145,28 @@ def chunk_gated_torch_op(
 
 
 def wy_representation(
-    k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor | None
+    k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor | None, gk: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[W, U] = (I + A)^{-1} [diag(beta exp(G)) k, diag(beta) v]`` for every chunk.
 
     Args:
         k: ``[..., BT, K]``; v: ``[..., BT, V]``; beta: ``[..., BT]``; g: ``[..., BT]`` log gates of
-            the chunk (``G`` is their cumsum) or ``None``; all in the compute dtype.
+            the chunk (``G`` is their cumsum) or ``None``; gk: ``[..., BT, K]`` per-key-channel log gates
+            instead (KDA: ``A_ij = beta_i sum_k k_ik k_jk exp(G_ik - G_jk)``, ``exp(G)`` scales ``k``
+            per channel) or ``None``; all in the compute dtype.
     Returns:
         W ``[..., BT, K]`` and U ``[..., BT, V]``.
     """
     bt = k.shape[-2]
     strictly_causal = torch.ones(bt, bt, dtype=torch.bool, device=k.device).tril(-1)
-    A = beta[..., :, None] * (k @ k.transpose(-1, -2))  # [..., BT, BT]
-    k_scaled = beta[..., None] * k
+    if gk is not None:
+        G = gk.cumsum(-2)  # [..., BT, K]
+        decay = (G[..., :, None, :] - G[..., None, :, :]).masked_fill(~strictly_causal[..., None], float("-inf"))
+        A = beta[..., :, None] * torch.einsum("...ik,...jk,...ijk->...ij", k, k, decay.exp())
+        k_scaled = beta[..., None] * k * G.exp()
+    else:
+        A = beta[..., :, None] * (k @ k.transpose(-1, -2))  # [..., BT, BT]
+        k_scaled = beta[..., None] * k
     if g is not None:
         G = g.cumsum(-1)
         A = A * (G[..., :, None] - G[..., None, :]).masked_fill(~strictly_causal, float("-inf")).exp()
@@ -181,16 +189,21 @@ def chunk_delta_torch(
     initial_state: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     chunk_size: int = 64,
+    gk: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked (gated) delta rule.
 
     Args:
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``; g: ``[B, T, H]`` log
-            decays or ``None``; initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``).
+            decays or ``None``; initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``);
+            gk: ``[B, T, H, K]`` per-key-channel log decays (KDA; instead of ``g``) or ``None``: the
+            vector-gate form builds ``[BT, BT, K]`` pairwise decays, so it runs 16-token chunks.
     Returns:
         ``o`` ``[B, T, H, V]`` and the final state ``[N, H, K, V]``, both float32 (float64 for
         float64 inputs).
     """
+    if gk is not None:
+        return _chunk_kda_torch(q, k, v, beta, gk, scale, initial_state, cu_seqlens)
     if cu_seqlens is not None:
         # padded tokens have k = 0, beta = 0 and g = 0: they leave the state untouched
         pad = lambda x: None if x is None else pad_sequences(x, cu_seqlens)
@@ -233,6 +246,39 @@ def chunk_delta_torch(
     return o, S
 
 
+def _chunk_kda_torch(q, k, v, beta, gk, scale, initial_state, cu_seqlens, bt: int = 16):
+    """:func:`chunk_delta_torch` with a per-key-channel gate ``gk`` ``[B, T, H, K]`` (the same WY form with
+    the decays ``exp(G_i - G_j)`` taken per channel)."""
+    if cu_seqlens is not None:
+        pad = lambda x: pad_sequences(x, cu_seqlens)
+        o, ht = _chunk_kda_torch(pad(q), pad(k), pad(v), pad(beta), pad(gk), scale, initial_state, None, bt)
+        return unpad_sequences(o, cu_seqlens), ht
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    nt = max(1, -(-T // bt))
+    padded = [F.pad(x, (0, 0) * (x.dim() - 2) + (0, nt * bt - T)) for x in (q, k, v, beta, gk)]
+    q, k, v, beta, gk = (_chunks(x, bt, dtype) for x in padded)
+    causal = torch.ones(bt, bt, dtype=torch.bool, device=q.device).tril()
+
+    W, U = wy_representation(k, v, beta, None, gk=gk)
+    G = gk.cumsum(-2)  # [B, H, NT, BT, K]
+    decay = (G[..., :, None, :] - G[..., None, :, :]).masked_fill(~causal[..., None], float("-inf")).exp()
+    QK = torch.einsum("...ik,...jk,...ijk->...ij", q, k, decay) * scale  # [B, H, NT, BT, BT] causal
+    q_inter = q * G.exp() * scale
+    k_tail = k * (G[..., -1:, :] - G).exp()
+    last_exp = G[..., -1, :, None].exp()  # [B, H, NT, K, 1]: the decay per key row of the state
+
+    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
+    outs = []
+    for c in range(nt):
+        u = U[:, :, c] - W[:, :, c] @ S  # [B, H, BT, V]
+        outs.append(q_inter[:, :, c] @ S + QK[:, :, c] @ u)
+        S = last_exp[:, :, c] * S + k_tail[:, :, c].transpose(-1, -2) @ u
+    o = torch.stack(outs, 2).reshape(B, H, nt * bt, V)[:, :, :T].movedim(1, 2)
+    return o, S
+
+
 def chunk_delta_torch_op(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -245,10 +291,12 @@ def chunk_delta_torch_op(
     cu_seqlens: torch.Tensor | None,
     use_qk_l2norm_in_kernel: bool,
     allow_neg_eigval: bool,
+    gk: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The PyTorch path of the chunked delta-rule ops (options applied here; ``g`` ``[B, T, H]`` or ``None``):
-    ``o`` in ``v.dtype`` and the final state or ``None``. Shapes as :func:`chunk_delta_torch`."""
+    """The PyTorch path of the chunked delta-rule ops (options applied here; ``g`` ``[B, T, H]``, ``gk``
+    ``[B, T, H, K]`` or neither): ``o`` in ``v.dtype`` and the final state or ``None``. Shapes as
+    :func:`chunk_delta_torch`."""
     q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval)
     q, k = expand_groups(q, k, v)
-    o, ht = chunk_delta_torch(q, k, v, beta, g, default_scale(scale, k), initial_state, cu_seqlens)
+    o, ht = chunk_delta_torch(q, k, v, beta, g, default_scale(scale, k), initial_state, cu_seqlens, gk=gk)
     return o.to(v.dtype), ht if output_final_state else None

@@ -6,6 +6,8 @@ tokens::
 
     S <- exp(g_t) S;   u = beta_t (v_t - k_t^T S);   S <- S + k_t u^T;   o_t = scale * q_t^T S
 
+(with a per-key-channel gate ``gk_t`` (KDA) the first step is ``S <- diag(exp(gk_t)) S``).
+
 Decoding (no gradient wanted) runs this kernel alone, with the L2 norm of q and k fused in. When
 a gradient is wanted, the options are applied first (Triton L2 norm with its backward) and the
 backward is the chunked Triton backward (:func:`fla.ops.common.chunk_delta.chunk_delta_rule_bwd`,
@@ -52,10 +54,10 @@ def _fit_state_block(configs: list[triton.Config], named_args: dict, **kwargs) -
 
 
 @lean_launch
-@given_heuristics(USE_G="g", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
+@given_heuristics(USE_G="g", USE_GK="gk", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=_state_block_configs(),
-    key=["H", "K", "V", "BK", "USE_QK_L2NORM", "USE_G", "USE_H0", "STORE_HT", "IS_VARLEN"],
+    key=["H", "K", "V", "BK", "USE_QK_L2NORM", "USE_G", "USE_GK", "USE_H0", "STORE_HT", "IS_VARLEN"],
     prune_configs_by={"early_config_prune": _fit_state_block},
 )
 @triton.jit(do_not_specialize=["T"])
@@ -65,6 +67,7 @@ def fused_recurrent_delta_rule_fwd_kernel(
     v,
     beta,
     g,
+    gk,
     h0,
     o,
     ht,
@@ -79,6 +82,7 @@ def fused_recurrent_delta_rule_fwd_kernel(
     USE_QK_L2NORM: tl.constexpr,
     NEG_EIGVAL: tl.constexpr,
     USE_G: tl.constexpr,
+    USE_GK: tl.constexpr,
     USE_H0: tl.constexpr,
     STORE_HT: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -105,6 +109,8 @@ def fused_recurrent_delta_rule_fwd_kernel(
             b_beta = b_beta * 2.0
         if USE_G:
             b_h *= tl.exp(tl.load(g + i_tok).to(tl.float32))
+        if USE_GK:  # the decay per key row of the state
+            b_h *= tl.exp(tl.load(gk + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32))[:, None]
         b_u = b_beta * (b_v - tl.sum(b_h * b_k[:, None], axis=0))  # [BV] the new value
         b_h += b_k[:, None] * b_u[None, :]
         b_o = tl.sum(b_h * b_q[:, None], axis=0) * scale  # [BV]
@@ -126,11 +132,13 @@ def fused_recurrent_delta_rule_fwd(
     cu_seqlens: torch.Tensor | None,
     use_qk_l2norm_in_kernel: bool,
     allow_neg_eigval: bool,
+    gk: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Launch the recurrent kernel (inputs made contiguous).
 
     Args:
-        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta, g: ``[B, T, H]`` (g optional);
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta, g: ``[B, T, H]`` (g optional); gk:
+        ``[B, T, H, K]`` per-key-channel log gates (instead of ``g``) or ``None``;
         initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``).
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
@@ -143,7 +151,7 @@ def fused_recurrent_delta_rule_fwd(
     ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None
     # the V block width is autotuned: decoding is bound by reading and writing the fp32 state
     fused_recurrent_delta_rule_fwd_kernel[lambda meta: (cdiv(V, meta["BV"]), N * H)](
-        q, k, v, beta, g, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK,
+        q, k, v, beta, g, gk, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK,
         USE_QK_L2NORM=use_qk_l2norm_in_kernel, NEG_EIGVAL=allow_neg_eigval,
     )  # fmt: skip
     return o, ht
@@ -154,19 +162,20 @@ class FusedRecurrentDeltaRuleFunction(torch.autograd.Function):
 
     @staticmethod
     @contiguous
-    def forward(ctx, q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens):
+    def forward(ctx, q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, gk=None):
         o, ht = fused_recurrent_delta_rule_fwd(
-            q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, False, False
+            q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, False, False, gk
         )
-        ctx.save_for_backward(q, k, v, beta, g, initial_state, cu_seqlens)
+        ctx.save_for_backward(q, k, v, beta, g, initial_state, cu_seqlens, gk)
         ctx.scale = scale
         return o, ht
 
     @staticmethod
     @contiguous
     def backward(ctx, do, dht):
-        q, k, v, beta, g, initial_state, cu_seqlens = ctx.saved_tensors
-        return chunk_delta_grads(ctx, q, k, v, beta, g, None, None, initial_state, do, dht, chunk_layout(q, cu_seqlens))
+        q, k, v, beta, g, initial_state, cu_seqlens, gk = ctx.saved_tensors
+        layout = chunk_layout(q, cu_seqlens)
+        return chunk_delta_grads(ctx, q, k, v, beta, g, None, None, initial_state, do, dht, layout, gk=gk)
 
 
 def fused_recurrent_delta(
@@ -181,14 +190,17 @@ def fused_recurrent_delta(
     cu_seqlens: torch.Tensor | None,
     use_qk_l2norm_in_kernel: bool,
     allow_neg_eigval: bool,
+    gk: torch.Tensor | None = None,
+    gk_name: str = "gk",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The body of the public ``fused_recurrent_(gated_)delta_rule`` ops (``g`` ``[B, T, H]`` or ``None``):
-    check the inputs, then the recurrent kernel or :func:`fla.ops.common.recurrent_torch.recurrent_delta_torch`."""
-    beta, scale = prepare_delta_call(q, k, v, beta, g, scale, initial_state, cu_seqlens)
+    """The body of the public ``fused_recurrent_(gated_)delta_rule`` / ``fused_recurrent_kda`` ops (``g``
+    ``[B, T, H]``, ``gk`` ``[B, T, H, K]`` (public name ``gk_name``) or neither): check the inputs, then the
+    recurrent kernel or :func:`fla.ops.common.recurrent_torch.recurrent_delta_torch`."""
+    beta, scale = prepare_delta_call(q, k, v, beta, g, scale, initial_state, cu_seqlens, gk=gk, gk_name=gk_name)
     args = (q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens)
     return dispatch(
-        (q, k, v, beta, g, initial_state), _recurrent_delta_torch, _fused_recurrent_delta_triton, *args,
-        use_qk_l2norm_in_kernel, allow_neg_eigval,
+        (q, k, v, beta, g, gk, initial_state), _recurrent_delta_torch, _fused_recurrent_delta_triton, *args,
+        use_qk_l2norm_in_kernel, allow_neg_eigval, gk,
     )  # fmt: skip
 
 
@@ -198,15 +210,16 @@ def _recurrent_delta_torch(q, k, v, *rest) -> tuple[torch.Tensor, torch.Tensor |
 
 
 def _fused_recurrent_delta_triton(
-    q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm_in_kernel, allow_neg_eigval
-):
+    q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm_in_kernel, allow_neg_eigval,
+    gk=None,
+):  # fmt: skip
     args = (scale, initial_state, output_final_state, cu_seqlens)
     wants_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (q, k, v, beta, g, initial_state)
+        t is not None and t.requires_grad for t in (q, k, v, beta, g, gk, initial_state)
     )
     if not wants_grad:  # decoding: one kernel, L2 norm and beta scaling fused in
         q, k = expand_groups(q, k, v)
-        return fused_recurrent_delta_rule_fwd(q, k, v, beta, g, *args, use_qk_l2norm_in_kernel, allow_neg_eigval)
+        return fused_recurrent_delta_rule_fwd(q, k, v, beta, g, *args, use_qk_l2norm_in_kernel, allow_neg_eigval, gk)
     q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval, norm=l2norm_triton)
     q, k = expand_groups(q, k, v)
-    return FusedRecurrentDeltaRuleFunction.apply(q, k, v, beta, g, *args)
+    return FusedRecurrentDeltaRuleFunction.apply(q, k, v, beta, g, *args, gk)

@@ -95,7 +95,7 @@ def recurrent_gated_torch_op(
 # the delta-rule family
 
 
-def _delta_recurrence(q, k, v, beta, g, h0, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _delta_recurrence(q, k, v, beta, g, h0, scale: float, gk=None) -> tuple[torch.Tensor, torch.Tensor]:
     dtype = torch.promote_types(q.dtype, torch.float32)
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -105,6 +105,8 @@ def _delta_recurrence(q, k, v, beta, g, h0, scale: float) -> tuple[torch.Tensor,
     for t in range(T):
         if g is not None:
             S = S * g[:, t].to(dtype).exp()[..., None, None]
+        if gk is not None:  # KDA: the decay per key row of the state
+            S = S * gk[:, t].to(dtype).exp()[..., None]
         k_t = k[:, t]  # [B, H, K]
         # the delta rule: replace the value S stores under k_t by beta-mix of old and new
         u_t = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", k_t, S))  # [B, H, V]
@@ -126,6 +128,7 @@ def recurrent_delta_torch(
     cu_seqlens: torch.Tensor | None,
     use_qk_l2norm_in_kernel: bool = False,
     allow_neg_eigval: bool = False,
+    gk: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the (gated) delta rule over every token (float64 inputs give a float64 result).
 
@@ -133,16 +136,18 @@ def recurrent_delta_torch(
         q, k: ``[B, T, H, K]``; v: ``[B, T, HV, V]`` (``HV`` a multiple of ``H``: grouped value heads);
             beta: ``[B, T, HV]``; g: ``[B, T, HV]`` log decays or ``None``; initial_state:
             ``[N, HV, K, V]``; cu_seqlens: ``[N+1]`` packed sequence bounds (``B == 1``);
-            use_qk_l2norm_in_kernel / allow_neg_eigval: see :func:`fla.ops.common.inputs.prepare_qk_beta`.
+            use_qk_l2norm_in_kernel / allow_neg_eigval: see :func:`fla.ops.common.inputs.prepare_qk_beta`;
+            gk: ``[B, T, HV, K]`` per-key-channel log decays (KDA: ``S <- diag(exp(gk_t)) S`` before the
+            delta update) or ``None``.
     Returns:
         ``o`` ``[B, T, HV, V]`` (float32, float64 for float64 inputs) and the final state
         ``[N, HV, K, V]`` when ``output_final_state``.
     """
     q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval)
     q, k = expand_groups(q, k, v)
-    step = lambda q, k, v, beta, g, h0: _delta_recurrence(q, k, v, beta, g, h0, scale)
+    step = lambda q, k, v, beta, g, gk, h0: _delta_recurrence(q, k, v, beta, g, h0, scale, gk)
     if cu_seqlens is None:
-        o, ht = step(q, k, v, beta, g, initial_state)
+        o, ht = step(q, k, v, beta, g, gk, initial_state)
     else:
-        o, ht = per_sequence(step, [q, k, v, beta, g], initial_state, cu_seqlens)
+        o, ht = per_sequence(step, [q, k, v, beta, g, gk], initial_state, cu_seqlens)
     return o, ht if output_final_state else None

@@ -279,6 +279,22 @@ FAMILIES = [
         bad_heads=(dict(num_heads=5), "key dim 36 is not a multiple of num_heads=5"),
         slow_triton=True,
     ),
+    Family(
+        "kda",
+        dict(tiny=8.7, **{"340M": 387.0, "1.3B": 1390.9}),
+        tiny=dict(SMALL, num_heads=2, head_dim=18),
+        slow_triton=True,
+        variants={
+            "plain": {},
+            "gva_bounded": dict(num_v_heads=4, allow_neg_eigval=True, safe_gate=True, lower_bound=-5.0),
+            "hybrid": dict(HYBRID, use_short_conv=False, fuse_norm=False),
+        },
+        name_only={
+            "gva_conv3": dict(num_v_heads=6, expand_v=1.5, conv_size=3),
+            "unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, use_short_conv=False),
+        },
+        bad_heads=(dict(num_v_heads=3), "num_v_heads=3 is not a multiple of num_heads=2"),
+    ),
 ]
 FAMILIES.append(
     Family(
