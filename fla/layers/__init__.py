@@ -1,10 +1,12 @@
 """Token mixers as nn.Modules (projections + op + cache handling)."""
 
+from fla.layers.abc import ABCAttention
 from fla.layers.attn import Attention
 from fla.layers.based import BasedLinearAttention
 from fla.layers.delta_net import DeltaNet
 from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.layers.gla import GatedLinearAttention
+from fla.layers.gsa import GatedSlotAttention
 from fla.layers.hgrn import HGRNAttention
 from fla.layers.hgrn2 import HGRN2Attention
 from fla.layers.lightnet import LightNetAttention
@@ -22,3 +24,4 @@ __all__ += ["BasedLinearAttention", "ReBasedLinearAttention"]
 __all__ += ["HGRNAttention"]
 __all__ += ["LightNetAttention"]
 __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
+__all__ += ["GatedSlotAttention", "ABCAttention"]

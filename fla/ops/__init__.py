@@ -1,8 +1,10 @@
 """Token-mixing ops: one folder per op family (chunk, fused_recurrent, naive)."""
 
+from fla.ops.abc import chunk_abc, fused_recurrent_abc
 from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
+from fla.ops.gsa import chunk_gsa, fused_recurrent_gsa
 from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
 from fla.ops.lightnet import chunk_lightnet, fused_recurrent_lightnet
 from fla.ops.lightning_attn import chunk_lightning_attn, fused_recurrent_lightning_attn
@@ -31,3 +33,4 @@ __all__ = [
     "fused_recurrent_retention",
     "fused_recurrent_simple_gla",
 ]
+__all__ += ["chunk_gsa", "fused_recurrent_gsa", "chunk_abc", "fused_recurrent_abc"]
