@@ -243,7 +243,7 @@ FAMILIES = [
     Family(
         "abc",
         dict(tiny=8.7, **{"340M": 380.2, "1.3B": 1376.9}),
-        tiny=dict(SMALL, num_heads=2, num_slots=8),
+        tiny=dict(SMALL, num_heads=2, num_slots=6),
         variants={
             "plain": {},
             "conv_no_rope": dict(use_short_conv=True, conv_size=3, use_rope=False, clamp_min=None, clamp_max=4.0),
