@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fla.models.config_utils import FLAConfig, check_linear_heads, check_positive_int
+from fla.layers.linear_mixer import MODES
+from fla.models.config_utils import FLAConfig, check_choice, check_linear_heads, check_positive_int
 from fla.models.gsa.configuration_gsa import resolve_expand
 
 
@@ -11,8 +12,9 @@ class ABCConfig(FLAConfig):
 
     Field names and defaults are fla 0.6.0's, so its config files load unchanged; the shared ones
     (sizes, MLP, norms, fuse flags, tokens, ``attn``) are :class:`~fla.models.config_utils.FLAConfig`'s.
-    Mixer: ``expand_k`` / ``expand_v`` (widths per ``hidden_size``; fla's constructor names ``exapnd_k`` /
-    ``exapnd_v`` are accepted too), ``num_heads``, ``num_slots`` (``None``: the per-head key width),
+    Mixer: ``attn_mode`` (``"chunk"``; ``"fused_recurrent"``; an addition: fla's config has no mode and its
+    layer picks the op by length), ``expand_k`` / ``expand_v`` (widths per ``hidden_size``; fla's constructor
+    names ``exapnd_k`` / ``exapnd_v`` are accepted too), ``num_heads``, ``num_slots`` (``None``: the per-head key width),
     ``clamp_min`` / ``clamp_max`` (bounds of the slot logits), ``use_rope``, ``use_short_conv`` /
     ``conv_size``, ``elementwise_affine`` (of the output norm). ``gate_low_rank_dim`` is stored but unused
     (as in fla).
@@ -23,6 +25,7 @@ class ABCConfig(FLAConfig):
     def __init__(
         self,
         *,
+        attn_mode: str = "chunk",
         gate_low_rank_dim: int = 16,
         clamp_min: float | None = -32,
         clamp_max: float | None = 32,
@@ -47,6 +50,7 @@ class ABCConfig(FLAConfig):
     def check_fields(self) -> None:
         """The shared checks, then ABC's: head widths, ``num_slots``, the clamp bounds, ``conv_size``."""
         super().check_fields()
+        check_choice(self, "attn_mode", MODES)
         check_linear_heads(self, self.expand_k, self.expand_v)
         check_positive_int(self, "num_slots", allow_none=True)
         lo, hi = self.clamp_min, self.clamp_max

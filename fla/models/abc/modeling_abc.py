@@ -22,6 +22,7 @@ class ABCBlock(FLABlock):
         mixer = build_attention(config, layer_idx)
         if mixer is None:
             mixer = ABCAttention(
+                mode=config.attn_mode,
                 hidden_size=config.hidden_size,
                 expand_k=config.expand_k,
                 expand_v=config.expand_v,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fla.layers.gsa import GSA_FEATURE_MAPS
+from fla.layers.linear_mixer import MODES
 from fla.models.config_utils import FLAConfig, check_choice, check_linear_heads, check_positive_int
 
 
@@ -17,8 +18,9 @@ class GSAConfig(FLAConfig):
 
     Field names and defaults are fla 0.6.0's, so its config files load unchanged; the shared ones
     (sizes, MLP, norms, fuse flags, tokens, ``attn``) are :class:`~fla.models.config_utils.FLAConfig`'s.
-    Mixer: ``expand_k`` / ``expand_v`` (widths per ``hidden_size``; fla's constructor names ``exapnd_k`` /
-    ``exapnd_v`` are accepted too), ``num_heads``, ``num_kv_heads``, ``num_slots`` (``None``: the per-head key
+    Mixer: ``attn_mode`` (``"chunk"``; ``"fused_recurrent"``; an addition: fla's config has no mode and its
+    layer picks the op by length), ``expand_k`` / ``expand_v`` (widths per ``hidden_size``; fla's constructor
+    names ``exapnd_k`` / ``exapnd_v`` are accepted too), ``num_heads``, ``num_kv_heads``, ``num_slots`` (``None``: the per-head key
     width), ``gate_logit_normalizer``, ``feature_map`` (``swish``, ``relu``, ``t2r``), ``use_short_conv`` /
     ``conv_size``, ``elementwise_affine`` and ``norm_eps`` (of the output norm). ``clamp_min``,
     ``clamp_max``, ``use_output_gate`` and ``use_norm`` are stored and passed on but unused (as in fla).
@@ -29,6 +31,7 @@ class GSAConfig(FLAConfig):
     def __init__(
         self,
         *,
+        attn_mode: str = "chunk",
         gate_logit_normalizer: int | None = 8,
         clamp_min: float | None = None,
         clamp_max: float | None = None,
@@ -56,6 +59,7 @@ class GSAConfig(FLAConfig):
     def check_fields(self) -> None:
         """The shared checks, then GSA's: head widths, ``num_slots``, ``feature_map``, ``conv_size``."""
         super().check_fields()
+        check_choice(self, "attn_mode", MODES)
         check_linear_heads(self, self.expand_k, self.expand_v, self.num_kv_heads)
         check_positive_int(self, "num_slots", allow_none=True)
         check_choice(self, "feature_map", GSA_FEATURE_MAPS)

@@ -42,6 +42,7 @@ class GSABlock(FLABlock):
         mixer = build_attention(config, layer_idx)
         if mixer is None:
             mixer = GatedSlotAttention(
+                mode=config.attn_mode,
                 hidden_size=config.hidden_size,
                 expand_k=config.expand_k,
                 expand_v=config.expand_v,

@@ -231,7 +231,7 @@ FAMILIES = [
         variants={
             "plain": {},
             "conv_gqa_t2r": dict(use_short_conv=True, conv_size=3, num_kv_heads=2, feature_map="t2r"),
-            "hybrid": dict(HYBRID, feature_map="relu", gate_logit_normalizer=2, fuse_norm=False),
+            "hybrid": dict(HYBRID, feature_map="relu", gate_logit_normalizer=4, num_slots=6, fuse_norm=False),
         },
         name_only={
             "default_slots_tied": dict(
