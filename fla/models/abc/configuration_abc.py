@@ -12,12 +12,12 @@ class ABCConfig(FLAConfig):
 
     Field names and defaults are fla 0.6.0's, so its config files load unchanged; the shared ones
     (sizes, MLP, norms, fuse flags, tokens, ``attn``) are :class:`~fla.models.config_utils.FLAConfig`'s.
-    Mixer: ``attn_mode`` (``"chunk"``; ``"fused_recurrent"``; an addition: fla's config has no mode and its
-    layer picks the op by length), ``expand_k`` / ``expand_v`` (widths per ``hidden_size``; fla's constructor
-    names ``exapnd_k`` / ``exapnd_v`` are accepted too), ``num_heads``, ``num_slots`` (``None``: the per-head key width),
-    ``clamp_min`` / ``clamp_max`` (bounds of the slot logits), ``use_rope``, ``use_short_conv`` /
-    ``conv_size``, ``elementwise_affine`` (of the output norm). ``gate_low_rank_dim`` is stored but unused
-    (as in fla).
+    Mixer: ``attn_mode`` (``"chunk"`` or ``"fused_recurrent"``; an addition: fla's config has no mode, its layer
+    always runs the chunk op), ``expand_k`` / ``expand_v`` (widths per ``hidden_size``; fla's constructor names
+    ``exapnd_k`` / ``exapnd_v`` are accepted too), ``num_heads``, ``num_slots`` (``None``: the per-head key
+    width), ``clamp_min`` / ``clamp_max`` (bounds of the slot logits), ``use_rope``, ``use_short_conv`` /
+    ``conv_size``, ``elementwise_affine`` (of the output norm). ``gate_low_rank_dim`` is stored but unused (as in
+    fla).
     """
 
     model_type = "abc"

@@ -18,12 +18,13 @@ class GSAConfig(FLAConfig):
 
     Field names and defaults are fla 0.6.0's, so its config files load unchanged; the shared ones
     (sizes, MLP, norms, fuse flags, tokens, ``attn``) are :class:`~fla.models.config_utils.FLAConfig`'s.
-    Mixer: ``attn_mode`` (``"chunk"``; ``"fused_recurrent"``; an addition: fla's config has no mode and its
-    layer picks the op by length), ``expand_k`` / ``expand_v`` (widths per ``hidden_size``; fla's constructor
-    names ``exapnd_k`` / ``exapnd_v`` are accepted too), ``num_heads``, ``num_kv_heads``, ``num_slots`` (``None``: the per-head key
-    width), ``gate_logit_normalizer``, ``feature_map`` (``swish``, ``relu``, ``t2r``), ``use_short_conv`` /
-    ``conv_size``, ``elementwise_affine`` and ``norm_eps`` (of the output norm). ``clamp_min``,
-    ``clamp_max``, ``use_output_gate`` and ``use_norm`` are stored and passed on but unused (as in fla).
+    Mixer: ``attn_mode`` (``"chunk"`` or ``"fused_recurrent"``; an addition: fla's config has no mode, its layer
+    picks the op by length), ``expand_k`` / ``expand_v`` (widths per ``hidden_size``; fla's constructor names
+    ``exapnd_k`` / ``exapnd_v`` are accepted too), ``num_heads``, ``num_kv_heads``, ``num_slots`` (``None``: the
+    per-head key width), ``gate_logit_normalizer``, ``feature_map`` (``swish``, ``relu``, ``t2r``),
+    ``use_short_conv`` / ``conv_size``, ``elementwise_affine`` and ``norm_eps`` (of the output norm).
+    ``clamp_min``, ``clamp_max``, ``use_output_gate`` and ``use_norm`` are stored and passed on but unused (as in
+    fla).
     """
 
     model_type = "gsa"
