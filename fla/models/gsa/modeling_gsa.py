@@ -13,7 +13,6 @@ from fla.layers.gsa import GatedSlotAttention
 from fla.models.flops import TokenMixer
 from fla.models.gsa.configuration_gsa import GSAConfig
 from fla.models.modeling_utils import FLABlock, FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_attention
-from fla.models.tp_plan import linear_mixer_plan
 
 
 @dataclass(frozen=True)
@@ -66,10 +65,12 @@ class GSAPreTrainedModel(FLAPreTrainedModel):
     config_class = GSAConfig
     _no_split_modules = ["GSABlock"]
 
-    tensor_parallel_plan = linear_mixer_plan(col=("q_proj", "k_proj", "v_proj", "f_proj"), full_norms=("g_norm",))
-    """The heads (and their slots: ``f_proj``) split over the ranks; the output RMSNorm spans all heads (a full
-    norm: its mean square is all-reduced). ``feature_map="t2r"`` is a per-head map shared by all heads
-    (replicated, as its gradient is summed by the data-parallel reduction of replicated parameters)."""
+    tensor_parallel_plan = None
+    """No tensor parallelism yet. The natural plan, ``linear_mixer_plan(col=("q_proj", "k_proj", "v_proj",
+    "f_proj"), full_norms=("g_norm",))`` (heads and their slots split, the output RMSNorm over all heads
+    all-reduced), gives every parameter's gradient within 1.6e-5 of one rank in a direct 2-rank check, but the
+    trainer's TP check measured a 6e-5 relative step-1 gradient-norm difference (its bound: 1e-5): off until
+    that is understood."""
 
     @classmethod
     def token_mixer(cls, config: GSAConfig) -> TokenMixer:
