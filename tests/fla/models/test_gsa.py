@@ -69,7 +69,7 @@ base = dict(hidden_size=128, num_hidden_layers=2, num_heads=4, num_slots=16, voc
             fuse_cross_entropy=False, initializer_range=0.1)
 m.CASES = {
     "gsa": ("gsa", dict(base)),
-    "gsa_conv_gqa_t2r": ("gsa", dict(base, use_short_conv=True, num_kv_heads=2, feature_map="t2r")),
+    "gsa_gqa_t2r": ("gsa", dict(base, num_kv_heads=2, feature_map="t2r")),
 }  # no ABC case: fla 0.6.0's ABC layer always runs its chunk kernels, which fail in the Triton interpreter
 out = Path(sys.argv[2])
 out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +77,8 @@ sys.exit(m.save(out) if sys.argv[1] == "save" else m.load(out, require_logits=Tr
 """
 
 
+# No short-convolution case: fla 0.6.0's short convolution is off in the Triton interpreter (see test_hgrn2.py); with
+# it its GSA logits are 8e-2 from ours, without it 3.4e-4 (plain, GQA and t2r alike). To be settled on the GPU.
 @pytest.mark.slow  # fla 0.6.0 in the Triton interpreter (decode-length inputs: its fused_recurrent path)
 def test_fla060_checkpoints_load_with_same_logits(tmp_path):
     """fla 0.6.0 builds, saves and runs GSA / ABC models (own process); ours loads them: same keys, same logits."""
