@@ -1,11 +1,13 @@
 """Token mixers as nn.Modules (projections + op + cache handling)."""
 
+from fla.layers.abc import ABCAttention
 from fla.layers.attn import Attention
 from fla.layers.based import BasedLinearAttention
 from fla.layers.delta_net import DeltaNet
 from fla.layers.forgetting_attn import ForgettingAttention
 from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.layers.gla import GatedLinearAttention
+from fla.layers.gsa import GatedSlotAttention
 from fla.layers.hgrn import HGRNAttention
 from fla.layers.hgrn2 import HGRN2Attention
 from fla.layers.kda import KimiDeltaAttention
@@ -32,3 +34,4 @@ __all__ += ["Mamba2"]
 __all__ += ["ForgettingAttention"]
 __all__ += ["RWKV6Attention"]
 __all__ += ["KimiDeltaAttention"]
+__all__ += ["GatedSlotAttention", "ABCAttention"]

@@ -2,6 +2,7 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from fla.models.abc import ABCConfig, ABCForCausalLM, ABCModel
 from fla.models.cache import FLACache
 from fla.models.delta_net import DeltaNetConfig, DeltaNetForCausalLM, DeltaNetModel
 from fla.models.forgetting_transformer import (
@@ -11,6 +12,7 @@ from fla.models.forgetting_transformer import (
 )
 from fla.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausalLM, GatedDeltaNetModel
 from fla.models.gla import GLAConfig, GLAForCausalLM, GLAModel
+from fla.models.gsa import GSAConfig, GSAForCausalLM, GSAModel
 from fla.models.hgrn import HGRNConfig, HGRNForCausalLM, HGRNModel
 from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
 from fla.models.kda import KDAConfig, KDAForCausalLM, KDAModel
@@ -38,6 +40,8 @@ _MODELS.append((Mamba2Config, Mamba2Model, Mamba2ForCausalLM))
 _MODELS.append((ForgettingTransformerConfig, ForgettingTransformerModel, ForgettingTransformerForCausalLM))
 _MODELS.append((RWKV6Config, RWKV6Model, RWKV6ForCausalLM))
 _MODELS.append((KDAConfig, KDAModel, KDAForCausalLM))
+_MODELS.append((GSAConfig, GSAModel, GSAForCausalLM))
+_MODELS.append((ABCConfig, ABCModel, ABCForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -59,3 +63,5 @@ __all__ += ["Mamba2Config", "Mamba2ForCausalLM", "Mamba2Model"]
 __all__ += ["ForgettingTransformerConfig", "ForgettingTransformerForCausalLM", "ForgettingTransformerModel"]
 __all__ += ["RWKV6Config", "RWKV6ForCausalLM", "RWKV6Model"]
 __all__ += ["KDAConfig", "KDAForCausalLM", "KDAModel"]
+__all__ += ["GSAConfig", "GSAForCausalLM", "GSAModel"]
+__all__ += ["ABCConfig", "ABCForCausalLM", "ABCModel"]

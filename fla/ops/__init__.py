@@ -1,10 +1,12 @@
 """Token-mixing ops: one folder per op family (chunk, fused_recurrent, naive)."""
 
 from fla.ops.attn import attn_decoding_one_step, parallel_attn
+from fla.ops.abc import chunk_abc, fused_recurrent_abc
 from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
 from fla.ops.forgetting_attn import parallel_forgetting_attn
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
+from fla.ops.gsa import chunk_gsa, fused_recurrent_gsa
 from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
 from fla.ops.kda import chunk_kda, fused_recurrent_kda
 from fla.ops.lightnet import chunk_lightnet, fused_recurrent_lightnet
@@ -44,3 +46,4 @@ __all__ = [
     "fused_recurrent_simple_gla",
 ]
 __all__ += ["chunk_rwkv6", "fused_recurrent_rwkv6"]
+__all__ += ["chunk_gsa", "fused_recurrent_gsa", "chunk_abc", "fused_recurrent_abc"]

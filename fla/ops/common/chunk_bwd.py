@@ -16,6 +16,9 @@ last row, the decay of the carried state ``exp(G_L) sum(h * dh) + sum_j k_j . dk
 reverse cumsum over the sequence then adds up every row's rounding error: measured on the gated delta rule,
 ``dg`` error 0.18 at T=8192 in bf16 against 0.06 allowed; the chunk-local form adds 64 rows.)
 Vector gates pass ``A`` (to the dv stage) and the intra-chunk ``dq``/``dk`` (to the dqkg stage).
+A value-side gate ``gv [B, T, H, V]`` (GSA's first pass, :mod:`fla.ops.common.chunk_gv`) passes its
+intra-chunk ``dA`` (``sum_v do_iv v_jv exp(G_iv - G_jv)``, causal, unscaled) to the dqkg stage, which then
+forms ``dq = scale * ((do * exp(G)) h^T + dA k)`` and ``dk = (v * exp(G_L - G)) dh^T + scale * dA^T q``.
 """
 
 from __future__ import annotations
@@ -121,10 +124,19 @@ def chunk_dv_bwd_kernel(
 
 
 @lean_launch
-@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_GQ="gq", STORE_DG="dg", STORE_DW="dw", IS_VARLEN="cu_seqlens")
+@given_heuristics(
+    **SCALAR_GATE_FLAGS,
+    USE_GK="gk",
+    USE_GQ="gq",
+    USE_GV="gv",
+    USE_DA="dA",
+    STORE_DG="dg",
+    STORE_DW="dw",
+    IS_VARLEN="cu_seqlens",
+)
 @triton.autotune(
     configs=autotune_configs(),
-    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_GQ", "STORE_DG", "STORE_DW", "DOT_PRECISION"],
+    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_GQ", "USE_GV", "STORE_DG", "STORE_DW", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_dqkg_bwd_kernel(
@@ -136,6 +148,8 @@ def chunk_dqkg_bwd_kernel(
     g_gamma,
     gk,
     gq,
+    gv,
+    dA,
     do,
     dh,
     dq_intra,
@@ -160,6 +174,8 @@ def chunk_dqkg_bwd_kernel(
     HAS_G: tl.constexpr,
     USE_GK: tl.constexpr,
     USE_GQ: tl.constexpr,
+    USE_GV: tl.constexpr,
+    USE_DA: tl.constexpr,
     STORE_DG: tl.constexpr,
     STORE_DW: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -195,14 +211,21 @@ def chunk_dqkg_bwd_kernel(
         m_vk = m_k[None, :] & m_v[:, None]
         b_ht = tl.load(h + p_state + o_vk, mask=m_vk, other=0.0)  # [BV, BK]
         b_dht = tl.load(dh + p_state + o_vk, mask=m_vk, other=0.0)  # [BV, BK]
-        b_dq += tl.dot(b_do, b_ht.to(b_do.dtype), input_precision=DOT_PRECISION)
-        b_dk += tl.dot(b_v, b_dht.to(b_v.dtype), input_precision=DOT_PRECISION)
+        if USE_GV:  # column-wise decays of the inter-chunk terms
+            b_gv = tl.load(gv + o_tv, mask=m_tv, other=0.0)  # [BT, BV]
+            b_gvl = tl.load(gv + ((bos + i_last) * H + i_h) * V + o_v, mask=m_v, other=0.0)  # [BV]
+            b_dog = (b_do * tl.exp(b_gv)).to(b_do.dtype)
+            b_vg = (b_v * tl.exp(tl.where(m_tv, b_gvl[None, :] - b_gv, 0.0))).to(b_v.dtype)
+        else:
+            b_dog, b_vg = b_do, b_v
+        b_dq += tl.dot(b_dog, b_ht.to(b_do.dtype), input_precision=DOT_PRECISION)
+        b_dk += tl.dot(b_vg, b_dht.to(b_v.dtype), input_precision=DOT_PRECISION)
         if STORE_DG:
             b_hdh += tl.sum(b_ht.to(tl.float32) * b_dht.to(tl.float32), axis=0)
         if STORE_DW:
             b_dv = tl.load(dv + o_tv, mask=m_tv, other=0.0)  # [BT, BV]
             b_dw += tl.dot(b_dv, b_ht.to(b_dv.dtype), input_precision=DOT_PRECISION)
-        if not USE_GK:
+        if not USE_GK and not USE_DA:
             # transposes of loaded tiles (as the WY stage takes them), not of a dot result
             b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION)
             b_dAt += tl.dot(b_v, tl.trans(b_do), input_precision=DOT_PRECISION)
@@ -231,6 +254,9 @@ def chunk_dqkg_bwd_kernel(
     else:
         m_A = (o_i[:, None] >= o_i[None, :]) & m_t[:, None]  # [BT(i), BT(j)] causal
         m_At = (o_i[:, None] <= o_i[None, :]) & m_t[None, :]  # [BT(j), BT(i)] the same, transposed
+        if USE_DA:  # given (value-side gates): dA [BT(i), BT(j)] and its transpose, loaded
+            b_dA = tl.load(dA + ((bos + o_t[:, None]) * H + i_h) * BT + o_i[None, :], mask=m_t[:, None], other=0.0)
+            b_dAt = tl.load(dA + ((bos + o_t[None, :]) * H + i_h) * BT + o_i[:, None], mask=m_t[None, :], other=0.0)
         if USE_G:
             b_g, b_gl = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, HAS_G)
             b_dA *= tl.exp(tl.where(m_A, b_g[:, None] - b_g[None, :], float("-inf")))
@@ -305,6 +331,8 @@ def chunk_bwd_dqkg(
     dg_dtype: torch.dtype = torch.float32,
     g_gamma: torch.Tensor | None = None,
     gq: torch.Tensor | None = None,
+    gv: torch.Tensor | None = None,
+    dA: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``dq``, ``dk`` (input dtypes) and the gate gradient.
 
@@ -318,11 +346,34 @@ def chunk_bwd_dqkg(
         g_gamma: ``[H]`` constant log decay without ``g`` (no gradient), as in :func:`.chunk_h.chunk_fwd_h`.
         gq: ``[B, T, H, K]`` the queries' own gate cumsum (with ``gk``; RWKV6: the exclusive cumsum
             ``G - g``): ``dq``'s state part is scaled by ``exp(gq)``, and ``dg`` includes ``gq``'s path.
+        gv: ``[B, T, H, V]`` chunk-local cumsum of value-side log gates, with dA: ``[B, T, H, BT]`` float32
+            its intra-chunk scores gradient (see the module docstring); no ``want_dg`` with them (the
+            value-side gate's gradient is :func:`fla.ops.common.chunk_gv.chunk_gv_bwd_dvg`'s).
     """
     if gq is not None and gk is None:
         raise ValueError("gq (the queries' gate) needs the vector gate gk")
+    if (gv is None) != (dA is None) or (gv is not None and (want_dg or g is not None or gk is not None)):
+        raise ValueError("chunk_bwd_dqkg: gv needs dA (and neither g, gk nor want_dg), dA needs gv")
     dq, dk, _, dg = _launch_dqkg(
-        q, k, v, h, do, dh, None, layout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma, gq=gq
+        q,
+        k,
+        v,
+        h,
+        do,
+        dh,
+        None,
+        layout,
+        scale,
+        g,
+        gk,
+        dq_intra,
+        dk_intra,
+        want_dg,
+        dg_dtype,
+        g_gamma,
+        gq=gq,
+        gv=gv,
+        dA=dA,
     )
     return dq, dk, dg
 
@@ -362,7 +413,7 @@ def chunk_bwd_dqkwg(
 
 def _launch_dqkg(
     q, k, v, h, do, dh, dv, layout: ChunkLayout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma,
-    sum_dg=True, gq=None,
+    sum_dg=True, gq=None, gv=None, dA=None,
 ):  # fmt: skip
     if want_dg and g is None and gk is None:
         raise ValueError("want_dg needs the gates (g or gk)")
@@ -380,7 +431,7 @@ def _launch_dqkg(
             dg = empty(NK, B, T, H, dtype=torch.float32, device=q.device)
     grid = (NK, layout.row_chunks, B * H)
     chunk_dqkg_bwd_kernel[grid](
-        q, k, v, h, g, g_gamma, gk, gq, do, dh, dq_intra, dk_intra, dv, dq, dk, dw, dg, layout.cu_seqlens,
+        q, k, v, h, g, g_gamma, gk, gq, gv, dA, do, dh, dq_intra, dk_intra, dv, dq, dk, dw, dg, layout.cu_seqlens,
         layout.chunk_indices, scale, T, H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV,
         DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip

@@ -141,6 +141,71 @@ def chunk_gated_torch_op(
     return o.to(v.dtype), ht if output_final_state else None
 
 
+def chunk_value_gated_torch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gv: torch.Tensor,
+    scale: float,
+    initial_state: torch.Tensor | None = None,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_size: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunked linear attention with a value-side gate: ``S_t = S_{t-1} diag(exp(gv_t)) + k_t^T v_t``,
+    ``o_t = scale * q_t S_t``. Per chunk (``G`` the chunk-local cumsum of ``gv``)::
+
+        o_i = scale * (q_i S) * exp(G_i) + scale * sum_{j <= i} (q_i . k_j) v_j * exp(G_i - G_j)
+        S'  = S * exp(G_L) + k^T (v * exp(G_L - G))
+
+    Args:
+        q, k: ``[B, T, H, K]``; v, gv: ``[B, T, H, V]``; initial_state: ``[N, H, K, V]``; cu_seqlens ``[N+1]``.
+    Returns:
+        ``o`` ``[B, T, H, V]`` and the final state ``[N, H, K, V]`` (float32, float64 for float64 inputs).
+    """
+    if cu_seqlens is not None:
+        pad = lambda x: pad_sequences(x, cu_seqlens)
+        o, ht = chunk_value_gated_torch(pad(q), pad(k), pad(v), pad(gv), scale, initial_state, None, chunk_size)
+        return unpad_sequences(o, cu_seqlens), ht
+
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    bt = chunk_size
+    nt = max(1, -(-T // bt))
+    q, k, v, gv = (_chunks(F.pad(x, (0, 0, 0, 0, 0, nt * bt - T)), bt, dtype) for x in (q, k, v, gv))
+    causal = torch.ones(bt, bt, dtype=torch.bool, device=q.device).tril()
+    G = gv.cumsum(-2)  # [B, H, NT, BT, V]
+    decay = (G[..., :, None, :] - G[..., None, :, :]).masked_fill(~causal[..., None], float("-inf")).exp()
+    A = (q @ k.transpose(-1, -2)).masked_fill(~causal, 0.0)  # [B, H, NT, BT, BT]
+    o = scale * torch.einsum("...ij,...ijv,...jv->...iv", A, decay, v)
+    v_inter, state_decay = v * (G[..., -1:, :] - G).exp(), G[..., -1, None, :].exp()  # [.., BT, V], [.., 1, V]
+
+    S = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
+    inter = []
+    for c in range(nt):
+        inter.append((q[:, :, c] @ S) * G[:, :, c].exp())
+        S = S * state_decay[:, :, c] + k[:, :, c].transpose(-1, -2) @ v_inter[:, :, c]
+    o = o + scale * torch.stack(inter, 2)
+    o = o.reshape(B, H, nt * bt, V)[:, :, :T].movedim(1, 2)
+    return o, S
+
+
+def chunk_value_gated_torch_op(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    gv: torch.Tensor,
+    scale: float | None,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    cu_seqlens: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The PyTorch path of :func:`fla.ops.common.chunk_gv.chunk_value_gated` (same arguments): ``o`` in
+    ``v.dtype`` and the final state or ``None``."""
+    o, ht = chunk_value_gated_torch(q, k, v, gv, default_scale(scale, k), initial_state, cu_seqlens)
+    return o.to(v.dtype), ht if output_final_state else None
+
+
 # the delta-rule family: the WY form
 
 

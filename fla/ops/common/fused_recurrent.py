@@ -10,7 +10,8 @@ With a bonus ``u [H, K]`` (RWKV6) the output reads the state before the step plu
 weighted by ``u``: ``o_t = scale * q_t (S_{t-1} + diag(u) k_t^T v_t)``.
 
 Every gate is optional. The backward reuses the chunk pipeline (same math, recomputed from the
-inputs), so short sequences can train through this path too; ``gv`` has no backward.
+inputs), so short sequences can train through this path too; with ``gv`` (alone: no other gate) it is
+the value-gated pipeline's (:mod:`fla.ops.common.chunk_gv`), which also needs the output ``o``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.chunk import chunk_gated_grads, chunk_layout
+from fla.ops.common.chunk import cast_like, chunk_gated_grads, chunk_layout
+from fla.ops.common.chunk_gv import chunk_gv_bwd
 from fla.ops.common.indexing import state_block, token_bounds
 from fla.ops.common.inputs import prepare_gated_call
 from fla.ops.common.recurrent_torch import recurrent_gated_torch_op
@@ -153,15 +155,27 @@ class FusedRecurrentFunction(torch.autograd.Function):
     @contiguous
     def forward(ctx, q, k, v, g, g_gamma, gk, gv, scale, initial_state, output_final_state, cu_seqlens):
         o, ht = fused_recurrent_fwd(q, k, v, g, g_gamma, gk, gv, scale, initial_state, output_final_state, cu_seqlens)
-        ctx.save_for_backward(q, k, v, g, g_gamma, gk, initial_state, cu_seqlens)
-        ctx.scale, ctx.has_gv = scale, gv is not None
+        ctx.has_gv = gv is not None
+        ctx.gv_only = ctx.has_gv and g is None and g_gamma is None and gk is None
+        if ctx.gv_only:
+            ctx.save_for_backward(q, k, v, gv, o, initial_state, cu_seqlens)
+        else:
+            ctx.save_for_backward(q, k, v, g, g_gamma, gk, initial_state, cu_seqlens)
+        ctx.scale = scale
         return o, ht
 
     @staticmethod
     @contiguous
     def backward(ctx, do, dht):
+        if ctx.gv_only:
+            q, k, v, gv, o, initial_state, cu_seqlens = ctx.saved_tensors
+            want_dh0 = initial_state is not None and ctx.needs_input_grad[8]
+            dq, dk, dv, dgv, dh0 = chunk_gv_bwd(
+                q, k, v, gv, o, ctx.scale, initial_state, do, dht, chunk_layout(q, cu_seqlens), want_dh0
+            )
+            return dq, dk, dv, None, None, None, dgv, None, cast_like(dh0, initial_state), None, None
         if ctx.has_gv:
-            raise NotImplementedError("the fused recurrent ops have no backward with gv (value-dim gates)")
+            raise NotImplementedError("the fused recurrent ops have no backward with gv and other gates together")
         q, k, v, g, g_gamma, gk, initial_state, cu_seqlens = ctx.saved_tensors
         wants = ctx.needs_input_grad
         dq, dk, dv, dg, dgk, dh0 = chunk_gated_grads(

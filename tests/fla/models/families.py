@@ -275,6 +275,34 @@ FAMILIES = [
         },
         name_only={
             "no_bias_tied": dict(norm_bias=False, tie_word_embeddings=True, expand_v=2, intermediate_size=None),
+    ),
+    Family(
+        "gsa",
+        dict(tiny=8.7, **{"340M": 380.2, "1.3B": 1376.9}),
+        tiny=dict(SMALL, num_slots=8),
+        variants={
+            "plain": {},
+            "conv_gqa_t2r": dict(use_short_conv=True, conv_size=3, num_kv_heads=2, feature_map="t2r"),
+            "hybrid": dict(HYBRID, feature_map="relu", gate_logit_normalizer=4, num_slots=6, fuse_norm=False),
+        },
+        name_only={
+            "default_slots_tied": dict(
+                num_slots=None, expand_k=0.5, tie_word_embeddings=True, elementwise_affine=False
+            ),
+        },
+        slow_triton=True,
+    ),
+    Family(
+        "abc",
+        dict(tiny=8.7, **{"340M": 380.2, "1.3B": 1376.9}),
+        tiny=dict(SMALL, num_heads=2, num_slots=6),
+        variants={
+            "plain": {},
+            "conv_no_rope": dict(use_short_conv=True, conv_size=3, use_rope=False, clamp_min=None, clamp_max=4.0),
+            "hybrid": dict(HYBRID, fuse_norm=False),
+        },
+        name_only={
+            "default_slots_tied": dict(num_slots=None, expand_v=2, tie_word_embeddings=True, elementwise_affine=False),
         },
         bad_heads=(dict(num_heads=5), "key dim 36 is not a multiple of num_heads=5"),
         slow_triton=True,
