@@ -9,6 +9,7 @@ from fla.layers.hgrn import HGRNAttention
 from fla.layers.hgrn2 import HGRN2Attention
 from fla.layers.lightnet import LightNetAttention
 from fla.layers.linear_attn import LinearAttention
+from fla.layers.mamba import Mamba
 from fla.layers.multiscale_retention import MultiScaleRetention
 from fla.layers.rebased import ReBasedLinearAttention
 from fla.layers.rodimus import RodimusAttention, SlidingWindowSharedKeyAttention
@@ -22,3 +23,4 @@ __all__ += ["BasedLinearAttention", "ReBasedLinearAttention"]
 __all__ += ["HGRNAttention"]
 __all__ += ["LightNetAttention"]
 __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
+__all__ += ["Mamba"]

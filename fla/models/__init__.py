@@ -10,8 +10,10 @@ from fla.models.hgrn import HGRNConfig, HGRNForCausalLM, HGRNModel
 from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
 from fla.models.lightnet import LightNetConfig, LightNetForCausalLM, LightNetModel
 from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
+from fla.models.mamba import MambaConfig, MambaForCausalLM, MambaModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
+from fla.models.samba import SambaConfig, SambaForCausalLM, SambaModel
 from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
 
 _MODELS = [(TransformerConfig, TransformerModel, TransformerForCausalLM)]
@@ -24,6 +26,8 @@ _MODELS.append((HGRN2Config, HGRN2Model, HGRN2ForCausalLM))
 _MODELS.append((HGRNConfig, HGRNModel, HGRNForCausalLM))
 _MODELS.append((LightNetConfig, LightNetModel, LightNetForCausalLM))
 _MODELS.append((RodimusConfig, RodimusModel, RodimusForCausalLM))
+_MODELS.append((MambaConfig, MambaModel, MambaForCausalLM))
+_MODELS.append((SambaConfig, SambaModel, SambaForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -40,3 +44,5 @@ __all__ += ["HGRN2Config", "HGRN2ForCausalLM", "HGRN2Model"]
 __all__ += ["HGRNConfig", "HGRNForCausalLM", "HGRNModel"]
 __all__ += ["LightNetConfig", "LightNetForCausalLM", "LightNetModel"]
 __all__ += ["RodimusConfig", "RodimusForCausalLM", "RodimusModel"]
+__all__ += ["MambaConfig", "MambaForCausalLM", "MambaModel"]
+__all__ += ["SambaConfig", "SambaForCausalLM", "SambaModel"]

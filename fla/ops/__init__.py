@@ -7,6 +7,7 @@ from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
 from fla.ops.lightnet import chunk_lightnet, fused_recurrent_lightnet
 from fla.ops.lightning_attn import chunk_lightning_attn, fused_recurrent_lightning_attn
 from fla.ops.linear_attn import chunk_linear_attn, fused_chunk_linear_attn, fused_recurrent_linear_attn
+from fla.ops.mamba import chunk_selective_scan, fused_recurrent_selective_scan, selective_scan_fn
 from fla.ops.retention import chunk_retention, fused_recurrent_retention
 from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
@@ -19,6 +20,7 @@ __all__ = [
     "chunk_lightnet",
     "chunk_linear_attn",
     "chunk_retention",
+    "chunk_selective_scan",
     "chunk_simple_gla",
     "fused_chunk_linear_attn",
     "fused_recurrent_delta_rule",
@@ -29,5 +31,7 @@ __all__ = [
     "fused_recurrent_lightnet",
     "fused_recurrent_linear_attn",
     "fused_recurrent_retention",
+    "fused_recurrent_selective_scan",
     "fused_recurrent_simple_gla",
 ]
+__all__ += ["selective_scan_fn"]

@@ -47,6 +47,7 @@ class Family:
     bad_heads: tuple[dict, str] = (dict(num_kv_heads=3), "is not a multiple of num_kv_heads")  # fields, error
     recurrent: bool = True  # a chunk (training) and a fused_recurrent (decoding) op: train == eval logits
     slow_triton: bool = False  # the Triton-interpreter check takes > 10 s: mark it slow
+    mixer_fields: tuple[str, ...] = ("attn", "attn_mode")  # config fields the error checks try (Mamba has neither)
 
     def __str__(self) -> str:
         return self.model_type
@@ -223,6 +224,34 @@ FAMILIES = [
             ),
         },
         bad_heads=(dict(ska_attn={"num_heads": 5}), "hidden_size=72 is not a multiple of ska_attn.num_heads=5"),
+    ),
+]
+MAMBA_TINY = dict(hidden_size=72, num_hidden_layers=2, intermediate_size=96)  # no heads: one scan per channel
+FAMILIES += [
+    Family(
+        "mamba",
+        dict(tiny=8.4, **{"340M": 385.6, "1.3B": 1400.3}),
+        tiny=MAMBA_TINY,
+        variants={
+            "plain": {},
+            "fp32_residual_biases": dict(
+                residual_in_fp32=True, use_bias=True, state_size=5, conv_kernel=3, dt_init_scheme="constant"
+            ),
+        },
+        name_only={"tied_unfused": dict(tie_word_embeddings=True, fuse_norm=False, dt_rank=7, use_conv_bias=False)},
+        bad_heads=(dict(state_size=65), "state_size=65 must be an int in 1 .. 64"),
+        mixer_fields=(),
+        slow_triton=True,
+    ),
+    Family(
+        "samba",
+        dict(tiny=8.8, **{"340M": 403.5, "1.3B": 1367.8}),
+        # attention first: the one-layer Triton check then runs attention, Mamba's Triton path is the mamba entry's
+        tiny=dict(MAMBA_TINY, attn={"layers": [0], "num_heads": 4, "num_kv_heads": 2, "window_size": 8}),
+        variants={"plain": {}, "no_attn_unfused": dict(attn=None, fuse_norm=False, use_bias=True, state_size=4)},
+        name_only={"tied_rank": dict(tie_word_embeddings=True, time_step_rank=3, use_conv_bias=False)},
+        bad_heads=(dict(attn={"layers": [1], "num_heads": 5}), "hidden_size=72 is not a multiple of num_heads=5"),
+        mixer_fields=("attn",),
     ),
 ]
 BY_TYPE = {f.model_type: f for f in FAMILIES}
