@@ -23,17 +23,16 @@ from fla.models.mamba.configuration_mamba import MambaConfig
 from fla.models.modeling_utils import FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_norm
 
 
-def build_mamba_mixer(config, layer_idx: int, **dt_init) -> Mamba:
-    """The Mamba mixer of a Mamba / Samba config (``dt_init``: the config's step-size init fields)."""
+def build_mamba_mixer(config, layer_idx: int, **options) -> Mamba:
+    """The Mamba mixer of a Mamba / Samba config (``options``: the config's step-size init fields, ...)."""
     return Mamba(
         hidden_size=config.hidden_size,
         state_size=config.state_size,
         conv_kernel=config.conv_kernel,
-        use_conv_bias=config.use_conv_bias,
         intermediate_size=config.intermediate_size,
         use_bias=config.use_bias,
         layer_idx=layer_idx,
-        **dt_init,
+        **options,
     )
 
 
@@ -49,7 +48,7 @@ class MambaBlock(GradientCheckpointingLayer):
         self.mixer = build_mamba_mixer(
             config, layer_idx, dt_rank=config.dt_rank, dt_min=config.dt_min, dt_max=config.dt_max,
             dt_init=config.dt_init_scheme, dt_scale=config.dt_scale, dt_init_floor=config.dt_init_floor,
-            hidden_act=config.hidden_act,
+            hidden_act=config.hidden_act, use_conv_bias=config.use_conv_bias,
         )  # fmt: skip
 
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, past_key_values=None, use_cache=False,

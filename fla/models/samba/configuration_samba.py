@@ -28,7 +28,8 @@ class SambaConfig(FLAConfig):
     ``time_step_scale`` / ``_min`` / ``_max`` / ``_init_scheme`` / ``time_step_floor`` (the step-size init);
     the shared ones (``hidden_ratio`` / ``hidden_act`` of the SwiGLU MLP, ``attn`` for the sliding-window
     attention layers: by default fla's, every odd layer with 18 heads and a 2048-token window).
-    ``residual_in_fp32`` and ``rescale_prenorm_residual`` are kept as fla has them.
+    ``residual_in_fp32`` and ``use_conv_bias`` are stored but, as in fla, not read (the mixer's convolution always
+    has a bias); ``rescale_prenorm_residual`` scales ``out_proj`` at init.
     """
 
     model_type = "samba"

@@ -22,6 +22,8 @@ class SambaBlock(GradientCheckpointingLayer):
     """``h = x + mixer(mixer_norm(x))``; ``out = h + mlp(mlp_norm(h))`` (fused residual + norm with ``fuse_norm``).
 
     The MLP's width comes from ``hidden_ratio`` (the config's ``intermediate_size`` is the mixer's, as in fla).
+    As in fla 0.6.0, the Mamba mixer's convolution always has a bias (``use_conv_bias`` is not read) and its
+    activation is SiLU (``hidden_act`` is the MLP's).
     """
 
     def __init__(self, config: SambaConfig, layer_idx: int):
@@ -34,7 +36,7 @@ class SambaBlock(GradientCheckpointingLayer):
             self.mixer = build_mamba_mixer(
                 config, layer_idx, dt_rank=config.time_step_rank, dt_min=config.time_step_min,
                 dt_max=config.time_step_max, dt_init=config.time_step_init_scheme, dt_scale=config.time_step_scale,
-                dt_init_floor=config.time_step_floor,
+                dt_init_floor=config.time_step_floor, use_conv_bias=True,
             )  # fmt: skip
         self.mlp_norm = build_norm(config)
         self.mlp = GatedMLP(
