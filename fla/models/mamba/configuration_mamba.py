@@ -70,7 +70,9 @@ class MambaConfig(FLAConfig):
     def check_fields(self) -> None:
         """The shared checks, then the SSM's sizes, the conv activation and the dt init scheme."""
         super().check_fields()
-        check_mamba_sizes(type(self).__name__, self.state_size, self.conv_kernel, self.intermediate_size, self.hidden_act)
+        check_mamba_sizes(
+            type(self).__name__, self.state_size, self.conv_kernel, self.intermediate_size, self.hidden_act
+        )
         check_choice(self, "dt_init_scheme", DT_INITS)
 
 

@@ -25,8 +25,9 @@ BASE = dict(hidden_size=64, num_hidden_layers=2, vocab_size=97, fuse_cross_entro
 
 
 def _torch_kernels_for_fla060() -> None:
-    import fla.modules.activations as act
     import fla.modules.layernorm as ln
+
+    import fla.modules.activations as act
     import fla.modules.mlp as mlp
 
     def rms_norm(self, x, residual=None, prenorm=False, residual_in_fp32=False):

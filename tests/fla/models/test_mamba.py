@@ -56,7 +56,10 @@ def test_auto_classes_build_ours_not_transformers_mamba():
     model = AutoModelForCausalLM.from_config(config)
     assert type(model) is MambaForCausalLM and not isinstance(model, transformers.MambaForCausalLM)
     assert type(AutoModel.from_config(config)) is MambaModel
-    assert type(AutoModelForCausalLM.from_config(AutoConfig.for_model("samba", hidden_size=36, num_hidden_layers=2))) is SambaForCausalLM
+    assert (
+        type(AutoModelForCausalLM.from_config(AutoConfig.for_model("samba", hidden_size=36, num_hidden_layers=2)))
+        is SambaForCausalLM
+    )
 
 
 def _written_out(layer: Mamba, x: torch.Tensor) -> torch.Tensor:
