@@ -47,9 +47,9 @@ def state_block(Ds: int) -> int:
     return max(4, next_power_of_2(Ds))
 
 
-def channel_block(Di: int, BS: int, BT: int = CHUNK_SIZE) -> int:
-    """``BD``: channels per program so that a ``[BT, BD, BS]`` tile stays within :data:`TILE`."""
-    return max(1, min(next_power_of_2(Di), TILE // (BT * BS), 32))
+def channel_block(Di: int, BS: int, BT: int = CHUNK_SIZE, tile: int = TILE) -> int:
+    """``BD``: channels per program so that a ``[BT, BD, BS]`` tile stays within ``tile`` elements."""
+    return max(1, min(next_power_of_2(Di), tile // (BT * BS), 32))
 
 
 @triton.jit
@@ -425,7 +425,7 @@ def chunk_selective_scan_bwd(x, dt, A, Bm, Cm, h_in, dy, dht, want_dh0, layout):
     Bsz, T, Di, Ds, BS = _sizes(x, A)
     local, dt_sum = _local_states(dy, dt, A, Cm, layout, Di, Ds, BS, reverse=True)
     dh_in, dh0 = _carry(local, dt_sum, A, dt, dht, want_dh0, layout, Di, Ds, BS, True, torch.float32)
-    BD = channel_block(Di, BS, layout.chunk_size)
+    BD = channel_block(Di, BS, layout.chunk_size, TILE // 2)  # ~8 tiles live in this kernel: half-size ones
     ND = cdiv(Di, BD)
     dx = empty(Bsz, T, Di, dtype=torch.float32, device=x.device)
     ddt = empty(Bsz, T, Di, dtype=torch.float32, device=x.device)

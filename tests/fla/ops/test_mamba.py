@@ -77,13 +77,13 @@ def test_naive_matches_written_out_loop():
     assert_close("ht", ref_ht, ht, tol(torch.float64))
 
 
-@pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("T, Di, Ds", [(1, 6, 3), (63, 10, 16), (100, 20, 64)])
-def test_torch_path_float64(op, T, Di, Ds):
-    _check(op, "torch", _inputs(2, T, Di, Ds, torch.float64, num_states=2), tol(torch.float64))
+def test_torch_path_float64(T, Di, Ds):
+    # both ops run the same PyTorch path on CPU / for float64
+    _check(chunk_selective_scan, "torch", _inputs(2, T, Di, Ds, torch.float64, num_states=2), tol(torch.float64))
 
 
-@pytest.mark.parametrize("T, Di, Ds", [(63, 6, 3), (40, 3, 5)])
+@pytest.mark.parametrize("T, Di, Ds", [(63, 6, 3)])
 def test_triton_float32(T, Di, Ds):
     _check(chunk_selective_scan, "triton", _inputs(2, T, Di, Ds, torch.float32, num_states=2), tol(torch.float32, 2))
 
@@ -98,7 +98,7 @@ def test_triton_no_gate_no_initial_state():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("T, Di, Ds", [(100, 20, 16), (130, 36, 64)])
+@pytest.mark.parametrize("T, Di, Ds", [(100, 20, 16), (70, 5, 64), (40, 3, 5)])
 def test_triton_float32_wide(T, Di, Ds):
     _check(chunk_selective_scan, "triton", _inputs(2, T, Di, Ds, torch.float32, num_states=2), tol(torch.float32, 2))
 
