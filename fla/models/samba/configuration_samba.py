@@ -34,6 +34,21 @@ class SambaConfig(FLAConfig):
 
     model_type = "samba"
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """As :meth:`PreTrainedConfig.from_dict`; a config.json that older fla wrote for a model shallower than
+        18 layers holds the full default ``attn`` (layers up to 17): it is cut to the depth, as fla 0.6.0 does."""
+        attn = config_dict.get("attn")
+        if (
+            "transformers_version" in config_dict
+            and isinstance(attn, dict)
+            and attn.keys() == DEFAULT_ATTN.keys()
+            and all(tuple(v) == DEFAULT_ATTN[k] if k == "layers" else v == DEFAULT_ATTN[k] for k, v in attn.items())
+        ):
+            depth = config_dict.get("num_hidden_layers", 18)
+            config_dict = {**config_dict, "attn": {**attn, "layers": [i for i in attn["layers"] if i < depth]}}
+        return super().from_dict(config_dict, **kwargs)
+
     def __init__(
         self,
         *,

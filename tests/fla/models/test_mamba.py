@@ -2,6 +2,7 @@
 transformers' own Mamba, FLOPs, TP refusal); the model-level checks every family passes are in
 test_conformance.py."""
 
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,19 @@ def test_config_defaults_are_fla060():
     assert samba.attn["layers"] == [1, 3, 5, 7, 9, 11, 13, 15, 17] and samba.attn["window_size"] == 2048
     assert SambaConfig(num_hidden_layers=4).attn["layers"] == [1, 3]  # fla cuts its default to the depth
     assert SambaConfig(attn=None).attn is None
+
+
+def test_samba_legacy_default_attn_is_cut_to_the_depth(tmp_path):
+    """Older fla saved Samba's full default attn (layers up to 17) whatever the depth; it loads cut to the depth."""
+    legacy = {"model_type": "samba", "transformers_version": "4.50.0", "hidden_size": 72, "num_hidden_layers": 4,
+              "attn": {"layers": [1, 3, 5, 7, 9, 11, 13, 15, 17], "num_heads": 18, "num_kv_heads": 18,
+                       "qkv_bias": False, "window_size": 2048, "rope_theta": 10000.0}}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(legacy))
+    assert AutoConfig.from_pretrained(tmp_path).attn["layers"] == [1, 3]
+    legacy["attn"]["num_heads"] = 4  # not fla's default: validated as written
+    (tmp_path / "config.json").write_text(json.dumps(legacy))
+    with pytest.raises(ValueError, match=r"attn\['layers'\] has indices \[5, 7, 9, 11, 13, 15, 17\]"):
+        AutoConfig.from_pretrained(tmp_path)
 
 
 def test_auto_classes_build_ours_not_transformers_mamba():
