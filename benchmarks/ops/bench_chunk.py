@@ -35,8 +35,6 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
-from benchmarks.report import emit
-
 SHAPE = {"B": 4, "H": 16, "D": 128}
 SEQ_LENS = (2048, 4096, 8192)
 COLUMNS = ("op", "impl", "T", "fwd_ms", "fwdbwd_ms")
@@ -260,6 +258,8 @@ def main() -> None:
     rows = rows_for("ours", args.T, args.ops) + (sdpa_rows(args.T) if not args.ops else [])
     if args.fla_path:
         rows += fla_rows(args.fla_path, args.T, args.ops)
+    from benchmarks.report import emit  # here, not at module level: the fla worker runs outside the repository
+
     rows.sort(key=lambda r: (r["op"], r["T"], r["impl"]))
     table = to_markdown(rows, "python -m benchmarks.ops.bench_chunk " + " ".join(sys.argv[1:]))
     emit(table, args.out)

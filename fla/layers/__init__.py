@@ -3,6 +3,7 @@
 from fla.layers.attn import Attention
 from fla.layers.based import BasedLinearAttention
 from fla.layers.delta_net import DeltaNet
+from fla.layers.forgetting_attn import ForgettingAttention
 from fla.layers.gated_deltanet import GatedDeltaNet
 from fla.layers.gla import GatedLinearAttention
 from fla.layers.hgrn import HGRNAttention
@@ -10,6 +11,8 @@ from fla.layers.hgrn2 import HGRN2Attention
 from fla.layers.lightnet import LightNetAttention
 from fla.layers.linear_attn import LinearAttention
 from fla.layers.mamba import Mamba
+from fla.layers.mamba2 import Mamba2
+from fla.layers.mla import MultiheadLatentAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
 from fla.layers.rebased import ReBasedLinearAttention
 from fla.layers.rodimus import RodimusAttention, SlidingWindowSharedKeyAttention
@@ -24,3 +27,6 @@ __all__ += ["HGRNAttention"]
 __all__ += ["LightNetAttention"]
 __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
 __all__ += ["Mamba"]
+__all__ += ["MultiheadLatentAttention"]
+__all__ += ["Mamba2"]
+__all__ += ["ForgettingAttention"]

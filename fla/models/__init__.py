@@ -4,6 +4,11 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from fla.models.cache import FLACache
 from fla.models.delta_net import DeltaNetConfig, DeltaNetForCausalLM, DeltaNetModel
+from fla.models.forgetting_transformer import (
+    ForgettingTransformerConfig,
+    ForgettingTransformerForCausalLM,
+    ForgettingTransformerModel,
+)
 from fla.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausalLM, GatedDeltaNetModel
 from fla.models.gla import GLAConfig, GLAForCausalLM, GLAModel
 from fla.models.hgrn import HGRNConfig, HGRNForCausalLM, HGRNModel
@@ -11,6 +16,8 @@ from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
 from fla.models.lightnet import LightNetConfig, LightNetForCausalLM, LightNetModel
 from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
 from fla.models.mamba import MambaConfig, MambaForCausalLM, MambaModel
+from fla.models.mamba2 import Mamba2Config, Mamba2ForCausalLM, Mamba2Model
+from fla.models.mla import MLAConfig, MLAForCausalLM, MLAModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
 from fla.models.samba import SambaConfig, SambaForCausalLM, SambaModel
@@ -28,6 +35,9 @@ _MODELS.append((LightNetConfig, LightNetModel, LightNetForCausalLM))
 _MODELS.append((RodimusConfig, RodimusModel, RodimusForCausalLM))
 _MODELS.append((MambaConfig, MambaModel, MambaForCausalLM))
 _MODELS.append((SambaConfig, SambaModel, SambaForCausalLM))
+_MODELS.append((MLAConfig, MLAModel, MLAForCausalLM))
+_MODELS.append((Mamba2Config, Mamba2Model, Mamba2ForCausalLM))
+_MODELS.append((ForgettingTransformerConfig, ForgettingTransformerModel, ForgettingTransformerForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -46,3 +56,6 @@ __all__ += ["LightNetConfig", "LightNetForCausalLM", "LightNetModel"]
 __all__ += ["RodimusConfig", "RodimusForCausalLM", "RodimusModel"]
 __all__ += ["MambaConfig", "MambaForCausalLM", "MambaModel"]
 __all__ += ["SambaConfig", "SambaForCausalLM", "SambaModel"]
+__all__ += ["MLAConfig", "MLAForCausalLM", "MLAModel"]
+__all__ += ["Mamba2Config", "Mamba2ForCausalLM", "Mamba2Model"]
+__all__ += ["ForgettingTransformerConfig", "ForgettingTransformerForCausalLM", "ForgettingTransformerModel"]

@@ -5,8 +5,8 @@ A model family states only its token mixer's kind and sizes (:class:`TokenMixer`
 family, and counts the softmax-attention layers of hybrids (the config's ``attn`` spec):
 
 * ``6 * N`` for the matmuls of the non-embedding parameters (a tied LM head counted once more);
-* softmax attention: ``12 * H * K * L`` with ``L = min(seq_len, window)`` (torchtitan's
-  convention, no causal halving);
+* softmax attention: ``6 * H * (K + V) * L`` with ``L = min(seq_len, window)`` (scores ``q k^T`` and
+  outputs ``p v``; torchtitan's ``12 * H * K * L`` when ``K == V``, no causal halving);
 * chunked linear attention: ``3 * H * (4 * K * V + 2 * C * (K + V))`` with chunk size ``C = 64``
   (read/write the ``K x V`` state, intra-chunk scores and outputs), plus ``3 * H * 2 * C * K``
   for the delta rule's intra-chunk ``K K^T`` system (WY form);
@@ -59,7 +59,7 @@ class TokenMixer:
         """Training FLOPs (forward + backward) per token of this mixer at ``seq_len``."""
         h, k, v = self.heads, self.key_dim, self.value_dim
         if self.kind == "softmax":
-            return 12.0 * h * k * min(seq_len, self.window or seq_len)
+            return 6.0 * h * (k + v) * min(seq_len, self.window or seq_len)
         if self.kind == "scan":
             return 3.0 * SCAN_OPS * h * k * v
         flops = 3.0 * h * (4 * k * v + 2 * CHUNK_SIZE * (k + v))

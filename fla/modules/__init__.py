@@ -4,7 +4,13 @@ from fla.modules.activations import swiglu, swiglu_linear
 from fla.modules.conv import ShortConvolution, causal_conv1d
 from fla.modules.cross_entropy import FusedCrossEntropyLoss, cross_entropy_loss
 from fla.modules.feature_map import DPFPFeatureMap, HadamardFeatureMap, HedgehogFeatureMap, T2RFeatureMap
-from fla.modules.gated_norm import FusedLayerNormGated, FusedRMSNormGated, layer_norm_gated, rms_norm_gated
+from fla.modules.gated_norm import (
+    FusedLayerNormGated,
+    FusedRMSNormGated,
+    RMSNormGated,
+    layer_norm_gated,
+    rms_norm_gated,
+)
 from fla.modules.linear_cross_entropy import FusedLinearCrossEntropyLoss, linear_cross_entropy
 from fla.modules.mlp import GatedMLP
 from fla.modules.norm import GroupNorm, LayerNorm, RMSNorm, group_norm, layer_norm, rms_norm
@@ -19,6 +25,7 @@ __all__ = [
     "cross_entropy_loss",
     "FusedLayerNormGated",
     "FusedRMSNormGated",
+    "RMSNormGated",
     "layer_norm_gated",
     "rms_norm_gated",
     "FusedLinearCrossEntropyLoss",

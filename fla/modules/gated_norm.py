@@ -3,20 +3,52 @@
 The gate is fused into the same Triton kernels as the plain norms (:mod:`fla.modules.norm_kernels`):
 the forward multiplies by ``act(g)``, the backward splits ``dy`` into ``dg`` and the norm's own
 gradient. ``act`` is ``swish`` (= ``silu``) or ``sigmoid``.
+
+Mamba2's variant (:class:`RMSNormGated`, fla's name) normalizes groups of ``group_size`` features
+separately (the kernels' ``num_groups``) and by default gates *before* the norm
+(``norm_before_gate=False``: ``y = rmsnorm(x * act(g)) * weight``; the product is formed in float32).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from fla.modules.norm import AffineNormBase, check_activation, fused_norm
+from fla.modules.norm import ACTIVATIONS, AffineNormBase, check_activation, fused_norm
 
 
-def _norm_gated(x, g, weight, bias, activation, eps, residual, prenorm, residual_in_fp32, is_rms_norm: bool):
+def _num_groups(x: torch.Tensor, group_size: int | None) -> int:
+    """Groups of ``group_size`` features in ``x [..., D]`` (``None``: one group); raise when it does not divide."""
+    D = x.shape[-1]
+    if group_size is None:
+        return 1
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0 or D % group_size:
+        raise ValueError(f"group_size={group_size!r} must be a positive divisor of x's last dim D={D}")
+    return D // group_size
+
+
+def _norm_gated(
+    x, g, weight, bias, activation, eps, residual, prenorm, residual_in_fp32, is_rms_norm: bool,
+    group_size: int | None = None, norm_before_gate: bool = True,
+):  # fmt: skip
     check_activation(activation)
+    num_groups = _num_groups(x, group_size)
+    if not norm_before_gate:
+        if residual is not None or prenorm:
+            raise ValueError("norm_before_gate=False takes no residual / prenorm (the gate comes before the norm)")
+        if g is not None:
+            if g.shape != x.shape:
+                raise ValueError(f"g has shape {list(g.shape)} but x has shape {list(x.shape)}")
+            dtype = torch.promote_types(x.dtype, torch.float32)
+            gc = g.to(dtype)
+            gate = F.silu(gc) if ACTIVATIONS[activation] == "swish" else torch.sigmoid(gc)
+            h = x.to(dtype) * gate
+            y = fused_norm(h, weight, bias, eps=eps, num_groups=num_groups, is_rms_norm=is_rms_norm)
+            return y.to(x.dtype)
+        g = None  # no gate: a plain (grouped) norm
     return fused_norm(
         x, weight, bias, residual=residual, eps=eps, prenorm=prenorm, residual_in_fp32=residual_in_fp32,
-        is_rms_norm=is_rms_norm, g=g, activation=activation,
+        num_groups=num_groups, is_rms_norm=is_rms_norm, g=g, activation=activation if g is not None else None,
     )  # fmt: skip
 
 
@@ -30,17 +62,25 @@ def rms_norm_gated(
     residual: torch.Tensor | None = None,
     prenorm: bool = False,
     residual_in_fp32: bool = False,
+    group_size: int | None = None,
+    norm_before_gate: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``y = (rmsnorm(h) * weight + bias) * act(g)`` with ``h = x (+ residual)``.
 
     Args:
-        x, g: ``[..., D]`` (same shape); weight, bias: ``[D]`` or ``None``.
+        x, g: ``[..., D]`` (same shape; ``g`` may be ``None`` with ``norm_before_gate=False``: no gate);
+            weight, bias: ``[D]`` or ``None``.
         activation: ``"swish"`` / ``"silu"`` or ``"sigmoid"``.
         residual: ``[..., D]`` added to ``x`` before the norm, or ``None``.
+        group_size: normalize each run of ``group_size`` features alone (``None``: all ``D`` together).
+        norm_before_gate: ``False`` gates first: ``y = rmsnorm(x * act(g)) * weight + bias`` (Mamba2's
+            default; no residual / prenorm then).
     Returns:
         ``y [..., D]`` in ``x.dtype``, or ``(y, h)`` when ``prenorm`` (``h`` fp32 if ``residual_in_fp32``).
     """
-    return _norm_gated(x, g, weight, bias, activation, eps, residual, prenorm, residual_in_fp32, is_rms_norm=True)
+    return _norm_gated(
+        x, g, weight, bias, activation, eps, residual, prenorm, residual_in_fp32, True, group_size, norm_before_gate
+    )
 
 
 def layer_norm_gated(
@@ -127,3 +167,40 @@ class FusedLayerNormGated(_GatedNorm):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(hidden_size, elementwise_affine, bias, eps, activation, device, dtype)
+
+
+class RMSNormGated(AffineNormBase):
+    """Mamba2's gated RMSNorm (fla's ``RMSNormGated``; parameter ``weight [hidden_size]``, no bias).
+
+    ``norm_before_gate=False`` (default): ``y = rmsnorm(x * silu(z)) * weight``; ``True``:
+    ``y = rmsnorm(x) * weight * silu(z)``; each run of ``group_size`` features is normalized alone
+    (``None``: one group). See :func:`rms_norm_gated`.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        eps: float = 1e-5,
+        group_size: int | None = None,
+        norm_before_gate: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if group_size is not None and (group_size <= 0 or hidden_size % group_size):
+            raise ValueError(f"group_size={group_size} must be a positive divisor of hidden_size={hidden_size}")
+        super().__init__(hidden_size, True, False, eps, device, dtype)
+        self.group_size = group_size
+        self.norm_before_gate = norm_before_gate
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", group_size={self.group_size}, norm_before_gate={self.norm_before_gate}"
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [..., hidden_size]``, gate ``z`` like ``x`` (or ``None``: no gate) -> ``y`` in ``x.dtype``."""
+        if z is None:
+            return _norm_gated(x, None, self.weight, None, "swish", self.eps, None, False, False, True,
+                               self.group_size, norm_before_gate=False)  # fmt: skip
+        return rms_norm_gated(
+            x, z, self.weight, None, "swish", self.eps, group_size=self.group_size,
+            norm_before_gate=self.norm_before_gate,
+        )  # fmt: skip

@@ -113,7 +113,7 @@ class MambaPreTrainedModel(SSMPreTrainedModel):
 
 class MambaModel(MambaPreTrainedModel, FLAModel):
     """Embeddings -> ``num_hidden_layers`` MambaBlocks -> ``norm_f`` (see :class:`FLAModel` for forward).
-    The embedding has no padding row (fla's)."""
+    The embedding has no padding row (fla's); state-spaces checkpoints' ``embedding`` loads as ``embeddings``."""
 
     block_class = MambaBlock
     final_norm = "norm_f"
@@ -121,6 +121,13 @@ class MambaModel(MambaPreTrainedModel, FLAModel):
     def __init__(self, config: MambaConfig):
         super().__init__(config)
         self.embeddings.padding_idx = None
+        self._register_load_state_dict_pre_hook(self._rename_embedding)
+
+    @staticmethod
+    def _rename_embedding(state_dict, prefix, *args) -> None:
+        old = f"{prefix}embedding.weight"
+        if old in state_dict:
+            state_dict[f"{prefix}embeddings.weight"] = state_dict.pop(old)
 
 
 class MambaForCausalLM(MambaPreTrainedModel, SSMForCausalLM):

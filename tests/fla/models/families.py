@@ -47,7 +47,8 @@ class Family:
     bad_heads: tuple[dict, str] = (dict(num_kv_heads=3), "is not a multiple of num_kv_heads")  # fields, error
     recurrent: bool = True  # a chunk (training) and a fused_recurrent (decoding) op: train == eval logits
     slow_triton: bool = False  # the Triton-interpreter check takes > 10 s: mark it slow
-    mixer_fields: tuple[str, ...] = ("attn", "attn_mode")  # config fields the error checks try (Mamba has neither)
+    hybrid: bool = True  # the config takes a hybrid softmax-attention ``attn`` spec (checked in the error test)
+    mode_field: str | None = "attn_mode"  # the config field naming the mixer's mode, if it has one
 
     def __str__(self) -> str:
         return self.model_type
@@ -225,7 +226,71 @@ FAMILIES = [
         },
         bad_heads=(dict(ska_attn={"num_heads": 5}), "hidden_size=72 is not a multiple of ska_attn.num_heads=5"),
     ),
+    Family(
+        "mla",
+        dict(tiny=8.7, cpu=0.4, **{"340M": 350.3, "1.3B": 1235.4}),
+        recurrent=False,
+        # odd widths, v wider than nope but narrower than q/k
+        tiny=dict(
+            SMALL,
+            q_lora_rank=24,
+            kv_lora_rank=20,
+            qk_nope_head_dim=10,
+            qk_rope_head_dim=6,
+            qk_head_dim=16,
+            v_head_dim=12,
+        ),
+        variants={
+            "plain": {},
+            # full q projection; values wider than q/k (q and k zero-padded for the backends)
+            "window_no_q_lora": dict(window_size=4, q_lora_rank=None, v_head_dim=20),
+        },
+        name_only={"unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, qk_head_dim=None)},
+        bad_heads=(dict(qk_head_dim=15), "qk_head_dim=15 != qk_nope_head_dim \\+ qk_rope_head_dim = 10 \\+ 6"),
+        hybrid=False,  # no ``attn`` field: every layer is MLA (as fla 0.6.0's MLAConfig)
+        mode_field=None,
+    ),
+    Family(
+        "forgetting_transformer",
+        dict(tiny=8.7, **{"340M": 374.3, "1.3B": 1365.9}),
+        recurrent=False,
+        slow_triton=True,
+        variants={
+            "plain": {},
+            "gqa_window_qk_norm_gate": dict(num_kv_heads=2, window_size=4, qk_norm=True, use_output_gate=True),
+        },
+        name_only={"bias_tied": dict(qkv_bias=True, tie_word_embeddings=True, fuse_norm=False)},
+        bad_heads=(dict(num_kv_heads=3), "num_heads=4 is not a multiple of num_kv_heads=3"),
+    ),
 ]
+FAMILIES.append(
+    Family(
+        "mamba2",
+        dict(tiny=8.4, **{"340M": 382.4, "1.3B": 1371.8}),
+        # no num_heads field: Mamba2 derives it (expand * hidden_size / head_dim = 8 heads in 2 groups); no MLP
+        tiny=dict(hidden_size=72, num_hidden_layers=2, head_dim=18, state_size=16, n_groups=2),
+        # one variant (the conformance checks cost the most here); the options' maths: test_mamba2.py
+        variants={"plain": {}},  # gated RMSNorm over 2 groups, gate before the norm
+        name_only={
+            "ungated_hdim_dt_limit": dict(
+                rmsnorm=False,
+                D_has_hdim=True,
+                use_bias=True,
+                n_groups=1,
+                dt_limit=[0.0, 0.05],
+                use_conv_bias=False,
+                residual_in_fp32=False,
+                fuse_norm=False,
+            ),
+            "tied_groups_conv3": dict(tie_word_embeddings=True, n_groups=4, conv_kernel=3, state_size=8),
+            "norm_before_gate": dict(norm_before_gate=True, use_conv_bias=False),
+        },
+        bad_heads=(dict(n_groups=3), "num_heads=8 is not a multiple of n_groups=3"),
+        slow_triton=True,
+        hybrid=False,
+        mode_field=None,
+    )
+)
 MAMBA_TINY = dict(hidden_size=72, num_hidden_layers=2, intermediate_size=96)  # no heads: one scan per channel
 FAMILIES += [
     Family(
@@ -240,8 +305,9 @@ FAMILIES += [
         },
         name_only={"tied_unfused": dict(tie_word_embeddings=True, fuse_norm=False, dt_rank=7, use_conv_bias=False)},
         bad_heads=(dict(state_size=65), "state_size=65 must be an int in 1 .. 64"),
-        mixer_fields=(),
         slow_triton=True,
+        hybrid=False,  # no ``attn`` field (fla 0.6.0's MambaConfig has none)
+        mode_field=None,
     ),
     Family(
         "samba",
@@ -251,7 +317,7 @@ FAMILIES += [
         variants={"plain": {}, "no_attn_unfused": dict(attn=None, fuse_norm=False, use_bias=True, state_size=4)},
         name_only={"tied_rank": dict(tie_word_embeddings=True, time_step_rank=3, use_conv_bias=False)},
         bad_heads=(dict(attn={"layers": [1], "num_heads": 5}), "hidden_size=72 is not a multiple of num_heads=5"),
-        mixer_fields=("attn",),
+        mode_field=None,
     ),
 ]
 BY_TYPE = {f.model_type: f for f in FAMILIES}

@@ -338,12 +338,12 @@ def test_errors_are_clear(family):
     if family.recurrent:
         with pytest.raises(ValueError, match="cu_seqlens given, so the batch size must be 1"):
             model(x, cu_seqlens=torch.tensor([0, 5], dtype=torch.int32, device=DEVICE))
-        if "attn" in family.mixer_fields:
+        if family.hybrid:
             with pytest.raises(ValueError, match=r"attn\['layers'\] has indices \[7\]"):
                 family.config(attn={"layers": [7], "num_heads": 2})
-        if "attn_mode" in family.mixer_fields:
+        if family.mode_field is not None:
             with pytest.raises(ValueError, match="mode='bogus' is not one of"):
-                family.model(attn_mode="bogus")
+                family.model(**{family.mode_field: "bogus"})
         cache = model(x, use_cache=True).past_key_values
         with pytest.raises(ValueError, match="the new tokens must not be padding"):
             mask = torch.ones(2, 6, dtype=torch.long, device=DEVICE)

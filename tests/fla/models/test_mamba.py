@@ -123,6 +123,14 @@ def test_init_is_fla060s():
         Mamba(hidden_size=64, hidden_act="gelu")
 
 
+def test_state_spaces_embedding_name_loads():
+    model = MambaModel(MambaConfig(hidden_size=32, num_hidden_layers=1, vocab_size=50))
+    state = {("embedding.weight" if k == "embeddings.weight" else k): v.clone() for k, v in model.state_dict().items()}
+    state["embedding.weight"].normal_()
+    model.load_state_dict(state)
+    assert torch.equal(model.embeddings.weight, state["embedding.weight"])
+
+
 def test_flops_count_the_scan_as_elementwise_work():
     config = AutoConfig.for_model("mamba", hidden_size=64, num_hidden_layers=3, intermediate_size=96, state_size=8)
     model = AutoModelForCausalLM.from_config(config)

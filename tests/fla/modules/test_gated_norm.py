@@ -4,7 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fla.modules.gated_norm import FusedLayerNormGated, FusedRMSNormGated, layer_norm_gated, rms_norm_gated
+from fla.modules.gated_norm import (
+    FusedLayerNormGated,
+    FusedRMSNormGated,
+    RMSNormGated,
+    layer_norm_gated,
+    rms_norm_gated,
+)
 from tests.fla.modules.test_norm import rand, reference_norm
 from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, to_reference, tol, using
 
@@ -120,6 +126,52 @@ def test_errors_name_argument_and_shapes(backend):
             rms_norm_gated(x, rand(4, 60), None, residual=rand(4))
     with pytest.raises(ValueError, match="got 'relu'"):
         FusedRMSNormGated(60, activation="relu")
+
+
+def reference_grouped(x, z, weight, group_size, norm_before_gate, eps=1e-5):
+    """float64 Mamba2 gated RMSNorm: groups of ``group_size`` features, the SiLU gate before or after the norm."""
+    h = x if z is None or norm_before_gate else x * F.silu(z)
+    hg = h.unflatten(-1, (-1, group_size))
+    y = (hg * torch.rsqrt(hg.square().mean(-1, keepdim=True) + eps)).flatten(-2) * weight
+    return y * F.silu(z) if z is not None and norm_before_gate else y
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "dtype, group_size, norm_before_gate, gated",
+    [
+        (torch.float32, 36, False, True),
+        (torch.float16, 36, True, True),
+        (torch.float32, None, False, True),
+        (torch.float32, 18, False, False),
+    ],
+)
+def test_rms_norm_gated_grouped_matches_reference(backend, dtype, group_size, norm_before_gate, gated):
+    # [2, 31, 108]: three groups of 36 (Mamba2's n_groups over the inner width), D not a power of two
+    norm = RMSNormGated(108, group_size=group_size, norm_before_gate=norm_before_gate).to(DEVICE)
+    with torch.no_grad():
+        norm.weight.normal_()
+    x, z = rand(2, 31, 108, dtype=dtype), rand(2, 31, 108, dtype=dtype, scale=2.0) if gated else None
+    inputs = {"x": x, "z": z, "weight": norm.weight}
+    refs = {k: to_reference(v) for k, v in inputs.items()}
+    with using(backend):
+        y = norm(x, z)
+    y_ref = reference_grouped(refs["x"], refs["z"], refs["weight"], group_size or 108, norm_before_gate)
+    assert y.dtype == dtype
+    assert_close("y", y_ref, y, tol(dtype, 2))
+    assert_grads_close(inputs, refs, y, y_ref, torch.randn_like(y_ref), tol(dtype, 4))
+
+
+def test_rms_norm_gated_grouped_errors():
+    x = rand(4, 60)
+    with pytest.raises(ValueError, match="group_size=7 must be a positive divisor of x's last dim D=60"):
+        rms_norm_gated(x, rand(4, 60), None, group_size=7)
+    with pytest.raises(ValueError, match="norm_before_gate=False takes no residual"):
+        rms_norm_gated(x, rand(4, 60), None, residual=rand(4, 60), norm_before_gate=False)
+    with pytest.raises(ValueError, match="group_size=7 must be a positive divisor of hidden_size=60"):
+        RMSNormGated(60, group_size=7)
+    norm = RMSNormGated(60, group_size=30)
+    assert list(norm.state_dict()) == ["weight"] and "group_size=30, norm_before_gate=False" in repr(norm)
 
 
 @pytest.mark.gpu
