@@ -13,6 +13,7 @@ from fla.layers.hgrn2 import HGRN2Attention
 from fla.layers.kda import KimiDeltaAttention
 from fla.layers.lightnet import LightNetAttention
 from fla.layers.linear_attn import LinearAttention
+from fla.layers.mamba import Mamba
 from fla.layers.mamba2 import Mamba2
 from fla.layers.mla import MultiheadLatentAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
@@ -29,6 +30,7 @@ __all__ += ["BasedLinearAttention", "ReBasedLinearAttention"]
 __all__ += ["HGRNAttention"]
 __all__ += ["LightNetAttention"]
 __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
+__all__ += ["Mamba"]
 __all__ += ["MultiheadLatentAttention"]
 __all__ += ["Mamba2"]
 __all__ += ["ForgettingAttention"]

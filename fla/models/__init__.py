@@ -18,11 +18,13 @@ from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
 from fla.models.kda import KDAConfig, KDAForCausalLM, KDAModel
 from fla.models.lightnet import LightNetConfig, LightNetForCausalLM, LightNetModel
 from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCausalLM, LinearAttentionModel
+from fla.models.mamba import MambaConfig, MambaForCausalLM, MambaModel
 from fla.models.mamba2 import Mamba2Config, Mamba2ForCausalLM, Mamba2Model
 from fla.models.mla import MLAConfig, MLAForCausalLM, MLAModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
 from fla.models.rwkv6 import RWKV6Config, RWKV6ForCausalLM, RWKV6Model
+from fla.models.samba import SambaConfig, SambaForCausalLM, SambaModel
 from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
 
 _MODELS = [(TransformerConfig, TransformerModel, TransformerForCausalLM)]
@@ -35,6 +37,8 @@ _MODELS.append((HGRN2Config, HGRN2Model, HGRN2ForCausalLM))
 _MODELS.append((HGRNConfig, HGRNModel, HGRNForCausalLM))
 _MODELS.append((LightNetConfig, LightNetModel, LightNetForCausalLM))
 _MODELS.append((RodimusConfig, RodimusModel, RodimusForCausalLM))
+_MODELS.append((MambaConfig, MambaModel, MambaForCausalLM))
+_MODELS.append((SambaConfig, SambaModel, SambaForCausalLM))
 _MODELS.append((MLAConfig, MLAModel, MLAForCausalLM))
 _MODELS.append((Mamba2Config, Mamba2Model, Mamba2ForCausalLM))
 _MODELS.append((ForgettingTransformerConfig, ForgettingTransformerModel, ForgettingTransformerForCausalLM))
@@ -58,6 +62,8 @@ __all__ += ["HGRN2Config", "HGRN2ForCausalLM", "HGRN2Model"]
 __all__ += ["HGRNConfig", "HGRNForCausalLM", "HGRNModel"]
 __all__ += ["LightNetConfig", "LightNetForCausalLM", "LightNetModel"]
 __all__ += ["RodimusConfig", "RodimusForCausalLM", "RodimusModel"]
+__all__ += ["MambaConfig", "MambaForCausalLM", "MambaModel"]
+__all__ += ["SambaConfig", "SambaForCausalLM", "SambaModel"]
 __all__ += ["MLAConfig", "MLAForCausalLM", "MLAModel"]
 __all__ += ["Mamba2Config", "Mamba2ForCausalLM", "Mamba2Model"]
 __all__ += ["ForgettingTransformerConfig", "ForgettingTransformerForCausalLM", "ForgettingTransformerModel"]

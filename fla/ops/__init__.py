@@ -12,6 +12,7 @@ from fla.ops.kda import chunk_kda, fused_recurrent_kda
 from fla.ops.lightnet import chunk_lightnet, fused_recurrent_lightnet
 from fla.ops.lightning_attn import chunk_lightning_attn, fused_recurrent_lightning_attn
 from fla.ops.linear_attn import chunk_linear_attn, fused_chunk_linear_attn, fused_recurrent_linear_attn
+from fla.ops.mamba import chunk_selective_scan, fused_recurrent_selective_scan, selective_scan_fn
 from fla.ops.mamba2 import chunk_mamba2_ssd, fused_recurrent_mamba2_ssd
 from fla.ops.retention import chunk_retention, fused_recurrent_retention
 from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
@@ -31,6 +32,7 @@ __all__ = [
     "chunk_linear_attn",
     "chunk_mamba2_ssd",
     "chunk_retention",
+    "chunk_selective_scan",
     "chunk_simple_gla",
     "fused_chunk_linear_attn",
     "fused_recurrent_delta_rule",
@@ -43,7 +45,9 @@ __all__ = [
     "fused_recurrent_linear_attn",
     "fused_recurrent_mamba2_ssd",
     "fused_recurrent_retention",
+    "fused_recurrent_selective_scan",
     "fused_recurrent_simple_gla",
 ]
 __all__ += ["chunk_rwkv6", "fused_recurrent_rwkv6"]
 __all__ += ["chunk_gsa", "fused_recurrent_gsa", "chunk_abc", "fused_recurrent_abc"]
+__all__ += ["selective_scan_fn"]

@@ -275,6 +275,9 @@ FAMILIES = [
         },
         name_only={
             "no_bias_tied": dict(norm_bias=False, tie_word_embeddings=True, expand_v=2, intermediate_size=None),
+        },
+        bad_heads=(dict(num_heads=5), "key dim 36 is not a multiple of num_heads=5"),
+        slow_triton=True,
     ),
     Family(
         "gsa",
@@ -352,6 +355,37 @@ FAMILIES.append(
         mode_field=None,
     )
 )
+MAMBA_TINY = dict(hidden_size=72, num_hidden_layers=2, intermediate_size=96)  # no heads: one scan per channel
+FAMILIES += [
+    Family(
+        "mamba",
+        dict(tiny=8.4, **{"340M": 385.6, "1.3B": 1400.3}),
+        # one variant (each costs ~10 s here): the options ride on it; state_size 5 is not a power of two
+        tiny=dict(MAMBA_TINY, state_size=5, conv_kernel=3, residual_in_fp32=True, use_bias=True),
+        variants={"plain": {}},
+        name_only={
+            "tied_unfused": dict(tie_word_embeddings=True, fuse_norm=False, dt_rank=7, use_conv_bias=False),
+            "fla_defaults": dict(state_size=16, conv_kernel=4, residual_in_fp32=False, use_bias=False),
+        },
+        bad_heads=(dict(state_size=65), "state_size=65 must be an int in 1 .. 64"),
+        slow_triton=True,
+        hybrid=False,  # no ``attn`` field (fla 0.6.0's MambaConfig has none)
+        mode_field=None,
+    ),
+    Family(
+        "samba",
+        dict(tiny=8.8, **{"340M": 403.5, "1.3B": 1367.8}),
+        # attention first: the one-layer Triton check then runs attention, Mamba's Triton path is the mamba entry's
+        tiny=dict(MAMBA_TINY, attn={"layers": [0], "num_heads": 4, "num_kv_heads": 2, "window_size": 8}),
+        variants={"plain": dict(use_bias=True, state_size=4)},  # one variant, as for mamba
+        name_only={
+            "tied_rank": dict(tie_word_embeddings=True, time_step_rank=3, use_conv_bias=False),
+            "no_attn_unfused": dict(attn=None, fuse_norm=False),
+        },
+        bad_heads=(dict(attn={"layers": [1], "num_heads": 5}), "hidden_size=72 is not a multiple of num_heads=5"),
+        mode_field=None,
+    ),
+]
 BY_TYPE = {f.model_type: f for f in FAMILIES}
 
 
