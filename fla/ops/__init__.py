@@ -1,7 +1,7 @@
 """Token-mixing ops: one folder per op family (chunk, fused_recurrent, naive)."""
 
-from fla.ops.attn import attn_decoding_one_step, parallel_attn
 from fla.ops.abc import chunk_abc, fused_recurrent_abc
+from fla.ops.attn import attn_decoding_one_step, parallel_attn
 from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
 from fla.ops.forgetting_attn import parallel_forgetting_attn
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
