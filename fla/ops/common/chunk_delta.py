@@ -13,6 +13,9 @@ dL/dG`` (:func:`fla.ops.common.chunk_bwd.chunk_bwd_dqkwg`) and the WY backward t
 cumsum). The gate cumsum ``G`` is kept from the forward.
 
 Gate kinds: ``g=None`` (delta rule) or a scalar per-head log gate ``g [B, T, H]`` (gated delta rule).
+Erase keys (Comba): ``p [B, T, H, K]`` reads the state before the token's decay, ``S_t = exp(g_t) S_{t-1} +
+beta_t k_t (v_t - p_t^T S_{t-1})^T``; only the WY stage sees it (rows ``p`` with gate ``G - g``), the state
+and output stages are the gated delta rule's.
 :class:`ChunkDeltaRuleFunction` is the family's autograd Function and :func:`chunk_delta` the body of its
 public ``chunk_<op>``s.
 """
@@ -46,9 +49,10 @@ def chunk_delta_rule_fwd(
     initial_state: torch.Tensor | None,
     output_final_state: bool,
     layout: ChunkLayout,
+    p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The Triton forward (contiguous inputs, options already applied; shapes as :func:`chunk_delta_rule`,
-    ``g`` ``[B, T, H]`` or ``None``).
+    ``g`` ``[B, T, H]`` or ``None``; ``p`` ``[B, T, H, K]`` Comba's erase keys or ``None``).
 
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``), the final state ``[N, H, K, V]`` float32 or ``None``,
@@ -56,7 +60,7 @@ def chunk_delta_rule_fwd(
         chunk-local gate cumsum, ``None`` when ungated), both kept for the backward.
     """
     G = None if g is None else chunk_local_cumsum(g, layout)
-    Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G)
+    Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G, p=p, g_erase=erase_gate(G, g, p))
     h, v_new, ht = chunk_delta_fwd_h(k, w, u, layout, g=G, h0=initial_state, output_final_state=output_final_state)
     return chunk_fwd_o(q, k, v_new, h, layout, scale, g=G), ht, Tm, G
 
@@ -75,23 +79,33 @@ def chunk_delta_rule_bwd(
     layout: ChunkLayout,
     want_dh0: bool,
     G: torch.Tensor | None = None,
+    p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """The Triton backward (contiguous inputs; ``Tm`` and ``G`` from :func:`chunk_delta_rule_fwd`, or
     ``None`` to redo the WY solve / the gate cumsum, as the recurrent op's backward does).
 
     Returns:
         ``dq, dk, dv`` (input dtypes), ``dbeta`` ``[B, T, H]`` float32, ``dg`` ``[B, T, H]``
-        float32 (``None`` when ungated) and ``dh0`` ``[N, H, K, V]`` float32 (``None`` unless ``want_dh0``).
+        float32 (``None`` when ungated) and ``dh0`` ``[N, H, K, V]`` float32 (``None`` unless ``want_dh0``);
+        with erase keys ``p`` also ``dp`` (``p.dtype``) last.
     """
     if G is None and g is not None:
         G = chunk_local_cumsum(g, layout)
-    Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G, Tm=Tm)
+    Ge = erase_gate(G, g, p)
+    Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G, Tm=Tm, p=p, g_erase=Ge)
     h, v_new, _ = chunk_delta_fwd_h(k, w, u, layout, g=G, h0=initial_state)
     dv_local = chunk_bwd_dv(q, k, do, None, layout, scale, g=G)
     dh, dh0, dv_new = chunk_delta_bwd_dh(q, k, w, do, dv_local, layout, scale, g=G, dht=dht, want_dh0=want_dh0)
     dq, dk, dw, dG = chunk_bwd_dqkwg(q, k, v_new, h, do, dh, dv_new, layout, scale, g=G, want_dg=G is not None)
-    dk, dv, dbeta, dg = chunk_delta_wy_bwd(k, v, beta, Tm, dw, dv_new, dk, layout, g=G, dG=dG)  # dg: finished
-    return dq, dk, dv, dbeta, dg, dh0
+    grads = chunk_delta_wy_bwd(k, v, beta, Tm, dw, dv_new, dk, layout, g=G, dG=dG, p=p, g_erase=Ge)  # dg: finished
+    dk, dv, dbeta, dg = grads[:4]
+    return (dq, dk, dv, dbeta, dg, dh0) + grads[4:]
+
+
+def erase_gate(G: torch.Tensor | None, g: torch.Tensor | None, p: torch.Tensor | None) -> torch.Tensor | None:
+    """The gate cumsum Comba's erase rows read the state at, ``G - g`` (before the token's own decay), or
+    ``None`` (no erase keys or no gate: the rows use ``G``)."""
+    return None if p is None or G is None else G - g.float()
 
 
 class ChunkDeltaRuleFunction(torch.autograd.Function):

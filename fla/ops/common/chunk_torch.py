@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fla.ops.common.inputs import default_scale, expand_groups, prepare_qk_beta, total_log_gate
+from fla.ops.common.inputs import default_scale, expand_groups, l2norm, prepare_qk_beta, total_log_gate
 from fla.ops.utils.varlen import pad_sequences, unpad_sequences
 
 
@@ -131,24 +131,28 @@ def chunk_gated_torch_op(
 
 
 def wy_representation(
-    k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor | None
+    k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor | None, p: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[W, U] = (I + A)^{-1} [diag(beta exp(G)) k, diag(beta) v]`` for every chunk.
 
     Args:
         k: ``[..., BT, K]``; v: ``[..., BT, V]``; beta: ``[..., BT]``; g: ``[..., BT]`` log gates of
-            the chunk (``G`` is their cumsum) or ``None``; all in the compute dtype.
+            the chunk (``G`` is their cumsum) or ``None``; all in the compute dtype; p: ``[..., BT, K]``
+            Comba's erase keys or ``None``: then the rows use ``p`` and ``Ge = G - g`` (the state before the
+            token's decay), ``A_ij = beta_i exp(Ge_i - G_j) p_i.k_j``, ``W = (I + A)^{-1} diag(beta exp(Ge)) p``.
     Returns:
         W ``[..., BT, K]`` and U ``[..., BT, V]``.
     """
     bt = k.shape[-2]
     strictly_causal = torch.ones(bt, bt, dtype=torch.bool, device=k.device).tril(-1)
-    A = beta[..., :, None] * (k @ k.transpose(-1, -2))  # [..., BT, BT]
-    k_scaled = beta[..., None] * k
+    rows = k if p is None else p
+    A = beta[..., :, None] * (rows @ k.transpose(-1, -2))  # [..., BT, BT]
+    k_scaled = beta[..., None] * rows
     if g is not None:
         G = g.cumsum(-1)
-        A = A * (G[..., :, None] - G[..., None, :]).masked_fill(~strictly_causal, float("-inf")).exp()
-        k_scaled = k_scaled * G.exp()[..., None]
+        Ge = G if p is None else G - g
+        A = A * (Ge[..., :, None] - G[..., None, :]).masked_fill(~strictly_causal, float("-inf")).exp()
+        k_scaled = k_scaled * Ge.exp()[..., None]
     A = A.masked_fill(~strictly_causal, 0.0)
     # unitriangular: the solver takes the unit diagonal as given and reads only A's strict lower part
     WU = torch.linalg.solve_triangular(
@@ -167,12 +171,14 @@ def chunk_delta_torch(
     initial_state: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
     chunk_size: int = 64,
+    p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked (gated) delta rule.
 
     Args:
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``; g: ``[B, T, H]`` log
-            decays or ``None``; initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``).
+            decays or ``None``; initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``);
+            p: ``[B, T, H, K]`` Comba's erase keys (see :func:`wy_representation`) or ``None``.
     Returns:
         ``o`` ``[B, T, H, V]`` and the final state ``[N, H, K, V]``, both float32 (float64 for
         float64 inputs).
@@ -181,7 +187,7 @@ def chunk_delta_torch(
         # padded tokens have k = 0, beta = 0 and g = 0: they leave the state untouched
         pad = lambda x: None if x is None else pad_sequences(x, cu_seqlens)
         o, ht = chunk_delta_torch(
-            pad(q), pad(k), pad(v), pad(beta), pad(g), scale, initial_state, None, chunk_size
+            pad(q), pad(k), pad(v), pad(beta), pad(g), scale, initial_state, None, chunk_size, pad(p)
         )  # fmt: skip
         return unpad_sequences(o, cu_seqlens), ht
 
@@ -190,11 +196,13 @@ def chunk_delta_torch(
     V = v.shape[-1]
     bt = chunk_size
     nt = max(1, -(-T // bt))
-    padded = [None if x is None else F.pad(x, (0, 0) * (x.dim() - 2) + (0, nt * bt - T)) for x in (q, k, v, beta, g)]
-    q, k, v, beta, g = (None if x is None else _chunks(x, bt, dtype) for x in padded)
+    padded = [
+        None if x is None else F.pad(x, (0, 0) * (x.dim() - 2) + (0, nt * bt - T)) for x in (q, k, v, beta, g, p)
+    ]
+    q, k, v, beta, g, p = (None if x is None else _chunks(x, bt, dtype) for x in padded)
     causal = torch.ones(bt, bt, dtype=torch.bool, device=q.device).tril()
 
-    W, U = wy_representation(k, v, beta, g)
+    W, U = wy_representation(k, v, beta, g, p)
     if g is None:
         decay = causal.to(dtype)  # [BT, BT]
         G_exp = last_exp = beta.new_ones(())
@@ -231,10 +239,15 @@ def chunk_delta_torch_op(
     cu_seqlens: torch.Tensor | None,
     use_qk_l2norm_in_kernel: bool,
     allow_neg_eigval: bool,
+    p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The PyTorch path of the chunked delta-rule ops (options applied here; ``g`` ``[B, T, H]`` or ``None``):
-    ``o`` in ``v.dtype`` and the final state or ``None``. Shapes as :func:`chunk_delta_torch`."""
+    """The PyTorch path of the chunked delta-rule ops (options applied here; ``g`` ``[B, T, H]`` or ``None``;
+    ``p`` Comba's erase keys or ``None``): ``o`` in ``v.dtype`` and the final state or ``None``. Shapes as
+    :func:`chunk_delta_torch`."""
+    if p is not None:
+        p = l2norm(p) if use_qk_l2norm_in_kernel else p
+        _, p = expand_groups(q, p, v)
     q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval)
     q, k = expand_groups(q, k, v)
-    o, ht = chunk_delta_torch(q, k, v, beta, g, default_scale(scale, k), initial_state, cu_seqlens)
+    o, ht = chunk_delta_torch(q, k, v, beta, g, default_scale(scale, k), initial_state, cu_seqlens, p=p)
     return o.to(v.dtype), ht if output_final_state else None

@@ -6,6 +6,10 @@ For every chunk of ``BT`` tokens (``G`` the chunk-local cumsum of the log gates,
     Tm   = (I + A)^{-1}                     (unit lower triangular)
     w    = Tm (beta exp(G) k),   u = Tm (beta v)
 
+Erase keys (Comba): with ``p`` (the key the erase reads the state with) and ``g_erase`` (``Ge``, the cumsum
+at which the erase reads the state: ``G - g``, the state before the token's own decay) the rows use them,
+``A_ij = beta_i exp(Ge_i - G_j) p_i.k_j`` and ``w = Tm (beta exp(Ge) p)``; ``p = k, Ge = G`` is the above.
+
 Gate kinds (the ``g`` argument, as in the GLA stages): none (the delta rule) or a scalar per-head gate
 ``[B, T, H]`` (the gated delta rule). The scores are formed from plain ``k_I k_J^T`` tiles with the gate
 applied afterwards (:func:`_scores`), which a scalar gate allows; a per-key-channel gate (KDA) makes them
@@ -44,13 +48,14 @@ def _rows(x, o_r, m_r, o_c, m_c, C):
 
 
 @triton.jit
-def _scores(b_kk, beta, G, o_ra, m_a, o_rb, m_b, USE_G: tl.constexpr):
-    """``A_ab = beta_a exp(G_a - G_b) k_a.k_b`` from ``b_kk = k_a k_b^T`` for row sets ``a``, ``b`` (token-head
-    rows ``o_r*``, valid ``m_*``), ``[BC, BC]`` fp32; invalid rows/columns are 0 (and never exponentiated)."""
+def _scores(b_kk, beta, G, Ge, o_ra, m_a, o_rb, m_b, USE_G: tl.constexpr):
+    """``A_ab = beta_a exp(Ge_a - G_b) p_a.k_b`` from ``b_kk = p_a k_b^T`` for row sets ``a``, ``b`` (token-head
+    rows ``o_r*``, valid ``m_*``), ``[BC, BC]`` fp32; invalid rows/columns are 0 (and never exponentiated).
+    ``Ge`` is ``G`` (and ``p`` is ``k``) unless the op has erase keys."""
     m_ab = m_a[:, None] & m_b[None, :]
     b_beta = tl.load(beta + o_ra, mask=m_a, other=0.0).to(tl.float32)
     if USE_G:
-        b_ga = tl.load(G + o_ra, mask=m_a, other=0.0).to(tl.float32)
+        b_ga = tl.load(Ge + o_ra, mask=m_a, other=0.0).to(tl.float32)
         b_gb = tl.load(G + o_rb, mask=m_b, other=0.0).to(tl.float32)
         b_kk *= tl.exp(tl.where(m_ab, b_ga[:, None] - b_gb[None, :], float("-inf")))
     return tl.where(m_ab, b_beta[:, None] * b_kk, 0.0)
@@ -77,13 +82,17 @@ def _mm(a, b):
 
 
 @lean_launch
-@given_heuristics(USE_G="G", IS_VARLEN="cu_seqlens")
-@triton.autotune(autotune_configs(warps=(1, 2, 4), stages=(1, 2)), key=["H", "K", "BK", "USE_G", "DOT_PRECISION"])
+@given_heuristics(USE_G="G", HAS_P="p", IS_VARLEN="cu_seqlens")
+@triton.autotune(
+    autotune_configs(warps=(1, 2, 4), stages=(1, 2)), key=["H", "K", "BK", "USE_G", "HAS_P", "DOT_PRECISION"]
+)
 @triton.jit(do_not_specialize=["T"])
 def chunk_delta_solve_kernel(
     k,
+    p,
     beta,
     G,
+    Ge,
     Tm,
     cu_seqlens,
     chunk_indices,
@@ -95,6 +104,7 @@ def chunk_delta_solve_kernel(
     BK: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     USE_G: tl.constexpr,
+    HAS_P: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     # one program per chunk and head; the chunk is 4 blocks of BC rows (BT == 4 * BC):
@@ -110,7 +120,7 @@ def chunk_delta_solve_kernel(
     o_r2, o_r3 = (bos + o_t2) * H + i_h, (bos + o_t3) * H + i_h
     m_strict = o_c[:, None] > o_c[None, :]
 
-    # k_I k_J^T for the blocks on and below the diagonal, each k tile loaded once
+    # p_I k_J^T (p = k without erase keys) for the blocks on and below the diagonal, each tile loaded once
     kk00, kk11 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
     kk22, kk33 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
     kk10, kk20 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
@@ -121,27 +131,32 @@ def chunk_delta_solve_kernel(
         m_k = o_k < K
         b_k0, b_k1 = _rows(k, o_r0, m_0, o_k, m_k, K), _rows(k, o_r1, m_1, o_k, m_k, K)  # [BC, BK]
         b_k2, b_k3 = _rows(k, o_r2, m_2, o_k, m_k, K), _rows(k, o_r3, m_3, o_k, m_k, K)
+        if HAS_P:  # the rows' erase keys
+            b_p0, b_p1 = _rows(p, o_r0, m_0, o_k, m_k, K), _rows(p, o_r1, m_1, o_k, m_k, K)  # [BC, BK]
+            b_p2, b_p3 = _rows(p, o_r2, m_2, o_k, m_k, K), _rows(p, o_r3, m_3, o_k, m_k, K)
+        else:
+            b_p0, b_p1, b_p2, b_p3 = b_k0, b_k1, b_k2, b_k3
         b_k0t, b_k1t, b_k2t = tl.trans(b_k0), tl.trans(b_k1), tl.trans(b_k2)  # [BK, BC]
-        kk00 += tl.dot(b_k0, b_k0t, input_precision=DOT_PRECISION)
-        kk11 += tl.dot(b_k1, b_k1t, input_precision=DOT_PRECISION)
-        kk22 += tl.dot(b_k2, b_k2t, input_precision=DOT_PRECISION)
-        kk33 += tl.dot(b_k3, tl.trans(b_k3), input_precision=DOT_PRECISION)
-        kk10 += tl.dot(b_k1, b_k0t, input_precision=DOT_PRECISION)
-        kk20 += tl.dot(b_k2, b_k0t, input_precision=DOT_PRECISION)
-        kk21 += tl.dot(b_k2, b_k1t, input_precision=DOT_PRECISION)
-        kk30 += tl.dot(b_k3, b_k0t, input_precision=DOT_PRECISION)
-        kk31 += tl.dot(b_k3, b_k1t, input_precision=DOT_PRECISION)
-        kk32 += tl.dot(b_k3, b_k2t, input_precision=DOT_PRECISION)
-    a00 = tl.where(m_strict, _scores(kk00, beta, G, o_r0, m_0, o_r0, m_0, USE_G), 0.0)
-    a11 = tl.where(m_strict, _scores(kk11, beta, G, o_r1, m_1, o_r1, m_1, USE_G), 0.0)
-    a22 = tl.where(m_strict, _scores(kk22, beta, G, o_r2, m_2, o_r2, m_2, USE_G), 0.0)
-    a33 = tl.where(m_strict, _scores(kk33, beta, G, o_r3, m_3, o_r3, m_3, USE_G), 0.0)
-    a10 = _scores(kk10, beta, G, o_r1, m_1, o_r0, m_0, USE_G)
-    a20 = _scores(kk20, beta, G, o_r2, m_2, o_r0, m_0, USE_G)
-    a21 = _scores(kk21, beta, G, o_r2, m_2, o_r1, m_1, USE_G)
-    a30 = _scores(kk30, beta, G, o_r3, m_3, o_r0, m_0, USE_G)
-    a31 = _scores(kk31, beta, G, o_r3, m_3, o_r1, m_1, USE_G)
-    a32 = _scores(kk32, beta, G, o_r3, m_3, o_r2, m_2, USE_G)
+        kk00 += tl.dot(b_p0, b_k0t, input_precision=DOT_PRECISION)
+        kk11 += tl.dot(b_p1, b_k1t, input_precision=DOT_PRECISION)
+        kk22 += tl.dot(b_p2, b_k2t, input_precision=DOT_PRECISION)
+        kk33 += tl.dot(b_p3, tl.trans(b_k3), input_precision=DOT_PRECISION)
+        kk10 += tl.dot(b_p1, b_k0t, input_precision=DOT_PRECISION)
+        kk20 += tl.dot(b_p2, b_k0t, input_precision=DOT_PRECISION)
+        kk21 += tl.dot(b_p2, b_k1t, input_precision=DOT_PRECISION)
+        kk30 += tl.dot(b_p3, b_k0t, input_precision=DOT_PRECISION)
+        kk31 += tl.dot(b_p3, b_k1t, input_precision=DOT_PRECISION)
+        kk32 += tl.dot(b_p3, b_k2t, input_precision=DOT_PRECISION)
+    a00 = tl.where(m_strict, _scores(kk00, beta, G, Ge, o_r0, m_0, o_r0, m_0, USE_G), 0.0)
+    a11 = tl.where(m_strict, _scores(kk11, beta, G, Ge, o_r1, m_1, o_r1, m_1, USE_G), 0.0)
+    a22 = tl.where(m_strict, _scores(kk22, beta, G, Ge, o_r2, m_2, o_r2, m_2, USE_G), 0.0)
+    a33 = tl.where(m_strict, _scores(kk33, beta, G, Ge, o_r3, m_3, o_r3, m_3, USE_G), 0.0)
+    a10 = _scores(kk10, beta, G, Ge, o_r1, m_1, o_r0, m_0, USE_G)
+    a20 = _scores(kk20, beta, G, Ge, o_r2, m_2, o_r0, m_0, USE_G)
+    a21 = _scores(kk21, beta, G, Ge, o_r2, m_2, o_r1, m_1, USE_G)
+    a30 = _scores(kk30, beta, G, Ge, o_r3, m_3, o_r0, m_0, USE_G)
+    a31 = _scores(kk31, beta, G, Ge, o_r3, m_3, o_r1, m_1, USE_G)
+    a32 = _scores(kk32, beta, G, Ge, o_r3, m_3, o_r2, m_2, USE_G)
 
     t00, t11 = _unit_lower_inverse(a00, BC), _unit_lower_inverse(a11, BC)
     t22, t33 = _unit_lower_inverse(a22, BC), _unit_lower_inverse(a33, BC)
@@ -236,22 +251,30 @@ def chunk_delta_wy_fwd_kernel(
 
 
 def chunk_delta_solve(
-    k: torch.Tensor, beta: torch.Tensor, layout: ChunkLayout, g: torch.Tensor | None = None
+    k: torch.Tensor,
+    beta: torch.Tensor,
+    layout: ChunkLayout,
+    g: torch.Tensor | None = None,
+    p: torch.Tensor | None = None,
+    g_erase: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``Tm`` ``[B, T, H, BT]`` fp32: row ``i`` of its chunk's ``(I + A)^{-1}``, ``A`` as in the module doc.
 
     Args:
         k: ``[B, T, H, K]``; beta: ``[B, T, H]``; layout: the chunking (``chunk_size == 4 * SUB_BLOCK``);
-        g: ``[B, T, H]`` fp32 chunk-local cumsum of scalar log gates, or ``None`` (no gate).
+        g: ``[B, T, H]`` fp32 chunk-local cumsum of scalar log gates, or ``None`` (no gate);
+        p: ``[B, T, H, K]`` erase keys (``None``: ``k``); g_erase: ``[B, T, H]`` fp32 cumsum the erase rows
+        use (``None``: ``g``; needs ``g``).
     """
     check_delta_gate(g, k)
+    check_erase_inputs(k, g, p, g_erase)
     B, T, H, K = k.shape
     BT = layout.chunk_size
     if BT != 4 * SUB_BLOCK:
         raise ValueError(f"the blocked solve needs chunk_size == {4 * SUB_BLOCK}, got {BT}")
     Tm = empty(B, T, H, BT, dtype=torch.float32, device=k.device)
     chunk_delta_solve_kernel[(layout.row_chunks, B * H)](
-        k, beta, g, Tm, layout.cu_seqlens, layout.chunk_indices, T,
+        k, p, beta, g, g if g_erase is None else g_erase, Tm, layout.cu_seqlens, layout.chunk_indices, T,
         H=H, K=K, BT=BT, BC=SUB_BLOCK, BK=block_size(K), DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
     return Tm
@@ -264,6 +287,8 @@ def chunk_delta_wy_fwd(
     layout: ChunkLayout,
     g: torch.Tensor | None = None,
     Tm: torch.Tensor | None = None,
+    p: torch.Tensor | None = None,
+    g_erase: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The WY stage (contiguous inputs).
 
@@ -271,17 +296,22 @@ def chunk_delta_wy_fwd(
         k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``; layout: the chunking; g: ``[B, T, H]``
             fp32 chunk-local cumsum of scalar log gates (:func:`fla.ops.common.cumsum.chunk_local_cumsum`)
             or ``None``; Tm: a previous call's ``Tm`` (the backward recomputes ``w, u`` from it without the
-            triangular solve) or ``None``.
+            triangular solve) or ``None``; p, g_erase: the erase keys ``[B, T, H, K]`` and their gate cumsum
+            ``[B, T, H]`` fp32 (Comba; ``None``: ``k`` and ``g``), giving ``w = Tm (beta exp(g_erase) p)``.
     Returns:
         ``Tm`` ``[B, T, H, BT]`` fp32 (row ``i`` of its chunk's ``(I + A)^{-1}``), ``w``
         ``[B, T, H, K]`` (``k.dtype``) and ``u`` ``[B, T, H, V]`` (``v.dtype``).
     """
     check_delta_gate(g, k)
+    check_erase_inputs(k, g, p, g_erase)
     B, T, H, K = k.shape
     V = v.shape[-1]
     BT = layout.chunk_size
     if Tm is None:
-        Tm = chunk_delta_solve(k, beta, layout, g)
+        Tm = chunk_delta_solve(k, beta, layout, g, p=p, g_erase=g_erase)
+    # w's right-hand side is built from the erase keys and their gate (the kernel's k and G)
+    k = k if p is None else p
+    g = g if g_erase is None else g_erase
     w, u = empty(B, T, H, K, dtype=k.dtype, device=k.device), empty(B, T, H, V, dtype=v.dtype, device=v.device)
     grid = (layout.row_chunks, B * H)
     chunk_delta_wy_fwd_kernel[grid](
@@ -297,4 +327,16 @@ def check_delta_gate(g: torch.Tensor | None, k: torch.Tensor) -> None:
         raise ValueError(
             f"g has shape {list(g.shape)}, expected a scalar gate [B, T, H] = {list(k.shape[:3])} "
             "(the delta-rule stages have no per-key-channel gate kind)"
+        )
+
+
+def check_erase_inputs(
+    k: torch.Tensor, g: torch.Tensor | None, p: torch.Tensor | None, g_erase: torch.Tensor | None
+) -> None:
+    """Erase keys ``p`` have ``k``'s shape and dtype; their gate cumsum ``g_erase`` ``[B, T, H]`` comes with ``g``."""
+    if p is not None and (p.shape != k.shape or p.dtype != k.dtype):
+        raise ValueError(f"p has shape {list(p.shape)} / {p.dtype}, expected k's {list(k.shape)} / {k.dtype}")
+    if g_erase is not None and (g is None or g_erase.shape != g.shape):
+        raise ValueError(
+            f"g_erase has shape {list(g_erase.shape)}, expected g's [B, T, H] = {list(k.shape[:3])} with g given"
         )
