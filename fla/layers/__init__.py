@@ -2,8 +2,10 @@
 
 from fla.layers.attn import Attention
 from fla.layers.based import BasedLinearAttention
+from fla.layers.comba import Comba
 from fla.layers.delta_net import DeltaNet
 from fla.layers.gated_deltanet import GatedDeltaNet
+from fla.layers.gated_deltaproduct import GatedDeltaProduct
 from fla.layers.gla import GatedLinearAttention
 from fla.layers.hgrn import HGRNAttention
 from fla.layers.hgrn2 import HGRN2Attention
@@ -24,3 +26,4 @@ __all__ += ["HGRNAttention"]
 __all__ += ["LightNetAttention"]
 __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
 __all__ += ["Mamba2"]
+__all__ += ["Comba", "GatedDeltaProduct"]

@@ -3,8 +3,10 @@
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from fla.models.cache import FLACache
+from fla.models.comba import CombaConfig, CombaForCausalLM, CombaModel
 from fla.models.delta_net import DeltaNetConfig, DeltaNetForCausalLM, DeltaNetModel
 from fla.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausalLM, GatedDeltaNetModel
+from fla.models.gated_deltaproduct import GatedDeltaProductConfig, GatedDeltaProductForCausalLM, GatedDeltaProductModel
 from fla.models.gla import GLAConfig, GLAForCausalLM, GLAModel
 from fla.models.hgrn import HGRNConfig, HGRNForCausalLM, HGRNModel
 from fla.models.hgrn2 import HGRN2Config, HGRN2ForCausalLM, HGRN2Model
@@ -26,6 +28,8 @@ _MODELS.append((HGRNConfig, HGRNModel, HGRNForCausalLM))
 _MODELS.append((LightNetConfig, LightNetModel, LightNetForCausalLM))
 _MODELS.append((RodimusConfig, RodimusModel, RodimusForCausalLM))
 _MODELS.append((Mamba2Config, Mamba2Model, Mamba2ForCausalLM))
+_MODELS.append((CombaConfig, CombaModel, CombaForCausalLM))
+_MODELS.append((GatedDeltaProductConfig, GatedDeltaProductModel, GatedDeltaProductForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -43,3 +47,5 @@ __all__ += ["HGRNConfig", "HGRNForCausalLM", "HGRNModel"]
 __all__ += ["LightNetConfig", "LightNetForCausalLM", "LightNetModel"]
 __all__ += ["RodimusConfig", "RodimusForCausalLM", "RodimusModel"]
 __all__ += ["Mamba2Config", "Mamba2ForCausalLM", "Mamba2Model"]
+__all__ += ["CombaConfig", "CombaForCausalLM", "CombaModel"]
+__all__ += ["GatedDeltaProductConfig", "GatedDeltaProductForCausalLM", "GatedDeltaProductModel"]

@@ -1,6 +1,8 @@
 """Token-mixing ops: one folder per op family (chunk, fused_recurrent, naive)."""
 
+from fla.ops.comba import chunk_comba, fused_recurrent_comba
 from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
+from fla.ops.gated_delta_product import chunk_gated_delta_product, fused_recurrent_gated_delta_product
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
 from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
@@ -33,4 +35,8 @@ __all__ = [
     "fused_recurrent_mamba2_ssd",
     "fused_recurrent_retention",
     "fused_recurrent_simple_gla",
+    "chunk_comba",
+    "fused_recurrent_comba",
+    "chunk_gated_delta_product",
+    "fused_recurrent_gated_delta_product",
 ]

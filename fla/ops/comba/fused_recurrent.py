@@ -74,8 +74,6 @@ def _fused_recurrent_comba_triton(
     if not wants_grad:  # decoding: one kernel, the L2 norm fused in
         _, p = expand_groups(q, p, v)
         q, k = expand_groups(q, k, v)
-        return fused_recurrent_delta_rule_fwd(
-            q, k, v, beta, g, *args, use_qk_l2norm_in_kernel, False, p=p
-        )
+        return fused_recurrent_delta_rule_fwd(q, k, v, beta, g, *args, use_qk_l2norm_in_kernel, False, p=p)
     q, k, p = apply_qkp_options(q, k, p, v, use_qk_l2norm_in_kernel)
     return FusedRecurrentCombaFunction.apply(q, k, v, p, beta, g, *args)

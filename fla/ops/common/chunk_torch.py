@@ -196,9 +196,7 @@ def chunk_delta_torch(
     V = v.shape[-1]
     bt = chunk_size
     nt = max(1, -(-T // bt))
-    padded = [
-        None if x is None else F.pad(x, (0, 0) * (x.dim() - 2) + (0, nt * bt - T)) for x in (q, k, v, beta, g, p)
-    ]
+    padded = [None if x is None else F.pad(x, (0, 0) * (x.dim() - 2) + (0, nt * bt - T)) for x in (q, k, v, beta, g, p)]
     q, k, v, beta, g, p = (None if x is None else _chunks(x, bt, dtype) for x in padded)
     causal = torch.ones(bt, bt, dtype=torch.bool, device=q.device).tril()
 

@@ -243,7 +243,8 @@ def chunk_delta_wy_bwd(
     dp = None if p is None else empty(B, T, H, K, dtype=p.dtype, device=p.device)
     grid = (layout.row_chunks, B * H)
     chunk_delta_wy_bwd_kernel[grid](
-        k, k if p is None else p, v, beta, g, g_erase, Tm, dw, du, dk, dk_out, dp, dv, dbeta, dG, dg, layout.cu_seqlens, layout.chunk_indices, T,
+        k, k if p is None else p, v, beta, g, g_erase, Tm, dw, du, dk, dk_out, dp, dv, dbeta, dG, dg,
+        layout.cu_seqlens, layout.chunk_indices, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=block_size(K), BV=block_size(V), NG=0 if dG is None else dG.shape[0],
         DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
