@@ -26,13 +26,13 @@ def check_product_inputs(
         raise ValueError(f"q has shape {list(q.shape)}, expected 4 dims [B, T, H, K]")
     B, T, H, K = q.shape
     n = num_householder
-    check_shape("k", k, (B, T * n, H, K), f"[B, T * num_householder, H, K] = [{B}, {T * n}, {H}, {K}]")
-    check_shape("v", v, (B, T * n, None, None), f"[B, T * num_householder, HV, V] with T * n = {T * n}")
+    check_shape("k", k, (B, T * n, H, K), f"[B, T * num_householder, H, K] (num_householder = {n})")
+    check_shape("v", v, (B, T * n, None, None), f"[B, T * num_householder, HV, V] (num_householder = {n})")
     HV = v.shape[2]
     if beta is not None:
-        check_shape("beta", beta, (B, T * n, HV), f"[B, T * num_householder, HV] = [{B}, {T * n}, {HV}]")
+        check_shape("beta", beta, (B, T * n, HV), f"[B, T * num_householder, HV] (num_householder = {n})")
     if g is not None:
-        check_shape("g", g, (B, T, HV), f"[B, T, HV] = [{B}, {T}, {HV}] (one decay per token)")
+        check_shape("g", g, (B, T, HV), "[B, T, HV] (one decay per token)")
         check_dtype("g", g)
     check_cu_seqlens(cu_seqlens, total=T, batch=B)
 
