@@ -230,6 +230,7 @@ FAMILIES = [
         "comba",
         dict(tiny=8.8, **{"340M": 379.9, "1.3B": 1387.3}),
         tiny=dict(SMALL, num_heads=2, head_dim=18),
+        slow_triton=True,
         variants={
             "plain": {},
             "gva_no_gate": dict(num_v_heads=4, use_output_gate=False, correction_factor=0.02),
@@ -247,6 +248,7 @@ FAMILIES = [
         "gated_deltaproduct",
         dict(tiny=8.9, **{"340M": 429.8, "1.3B": 1586.2}),
         tiny=dict(SMALL, num_heads=2, head_dim=18, num_householder=2, use_forget_gate=True, allow_neg_eigval=True),
+        slow_triton=True,
         variants={
             "plain": {},
             "one_step_no_gates": dict(num_householder=1, use_forget_gate=False, use_output_gate=False),
