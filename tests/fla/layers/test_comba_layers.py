@@ -85,8 +85,11 @@ def make(case):
     return layer
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("training", [True, False], ids=["chunk", "recurrent"])
+RECURRENT = ("comba_gva_plain", "product_gva_3")  # the decoding path (eval, short inputs) for one case of each layer
+PATHS = [(c, True) for c in CASES] + [(c, False) for c in RECURRENT]
+
+
+@pytest.mark.parametrize("case, training", PATHS, ids=[f"{c}-{'chunk' if t else 'recurrent'}" for c, t in PATHS])
 def test_layer_matches_formula(case, training):
     layer = make(case).train(training)
     x = torch.randn(2, 9, 40, device=DEVICE, dtype=torch.float64)

@@ -100,7 +100,7 @@ def ratios(dtype):
     return {**default_ratios(dtype, 2), "beta": tol(dtype, 2)}
 
 
-@pytest.mark.parametrize("n, gated", [(2, True), (3, False), (1, True)])
+@pytest.mark.parametrize("n, gated", [(2, True), (3, False)])
 def test_cpu_matches_reference_float64(n, gated):
     # n * T = 66 / 99 / 33 micro-steps: the chunk boundaries fall inside tokens' Householder steps
     inputs = make_inputs(1, 33, n, 2, 20, 12, torch.float64, HV=4, gated=gated, num_states=1)
