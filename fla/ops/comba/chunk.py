@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fla.ops.comba.inputs import prepare_comba_call
-from fla.ops.comba.naive import naive_chunk_comba
+from fla.ops.comba.naive import chunk_comba_torch
 from fla.ops.common.chunk import cast_like, chunk_layout
 from fla.ops.common.chunk_delta import chunk_delta_rule_bwd, chunk_delta_rule_fwd
 from fla.ops.common.inputs import expand_groups
@@ -75,7 +75,7 @@ def chunk_comba(
     """
     p, beta, scale = prepare_comba_call(q, k, v, p, g, beta, scale, initial_state, cu_seqlens)
     args = (q, k, v, p, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel, cu_seqlens)
-    return dispatch((q, k, v, p, g, beta, initial_state), naive_chunk_comba, _chunk_comba_triton, *args)
+    return dispatch((q, k, v, p, g, beta, initial_state), chunk_comba_torch, _chunk_comba_triton, *args)
 
 
 def _chunk_comba_triton(

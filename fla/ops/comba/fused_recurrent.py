@@ -6,7 +6,7 @@ import torch
 
 from fla.ops.comba.chunk import apply_qkp_options, comba_grads
 from fla.ops.comba.inputs import prepare_comba_call
-from fla.ops.comba.naive import naive_recurrent_comba
+from fla.ops.comba.naive import recurrent_comba_torch
 from fla.ops.common.chunk import chunk_layout
 from fla.ops.common.fused_recurrent_delta import fused_recurrent_delta_rule_fwd
 from fla.ops.common.inputs import expand_groups
@@ -60,7 +60,7 @@ def fused_recurrent_comba(
 
 
 def _recurrent_comba_torch(q, k, v, *rest) -> tuple[torch.Tensor, torch.Tensor | None]:
-    o, ht = naive_recurrent_comba(q, k, v, *rest)
+    o, ht = recurrent_comba_torch(q, k, v, *rest)
     return o.to(v.dtype), ht
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,11 @@ def fused(q, k, v, p, g, beta, **kwargs):
     return fused_recurrent_comba(q, k, p, v, g, beta, **kwargs)
 
 
+def naive_recurrent(q, k, v, p, g, beta, **kwargs):
+    """naive_recurrent_comba in the chunk op's argument order (fla puts beta before g there)."""
+    return naive_recurrent_comba(q, k, v, p, beta, g, **kwargs)
+
+
 def make_inputs(B, T, H, K, V, dtype, HV=None, strength=0.1, num_states=None, device=DEVICE):
     """Random leaves: q, k, p ``[B, T, H, K]``, v ``[B, T, HV, V]``, g (log decays times ``strength``) and beta
     ``[B, T, HV]``, h0 ``[num_states, HV, K, V]`` float32 (float64 for float64)."""
@@ -111,7 +117,8 @@ def test_cpu_chunked_form_matches_recurrence_float64():
     # T = 70: two chunks, the second partial; 2 q/k/p heads for 4 value heads
     inputs = make_inputs(1, 70, 2, 20, 12, torch.float64, HV=4, num_states=1)
     check(naive_chunk_comba, inputs, "torch", tol(torch.float64), use_qk_l2norm_in_kernel=True)
-    check(naive_recurrent_comba, inputs, "torch", tol(torch.float64), use_qk_l2norm_in_kernel=True)
+    check(partial(naive_chunk_comba, chunk_size=16), inputs, "torch", tol(torch.float64), use_qk_l2norm_in_kernel=True)
+    check(naive_recurrent, inputs, "torch", tol(torch.float64), use_qk_l2norm_in_kernel=True)
 
 
 def test_cpu_strong_decay_float64():
