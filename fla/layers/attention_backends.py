@@ -18,6 +18,10 @@ call time; ``auto`` by default):
    suit its kernel (fp16/bf16, head dim multiple of 8 up to 256, sm80+);
 3. ``torch.nn.functional.scaled_dot_product_attention`` otherwise (math kernel on CPU). Varlen
    batches become a block-diagonal causal mask built from sequence ids.
+
+fla's own Triton kernel (:func:`fla.ops.attn.parallel_attn`) is available as :func:`attention_varlen_fla` /
+:func:`attention_dense_fla`, drop-ins for the two entry points (full-length queries, no key mask); the layer does
+not pick it until GPU measurements say it should.
 """
 
 from __future__ import annotations
@@ -258,4 +262,39 @@ def attention_dense(
     return _sdpa(q, k, v, mask, False, scale)
 
 
-__all__ = ["HAS_FLASH_ATTN", "attention_dense", "attention_varlen", "varlen_attn_unsupported"]
+def attention_varlen_fla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,
+    max_seqlen: int,
+    window_size: int | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """:func:`attention_varlen` through :func:`fla.ops.attn.parallel_attn` (``max_seqlen`` is not needed)."""
+    from fla.ops.attn import parallel_attn
+
+    _check_qkv(q, k, v, "[N, Hkv, D]")
+    return parallel_attn(q[None], k[None], v[None], scale=scale, window_size=window_size, cu_seqlens=cu_seqlens)[0]
+
+
+def attention_dense_fla(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window_size: int | None = None, scale: float | None = None
+) -> torch.Tensor:
+    """:func:`attention_dense` through :func:`fla.ops.attn.parallel_attn`, for ``Tq == Tk`` and no key mask."""
+    from fla.ops.attn import parallel_attn
+
+    _check_qkv(q, k, v, "[B, Tk, Hkv, D]")
+    if k.shape[1] != q.shape[1]:
+        raise ValueError(f"attention_dense_fla needs as many keys as queries, got {k.shape[1]} and {q.shape[1]}")
+    return parallel_attn(q, k, v, scale=scale, window_size=window_size)
+
+
+__all__ = [
+    "HAS_FLASH_ATTN",
+    "attention_dense",
+    "attention_dense_fla",
+    "attention_varlen",
+    "attention_varlen_fla",
+    "varlen_attn_unsupported",
+]

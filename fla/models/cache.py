@@ -3,8 +3,9 @@
 Each layer owns a state dict with four slots, filled by whichever mixer the layer has::
 
     recurrent_state  linear-attention state, e.g. [B, H, K, V] float32 (or a tuple of tensors)
-    attn_state       (k, v) of softmax attention, each [B, L, Hkv, D]; with a sliding window
-                     only the last window_size positions are kept
+    attn_state       (k, v) of softmax attention, each [B, L, Hkv, D] (forgetting attention adds its
+                     log forget gates [B, L, H] as a third entry); with a sliding window only the
+                     last window_size positions are kept
     conv_state       short-convolution state(s), e.g. [B, D, W] (or a tuple)
     ffn_state        state of a stateful feed-forward block (rare)
 
@@ -81,10 +82,13 @@ class FLALayer(CacheLayerMixin):
         if recurrent_state is not None:
             self.state["recurrent_state"] = recurrent_state
         if attn_state is not None:
-            if not isinstance(attn_state, (tuple, list)) or len(attn_state) != 2:
-                raise ValueError("FLACache: attn_state must be a (k, v) pair of [B, T, Hkv, D] tensors")
+            if not isinstance(attn_state, (tuple, list)) or len(attn_state) not in (2, 3):
+                raise ValueError(
+                    "FLACache: attn_state must be a (k, v) pair of [B, T, Hkv, D] tensors (or (k, v, g) with the "
+                    "log gates g [B, T, H])"
+                )
             self.window_size = window_size
-            old = self.state["attn_state"] or (None, None)
+            old = self.state["attn_state"] or (None,) * len(attn_state)
             self.state["attn_state"] = tuple(_append_window(o, n, window_size) for o, n in zip(old, attn_state))
         if conv_state is not None:
             self.state["conv_state"] = conv_state

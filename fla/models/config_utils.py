@@ -223,6 +223,7 @@ class FLAConfig(PreTrainedConfig):
 
     keys_to_ignore_at_inference = ["past_key_values", "cache"]  # the output's cache (renamed in transformers 5.24)
     hybrid_attn = True  # the config has the ``attn`` field (hybrid softmax-attention layers)
+    mlp_acts: tuple[str, ...] | None = None  # allowed ``hidden_act`` values (None: the SwiGLU MLP's)
 
     def __init__(
         self,
@@ -273,7 +274,7 @@ class FLAConfig(PreTrainedConfig):
         ratio = self.hidden_ratio
         if ratio is not None and (isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not ratio > 0):
             raise ValueError(f"{type(self).__name__}: hidden_ratio={ratio!r} must be a positive number or null")
-        check_choice(self, "hidden_act", _SUPPORTED_ACTS)
+        check_choice(self, "hidden_act", _SUPPORTED_ACTS if self.mlp_acts is None else self.mlp_acts)
         if self.hybrid_attn:
             self.attn = validate_attn_spec(self.attn, self.num_hidden_layers, self.hidden_size)
         validate_loss_config(self.fuse_cross_entropy, self.fuse_linear_cross_entropy)

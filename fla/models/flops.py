@@ -5,11 +5,14 @@ A model family states only its token mixer's kind and sizes (:class:`TokenMixer`
 family, and counts the softmax-attention layers of hybrids (the config's ``attn`` spec):
 
 * ``6 * N`` for the matmuls of the non-embedding parameters (a tied LM head counted once more);
-* softmax attention: ``12 * H * K * L`` with ``L = min(seq_len, window)`` (torchtitan's
-  convention, no causal halving);
+* softmax attention: ``6 * H * (K + V) * L`` with ``L = min(seq_len, window)`` (scores ``q k^T`` and
+  outputs ``p v``; torchtitan's ``12 * H * K * L`` when ``K == V``, no causal halving);
 * chunked linear attention: ``3 * H * (4 * K * V + 2 * C * (K + V))`` with chunk size ``C = 64``
   (read/write the ``K x V`` state, intra-chunk scores and outputs), plus ``3 * H * 2 * C * K``
-  for the delta rule's intra-chunk ``K K^T`` system (WY form).
+  for the delta rule's intra-chunk ``K K^T`` system (WY form);
+* an element-wise scan over a ``K x V`` state per head (Mamba's selective scan):
+  ``3 * H * SCAN_OPS * K * V``, ``SCAN_OPS = 7`` forward FLOPs per state element and token (the decay
+  ``exp(dt A)``, ``h = e h + u``, ``u = (dt x) B``, ``y += C h``).
 
 Models outside fla (transformers' Llama, ...) count as softmax attention read from their config
 fields: :func:`softmax_attention_from_config`.
@@ -24,7 +27,10 @@ from typing import Literal
 CHUNK_SIZE = 64
 """Chunk length of the chunked linear-attention kernels the FLOPs rule assumes."""
 
-MixerKind = Literal["softmax", "linear", "delta"]
+SCAN_OPS = 7
+"""Forward FLOPs per state element and token of an element-wise scan (kind ``scan``)."""
+
+MixerKind = Literal["softmax", "linear", "delta", "scan"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +40,9 @@ class TokenMixer:
     """One layer's token mixer as far as FLOPs go.
 
     Args:
-        kind: ``softmax`` attention, chunked ``linear`` attention / linear RNN, or ``delta``
-            (linear attention that also solves the intra-chunk ``K K^T`` system).
+        kind: ``softmax`` attention, chunked ``linear`` attention / linear RNN, ``delta``
+            (linear attention that also solves the intra-chunk ``K K^T`` system), or ``scan`` (an
+            element-wise recurrence over a ``K x V`` state per head, no matrix products).
         heads: heads the state (or attention) is kept per.
         key_dim: per-head key width ``K``.
         value_dim: per-head value width ``V``.
@@ -52,7 +59,9 @@ class TokenMixer:
         """Training FLOPs (forward + backward) per token of this mixer at ``seq_len``."""
         h, k, v = self.heads, self.key_dim, self.value_dim
         if self.kind == "softmax":
-            return 12.0 * h * k * min(seq_len, self.window or seq_len)
+            return 6.0 * h * (k + v) * min(seq_len, self.window or seq_len)
+        if self.kind == "scan":
+            return 3.0 * SCAN_OPS * h * k * v
         flops = 3.0 * h * (4 * k * v + 2 * CHUNK_SIZE * (k + v))
         if self.kind == "delta":
             flops += 3.0 * h * 2 * CHUNK_SIZE * k
@@ -152,6 +161,7 @@ def count_params(model) -> tuple[int, int]:
 
 __all__ = [
     "CHUNK_SIZE",
+    "SCAN_OPS",
     "TokenMixer",
     "count_params",
     "flops_per_token",

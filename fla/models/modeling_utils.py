@@ -193,6 +193,8 @@ class FLAModel(FLAPreTrainedModel):
     """
 
     block_class: type[nn.Module]
+    final_norm: ClassVar[str] = "norm"
+    """Attribute name of the final norm (fla 0.6.0's Mamba and Samba call it ``norm_f``)."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -200,9 +202,13 @@ class FLAModel(FLAPreTrainedModel):
         self.vocab_size = config.vocab_size
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
         self.layers = nn.ModuleList([self.block_class(config, i) for i in range(config.num_hidden_layers)])
-        self.norm = build_norm(config)
+        setattr(self, self.final_norm, self.build_final_norm(config))
         self.gradient_checkpointing = False
         self.post_init()
+
+    def build_final_norm(self, config) -> nn.Module:
+        """The norm after the last block (default :func:`build_norm`; a family with other norms overrides it)."""
+        return build_norm(config)
 
     def forward(
         self,
@@ -264,7 +270,7 @@ class FLAModel(FLAPreTrainedModel):
                 position_ids=position_ids,
                 **kwargs,
             )
-        hidden_states = self.norm(hidden_states)
+        hidden_states = getattr(self, self.final_norm)(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)
         if not use_cache:

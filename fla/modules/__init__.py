@@ -15,6 +15,7 @@ from fla.modules.linear_cross_entropy import FusedLinearCrossEntropyLoss, linear
 from fla.modules.mlp import GatedMLP
 from fla.modules.norm import GroupNorm, LayerNorm, RMSNorm, group_norm, layer_norm, rms_norm
 from fla.modules.rotary import RotaryEmbedding, rotary_embedding
+from fla.modules.token_shift import TokenShift, token_shift
 
 __all__ = [
     "swiglu",
@@ -41,3 +42,4 @@ __all__ = [
     "rotary_embedding",
 ]
 __all__ += ["DPFPFeatureMap", "HadamardFeatureMap", "HedgehogFeatureMap", "T2RFeatureMap"]
+__all__ += ["TokenShift", "token_shift"]

@@ -1,42 +1,59 @@
 """Token-mixing ops: one folder per op family (chunk, fused_recurrent, naive)."""
 
+from fla.ops.abc import chunk_abc, fused_recurrent_abc
+from fla.ops.attn import attn_decoding_one_step, parallel_attn
 from fla.ops.comba import chunk_comba, fused_recurrent_comba
 from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
+from fla.ops.forgetting_attn import parallel_forgetting_attn
 from fla.ops.gated_delta_product import chunk_gated_delta_product, fused_recurrent_gated_delta_product
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
+from fla.ops.gsa import chunk_gsa, fused_recurrent_gsa
 from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
+from fla.ops.kda import chunk_kda, fused_recurrent_kda
 from fla.ops.lightnet import chunk_lightnet, fused_recurrent_lightnet
 from fla.ops.lightning_attn import chunk_lightning_attn, fused_recurrent_lightning_attn
 from fla.ops.linear_attn import chunk_linear_attn, fused_chunk_linear_attn, fused_recurrent_linear_attn
+from fla.ops.mamba import chunk_selective_scan, fused_recurrent_selective_scan, selective_scan_fn
 from fla.ops.mamba2 import chunk_mamba2_ssd, fused_recurrent_mamba2_ssd
 from fla.ops.retention import chunk_retention, fused_recurrent_retention
+from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
 from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
 __all__ = [
+    "attn_decoding_one_step",
+    "parallel_attn",
+    "parallel_forgetting_attn",
     "chunk_delta_rule",
     "chunk_gated_delta_rule",
     "chunk_gla",
     "chunk_hgrn",
+    "chunk_kda",
     "chunk_lightning_attn",
     "chunk_lightnet",
     "chunk_linear_attn",
     "chunk_mamba2_ssd",
     "chunk_retention",
+    "chunk_selective_scan",
     "chunk_simple_gla",
     "fused_chunk_linear_attn",
     "fused_recurrent_delta_rule",
     "fused_recurrent_gated_delta_rule",
     "fused_recurrent_gla",
     "fused_recurrent_hgrn",
+    "fused_recurrent_kda",
     "fused_recurrent_lightning_attn",
     "fused_recurrent_lightnet",
     "fused_recurrent_linear_attn",
     "fused_recurrent_mamba2_ssd",
     "fused_recurrent_retention",
+    "fused_recurrent_selective_scan",
     "fused_recurrent_simple_gla",
     "chunk_comba",
     "fused_recurrent_comba",
     "chunk_gated_delta_product",
     "fused_recurrent_gated_delta_product",
 ]
+__all__ += ["chunk_rwkv6", "fused_recurrent_rwkv6"]
+__all__ += ["chunk_gsa", "fused_recurrent_gsa", "chunk_abc", "fused_recurrent_abc"]
+__all__ += ["selective_scan_fn"]

@@ -9,6 +9,8 @@ GLA family (gated linear attention: gla, simple_gla, retention, linear_attn, and
 * :mod:`.chunk_bwd` ``dv`` and ``dq, dk, dg`` stages
 * :mod:`.chunk` the assembled forward / backward, the family's autograd Function and op body
   (``chunk_gated``); :mod:`.fused_recurrent` the decode kernel and op body (``fused_recurrent_gated``)
+* :mod:`.chunk_gv` a value-side (column) gate ``gv``: the ``gv`` branches of the stages above assembled, plus its
+  ``dv, dgv`` kernel (``chunk_value_gated``, GSA's first pass)
 
 Delta-rule family (delta_rule, gated_delta_rule, and its kin):
 

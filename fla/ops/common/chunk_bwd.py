@@ -16,6 +16,9 @@ last row, the decay of the carried state ``exp(G_L) sum(h * dh) + sum_j k_j . dk
 reverse cumsum over the sequence then adds up every row's rounding error: measured on the gated delta rule,
 ``dg`` error 0.18 at T=8192 in bf16 against 0.06 allowed; the chunk-local form adds 64 rows.)
 Vector gates pass ``A`` (to the dv stage) and the intra-chunk ``dq``/``dk`` (to the dqkg stage).
+A value-side gate ``gv [B, T, H, V]`` (GSA's first pass, :mod:`fla.ops.common.chunk_gv`) passes its
+intra-chunk ``dA`` (``sum_v do_iv v_jv exp(G_iv - G_jv)``, causal, unscaled) to the dqkg stage, which then
+forms ``dq = scale * ((do * exp(G)) h^T + dA k)`` and ``dk = (v * exp(G_L - G)) dh^T + scale * dA^T q``.
 """
 
 from __future__ import annotations
@@ -121,10 +124,19 @@ def chunk_dv_bwd_kernel(
 
 
 @lean_launch
-@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", STORE_DG="dg", STORE_DW="dw", IS_VARLEN="cu_seqlens")
+@given_heuristics(
+    **SCALAR_GATE_FLAGS,
+    USE_GK="gk",
+    USE_GQ="gq",
+    USE_GV="gv",
+    USE_DA="dA",
+    STORE_DG="dg",
+    STORE_DW="dw",
+    IS_VARLEN="cu_seqlens",
+)
 @triton.autotune(
     configs=autotune_configs(),
-    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "STORE_DG", "STORE_DW", "DOT_PRECISION"],
+    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_GQ", "USE_GV", "STORE_DG", "STORE_DW", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_dqkg_bwd_kernel(
@@ -135,6 +147,9 @@ def chunk_dqkg_bwd_kernel(
     g,
     g_gamma,
     gk,
+    gq,
+    gv,
+    dA,
     do,
     dh,
     dq_intra,
@@ -158,6 +173,9 @@ def chunk_dqkg_bwd_kernel(
     USE_G: tl.constexpr,
     HAS_G: tl.constexpr,
     USE_GK: tl.constexpr,
+    USE_GQ: tl.constexpr,
+    USE_GV: tl.constexpr,
+    USE_DA: tl.constexpr,
     STORE_DG: tl.constexpr,
     STORE_DW: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -193,14 +211,21 @@ def chunk_dqkg_bwd_kernel(
         m_vk = m_k[None, :] & m_v[:, None]
         b_ht = tl.load(h + p_state + o_vk, mask=m_vk, other=0.0)  # [BV, BK]
         b_dht = tl.load(dh + p_state + o_vk, mask=m_vk, other=0.0)  # [BV, BK]
-        b_dq += tl.dot(b_do, b_ht.to(b_do.dtype), input_precision=DOT_PRECISION)
-        b_dk += tl.dot(b_v, b_dht.to(b_v.dtype), input_precision=DOT_PRECISION)
+        if USE_GV:  # column-wise decays of the inter-chunk terms
+            b_gv = tl.load(gv + o_tv, mask=m_tv, other=0.0)  # [BT, BV]
+            b_gvl = tl.load(gv + ((bos + i_last) * H + i_h) * V + o_v, mask=m_v, other=0.0)  # [BV]
+            b_dog = (b_do * tl.exp(b_gv)).to(b_do.dtype)
+            b_vg = (b_v * tl.exp(tl.where(m_tv, b_gvl[None, :] - b_gv, 0.0))).to(b_v.dtype)
+        else:
+            b_dog, b_vg = b_do, b_v
+        b_dq += tl.dot(b_dog, b_ht.to(b_do.dtype), input_precision=DOT_PRECISION)
+        b_dk += tl.dot(b_vg, b_dht.to(b_v.dtype), input_precision=DOT_PRECISION)
         if STORE_DG:
             b_hdh += tl.sum(b_ht.to(tl.float32) * b_dht.to(tl.float32), axis=0)
         if STORE_DW:
             b_dv = tl.load(dv + o_tv, mask=m_tv, other=0.0)  # [BT, BV]
             b_dw += tl.dot(b_dv, b_ht.to(b_dv.dtype), input_precision=DOT_PRECISION)
-        if not USE_GK:
+        if not USE_GK and not USE_DA:
             # transposes of loaded tiles (as the WY stage takes them), not of a dot result
             b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION)
             b_dAt += tl.dot(b_v, tl.trans(b_do), input_precision=DOT_PRECISION)
@@ -210,7 +235,11 @@ def chunk_dqkg_bwd_kernel(
     if USE_GK:
         b_gk = tl.load(gk + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
         b_gkl = tl.load(gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
-        b_dq = b_dq * tl.exp(b_gk) * scale + tl.load(dq_intra + o_tk, mask=m_tk, other=0.0)
+        if USE_GQ:  # the queries' own gate (RWKV6: the exclusive cumsum)
+            b_gqk = tl.load(gq + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
+        else:
+            b_gqk = b_gk
+        b_dq = b_dq * tl.exp(b_gqk) * scale + tl.load(dq_intra + o_tk, mask=m_tk, other=0.0)
         b_dk_inter = b_dk * tl.exp(tl.where(m_tk, b_gkl[None, :] - b_gk, 0.0))
         b_dk = b_dk_inter + tl.load(dk_intra + o_tk, mask=m_tk, other=0.0)
         if STORE_DG:
@@ -219,10 +248,15 @@ def chunk_dqkg_bwd_kernel(
             b_dg += tl.where((o_t == i_last)[:, None], b_dgl[None, :], 0.0)
             # a vector gate's block holds whole chunk rows: finish dg here (chunk-local reverse cumsum)
             b_dg = tl.cumsum(b_dg, axis=0, reverse=True)
+            if USE_GQ:  # Gq_i = G_i - g_i: g_i also enters through the queries' exp(Gq_i) directly
+                b_dg -= b_q * b_dq
             tl.store(dg + o_tk, b_dg.to(dg.dtype.element_ty), mask=m_tk)
     else:
         m_A = (o_i[:, None] >= o_i[None, :]) & m_t[:, None]  # [BT(i), BT(j)] causal
         m_At = (o_i[:, None] <= o_i[None, :]) & m_t[None, :]  # [BT(j), BT(i)] the same, transposed
+        if USE_DA:  # given (value-side gates): dA [BT(i), BT(j)] and its transpose, loaded
+            b_dA = tl.load(dA + ((bos + o_t[:, None]) * H + i_h) * BT + o_i[None, :], mask=m_t[:, None], other=0.0)
+            b_dAt = tl.load(dA + ((bos + o_t[None, :]) * H + i_h) * BT + o_i[:, None], mask=m_t[None, :], other=0.0)
         if USE_G:
             b_g, b_gl = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, HAS_G)
             b_dA *= tl.exp(tl.where(m_A, b_g[:, None] - b_g[None, :], float("-inf")))
@@ -296,6 +330,9 @@ def chunk_bwd_dqkg(
     want_dg: bool = False,
     dg_dtype: torch.dtype = torch.float32,
     g_gamma: torch.Tensor | None = None,
+    gq: torch.Tensor | None = None,
+    gv: torch.Tensor | None = None,
+    dA: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``dq``, ``dk`` (input dtypes) and the gate gradient.
 
@@ -307,9 +344,36 @@ def chunk_bwd_dqkg(
             (in ``dg_dtype``); for scalar gates ``dL/dG [B, T, H]`` float32, still to be
             reverse-cumsummed (:func:`fla.ops.common.cumsum.chunk_local_cumsum` with ``reverse``).
         g_gamma: ``[H]`` constant log decay without ``g`` (no gradient), as in :func:`.chunk_h.chunk_fwd_h`.
+        gq: ``[B, T, H, K]`` the queries' own gate cumsum (with ``gk``; RWKV6: the exclusive cumsum
+            ``G - g``): ``dq``'s state part is scaled by ``exp(gq)``, and ``dg`` includes ``gq``'s path.
+        gv: ``[B, T, H, V]`` chunk-local cumsum of value-side log gates, with dA: ``[B, T, H, BT]`` float32
+            its intra-chunk scores gradient (see the module docstring); no ``want_dg`` with them (the
+            value-side gate's gradient is :func:`fla.ops.common.chunk_gv.chunk_gv_bwd_dvg`'s).
     """
+    if gq is not None and gk is None:
+        raise ValueError("gq (the queries' gate) needs the vector gate gk")
+    if (gv is None) != (dA is None) or (gv is not None and (want_dg or g is not None or gk is not None)):
+        raise ValueError("chunk_bwd_dqkg: gv needs dA (and neither g, gk nor want_dg), dA needs gv")
     dq, dk, _, dg = _launch_dqkg(
-        q, k, v, h, do, dh, None, layout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma
+        q,
+        k,
+        v,
+        h,
+        do,
+        dh,
+        None,
+        layout,
+        scale,
+        g,
+        gk,
+        dq_intra,
+        dk_intra,
+        want_dg,
+        dg_dtype,
+        g_gamma,
+        gq=gq,
+        gv=gv,
+        dA=dA,
     )
     return dq, dk, dg
 
@@ -326,23 +390,30 @@ def chunk_bwd_dqkwg(
     scale: float,
     g: torch.Tensor | None = None,
     want_dg: bool = False,
+    gk: torch.Tensor | None = None,
+    dq_intra: torch.Tensor | None = None,
+    dk_intra: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """:func:`chunk_bwd_dqkg` (scalar gates or none) plus ``dw = -dv h^T`` ``[B, T, H, K]`` (``k.dtype``):
-    the gradient of ``w`` when the chunk's values are ``v = u - w h`` (the delta rule's new values,
-    ``dv`` their gradient ``[B, T, H, V]``).
+    """:func:`chunk_bwd_dqkg` plus ``dw = -dv h^T`` ``[B, T, H, K]`` (``k.dtype``): the gradient of ``w``
+    when the chunk's values are ``v = u - w h`` (the delta rule's new values, ``dv`` their gradient
+    ``[B, T, H, V]``).
 
+    Args:
+        g: ``[B, T, H]`` or gk: ``[B, T, H, K]`` (with its intra-chunk ``dq_intra, dk_intra`` float32)
+            chunk-local gate cumsums, or neither.
     Returns:
-        ``dq, dk, dw`` (input dtypes) and ``dL/dG`` as per-K-block partial sums ``[NK, B, T, H]`` float32
-        (or ``None``): the consumer adds them up (the delta rule's WY backward does, in its kernel).
+        ``dq, dk, dw`` (input dtypes) and, when ``want_dg``, for a scalar gate ``dL/dG`` as per-K-block
+        partial sums ``[NK, B, T, H]`` float32 (the consumer adds them up: the delta rule's WY backward does, in
+        its kernel), for a vector gate the finished (reverse-cumsummed) ``dg`` ``[B, T, H, K]`` float32.
     """
     return _launch_dqkg(
-        q, k, v, h, do, dh, dv, layout, scale, g, None, None, None, want_dg, torch.float32, None, sum_dg=False
+        q, k, v, h, do, dh, dv, layout, scale, g, gk, dq_intra, dk_intra, want_dg, torch.float32, None, sum_dg=False
     )
 
 
 def _launch_dqkg(
     q, k, v, h, do, dh, dv, layout: ChunkLayout, scale, g, gk, dq_intra, dk_intra, want_dg, dg_dtype, g_gamma,
-    sum_dg=True,
+    sum_dg=True, gq=None, gv=None, dA=None,
 ):  # fmt: skip
     if want_dg and g is None and gk is None:
         raise ValueError("want_dg needs the gates (g or gk)")
@@ -360,7 +431,7 @@ def _launch_dqkg(
             dg = empty(NK, B, T, H, dtype=torch.float32, device=q.device)
     grid = (NK, layout.row_chunks, B * H)
     chunk_dqkg_bwd_kernel[grid](
-        q, k, v, h, g, g_gamma, gk, do, dh, dq_intra, dk_intra, dv, dq, dk, dw, dg, layout.cu_seqlens,
+        q, k, v, h, g, g_gamma, gk, gq, gv, dA, do, dh, dq_intra, dk_intra, dv, dq, dk, dw, dg, layout.cu_seqlens,
         layout.chunk_indices, scale, T, H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV,
         DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip

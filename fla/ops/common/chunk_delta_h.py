@@ -15,9 +15,10 @@ the state gradient (``dh`` after the chunk) and finishes the new values' gradien
     dh    <- exp(G_L) dh + scale * (q * exp(G))^T do - w^T dv_new
 
 The V block shrinks (to 32) when there are too few (sequence, head) programs to fill the GPU.
-Gate kinds (``g``): none or a scalar per-head gate ``[B, T, H]``; a per-key-channel gate (KDA) scales the
-rows of ``h`` and of ``k`` by ``exp(G_L)`` / ``exp(G_L - G)`` per channel, as ``USE_GK`` does in
-:func:`fla.ops.common.chunk_h.chunk_state_kernel`.
+Gate kinds: none, a scalar per-head gate ``g [B, T, H]`` or a per-key-channel gate ``gk [B, T, H, K]``
+(KDA), which scales the rows of ``h`` and of ``k`` by ``exp(G_L)`` / ``exp(G_L - G)`` per channel
+(``USE_GK``, as in :func:`fla.ops.common.chunk_h.chunk_state_kernel`); the backward mirrors it, and
+``q`` is scaled by ``exp(G)`` per channel.
 """
 
 from __future__ import annotations
@@ -48,14 +49,15 @@ def state_blocks(K: int, V: int, programs: int, device: torch.device) -> tuple[i
 
 
 @lean_launch
-@given_heuristics(USE_G="G", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
-@triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"])
+@given_heuristics(USE_G="G", USE_GK="Gk", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
+@triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
 def chunk_delta_h_fwd_kernel(
     k,
     w,
     u,
     G,
+    Gk,
     h0,
     h,
     v_new,
@@ -71,6 +73,7 @@ def chunk_delta_h_fwd_kernel(
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     USE_G: tl.constexpr,
+    USE_GK: tl.constexpr,
     USE_H0: tl.constexpr,
     STORE_HT: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -103,6 +106,12 @@ def chunk_delta_h_fwd_kernel(
             b_gl = tl.load(G + (bos + i_last) * H + i_h)
             b_vn *= tl.exp(tl.where(m_t, b_gl - b_g, float("-inf")))[:, None]
             b_h *= tl.exp(b_gl)
+        if USE_GK:  # the decay per key row: h <- exp(G_L)[:, None] h + (k exp(G_L - G))^T v_new
+            i_last = tl.minimum(i_t * BT + BT, T_n) - 1
+            b_gkt = tl.load(Gk + o_row[None, :] * K + o_k[:, None], mask=m_kt, other=0.0)  # [BK, BT]
+            b_gkl = tl.load(Gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
+            b_kt = (b_kt * tl.exp(tl.where(m_kt, b_gkl[:, None] - b_gkt, float("-inf")))).to(b_kt.dtype)
+            b_h *= tl.exp(b_gkl)[:, None]
         b_h += tl.dot(b_kt, b_vn.to(b_kt.dtype), input_precision=DOT_PRECISION)
     if STORE_HT:
         tl.store(ht + i_nh * K * V + o_kv, b_h, mask=m_kv)
@@ -116,18 +125,20 @@ def chunk_delta_fwd_h(
     g: torch.Tensor | None = None,
     h0: torch.Tensor | None = None,
     output_final_state: bool = False,
+    gk: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """States at chunk starts and the new values.
 
     Args:
         k, w: ``[B, T, H, K]``; u: ``[B, T, H, V]`` (from :func:`fla.ops.common.wy.chunk_delta_wy_fwd`);
         layout: the chunking; g: ``[B, T, H]`` chunk-local cumsum of scalar log gates (fp32) or ``None``;
-        h0: ``[N, H, K, V]``.
+        h0: ``[N, H, K, V]``; gk: ``[B, T, H, K]`` chunk-local cumsum of per-key-channel log gates (fp32,
+        instead of ``g``) or ``None``.
     Returns:
         ``h`` ``[B, NT, H, K, V]`` (``[1, total chunks, H, K, V]`` for varlen, ``k.dtype``),
         ``v_new`` ``[B, T, H, V]`` (``u.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
     """
-    check_delta_gate(g, k)
+    check_delta_gate(g, k, gk)
     B, T, H, K = k.shape
     V = u.shape[-1]
     BK, BV = state_blocks(K, V, layout.num_seqs * H, k.device)
@@ -136,23 +147,26 @@ def chunk_delta_fwd_h(
     ht = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=k.device) if output_final_state else None
     grid = (cdiv(V, BV), layout.num_seqs * H)
     chunk_delta_h_fwd_kernel[grid](
-        k, w, u, g, h0, h, v_new, ht, layout.cu_seqlens, layout.chunk_offsets, T,
+        k, w, u, g, gk, h0, h, v_new, ht, layout.cu_seqlens, layout.chunk_offsets, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
     return h, v_new, ht
 
 
 @lean_launch
-@given_heuristics(USE_G="G", USE_DHT="dht", STORE_DH0="dh0", IS_VARLEN="cu_seqlens")
+@given_heuristics(USE_G="G", USE_GK="Gk", USE_DHT="dht", STORE_DH0="dh0", IS_VARLEN="cu_seqlens")
 # one stage too: with float32 inputs and K > 128 (BK = 256) the [BT, BK] tiles of k, q and w need 336 KB of shared
 # memory at two stages (H100: 227 KB), so every multi-stage config fails there (measured on an H100, 5b0182f)
-@triton.autotune(configs=autotune_configs(stages=(1, 2, 3)), key=["H", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"])
+@triton.autotune(
+    configs=autotune_configs(stages=(1, 2, 3)), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "DOT_PRECISION"]
+)
 @triton.jit(do_not_specialize=["T"])
 def chunk_delta_dh_bwd_kernel(
     q,
     k,
     w,
     G,
+    Gk,
     do,
     dv_local,
     dht,
@@ -171,6 +185,7 @@ def chunk_delta_dh_bwd_kernel(
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     USE_G: tl.constexpr,
+    USE_GK: tl.constexpr,
     USE_DHT: tl.constexpr,
     STORE_DH0: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -205,12 +220,21 @@ def chunk_delta_dh_bwd_kernel(
             b_gl = tl.load(G + (bos + i_last) * H + i_h)
             b_k = (b_k * tl.exp(tl.where(m_t, b_gl - b_g, float("-inf")))[:, None]).to(k.dtype.element_ty)
             b_qt *= tl.exp(b_g)[None, :]
+        if USE_GK:  # per channel: k exp(G_L - G), q exp(G), and the decay exp(G_L) per key row of dh
+            i_last = tl.minimum(i_t * BT + BT, T_n) - 1
+            b_gk = tl.load(Gk + o_row[:, None] * K + o_k[None, :], mask=m_tk, other=0.0)  # [BT, BK]
+            b_gkt = tl.load(Gk + o_row[None, :] * K + o_k[:, None], mask=m_kt, other=0.0)  # [BK, BT]
+            b_gkl = tl.load(Gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
+            b_k = (b_k * tl.exp(tl.where(m_tk, b_gkl[None, :] - b_gk, float("-inf")))).to(k.dtype.element_ty)
+            b_qt *= tl.exp(b_gkt)
         # the new values feed the outputs (dv_local) and the state after the chunk
         b_dvn = tl.load(dv_local + o_tv, mask=m_tv, other=0.0).to(tl.float32)
         b_dvn += tl.dot(b_k, b_dh.to(b_k.dtype), input_precision=DOT_PRECISION)  # [BT, BV]
         tl.store(dv_new + o_tv, b_dvn.to(dv_new.dtype.element_ty), mask=m_tv)
         if USE_G:
             b_dh *= tl.exp(b_gl)
+        if USE_GK:
+            b_dh *= tl.exp(b_gkl)[:, None]
         b_dh += tl.dot(b_qt.to(b_do.dtype), b_do, input_precision=DOT_PRECISION)
         b_dh -= tl.dot(b_wt, b_dvn.to(b_wt.dtype), input_precision=DOT_PRECISION)
     if STORE_DH0:
@@ -228,6 +252,7 @@ def chunk_delta_bwd_dh(
     g: torch.Tensor | None = None,
     dht: torch.Tensor | None = None,
     want_dh0: bool = False,
+    gk: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The reverse state recurrence of the chunked delta rule.
 
@@ -239,13 +264,14 @@ def chunk_delta_bwd_dh(
     Args:
         q, k, w: ``[B, T, H, K]``; do: ``[B, T, H, V]``; dv_local: ``[B, T, H, V]`` the intra-chunk
             part of the new values' gradient (:func:`fla.ops.common.chunk_bwd.chunk_bwd_dv` without
-            ``dh``); g: ``[B, T, H]`` fp32 chunk-local cumsum of scalar log gates or ``None``; dht: ``[N, H, K, V]``.
+            ``dh``); g: ``[B, T, H]`` fp32 chunk-local cumsum of scalar log gates or ``None``; dht: ``[N, H, K, V]``;
+            gk: ``[B, T, H, K]`` fp32 chunk-local cumsum of per-key-channel log gates (instead of ``g``) or ``None``.
     Returns:
         ``dh`` shaped like the forward's ``h`` (``k.dtype``), ``dh0`` ``[N, H, K, V]`` float32 (or
         ``None`` unless ``want_dh0``) and ``dv_new`` ``[B, T, H, V]`` in ``do.dtype`` (what the dq/dk/dw
         and WY stages multiply it in: half the bytes of float32, and no tf32 products downstream).
     """
-    check_delta_gate(g, k)
+    check_delta_gate(g, k, gk)
     B, T, H, K = k.shape
     V = do.shape[-1]
     BK, BV = state_blocks(K, V, layout.num_seqs * H, k.device)
@@ -254,7 +280,7 @@ def chunk_delta_bwd_dh(
     dv_new = empty(B, T, H, V, dtype=do.dtype, device=k.device)
     grid = (cdiv(V, BV), layout.num_seqs * H)
     chunk_delta_dh_bwd_kernel[grid](
-        q, k, w, g, do, dv_local, dht, dh, dh0, dv_new, layout.cu_seqlens, layout.chunk_offsets, scale, T,
+        q, k, w, g, gk, do, dv_local, dht, dh, dh0, dv_new, layout.cu_seqlens, layout.chunk_offsets, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
     return dh, dh0, dv_new

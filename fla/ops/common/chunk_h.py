@@ -11,7 +11,8 @@ so ``h[c]`` is the state before chunk ``c`` and ``dh[c]`` the gradient of the st
 ``c`` (what chunk ``c``'s keys and values feed). The last running value is the final state
 ``h_T`` (forward) or ``dh_0`` (backward). Gates: scalar ``g [B, T, H]`` (a chunk-local cumsum) or a
 constant ``g_gamma [H]`` alone (summed in the kernel), or vector ``gk [B, T, H, K]`` (row-wise decay, a
-chunk-local cumsum); or none.
+chunk-local cumsum); or none. A value-side gate ``gv [B, T, H, V]`` (column-wise decay, a chunk-local
+cumsum) decays the columns the same way: ``y`` takes the ``exp(G_L - G)`` (``exp(G)`` reversed) factor.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from fla.utils.sizes import cdiv
 
 
 @lean_launch
-@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_S0="s0", STORE_SN="sn", IS_VARLEN="cu_seqlens")
+@given_heuristics(
+    **SCALAR_GATE_FLAGS, USE_GK="gk", USE_GQ="gq", USE_GV="gv", USE_S0="s0", STORE_SN="sn", IS_VARLEN="cu_seqlens"
+)
 @triton.autotune(
     configs=autotune_configs(),
-    key=["H", "K", "V", "BK", "BV", "REVERSE", "USE_G", "USE_GK", "DOT_PRECISION"],
+    key=["H", "K", "V", "BK", "BV", "REVERSE", "USE_G", "USE_GK", "USE_GQ", "USE_GV", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_state_kernel(
@@ -42,6 +45,8 @@ def chunk_state_kernel(
     g,
     g_gamma,
     gk,
+    gq,
+    gv,
     s0,
     states,
     sn,
@@ -60,6 +65,8 @@ def chunk_state_kernel(
     USE_G: tl.constexpr,
     HAS_G: tl.constexpr,
     USE_GK: tl.constexpr,
+    USE_GQ: tl.constexpr,
+    USE_GV: tl.constexpr,
     USE_S0: tl.constexpr,
     STORE_SN: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -99,18 +106,29 @@ def chunk_state_kernel(
         if USE_GK:
             b_gk = tl.load(gk + o_xt, mask=m_kt, other=0.0)  # [BK, BT]
             b_gkl = tl.load(gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
-            if REVERSE:
+            if REVERSE and USE_GQ:  # the queries' own gate (RWKV6: the exclusive cumsum)
+                b_x *= tl.exp(tl.load(gq + o_xt, mask=m_kt, other=0.0))
+            elif REVERSE:
                 b_x *= tl.exp(b_gk)
             else:
                 b_x *= tl.exp(tl.where(m_kt, b_gkl[:, None] - b_gk, 0.0))
             b_s *= tl.exp(b_gkl)[:, None]
+        if USE_GV:  # column-wise decay: the same with the roles of rows and columns swapped
+            m_tv = m_t[:, None] & m_v[None, :]
+            b_gv = tl.load(gv + ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_tv, other=0.0)
+            b_gvl = tl.load(gv + ((bos + i_last) * H + i_h) * V + o_v, mask=m_v, other=0.0)  # [BV]
+            if REVERSE:
+                b_y = (b_y * tl.exp(b_gv)).to(b_y.dtype)
+            else:
+                b_y = (b_y * tl.exp(tl.where(m_tv, b_gvl[None, :] - b_gv, 0.0))).to(b_y.dtype)
+            b_s *= tl.exp(b_gvl)[None, :]
         b_s += tl.dot(b_x.to(b_y.dtype), b_y, input_precision=DOT_PRECISION)
 
     if STORE_SN:
         tl.store(sn + i_nh * K * V + o_kv, b_s, mask=m_kv)
 
 
-def _run_state_kernel(x, y, g, g_gamma, gk, s0, want_sn, scale, reverse, layout, states_dtype):
+def _run_state_kernel(x, y, g, g_gamma, gk, s0, want_sn, scale, reverse, layout, states_dtype, gq=None, gv=None):
     B, T, H, K = x.shape
     V = y.shape[-1]
     BK, BV = block_size(K), block_size(V)
@@ -118,7 +136,7 @@ def _run_state_kernel(x, y, g, g_gamma, gk, s0, want_sn, scale, reverse, layout,
     sn = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=x.device) if want_sn else None
     grid = (cdiv(K, BK), cdiv(V, BV), layout.num_seqs * H)
     chunk_state_kernel[grid](
-        x, y, g, g_gamma, gk, s0, states, sn, layout.cu_seqlens, layout.chunk_offsets, scale, T,
+        x, y, g, g_gamma, gk, gq, gv, s0, states, sn, layout.cu_seqlens, layout.chunk_offsets, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, REVERSE=reverse, DOT_PRECISION=dot_precision(x.dtype),
     )  # fmt: skip
     return states, sn
@@ -134,6 +152,7 @@ def chunk_fwd_h(
     output_final_state: bool = False,
     states_dtype: torch.dtype | None = None,
     g_gamma: torch.Tensor | None = None,
+    gv: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """States at chunk starts.
 
@@ -143,12 +162,14 @@ def chunk_fwd_h(
             ``None``; h0: ``[N, H, K, V]``; states_dtype: dtype of ``h`` (default ``k.dtype``).
         g_gamma ``[H]``: a constant log decay, summed in the kernel; only without ``g`` (fold it into
             ``G`` with :func:`fla.ops.common.cumsum.chunk_local_cumsum` otherwise).
+        gv ``[B, T, H, V]``: chunk-local cumsum of value-side (column) log gates, float32, or ``None``:
+            ``S <- S exp(G_L) + k^T (v * exp(G_L - G))`` column-wise (GSA's first pass).
     Returns:
         ``h`` ``[B, NT, H, K, V]`` (``[1, total chunks, H, K, V]`` for varlen) and the final state
         ``[N, H, K, V]`` float32 (``None`` unless ``output_final_state``).
     """
     check_scalar_gates(g, g_gamma)
-    return _run_state_kernel(k, v, g, g_gamma, gk, h0, output_final_state, 1.0, False, layout, states_dtype)
+    return _run_state_kernel(k, v, g, g_gamma, gk, h0, output_final_state, 1.0, False, layout, states_dtype, gv=gv)
 
 
 def chunk_bwd_dh(
@@ -162,18 +183,24 @@ def chunk_bwd_dh(
     want_dh0: bool = False,
     states_dtype: torch.dtype | None = None,
     g_gamma: torch.Tensor | None = None,
+    gq: torch.Tensor | None = None,
+    gv: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Gradients of the states after each chunk (the reverse recurrence).
 
     Args:
-        q: ``[B, T, H, K]``; do: ``[B, T, H, V]``; g / gk / g_gamma / layout: as in
+        q: ``[B, T, H, K]``; do: ``[B, T, H, V]``; g / gk / g_gamma / gv / layout: as in
         :func:`chunk_fwd_h`; dht: ``[N, H, K, V]`` gradient of the final state (or ``None``).
+        gq: ``[B, T, H, K]`` the queries' own gate cumsum (with ``gk``): ``q`` is scaled by ``exp(gq)``
+            while the carried state decays by ``exp(gk_L)`` (RWKV6: ``gq`` is the exclusive cumsum).
     Returns:
         ``dh`` shaped like ``h`` (``dh[c]`` = gradient of the state after chunk ``c``) and
         ``dh0`` ``[N, H, K, V]`` float32 when ``want_dh0``.
     """
     check_scalar_gates(g, g_gamma)
-    return _run_state_kernel(q, do, g, g_gamma, gk, dht, want_dh0, scale, True, layout, states_dtype)
+    if gq is not None and gk is None:
+        raise ValueError("gq (the queries' gate) needs the vector gate gk")
+    return _run_state_kernel(q, do, g, g_gamma, gk, dht, want_dh0, scale, True, layout, states_dtype, gq, gv)
 
 
 def check_scalar_gates(g: torch.Tensor | None, g_gamma: torch.Tensor | None) -> None:

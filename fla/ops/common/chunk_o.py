@@ -4,7 +4,9 @@ For scalar gates (or none) the intra-chunk scores are formed here:
 ``A_ij = scale * (q_i . k_j) * exp(G_i - G_j)`` for ``i >= j`` (``G`` = chunk-local cumsum of
 the log gates, so every exponent is <= 0; given, or summed here for a constant decay alone). Vector
 gates pass ``A`` precomputed (see :mod:`fla.ops.common.chunk_intra_gk`) and ``gk`` for the
-inter-chunk term.
+inter-chunk term. A value-side gate ``gv [B, T, H, V]`` (chunk-local cumsum) scales the inter-chunk term
+column-wise, ``scale * (q h) * exp(G)``; its intra-chunk term ``sum_j A_ij v_j exp(G_i - G_j)`` is not a
+product with ``A`` and comes in precomputed as ``o_intra`` (:mod:`fla.ops.common.chunk_gv`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from fla.utils.sizes import cdiv
 
 
 @lean_launch
-@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_A="A", IS_VARLEN="cu_seqlens")
+@given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_GV="gv", USE_A="A", USE_OI="o_intra", IS_VARLEN="cu_seqlens")
 @triton.autotune(
-    configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "DOT_PRECISION"]
+    configs=autotune_configs(),
+    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_GV", "USE_A", "USE_OI", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_output_fwd_kernel(
@@ -36,7 +39,9 @@ def chunk_output_fwd_kernel(
     g,
     g_gamma,
     gk,
+    gv,
     A,
+    o_intra,
     o,
     cu_seqlens,
     chunk_indices,
@@ -52,7 +57,9 @@ def chunk_output_fwd_kernel(
     USE_G: tl.constexpr,
     HAS_G: tl.constexpr,
     USE_GK: tl.constexpr,
+    USE_GV: tl.constexpr,
     USE_A: tl.constexpr,
+    USE_OI: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     i_v, i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
@@ -82,7 +89,7 @@ def chunk_output_fwd_kernel(
         else:
             b_qg = b_q
         b_o += tl.dot(b_qg, b_h.to(b_q.dtype), input_precision=DOT_PRECISION)
-        if not USE_A:
+        if not USE_A and not USE_OI:
             o_kt = ((bos + o_t[None, :]) * H + i_h) * K + o_k[:, None]  # [BK, BT]: k transposed
             b_kt = tl.load(k + o_kt, mask=m_k[:, None] & m_t[None, :], other=0.0)
             b_A += tl.dot(b_q, b_kt, input_precision=DOT_PRECISION)
@@ -93,14 +100,19 @@ def chunk_output_fwd_kernel(
         b_g, _ = chunk_scalar_gates(g, g_gamma, bos, o_t, m_t, i_last, i_h, H, HAS_G)  # [BT]
         b_o *= tl.exp(b_g)[:, None]
         b_A *= tl.exp(tl.where(m_A, b_g[:, None] - b_g[None, :], float("-inf")))
-    if USE_A:
-        p_A = A + ((bos + o_t[:, None]) * H + i_h) * BT + o_i[None, :]
-        b_A = tl.load(p_A, mask=m_t[:, None], other=0.0)
-    else:
-        b_A = tl.where(m_A, b_A * scale, 0.0)
     o_tv = ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :]  # [BT, BV]
-    b_v = tl.load(v + o_tv, mask=m_tv, other=0.0)
-    b_o = b_o * scale + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)
+    if USE_GV:
+        b_o *= tl.exp(tl.load(gv + o_tv, mask=m_tv, other=0.0))
+    if USE_OI:
+        b_o = b_o * scale + tl.load(o_intra + o_tv, mask=m_tv, other=0.0).to(tl.float32)
+    else:
+        if USE_A:
+            p_A = A + ((bos + o_t[:, None]) * H + i_h) * BT + o_i[None, :]
+            b_A = tl.load(p_A, mask=m_t[:, None], other=0.0)
+        else:
+            b_A = tl.where(m_A, b_A * scale, 0.0)
+        b_v = tl.load(v + o_tv, mask=m_tv, other=0.0)
+        b_o = b_o * scale + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)
     tl.store(o + o_tv, b_o.to(o.dtype.element_ty), mask=m_tv)
 
 
@@ -115,6 +127,8 @@ def chunk_fwd_o(
     gk: torch.Tensor | None = None,
     A: torch.Tensor | None = None,
     g_gamma: torch.Tensor | None = None,
+    gv: torch.Tensor | None = None,
+    o_intra: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Outputs of every chunk.
 
@@ -124,6 +138,8 @@ def chunk_fwd_o(
         A: ``[B, T, H, BT]`` precomputed scaled causal scores (vector gates; any float dtype, rounded to
             ``v.dtype`` for the product); ``k`` unused then.
         g_gamma: ``[H]`` constant log decay without ``g``, summed here, as in :func:`.chunk_h.chunk_fwd_h`.
+        gv: ``[B, T, H, V]`` chunk-local cumsum of value-side log gates (scales the inter-chunk term).
+        o_intra: ``[B, T, H, V]`` the intra-chunk term, given (``A`` and ``v`` unused then).
     Returns:
         ``o`` ``[B, T, H, V]`` in ``v.dtype``.
     """
@@ -133,7 +149,7 @@ def chunk_fwd_o(
     o = empty(B, T, H, V, dtype=v.dtype, device=v.device)
     grid = (cdiv(V, BV), layout.row_chunks, B * H)
     chunk_output_fwd_kernel[grid](
-        q, k, v, h, g, g_gamma, gk, A, o, layout.cu_seqlens, layout.chunk_indices, scale, T,
+        q, k, v, h, g, g_gamma, gk, gv, A, o_intra, o, layout.cu_seqlens, layout.chunk_indices, scale, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
     return o

@@ -8,6 +8,9 @@ Scalar gates are ``[B, T, H]``, vector gates ``[B, T, H, D]``.
 Scalar gates are cheap to sum where they are used: :func:`chunk_scalar_gates` is the same
 forward cumsum inside a consumer kernel (a ``[BT]`` scan), which saves the GLA-family pipeline
 this stage's launches and its ``G`` tensor.
+
+:func:`global_cumsum` sums over whole sequences instead (softmax attention with a forget gate needs
+``G_i - G_j`` for any two tokens of a sequence), one program per sequence and head.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.indexing import chunk_bounds
+from fla.ops.common.indexing import chunk_bounds, token_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import block_size, given_heuristics
 from fla.utils import empty
@@ -122,3 +125,69 @@ def chunk_local_cumsum(
         H=H, D=D, BT=layout.chunk_size, BD=BD, SCALAR=scalar, REVERSE=reverse,
     )  # fmt: skip
     return out
+
+
+@lean_launch
+@given_heuristics(IS_VARLEN="cu_seqlens")
+@triton.jit(do_not_specialize=["T"])
+def global_cumsum_kernel(
+    g,
+    out,
+    cu_seqlens,
+    scale,
+    T,
+    H: tl.constexpr,
+    BT: tl.constexpr,
+    REVERSE: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_n, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
+    NT = tl.cdiv(T_n, BT)
+    b_carry = tl.zeros([1], dtype=tl.float32)  # the sum of the blocks already done
+    for i_c in range(0, NT):
+        i_t = NT - 1 - i_c if REVERSE else i_c
+        o_t = i_t * BT + tl.arange(0, BT)  # [BT] positions inside the sequence
+        m_t = o_t < T_n
+        o_g = (bos + o_t) * H + i_h  # [BT]
+        b_g = tl.load(g + o_g, mask=m_t, other=0.0).to(tl.float32) * scale
+        tl.store(out + o_g, tl.cumsum(b_g, axis=0, reverse=REVERSE) + b_carry, mask=m_t)
+        b_carry += tl.sum(b_g, axis=0)
+
+
+def global_cumsum(
+    g: torch.Tensor, cu_seqlens: torch.Tensor | None = None, reverse: bool = False, scale: float = 1.0
+) -> torch.Tensor:
+    """Cumulative sum of scalar gates over each whole sequence (not chunk-local), float32.
+
+    Args:
+        g: ``[B, T, H]`` (any float dtype).
+        cu_seqlens: ``[N+1]`` packed bounds (``B == 1``): the sum restarts at every sequence.
+        reverse: ``out_t = sum_{s >= t} g_s`` instead of ``sum_{s <= t}``.
+        scale: multiplies ``g`` before summing.
+    Returns:
+        ``[B, T, H]`` float32.
+    """
+    B, T, H = g.shape
+    N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+    out = empty(B, T, H, dtype=torch.float32, device=g.device)
+    global_cumsum_kernel[(N, H)](g, out, cu_seqlens, float(scale), T, H=H, BT=128, REVERSE=reverse)
+    return out
+
+
+def global_cumsum_torch(
+    g: torch.Tensor, cu_seqlens: torch.Tensor | None = None, reverse: bool = False, scale: float = 1.0
+) -> torch.Tensor:
+    """:func:`global_cumsum` in PyTorch (float32, float64 for float64 inputs); differentiable."""
+    x = g.to(torch.promote_types(g.dtype, torch.float32)) * scale
+    if reverse:
+        x = x.flip(1)
+    if cu_seqlens is None:
+        out = x.cumsum(1)
+    else:
+        bounds = cu_seqlens.tolist()
+        if reverse:  # the flipped row holds the sequences in reverse order
+            total = bounds[-1]
+            bounds = [total - b for b in reversed(bounds)]
+        out = torch.cat([x[:, a:b].cumsum(1) for a, b in zip(bounds[:-1], bounds[1:])], 1)
+    return out.flip(1) if reverse else out

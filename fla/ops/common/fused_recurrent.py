@@ -6,8 +6,12 @@ walks the tokens::
     S <- S * exp(g_t + g_gamma) * exp(gk_t)[:, None] * exp(gv_t)[None, :] + k_t^T v_t
     o_t = scale * q_t S
 
+With a bonus ``u [H, K]`` (RWKV6) the output reads the state before the step plus the current token
+weighted by ``u``: ``o_t = scale * q_t (S_{t-1} + diag(u) k_t^T v_t)``.
+
 Every gate is optional. The backward reuses the chunk pipeline (same math, recomputed from the
-inputs), so short sequences can train through this path too; ``gv`` has no backward.
+inputs), so short sequences can train through this path too; with ``gv`` (alone: no other gate) it is
+the value-gated pipeline's (:mod:`fla.ops.common.chunk_gv`), which also needs the output ``o``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.chunk import chunk_gated_grads, chunk_layout
+from fla.ops.common.chunk import cast_like, chunk_gated_grads, chunk_layout
+from fla.ops.common.chunk_gv import chunk_gv_bwd
 from fla.ops.common.indexing import state_block, token_bounds
 from fla.ops.common.inputs import prepare_gated_call
 from fla.ops.common.recurrent_torch import recurrent_gated_torch_op
@@ -29,7 +34,14 @@ from fla.utils.sizes import cdiv, next_power_of_2
 
 @lean_launch
 @given_heuristics(
-    USE_G="g", USE_GAMMA="g_gamma", USE_GK="gk", USE_GV="gv", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens"
+    USE_G="g",
+    USE_GAMMA="g_gamma",
+    USE_GK="gk",
+    USE_GV="gv",
+    USE_U="u",
+    USE_H0="h0",
+    STORE_HT="ht",
+    IS_VARLEN="cu_seqlens",
 )
 @triton.jit(do_not_specialize=["T"])
 def fused_recurrent_fwd_kernel(
@@ -40,6 +52,7 @@ def fused_recurrent_fwd_kernel(
     g_gamma,
     gk,
     gv,
+    u,
     h0,
     o,
     ht,
@@ -55,6 +68,7 @@ def fused_recurrent_fwd_kernel(
     USE_GAMMA: tl.constexpr,
     USE_GK: tl.constexpr,
     USE_GV: tl.constexpr,
+    USE_U: tl.constexpr,
     USE_H0: tl.constexpr,
     STORE_HT: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -70,11 +84,16 @@ def fused_recurrent_fwd_kernel(
         b_h += tl.load(h0 + i_nh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
     if USE_GAMMA:
         b_gamma = tl.load(g_gamma + i_h).to(tl.float32)
+    if USE_U:
+        b_u = tl.load(u + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)  # [BK]
     for t in range(0, T_n):
         i_tok = (bos + t) * H + i_h  # token-head row
         b_q = tl.load(q + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32) * scale  # [BK]
         b_k = tl.load(k + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32)  # [BK]
         b_v = tl.load(v + i_tok * V + o_v, mask=m_v, other=0.0).to(tl.float32)  # [BV]
+        b_kv = b_k[:, None] * b_v[None, :]  # [BK, BV]
+        if USE_U:  # RWKV6: read the state before this step, plus the bonus-weighted current token
+            b_o = tl.sum((b_h + b_u[:, None] * b_kv) * b_q[:, None], axis=0)  # [BV]
         if USE_G:
             b_h *= tl.exp(tl.load(g + i_tok).to(tl.float32))
         if USE_GAMMA:
@@ -83,8 +102,9 @@ def fused_recurrent_fwd_kernel(
             b_h *= tl.exp(tl.load(gk + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32))[:, None]
         if USE_GV:
             b_h *= tl.exp(tl.load(gv + i_tok * V + o_v, mask=m_v, other=0.0).to(tl.float32))[None, :]
-        b_h += b_k[:, None] * b_v[None, :]
-        b_o = tl.sum(b_h * b_q[:, None], axis=0)  # [BV]
+        b_h += b_kv
+        if not USE_U:
+            b_o = tl.sum(b_h * b_q[:, None], axis=0)  # [BV]
         tl.store(o + i_tok * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
     if STORE_HT:
         tl.store(ht + i_nh * K * V + o_kv, b_h, mask=m_kv)
@@ -102,12 +122,14 @@ def fused_recurrent_fwd(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
+    u: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the recurrence over every token.
 
     Args:
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; g: ``[B, T, H]``; g_gamma: ``[H]``;
         gk: ``[B, T, H, K]``; gv: ``[B, T, H, V]`` (log decays, each optional);
+        u: ``[H, K]`` the RWKV6 bonus (optional: the output then reads the state before each step);
         initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``).
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
@@ -121,7 +143,7 @@ def fused_recurrent_fwd(
     ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None
     grid = (cdiv(V, BV), N * H)
     fused_recurrent_fwd_kernel[grid](
-        q, k, v, g, g_gamma, gk, gv, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK, BV=BV
+        q, k, v, g, g_gamma, gk, gv, u, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK, BV=BV
     )
     return o, ht
 
@@ -133,15 +155,27 @@ class FusedRecurrentFunction(torch.autograd.Function):
     @contiguous
     def forward(ctx, q, k, v, g, g_gamma, gk, gv, scale, initial_state, output_final_state, cu_seqlens):
         o, ht = fused_recurrent_fwd(q, k, v, g, g_gamma, gk, gv, scale, initial_state, output_final_state, cu_seqlens)
-        ctx.save_for_backward(q, k, v, g, g_gamma, gk, initial_state, cu_seqlens)
-        ctx.scale, ctx.has_gv = scale, gv is not None
+        ctx.has_gv = gv is not None
+        ctx.gv_only = ctx.has_gv and g is None and g_gamma is None and gk is None
+        if ctx.gv_only:
+            ctx.save_for_backward(q, k, v, gv, o, initial_state, cu_seqlens)
+        else:
+            ctx.save_for_backward(q, k, v, g, g_gamma, gk, initial_state, cu_seqlens)
+        ctx.scale = scale
         return o, ht
 
     @staticmethod
     @contiguous
     def backward(ctx, do, dht):
+        if ctx.gv_only:
+            q, k, v, gv, o, initial_state, cu_seqlens = ctx.saved_tensors
+            want_dh0 = initial_state is not None and ctx.needs_input_grad[8]
+            dq, dk, dv, dgv, dh0 = chunk_gv_bwd(
+                q, k, v, gv, o, ctx.scale, initial_state, do, dht, chunk_layout(q, cu_seqlens), want_dh0
+            )
+            return dq, dk, dv, None, None, None, dgv, None, cast_like(dh0, initial_state), None, None
         if ctx.has_gv:
-            raise NotImplementedError("the fused recurrent ops have no backward with gv (value-dim gates)")
+            raise NotImplementedError("the fused recurrent ops have no backward with gv and other gates together")
         q, k, v, g, g_gamma, gk, initial_state, cu_seqlens = ctx.saved_tensors
         wants = ctx.needs_input_grad
         dq, dk, dv, dg, dgk, dh0 = chunk_gated_grads(

@@ -6,9 +6,13 @@ tokens::
 
     S <- exp(g_t) S;   u = beta_t (v_t - k_t^T S);   S <- S + k_t u^T;   o_t = scale * q_t^T S
 
-or, with Comba's erase keys ``p`` (the erase reads the state before the decay)::
+(with a per-key-channel gate ``gk_t`` (KDA) the first step is ``S <- diag(exp(gk_t)) S``) or, with Comba's
+erase keys ``p`` (the erase reads the state before the decay)::
 
     u = beta_t (v_t - p_t^T S);   S <- exp(g_t) S + k_t u^T;   o_t = scale * q_t^T S
+
+The kernel takes ``p`` with either gate kind (``diag(exp(gk_t))`` for ``exp(g_t)``); the backward, the chunked
+one, takes ``p`` with a scalar gate or none (``p`` with ``gk`` raises ``ValueError`` there).
 
 Decoding (no gradient wanted) runs this kernel alone, with the L2 norm of q and k fused in. When
 a gradient is wanted, the options are applied first (Triton L2 norm with its backward) and the
@@ -56,10 +60,10 @@ def _fit_state_block(configs: list[triton.Config], named_args: dict, **kwargs) -
 
 
 @lean_launch
-@given_heuristics(USE_G="g", HAS_P="p", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
+@given_heuristics(USE_G="g", USE_GK="gk", HAS_P="p", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=_state_block_configs(),
-    key=["H", "K", "V", "BK", "USE_QK_L2NORM", "USE_G", "HAS_P", "USE_H0", "STORE_HT", "IS_VARLEN"],
+    key=["H", "K", "V", "BK", "USE_QK_L2NORM", "USE_G", "USE_GK", "HAS_P", "USE_H0", "STORE_HT", "IS_VARLEN"],
     prune_configs_by={"early_config_prune": _fit_state_block},
 )
 @triton.jit(do_not_specialize=["T"])
@@ -69,6 +73,7 @@ def fused_recurrent_delta_rule_fwd_kernel(
     v,
     beta,
     g,
+    gk,
     p,
     h0,
     o,
@@ -84,6 +89,7 @@ def fused_recurrent_delta_rule_fwd_kernel(
     USE_QK_L2NORM: tl.constexpr,
     NEG_EIGVAL: tl.constexpr,
     USE_G: tl.constexpr,
+    USE_GK: tl.constexpr,
     HAS_P: tl.constexpr,
     USE_H0: tl.constexpr,
     STORE_HT: tl.constexpr,
@@ -116,9 +122,13 @@ def fused_recurrent_delta_rule_fwd_kernel(
             b_u = b_beta * (b_v - tl.sum(b_h * b_p[:, None], axis=0))  # [BV] the new value
             if USE_G:
                 b_h *= tl.exp(tl.load(g + i_tok).to(tl.float32))
+            if USE_GK:  # the decay per key row of the state
+                b_h *= tl.exp(tl.load(gk + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32))[:, None]
         else:
             if USE_G:
                 b_h *= tl.exp(tl.load(g + i_tok).to(tl.float32))
+            if USE_GK:  # the decay per key row of the state
+                b_h *= tl.exp(tl.load(gk + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32))[:, None]
             b_u = b_beta * (b_v - tl.sum(b_h * b_k[:, None], axis=0))  # [BV] the new value
         b_h += b_k[:, None] * b_u[None, :]
         b_o = tl.sum(b_h * b_q[:, None], axis=0) * scale  # [BV]
@@ -140,12 +150,15 @@ def fused_recurrent_delta_rule_fwd(
     cu_seqlens: torch.Tensor | None,
     use_qk_l2norm_in_kernel: bool,
     allow_neg_eigval: bool,
+    *,
+    gk: torch.Tensor | None = None,
     p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Launch the recurrent kernel (inputs made contiguous).
 
     Args:
-        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta, g: ``[B, T, H]`` (g optional);
+        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta, g: ``[B, T, H]`` (g optional); gk:
+        ``[B, T, H, K]`` per-key-channel log gates (instead of ``g``) or ``None``;
         initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``); p: ``[B, T, H, K]`` Comba's
         erase keys or ``None`` (L2-normalized with q and k under ``use_qk_l2norm_in_kernel``).
     Returns:
@@ -159,7 +172,7 @@ def fused_recurrent_delta_rule_fwd(
     ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None
     # the V block width is autotuned: decoding is bound by reading and writing the fp32 state
     fused_recurrent_delta_rule_fwd_kernel[lambda meta: (cdiv(V, meta["BV"]), N * H)](
-        q, k, v, beta, g, p, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK,
+        q, k, v, beta, g, gk, p, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK,
         USE_QK_L2NORM=use_qk_l2norm_in_kernel, NEG_EIGVAL=allow_neg_eigval,
     )  # fmt: skip
     return o, ht
@@ -170,19 +183,20 @@ class FusedRecurrentDeltaRuleFunction(torch.autograd.Function):
 
     @staticmethod
     @contiguous
-    def forward(ctx, q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens):
+    def forward(ctx, q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, gk=None):
         o, ht = fused_recurrent_delta_rule_fwd(
-            q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, False, False
+            q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, False, False, gk=gk
         )
-        ctx.save_for_backward(q, k, v, beta, g, initial_state, cu_seqlens)
+        ctx.save_for_backward(q, k, v, beta, g, initial_state, cu_seqlens, gk)
         ctx.scale = scale
         return o, ht
 
     @staticmethod
     @contiguous
     def backward(ctx, do, dht):
-        q, k, v, beta, g, initial_state, cu_seqlens = ctx.saved_tensors
-        return chunk_delta_grads(ctx, q, k, v, beta, g, None, None, initial_state, do, dht, chunk_layout(q, cu_seqlens))
+        q, k, v, beta, g, initial_state, cu_seqlens, gk = ctx.saved_tensors
+        layout = chunk_layout(q, cu_seqlens)
+        return chunk_delta_grads(ctx, q, k, v, beta, g, None, None, initial_state, do, dht, layout, gk=gk)
 
 
 def fused_recurrent_delta(
@@ -197,14 +211,17 @@ def fused_recurrent_delta(
     cu_seqlens: torch.Tensor | None,
     use_qk_l2norm_in_kernel: bool,
     allow_neg_eigval: bool,
+    gk: torch.Tensor | None = None,
+    gk_name: str = "gk",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The body of the public ``fused_recurrent_(gated_)delta_rule`` ops (``g`` ``[B, T, H]`` or ``None``):
-    check the inputs, then the recurrent kernel or :func:`fla.ops.common.recurrent_torch.recurrent_delta_torch`."""
-    beta, scale = prepare_delta_call(q, k, v, beta, g, scale, initial_state, cu_seqlens)
+    """The body of the public ``fused_recurrent_(gated_)delta_rule`` / ``fused_recurrent_kda`` ops (``g``
+    ``[B, T, H]``, ``gk`` ``[B, T, H, K]`` (public name ``gk_name``) or neither): check the inputs, then the
+    recurrent kernel or :func:`fla.ops.common.recurrent_torch.recurrent_delta_torch`."""
+    beta, scale = prepare_delta_call(q, k, v, beta, g, scale, initial_state, cu_seqlens, gk=gk, gk_name=gk_name)
     args = (q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens)
     return dispatch(
-        (q, k, v, beta, g, initial_state), _recurrent_delta_torch, _fused_recurrent_delta_triton, *args,
-        use_qk_l2norm_in_kernel, allow_neg_eigval,
+        (q, k, v, beta, g, gk, initial_state), _recurrent_delta_torch, _fused_recurrent_delta_triton, *args,
+        use_qk_l2norm_in_kernel, allow_neg_eigval, gk,
     )  # fmt: skip
 
 
@@ -214,15 +231,18 @@ def _recurrent_delta_torch(q, k, v, *rest) -> tuple[torch.Tensor, torch.Tensor |
 
 
 def _fused_recurrent_delta_triton(
-    q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm_in_kernel, allow_neg_eigval
-):
+    q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, use_qk_l2norm_in_kernel, allow_neg_eigval,
+    gk=None,
+):  # fmt: skip
     args = (scale, initial_state, output_final_state, cu_seqlens)
     wants_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (q, k, v, beta, g, initial_state)
+        t is not None and t.requires_grad for t in (q, k, v, beta, g, gk, initial_state)
     )
     if not wants_grad:  # decoding: one kernel, L2 norm and beta scaling fused in
         q, k = expand_groups(q, k, v)
-        return fused_recurrent_delta_rule_fwd(q, k, v, beta, g, *args, use_qk_l2norm_in_kernel, allow_neg_eigval)
+        return fused_recurrent_delta_rule_fwd(
+            q, k, v, beta, g, *args, use_qk_l2norm_in_kernel, allow_neg_eigval, gk=gk
+        )  # fmt: skip
     q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval, norm=l2norm_triton)
     q, k = expand_groups(q, k, v)
-    return FusedRecurrentDeltaRuleFunction.apply(q, k, v, beta, g, *args)
+    return FusedRecurrentDeltaRuleFunction.apply(q, k, v, beta, g, *args, gk)

@@ -121,12 +121,15 @@ def prepare_delta_call(
     scale: float | None,
     initial_state: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
+    gk: torch.Tensor | None = None,
+    gk_name: str = "gk",
 ) -> tuple[torch.Tensor, float]:
     """The prologue of every public delta-rule op: check the inputs, default beta and scale.
 
     Shapes: q, k ``[B, T, H, K]``, v ``[B, T, HV, V]`` (``HV`` a multiple of ``H``: grouped value
     heads, ``HV == H`` usually), beta ``[B, T, HV]`` (``None``: all ones), g ``[B, T, HV]`` (gated
-    ops), initial_state ``[N, HV, K, V]``, cu_seqlens ``[N+1]``.
+    ops) or gk ``[B, T, HV, K]`` (per-key-channel gate, KDA; ``gk_name`` its public name),
+    initial_state ``[N, HV, K, V]``, cu_seqlens ``[N+1]``.
     Returns:
         beta (ones when ``None``) and the scale (``K ** -0.5`` when ``None``).
     """
@@ -141,7 +144,11 @@ def prepare_delta_call(
             )
         # the checks below see q and k with HV heads (views, nothing copied)
         q_heads, k_heads = (x[:, :, :1].expand(B, T, v.shape[2], K) for x in (q, k))
-    check_gated_inputs(q_heads, k_heads, v, g=g, initial_state=initial_state, cu_seqlens=cu_seqlens)
+    check_gated_inputs(
+        q_heads, k_heads, v, g=g, gk=gk, initial_state=initial_state, cu_seqlens=cu_seqlens, gk_name=gk_name
+    )
+    if g is not None and gk is not None:
+        raise ValueError(f"a delta-rule op takes a scalar gate g or a vector gate {gk_name}, not both")
     beta = default_beta(beta, v)
     check_shape("beta", beta, v.shape[:3], "[B, T, HV]" if v.shape[2] != q.shape[2] else "[B, T, H]")
     check_dtype("beta", beta)

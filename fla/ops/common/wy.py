@@ -6,15 +6,19 @@ For every chunk of ``BT`` tokens (``G`` the chunk-local cumsum of the log gates,
     Tm   = (I + A)^{-1}                     (unit lower triangular)
     w    = Tm (beta exp(G) k),   u = Tm (beta v)
 
+Gate kinds (as in the GLA stages): none (the delta rule), a scalar per-head gate ``g [B, T, H]`` (the gated
+delta rule) or a per-key-channel gate ``gk [B, T, H, K]`` (KDA). The scalar-gate scores are formed from plain
+``k_I k_J^T`` tiles with the gate applied afterwards (:func:`_scores`); a per-key-channel gate makes them
+``sum_k k_ik k_jk exp(G_ik - G_jk)``, which do not factor so: they come precomputed (``Akk``, the vector-gate
+scores of :mod:`fla.ops.common.chunk_intra_gk` with ``k`` for ``q``) and the solve only scales their rows by
+``beta``; ``w = Tm (beta exp(G) k)`` then scales ``k`` per channel.
+
 Erase keys (Comba): with ``p`` (the key the erase reads the state with) and ``g_erase`` (``Ge``, the cumsum
 at which the erase reads the state: ``G - g``, the state before the token's own decay) the rows use them,
 ``A_ij = beta_i exp(Ge_i - G_j) p_i.k_j`` and ``w = Tm (beta exp(Ge) p)``; ``p = k, Ge = G`` is the above.
-
-Gate kinds (the ``g`` argument, as in the GLA stages): none (the delta rule) or a scalar per-head gate
-``[B, T, H]`` (the gated delta rule). The scores are formed from plain ``k_I k_J^T`` tiles with the gate
-applied afterwards (:func:`_scores`), which a scalar gate allows; a per-key-channel gate (KDA) makes them
-``sum_k k_ik k_jk exp(G_ik - G_jk)``, the vector-gate scores of :mod:`fla.ops.common.chunk_intra_gk`
-(see ``README.md``).
+Erase keys go with no gate or the scalar gate only: with a per-key-channel gate the rows' scores would be
+``sum_k p_ik k_jk exp(Ge_ik - G_jk)`` with a per-channel ``Ge``, which these stages do not form (``p`` with
+``gk`` or ``Akk`` raises ``ValueError``).
 
 ``Tm`` is solved block by block (:func:`chunk_delta_solve`): the chunk's ``BT / BC`` diagonal
 ``[BC, BC]`` blocks are inverted by forward substitution in fp32 registers (``BC - 1`` dependent row
@@ -81,10 +85,18 @@ def _mm(a, b):
     return tl.dot(a, b, input_precision="ieee")
 
 
+@triton.jit
+def _akk_block(Akk, o_ra, m_a, o_cb, BT: tl.constexpr):
+    """Block of the precomputed vector-gate scores ``Akk`` ``[rows, BT]`` at token-head rows ``o_ra`` (valid
+    ``m_a``) and chunk columns ``o_cb`` (``[BC]``), fp32, 0 for invalid rows."""
+    return tl.load(Akk + o_ra[:, None] * BT + o_cb[None, :], mask=m_a[:, None], other=0.0).to(tl.float32)
+
+
 @lean_launch
-@given_heuristics(USE_G="G", HAS_P="p", IS_VARLEN="cu_seqlens")
+@given_heuristics(USE_G="G", USE_AKK="Akk", HAS_P="p", IS_VARLEN="cu_seqlens")
 @triton.autotune(
-    autotune_configs(warps=(1, 2, 4), stages=(1, 2)), key=["H", "K", "BK", "USE_G", "HAS_P", "DOT_PRECISION"]
+    autotune_configs(warps=(1, 2, 4), stages=(1, 2)),
+    key=["H", "K", "BK", "USE_G", "USE_AKK", "HAS_P", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_delta_solve_kernel(
@@ -93,6 +105,7 @@ def chunk_delta_solve_kernel(
     beta,
     G,
     Ge,
+    Akk,
     Tm,
     cu_seqlens,
     chunk_indices,
@@ -104,6 +117,7 @@ def chunk_delta_solve_kernel(
     BK: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     USE_G: tl.constexpr,
+    USE_AKK: tl.constexpr,
     HAS_P: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
@@ -120,43 +134,61 @@ def chunk_delta_solve_kernel(
     o_r2, o_r3 = (bos + o_t2) * H + i_h, (bos + o_t3) * H + i_h
     m_strict = o_c[:, None] > o_c[None, :]
 
-    # p_I k_J^T (p = k without erase keys) for the blocks on and below the diagonal, each tile loaded once
-    kk00, kk11 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
-    kk22, kk33 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
-    kk10, kk20 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
-    kk21, kk30 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
-    kk31, kk32 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
-    for i_k in range(0, tl.cdiv(K, BK)):
-        o_k = i_k * BK + tl.arange(0, BK)  # [BK]
-        m_k = o_k < K
-        b_k0, b_k1 = _rows(k, o_r0, m_0, o_k, m_k, K), _rows(k, o_r1, m_1, o_k, m_k, K)  # [BC, BK]
-        b_k2, b_k3 = _rows(k, o_r2, m_2, o_k, m_k, K), _rows(k, o_r3, m_3, o_k, m_k, K)
-        if HAS_P:  # the rows' erase keys
-            b_p0, b_p1 = _rows(p, o_r0, m_0, o_k, m_k, K), _rows(p, o_r1, m_1, o_k, m_k, K)  # [BC, BK]
-            b_p2, b_p3 = _rows(p, o_r2, m_2, o_k, m_k, K), _rows(p, o_r3, m_3, o_k, m_k, K)
-        else:
-            b_p0, b_p1, b_p2, b_p3 = b_k0, b_k1, b_k2, b_k3
-        b_k0t, b_k1t, b_k2t = tl.trans(b_k0), tl.trans(b_k1), tl.trans(b_k2)  # [BK, BC]
-        kk00 += tl.dot(b_p0, b_k0t, input_precision=DOT_PRECISION)
-        kk11 += tl.dot(b_p1, b_k1t, input_precision=DOT_PRECISION)
-        kk22 += tl.dot(b_p2, b_k2t, input_precision=DOT_PRECISION)
-        kk33 += tl.dot(b_p3, tl.trans(b_k3), input_precision=DOT_PRECISION)
-        kk10 += tl.dot(b_p1, b_k0t, input_precision=DOT_PRECISION)
-        kk20 += tl.dot(b_p2, b_k0t, input_precision=DOT_PRECISION)
-        kk21 += tl.dot(b_p2, b_k1t, input_precision=DOT_PRECISION)
-        kk30 += tl.dot(b_p3, b_k0t, input_precision=DOT_PRECISION)
-        kk31 += tl.dot(b_p3, b_k1t, input_precision=DOT_PRECISION)
-        kk32 += tl.dot(b_p3, b_k2t, input_precision=DOT_PRECISION)
-    a00 = tl.where(m_strict, _scores(kk00, beta, G, Ge, o_r0, m_0, o_r0, m_0, USE_G), 0.0)
-    a11 = tl.where(m_strict, _scores(kk11, beta, G, Ge, o_r1, m_1, o_r1, m_1, USE_G), 0.0)
-    a22 = tl.where(m_strict, _scores(kk22, beta, G, Ge, o_r2, m_2, o_r2, m_2, USE_G), 0.0)
-    a33 = tl.where(m_strict, _scores(kk33, beta, G, Ge, o_r3, m_3, o_r3, m_3, USE_G), 0.0)
-    a10 = _scores(kk10, beta, G, Ge, o_r1, m_1, o_r0, m_0, USE_G)
-    a20 = _scores(kk20, beta, G, Ge, o_r2, m_2, o_r0, m_0, USE_G)
-    a21 = _scores(kk21, beta, G, Ge, o_r2, m_2, o_r1, m_1, USE_G)
-    a30 = _scores(kk30, beta, G, Ge, o_r3, m_3, o_r0, m_0, USE_G)
-    a31 = _scores(kk31, beta, G, Ge, o_r3, m_3, o_r1, m_1, USE_G)
-    a32 = _scores(kk32, beta, G, Ge, o_r3, m_3, o_r2, m_2, USE_G)
+    if USE_AKK:
+        # vector gate: the scores sum_k k_ik k_jk exp(G_ik - G_jk) come precomputed; rows scaled by beta
+        a00, a11 = _akk_block(Akk, o_r0, m_0, o_c, BT), _akk_block(Akk, o_r1, m_1, o_c + BC, BT)
+        a22, a33 = _akk_block(Akk, o_r2, m_2, o_c + 2 * BC, BT), _akk_block(Akk, o_r3, m_3, o_c + 3 * BC, BT)
+        a10, a20 = _akk_block(Akk, o_r1, m_1, o_c, BT), _akk_block(Akk, o_r2, m_2, o_c, BT)
+        a21, a30 = _akk_block(Akk, o_r2, m_2, o_c + BC, BT), _akk_block(Akk, o_r3, m_3, o_c, BT)
+        a31, a32 = _akk_block(Akk, o_r3, m_3, o_c + BC, BT), _akk_block(Akk, o_r3, m_3, o_c + 2 * BC, BT)
+        a00 = tl.where(m_strict, _scores(a00, beta, G, G, o_r0, m_0, o_r0, m_0, False), 0.0)
+        a11 = tl.where(m_strict, _scores(a11, beta, G, G, o_r1, m_1, o_r1, m_1, False), 0.0)
+        a22 = tl.where(m_strict, _scores(a22, beta, G, G, o_r2, m_2, o_r2, m_2, False), 0.0)
+        a33 = tl.where(m_strict, _scores(a33, beta, G, G, o_r3, m_3, o_r3, m_3, False), 0.0)
+        a10 = _scores(a10, beta, G, G, o_r1, m_1, o_r0, m_0, False)
+        a20 = _scores(a20, beta, G, G, o_r2, m_2, o_r0, m_0, False)
+        a21 = _scores(a21, beta, G, G, o_r2, m_2, o_r1, m_1, False)
+        a30 = _scores(a30, beta, G, G, o_r3, m_3, o_r0, m_0, False)
+        a31 = _scores(a31, beta, G, G, o_r3, m_3, o_r1, m_1, False)
+        a32 = _scores(a32, beta, G, G, o_r3, m_3, o_r2, m_2, False)
+    else:
+        # p_I k_J^T (p = k without erase keys) for the blocks on and below the diagonal, each tile loaded once
+        kk00, kk11 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
+        kk22, kk33 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
+        kk10, kk20 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
+        kk21, kk30 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
+        kk31, kk32 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
+        for i_k in range(0, tl.cdiv(K, BK)):
+            o_k = i_k * BK + tl.arange(0, BK)  # [BK]
+            m_k = o_k < K
+            b_k0, b_k1 = _rows(k, o_r0, m_0, o_k, m_k, K), _rows(k, o_r1, m_1, o_k, m_k, K)  # [BC, BK]
+            b_k2, b_k3 = _rows(k, o_r2, m_2, o_k, m_k, K), _rows(k, o_r3, m_3, o_k, m_k, K)
+            if HAS_P:  # the rows' erase keys
+                b_p0, b_p1 = _rows(p, o_r0, m_0, o_k, m_k, K), _rows(p, o_r1, m_1, o_k, m_k, K)  # [BC, BK]
+                b_p2, b_p3 = _rows(p, o_r2, m_2, o_k, m_k, K), _rows(p, o_r3, m_3, o_k, m_k, K)
+            else:
+                b_p0, b_p1, b_p2, b_p3 = b_k0, b_k1, b_k2, b_k3
+            b_k0t, b_k1t, b_k2t = tl.trans(b_k0), tl.trans(b_k1), tl.trans(b_k2)  # [BK, BC]
+            kk00 += tl.dot(b_p0, b_k0t, input_precision=DOT_PRECISION)
+            kk11 += tl.dot(b_p1, b_k1t, input_precision=DOT_PRECISION)
+            kk22 += tl.dot(b_p2, b_k2t, input_precision=DOT_PRECISION)
+            kk33 += tl.dot(b_p3, tl.trans(b_k3), input_precision=DOT_PRECISION)
+            kk10 += tl.dot(b_p1, b_k0t, input_precision=DOT_PRECISION)
+            kk20 += tl.dot(b_p2, b_k0t, input_precision=DOT_PRECISION)
+            kk21 += tl.dot(b_p2, b_k1t, input_precision=DOT_PRECISION)
+            kk30 += tl.dot(b_p3, b_k0t, input_precision=DOT_PRECISION)
+            kk31 += tl.dot(b_p3, b_k1t, input_precision=DOT_PRECISION)
+            kk32 += tl.dot(b_p3, b_k2t, input_precision=DOT_PRECISION)
+        a00 = tl.where(m_strict, _scores(kk00, beta, G, Ge, o_r0, m_0, o_r0, m_0, USE_G), 0.0)
+        a11 = tl.where(m_strict, _scores(kk11, beta, G, Ge, o_r1, m_1, o_r1, m_1, USE_G), 0.0)
+        a22 = tl.where(m_strict, _scores(kk22, beta, G, Ge, o_r2, m_2, o_r2, m_2, USE_G), 0.0)
+        a33 = tl.where(m_strict, _scores(kk33, beta, G, Ge, o_r3, m_3, o_r3, m_3, USE_G), 0.0)
+        a10 = _scores(kk10, beta, G, Ge, o_r1, m_1, o_r0, m_0, USE_G)
+        a20 = _scores(kk20, beta, G, Ge, o_r2, m_2, o_r0, m_0, USE_G)
+        a21 = _scores(kk21, beta, G, Ge, o_r2, m_2, o_r1, m_1, USE_G)
+        a30 = _scores(kk30, beta, G, Ge, o_r3, m_3, o_r0, m_0, USE_G)
+        a31 = _scores(kk31, beta, G, Ge, o_r3, m_3, o_r1, m_1, USE_G)
+        a32 = _scores(kk32, beta, G, Ge, o_r3, m_3, o_r2, m_2, USE_G)
 
     t00, t11 = _unit_lower_inverse(a00, BC), _unit_lower_inverse(a11, BC)
     t22, t33 = _unit_lower_inverse(a22, BC), _unit_lower_inverse(a33, BC)
@@ -190,14 +222,15 @@ def chunk_delta_solve_kernel(
 
 
 @lean_launch
-@given_heuristics(USE_G="G", IS_VARLEN="cu_seqlens")
-@triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"])
+@given_heuristics(USE_G="G", USE_GK="Gk", IS_VARLEN="cu_seqlens")
+@triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "DOT_PRECISION"])
 @triton.jit(do_not_specialize=["T"])
 def chunk_delta_wy_fwd_kernel(
     k,
     v,
     beta,
     G,
+    Gk,
     Tm,
     w,
     u,
@@ -212,6 +245,7 @@ def chunk_delta_wy_fwd_kernel(
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     USE_G: tl.constexpr,
+    USE_GK: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     # one program per chunk and head: w = Tm (beta exp(G) k), u = Tm (beta v), the products in the
@@ -237,7 +271,11 @@ def chunk_delta_wy_fwd_kernel(
         m_k = m_t[:, None] & (o_k < K)[None, :]
         p_k = o_row[:, None] * K + o_k[None, :]  # [BT, BK]
         b_k = tl.load(k + p_k, mask=m_k, other=0.0)
-        b_k = (b_k * b_scale[:, None]).to(b_k.dtype)
+        if USE_GK:  # the per-channel factor exp(G) <= 1 (G is a chunk-local cumsum of log decays)
+            b_gk = tl.load(Gk + p_k, mask=m_k, other=0.0).to(tl.float32)  # [BT, BK]
+            b_k = (b_k * b_scale[:, None] * tl.exp(b_gk)).to(b_k.dtype)
+        else:
+            b_k = (b_k * b_scale[:, None]).to(b_k.dtype)
         b_w = tl.dot(b_tm, b_k, input_precision=DOT_PRECISION)  # [BT, BK]
         tl.store(w + p_k, b_w.to(w.dtype.element_ty), mask=m_k)
     for i_v in range(0, tl.cdiv(V, BV)):
@@ -255,6 +293,8 @@ def chunk_delta_solve(
     beta: torch.Tensor,
     layout: ChunkLayout,
     g: torch.Tensor | None = None,
+    *,
+    Akk: torch.Tensor | None = None,
     p: torch.Tensor | None = None,
     g_erase: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -263,18 +303,25 @@ def chunk_delta_solve(
     Args:
         k: ``[B, T, H, K]``; beta: ``[B, T, H]``; layout: the chunking (``chunk_size == 4 * SUB_BLOCK``);
         g: ``[B, T, H]`` fp32 chunk-local cumsum of scalar log gates, or ``None`` (no gate);
+        Akk: ``[B, T, H, BT]`` fp32 precomputed unscaled scores ``sum_k k_ik k_jk exp(G_ik - G_jk)``
+            (``j <= i``; the per-key-channel gate), or ``None`` (``k k^T`` formed here). Not with ``g``;
         p: ``[B, T, H, K]`` erase keys (``None``: ``k``); g_erase: ``[B, T, H]`` fp32 cumsum the erase rows
-        use (``None``: ``g``; needs ``g``).
+            use (``None``: ``g``; needs ``g``). Not with ``Akk``.
     """
     check_delta_gate(g, k)
-    check_erase_inputs(k, g, p, g_erase)
+    check_erase_inputs(k, g, p, g_erase, Akk=Akk)
+    if Akk is not None and (g is not None or Akk.shape != (*k.shape[:3], layout.chunk_size)):
+        raise ValueError(
+            f"Akk has shape {list(Akk.shape)}, expected [B, T, H, BT] = {[*k.shape[:3], layout.chunk_size]} "
+            "and no scalar gate g"
+        )
     B, T, H, K = k.shape
     BT = layout.chunk_size
     if BT != 4 * SUB_BLOCK:
         raise ValueError(f"the blocked solve needs chunk_size == {4 * SUB_BLOCK}, got {BT}")
     Tm = empty(B, T, H, BT, dtype=torch.float32, device=k.device)
     chunk_delta_solve_kernel[(layout.row_chunks, B * H)](
-        k, p, beta, g, g if g_erase is None else g_erase, Tm, layout.cu_seqlens, layout.chunk_indices, T,
+        k, p, beta, g, g if g_erase is None else g_erase, Akk, Tm, layout.cu_seqlens, layout.chunk_indices, T,
         H=H, K=K, BT=BT, BC=SUB_BLOCK, BK=block_size(K), DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
     return Tm
@@ -287,6 +334,9 @@ def chunk_delta_wy_fwd(
     layout: ChunkLayout,
     g: torch.Tensor | None = None,
     Tm: torch.Tensor | None = None,
+    *,
+    gk: torch.Tensor | None = None,
+    Akk: torch.Tensor | None = None,
     p: torch.Tensor | None = None,
     g_erase: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -296,44 +346,64 @@ def chunk_delta_wy_fwd(
         k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``; layout: the chunking; g: ``[B, T, H]``
             fp32 chunk-local cumsum of scalar log gates (:func:`fla.ops.common.cumsum.chunk_local_cumsum`)
             or ``None``; Tm: a previous call's ``Tm`` (the backward recomputes ``w, u`` from it without the
-            triangular solve) or ``None``; p, g_erase: the erase keys ``[B, T, H, K]`` and their gate cumsum
-            ``[B, T, H]`` fp32 (Comba; ``None``: ``k`` and ``g``), giving ``w = Tm (beta exp(g_erase) p)``.
+            triangular solve) or ``None``; gk: ``[B, T, H, K]`` fp32 chunk-local cumsum of per-key-channel log
+            gates (instead of ``g``) with Akk: its scores (:func:`chunk_delta_solve`; needed when ``Tm`` is
+            ``None``); p, g_erase: the erase keys ``[B, T, H, K]`` and their gate cumsum ``[B, T, H]`` fp32
+            (Comba; ``None``: ``k`` and ``g``), giving ``w = Tm (beta exp(g_erase) p)``; not with ``gk``.
     Returns:
         ``Tm`` ``[B, T, H, BT]`` fp32 (row ``i`` of its chunk's ``(I + A)^{-1}``), ``w``
         ``[B, T, H, K]`` (``k.dtype``) and ``u`` ``[B, T, H, V]`` (``v.dtype``).
     """
-    check_delta_gate(g, k)
-    check_erase_inputs(k, g, p, g_erase)
+    check_delta_gate(g, k, gk)
+    check_erase_inputs(k, g, p, g_erase, gk=gk, Akk=Akk)
+    if gk is not None and Tm is None and Akk is None:
+        raise ValueError("the per-key-channel gate gk needs its scores Akk (or a previous Tm)")
     B, T, H, K = k.shape
     V = v.shape[-1]
     BT = layout.chunk_size
     if Tm is None:
-        Tm = chunk_delta_solve(k, beta, layout, g, p=p, g_erase=g_erase)
+        Tm = chunk_delta_solve(k, beta, layout, g, Akk=Akk, p=p, g_erase=g_erase)
     # w's right-hand side is built from the erase keys and their gate (the kernel's k and G)
     k = k if p is None else p
     g = g if g_erase is None else g_erase
     w, u = empty(B, T, H, K, dtype=k.dtype, device=k.device), empty(B, T, H, V, dtype=v.dtype, device=v.device)
     grid = (layout.row_chunks, B * H)
     chunk_delta_wy_fwd_kernel[grid](
-        k, v, beta, g, Tm, w, u, layout.cu_seqlens, layout.chunk_indices, T,
+        k, v, beta, g, gk, Tm, w, u, layout.cu_seqlens, layout.chunk_indices, T,
         H=H, K=K, V=V, BT=BT, BK=block_size(K), BV=block_size(V), DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
     return Tm, w, u
 
 
-def check_delta_gate(g: torch.Tensor | None, k: torch.Tensor) -> None:
-    """The delta-rule stages take no gate or a scalar one: ``g`` ``[B, T, H]`` (chunk-local cumsum, fp32)."""
+def check_delta_gate(g: torch.Tensor | None, k: torch.Tensor, gk: torch.Tensor | None = None) -> None:
+    """The delta-rule stages take no gate, a scalar one ``g`` ``[B, T, H]`` or a per-key-channel one ``gk``
+    ``[B, T, H, K]`` (chunk-local cumsums, fp32), not both."""
     if g is not None and g.shape != k.shape[:3]:
         raise ValueError(
             f"g has shape {list(g.shape)}, expected a scalar gate [B, T, H] = {list(k.shape[:3])} "
-            "(the delta-rule stages have no per-key-channel gate kind)"
+            "(a per-key-channel gate is the gk argument)"
         )
+    if gk is not None and gk.shape != k.shape:
+        raise ValueError(f"gk has shape {list(gk.shape)}, expected a vector gate [B, T, H, K] = {list(k.shape)}")
+    if g is not None and gk is not None:
+        raise ValueError("the delta-rule stages take a scalar gate g or a vector gate gk, not both")
 
 
 def check_erase_inputs(
-    k: torch.Tensor, g: torch.Tensor | None, p: torch.Tensor | None, g_erase: torch.Tensor | None
+    k: torch.Tensor,
+    g: torch.Tensor | None,
+    p: torch.Tensor | None,
+    g_erase: torch.Tensor | None,
+    gk: torch.Tensor | None = None,
+    Akk: torch.Tensor | None = None,
 ) -> None:
-    """Erase keys ``p`` have ``k``'s shape and dtype; their gate cumsum ``g_erase`` ``[B, T, H]`` comes with ``g``."""
+    """Erase keys ``p`` have ``k``'s shape and dtype; their gate cumsum ``g_erase`` ``[B, T, H]`` comes with
+    ``g``; neither goes with the per-key-channel gate ``gk`` (or its precomputed scores ``Akk``)."""
+    if (p is not None or g_erase is not None) and (gk is not None or Akk is not None):
+        raise ValueError(
+            "erase keys p (Comba) with a per-key-channel gate gk (KDA) are not supported by the delta-rule "
+            "stages: p goes with no gate or a scalar gate g"
+        )
     if p is not None and (p.shape != k.shape or p.dtype != k.dtype):
         raise ValueError(f"p has shape {list(p.shape)} / {p.dtype}, expected k's {list(k.shape)} / {k.dtype}")
     if g_erase is not None and (g is None or g_erase.shape != g.shape):

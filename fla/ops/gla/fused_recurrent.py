@@ -24,7 +24,7 @@ def fused_recurrent_gla(
     Args:
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``.
         gk: ``[B, T, H, K]`` / gv: ``[B, T, H, V]`` log decays of state rows / columns (optional;
-            ``gv`` is forward-only).
+            ``gv`` has a backward only without ``gk``).
         scale: default ``K ** -0.5``; initial_state: ``[N, H, K, V]``;
         output_final_state: also return the final state ``[N, H, K, V]`` float32;
         reverse: not supported (must be ``False``); cu_seqlens: ``[N+1]`` packed bounds (``B == 1``).

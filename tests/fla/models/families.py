@@ -227,6 +227,106 @@ FAMILIES = [
         bad_heads=(dict(ska_attn={"num_heads": 5}), "hidden_size=72 is not a multiple of ska_attn.num_heads=5"),
     ),
     Family(
+        "mla",
+        dict(tiny=8.7, cpu=0.4, **{"340M": 350.3, "1.3B": 1235.4}),
+        recurrent=False,
+        # odd widths, v wider than nope but narrower than q/k
+        tiny=dict(
+            SMALL,
+            q_lora_rank=24,
+            kv_lora_rank=20,
+            qk_nope_head_dim=10,
+            qk_rope_head_dim=6,
+            qk_head_dim=16,
+            v_head_dim=12,
+        ),
+        variants={
+            "plain": {},
+            # full q projection; values wider than q/k (q and k zero-padded for the backends)
+            "window_no_q_lora": dict(window_size=4, q_lora_rank=None, v_head_dim=20),
+        },
+        name_only={"unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, qk_head_dim=None)},
+        bad_heads=(dict(qk_head_dim=15), "qk_head_dim=15 != qk_nope_head_dim \\+ qk_rope_head_dim = 10 \\+ 6"),
+        hybrid=False,  # no ``attn`` field: every layer is MLA (as fla 0.6.0's MLAConfig)
+        mode_field=None,
+    ),
+    Family(
+        "forgetting_transformer",
+        dict(tiny=8.7, **{"340M": 374.3, "1.3B": 1365.9}),
+        recurrent=False,
+        slow_triton=True,
+        variants={
+            "plain": {},
+            "gqa_window_qk_norm_gate": dict(num_kv_heads=2, window_size=4, qk_norm=True, use_output_gate=True),
+        },
+        name_only={"bias_tied": dict(qkv_bias=True, tie_word_embeddings=True, fuse_norm=False)},
+        bad_heads=(dict(num_kv_heads=3), "num_heads=4 is not a multiple of num_kv_heads=3"),
+    ),
+    Family(
+        "rwkv6",
+        dict(tiny=8.6, **{"340M": 378.1, "1.3B": 1360.2}),
+        tiny=dict(SMALL, proj_low_rank_dim=8, gate_low_rank_dim=16),
+        variants={
+            "plain": {},
+            "recurrent_post_norm": dict(
+                attn_mode="fused_recurrent", norm_first=False, fuse_norm=False, hidden_act="relu"
+            ),
+            "hybrid": dict(HYBRID, fuse_norm=False),
+        },
+        name_only={
+            "no_bias_tied": dict(norm_bias=False, tie_word_embeddings=True, expand_v=2, intermediate_size=None),
+        },
+        bad_heads=(dict(num_heads=5), "key dim 36 is not a multiple of num_heads=5"),
+        slow_triton=True,
+    ),
+    Family(
+        "gsa",
+        dict(tiny=8.7, **{"340M": 380.2, "1.3B": 1376.9}),
+        tiny=dict(SMALL, num_slots=8),
+        variants={
+            "plain": {},
+            "conv_gqa_t2r": dict(use_short_conv=True, conv_size=3, num_kv_heads=2, feature_map="t2r"),
+            "hybrid": dict(HYBRID, feature_map="relu", gate_logit_normalizer=4, num_slots=6, fuse_norm=False),
+        },
+        name_only={
+            "default_slots_tied": dict(
+                num_slots=None, expand_k=0.5, tie_word_embeddings=True, elementwise_affine=False
+            ),
+        },
+        slow_triton=True,
+    ),
+    Family(
+        "abc",
+        dict(tiny=8.7, **{"340M": 380.2, "1.3B": 1376.9}),
+        tiny=dict(SMALL, num_heads=2, num_slots=6),
+        variants={
+            "plain": {},
+            "conv_no_rope": dict(use_short_conv=True, conv_size=3, use_rope=False, clamp_min=None, clamp_max=4.0),
+            "hybrid": dict(HYBRID, fuse_norm=False),
+        },
+        name_only={
+            "default_slots_tied": dict(num_slots=None, expand_v=2, tie_word_embeddings=True, elementwise_affine=False),
+        },
+        bad_heads=(dict(num_heads=5), "key dim 36 is not a multiple of num_heads=5"),
+        slow_triton=True,
+    ),
+    Family(
+        "kda",
+        dict(tiny=8.7, **{"340M": 387.0, "1.3B": 1390.9}),
+        tiny=dict(SMALL, num_heads=2, head_dim=18),
+        slow_triton=True,
+        variants={
+            "plain": {},
+            "gva_bounded": dict(num_v_heads=4, allow_neg_eigval=True, safe_gate=True, lower_bound=-5.0),
+            "hybrid": dict(HYBRID, use_short_conv=False, fuse_norm=False),
+        },
+        name_only={
+            "gva_conv3": dict(num_v_heads=6, expand_v=1.5, conv_size=3),
+            "unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, use_short_conv=False),
+        },
+        bad_heads=(dict(num_v_heads=3), "num_v_heads=3 is not a multiple of num_heads=2"),
+    ),
+    Family(
         "comba",
         dict(tiny=8.8, **{"340M": 379.9, "1.3B": 1387.3}),
         tiny=dict(SMALL, num_heads=2, head_dim=18),
@@ -290,6 +390,37 @@ FAMILIES.append(
         mode_field=None,
     )
 )
+MAMBA_TINY = dict(hidden_size=72, num_hidden_layers=2, intermediate_size=96)  # no heads: one scan per channel
+FAMILIES += [
+    Family(
+        "mamba",
+        dict(tiny=8.4, **{"340M": 385.6, "1.3B": 1400.3}),
+        # one variant (each costs ~10 s here): the options ride on it; state_size 5 is not a power of two
+        tiny=dict(MAMBA_TINY, state_size=5, conv_kernel=3, residual_in_fp32=True, use_bias=True),
+        variants={"plain": {}},
+        name_only={
+            "tied_unfused": dict(tie_word_embeddings=True, fuse_norm=False, dt_rank=7, use_conv_bias=False),
+            "fla_defaults": dict(state_size=16, conv_kernel=4, residual_in_fp32=False, use_bias=False),
+        },
+        bad_heads=(dict(state_size=65), "state_size=65 must be an int in 1 .. 64"),
+        slow_triton=True,
+        hybrid=False,  # no ``attn`` field (fla 0.6.0's MambaConfig has none)
+        mode_field=None,
+    ),
+    Family(
+        "samba",
+        dict(tiny=8.8, **{"340M": 403.5, "1.3B": 1367.8}),
+        # attention first: the one-layer Triton check then runs attention, Mamba's Triton path is the mamba entry's
+        tiny=dict(MAMBA_TINY, attn={"layers": [0], "num_heads": 4, "num_kv_heads": 2, "window_size": 8}),
+        variants={"plain": dict(use_bias=True, state_size=4)},  # one variant, as for mamba
+        name_only={
+            "tied_rank": dict(tie_word_embeddings=True, time_step_rank=3, use_conv_bias=False),
+            "no_attn_unfused": dict(attn=None, fuse_norm=False),
+        },
+        bad_heads=(dict(attn={"layers": [1], "num_heads": 5}), "hidden_size=72 is not a multiple of num_heads=5"),
+        mode_field=None,
+    ),
+]
 BY_TYPE = {f.model_type: f for f in FAMILIES}
 
 

@@ -4,7 +4,7 @@
 
 prints one JSON list: per case ``{key: shape}`` of fla 0.6.0's ``AutoModelForCausalLM.from_config``,
 built on the meta device (nothing runs). fla 0.6.0's softmax ``Attention`` refuses to be built
-without flash-attn, so for hybrid configs a placeholder stands in for ``flash_attn_func``: it is
+without flash-attn (nor does its MLA), so for those a placeholder stands in for ``flash_attn_func``: it is
 only checked at construction, and the layer's parameters are fla 0.6.0's own.
 """
 
@@ -26,6 +26,10 @@ def main(cases: list) -> list[dict[str, list[int]]]:
         raise SystemExit(f"expected flash-linear-attention 0.6.0, imported fla {fla.__version__} from {fla.__file__}")
     if fla_attn.flash_attn_func is None:
         fla_attn.flash_attn_func = object()  # construction-time check only; nothing is run
+    import fla.layers.mla as fla_mla  # MLA makes the same construction-time check
+
+    if fla_mla.flash_attn_func is None:
+        fla_mla.flash_attn_func = object()
     out = []
     for model_type, fields in cases:
         config = AutoConfig.for_model(model_type, **fields)

@@ -162,6 +162,8 @@ def test_layers_are_fla_classes():
 
 _COUNT = """
 import json, sys, torch
+import fla
+assert fla.__version__ == "0.6.0", f"fla {fla.__version__} from {fla.__file__}, not fla 0.6.0"
 from fla.models import RodimusConfig, RodimusForCausalLM
 out = {}
 for path in sys.argv[1:]:
@@ -179,12 +181,14 @@ def _fla060_available():
 
 
 @pytest.mark.slow  # ~20 s: imports fla 0.6.0 in a subprocess
-def test_parameter_counts_equal_fla060():
+def test_parameter_counts_equal_fla060(tmp_path):
     """configs/rodimus_*.json: fla 0.6.0's model (meta device, own process) has exactly our parameter count."""
     _fla060_available()
     paths = sorted(str(p) for p in CONFIGS.glob("rodimus_*.json"))
     env = {**os.environ, "PYTHONPATH": FLA060_PATH, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-c", _COUNT, *paths], env=env, capture_output=True, text=True, timeout=600)
+    # cwd outside the repository: `python -c` puts the working directory first on sys.path, ahead of FLA060_PATH
+    cmd = [sys.executable, "-c", _COUNT, *paths]
+    run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     theirs = json.loads(run.stdout.strip().splitlines()[-1])
     for path in paths:

@@ -243,3 +243,48 @@ def test_chunk_gpu(dtype):
         ratio = {n: 3 * r for n, r in ratio.items()}
     check(chunk_comba, inputs, "triton", ratio, use_qk_l2norm_in_kernel=True)
     check(fused, inputs, "triton", ratio, use_qk_l2norm_in_kernel=True)
+
+
+def test_shared_stages_erase_keys_with_vector_gate():
+    # the shared delta stages take Comba's erase keys p and KDA's per-key-channel gate gk side by side: the
+    # recurrences run both (the erase reads the state, then diag(exp(gk)) decays it); the chunked stages refuse
+    from fla.ops.common.chunk import chunk_layout
+    from fla.ops.common.chunk_delta import chunk_delta_rule_bwd, chunk_delta_rule_fwd
+    from fla.ops.common.chunk_torch import chunk_delta_torch, wy_representation
+    from fla.ops.common.fused_recurrent_delta import fused_recurrent_delta_rule_fwd
+    from fla.ops.common.recurrent_torch import recurrent_delta_torch
+    from fla.ops.common.wy import chunk_delta_solve, chunk_delta_wy_fwd
+
+    torch.manual_seed(0)
+    B, T, H, K, V = 1, 12, 2, 16, 8
+    q, k, p = (F.normalize(torch.randn(B, T, H, K, dtype=torch.float64), dim=-1) for _ in range(3))
+    v, beta = torch.randn(B, T, H, V, dtype=torch.float64), torch.rand(B, T, H, dtype=torch.float64)
+    gk = -0.3 * torch.rand(B, T, H, K, dtype=torch.float64)
+    S, outs = q.new_zeros(B, H, K, V), []
+    for t in range(T):
+        u = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", p[:, t], S))
+        S = S * gk[:, t].exp()[..., None] + k[:, t, :, :, None] * u[..., None, :]
+        outs.append(0.5 * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
+    ref_o = torch.stack(outs, 1)
+    o, ht = recurrent_delta_torch(q, k, v, beta, None, 0.5, None, True, None, gk=gk, p=p)
+    assert_close("o", ref_o, o, 1e-12)
+    assert_close("ht", S, ht, 1e-12)
+    f32 = [t.float().to(DEVICE) for t in (q, k, v, beta, gk, p)]
+    with using("triton"):
+        o, ht = fused_recurrent_delta_rule_fwd(*f32[:4], None, 0.5, None, True, None, False, False, gk=f32[4], p=f32[5])
+    assert_close("o", ref_o, o.cpu(), tol(torch.float32, 2))
+    assert_close("ht", S, ht.cpu(), tol(torch.float32, 2))
+
+    q, k, v, beta, gk, p = f32
+    layout, Akk = chunk_layout(q, None), torch.zeros(B, T, H, 64, device=DEVICE)
+    refused = [
+        lambda: chunk_delta_rule_fwd(q, k, v, beta, None, 0.5, None, False, layout, gk=gk, p=p),
+        lambda: chunk_delta_rule_bwd(q, k, v, beta, None, None, 0.5, None, v, None, layout, False, gk=gk, p=p),
+        lambda: chunk_delta_torch(q, k, v, beta, None, 0.5, gk=gk, p=p),
+        lambda: wy_representation(k, v, beta, None, gk, p=p),
+        lambda: chunk_delta_wy_fwd(k, v, beta, layout, gk=gk, Akk=Akk, p=p),
+        lambda: chunk_delta_solve(k, beta, layout, Akk=Akk, p=p),
+    ]
+    for call_ in refused:
+        with pytest.raises(ValueError, match="erase keys p .* per-key-channel gate gk"):
+            call_()

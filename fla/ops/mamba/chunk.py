@@ -1,0 +1,77 @@
+"""The selective scan by chunks: the training path (sequence-first layout)."""
+
+from __future__ import annotations
+
+import torch
+
+from fla.ops.mamba.inputs import check_selective_scan_inputs
+from fla.ops.mamba.naive import compute_dtype, discretize_dt, finish_output, naive_selective_scan
+from fla.ops.mamba.scan import chunk_selective_scan_bwd, chunk_selective_scan_fwd, layout_for
+from fla.utils import contiguous
+from fla.utils.backend import dispatch
+
+
+class ChunkSelectiveScanFunction(torch.autograd.Function):
+    """``y_t = sum_n C_t[n] h_t[:, n]`` (float32) of ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t`` by the chunk
+    kernels of :mod:`fla.ops.mamba.scan`, and the final state; ``dt`` already discretized."""
+
+    @staticmethod
+    @contiguous
+    def forward(ctx, x, dt, A, B, C, initial_state, output_final_state, cu_seqlens):
+        layout = layout_for(x, cu_seqlens)
+        y, ht, h_in = chunk_selective_scan_fwd(x, dt, A, B, C, initial_state, output_final_state, layout)
+        ctx.save_for_backward(x, dt, A, B, C, h_in, initial_state)
+        ctx.layout = layout
+        return y, ht
+
+    @staticmethod
+    @contiguous
+    def backward(ctx, dy, dht):
+        x, dt, A, B, C, h_in, initial_state = ctx.saved_tensors
+        dx, ddt, dA, dB, dC, dh0 = chunk_selective_scan_bwd(
+            x, dt, A, B, C, h_in, dy, dht, initial_state is not None, ctx.layout
+        )
+        dh0 = dh0.to(initial_state.dtype) if dh0 is not None else None
+        return dx.to(x.dtype), ddt.to(dt.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype), dh0, None, None
+
+
+def _chunk_triton(x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, cu_seqlens):
+    dtype = compute_dtype(x, dt, A, B, C, D, z, dt_bias, initial_state)
+    dts = discretize_dt(dt, dt_bias, dt_softplus, dtype)
+    y, ht = ChunkSelectiveScanFunction.apply(x, dts, A, B, C, initial_state, output_final_state, cu_seqlens)
+    y = finish_output(y, x, D, z, dtype)
+    return y.to(x.dtype), (ht if output_final_state else None)
+
+
+def chunk_selective_scan(
+    x: torch.Tensor,
+    dt: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    dt_bias: torch.Tensor | None = None,
+    dt_softplus: bool = False,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    r"""Mamba's selective scan, sequence-first, by chunks (see README.md)::
+
+        dt_t = softplus(dt_t + dt_bias);  h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t;  y_t = (C_t . h_t + D x_t) silu(z_t)
+
+    Args:
+        x: inputs ``[B, T, Di]``; dt: step sizes ``[B, T, Di]`` (before ``dt_bias`` / softplus).
+        A: ``[Di, Ds]`` (negative: ``-exp(A_log)``), ``Ds <= 64``; B, C: ``[B, T, Ds]``.
+        D: skip weights ``[Di]``; z: gate ``[B, T, Di]``; dt_bias: ``[Di]``; dt_softplus: apply softplus.
+        initial_state: ``[N, Di, Ds]``; output_final_state: also return the final state ``[N, Di, Ds]`` float32.
+        cu_seqlens: ``[N+1]`` bounds of packed sequences (then ``B == 1``).
+    Returns:
+        ``y [B, T, Di]`` (``x.dtype``) and the final state or ``None``. Every input gets its gradient.
+    """
+    check_selective_scan_inputs(x, dt, A, B, C, D, z, dt_bias, initial_state, cu_seqlens)
+    return dispatch(
+        (x, dt, A, B, C, D, z, dt_bias, initial_state), naive_selective_scan, _chunk_triton,
+        x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, cu_seqlens,
+    )  # fmt: skip
