@@ -3,9 +3,11 @@
 from fla.layers.abc import ABCAttention
 from fla.layers.attn import Attention
 from fla.layers.based import BasedLinearAttention
+from fla.layers.comba import Comba
 from fla.layers.delta_net import DeltaNet
 from fla.layers.forgetting_attn import ForgettingAttention
 from fla.layers.gated_deltanet import GatedDeltaNet
+from fla.layers.gated_deltaproduct import GatedDeltaProduct
 from fla.layers.gla import GatedLinearAttention
 from fla.layers.gsa import GatedSlotAttention
 from fla.layers.hgrn import HGRNAttention
@@ -33,6 +35,7 @@ __all__ += ["RodimusAttention", "SlidingWindowSharedKeyAttention"]
 __all__ += ["Mamba"]
 __all__ += ["MultiheadLatentAttention"]
 __all__ += ["Mamba2"]
+__all__ += ["Comba", "GatedDeltaProduct"]
 __all__ += ["ForgettingAttention"]
 __all__ += ["RWKV6Attention"]
 __all__ += ["KimiDeltaAttention"]

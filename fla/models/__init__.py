@@ -4,6 +4,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from fla.models.abc import ABCConfig, ABCForCausalLM, ABCModel
 from fla.models.cache import FLACache
+from fla.models.comba import CombaConfig, CombaForCausalLM, CombaModel
 from fla.models.delta_net import DeltaNetConfig, DeltaNetForCausalLM, DeltaNetModel
 from fla.models.forgetting_transformer import (
     ForgettingTransformerConfig,
@@ -11,6 +12,7 @@ from fla.models.forgetting_transformer import (
     ForgettingTransformerModel,
 )
 from fla.models.gated_deltanet import GatedDeltaNetConfig, GatedDeltaNetForCausalLM, GatedDeltaNetModel
+from fla.models.gated_deltaproduct import GatedDeltaProductConfig, GatedDeltaProductForCausalLM, GatedDeltaProductModel
 from fla.models.gla import GLAConfig, GLAForCausalLM, GLAModel
 from fla.models.gsa import GSAConfig, GSAForCausalLM, GSAModel
 from fla.models.hgrn import HGRNConfig, HGRNForCausalLM, HGRNModel
@@ -41,6 +43,8 @@ _MODELS.append((MambaConfig, MambaModel, MambaForCausalLM))
 _MODELS.append((SambaConfig, SambaModel, SambaForCausalLM))
 _MODELS.append((MLAConfig, MLAModel, MLAForCausalLM))
 _MODELS.append((Mamba2Config, Mamba2Model, Mamba2ForCausalLM))
+_MODELS.append((CombaConfig, CombaModel, CombaForCausalLM))
+_MODELS.append((GatedDeltaProductConfig, GatedDeltaProductModel, GatedDeltaProductForCausalLM))
 _MODELS.append((ForgettingTransformerConfig, ForgettingTransformerModel, ForgettingTransformerForCausalLM))
 _MODELS.append((RWKV6Config, RWKV6Model, RWKV6ForCausalLM))
 _MODELS.append((KDAConfig, KDAModel, KDAForCausalLM))
@@ -66,6 +70,8 @@ __all__ += ["MambaConfig", "MambaForCausalLM", "MambaModel"]
 __all__ += ["SambaConfig", "SambaForCausalLM", "SambaModel"]
 __all__ += ["MLAConfig", "MLAForCausalLM", "MLAModel"]
 __all__ += ["Mamba2Config", "Mamba2ForCausalLM", "Mamba2Model"]
+__all__ += ["CombaConfig", "CombaForCausalLM", "CombaModel"]
+__all__ += ["GatedDeltaProductConfig", "GatedDeltaProductForCausalLM", "GatedDeltaProductModel"]
 __all__ += ["ForgettingTransformerConfig", "ForgettingTransformerForCausalLM", "ForgettingTransformerModel"]
 __all__ += ["RWKV6Config", "RWKV6ForCausalLM", "RWKV6Model"]
 __all__ += ["KDAConfig", "KDAForCausalLM", "KDAModel"]

@@ -2,8 +2,10 @@
 
 from fla.ops.abc import chunk_abc, fused_recurrent_abc
 from fla.ops.attn import attn_decoding_one_step, parallel_attn
+from fla.ops.comba import chunk_comba, fused_recurrent_comba
 from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
 from fla.ops.forgetting_attn import parallel_forgetting_attn
+from fla.ops.gated_delta_product import chunk_gated_delta_product, fused_recurrent_gated_delta_product
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
 from fla.ops.gsa import chunk_gsa, fused_recurrent_gsa
@@ -47,6 +49,10 @@ __all__ = [
     "fused_recurrent_retention",
     "fused_recurrent_selective_scan",
     "fused_recurrent_simple_gla",
+    "chunk_comba",
+    "fused_recurrent_comba",
+    "chunk_gated_delta_product",
+    "fused_recurrent_gated_delta_product",
 ]
 __all__ += ["chunk_rwkv6", "fused_recurrent_rwkv6"]
 __all__ += ["chunk_gsa", "fused_recurrent_gsa", "chunk_abc", "fused_recurrent_abc"]

@@ -16,6 +16,9 @@ Gate kinds: ``g=None`` (delta rule), a scalar per-head log gate ``g [B, T, H]`` 
 per-key-channel log gate ``gk [B, T, H, K]`` (KDA). With ``gk`` the ``k k^T`` scores and the output scores
 come from the vector-gate scores stage (:func:`fla.ops.common.chunk_intra_gk.chunk_gk_fwd_A`), the intra-chunk
 ``dq, dk`` from its backward, and the WY backward takes the ``gk`` branch (see ``README.md``).
+Erase keys (Comba): ``p [B, T, H, K]`` reads the state before the token's decay, ``S_t = exp(g_t) S_{t-1} +
+beta_t k_t (v_t - p_t^T S_{t-1})^T``; only the WY stage sees it (rows ``p`` with gate ``G - g``), the state
+and output stages are the gated delta rule's. ``p`` goes with ``g`` or no gate, not with ``gk``.
 :class:`ChunkDeltaRuleFunction` is the family's autograd Function and :func:`chunk_delta` the body of its
 public ``chunk_<op>``s.
 """
@@ -29,7 +32,7 @@ from fla.ops.common.chunk_bwd import chunk_bwd_dqkwg, chunk_bwd_dv
 from fla.ops.common.chunk_delta_h import chunk_delta_bwd_dh, chunk_delta_fwd_h
 from fla.ops.common.chunk_intra_gk import chunk_gk_bwd_dA, chunk_gk_bwd_intra, chunk_gk_fwd_A
 from fla.ops.common.chunk_o import chunk_fwd_o
-from fla.ops.common.chunk_torch import chunk_delta_torch_op
+from fla.ops.common.chunk_torch import check_erase_gate, chunk_delta_torch_op
 from fla.ops.common.cumsum import chunk_local_cumsum
 from fla.ops.common.inputs import expand_groups, prepare_delta_call, prepare_qk_beta
 from fla.ops.common.l2norm import l2norm_triton
@@ -50,16 +53,20 @@ def chunk_delta_rule_fwd(
     initial_state: torch.Tensor | None,
     output_final_state: bool,
     layout: ChunkLayout,
+    *,
     gk: torch.Tensor | None = None,
+    p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The Triton forward (contiguous inputs, options already applied; shapes as :func:`chunk_delta_rule`,
-    ``g`` ``[B, T, H]``, ``gk`` ``[B, T, H, K]`` or neither).
+    ``g`` ``[B, T, H]``, ``gk`` ``[B, T, H, K]`` or neither; ``p`` ``[B, T, H, K]`` Comba's erase keys or
+    ``None``, not with ``gk``).
 
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``), the final state ``[N, H, K, V]`` float32 or ``None``,
         ``Tm`` ``[B, T, H, BT]`` fp32 (the WY stage's inverses) and ``G`` fp32 (the chunk-local gate
         cumsum, shaped like the gate, ``None`` when ungated), both kept for the backward.
     """
+    check_erase_gate(gk, p)
     if gk is not None:
         Gk = chunk_local_cumsum(gk, layout)
         Akk = chunk_gk_fwd_A(k, k, Gk, layout, 1.0, torch.float32)  # sum_k k_ik k_jk exp(G_ik - G_jk), j <= i
@@ -70,7 +77,7 @@ def chunk_delta_rule_fwd(
         Aqk = chunk_gk_fwd_A(q, k, Gk, layout, scale, v.dtype)
         return chunk_fwd_o(q, k, v_new, h, layout, scale, gk=Gk, A=Aqk), ht, Tm, Gk
     G = None if g is None else chunk_local_cumsum(g, layout)
-    Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G)
+    Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G, p=p, g_erase=erase_gate(G, g, p))
     h, v_new, ht = chunk_delta_fwd_h(k, w, u, layout, g=G, h0=initial_state, output_final_state=output_final_state)
     return chunk_fwd_o(q, k, v_new, h, layout, scale, g=G), ht, Tm, G
 
@@ -89,7 +96,9 @@ def chunk_delta_rule_bwd(
     layout: ChunkLayout,
     want_dh0: bool,
     G: torch.Tensor | None = None,
+    *,
     gk: torch.Tensor | None = None,
+    p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """The Triton backward (contiguous inputs; ``Tm`` and ``G`` from :func:`chunk_delta_rule_fwd`, or
     ``None`` to redo the WY solve / the gate cumsum, as the recurrent op's backward does).
@@ -97,19 +106,29 @@ def chunk_delta_rule_bwd(
     Returns:
         ``dq, dk, dv`` (input dtypes), ``dbeta`` ``[B, T, H]`` float32, ``dg`` float32 shaped like the
         gate (``[B, T, H]`` for ``g``, ``[B, T, H, K]`` for ``gk``; ``None`` when ungated) and ``dh0``
-        ``[N, H, K, V]`` float32 (``None`` unless ``want_dh0``).
+        ``[N, H, K, V]`` float32 (``None`` unless ``want_dh0``); with erase keys ``p`` also ``dp``
+        (``p.dtype``) last.
     """
+    check_erase_gate(gk, p)
     if gk is not None:
         return _chunk_kda_bwd(q, k, v, beta, gk, Tm, scale, initial_state, do, dht, layout, want_dh0, G)
     if G is None and g is not None:
         G = chunk_local_cumsum(g, layout)
-    Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G, Tm=Tm)
+    Ge = erase_gate(G, g, p)
+    Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G, Tm=Tm, p=p, g_erase=Ge)
     h, v_new, _ = chunk_delta_fwd_h(k, w, u, layout, g=G, h0=initial_state)
     dv_local = chunk_bwd_dv(q, k, do, None, layout, scale, g=G)
     dh, dh0, dv_new = chunk_delta_bwd_dh(q, k, w, do, dv_local, layout, scale, g=G, dht=dht, want_dh0=want_dh0)
     dq, dk, dw, dG = chunk_bwd_dqkwg(q, k, v_new, h, do, dh, dv_new, layout, scale, g=G, want_dg=G is not None)
-    dk, dv, dbeta, dg = chunk_delta_wy_bwd(k, v, beta, Tm, dw, dv_new, dk, layout, g=G, dG=dG)  # dg: finished
-    return dq, dk, dv, dbeta, dg, dh0
+    grads = chunk_delta_wy_bwd(k, v, beta, Tm, dw, dv_new, dk, layout, g=G, dG=dG, p=p, g_erase=Ge)  # dg: finished
+    dk, dv, dbeta, dg = grads[:4]
+    return (dq, dk, dv, dbeta, dg, dh0) + grads[4:]
+
+
+def erase_gate(G: torch.Tensor | None, g: torch.Tensor | None, p: torch.Tensor | None) -> torch.Tensor | None:
+    """The gate cumsum Comba's erase rows read the state at, ``G - g`` (before the token's own decay), or
+    ``None`` (no erase keys or no gate: the rows use ``G``)."""
+    return None if p is None or G is None else G - g.float()
 
 
 def _chunk_kda_bwd(q, k, v, beta, gk, Tm, scale, initial_state, do, dht, layout, want_dh0, Gk):

@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fla.ops.common.inputs import default_scale, expand_groups, prepare_qk_beta, total_log_gate
+from fla.ops.common.inputs import default_scale, expand_groups, l2norm, prepare_qk_beta, total_log_gate
 from fla.ops.utils.varlen import pad_sequences, unpad_sequences
 
 
@@ -210,7 +210,13 @@ def chunk_value_gated_torch_op(
 
 
 def wy_representation(
-    k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor | None, gk: torch.Tensor | None = None
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None,
+    gk: torch.Tensor | None = None,
+    *,
+    p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``[W, U] = (I + A)^{-1} [diag(beta exp(G)) k, diag(beta) v]`` for every chunk.
 
@@ -218,10 +224,13 @@ def wy_representation(
         k: ``[..., BT, K]``; v: ``[..., BT, V]``; beta: ``[..., BT]``; g: ``[..., BT]`` log gates of
             the chunk (``G`` is their cumsum) or ``None``; gk: ``[..., BT, K]`` per-key-channel log gates
             instead (KDA: ``A_ij = beta_i sum_k k_ik k_jk exp(G_ik - G_jk)``, ``exp(G)`` scales ``k``
-            per channel) or ``None``; all in the compute dtype.
+            per channel) or ``None``; all in the compute dtype; p: ``[..., BT, K]`` Comba's erase keys or
+            ``None``: then the rows use ``p`` and ``Ge = G - g`` (the state before the token's decay),
+            ``A_ij = beta_i exp(Ge_i - G_j) p_i.k_j``, ``W = (I + A)^{-1} diag(beta exp(Ge)) p``; not with ``gk``.
     Returns:
         W ``[..., BT, K]`` and U ``[..., BT, V]``.
     """
+    check_erase_gate(gk, p)
     bt = k.shape[-2]
     strictly_causal = torch.ones(bt, bt, dtype=torch.bool, device=k.device).tril(-1)
     if gk is not None:
@@ -230,12 +239,14 @@ def wy_representation(
         A = beta[..., :, None] * torch.einsum("...ik,...jk,...ijk->...ij", k, k, decay.exp())
         k_scaled = beta[..., None] * k * G.exp()
     else:
-        A = beta[..., :, None] * (k @ k.transpose(-1, -2))  # [..., BT, BT]
-        k_scaled = beta[..., None] * k
+        rows = k if p is None else p
+        A = beta[..., :, None] * (rows @ k.transpose(-1, -2))  # [..., BT, BT]
+        k_scaled = beta[..., None] * rows
     if g is not None:
         G = g.cumsum(-1)
-        A = A * (G[..., :, None] - G[..., None, :]).masked_fill(~strictly_causal, float("-inf")).exp()
-        k_scaled = k_scaled * G.exp()[..., None]
+        Ge = G if p is None else G - g
+        A = A * (Ge[..., :, None] - G[..., None, :]).masked_fill(~strictly_causal, float("-inf")).exp()
+        k_scaled = k_scaled * Ge.exp()[..., None]
     A = A.masked_fill(~strictly_causal, 0.0)
     # unitriangular: the solver takes the unit diagonal as given and reads only A's strict lower part
     WU = torch.linalg.solve_triangular(
@@ -255,6 +266,8 @@ def chunk_delta_torch(
     cu_seqlens: torch.Tensor | None = None,
     chunk_size: int = 64,
     gk: torch.Tensor | None = None,
+    *,
+    p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked (gated) delta rule.
 
@@ -262,18 +275,20 @@ def chunk_delta_torch(
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``; g: ``[B, T, H]`` log
             decays or ``None``; initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``);
             gk: ``[B, T, H, K]`` per-key-channel log decays (KDA; instead of ``g``) or ``None``: the
-            vector-gate form builds ``[BT, BT, K]`` pairwise decays, so it runs 16-token chunks.
+            vector-gate form builds ``[BT, BT, K]`` pairwise decays, so it runs 16-token chunks;
+            p: ``[B, T, H, K]`` Comba's erase keys (see :func:`wy_representation`) or ``None``; not with ``gk``.
     Returns:
         ``o`` ``[B, T, H, V]`` and the final state ``[N, H, K, V]``, both float32 (float64 for
         float64 inputs).
     """
+    check_erase_gate(gk, p)
     if gk is not None:
         return _chunk_kda_torch(q, k, v, beta, gk, scale, initial_state, cu_seqlens)
     if cu_seqlens is not None:
         # padded tokens have k = 0, beta = 0 and g = 0: they leave the state untouched
         pad = lambda x: None if x is None else pad_sequences(x, cu_seqlens)
         o, ht = chunk_delta_torch(
-            pad(q), pad(k), pad(v), pad(beta), pad(g), scale, initial_state, None, chunk_size
+            pad(q), pad(k), pad(v), pad(beta), pad(g), scale, initial_state, None, chunk_size, p=pad(p)
         )  # fmt: skip
         return unpad_sequences(o, cu_seqlens), ht
 
@@ -282,11 +297,11 @@ def chunk_delta_torch(
     V = v.shape[-1]
     bt = chunk_size
     nt = max(1, -(-T // bt))
-    padded = [None if x is None else F.pad(x, (0, 0) * (x.dim() - 2) + (0, nt * bt - T)) for x in (q, k, v, beta, g)]
-    q, k, v, beta, g = (None if x is None else _chunks(x, bt, dtype) for x in padded)
+    padded = [None if x is None else F.pad(x, (0, 0) * (x.dim() - 2) + (0, nt * bt - T)) for x in (q, k, v, beta, g, p)]
+    q, k, v, beta, g, p = (None if x is None else _chunks(x, bt, dtype) for x in padded)
     causal = torch.ones(bt, bt, dtype=torch.bool, device=q.device).tril()
 
-    W, U = wy_representation(k, v, beta, g)
+    W, U = wy_representation(k, v, beta, g, p=p)
     if g is None:
         decay = causal.to(dtype)  # [BT, BT]
         G_exp = last_exp = beta.new_ones(())
@@ -357,11 +372,27 @@ def chunk_delta_torch_op(
     use_qk_l2norm_in_kernel: bool,
     allow_neg_eigval: bool,
     gk: torch.Tensor | None = None,
+    *,
+    p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The PyTorch path of the chunked delta-rule ops (options applied here; ``g`` ``[B, T, H]``, ``gk``
-    ``[B, T, H, K]`` or neither): ``o`` in ``v.dtype`` and the final state or ``None``. Shapes as
-    :func:`chunk_delta_torch`."""
+    ``[B, T, H, K]`` or neither; ``p`` Comba's erase keys or ``None``, not with ``gk``): ``o`` in ``v.dtype``
+    and the final state or ``None``. Shapes as :func:`chunk_delta_torch`."""
+    check_erase_gate(gk, p)
+    if p is not None:
+        p = l2norm(p) if use_qk_l2norm_in_kernel else p
+        _, p = expand_groups(q, p, v)
     q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval)
     q, k = expand_groups(q, k, v)
-    o, ht = chunk_delta_torch(q, k, v, beta, g, default_scale(scale, k), initial_state, cu_seqlens, gk=gk)
+    o, ht = chunk_delta_torch(q, k, v, beta, g, default_scale(scale, k), initial_state, cu_seqlens, gk=gk, p=p)
     return o.to(v.dtype), ht if output_final_state else None
+
+
+def check_erase_gate(gk: torch.Tensor | None, p: torch.Tensor | None) -> None:
+    """Erase keys ``p`` (Comba) go with a scalar gate or none: the chunked forms have no erase keys with the
+    per-key-channel gate ``gk`` (KDA)."""
+    if gk is not None and p is not None:
+        raise ValueError(
+            "erase keys p (Comba) with a per-key-channel gate gk (KDA) are not supported by the chunked delta "
+            "rule: p goes with no gate or a scalar gate g"
+        )

@@ -6,7 +6,13 @@ tokens::
 
     S <- exp(g_t) S;   u = beta_t (v_t - k_t^T S);   S <- S + k_t u^T;   o_t = scale * q_t^T S
 
-(with a per-key-channel gate ``gk_t`` (KDA) the first step is ``S <- diag(exp(gk_t)) S``).
+(with a per-key-channel gate ``gk_t`` (KDA) the first step is ``S <- diag(exp(gk_t)) S``) or, with Comba's
+erase keys ``p`` (the erase reads the state before the decay)::
+
+    u = beta_t (v_t - p_t^T S);   S <- exp(g_t) S + k_t u^T;   o_t = scale * q_t^T S
+
+The kernel takes ``p`` with either gate kind (``diag(exp(gk_t))`` for ``exp(g_t)``); the backward, the chunked
+one, takes ``p`` with a scalar gate or none (``p`` with ``gk`` raises ``ValueError`` there).
 
 Decoding (no gradient wanted) runs this kernel alone, with the L2 norm of q and k fused in. When
 a gradient is wanted, the options are applied first (Triton L2 norm with its backward) and the
@@ -54,10 +60,10 @@ def _fit_state_block(configs: list[triton.Config], named_args: dict, **kwargs) -
 
 
 @lean_launch
-@given_heuristics(USE_G="g", USE_GK="gk", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
+@given_heuristics(USE_G="g", USE_GK="gk", HAS_P="p", USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=_state_block_configs(),
-    key=["H", "K", "V", "BK", "USE_QK_L2NORM", "USE_G", "USE_GK", "USE_H0", "STORE_HT", "IS_VARLEN"],
+    key=["H", "K", "V", "BK", "USE_QK_L2NORM", "USE_G", "USE_GK", "HAS_P", "USE_H0", "STORE_HT", "IS_VARLEN"],
     prune_configs_by={"early_config_prune": _fit_state_block},
 )
 @triton.jit(do_not_specialize=["T"])
@@ -68,6 +74,7 @@ def fused_recurrent_delta_rule_fwd_kernel(
     beta,
     g,
     gk,
+    p,
     h0,
     o,
     ht,
@@ -83,6 +90,7 @@ def fused_recurrent_delta_rule_fwd_kernel(
     NEG_EIGVAL: tl.constexpr,
     USE_G: tl.constexpr,
     USE_GK: tl.constexpr,
+    HAS_P: tl.constexpr,
     USE_H0: tl.constexpr,
     STORE_HT: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -107,11 +115,21 @@ def fused_recurrent_delta_rule_fwd_kernel(
             b_k = b_k / tl.sqrt(tl.sum(b_k * b_k) + 1e-6)
         if NEG_EIGVAL:
             b_beta = b_beta * 2.0
-        if USE_G:
-            b_h *= tl.exp(tl.load(g + i_tok).to(tl.float32))
-        if USE_GK:  # the decay per key row of the state
-            b_h *= tl.exp(tl.load(gk + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32))[:, None]
-        b_u = b_beta * (b_v - tl.sum(b_h * b_k[:, None], axis=0))  # [BV] the new value
+        if HAS_P:  # Comba: the erase key p reads the state before the decay
+            b_p = tl.load(p + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32)  # [BK]
+            if USE_QK_L2NORM:
+                b_p = b_p / tl.sqrt(tl.sum(b_p * b_p) + 1e-6)
+            b_u = b_beta * (b_v - tl.sum(b_h * b_p[:, None], axis=0))  # [BV] the new value
+            if USE_G:
+                b_h *= tl.exp(tl.load(g + i_tok).to(tl.float32))
+            if USE_GK:  # the decay per key row of the state
+                b_h *= tl.exp(tl.load(gk + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32))[:, None]
+        else:
+            if USE_G:
+                b_h *= tl.exp(tl.load(g + i_tok).to(tl.float32))
+            if USE_GK:  # the decay per key row of the state
+                b_h *= tl.exp(tl.load(gk + i_tok * K + o_k, mask=m_k, other=0.0).to(tl.float32))[:, None]
+            b_u = b_beta * (b_v - tl.sum(b_h * b_k[:, None], axis=0))  # [BV] the new value
         b_h += b_k[:, None] * b_u[None, :]
         b_o = tl.sum(b_h * b_q[:, None], axis=0) * scale  # [BV]
         tl.store(o + i_tok * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
@@ -132,14 +150,17 @@ def fused_recurrent_delta_rule_fwd(
     cu_seqlens: torch.Tensor | None,
     use_qk_l2norm_in_kernel: bool,
     allow_neg_eigval: bool,
+    *,
     gk: torch.Tensor | None = None,
+    p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Launch the recurrent kernel (inputs made contiguous).
 
     Args:
         q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta, g: ``[B, T, H]`` (g optional); gk:
         ``[B, T, H, K]`` per-key-channel log gates (instead of ``g``) or ``None``;
-        initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``).
+        initial_state: ``[N, H, K, V]``; cu_seqlens: ``[N+1]`` (``B == 1``); p: ``[B, T, H, K]`` Comba's
+        erase keys or ``None`` (L2-normalized with q and k under ``use_qk_l2norm_in_kernel``).
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
     """
@@ -151,7 +172,7 @@ def fused_recurrent_delta_rule_fwd(
     ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None
     # the V block width is autotuned: decoding is bound by reading and writing the fp32 state
     fused_recurrent_delta_rule_fwd_kernel[lambda meta: (cdiv(V, meta["BV"]), N * H)](
-        q, k, v, beta, g, gk, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK,
+        q, k, v, beta, g, gk, p, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V, BK=BK,
         USE_QK_L2NORM=use_qk_l2norm_in_kernel, NEG_EIGVAL=allow_neg_eigval,
     )  # fmt: skip
     return o, ht
@@ -164,7 +185,7 @@ class FusedRecurrentDeltaRuleFunction(torch.autograd.Function):
     @contiguous
     def forward(ctx, q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, gk=None):
         o, ht = fused_recurrent_delta_rule_fwd(
-            q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, False, False, gk
+            q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, False, False, gk=gk
         )
         ctx.save_for_backward(q, k, v, beta, g, initial_state, cu_seqlens, gk)
         ctx.scale = scale
@@ -219,7 +240,9 @@ def _fused_recurrent_delta_triton(
     )
     if not wants_grad:  # decoding: one kernel, L2 norm and beta scaling fused in
         q, k = expand_groups(q, k, v)
-        return fused_recurrent_delta_rule_fwd(q, k, v, beta, g, *args, use_qk_l2norm_in_kernel, allow_neg_eigval, gk)
+        return fused_recurrent_delta_rule_fwd(
+            q, k, v, beta, g, *args, use_qk_l2norm_in_kernel, allow_neg_eigval, gk=gk
+        )  # fmt: skip
     q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval, norm=l2norm_triton)
     q, k = expand_groups(q, k, v)
     return FusedRecurrentDeltaRuleFunction.apply(q, k, v, beta, g, *args, gk)

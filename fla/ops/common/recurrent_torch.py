@@ -12,13 +12,20 @@ The delta rule (:func:`recurrent_delta_torch`; ``g_t`` a scalar log decay, gated
     S'_{t-1} = exp(g_t) S_{t-1}
     S_t      = S'_{t-1} - beta_t k_t (k_t^T S'_{t-1}) + beta_t k_t v_t^T
     o_t      = scale * q_t^T S_t
+
+Comba (erase keys ``p``: the erase reads the state before the decay)::
+
+    S_t = exp(g_t) S_{t-1} + beta_t k_t (v_t - p_t^T S_{t-1})^T
+
+(the recurrence takes ``p`` with either gate kind: with KDA's per-key-channel gate ``exp(g_t)`` is
+``diag(exp(gk_t))``; the chunked forms take ``p`` with a scalar gate only).
 """
 
 from __future__ import annotations
 
 import torch
 
-from fla.ops.common.inputs import default_scale, expand_groups, prepare_qk_beta, total_log_gate
+from fla.ops.common.inputs import default_scale, expand_groups, l2norm, prepare_qk_beta, total_log_gate
 from fla.ops.utils.varlen import per_sequence
 
 
@@ -95,7 +102,7 @@ def recurrent_gated_torch_op(
 # the delta-rule family
 
 
-def _delta_recurrence(q, k, v, beta, g, h0, scale: float, gk=None) -> tuple[torch.Tensor, torch.Tensor]:
+def _delta_recurrence(q, k, v, beta, g, h0, scale: float, gk=None, p=None) -> tuple[torch.Tensor, torch.Tensor]:
     dtype = torch.promote_types(q.dtype, torch.float32)
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -103,13 +110,16 @@ def _delta_recurrence(q, k, v, beta, g, h0, scale: float, gk=None) -> tuple[torc
     S = q.new_zeros(B, H, K, V) if h0 is None else h0.to(dtype)
     outs = []
     for t in range(T):
+        k_t = k[:, t]  # [B, H, K]
+        if p is not None:  # Comba: the erase key reads the state before the decay
+            u_t = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", p[:, t].to(dtype), S))
         if g is not None:
             S = S * g[:, t].to(dtype).exp()[..., None, None]
         if gk is not None:  # KDA: the decay per key row of the state
             S = S * gk[:, t].to(dtype).exp()[..., None]
-        k_t = k[:, t]  # [B, H, K]
-        # the delta rule: replace the value S stores under k_t by beta-mix of old and new
-        u_t = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", k_t, S))  # [B, H, V]
+        if p is None:
+            # the delta rule: replace the value S stores under k_t by beta-mix of old and new
+            u_t = beta[:, t, :, None] * (v[:, t] - torch.einsum("bhk,bhkv->bhv", k_t, S))  # [B, H, V]
         S = S + k_t[..., :, None] * u_t[..., None, :]
         outs.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, S))
     o = torch.stack(outs, 1) if outs else v.new_zeros(B, 0, H, V)
@@ -129,6 +139,8 @@ def recurrent_delta_torch(
     use_qk_l2norm_in_kernel: bool = False,
     allow_neg_eigval: bool = False,
     gk: torch.Tensor | None = None,
+    *,
+    p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run the (gated) delta rule over every token (float64 inputs give a float64 result).
 
@@ -138,16 +150,21 @@ def recurrent_delta_torch(
             ``[N, HV, K, V]``; cu_seqlens: ``[N+1]`` packed sequence bounds (``B == 1``);
             use_qk_l2norm_in_kernel / allow_neg_eigval: see :func:`fla.ops.common.inputs.prepare_qk_beta`;
             gk: ``[B, T, HV, K]`` per-key-channel log decays (KDA: ``S <- diag(exp(gk_t)) S`` before the
-            delta update) or ``None``.
+            delta update) or ``None``; p: ``[B, T, H, K]`` Comba's erase keys (L2-normalized with q and k)
+            or ``None`` (with ``g``, ``gk`` or no gate).
     Returns:
         ``o`` ``[B, T, HV, V]`` (float32, float64 for float64 inputs) and the final state
         ``[N, HV, K, V]`` when ``output_final_state``.
     """
+    if p is not None and use_qk_l2norm_in_kernel:
+        p = l2norm(p)
     q, k, beta = prepare_qk_beta(q, k, beta, use_qk_l2norm_in_kernel, allow_neg_eigval)
+    if p is not None:
+        _, p = expand_groups(q, p, v)
     q, k = expand_groups(q, k, v)
-    step = lambda q, k, v, beta, g, gk, h0: _delta_recurrence(q, k, v, beta, g, h0, scale, gk)
+    step = lambda q, k, v, beta, g, gk, p, h0: _delta_recurrence(q, k, v, beta, g, h0, scale, gk=gk, p=p)
     if cu_seqlens is None:
-        o, ht = step(q, k, v, beta, g, gk, initial_state)
+        o, ht = step(q, k, v, beta, g, gk, p, initial_state)
     else:
-        o, ht = per_sequence(step, [q, k, v, beta, g, gk], initial_state, cu_seqlens)
+        o, ht = per_sequence(step, [q, k, v, beta, g, gk, p], initial_state, cu_seqlens)
     return o, ht if output_final_state else None

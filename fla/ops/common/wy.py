@@ -13,6 +13,13 @@ delta rule) or a per-key-channel gate ``gk [B, T, H, K]`` (KDA). The scalar-gate
 scores of :mod:`fla.ops.common.chunk_intra_gk` with ``k`` for ``q``) and the solve only scales their rows by
 ``beta``; ``w = Tm (beta exp(G) k)`` then scales ``k`` per channel.
 
+Erase keys (Comba): with ``p`` (the key the erase reads the state with) and ``g_erase`` (``Ge``, the cumsum
+at which the erase reads the state: ``G - g``, the state before the token's own decay) the rows use them,
+``A_ij = beta_i exp(Ge_i - G_j) p_i.k_j`` and ``w = Tm (beta exp(Ge) p)``; ``p = k, Ge = G`` is the above.
+Erase keys go with no gate or the scalar gate only: with a per-key-channel gate the rows' scores would be
+``sum_k p_ik k_jk exp(Ge_ik - G_jk)`` with a per-channel ``Ge``, which these stages do not form (``p`` with
+``gk`` or ``Akk`` raises ``ValueError``).
+
 ``Tm`` is solved block by block (:func:`chunk_delta_solve`): the chunk's ``BT / BC`` diagonal
 ``[BC, BC]`` blocks are inverted by forward substitution in fp32 registers (``BC - 1`` dependent row
 steps each), then the blocks below the diagonal follow by block forward substitution,
@@ -45,13 +52,14 @@ def _rows(x, o_r, m_r, o_c, m_c, C):
 
 
 @triton.jit
-def _scores(b_kk, beta, G, o_ra, m_a, o_rb, m_b, USE_G: tl.constexpr):
-    """``A_ab = beta_a exp(G_a - G_b) k_a.k_b`` from ``b_kk = k_a k_b^T`` for row sets ``a``, ``b`` (token-head
-    rows ``o_r*``, valid ``m_*``), ``[BC, BC]`` fp32; invalid rows/columns are 0 (and never exponentiated)."""
+def _scores(b_kk, beta, G, Ge, o_ra, m_a, o_rb, m_b, USE_G: tl.constexpr):
+    """``A_ab = beta_a exp(Ge_a - G_b) p_a.k_b`` from ``b_kk = p_a k_b^T`` for row sets ``a``, ``b`` (token-head
+    rows ``o_r*``, valid ``m_*``), ``[BC, BC]`` fp32; invalid rows/columns are 0 (and never exponentiated).
+    ``Ge`` is ``G`` (and ``p`` is ``k``) unless the op has erase keys."""
     m_ab = m_a[:, None] & m_b[None, :]
     b_beta = tl.load(beta + o_ra, mask=m_a, other=0.0).to(tl.float32)
     if USE_G:
-        b_ga = tl.load(G + o_ra, mask=m_a, other=0.0).to(tl.float32)
+        b_ga = tl.load(Ge + o_ra, mask=m_a, other=0.0).to(tl.float32)
         b_gb = tl.load(G + o_rb, mask=m_b, other=0.0).to(tl.float32)
         b_kk *= tl.exp(tl.where(m_ab, b_ga[:, None] - b_gb[None, :], float("-inf")))
     return tl.where(m_ab, b_beta[:, None] * b_kk, 0.0)
@@ -85,15 +93,18 @@ def _akk_block(Akk, o_ra, m_a, o_cb, BT: tl.constexpr):
 
 
 @lean_launch
-@given_heuristics(USE_G="G", USE_AKK="Akk", IS_VARLEN="cu_seqlens")
+@given_heuristics(USE_G="G", USE_AKK="Akk", HAS_P="p", IS_VARLEN="cu_seqlens")
 @triton.autotune(
-    autotune_configs(warps=(1, 2, 4), stages=(1, 2)), key=["H", "K", "BK", "USE_G", "USE_AKK", "DOT_PRECISION"]
+    autotune_configs(warps=(1, 2, 4), stages=(1, 2)),
+    key=["H", "K", "BK", "USE_G", "USE_AKK", "HAS_P", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_delta_solve_kernel(
     k,
+    p,
     beta,
     G,
+    Ge,
     Akk,
     Tm,
     cu_seqlens,
@@ -107,6 +118,7 @@ def chunk_delta_solve_kernel(
     DOT_PRECISION: tl.constexpr,
     USE_G: tl.constexpr,
     USE_AKK: tl.constexpr,
+    HAS_P: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     # one program per chunk and head; the chunk is 4 blocks of BC rows (BT == 4 * BC):
@@ -129,18 +141,18 @@ def chunk_delta_solve_kernel(
         a10, a20 = _akk_block(Akk, o_r1, m_1, o_c, BT), _akk_block(Akk, o_r2, m_2, o_c, BT)
         a21, a30 = _akk_block(Akk, o_r2, m_2, o_c + BC, BT), _akk_block(Akk, o_r3, m_3, o_c, BT)
         a31, a32 = _akk_block(Akk, o_r3, m_3, o_c + BC, BT), _akk_block(Akk, o_r3, m_3, o_c + 2 * BC, BT)
-        a00 = tl.where(m_strict, _scores(a00, beta, G, o_r0, m_0, o_r0, m_0, False), 0.0)
-        a11 = tl.where(m_strict, _scores(a11, beta, G, o_r1, m_1, o_r1, m_1, False), 0.0)
-        a22 = tl.where(m_strict, _scores(a22, beta, G, o_r2, m_2, o_r2, m_2, False), 0.0)
-        a33 = tl.where(m_strict, _scores(a33, beta, G, o_r3, m_3, o_r3, m_3, False), 0.0)
-        a10 = _scores(a10, beta, G, o_r1, m_1, o_r0, m_0, False)
-        a20 = _scores(a20, beta, G, o_r2, m_2, o_r0, m_0, False)
-        a21 = _scores(a21, beta, G, o_r2, m_2, o_r1, m_1, False)
-        a30 = _scores(a30, beta, G, o_r3, m_3, o_r0, m_0, False)
-        a31 = _scores(a31, beta, G, o_r3, m_3, o_r1, m_1, False)
-        a32 = _scores(a32, beta, G, o_r3, m_3, o_r2, m_2, False)
+        a00 = tl.where(m_strict, _scores(a00, beta, G, G, o_r0, m_0, o_r0, m_0, False), 0.0)
+        a11 = tl.where(m_strict, _scores(a11, beta, G, G, o_r1, m_1, o_r1, m_1, False), 0.0)
+        a22 = tl.where(m_strict, _scores(a22, beta, G, G, o_r2, m_2, o_r2, m_2, False), 0.0)
+        a33 = tl.where(m_strict, _scores(a33, beta, G, G, o_r3, m_3, o_r3, m_3, False), 0.0)
+        a10 = _scores(a10, beta, G, G, o_r1, m_1, o_r0, m_0, False)
+        a20 = _scores(a20, beta, G, G, o_r2, m_2, o_r0, m_0, False)
+        a21 = _scores(a21, beta, G, G, o_r2, m_2, o_r1, m_1, False)
+        a30 = _scores(a30, beta, G, G, o_r3, m_3, o_r0, m_0, False)
+        a31 = _scores(a31, beta, G, G, o_r3, m_3, o_r1, m_1, False)
+        a32 = _scores(a32, beta, G, G, o_r3, m_3, o_r2, m_2, False)
     else:
-        # k_I k_J^T for the blocks on and below the diagonal, each k tile loaded once
+        # p_I k_J^T (p = k without erase keys) for the blocks on and below the diagonal, each tile loaded once
         kk00, kk11 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
         kk22, kk33 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
         kk10, kk20 = tl.zeros([BC, BC], dtype=tl.float32), tl.zeros([BC, BC], dtype=tl.float32)
@@ -151,27 +163,32 @@ def chunk_delta_solve_kernel(
             m_k = o_k < K
             b_k0, b_k1 = _rows(k, o_r0, m_0, o_k, m_k, K), _rows(k, o_r1, m_1, o_k, m_k, K)  # [BC, BK]
             b_k2, b_k3 = _rows(k, o_r2, m_2, o_k, m_k, K), _rows(k, o_r3, m_3, o_k, m_k, K)
+            if HAS_P:  # the rows' erase keys
+                b_p0, b_p1 = _rows(p, o_r0, m_0, o_k, m_k, K), _rows(p, o_r1, m_1, o_k, m_k, K)  # [BC, BK]
+                b_p2, b_p3 = _rows(p, o_r2, m_2, o_k, m_k, K), _rows(p, o_r3, m_3, o_k, m_k, K)
+            else:
+                b_p0, b_p1, b_p2, b_p3 = b_k0, b_k1, b_k2, b_k3
             b_k0t, b_k1t, b_k2t = tl.trans(b_k0), tl.trans(b_k1), tl.trans(b_k2)  # [BK, BC]
-            kk00 += tl.dot(b_k0, b_k0t, input_precision=DOT_PRECISION)
-            kk11 += tl.dot(b_k1, b_k1t, input_precision=DOT_PRECISION)
-            kk22 += tl.dot(b_k2, b_k2t, input_precision=DOT_PRECISION)
-            kk33 += tl.dot(b_k3, tl.trans(b_k3), input_precision=DOT_PRECISION)
-            kk10 += tl.dot(b_k1, b_k0t, input_precision=DOT_PRECISION)
-            kk20 += tl.dot(b_k2, b_k0t, input_precision=DOT_PRECISION)
-            kk21 += tl.dot(b_k2, b_k1t, input_precision=DOT_PRECISION)
-            kk30 += tl.dot(b_k3, b_k0t, input_precision=DOT_PRECISION)
-            kk31 += tl.dot(b_k3, b_k1t, input_precision=DOT_PRECISION)
-            kk32 += tl.dot(b_k3, b_k2t, input_precision=DOT_PRECISION)
-        a00 = tl.where(m_strict, _scores(kk00, beta, G, o_r0, m_0, o_r0, m_0, USE_G), 0.0)
-        a11 = tl.where(m_strict, _scores(kk11, beta, G, o_r1, m_1, o_r1, m_1, USE_G), 0.0)
-        a22 = tl.where(m_strict, _scores(kk22, beta, G, o_r2, m_2, o_r2, m_2, USE_G), 0.0)
-        a33 = tl.where(m_strict, _scores(kk33, beta, G, o_r3, m_3, o_r3, m_3, USE_G), 0.0)
-        a10 = _scores(kk10, beta, G, o_r1, m_1, o_r0, m_0, USE_G)
-        a20 = _scores(kk20, beta, G, o_r2, m_2, o_r0, m_0, USE_G)
-        a21 = _scores(kk21, beta, G, o_r2, m_2, o_r1, m_1, USE_G)
-        a30 = _scores(kk30, beta, G, o_r3, m_3, o_r0, m_0, USE_G)
-        a31 = _scores(kk31, beta, G, o_r3, m_3, o_r1, m_1, USE_G)
-        a32 = _scores(kk32, beta, G, o_r3, m_3, o_r2, m_2, USE_G)
+            kk00 += tl.dot(b_p0, b_k0t, input_precision=DOT_PRECISION)
+            kk11 += tl.dot(b_p1, b_k1t, input_precision=DOT_PRECISION)
+            kk22 += tl.dot(b_p2, b_k2t, input_precision=DOT_PRECISION)
+            kk33 += tl.dot(b_p3, tl.trans(b_k3), input_precision=DOT_PRECISION)
+            kk10 += tl.dot(b_p1, b_k0t, input_precision=DOT_PRECISION)
+            kk20 += tl.dot(b_p2, b_k0t, input_precision=DOT_PRECISION)
+            kk21 += tl.dot(b_p2, b_k1t, input_precision=DOT_PRECISION)
+            kk30 += tl.dot(b_p3, b_k0t, input_precision=DOT_PRECISION)
+            kk31 += tl.dot(b_p3, b_k1t, input_precision=DOT_PRECISION)
+            kk32 += tl.dot(b_p3, b_k2t, input_precision=DOT_PRECISION)
+        a00 = tl.where(m_strict, _scores(kk00, beta, G, Ge, o_r0, m_0, o_r0, m_0, USE_G), 0.0)
+        a11 = tl.where(m_strict, _scores(kk11, beta, G, Ge, o_r1, m_1, o_r1, m_1, USE_G), 0.0)
+        a22 = tl.where(m_strict, _scores(kk22, beta, G, Ge, o_r2, m_2, o_r2, m_2, USE_G), 0.0)
+        a33 = tl.where(m_strict, _scores(kk33, beta, G, Ge, o_r3, m_3, o_r3, m_3, USE_G), 0.0)
+        a10 = _scores(kk10, beta, G, Ge, o_r1, m_1, o_r0, m_0, USE_G)
+        a20 = _scores(kk20, beta, G, Ge, o_r2, m_2, o_r0, m_0, USE_G)
+        a21 = _scores(kk21, beta, G, Ge, o_r2, m_2, o_r1, m_1, USE_G)
+        a30 = _scores(kk30, beta, G, Ge, o_r3, m_3, o_r0, m_0, USE_G)
+        a31 = _scores(kk31, beta, G, Ge, o_r3, m_3, o_r1, m_1, USE_G)
+        a32 = _scores(kk32, beta, G, Ge, o_r3, m_3, o_r2, m_2, USE_G)
 
     t00, t11 = _unit_lower_inverse(a00, BC), _unit_lower_inverse(a11, BC)
     t22, t33 = _unit_lower_inverse(a22, BC), _unit_lower_inverse(a33, BC)
@@ -276,7 +293,10 @@ def chunk_delta_solve(
     beta: torch.Tensor,
     layout: ChunkLayout,
     g: torch.Tensor | None = None,
+    *,
     Akk: torch.Tensor | None = None,
+    p: torch.Tensor | None = None,
+    g_erase: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``Tm`` ``[B, T, H, BT]`` fp32: row ``i`` of its chunk's ``(I + A)^{-1}``, ``A`` as in the module doc.
 
@@ -284,9 +304,12 @@ def chunk_delta_solve(
         k: ``[B, T, H, K]``; beta: ``[B, T, H]``; layout: the chunking (``chunk_size == 4 * SUB_BLOCK``);
         g: ``[B, T, H]`` fp32 chunk-local cumsum of scalar log gates, or ``None`` (no gate);
         Akk: ``[B, T, H, BT]`` fp32 precomputed unscaled scores ``sum_k k_ik k_jk exp(G_ik - G_jk)``
-            (``j <= i``; the per-key-channel gate), or ``None`` (``k k^T`` formed here). Not with ``g``.
+            (``j <= i``; the per-key-channel gate), or ``None`` (``k k^T`` formed here). Not with ``g``;
+        p: ``[B, T, H, K]`` erase keys (``None``: ``k``); g_erase: ``[B, T, H]`` fp32 cumsum the erase rows
+            use (``None``: ``g``; needs ``g``). Not with ``Akk``.
     """
     check_delta_gate(g, k)
+    check_erase_inputs(k, g, p, g_erase, Akk=Akk)
     if Akk is not None and (g is not None or Akk.shape != (*k.shape[:3], layout.chunk_size)):
         raise ValueError(
             f"Akk has shape {list(Akk.shape)}, expected [B, T, H, BT] = {[*k.shape[:3], layout.chunk_size]} "
@@ -298,7 +321,7 @@ def chunk_delta_solve(
         raise ValueError(f"the blocked solve needs chunk_size == {4 * SUB_BLOCK}, got {BT}")
     Tm = empty(B, T, H, BT, dtype=torch.float32, device=k.device)
     chunk_delta_solve_kernel[(layout.row_chunks, B * H)](
-        k, beta, g, Akk, Tm, layout.cu_seqlens, layout.chunk_indices, T,
+        k, p, beta, g, g if g_erase is None else g_erase, Akk, Tm, layout.cu_seqlens, layout.chunk_indices, T,
         H=H, K=K, BT=BT, BC=SUB_BLOCK, BK=block_size(K), DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
     return Tm
@@ -311,8 +334,11 @@ def chunk_delta_wy_fwd(
     layout: ChunkLayout,
     g: torch.Tensor | None = None,
     Tm: torch.Tensor | None = None,
+    *,
     gk: torch.Tensor | None = None,
     Akk: torch.Tensor | None = None,
+    p: torch.Tensor | None = None,
+    g_erase: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The WY stage (contiguous inputs).
 
@@ -322,19 +348,24 @@ def chunk_delta_wy_fwd(
             or ``None``; Tm: a previous call's ``Tm`` (the backward recomputes ``w, u`` from it without the
             triangular solve) or ``None``; gk: ``[B, T, H, K]`` fp32 chunk-local cumsum of per-key-channel log
             gates (instead of ``g``) with Akk: its scores (:func:`chunk_delta_solve`; needed when ``Tm`` is
-            ``None``).
+            ``None``); p, g_erase: the erase keys ``[B, T, H, K]`` and their gate cumsum ``[B, T, H]`` fp32
+            (Comba; ``None``: ``k`` and ``g``), giving ``w = Tm (beta exp(g_erase) p)``; not with ``gk``.
     Returns:
         ``Tm`` ``[B, T, H, BT]`` fp32 (row ``i`` of its chunk's ``(I + A)^{-1}``), ``w``
         ``[B, T, H, K]`` (``k.dtype``) and ``u`` ``[B, T, H, V]`` (``v.dtype``).
     """
     check_delta_gate(g, k, gk)
+    check_erase_inputs(k, g, p, g_erase, gk=gk, Akk=Akk)
     if gk is not None and Tm is None and Akk is None:
         raise ValueError("the per-key-channel gate gk needs its scores Akk (or a previous Tm)")
     B, T, H, K = k.shape
     V = v.shape[-1]
     BT = layout.chunk_size
     if Tm is None:
-        Tm = chunk_delta_solve(k, beta, layout, g, Akk=Akk)
+        Tm = chunk_delta_solve(k, beta, layout, g, Akk=Akk, p=p, g_erase=g_erase)
+    # w's right-hand side is built from the erase keys and their gate (the kernel's k and G)
+    k = k if p is None else p
+    g = g if g_erase is None else g_erase
     w, u = empty(B, T, H, K, dtype=k.dtype, device=k.device), empty(B, T, H, V, dtype=v.dtype, device=v.device)
     grid = (layout.row_chunks, B * H)
     chunk_delta_wy_fwd_kernel[grid](
@@ -356,3 +387,26 @@ def check_delta_gate(g: torch.Tensor | None, k: torch.Tensor, gk: torch.Tensor |
         raise ValueError(f"gk has shape {list(gk.shape)}, expected a vector gate [B, T, H, K] = {list(k.shape)}")
     if g is not None and gk is not None:
         raise ValueError("the delta-rule stages take a scalar gate g or a vector gate gk, not both")
+
+
+def check_erase_inputs(
+    k: torch.Tensor,
+    g: torch.Tensor | None,
+    p: torch.Tensor | None,
+    g_erase: torch.Tensor | None,
+    gk: torch.Tensor | None = None,
+    Akk: torch.Tensor | None = None,
+) -> None:
+    """Erase keys ``p`` have ``k``'s shape and dtype; their gate cumsum ``g_erase`` ``[B, T, H]`` comes with
+    ``g``; neither goes with the per-key-channel gate ``gk`` (or its precomputed scores ``Akk``)."""
+    if (p is not None or g_erase is not None) and (gk is not None or Akk is not None):
+        raise ValueError(
+            "erase keys p (Comba) with a per-key-channel gate gk (KDA) are not supported by the delta-rule "
+            "stages: p goes with no gate or a scalar gate g"
+        )
+    if p is not None and (p.shape != k.shape or p.dtype != k.dtype):
+        raise ValueError(f"p has shape {list(p.shape)} / {p.dtype}, expected k's {list(k.shape)} / {k.dtype}")
+    if g_erase is not None and (g is None or g_erase.shape != g.shape):
+        raise ValueError(
+            f"g_erase has shape {list(g_erase.shape)}, expected g's [B, T, H] = {list(k.shape[:3])} with g given"
+        )

@@ -21,6 +21,11 @@ with fp32 accumulation (bf16 products of bf16 data are exact); the ``[BT, BT]`` 
 No ``k k^T`` is formed: the ``dbeta`` and ``dG`` terms of ``dA * A`` are row sums of ``k * (N k)`` and
 ``k * (M^T k)`` (``N = dA * E``), which the ``dk`` products give anyway.
 
+Erase keys (Comba, see :mod:`fla.ops.common.wy`): ``A_ij = beta_i exp(Ge_i - G_j) p_i.k_j`` and
+``Kb = diag(beta exp(Ge)) p``: the row terms (``dKb``, ``M k``) go to ``dp`` and to ``dL/dGe``, the column term
+``M^T p`` to ``dk`` and ``dL/dG``; with ``Ge = G - g`` the finished ``dg`` is the reverse cumsum of
+``dL/dG + dL/dGe`` minus ``dL/dGe`` (``Ge_i`` holds ``-g_i``). Not with the per-key-channel gate below.
+
 Per-key-channel gate (KDA, ``gk``): ``Kb = beta exp(G) * k`` per channel and
 ``A_ij = beta_i sum_c k_ic k_jc exp(G_ic - G_jc)``. The kernel then does the ``Kb`` / ``Vb`` part
 (``dk = dKb beta exp(G)``, ``dbeta = sum dKb k exp(G) + sum dVb v``, ``dG = dKb * Kb`` per channel) and stores
@@ -42,7 +47,7 @@ from fla.ops.common.cumsum import chunk_local_cumsum
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
-from fla.ops.common.wy import check_delta_gate
+from fla.ops.common.wy import check_delta_gate, check_erase_inputs
 from fla.utils import empty
 from fla.utils.launch import lean_launch
 
@@ -69,20 +74,26 @@ def _dtm_tile(x, dx, o_row, m_t, o_c, C, row_scale, b_dtm, b_dtmt, DOT_PRECISION
 
 
 @lean_launch
-@given_heuristics(USE_G="G", USE_GK="Gk", IS_VARLEN="cu_seqlens")
-@triton.autotune(configs=autotune_configs(), key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "DOT_PRECISION"])
+@given_heuristics(USE_G="G", USE_GK="Gk", HAS_P="dp", SPLIT_G="Ge", IS_VARLEN="cu_seqlens")
+@triton.autotune(
+    configs=autotune_configs(),
+    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "HAS_P", "SPLIT_G", "DOT_PRECISION"],
+)
 @triton.jit(do_not_specialize=["T"])
 def chunk_delta_wy_bwd_kernel(
     k,
+    p,
     v,
     beta,
     G,
+    Ge,
     Gk,
     Tm,
     dw,
     du,
     dk_in,
     dk,
+    dp,
     dv,
     dbeta,
     dG_in,
@@ -102,8 +113,11 @@ def chunk_delta_wy_bwd_kernel(
     DOT_PRECISION: tl.constexpr,
     USE_G: tl.constexpr,
     USE_GK: tl.constexpr,
+    HAS_P: tl.constexpr,
+    SPLIT_G: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
+    # p: the erase keys (k itself without them); Ge: their gate cumsum (read only with SPLIT_G, else G)
     i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
@@ -118,7 +132,11 @@ def chunk_delta_wy_bwd_kernel(
     b_beta = tl.load(beta + o_row, mask=m_t, other=0.0).to(tl.float32)  # [BT]
     if USE_G:
         b_g = tl.load(G + o_row, mask=m_t, other=0.0).to(tl.float32)  # [BT]
-        b_e = tl.exp(b_g)  # [BT]
+        if SPLIT_G:
+            b_ge = tl.load(Ge + o_row, mask=m_t, other=0.0).to(tl.float32)  # [BT]
+        else:
+            b_ge = b_g
+        b_e = tl.exp(b_ge)  # [BT]
     else:
         b_e = tl.full([BT], 1.0, dtype=tl.float32)
     b_scale = b_beta * b_e  # [BT] row factor of Kb
@@ -150,7 +168,7 @@ def chunk_delta_wy_bwd_kernel(
         for i_k in range(0, tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)  # [BK]
             b_dtm, b_dtmt, b_k1, b_dw1, p_k1, m_k1 = _dtm_tile(
-                k, dw, o_row, m_t, o_k, K, b_scale, b_dtm, b_dtmt, DOT_PRECISION
+                p, dw, o_row, m_t, o_k, K, b_scale, b_dtm, b_dtmt, DOT_PRECISION
             )
 
     # dA = -Tm^T dTm Tm^T: the [BT, BT] chain stays in fp32 (reloaded, not kept live across the loops)
@@ -174,40 +192,54 @@ def chunk_delta_wy_bwd_kernel(
     else:
         b_tm32 = tl.load(Tm + o_row[:, None] * BT + o_i[None, :], mask=m_t[:, None], other=0.0)  # [BT, BT]
         b_dAt = tl.dot(tl.dot(b_tm32, b_dtmt, input_precision=DOT_PRECISION), b_tm32, input_precision=DOT_PRECISION)
-        # with N = dA * E (dL/d(beta_i k_i.k_j)), M = diag(beta) N: M k = beta * (N k) and, as
-        # (dA * A)_ij = M_ij k_i.k_j, its row sums are beta_i k_i.(N k)_i and its column sums k_j.(M^T k)_j
+        # with N = dA * E (dL/d(beta_i p_i.k_j)), M = diag(beta) N: M k = beta * (N k) and, as
+        # (dA * A)_ij = M_ij p_i.k_j, its row sums are beta_i p_i.(N k)_i and its column sums k_j.(M^T p)_j
         if USE_G:
-            b_E = tl.exp(tl.where(m_strict, b_g[:, None] - b_g[None, :], float("-inf")))  # [BT, BT]
-            b_Et = tl.exp(tl.where(m_strict_t, b_g[None, :] - b_g[:, None], float("-inf")))  # [BT, BT] E^T
+            b_E = tl.exp(tl.where(m_strict, b_ge[:, None] - b_g[None, :], float("-inf")))  # [BT, BT]
+            b_Et = tl.exp(tl.where(m_strict_t, b_ge[None, :] - b_g[:, None], float("-inf")))  # [BT, BT] E^T
         else:
             b_E = tl.where(m_strict, 1.0, 0.0)
             b_Et = tl.where(m_strict_t, 1.0, 0.0)
         b_N = tl.where(m_strict, -b_dA * b_E, 0.0).to(k.dtype.element_ty)  # [BT, BT]
         b_Mt = tl.where(m_strict_t, -b_dAt * b_Et * b_beta[None, :], 0.0).to(k.dtype.element_ty)  # [BT, BT] M^T
         if USE_G:
-            b_dG = tl.zeros([BT], dtype=tl.float32)
+            b_dG = tl.zeros([BT], dtype=tl.float32)  # dL/dG (the columns' gate)
+            b_dGe = tl.zeros([BT], dtype=tl.float32)  # dL/dGe (the rows' gate; G itself without SPLIT_G)
 
         for i_k in range(0, tl.cdiv(K, BK)):
             o_k = i_k * BK + tl.arange(0, BK)  # [BK]
             b_k, b_dw, p_tk, m_tk = _tile_and_grad(k, dw, o_row, m_t, o_k, K)
+            if HAS_P:
+                b_p = tl.load(p + p_tk, mask=m_tk, other=0.0)  # [BT, BK]
+            else:
+                b_p = b_k
             b_dkb = tl.dot(b_tmt, b_dw, input_precision=DOT_PRECISION)  # [BT, BK] Tm^T dw
             b_nk = tl.dot(b_N, b_k, input_precision=DOT_PRECISION)  # [BT, BK] N k
-            b_mtk = tl.dot(b_Mt, b_k, input_precision=DOT_PRECISION)  # [BT, BK] M^T k
-            b_dk = tl.load(dk_in + p_tk, mask=m_tk, other=0.0).to(tl.float32)
-            b_dk += b_dkb * b_scale[:, None] + b_nk * b_beta[:, None] + b_mtk
+            b_mtp = tl.dot(b_Mt, b_p, input_precision=DOT_PRECISION)  # [BT, BK] M^T p
+            b_drow = b_dkb * b_scale[:, None] + b_nk * b_beta[:, None]  # [BT, BK] the rows' (erase keys') part
+            b_dk = tl.load(dk_in + p_tk, mask=m_tk, other=0.0).to(tl.float32) + b_mtp
+            if HAS_P:
+                tl.store(dp + p_tk, b_drow.to(dp.dtype.element_ty), mask=m_tk)
+            else:
+                b_dk += b_drow
             tl.store(dk + p_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
-            b_kf = b_k.to(tl.float32)
-            b_dkbk = tl.sum(b_dkb * b_kf, axis=1)  # [BT] k . dKb
-            b_nkk = tl.sum(b_nk * b_kf, axis=1)  # [BT] sum_j N_ij k_i.k_j
-            b_dbeta += b_dkbk * b_e + b_nkk
+            b_pf = b_p.to(tl.float32)
+            b_dkbp = tl.sum(b_dkb * b_pf, axis=1)  # [BT] p . dKb
+            b_nkp = tl.sum(b_nk * b_pf, axis=1)  # [BT] sum_j N_ij p_i.k_j
+            b_dbeta += b_dkbp * b_e + b_nkp
             if USE_G:
-                b_dG += b_dkbk * b_scale + b_beta * b_nkk - tl.sum(b_mtk * b_kf, axis=1)
+                b_dGe += b_dkbp * b_scale + b_beta * b_nkp
+                b_dG -= tl.sum(b_mtp * b_k.to(tl.float32), axis=1)
     tl.store(dbeta + o_row, b_dbeta, mask=m_t)
     if USE_G:
         # the other stages' dL/dG (NG partial sums [NG, B*T*H]) joins this stage's; dg = chunk-local reverse cumsum
+        b_dG += b_dGe
         for i_g in tl.static_range(NG):
             b_dG += tl.load(dG_in + i_g * T * tl.num_programs(1).to(tl.int64) + o_row, mask=m_t, other=0.0)
-        tl.store(dg + o_row, tl.cumsum(tl.where(m_t, b_dG, 0.0), axis=0, reverse=True), mask=m_t)
+        b_dg = tl.cumsum(tl.where(m_t, b_dG, 0.0), axis=0, reverse=True)
+        if SPLIT_G:
+            b_dg -= b_dGe  # Ge_i = G_i - g_i
+        tl.store(dg + o_row, b_dg, mask=m_t)
 
 
 def chunk_delta_wy_bwd(
@@ -221,9 +253,12 @@ def chunk_delta_wy_bwd(
     layout: ChunkLayout,
     g: torch.Tensor | None = None,
     dG: torch.Tensor | None = None,
+    *,
     gk: torch.Tensor | None = None,
     dgk: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    p: torch.Tensor | None = None,
+    g_erase: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
     """Backward of :func:`fla.ops.common.wy.chunk_delta_wy_fwd` (contiguous inputs).
 
     Args:
@@ -234,12 +269,15 @@ def chunk_delta_wy_bwd(
         dG: ``[NG, B, T, H]`` fp32: the other stages' ``dL/dG`` as ``NG`` partial sums (added in), or ``None``.
         gk: ``[B, T, H, K]`` fp32 chunk-local cumsum of per-key-channel log gates (instead of ``g``) or ``None``;
         dgk: ``[B, T, H, K]`` fp32 the other stages' finished (reverse-cumsummed) gate gradient, added in.
+        p, g_erase: the forward's erase keys ``[B, T, H, K]`` and their gate cumsum ``G - g`` ``[B, T, H]`` fp32
+            (Comba), or ``None``; not with ``gk``.
     Returns:
         ``dk`` (``k.dtype``), ``dv`` (``v.dtype``), ``dbeta`` ``[B, T, H]`` fp32 and the finished gate
         gradient fp32 shaped like the gate (the chunk-local reverse cumsum of all of ``dL/dG``; ``None``
-        when ungated).
+        when ungated); with ``p`` also ``dp`` (``p.dtype``) after them.
     """
     check_delta_gate(g, k, gk)
+    check_erase_inputs(k, g, p, g_erase, gk=gk)
     if gk is not None:
         return _wy_bwd_gk(k, v, beta, Tm, dw, du, dk, layout, gk, dgk)
     B, T, H, K = k.shape
@@ -250,14 +288,15 @@ def chunk_delta_wy_bwd(
     dv = empty(B, T, H, V, dtype=v.dtype, device=v.device)
     dbeta = empty(B, T, H, dtype=torch.float32, device=k.device)
     dg = None if g is None else empty(B, T, H, dtype=torch.float32, device=k.device)
+    dp = None if p is None else empty(B, T, H, K, dtype=p.dtype, device=p.device)
     grid = (layout.row_chunks, B * H)
     chunk_delta_wy_bwd_kernel[grid](
-        k, v, beta, g, None, Tm, dw, du, dk, dk_out, dv, dbeta, dG, dg, None, None, layout.cu_seqlens,
-        layout.chunk_indices, T,
+        k, k if p is None else p, v, beta, g, g_erase, None, Tm, dw, du, dk, dk_out, dp, dv, dbeta, dG, dg, None,
+        None, layout.cu_seqlens, layout.chunk_indices, T,
         H=H, K=K, V=V, BT=layout.chunk_size, BK=block_size(K), BV=block_size(V), NG=0 if dG is None else dG.shape[0],
         DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
-    return dk_out, dv, dbeta, dg
+    return (dk_out, dv, dbeta, dg) if p is None else (dk_out, dv, dbeta, dg, dp)
 
 
 def _wy_bwd_gk(k, v, beta, Tm, dw, du, dk, layout: ChunkLayout, Gk, dgk):
@@ -272,7 +311,7 @@ def _wy_bwd_gk(k, v, beta, Tm, dw, du, dk, layout: ChunkLayout, Gk, dgk):
     dA = empty(B, T, H, BT, dtype=torch.float32, device=k.device)
     dG = empty(B, T, H, K, dtype=torch.float32, device=k.device)
     chunk_delta_wy_bwd_kernel[(layout.row_chunks, B * H)](
-        k, v, beta, None, Gk, Tm, dw, du, dk, dk_part, dv, dbeta, None, None, dA, dG, layout.cu_seqlens,
+        k, k, v, beta, None, None, Gk, Tm, dw, du, dk, dk_part, None, dv, dbeta, None, None, dA, dG, layout.cu_seqlens,
         layout.chunk_indices, T, H=H, K=K, V=V, BT=BT, BK=block_size(K), BV=block_size(V), NG=0,
         DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip

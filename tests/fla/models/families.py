@@ -326,6 +326,41 @@ FAMILIES = [
         },
         bad_heads=(dict(num_v_heads=3), "num_v_heads=3 is not a multiple of num_heads=2"),
     ),
+    Family(
+        "comba",
+        dict(tiny=8.8, **{"340M": 379.9, "1.3B": 1387.3}),
+        tiny=dict(SMALL, num_heads=2, head_dim=18),
+        slow_triton=True,
+        variants={
+            "plain": {},
+            "gva_no_gate": dict(num_v_heads=4, use_output_gate=False, correction_factor=0.02),
+            "hybrid": dict(HYBRID, use_short_conv=False, fuse_norm=False),
+        },
+        # fla 0.6.0's model always builds D and decay (it does not pass use_output_correction / use_inner_decay
+        # on): only configs with both on are compared by name
+        name_only={
+            "gva_conv3": dict(num_v_heads=6, expand_v=1.5, conv_size=3),
+            "unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, use_short_conv=False),
+        },
+        bad_heads=(dict(num_v_heads=3), "num_v_heads=3 is not a multiple of num_heads=2"),
+    ),
+    Family(
+        "gated_deltaproduct",
+        dict(tiny=8.9, **{"340M": 429.8, "1.3B": 1586.2}),
+        tiny=dict(SMALL, num_heads=2, head_dim=18, num_householder=2, use_forget_gate=True, allow_neg_eigval=True),
+        slow_triton=True,
+        variants={
+            "plain": {},
+            "one_step_no_gates": dict(num_householder=1, use_forget_gate=False, use_output_gate=False),
+            "hybrid": dict(HYBRID, num_householder=3, use_short_conv=False, fuse_norm=False),
+        },
+        name_only={
+            "fla_defaults_tied": dict(
+                num_householder=1, use_forget_gate=False, allow_neg_eigval=False, tie_word_embeddings=True
+            ),
+        },
+        bad_heads=(dict(expand_v=1.3), "head_dim \\* expand_v = 18 \\* 1.3 is not an integer"),
+    ),
 ]
 FAMILIES.append(
     Family(
