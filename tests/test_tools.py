@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # ----------------------------------------------------------------------------- generation benchmark
 
 
+# one xdist worker runs this module: its module-scoped fixture (trainer runs) is built once
+pytestmark = pytest.mark.xdist_group("tools")
+
+
 @pytest.fixture(scope="module")
 def gla_dir(tmp_path_factory):
     from fla.models import GLAConfig, GLAForCausalLM

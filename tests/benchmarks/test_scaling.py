@@ -222,6 +222,10 @@ def test_run_launch_exit_code(tmp_path):
 # ----------------------------------------------------------------------------- real sweeps on CPU (gloo)
 
 
+# one xdist worker runs this module: its module-scoped fixture (trainer runs) is built once
+pytestmark = pytest.mark.xdist_group("scaling")
+
+
 @pytest.fixture(scope="module")
 def sample_dir(tmp_path_factory) -> Path:
     """A small offline corpus + tokenizer (as tests/flame's fixture makes it)."""

@@ -57,7 +57,7 @@ def test_the_environment_switch_patches_every_autotuner_in_a_test_run():
     env.pop("PYTEST_XDIST_WORKER", None)
     test = f"{Path(__file__).relative_to(root)}::test_each_new_key_gets_the_next_config_after_pruning"
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", test],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "-o", "addopts=", test],
         cwd=root, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -194,6 +194,10 @@ def test_varlen_boundaries_match_reference(sample_dir, tokenizer, add_bos):
 # ---------------------------------------------------------------------------------------------- mixing
 
 
+# one xdist worker runs this module: its module-scoped fixture (trainer runs) is built once
+pytestmark = pytest.mark.xdist_group("data")
+
+
 @pytest.fixture(scope="module")
 def second_source(tmp_path_factory, sample_module) -> Path:
     """500 documents of three lessons each (about 3x longer than the first source's, so document

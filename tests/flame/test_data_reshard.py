@@ -25,6 +25,10 @@ N_DOCS = 60
 ID = re.compile(r"^#(\d+)#")
 
 
+# one xdist worker runs this module: its module-scoped fixture (trainer runs) is built once
+pytestmark = pytest.mark.xdist_group("data_reshard")
+
+
 @pytest.fixture(scope="module")
 def numbered(tmp_path_factory, sample_module) -> Path:
     path = tmp_path_factory.mktemp("numbered") / "docs.jsonl"

@@ -40,6 +40,10 @@ def train_tiny_gla(out, sample_dir, tokenizer):
     return out
 
 
+# one xdist worker runs this module: its module-scoped fixture (trainer runs) is built once
+pytestmark = pytest.mark.xdist_group("eval")
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, sample_dir, tokenizer):
     return train_tiny_gla(tmp_path_factory.mktemp("eval_model"), sample_dir, tokenizer)

@@ -16,6 +16,9 @@ import torch.nn.functional as F
 from flame.eval.perplexity import load_model
 from tests.flame.test_eval import train_tiny_gla
 
+# one xdist worker runs this module: its module-scoped fixture (trainer runs) is built once
+pytestmark = pytest.mark.xdist_group("eval_harness")
+
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, sample_dir, tokenizer):

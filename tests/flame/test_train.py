@@ -85,6 +85,10 @@ def launch(nproc: int, args: list[str], dump: Path, env: dict | None = None, scr
     return proc, rows
 
 
+# one xdist worker runs this module: its module-scoped fixture (trainer runs) is built once
+pytestmark = pytest.mark.xdist_group("train_runs")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Each configuration in RUNS trained once: name -> metric rows (one per step)."""

@@ -466,6 +466,7 @@ def tp_results(tmp_path_factory) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.xdist_group("tp_plans")  # one worker: tp_results' torchrun launch runs once
 @pytest.mark.parametrize("family", TP_FAMILIES, ids=str)
 def test_tensor_parallel_plan_matches_unsplit_model(family, tp_results):
     """The family's TP plan (2 gloo ranks) against the same model unsplit: the loss and every parameter's
