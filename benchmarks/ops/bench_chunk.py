@@ -5,6 +5,10 @@ B=4, H=16, D=128, bf16, T in {2048, 4096, 8192}:
 
     python -m benchmarks.ops.bench_chunk --out outputs/ops_chunk.md
 
+The wave-2 ops (rwkv6, gsa, abc with 64 slots, kda, comba, hgrn, lightning, FoX's ``parallel_forgetting_attn``)
+run at the same B, H, D in both packages (fla 0.6.0 has them under the same names); ``chunk_mamba2_ssd`` is ours
+only (compare it with ``chunk_simple_gla``).
+
 The delta-rule ops (``chunk_delta_rule``, ``chunk_gated_delta_rule``) get L2-normalized keys and
 ``beta = sigmoid(x)``; ``decode_*`` rows time one token of ``fused_recurrent_(gated_)delta_rule``
 (B=32, H=16, D=128, with initial and final state, no autograd; ``fwdbwd_ms`` is ``-``), eagerly
@@ -89,6 +93,82 @@ def _delta_ops(chunk_delta_rule, chunk_gated_delta_rule) -> dict:
     }
 
 
+def _rand(*shape, dt=torch.bfloat16, fn=None):
+    x = torch.randn(*shape, device="cuda")
+    return (fn(x) if fn is not None else x).to(dt)
+
+
+def _log_gate(*shape):
+    """Log decays ``logsigmoid(x) / 16``: mild, as a trained layer's (fp32 cumsums inside every op)."""
+    return _rand(*shape, fn=lambda x: F.logsigmoid(x) / 16)
+
+
+def _unit(*shape):
+    return _rand(*shape, fn=lambda x: F.normalize(x, dim=-1))
+
+
+def _wave2_ops() -> dict:
+    """``name -> (op, inputs(T))`` of the wave-2 chunk ops that fla 0.6.0 has under the same module and
+    signature (whichever ``fla`` this process imports), each at the benchmark's B, H, D; slot ops: 64 slots."""
+    from fla.ops.abc import chunk_abc
+    from fla.ops.comba import chunk_comba
+    from fla.ops.forgetting_attn import parallel_forgetting_attn
+    from fla.ops.gsa import chunk_gsa
+    from fla.ops.hgrn import chunk_hgrn
+    from fla.ops.kda import chunk_kda
+    from fla.ops.lightning_attn import chunk_lightning_attn
+    from fla.ops.rwkv6 import chunk_rwkv6
+
+    B, H, D, M = SHAPE["B"], SHAPE["H"], SHAPE["D"], 64
+    qkv = lambda T: [_rand(B, T, H, D) for _ in range(3)]  # noqa: E731
+    return {
+        "chunk_rwkv6": (chunk_rwkv6, lambda T: [*qkv(T), _log_gate(B, T, H, D), _rand(H, D)]),
+        "chunk_gsa": (chunk_gsa, lambda T: [*qkv(T), _rand(B, T, H, M), _log_gate(B, T, H, M)]),
+        "chunk_abc": (chunk_abc, lambda T: [*qkv(T), _rand(B, T, H, M)]),
+        "chunk_kda": (
+            chunk_kda,
+            lambda T: [
+                _rand(B, T, H, D),
+                _unit(B, T, H, D),
+                _rand(B, T, H, D),
+                _log_gate(B, T, H, D),
+                _rand(B, T, H, fn=torch.sigmoid),
+            ],
+        ),  # fmt: skip
+        "chunk_comba": (
+            chunk_comba,
+            lambda T: [
+                _rand(B, T, H, D),
+                _unit(B, T, H, D),
+                _rand(B, T, H, D),
+                _unit(B, T, H, D),
+                _log_gate(B, T, H) * 16,
+                _rand(B, T, H, fn=torch.sigmoid),
+            ],
+        ),  # fmt: skip
+        "chunk_hgrn": (chunk_hgrn, lambda T: [_rand(B, T, H * D), _log_gate(B, T, H * D) * 16]),
+        "chunk_lightning_attn": (lambda q, k, v: chunk_lightning_attn(q, k, v, layer_idx=0, num_layers=24), qkv),
+        "parallel_forgetting_attn": (
+            parallel_forgetting_attn,
+            lambda T: [*qkv(T), _rand(B, T, H, dt=torch.float32, fn=F.logsigmoid)],
+        ),
+    }
+
+
+def _ours_only_ops() -> dict:
+    """Ops fla 0.6.0 runs through mamba_ssm or PyTorch only: Mamba2's SSD (q = C, k = B in 1 group,
+    v = x * dt), to compare with our chunk_simple_gla at the same size."""
+    from fla.ops.mamba2 import chunk_mamba2_ssd
+
+    B, H, D = SHAPE["B"], SHAPE["H"], SHAPE["D"]
+
+    def ssd(T):
+        x, dt = _rand(B, T, H, D), _rand(B, T, H, dt=torch.float32)
+        return [x, dt, torch.zeros(H, device="cuda"), _rand(B, T, 1, D), _rand(B, T, 1, D)]
+
+    return {"chunk_mamba2_ssd": (chunk_mamba2_ssd, ssd)}
+
+
 def _decode_ops() -> dict:
     """``name -> (fused_recurrent op, gate kind)`` for the one-token decode rows (ours or, in the
     worker, fla 0.6.0's: whichever ``fla`` this process imports)."""
@@ -158,7 +238,8 @@ def _graph_time(fn) -> float:
 
 
 def _ops(impl: str) -> dict:
-    """``name -> (callable(q, k, v, [g]), gate kind)`` for ``impl`` in ours / fla."""
+    """``name -> (callable(q, k, v, [g]), gate kind or a builder of the op's inputs at T)`` for ``impl`` in
+    ours / fla."""
     if impl == "fla":
         import fla
 
@@ -173,6 +254,7 @@ def _ops(impl: str) -> dict:
             "chunk_gla": (chunk_gla, "vector"),
             "chunk_simple_gla": (chunk_simple_gla, "scalar"),
             **_delta_ops(chunk_delta_rule, chunk_gated_delta_rule),
+            **_wave2_ops(),
         }
     from fla.ops import chunk_gla, chunk_linear_attn, chunk_retention, chunk_simple_gla
     from fla.ops.delta_rule import chunk_delta_rule
@@ -184,6 +266,8 @@ def _ops(impl: str) -> dict:
         "chunk_retention": (chunk_retention, None),
         "chunk_linear_attn": (lambda q, k, v: chunk_linear_attn(q, k, v, normalize=False), None),
         **_delta_ops(chunk_delta_rule, chunk_gated_delta_rule),
+        **_wave2_ops(),
+        **_ours_only_ops(),
     }
 
 
@@ -195,7 +279,7 @@ def rows_for(impl: str, seq_lens, names: list[str] | None = None) -> list[dict]:
         if names and name not in names:
             continue
         for T in seq_lens:
-            ts = _inputs(T, gate)
+            ts = [t.requires_grad_() for t in gate(T)] if callable(gate) else _inputs(T, gate)
             try:
                 fwd, fwdbwd = _time(lambda op=op, ts=ts: op(*ts), ts)
             except Exception as e:  # noqa: BLE001 - e.g. fla 0.6.0 refusing an op on this GPU: a result too
