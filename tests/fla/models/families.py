@@ -281,7 +281,7 @@ FAMILIES = [
     ),
     Family(
         "gsa",
-        dict(tiny=8.7, **{"340M": 380.2, "1.3B": 1376.9}),
+        dict(tiny=8.7, cpu=0.4, **{"340M": 380.2, "1.3B": 1376.9}),
         tiny=dict(SMALL, num_slots=8),
         variants={
             "plain": {},

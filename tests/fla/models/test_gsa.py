@@ -45,6 +45,18 @@ def test_flops_count_both_passes():
     assert mixer.flops_per_token(2048) == two
 
 
+def test_tensor_parallel_plan_splits_heads_with_their_slots():
+    """q/k/v/f column-parallel (``f_proj``: the slots of each head), ``o_proj`` row-parallel, the all-head output
+    RMSNorm a full norm (the conformance suite compares TP=2 with the unsplit model and, with --run-slow, one rank)."""
+    from flame.parallelize import check_tp_supported, tensor_parallel_plan
+
+    config = GSAConfig(hidden_size=64, num_heads=4, num_slots=16, vocab_size=2048)
+    check_tp_supported(config, 2)
+    region = tensor_parallel_plan(config).regions["attn"]
+    assert set(region.col) == {"q_proj", "k_proj", "v_proj", "f_proj"} and region.row == ("o_proj",)
+    assert region.full_norms == ("g_norm",) and GSAForCausalLM.tensor_parallel_plan is not None
+
+
 def test_abc_cache_holds_the_slot_normalizer():
     layer = ABCAttention(hidden_size=64, num_heads=2, num_slots=6, layer_idx=0).eval()
     x = torch.randn(2, 9, 64)
