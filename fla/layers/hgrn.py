@@ -18,8 +18,6 @@ float32, ``conv_state = (i, f)``) come from :class:`fla.layers.linear_mixer.Line
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -29,9 +27,6 @@ from fla.modules.activations import swiglu
 from fla.modules.conv import ShortConvolution
 from fla.modules.gated_norm import FusedRMSNormGated
 from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
-
-if TYPE_CHECKING:
-    from fla.models.cache import FLACache
 
 HGRN_MODES = ("chunk", "fused_recurrent")
 
@@ -63,6 +58,7 @@ class HGRNAttention(LinearMixer):
 
     chunk_op = staticmethod(chunk_hgrn)
     recurrent_op = staticmethod(fused_recurrent_hgrn)
+    forward_extras = ("lower_bound",)
 
     def __init__(
         self,
@@ -106,27 +102,35 @@ class HGRNAttention(LinearMixer):
             return True
         return self.mode == "fused_recurrent" and not torch.is_grad_enabled()
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: FLACache | None = None,
-        use_cache: bool | None = False,
-        output_attentions: bool | None = False,
-        cu_seqlens: torch.Tensor | None = None,
-        lower_bound: torch.Tensor | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, None, FLACache | None]:
-        """``hidden_states [B, T, hidden_size]`` -> ``(o [B, T, hidden_size], None, past_key_values)``;
-        arguments as :meth:`LinearMixer.forward`, plus fla's ``lower_bound [D]`` (``None``: none)."""
+    def check_extras(self, extras: dict) -> None:
+        """``lower_bound`` (fla's, read by :meth:`mix`): ``[D]`` or ``None`` (none)."""
+        lower_bound = extras["lower_bound"]
         if lower_bound is not None and lower_bound.shape != (self.input_dim,):
             raise ValueError(
                 f"{type(self).__name__}: lower_bound has shape {list(lower_bound.shape)}, expected "
                 f"[{self.input_dim}] (hidden_size * expand_ratio)"
             )
-        step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
-        i, f, conv_state = self.project(step)
+
+    def project_qkv(self, step: MixerStep) -> tuple[torch.Tensor, torch.Tensor, None, tuple | None]:
+        """``i``, the forget-gate logits ``f`` (``[.., D]``, short convolutions first when used), no third
+        projection, the conv state."""
+        x = step.x
+        i, f = self.i_proj(x), self.f_proj(x)
+        if not self.use_short_conv:
+            return i, f, None, None
+        old_i, old_f = step.slot("conv_state") or (None, None)
+        i, ci = self.i_conv1d(i, cache=old_i, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
+        f, cf = self.f_conv1d(f, cache=old_f, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
+        return i, f, None, ((ci, cf) if step.store else None)
+
+    def to_heads(self, step: MixerStep, i: torch.Tensor, f: torch.Tensor, _: None) -> tuple:
+        """The element-wise op takes ``[.., D]`` as projected (no heads)."""
+        return i, f, None
+
+    def mix(self, step: MixerStep, i: torch.Tensor, f: torch.Tensor, _: None) -> tuple:
+        """Forget gate (lower-bounded) in log space, input ``swish(i) * (1 - exp(f))`` -> chunk / recurrent HGRN."""
         f = F.logsigmoid(f)
+        lower_bound = step.extras["lower_bound"]
         if lower_bound is not None:
             if self.layer_idx != 0:
                 f = torch.logaddexp(lower_bound.log(), torch.log1p(-lower_bound) + f).to(f.dtype)
@@ -136,22 +140,10 @@ class HGRNAttention(LinearMixer):
                 f = f + (0 * lower_bound).to(f.dtype)
         i = swiglu(i, 1 - f.exp())
         op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
-        o, final_state = op(
+        return op(
             i, f, initial_state=step.slot("recurrent_state"), output_final_state=step.store,
             cu_seqlens=step.cu_seqlens,
         )  # fmt: skip
-        return self.finish(step, o, final_state, conv_state)
-
-    def project(self, step: MixerStep) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
-        """``i``, the forget-gate logits ``f`` (``[.., D]``, short convolutions first when used), the conv state."""
-        x = step.x
-        i, f = self.i_proj(x), self.f_proj(x)
-        if not self.use_short_conv:
-            return i, f, None
-        old_i, old_f = step.slot("conv_state") or (None, None)
-        i, ci = self.i_conv1d(i, cache=old_i, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
-        f, cf = self.f_conv1d(f, cache=old_f, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
-        return i, f, ((ci, cf) if step.store else None)
 
     def norm_and_gate(self, step: MixerStep, o: torch.Tensor) -> torch.Tensor:
         """``RMSNorm(o) * swish(g_proj(x))`` over all ``D`` features."""

@@ -18,19 +18,14 @@ convolutions without activation), ``g_norm`` and ``o_proj``. Training and prefil
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fla.layers.linear_mixer import LinearMixer, split_heads
+from fla.layers.linear_mixer import LinearMixer
 from fla.modules.conv import ShortConvolution
 from fla.modules.norm import RMSNorm
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
-
-if TYPE_CHECKING:
-    from fla.models.cache import FLACache
 
 HGRN2_MODES = ("chunk", "fused_recurrent", "fused_chunk")  # fla's; "fused_chunk" runs the chunk op
 
@@ -73,6 +68,7 @@ class HGRN2Attention(LinearMixer):
 
     chunk_op = staticmethod(chunk_gla)
     recurrent_op = staticmethod(fused_recurrent_gla)
+    forward_extras = ("lower_bound",)
 
     def __init__(
         self,
@@ -113,30 +109,14 @@ class HGRN2Attention(LinearMixer):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, expand_ratio={self.expand_ratio}"
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: FLACache | None = None,
-        use_cache: bool | None = False,
-        output_attentions: bool | None = False,
-        cu_seqlens: torch.Tensor | None = None,
-        lower_bound: torch.Tensor | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, None, FLACache | None]:
-        """:meth:`LinearMixer.forward` plus fla's ``lower_bound [H * K]`` (``None``: none), read by :meth:`mix`."""
+    def check_extras(self, extras: dict) -> None:
+        """``lower_bound`` (fla's, read by :meth:`mix`): ``[H * K]`` or ``None`` (none)."""
+        lower_bound = extras["lower_bound"]
         if lower_bound is not None and lower_bound.shape != (self.forget_dim,):
             raise ValueError(
                 f"{type(self).__name__}: lower_bound has shape {list(lower_bound.shape)}, expected "
                 f"[{self.forget_dim}] (num_heads * expand_ratio)"
             )
-        # LinearMixer.forward's steps, with the lower bound carried in the step (the base passes no extras)
-        step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
-        step.extras["lower_bound"] = lower_bound
-        q, f, i, conv_state = self.project_qkv(step)
-        q, f, i = split_heads(q, self.head_k_dim), split_heads(f, self.head_k_dim), split_heads(i, self.head_v_dim)
-        o, final_state = self.mix(step, q, f, i)
-        return self.finish(step, o, final_state, conv_state)
 
     def project_qkv(self, step):
         """``swish(q)``, the forget-gate logits ``f`` (both ``[.., H * K]``), the input ``i`` ``[.., hidden]``
@@ -158,7 +138,7 @@ class HGRN2Attention(LinearMixer):
     def mix(self, step, q, f, v):
         """Forget gate (lower-bounded) ``g``, key ``k = 1 - exp(g)`` -> chunk / recurrent GLA."""
         g = F.logsigmoid(f)
-        lower_bound = step.extras.get("lower_bound")
+        lower_bound = step.extras["lower_bound"]
         if lower_bound is not None:
             lower_bound = lower_bound.view(self.num_heads, self.head_k_dim)
             if self.layer_idx != 0:

@@ -3,11 +3,14 @@ gate and norm, the batch / cache plumbing around the token-mixing op, and ``forw
 
 :meth:`LinearMixer.forward` (fla's signature) runs the same steps for every layer::
 
+    extras = self.forward_extras_of(kwargs)            # the layer's own keywords (forward_extras), checked
     step = self.begin(...)                             # check inputs, read the cache, unpad
+    step.extras.update(extras)
     q, k, v, conv_state = self.project_qkv(step)       # [B', T', width] each (+ convs)
-    q, k, v = split_heads(q, K), split_heads(k, K), split_heads(v, V)    # [B', T', h, K or V]
-    q, k, v = self.feature_maps(step, q, k, v)         # hook: default feature_map_fn on q, k
-    q, k, v = self.expand(q), self.expand(k), self.expand(v)   # heads repeated to op_heads
+    q, k, v = self.to_heads(step, q, k, v)             # hook: by default the three lines below
+    #   q, k, v = split_heads(q, K), split_heads(k, K), split_heads(v, V)    # [B', T', h, K or V]
+    #   q, k, v = self.feature_maps(step, q, k, v)     # hook: default feature_map_fn on q, k
+    #   q, k, v = self.expand(q), self.expand(k), self.expand(v)   # heads repeated to op_heads
     o, final_state = self.mix(step, q, k, v)           # hook: the layer's gates + its op
     return self.finish(step, o, final_state, conv_state)   # gate, norm, o_proj, cache, repad
 
@@ -33,7 +36,8 @@ return the final state. A minimal layer with a per-head scalar decay::
             return self.run(step, q, k, v, g=F.logsigmoid(self.gk_proj(step.x)))
 
 Other hooks, each small and overridable: :meth:`~LinearMixer.project_qkv` (other projections or a
-token shift; whatever state it returns is cached as ``conv_state``), :meth:`~LinearMixer.feature_maps`,
+token shift; whatever state it returns is cached as ``conv_state``), :meth:`~LinearMixer.to_heads`
+(e.g. HGRN's element-wise op takes no heads), :meth:`~LinearMixer.feature_maps`,
 :meth:`~LinearMixer.norm_and_gate` (the delta-rule layers' ``o_norm``: see
 :class:`fla.layers.delta_net.DeltaMixer`), :attr:`~LinearMixer.op_heads`. Builders for fla's
 parameter names: :meth:`~LinearMixer.build_qkv` (``q_proj``, ``k_proj``, ``v_proj``,
@@ -50,6 +54,13 @@ How a batch is run (``B', T'`` above):
   must all be real and run as a dense batch from the cached per-row states.
 * otherwise the dense ``[B, T]`` batch.
 
+Layer-specific forward keywords: a layer lists the extra keywords its ``forward`` takes in
+:attr:`LinearMixer.forward_extras` (HGRN / HGRN2: ``("lower_bound",)``); ``forward`` puts each into
+``step.extras[name]`` (``None`` when not passed) for the layer's hooks, after
+:meth:`LinearMixer.check_extras` (the layer's checks of their values). The keywords the model stack
+hands every mixer (:data:`PASSTHROUGH_KWARGS`, e.g. ``position_ids``) are accepted and ignored; any
+other keyword raises ``TypeError`` naming it.
+
 Cache (:class:`fla.models.cache.FLACache`): ``recurrent_state [N, H, K, V]`` float32 and, with
 short convolutions, ``conv_state = (q, k, v)`` states ``[N, D, W]``. The state is stored whenever
 ``past_key_values`` is given (``use_cache`` and ``output_attentions`` are accepted for API
@@ -60,7 +71,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -78,6 +89,9 @@ if TYPE_CHECKING:
 
 RECURRENT_MAX_LEN = 64  # outside training, inputs of at most this many tokens run the fused_recurrent op
 MODES = ("chunk", "fused_recurrent", "fused_chunk", "parallel")  # fla's names; the last two run the chunk op
+PASSTHROUGH_KWARGS = frozenset({"position_ids", "cache_position", "position_embeddings"})
+"""Keywords the decoder stack (:class:`fla.models.modeling_utils.FLAModel`, transformers' ``generate``) may
+hand every mixer: :meth:`LinearMixer.forward` accepts and ignores them."""
 
 
 @dataclass
@@ -93,7 +107,9 @@ class MixerStep:
         cached: tokens this layer has seen before the step (padding included).
         cache: the cache to write, or ``None``.
         attention_mask: the padding mask (only set when it has padding), for position offsets.
-        extras: free slots for a layer's hooks (e.g. a token-shifted input from ``project_qkv`` for ``mix``).
+        extras: free slots for a layer's hooks: its :attr:`LinearMixer.forward_extras` keywords (e.g.
+            ``lower_bound``), and whatever one hook leaves for the next (e.g. a token-shifted input from
+            ``project_qkv`` for ``mix``).
     """
 
     x: torch.Tensor
@@ -135,6 +151,8 @@ class LinearMixer(nn.Module):
     hidden_size: int
     chunk_op: Callable
     recurrent_op: Callable
+    forward_extras: ClassVar[tuple[str, ...]] = ()
+    """Layer-specific keywords of :meth:`forward` (default ``None``), handed to the hooks in ``step.extras``."""
 
     def setup(
         self,
@@ -361,14 +379,36 @@ class LinearMixer(nn.Module):
             past_key_values: the cache to read and extend (or None); the state is stored whenever it is given.
             use_cache, output_attentions: accepted for API compatibility (no attention weights exist).
             cu_seqlens: ``[N+1]`` packed-sequence boundaries (``B == 1``).
+            kwargs: the layer's :attr:`forward_extras` (into ``step.extras``) and :data:`PASSTHROUGH_KWARGS`
+                (ignored); any other keyword raises ``TypeError``.
         """
+        extras = self.forward_extras_of(kwargs)
         step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
+        step.extras.update(extras)
         q, k, v, conv_state = self.project_qkv(step)
-        q, k, v = split_heads(q, self.head_k_dim), split_heads(k, self.head_k_dim), split_heads(v, self.head_v_dim)
-        q, k, v = self.feature_maps(step, q, k, v)
-        q, k, v = self.expand(q), self.expand(k), self.expand(v)
+        q, k, v = self.to_heads(step, q, k, v)
         o, final_state = self.mix(step, q, k, v)
         return self.finish(step, o, final_state, conv_state)
+
+    def to_heads(self, step: MixerStep, q: Any, k: Any, v: Any) -> tuple:
+        """Hook: :meth:`project_qkv`'s outputs -> :meth:`mix`'s inputs. Default: split into heads,
+        :meth:`feature_maps`, heads repeated to :attr:`op_heads` (a layer whose op takes no heads keeps them)."""
+        q, k, v = split_heads(q, self.head_k_dim), split_heads(k, self.head_k_dim), split_heads(v, self.head_v_dim)
+        q, k, v = self.feature_maps(step, q, k, v)
+        return self.expand(q), self.expand(k), self.expand(v)
+
+    def forward_extras_of(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``{name: value}`` for every name in :attr:`forward_extras` (``None`` when not passed), checked by
+        :meth:`check_extras`; ``TypeError`` naming a keyword that is neither an extra nor a passthrough."""
+        unknown = sorted(set(kwargs) - set(self.forward_extras) - PASSTHROUGH_KWARGS)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.forward() got an unexpected keyword argument {unknown[0]!r}")
+        extras = {name: kwargs.get(name) for name in self.forward_extras}
+        self.check_extras(extras)
+        return extras
+
+    def check_extras(self, extras: dict[str, Any]) -> None:
+        """Hook: check the :attr:`forward_extras` values (raise ``ValueError`` naming a bad one); default none."""
 
     def norm_and_gate(self, step: MixerStep, o: torch.Tensor) -> torch.Tensor:
         """Per-head output norm and output gate: ``o [.., H, V]`` -> ``[.., H * V]`` (layers may override)."""
@@ -391,4 +431,4 @@ class LinearMixer(nn.Module):
         return o, None, step.cache
 
 
-__all__ = ["MODES", "RECURRENT_MAX_LEN", "LinearMixer", "MixerStep", "split_heads"]
+__all__ = ["MODES", "PASSTHROUGH_KWARGS", "RECURRENT_MAX_LEN", "LinearMixer", "MixerStep", "split_heads"]

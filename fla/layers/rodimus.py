@@ -25,8 +25,6 @@ cache, backends) whose key projection is repeated to every head.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,9 +34,6 @@ from fla.layers.linear_mixer import LinearMixer
 from fla.modules.conv import ShortConvolution
 from fla.modules.norm import RMSNorm
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
-
-if TYPE_CHECKING:
-    from fla.models.cache import FLACache
 
 RODIMUS_MODES = ("chunk", "fused_recurrent")  # fla's
 RODIMUS_BLOCK_TYPES = ("rodimus", "rodimus_plus")
@@ -145,18 +140,9 @@ class RodimusAttention(LinearMixer):
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, d_inner={self.d_inner}, mem_size={self.mem_size}, block_type={self.block_type!r}"
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        past_key_values: FLACache | None = None,
-        use_cache: bool | None = False,
-        output_attentions: bool | None = False,
-        cu_seqlens: torch.Tensor | None = None,
-        **kwargs,
-    ) -> tuple[torch.Tensor, None, FLACache | None]:
-        """:meth:`LinearMixer.forward`'s steps with Rodimus's projections (see the module docstring)."""
-        step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
+    def project_qkv(self, step) -> tuple:
+        """``q, k [.., K]`` from the (convolved) ``s``, ``v = sigmoid(i_gate_proj(x)) * x [.., d_inner]`` and the
+        conv state; ``s`` and the gate ``z`` go to ``step.extras`` (``"shift"``, ``"gate"``)."""
         x = self.up_proj(step.x)
         step.extras["gate"] = self.gate_proj(step.x)
         conv_state = None
@@ -168,15 +154,17 @@ class RodimusAttention(LinearMixer):
         else:
             s = x
         step.extras["shift"] = s
-        q, k = self.q_proj(s), self.k_proj(s)
-        v = self.i_gate_proj(x) * x
+        return self.q_proj(s), self.k_proj(s), self.i_gate_proj(x) * x, conv_state
+
+    def mix(self, step, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
+        """Gates ``g, tau`` from ``s``, the normalized gated key, then chunk / recurrent GLA (one head)."""
+        s = step.extras["shift"]
         g = F.softplus(F.linear(s, self.g_gate_proj.weight) + self.g_gate_proj.bias.float())
         tau = torch.sigmoid(F.linear(s, self.tau_gate_proj.weight) + self.tau_gate_proj.bias.float())
-        k = F.normalize(k.float(), dim=-1, eps=self.k_norm_eps) * g**tau
-        log_decay = -g * tau
-        q, k, log_decay = (t.to(v.dtype).unsqueeze(-2) for t in (q, k, log_decay))  # one head
-        o, final_state = self.run(step, q, k, v.unsqueeze(-2), log_decay)
-        return self.finish(step, o, final_state, conv_state)
+        k = F.normalize(k.float(), dim=-1, eps=self.k_norm_eps) * (g**tau).unsqueeze(-2)
+        log_decay = (-g * tau).unsqueeze(-2)
+        q, k, log_decay = (t.to(v.dtype) for t in (q, k, log_decay))
+        return self.run(step, q, k, v, log_decay)
 
     def norm_and_gate(self, step, o: torch.Tensor) -> torch.Tensor:
         """``RMSNorm((o + s * residual_weight) * silu(z))`` over ``d_inner``: ``o [.., 1, d_inner] -> [.., d_inner]``.
