@@ -57,9 +57,9 @@ How a batch is run (``B', T'`` above):
 Layer-specific forward keywords: a layer lists the extra keywords its ``forward`` takes in
 :attr:`LinearMixer.forward_extras` (HGRN / HGRN2: ``("lower_bound",)``); ``forward`` puts each into
 ``step.extras[name]`` (``None`` when not passed) for the layer's hooks, after
-:meth:`LinearMixer.check_extras` (the layer's checks of their values). The keywords the model stack
-hands every mixer (:data:`PASSTHROUGH_KWARGS`, e.g. ``position_ids``) are accepted and ignored; any
-other keyword raises ``TypeError`` naming it.
+:meth:`LinearMixer.check_extras` (the layer's checks of their values). Any other keyword is accepted and
+ignored, as fla 0.6.0's layers do (``**kwargs``): the decoder stack and transformers' ``generate`` hand every
+mixer what they have (``position_ids``, ``cache_position``, ...), and code written for fla passes its own.
 
 Cache (:class:`fla.models.cache.FLACache`): ``recurrent_state [N, H, K, V]`` float32 and, with
 short convolutions, ``conv_state = (q, k, v)`` states ``[N, D, W]``. The state is stored whenever
@@ -89,9 +89,6 @@ if TYPE_CHECKING:
 
 RECURRENT_MAX_LEN = 64  # outside training, inputs of at most this many tokens run the fused_recurrent op
 MODES = ("chunk", "fused_recurrent", "fused_chunk", "parallel")  # fla's names; the last two run the chunk op
-PASSTHROUGH_KWARGS = frozenset({"position_ids", "cache_position", "position_embeddings"})
-"""Keywords the decoder stack (:class:`fla.models.modeling_utils.FLAModel`, transformers' ``generate``) may
-hand every mixer: :meth:`LinearMixer.forward` accepts and ignores them."""
 
 
 @dataclass
@@ -379,8 +376,7 @@ class LinearMixer(nn.Module):
             past_key_values: the cache to read and extend (or None); the state is stored whenever it is given.
             use_cache, output_attentions: accepted for API compatibility (no attention weights exist).
             cu_seqlens: ``[N+1]`` packed-sequence boundaries (``B == 1``).
-            kwargs: the layer's :attr:`forward_extras` (into ``step.extras``) and :data:`PASSTHROUGH_KWARGS`
-                (ignored); any other keyword raises ``TypeError``.
+            kwargs: the layer's :attr:`forward_extras` (into ``step.extras``); any other keyword is ignored.
         """
         extras = self.forward_extras_of(kwargs)
         step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
@@ -399,10 +395,7 @@ class LinearMixer(nn.Module):
 
     def forward_extras_of(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``{name: value}`` for every name in :attr:`forward_extras` (``None`` when not passed), checked by
-        :meth:`check_extras`; ``TypeError`` naming a keyword that is neither an extra nor a passthrough."""
-        unknown = sorted(set(kwargs) - set(self.forward_extras) - PASSTHROUGH_KWARGS)
-        if unknown:
-            raise TypeError(f"{type(self).__name__}.forward() got an unexpected keyword argument {unknown[0]!r}")
+        :meth:`check_extras` (other keywords: ignored, as in fla 0.6.0)."""
         extras = {name: kwargs.get(name) for name in self.forward_extras}
         self.check_extras(extras)
         return extras
@@ -431,4 +424,4 @@ class LinearMixer(nn.Module):
         return o, None, step.cache
 
 
-__all__ = ["MODES", "PASSTHROUGH_KWARGS", "RECURRENT_MAX_LEN", "LinearMixer", "MixerStep", "split_heads"]
+__all__ = ["MODES", "RECURRENT_MAX_LEN", "LinearMixer", "MixerStep", "split_heads"]

@@ -47,12 +47,15 @@ def test_declared_keyword_reaches_step_extras():
         layer(x, scale=-1)
 
 
-def test_unknown_keyword_raises_type_error_naming_it():
+def test_other_keywords_are_ignored_as_in_fla060():
+    """fla 0.6.0's layers take ``**kwargs``: a keyword a layer does not declare changes nothing (HGRN's
+    ``lower_bound`` does)."""
     torch.manual_seed(0)
-    with pytest.raises(TypeError, match="ScaledGLA.forward\\(\\) got an unexpected keyword argument 'lower_bound'"):
-        ScaledGLA()(torch.randn(1, 4, 32), lower_bound=torch.zeros(16))
+    layer, x = ScaledGLA(), torch.randn(1, 4, 32)
+    assert torch.equal(layer(x)[0], layer(x, lower_bound=torch.zeros(16), token_type_ids=x)[0])
     hgrn = HGRNAttention(hidden_size=16, expand_ratio=1, layer_idx=1)
     assert HGRNAttention.forward_extras == ("lower_bound",)
-    hgrn(torch.randn(1, 4, 16), lower_bound=torch.full((16,), 0.5))
-    with pytest.raises(TypeError, match="HGRNAttention.forward\\(\\) got an unexpected keyword argument 'lowerbound'"):
-        hgrn(torch.randn(1, 4, 16), lowerbound=torch.full((16,), 0.5))
+    y = torch.randn(1, 4, 16)
+    bounded = hgrn(y, lower_bound=torch.full((16,), 0.5))[0]
+    assert torch.equal(hgrn(y, lowerbound=torch.full((16,), 0.5))[0], hgrn(y)[0])
+    assert not torch.equal(bounded, hgrn(y)[0])
