@@ -25,6 +25,13 @@ class LowerBoundedModel(FLAModel):
             width = getattr(config, self.lower_bounds_dim)
             self.lower_bounds = nn.Parameter(torch.zeros(config.num_hidden_layers, width))
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """fla's init of the bounds: zeros (a uniform softmax: bounds ``i / L``). The shared
+        :meth:`FLAPreTrainedModel._init_weights` calls it for this module."""
+        if getattr(self, "lower_bounds", None) is not None:
+            self.lower_bounds.zero_()
+
     def layer_lower_bounds(self) -> torch.Tensor | None:
         """``[L, D]`` float32 bounds in ``[0, 1)`` (row 0 is 0), or ``None`` without ``use_lower_bound``."""
         if not self.config.use_lower_bound:

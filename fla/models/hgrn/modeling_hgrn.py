@@ -12,8 +12,6 @@ with depth from ``lb[0] = 0``; layer ``i`` gets ``lb[i]`` (see :mod:`fla.layers.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
-from transformers import initialization as init
 
 from fla.layers.hgrn import HGRNAttention
 from fla.models.flops import TokenMixer
@@ -76,16 +74,9 @@ class HGRNPreTrainedModel(FLAPreTrainedModel):
 
     @classmethod
     def token_mixer(cls, config: HGRNConfig) -> TokenMixer:
-        # one "head" whose state is a D-vector (fla.models.flops has no element-wise kind: this overcounts the
-        # scan's ~10 D FLOPs per token, by well under 1% of 6N at the configs' sizes)
+        # one "head" whose state is a D-vector, counted as linear attention (6 D per token and layer); the
+        # element-wise ``scan`` kind (Mamba's) would count 21 D: either is well under 1% of 6N at these sizes
         return TokenMixer("linear", 1, 1, config.input_dim)
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        """The shared init, plus fla's zero ``lower_bounds`` (uniform softmax: bounds ``i / L``)."""
-        super()._init_weights(module)
-        if isinstance(module, HGRNModel) and getattr(module, "lower_bounds", None) is not None:
-            init.zeros_(module.lower_bounds)
 
 
 class HGRNModel(HGRNPreTrainedModel, LowerBoundedModel):

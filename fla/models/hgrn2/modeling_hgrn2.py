@@ -12,8 +12,6 @@ from ``lb[0] = 0``; layer ``i`` gets ``lb[i]`` (see :mod:`fla.layers.hgrn2`).
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
-from transformers import initialization as init
 
 from fla.layers.hgrn2 import HGRN2Attention
 from fla.models.flops import TokenMixer
@@ -70,13 +68,6 @@ class HGRN2PreTrainedModel(FLAPreTrainedModel):
     def token_mixer(cls, config: HGRN2Config) -> TokenMixer:
         heads = config.layer_heads
         return TokenMixer("linear", heads, config.expand_ratio, config.hidden_size // heads)
-
-    @torch.no_grad()
-    def _init_weights(self, module: nn.Module) -> None:
-        """The shared init, plus fla's zero ``lower_bounds`` (uniform softmax: bounds ``i / L``)."""
-        super()._init_weights(module)
-        if isinstance(module, HGRN2Model) and getattr(module, "lower_bounds", None) is not None:
-            init.zeros_(module.lower_bounds)
 
 
 class HGRN2Model(HGRN2PreTrainedModel, LowerBoundedModel):
