@@ -9,19 +9,23 @@ Two entry points, both causal, both with an optional sliding window ``W`` (a que
   queries are the last ``Tq`` of the ``Tk`` key positions (bottom-right alignment, as when
   decoding with a cache); ``key_mask [B, Tk]`` (True = token) drops padded keys.
 
-Which library runs (``FLA_ATTN_BACKEND`` = ``auto`` | ``flash`` | ``varlen`` | ``sdpa``, read at
-call time; ``auto`` by default):
+Which library runs (``FLA_ATTN_BACKEND`` = ``auto`` | ``flash`` | ``varlen`` | ``sdpa`` | ``triton``, read
+at call time; ``auto`` by default):
 
 1. flash-attn, when installed and the tensors take the GPU path (``select_backend`` -> triton on CUDA);
 2. ``torch.nn.attention.varlen.varlen_attn`` for :func:`attention_varlen` on CUDA, when this
    torch's signature supports the call (window, GQA; checked by inspecting it) and the inputs
    suit its kernel (fp16/bf16, head dim multiple of 8 up to 256, sm80+);
-3. ``torch.nn.functional.scaled_dot_product_attention`` otherwise (math kernel on CPU). Varlen
+3. fla's own Triton kernel (:func:`fla.ops.attn.parallel_attn`) on the GPU path for the calls SDPA could only
+   run with an explicit mask: a sliding window, or packed sequences (full-length queries, no key mask). SDPA has
+   no flash kernel for a mask; measured on an H100 (``benchmarks/results/ops_attn.md``), ``parallel_attn`` with a
+   window of 512 is 1.8x / 3.2x / 6.3x faster fwd+bwd than masked SDPA at T = 2k / 4k / 8k, while plain causal
+   SDPA (flash) is 2.2x faster than ``parallel_attn``, so unmasked causal calls stay on SDPA;
+4. ``torch.nn.functional.scaled_dot_product_attention`` otherwise (math kernel on CPU). Varlen
    batches become a block-diagonal causal mask built from sequence ids.
 
-fla's own Triton kernel (:func:`fla.ops.attn.parallel_attn`) is available as :func:`attention_varlen_fla` /
-:func:`attention_dense_fla`, drop-ins for the two entry points (full-length queries, no key mask); the layer does
-not pick it until GPU measurements say it should.
+:func:`attention_varlen_fla` / :func:`attention_dense_fla` run ``parallel_attn`` directly (full-length queries,
+no key mask).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from fla.layers.utils import get_padding_info, unpad
 from fla.ops.utils import prepare_sequence_ids
 from fla.utils import check_shape, device_capability, select_backend
 
-_BACKENDS = ("auto", "flash", "varlen", "sdpa")
+_BACKENDS = ("auto", "flash", "varlen", "sdpa", "triton")
 HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
 
 
@@ -96,7 +100,9 @@ def _on_gpu_path(q: torch.Tensor) -> bool:
     return select_backend(q) == "triton" and q.is_cuda
 
 
-def _pick(q: torch.Tensor, varlen: bool, window_size: int | None, scale: float | None) -> str:
+def _pick(q: torch.Tensor, varlen: bool, window_size: int | None, scale: float | None, fla_fits: bool) -> str:
+    """The backend of one call; ``fla_fits``: ``parallel_attn`` can serve it (packed, or full-length queries
+    without a key mask)."""
     requested = _requested()
     if requested == "flash":
         if not HAS_FLASH_ATTN:
@@ -109,12 +115,15 @@ def _pick(q: torch.Tensor, varlen: bool, window_size: int | None, scale: float |
         if reason is not None:
             raise RuntimeError(f"FLA_ATTN_BACKEND=varlen but {reason}")
         return "varlen"
-    if requested == "sdpa":
-        return "sdpa"
+    if requested in ("sdpa", "triton"):
+        # parallel_attn cannot serve queries shorter than the keys or a key mask (cached decoding, padding)
+        return "triton" if requested == "triton" and fla_fits else "sdpa"
     if HAS_FLASH_ATTN and _on_gpu_path(q):
         return "flash"
     if varlen and _on_gpu_path(q) and varlen_attn_unsupported(q, window_size, scale) is None:
         return "varlen"
+    if fla_fits and _on_gpu_path(q) and (varlen or window_size is not None):
+        return "triton"  # SDPA would need an explicit mask here: no flash kernel (see the module docstring)
     return "sdpa"
 
 
@@ -175,7 +184,9 @@ def attention_varlen(
     _check_qkv(q, k, v, "[N, Hkv, D]")
     if k.shape[0] != q.shape[0]:
         raise ValueError(f"k has {k.shape[0]} tokens but q has {q.shape[0]}; packed q and k must cover the same tokens")
-    backend = _pick(q, True, window_size, scale)
+    backend = _pick(q, True, window_size, scale, fla_fits=True)
+    if backend == "triton":
+        return attention_varlen_fla(q, k, v, cu_seqlens, max_seqlen, window_size, scale)
     if backend == "flash":
         cu = cu_seqlens.to(torch.int32)
         flash_attn_varlen_func = _flash_attn()[1]
@@ -230,7 +241,9 @@ def attention_dense(
         raise ValueError(f"k has {Tk} positions, fewer than the {Tq} queries of q")
     if key_mask is not None:
         check_shape("key_mask", key_mask, (B, Tk), "[B, Tk]")
-    backend = _pick(q, False, window_size, scale)
+    backend = _pick(q, False, window_size, scale, fla_fits=key_mask is None and Tq == Tk)
+    if backend == "triton":
+        return attention_dense_fla(q, k, v, window_size, scale)
     if backend == "flash":
         flash_attn_func, flash_attn_varlen_func = _flash_attn()
         if key_mask is None:

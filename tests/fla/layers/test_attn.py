@@ -190,6 +190,53 @@ def test_cache_decoding_with_left_padding():
         assert_close(f"row {b}", y_ref, y[b, T0 - n :], RATIO)
 
 
+def test_auto_routes_masked_calls_to_the_triton_kernel(monkeypatch):
+    """Without flash-attn on the GPU path, the calls SDPA could only run with a mask (window, packed without
+    varlen_attn) go to parallel_attn; plain causal, cached (Tq < Tk) and key-masked calls stay on SDPA."""
+    from fla.layers import attention_backends as ab
+
+    monkeypatch.setattr(ab, "HAS_FLASH_ATTN", False)
+    monkeypatch.setattr(ab, "_on_gpu_path", lambda q: True)
+    monkeypatch.setattr(ab, "varlen_attn_unsupported", lambda q, w, s: "no varlen_attn here")
+    monkeypatch.delenv("FLA_ATTN_BACKEND", raising=False)
+    q = torch.empty(1, 4, 2, 8)
+    assert ab._pick(q, False, 512, None, fla_fits=True) == "triton"
+    assert ab._pick(q, True, None, None, fla_fits=True) == "triton"
+    assert ab._pick(q, False, None, None, fla_fits=True) == "sdpa"
+    assert ab._pick(q, False, 512, None, fla_fits=False) == "sdpa"
+    monkeypatch.setattr(ab, "varlen_attn_unsupported", lambda q, w, s: None)
+    assert ab._pick(q, True, 512, None, fla_fits=True) == "varlen"
+    monkeypatch.setattr(ab, "_on_gpu_path", lambda q: False)
+    assert ab._pick(q, False, 512, None, fla_fits=True) == "sdpa"
+    monkeypatch.setenv("FLA_ATTN_BACKEND", "triton")
+    assert ab._pick(q, False, None, None, fla_fits=True) == "triton"
+    assert ab._pick(q, False, None, None, fla_fits=False) == "sdpa"
+
+
+def test_triton_backend_matches_the_reference(monkeypatch):
+    """FLA_ATTN_BACKEND=triton (parallel_attn) in the layer: packed with a window, dense, and cached decoding
+    (which falls back to SDPA for the single-query steps)."""
+    monkeypatch.setenv("FLA_ATTN_BACKEND", "triton")
+    layer, ref = make_layer(kv_heads=2, window_size=9)
+    cu = torch.tensor([0, 1, 20, 21, 40], dtype=torch.int32, device=DEVICE)
+    x = torch.randn(1, 40, layer.hidden_size, device=DEVICE, requires_grad=True)
+    ref._x = to_reference(x)
+    y, _, _ = layer(x, cu_seqlens=cu)
+    y_ref = torch.cat(
+        [
+            attention_reference(ref, ref._x[0, s:e], torch.arange(e - s))
+            for s, e in zip(cu[:-1].tolist(), cu[1:].tolist())
+        ]
+    )[None]
+    check_layer(layer, ref, x, y, y_ref)
+    cache = FLACache()
+    with torch.no_grad():
+        full = layer(x[:, :12].detach())[0]
+        steps = [layer(x[:, :8].detach(), past_key_values=cache, use_cache=True)[0]]
+        steps += [layer(x[:, t : t + 1].detach(), past_key_values=cache, use_cache=True)[0] for t in range(8, 12)]
+    assert_close("cached decoding", full, torch.cat(steps, 1), 1e-5)
+
+
 def test_backends_dense_key_mask_and_varlen():
     """attention_dense (bottom-right, key mask, window) and attention_varlen vs explicit softmax."""
     B, Tq, Tk, H, Hkv, D = 2, 3, 11, 4, 2, 60
@@ -253,7 +300,7 @@ def test_gradients_flow_through_unpad():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["auto", "sdpa", "varlen"])
+@pytest.mark.parametrize("backend", ["auto", "sdpa", "varlen", "triton"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cuda_backends_at_real_sizes(backend, dtype, monkeypatch):
     """Packed (varlen_attn / SDPA), padded and cached decoding on CUDA vs the float64 reference."""
