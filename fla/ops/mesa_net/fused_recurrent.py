@@ -1,8 +1,12 @@
 """MesaNet token by token: the decoding path (inference only: no gradients on the Triton path).
 
 One program per sequence and head keeps ``H^kk [K, K]`` and ``H^kv [K, V]`` in float32 registers and, for
-each token, updates both, solves ``(H^kk + diag(lamb)) x = q`` by CG steps from the Jacobi guess
-``x_0 = q / (diag(H^kk) + lamb + eps)`` (fla 0.6.0's decoding rule) and writes ``o = x^T H^kv``.
+each token, updates both, solves ``(H^kk + diag(lamb)) x = q`` by CG steps and writes ``o = x^T H^kv``.
+
+CG starts from 0, as the chunked form does, so decoding from a cache continues exactly what
+:func:`fla.ops.mesa_net.chunk_mesa_net` computes (``jacobi_init=True``: from the Jacobi guess
+``x_0 = q / (diag(H^kk) + lamb + eps)`` instead, fla 0.6.0's ``mesa_net_decoding_one_step``; the CG result
+then differs from the chunk op's by the CG accuracy, ~1e-3 with unit queries).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ def mesa_net_fused_recurrent_fwd_kernel(
     BK: tl.constexpr,
     BV: tl.constexpr,
     ITERS: tl.constexpr,
+    JACOBI_INIT: tl.constexpr,
     USE_S0: tl.constexpr,
     STORE_SN: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -79,8 +84,12 @@ def mesa_net_fused_recurrent_fwd_kernel(
         b_hkv = b_hkv * b_decay + b_kb[:, None] * b_v[None, :]
 
         # CG on (H^kk + diag(lamb)) x = q, products as row vectors x^T H^kk
-        b_x = b_q / (tl.sum(tl.where(m_diag, b_hkk, 0.0), axis=1) + b_lamb + eps)
-        b_r = b_q - tl.sum(b_hkk * b_x[:, None], axis=0) - b_lamb * b_x
+        if JACOBI_INIT:
+            b_x = b_q / (tl.sum(tl.where(m_diag, b_hkk, 0.0), axis=1) + b_lamb + eps)
+            b_r = b_q - tl.sum(b_hkk * b_x[:, None], axis=0) - b_lamb * b_x
+        else:
+            b_x = tl.zeros([BK], dtype=tl.float32)
+            b_r = b_q
         b_p = b_r
         b_delta = tl.sum(b_r * b_r, axis=0)
         for _ in range(ITERS):
@@ -99,7 +108,7 @@ def mesa_net_fused_recurrent_fwd_kernel(
 
 
 @contiguous
-def _recurrent_triton(q, k, v, g, beta, lamb, h_kk0, h_kv0, output_final_state, iters, use_l2, cu_seqlens):
+def _recurrent_triton(q, k, v, g, beta, lamb, h_kk0, h_kv0, output_final_state, iters, use_l2, cu_seqlens, jacobi):
     B, T, H, K = q.shape
     V = v.shape[-1]
     if K > MAX_HEAD_DIM or V > MAX_HEAD_DIM:
@@ -119,23 +128,23 @@ def _recurrent_triton(q, k, v, g, beta, lamb, h_kk0, h_kv0, output_final_state, 
     BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
     mesa_net_fused_recurrent_fwd_kernel[(N * H,)](
         q, k, v, g, beta, lamb, h_kk0, h_kv0, o, h_kk, h_kv, cu_seqlens, CG_EPS, T,
-        H=H, K=K, V=V, BK=BK, BV=BV, ITERS=iters,
+        H=H, K=K, V=V, BK=BK, BV=BV, ITERS=iters, JACOBI_INIT=jacobi,
     )  # fmt: skip
     return o, h_kk, h_kv
 
 
-def _recurrent_torch(q, k, v, g, beta, lamb, h_kk0, h_kv0, output_final_state, iters, use_l2, cu_seqlens):
+def _recurrent_torch(q, k, v, g, beta, lamb, h_kk0, h_kv0, output_final_state, iters, use_l2, cu_seqlens, jacobi):
     if use_l2:
         q, k = l2norm(q), l2norm(k)
     if cu_seqlens is None:
-        o, h_kk, h_kv = naive_mesa_net(q, k, v, g, lamb, beta, h_kk0, h_kv0, iters, jacobi_init=True)
+        o, h_kk, h_kv = naive_mesa_net(q, k, v, g, lamb, beta, h_kk0, h_kv0, iters, jacobi_init=jacobi)
     else:
         outs, kks, kvs = [], [], []
         bounds = cu_seqlens.tolist()
         for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
             s0 = [None if h is None else h[i : i + 1] for h in (h_kk0, h_kv0)]
             piece = [t[:, a:b] for t in (q, k, v, g)]
-            o_i, kk_i, kv_i = naive_mesa_net(*piece, lamb, beta[:, a:b], *s0, iters, jacobi_init=True)
+            o_i, kk_i, kv_i = naive_mesa_net(*piece, lamb, beta[:, a:b], *s0, iters, jacobi_init=jacobi)
             outs.append(o_i)
             kks.append(kk_i)
             kvs.append(kv_i)
@@ -159,9 +168,11 @@ def fused_recurrent_mesa_net(
     max_CG_iteration: int = 30,
     use_qk_l2norm_in_kernel: bool = False,
     cu_seqlens: torch.Tensor | None = None,
+    jacobi_init: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """MesaNet by the recurrence, CG from the Jacobi guess per token (arguments and shapes as
-    :func:`fla.ops.mesa_net.chunk_mesa_net`). Inference: the Triton path has no backward.
+    """MesaNet by the recurrence (arguments and shapes as :func:`fla.ops.mesa_net.chunk_mesa_net`), CG per token
+    from 0 (``jacobi_init``: from the Jacobi guess, see the module docstring). Inference: the Triton path has no
+    backward.
 
     Returns:
         ``o [B, T, H, V]`` (``v.dtype``) and the final ``H^kk [N, H, K, K]``, ``H^kv [N, H, K, V]`` float32
@@ -169,7 +180,7 @@ def fused_recurrent_mesa_net(
     """
     check_mesa_inputs(q, k, v, g, beta, lamb, h_kk_init, h_kv_init, cu_seqlens, max_CG_iteration)
     args = (q, k, v, g, beta, lamb, h_kk_init, h_kv_init, output_final_state, int(max_CG_iteration),
-            use_qk_l2norm_in_kernel, cu_seqlens)  # fmt: skip
+            use_qk_l2norm_in_kernel, cu_seqlens, bool(jacobi_init))  # fmt: skip
     return dispatch((q, k, v, g, beta, lamb, h_kk_init, h_kv_init), _recurrent_torch, _recurrent_triton, *args)
 
 
@@ -184,7 +195,7 @@ def mesa_net_decoding_one_step(
     prev_h_kv: torch.Tensor,
     max_CG_iteration: int = 30,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One decoding step (fla 0.6.0's signature).
+    """One decoding step (fla 0.6.0's signature and rule: CG from the Jacobi guess).
 
     Args:
         q, k: ``[B, H, K]``; v: ``[B, H, V]``; g, beta: ``[B, H]``; lamb: ``[H, K]``;
@@ -197,7 +208,7 @@ def mesa_net_decoding_one_step(
             raise ValueError(f"{name} has shape {list(t.shape)}, expected {dims} dims (one decoding step)")
     o, h_kk, h_kv = fused_recurrent_mesa_net(
         q[:, None], k[:, None], v[:, None], g[:, None], beta[:, None], lamb, prev_h_kk, prev_h_kv,
-        output_final_state=True, max_CG_iteration=max_CG_iteration,
+        output_final_state=True, max_CG_iteration=max_CG_iteration, jacobi_init=True,
     )  # fmt: skip
     return o[:, 0].to(q.dtype), h_kk, h_kv
 
