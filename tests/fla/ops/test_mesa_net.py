@@ -232,3 +232,25 @@ def test_triton_rejects_wide_heads_before_launch():
     i = {n: None if x is None else x.detach() for n, x in make_inputs(1, 4, 1, 130, 8, torch.float32).items()}
     with using("triton"), pytest.raises(ValueError, match="head dim K=130 > 128"):
         chunk_mesa_net(*[i[n] for n in NAMES])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, ratio", [(torch.float32, 2e-4), (torch.bfloat16, 5e-2)])
+def test_chunk_gpu_sizes(dtype, ratio):
+    # the widest heads (K = V = 128), 1000 packed tokens (17 chunks) with a length-1 sequence, q / k normalized in
+    # the op: outputs, states and every gradient against the float64 pipeline
+    cu = torch.tensor([0, 1, 64, 564, 1000], dtype=torch.int32, device=DEVICE)
+    inputs = make_inputs(1, 1000, 4, 128, 128, dtype, num_states=4)
+    check_chunk_against_float64(inputs, "triton", ratio, cu_seqlens=cu, use_qk_l2norm_in_kernel=True)
+
+
+@pytest.mark.gpu
+def test_fused_recurrent_gpu_sizes():
+    inputs = make_inputs(8, 16, 4, 128, 128, torch.float32)
+    with torch.no_grad():
+        got = fused_recurrent_mesa_net(*[inputs[n] for n in NAMES], output_final_state=True)
+    ref = naive_mesa_net(
+        *[as_float64(inputs)[n] for n in ("q", "k", "v", "g", "lamb", "beta", "h_kk_init", "h_kv_init")]
+    )
+    for name, want, out in zip(("o", "h_kk", "h_kv"), ref, got):
+        assert_close(name, want, out, 2e-4)
