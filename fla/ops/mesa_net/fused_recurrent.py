@@ -128,7 +128,7 @@ def _recurrent_triton(q, k, v, g, beta, lamb, h_kk0, h_kv0, output_final_state, 
     BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
     mesa_net_fused_recurrent_fwd_kernel[(N * H,)](
         q, k, v, g, beta, lamb, h_kk0, h_kv0, o, h_kk, h_kv, cu_seqlens, CG_EPS, T,
-        H=H, K=K, V=V, BK=BK, BV=BV, ITERS=iters, JACOBI_INIT=jacobi,
+        H=H, K=K, V=V, BK=BK, BV=BV, ITERS=iters, JACOBI_INIT=jacobi, num_warps=4 if max(BK, BV) <= 64 else 8,
     )  # fmt: skip
     return o, h_kk, h_kv
 
