@@ -12,7 +12,11 @@ family, and counts the softmax-attention layers of hybrids (the config's ``attn`
   for the delta rule's intra-chunk ``K K^T`` system (WY form);
 * an element-wise scan over a ``K x V`` state per head (Mamba's selective scan):
   ``3 * H * SCAN_OPS * K * V``, ``SCAN_OPS = 7`` forward FLOPs per state element and token (the decay
-  ``exp(dt A)``, ``h = e h + u``, ``u = (dt x) B``, ``y += C h``).
+  ``exp(dt A)``, ``h = e h + u``, ``u = (dt x) B``, ``y += C h``);
+* MesaNet (kind ``mesa``): the chunked linear attention above for the ``K x V`` state, the same for the
+  ``K x K`` one, plus ``2 * H * S * (4 * C * K + 2 * K * K)`` for ``S = cg_steps`` conjugate-gradient
+  steps per token (intra-chunk ``p k^T`` and its product with the keys, ``p h`` with the state), run once
+  in the forward and once more for the adjoint solve of the backward.
 
 Models outside fla (transformers' Llama, ...) count as softmax attention read from their config
 fields: :func:`softmax_attention_from_config`.
@@ -30,7 +34,7 @@ CHUNK_SIZE = 64
 SCAN_OPS = 7
 """Forward FLOPs per state element and token of an element-wise scan (kind ``scan``)."""
 
-MixerKind = Literal["softmax", "linear", "delta", "scan"]
+MixerKind = Literal["softmax", "linear", "delta", "scan", "mesa"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class TokenMixer:
         key_dim: per-head key width ``K``.
         value_dim: per-head value width ``V``.
         window: sliding-window length of softmax attention (``None``: the whole sequence).
+        cg_steps: conjugate-gradient steps per token (kind ``mesa``).
     """
 
     kind: MixerKind
@@ -54,6 +59,7 @@ class TokenMixer:
     key_dim: int
     value_dim: int
     window: int | None = None
+    cg_steps: int = 0
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs (forward + backward) per token of this mixer at ``seq_len``."""
@@ -63,6 +69,9 @@ class TokenMixer:
         if self.kind == "scan":
             return 3.0 * SCAN_OPS * h * k * v
         flops = 3.0 * h * (4 * k * v + 2 * CHUNK_SIZE * (k + v))
+        if self.kind == "mesa":  # the K x K state as a second linear attention, and the CG solves
+            flops += 3.0 * h * (4 * k * k + 2 * CHUNK_SIZE * 2 * k)
+            flops += 2.0 * h * self.cg_steps * (4 * CHUNK_SIZE * k + 2 * k * k)
         if self.kind == "delta":
             flops += 3.0 * h * 2 * CHUNK_SIZE * k
         return flops

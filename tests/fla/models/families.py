@@ -421,6 +421,29 @@ FAMILIES += [
         mode_field=None,
     ),
 ]
+FAMILIES.append(
+    Family(
+        "mesa_net",
+        dict(tiny=8.7, **{"340M": 374.5, "1.3B": 1366.3}),
+        tiny=dict(SMALL, head_dim=18),
+        variants={
+            "plain": {},
+            "gate_conv3": dict(
+                use_output_gate=True,
+                conv_size=3,
+                lambda_lower_bound=0.1,
+                max_cg_step_training=20,
+                max_cg_step_decoding=20,
+            ),
+            "hybrid": dict(HYBRID, fuse_norm=False),
+        },
+        name_only={
+            "no_conv_flag_tied": dict(use_short_conv=False, tie_word_embeddings=True, num_heads=2, head_dim=36),
+        },
+        bad_heads=(dict(head_dim=0), "head_dim=0"),
+        slow_triton=True,
+    )
+)
 BY_TYPE = {f.model_type: f for f in FAMILIES}
 
 
