@@ -17,7 +17,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from fla.ops.mamba2.ssd_io import ssd_skip_triton, ssd_value_triton
 from fla.utils import check_cu_seqlens, check_dtype, check_same_device, check_shape
+from fla.utils.backend import dispatch
 
 DEFAULT_DT_LIMIT = (0.0, math.inf)
 
@@ -91,19 +93,29 @@ def ssd_as_gla(
     dt_limit: tuple[float, float],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The simple-GLA inputs of an SSD call: ``q = C``, ``k = B`` ``[B, T, H, N]`` (groups repeated to
-    the heads; autograd sums their gradients back), ``v = x * dt`` ``[B, T, H, P]`` in ``x.dtype`` and the
-    log decay ``g = A * dt`` ``[B, T, H]`` float32 (float64 for float64 inputs)."""
+    the heads; autograd sums their gradients back), ``v = x * dt`` ``[B, T, H, P]`` in ``x.dtype`` (one fused
+    pass each way on the Triton path, :mod:`fla.ops.mamba2.ssd_io`) and the log decay ``g = A * dt``
+    ``[B, T, H]`` float32 (float64 for float64 inputs)."""
     dt, g = discretize(dt, A_log, dt_bias, dt_limit)
     repeats = x.shape[2] // B.shape[2]
     q, k = (t if repeats == 1 else t.repeat_interleave(repeats, dim=2) for t in (C, B))
-    v = (x.to(dt.dtype) * dt[..., None]).to(x.dtype)
+    v = dispatch((x, dt), _value_torch, ssd_value_triton, x, dt)
     return q, k, v, g
 
 
+def _value_torch(x: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+    return (x.to(dt.dtype) * dt[..., None]).to(x.dtype)
+
+
 def d_skip(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor | None) -> torch.Tensor:
-    """``y + D x`` (``D [H]`` per head or ``[H, P]`` per channel; ``None``: no skip) in ``x.dtype``."""
+    """``y + D x`` (``D [H]`` per head or ``[H, P]`` per channel; ``None``: no skip) in ``x.dtype``; one fused
+    pass each way on the Triton path (:mod:`fla.ops.mamba2.ssd_io`)."""
     if D is None:
         return y.to(x.dtype)
+    return dispatch((y, x, D), _d_skip_torch, ssd_skip_triton, y, x, D)
+
+
+def _d_skip_torch(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     dtype = torch.promote_types(y.dtype, torch.float32)
     Dx = (D[:, None] if D.dim() == 1 else D).to(dtype) * x.to(dtype)
     return (y.to(dtype) + Dx).to(x.dtype)

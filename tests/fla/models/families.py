@@ -49,6 +49,9 @@ class Family:
     slow_triton: bool = False  # the Triton-interpreter check takes > 10 s: mark it slow
     hybrid: bool = True  # the config takes a hybrid softmax-attention ``attn`` spec (checked in the error test)
     mode_field: str | None = "attn_mode"  # the config field naming the mixer's mode, if it has one
+    # TP trainer test: bound on the grad-norm drift of later steps (Adam amplifies fp32 reduction-order differences
+    # by how sensitive the family's gradients are to its parameters; step 1 is held to 1e-5 for every family)
+    tp_grad_drift: float = 2e-4
 
     def __str__(self) -> str:
         return self.model_type
@@ -442,6 +445,9 @@ FAMILIES.append(
         },
         bad_heads=(dict(head_dim=0), "head_dim=0"),
         slow_triton=True,
+        # the CG solve makes the gradients ~10x more sensitive to a parameter change than GatedDeltaNet's (1e-6 on
+        # the parameters moves them 4e-5 vs 4e-6): measured 1.4e-3 drift by step 6 with step 1 at 4.5e-7
+        tp_grad_drift=3e-3,
     )
 )
 BY_TYPE = {f.model_type: f for f in FAMILIES}

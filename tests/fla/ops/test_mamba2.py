@@ -198,3 +198,30 @@ def test_chunk_varlen_gpu(dtype):
     assert_close("ht", ref_ht, ht, tol(dtype, 4))
     grad_out = (torch.randn_like(ref_y), torch.randn_like(ref_ht))
     assert_grads_close(inputs, refs, (y, ht), (ref_y, ref_ht), grad_out, tol(dtype, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("D_shape", ["head", "channel"])
+def test_fused_value_and_skip_stages(dtype, D_shape):
+    """The Triton value (``x * dt``) and skip (``y + D x``) stages of ssd_io vs float64, every gradient; odd P,
+    a token count that is not a multiple of the rows per program."""
+    from fla.ops.mamba2.ssd_io import ssd_skip_triton, ssd_value_triton
+
+    B, T, H, P = 2, 37, 3, 20
+    x = torch.randn(B, T, H, P, device=DEVICE, dtype=dtype, requires_grad=True)
+    y = torch.randn(B, T, H, P, device=DEVICE, dtype=dtype, requires_grad=True)
+    dt = torch.rand(B, T, H, device=DEVICE, requires_grad=True)
+    D = torch.randn(*((H,) if D_shape == "head" else (H, P)), device=DEVICE, requires_grad=True)
+    inputs = {"x": x, "y": y, "dt": dt, "D": D}
+    ref = {k: to_reference(v) for k, v in inputs.items()}
+    with using("triton"):
+        v = ssd_value_triton(x, dt)
+        o = ssd_skip_triton(y, x, D)
+    assert v.dtype == o.dtype == dtype
+    Dr = ref["D"][:, None] if D_shape == "head" else ref["D"]
+    v_ref, o_ref = ref["x"] * ref["dt"][..., None], ref["y"] + Dr * ref["x"]
+    assert_close("v", v_ref, v, tol(dtype))
+    assert_close("o", o_ref, o, tol(dtype))
+    assert_grads_close(
+        inputs, ref, (v, o), (v_ref, o_ref), (torch.randn_like(v_ref), torch.randn_like(o_ref)), tol(dtype)
+    )
