@@ -3,8 +3,12 @@
 Every ``(channel d, state n)`` pair is an independent scalar recurrence with the log decay
 ``g_t[d, n] = dt_t[d] A[d, n]`` and the input ``u_t[d, n] = dt_t[d] x_t[d] B_t[n]``. A program holds a
 chunk's ``[BT, BD, BS]`` tile (``BT`` tokens, ``BD`` channels, all ``BS >= d_state`` states) and scans it
-with ``tl.associative_scan`` (combine ``(g1, h1) . (g2, h2) = (g1 + g2, exp(g2) h1 + h2)``: only sums of
-log decays are exponentiated), in float32. Only the per-chunk states ``[chunks, Di, Ds]`` reach memory.
+with ``tl.associative_scan`` over (decay factor, state) pairs, ``a_t = exp(dt_t A)``:
+``(a1, h1) . (a2, h2) = (a1 a2, a2 h1 + h2)``, in float32. One ``exp`` per element and tile: the combine runs
+several times per element inside the scan (per thread, across lanes, across warps), and an ``exp`` in it made the
+scan bound by the special-function units; the scanned factor products are the chunk-local decays
+``exp(A G_t)`` that the carry needs (products of factors <= 1 underflow to 0 as ``exp`` of the sums would). Only
+the per-chunk states ``[chunks, Di, Ds]`` reach memory.
 
 Forward, three launches:
 
@@ -53,9 +57,10 @@ def channel_block(Di: int, BS: int, BT: int = CHUNK_SIZE, tile: int = TILE) -> i
 
 
 @triton.jit
-def _gated_sum(g1, h1, g2, h2):
-    """Combine two scan segments (earlier 1, later 2): decays add, the earlier state decays into the later."""
-    return g1 + g2, tl.exp(g2) * h1 + h2
+def _decayed_sum(a1, h1, a2, h2):
+    """Combine two scan segments (earlier 1, later 2): decay factors multiply, the earlier state decays into the
+    later."""
+    return a1 * a2, a2 * h1 + h2
 
 
 @triton.jit
@@ -113,12 +118,12 @@ def mamba_chunk_state_kernel(
     b_dt = _load_tokens(dt, bos, o_g, o_g < T_n, o_d, m_d, Di)  # [BT, BD] (0 past the end)
     b_B = _load_tokens(Bm, bos, o_p, m_p, o_s, m_s, Ds)  # [BT, BS]
     b_A = tl.load(A + o_d[:, None] * Ds + o_s[None, :], mask=m_d[:, None] & m_s[None, :], other=0.0).to(tl.float32)
-    b_g = b_dt[:, :, None] * b_A[None, :, :]  # [BT, BD, BS]
+    b_a = tl.exp(b_dt[:, :, None] * b_A[None, :, :])  # [BT, BD, BS] decay factors
     if REVERSE:
         b_u = b_x[:, :, None] * b_B[:, None, :]  # dy_t C_t
     else:
         b_u = (b_dt * b_x)[:, :, None] * b_B[:, None, :]  # dt_t x_t B_t
-    _, b_h = tl.associative_scan((b_g, b_u), axis=0, combine_fn=_gated_sum)  # [BT, BD, BS]
+    _, b_h = tl.associative_scan((b_a, b_u), axis=0, combine_fn=_decayed_sum)  # [BT, BD, BS]
     # the last scan row (rows past the sequence's end have decay 0 and input 0: they keep the state)
     b_last = tl.sum(tl.where((o_i == BT - 1)[:, None, None], b_h, 0.0), axis=0)  # [BD, BS]
     o_st = i_ch * Di * Ds + o_d[:, None] * Ds + o_s[None, :]
@@ -218,11 +223,10 @@ def mamba_chunk_output_fwd_kernel(
     b_C = _load_tokens(Cm, bos, o_p, m_p, o_s, m_s, Ds)  # [BT, BS]
     b_A = tl.load(A + o_d[:, None] * Ds + o_s[None, :], mask=m_ds, other=0.0).to(tl.float32)  # [BD, BS]
     b_hin = tl.load(h_in + i_ch * Di * Ds + o_d[:, None] * Ds + o_s[None, :], mask=m_ds, other=0.0)  # [BD, BS]
-    b_g = b_dt[:, :, None] * b_A[None, :, :]  # [BT, BD, BS]
+    b_a = tl.exp(b_dt[:, :, None] * b_A[None, :, :])  # [BT, BD, BS] decay factors
     b_u = (b_dt * b_x)[:, :, None] * b_B[:, None, :]
-    _, b_h = tl.associative_scan((b_g, b_u), axis=0, combine_fn=_gated_sum)
-    b_G = tl.cumsum(b_dt, axis=0)  # [BT, BD]
-    b_h += tl.exp(b_G[:, :, None] * b_A[None, :, :]) * b_hin[None, :, :]
+    b_P, b_h = tl.associative_scan((b_a, b_u), axis=0, combine_fn=_decayed_sum)  # b_P = exp(A G_t)
+    b_h += b_P * b_hin[None, :, :]
     b_y = tl.sum(b_h * b_C[:, None, :], axis=2)  # [BT, BD]
     tl.store(y + (bos + o_p[:, None]) * Di + o_d[None, :], b_y.to(y.dtype.element_ty), mask=m_p[:, None] & m_d[None, :])
 
@@ -284,28 +288,27 @@ def mamba_chunk_bwd_kernel(
     b_xq = _load_tokens(x, bos, o_p - 1, m_q, o_d, m_d, Di)  # [BT, BD]
     b_dtq = _load_tokens(dt, bos, o_p - 1, m_q, o_d, m_d, Di)
     b_Bq = _load_tokens(Bm, bos, o_p - 1, m_q, o_s, m_s, Ds)  # [BT, BS]
-    _, b_hp = tl.associative_scan(
-        (b_dtq[:, :, None] * b_A[None, :, :], (b_dtq * b_xq)[:, :, None] * b_Bq[:, None, :]),
+    b_Pq, b_hp = tl.associative_scan(
+        (tl.exp(b_dtq[:, :, None] * b_A[None, :, :]), (b_dtq * b_xq)[:, :, None] * b_Bq[:, None, :]),
         axis=0,
-        combine_fn=_gated_sum,
-    )  # [BT, BD, BS]
+        combine_fn=_decayed_sum,
+    )  # [BT, BD, BS]; b_Pq = exp(A sum_{s <= t} dt_{s-1})
     b_hin = tl.load(h_in + i_ch * Di * Ds + o_ds, mask=m_ds, other=0.0)  # [BD, BS]
-    b_hp += tl.exp(tl.cumsum(b_dtq, axis=0)[:, :, None] * b_A[None, :, :]) * b_hin[None, :, :]
+    b_hp += b_Pq * b_hin[None, :, :]
     b_e = tl.exp(b_dt[:, :, None] * b_A[None, :, :])  # [BT, BD, BS] exp(dt_t A)
     b_h = b_e * b_hp + (b_dt * b_x)[:, :, None] * b_B[:, None, :]
 
     # dh_t: the reverse scan of C_t dy_t with decays dt_{t+1} A, plus the carry from after the chunk
     m_r = (o_p + 1) < T_n
     b_dtr = _load_tokens(dt, bos, o_p + 1, m_r, o_d, m_d, Di)  # [BT, BD] dt_{t+1}
-    _, b_dh = tl.associative_scan(
-        (b_dtr[:, :, None] * b_A[None, :, :], b_dy[:, :, None] * b_C[:, None, :]),
+    b_Pr, b_dh = tl.associative_scan(
+        (tl.exp(b_dtr[:, :, None] * b_A[None, :, :]), b_dy[:, :, None] * b_C[:, None, :]),
         axis=0,
-        combine_fn=_gated_sum,
+        combine_fn=_decayed_sum,
         reverse=True,
-    )  # [BT, BD, BS]
-    b_Gr = tl.sum(b_dtr, axis=0)[None, :] - tl.cumsum(b_dtr, axis=0) + b_dtr  # [BT, BD] sum_{s >= t} dt_{s+1}
+    )  # [BT, BD, BS]; b_Pr = exp(A sum_{s >= t} dt_{s+1})
     b_dhin = tl.load(dh_in + i_ch * Di * Ds + o_ds, mask=m_ds, other=0.0)  # [BD, BS]
-    b_dh += tl.exp(b_Gr[:, :, None] * b_A[None, :, :]) * b_dhin[None, :, :]
+    b_dh += b_Pr * b_dhin[None, :, :]
 
     m_td = m_p[:, None] & m_d[None, :]
     o_td = (bos + o_p[:, None]) * Di + o_d[None, :]  # [BT, BD]
