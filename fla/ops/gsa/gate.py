@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import torch
 
+from fla.ops.gsa.gate_scan import additive_gate_triton
 from fla.ops.utils.index import prepare_lens
 from fla.ops.utils.varlen import pad_sequences, unpad_sequences
+from fla.utils.backend import dispatch
 
 
 def _dense_gate(s: torch.Tensor, z0: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -34,7 +36,17 @@ def _dense_gate(s: torch.Tensor, z0: torch.Tensor | None) -> tuple[torch.Tensor,
 def additive_gate(
     s: torch.Tensor, cu_seqlens: torch.Tensor | None = None, z0: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ABC's slot gate (differentiable PyTorch; the same on CPU and CUDA).
+    """ABC's slot gate: the Triton scan of :mod:`fla.ops.gsa.gate_scan` on the GPU path, else (CPU, float64)
+    :func:`additive_gate_torch`; same arguments and results."""
+    if s.dtype == torch.float64:
+        return additive_gate_torch(s, cu_seqlens, z0)
+    return dispatch((s, z0), additive_gate_torch, additive_gate_triton, s, cu_seqlens, z0)
+
+
+def additive_gate_torch(
+    s: torch.Tensor, cu_seqlens: torch.Tensor | None = None, z0: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ABC's slot gate in differentiable PyTorch (``logcumsumexp``; varlen through padding).
 
     Args:
         s: ``[B, T, H, M]`` slot logits; cu_seqlens: ``[N+1]`` packed bounds (``B == 1``);
@@ -48,5 +60,8 @@ def additive_gate(
         return s_n.to(s.dtype), g, z[:, -1]
     s_n, g, z = _dense_gate(pad_sequences(s, cu_seqlens), z0)  # [N, T_max, H, M]; padding is trailing
     lens = prepare_lens(cu_seqlens).long()
-    z_last = z[torch.arange(lens.numel(), device=z.device), lens - 1]
+    z_last = z[torch.arange(lens.numel(), device=z.device), (lens - 1).clamp(min=0)]
+    # an empty sequence keeps its z0 (none: log of an empty sum)
+    empty_z = torch.full_like(z_last, float("-inf")) if z0 is None else z0.to(z_last.dtype)
+    z_last = torch.where((lens == 0)[:, None, None], empty_z, z_last)
     return unpad_sequences(s_n, cu_seqlens).to(s.dtype), unpad_sequences(g, cu_seqlens), z_last

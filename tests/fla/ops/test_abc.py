@@ -137,3 +137,30 @@ def test_chunk_gpu(dtype):
         assert_close(f"ht[{i}]", ref_ht[i], ht[i], tol(dtype, 4))
     grad_outputs = tuple(torch.randn_like(t) for t in (ref_o, *ref_ht))
     assert_grads_close(x, ref_x, (o, *ht), (ref_o, *ref_ht), grad_outputs, tol(dtype, 4))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("varlen, with_z", [(False, False), (False, True), (True, False), (True, True)])
+def test_slot_gate_scan_kernels(dtype, varlen, with_z):
+    """The Triton slot gate (gate_scan.py: running log-sum-exp over 64-token tiles, reverse scan backward) vs the
+    float64 PyTorch gate: s', g, the final z and the gradients of s and z0 (from all three outputs); T spans three
+    tiles; varlen with length-1 (and, with z0, length-0) sequences; wide logits (the normalizer matters)."""
+    from fla.ops.gsa.gate_scan import additive_gate_triton
+
+    # an empty sequence's z is z0 (no z0: -inf, which the finite-output checks here would reject)
+    lengths = ([1, 130, 0, 40, 1] if with_z else [1, 130, 40, 1]) if varlen else [150, 150]
+    B, T = (1, sum(lengths)) if varlen else (2, 150)
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+    x = {"s": (4 * torch.randn(B, T, 3, 5, device=DEVICE)).to(dtype).requires_grad_()}
+    if with_z:
+        x["z0"] = torch.randn(len(lengths), 3, 5, device=DEVICE, requires_grad=True)
+    ref = {n: to_reference(t) for n, t in x.items()}
+    cu_arg = cu if varlen else None
+    with using("triton"):
+        out = additive_gate_triton(x["s"], cu_arg, x.get("z0"))
+    expected = additive_gate(ref["s"], cu_arg, ref.get("z0"))
+    assert out[0].dtype == dtype and out[1].dtype == out[2].dtype == torch.float32
+    for name, a, b in zip(("s'", "g", "z"), expected, out, strict=True):
+        assert_close(name, a, b, tol(dtype))
+    grad_outputs = tuple(torch.randn_like(t) for t in expected)
+    assert_grads_close(x, ref, out, expected, grad_outputs, tol(dtype, 2))
