@@ -111,3 +111,14 @@ def test_config_errors_name_the_field():
         MomConfig(num_memories=0)
     config = MomConfig(**HYBRID, num_hidden_layers=2, hidden_size=64, num_heads=2)
     assert config.attn["layers"] == [1]
+
+
+def test_gradient_checkpointing_keeps_the_aux_loss_gradient():
+    """The router logits leave each checkpointed block through a list: the aux loss still reaches the router."""
+    model = FAMILY.model("plain", aux_loss_scale=0.5).train()
+    x = ids(2, 11)
+    g0 = torch.autograd.grad(model(x, labels=x).loss, list(model.parameters()))
+    model.gradient_checkpointing_enable()
+    g1 = torch.autograd.grad(model(x, labels=x).loss, list(model.parameters()))
+    for (name, _), a, b in zip(model.named_parameters(), g0, g1):
+        assert_close(f"d{name}", a, b, tol(torch.float32, 20))
