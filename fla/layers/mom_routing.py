@@ -81,20 +81,26 @@ def pack_by_memory(memories: torch.Tensor, cu_seqlens: torch.Tensor, num_memorie
         cu_seqlens: ``[D + 1]`` document boundaries of the ``N`` tokens (``[0, N]``: one document).
         num_memories: ``M``; every index must lie in ``0 .. M - 1``.
     Returns:
-        the :class:`MemoryPacking` (one host sync for the segment sizes).
+        the :class:`MemoryPacking`. Two host syncs: the documents' sizes and the groups' sizes.
     """
     N, topk = memories.shape
     num_docs = cu_seqlens.numel() - 1
-    if int(cu_seqlens[-1]) != N:
-        raise ValueError(f"pack_by_memory: cu_seqlens ends at {int(cu_seqlens[-1])}, expected the token count {N}")
-    doc = token_documents(cu_seqlens).repeat_interleave(topk)  # [N * topk], copy c belongs to token c // topk
-    key = memories.reshape(-1).long() * num_docs + doc  # (memory, document) group of each copy
-    # stable: copies of one group keep increasing copy index, i.e. their tokens' order
+    doc = token_documents(cu_seqlens)
+    if doc.numel() != N:
+        raise ValueError(f"pack_by_memory: cu_seqlens ends at {doc.numel()}, expected the token count {N}")
+    key = memories.reshape(-1).long() * num_docs + doc.repeat_interleave(topk)  # (memory, document) of each copy
+    # stable: copies of one group keep increasing copy index (= token * topk + slot), i.e. their tokens' order
     order = torch.sort(key, stable=True).indices
-    counts = torch.bincount(key, minlength=num_memories * num_docs)
-    segments = counts.nonzero().squeeze(1)  # non-empty groups, memory-major
-    cu = F.pad(counts[segments].cumsum(0), (1, 0))
-    offsets = F.pad(counts.view(num_memories, num_docs).sum(1).cumsum(0), (1, 0)).tolist()
+    counts = torch.zeros(num_memories * num_docs, dtype=torch.long, device=key.device)
+    counts = counts.scatter_add(0, key, torch.ones_like(key)).tolist()  # sizes of the groups, memory-major
+    segments = [i for i, c in enumerate(counts) if c]  # the non-empty groups
+    sizes = [counts[i] for i in segments]
+    offsets = [0]
+    for e in range(num_memories):
+        offsets.append(offsets[-1] + sum(counts[e * num_docs : (e + 1) * num_docs]))
+    device = memories.device
+    cu = F.pad(torch.tensor(sizes, dtype=torch.long).cumsum(0), (1, 0)).to(device)
+    segments = torch.tensor(segments, dtype=torch.long).to(device)
     return MemoryPacking(order, cu, segments // num_docs, segments % num_docs, offsets, topk)
 
 
