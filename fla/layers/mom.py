@@ -28,9 +28,13 @@ batch), which the model turns into the load-balancing loss.
 
 Cache (per layer): ``recurrent_state = (memories [B, M, H, K, V], shared [B, H, K, V] or None)``
 float32 and ``conv_state = ((q, k, v) [B, M, D, W] each, shared (q, k, v) [B, D, W] or None)``: a
-memory that a row's new tokens were not routed to keeps its states. fla 0.6.0 convolves the routed
-sequences of a training batch without their boundaries (it runs the convolution on the packed
-batch as one sequence); here they are always kept apart, so training and evaluation agree.
+memory that a row's new tokens were not routed to keeps its states.
+
+Against fla 0.6.0 (same parameters, same maths otherwise; tests/fla/models/fla060_mom_compat.py
+compares the logits): fla groups the routed tokens with an unstable ``argsort``, so a memory may
+see its tokens out of order (on CPU it does); here they are always in order. fla convolves the
+routed sequences of a training batch without their boundaries (it runs the convolution on the
+packed batch as one sequence); here they are always kept apart, so training and evaluation agree.
 """
 
 from __future__ import annotations
