@@ -44,6 +44,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from transformers import initialization as init
 
 from fla.layers.delta_net import DELTA_MODES, DeltaMixer
 from fla.layers.gated_deltanet import DT_FLOOR, DT_RANGE, gdn_gate
@@ -55,6 +56,7 @@ from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gat
 
 A_INIT_RANGE = (0.0, 16.0)  # fla 0.6.0's MoM: exp(A_log) ~ U(0, 16)
 A_INIT_MIN = 1e-4  # ... kept above 0 so that A_log is finite
+XAVIER_GAIN = 2**-2.5  # fla 0.6.0's MoM: xavier-uniform projections with this gain
 
 
 def per_memory(projs: nn.ModuleList, x: torch.Tensor, offsets: list[int]) -> torch.Tensor:
@@ -161,10 +163,20 @@ class MomAttention(DeltaMixer):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """fla's MoM init: ``exp(A_log) ~ U(0, 16)`` (at least 1e-4); ``softplus(dt_bias)`` log-uniform in
-        ``[1e-3, 1e-1]``. Parameters already loaded by transformers are kept; meta tensors are skipped."""
+        """fla 0.6.0's MoM init: every projection (``nn.Linear``) xavier-uniform with gain ``2 ** -2.5`` (in fla's
+        models too: its layer marks them initialized), the short convolutions PyTorch's default (kaiming-uniform),
+        ``exp(A_log) ~ U(0, 16)`` (at least 1e-4), ``softplus(dt_bias)`` log-uniform in ``[1e-3, 1e-1]``.
+
+        Called at construction and by the models' ``_init_weights`` (after the shared init of the submodules);
+        parameters already loaded by transformers (``_is_hf_initialized``) are kept; meta tensors are skipped.
+        """
         if self.A_log.device.type == "meta":
             return
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                init.xavier_uniform_(module.weight, gain=XAVIER_GAIN)
+            elif isinstance(module, ShortConvolution):
+                init.kaiming_uniform_(module.weight, a=math.sqrt(5))
         if not getattr(self.A_log, "_is_hf_initialized", False):
             A = torch.empty_like(self.A_log).uniform_(*A_INIT_RANGE).clamp_min(A_INIT_MIN)
             self.A_log.copy_(A.log())

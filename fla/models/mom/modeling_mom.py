@@ -3,6 +3,8 @@
 Parameter names match fla 0.6.0 (``model.embeddings``, ``model.layers.N.{attn_norm, attn.{q_proj, gate,
 k_proj.E, v_proj.E, b_proj.E, a_proj.E, shared_{k,v,b,a}, A_log, dt_bias, {q,k,v}_conv1d, g_proj, o_norm,
 o_proj}, mlp_norm, mlp.{gate,up,down}_proj}``, ``model.norm``, ``lm_head``), so its checkpoints load as is.
+Init as fla 0.6.0's: the shared one, except inside each MoM layer (xavier-uniform projections, see
+:meth:`fla.layers.MomAttention.reset_parameters`, which the shared ``_init_weights`` calls after the submodules).
 
 Every MoM layer returns its router logits; :class:`MomModel` collects them (``router_logits``, one
 ``[B * T, num_memories]`` tensor per MoM layer) and :class:`MomForCausalLM` adds ``aux_loss_scale`` times

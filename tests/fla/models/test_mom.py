@@ -122,3 +122,20 @@ def test_gradient_checkpointing_keeps_the_aux_loss_gradient():
     g1 = torch.autograd.grad(model(x, labels=x).loss, list(model.parameters()))
     for (name, _), a, b in zip(model.named_parameters(), g0, g1):
         assert_close(f"d{name}", a, b, tol(torch.float32, 20))
+
+
+def test_mixer_init_is_fla060s():
+    """fla 0.6.0's MoM layer initializes its projections xavier-uniform (gain 2 ** -2.5), whatever
+    initializer_range says, and the rest of the model keeps the shared normal init; also after a meta-device build."""
+    with torch.device("meta"):
+        meta = MomForCausalLM(FAMILY.config("plain", hidden_size=256, intermediate_size=512))
+    meta.to_empty(device=DEVICE)
+    meta.init_weights()
+    for model in (FAMILY.model("plain", hidden_size=256, intermediate_size=512), meta):
+        attn = model.model.layers[0].attn
+        for name in ("q_proj", "gate", "g_proj", "o_proj", "k_proj.1", "shared_v"):
+            w = attn.get_submodule(name).weight
+            xavier = 2**-2.5 * (6 / sum(w.shape)) ** 0.5  # the bound of the uniform
+            assert w.abs().max() <= xavier and w.abs().max() > 0.9 * xavier, name
+        assert abs(model.model.layers[0].mlp.up_proj.weight.std().item() / model.config.initializer_range - 1) < 0.1
+        assert bool((attn.A_log.exp() <= 16).all()) and bool((attn.A_log.exp() > 0).all())
