@@ -176,3 +176,34 @@ def test_layer_errors_name_the_problem():
         layer(torch.randn(2, 5, 16, device=DEVICE))
     with pytest.raises(ValueError, match="layer_idx is required"):
         layer(torch.randn(2, 5, 32, device=DEVICE), past_key_values=FLACache())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cuda_kernels_match_float64_formula(dtype):
+    """Real widths on CUDA (Triton chunk and fused_recurrent kernels): packed documents (length-1 ones included)
+    in training mode, then a prefill + cached decoding, against the float64 formula."""
+    torch.manual_seed(0)
+    layer = MomAttention(
+        hidden_size=256, head_dim=64, num_heads=4, num_memories=4, topk=2, shared_mem=True, layer_idx=0
+    )
+    layer = layer.to("cuda", dtype)
+    ref_layer = MomAttention(hidden_size=256, head_dim=64, num_heads=4, num_memories=4, topk=2, shared_mem=True)
+    ref_layer.load_state_dict(layer.state_dict())
+    ref_layer = ref_layer.double()
+    ratio = tol(dtype, 5) if dtype != torch.float32 else 2e-3  # float32: TF32 matmuls may be on
+    lens = [1, 300, 77, 1, 150]
+    x = torch.randn(sum(lens), 256, device="cuda", dtype=dtype)
+    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    out = layer.train()(x[None], cu_seqlens=cu)[0][0]
+    for i in range(len(lens)):
+        ref = reference_document(ref_layer, x[cu[i] : cu[i + 1]].double().cpu())
+        assert_close(f"doc {i}", ref, out[cu[i] : cu[i + 1]].float().cpu(), ratio)
+    rows = torch.randn(2, 103, 256, device="cuda", dtype=dtype)
+    with torch.no_grad():
+        cache = FLACache()
+        outs = [layer.eval()(rows[:, :100], past_key_values=cache)[0]]
+        for t in range(100, 103):
+            outs.append(layer(rows[:, t : t + 1], past_key_values=cache)[0])
+    decoded = torch.cat(outs, 1).float().cpu()
+    assert_close("decoded", reference(ref_layer, rows.double().cpu()), decoded, ratio)
