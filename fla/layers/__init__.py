@@ -19,6 +19,7 @@ from fla.layers.mamba import Mamba
 from fla.layers.mamba2 import Mamba2
 from fla.layers.mesa_net import MesaNet
 from fla.layers.mla import MultiheadLatentAttention
+from fla.layers.mom import MomAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
 from fla.layers.rebased import ReBasedLinearAttention
 from fla.layers.rodimus import RodimusAttention, SlidingWindowSharedKeyAttention
@@ -42,3 +43,4 @@ __all__ += ["RWKV6Attention"]
 __all__ += ["KimiDeltaAttention"]
 __all__ += ["GatedSlotAttention", "ABCAttention"]
 __all__ += ["MesaNet"]
+__all__ += ["MomAttention"]

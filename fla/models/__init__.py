@@ -24,6 +24,7 @@ from fla.models.mamba import MambaConfig, MambaForCausalLM, MambaModel
 from fla.models.mamba2 import Mamba2Config, Mamba2ForCausalLM, Mamba2Model
 from fla.models.mesa_net import MesaNetConfig, MesaNetForCausalLM, MesaNetModel
 from fla.models.mla import MLAConfig, MLAForCausalLM, MLAModel
+from fla.models.mom import MomConfig, MomForCausalLM, MomModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
 from fla.models.rwkv6 import RWKV6Config, RWKV6ForCausalLM, RWKV6Model
@@ -52,6 +53,7 @@ _MODELS.append((KDAConfig, KDAModel, KDAForCausalLM))
 _MODELS.append((GSAConfig, GSAModel, GSAForCausalLM))
 _MODELS.append((ABCConfig, ABCModel, ABCForCausalLM))
 _MODELS.append((MesaNetConfig, MesaNetModel, MesaNetForCausalLM))
+_MODELS.append((MomConfig, MomModel, MomForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -80,3 +82,4 @@ __all__ += ["KDAConfig", "KDAForCausalLM", "KDAModel"]
 __all__ += ["GSAConfig", "GSAForCausalLM", "GSAModel"]
 __all__ += ["ABCConfig", "ABCForCausalLM", "ABCModel"]
 __all__ += ["MesaNetConfig", "MesaNetForCausalLM", "MesaNetModel"]
+__all__ += ["MomConfig", "MomForCausalLM", "MomModel"]

@@ -423,6 +423,31 @@ FAMILIES += [
         bad_heads=(dict(attn={"layers": [1], "num_heads": 5}), "hidden_size=72 is not a multiple of num_heads=5"),
         mode_field=None,
     ),
+    Family(
+        "mom",
+        dict(tiny=8.8, **{"340M": 356.1, "1.3B": 1291.1}),
+        # aux_loss_scale 0: the shared loss check compares the loss with plain cross-entropy; test_mom.py checks
+        # the load-balancing term. 3 memories, top-2 (+ the shared one): every memory sees tokens of a short batch
+        tiny=dict(SMALL, num_heads=2, head_dim=18, num_memories=3, topk=2, aux_loss_scale=0.0),
+        variants={
+            "plain": {},
+            "single_kv_top1_hybrid": dict(
+                HYBRID,
+                single_kv_proj=True,
+                shared_mem=False,
+                topk=1,
+                use_output_gate=False,
+                expand_v=2,
+                fuse_norm=False,
+            ),
+        },
+        name_only={
+            "wide_v_conv3": dict(expand_v=1.5, conv_size=3, num_memories=5, topk=3, shared_mem=False),
+            "unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, use_output_gate=False, single_kv_proj=True),
+        },
+        bad_heads=(dict(topk=4), "topk=4 must not exceed num_memories=3"),
+        slow_triton=True,  # ~18 s in the interpreter; the gated delta rule's kernels are gated_deltanet's
+    ),
 ]
 FAMILIES.append(
     Family(
