@@ -40,10 +40,13 @@ class ChunkDPLRDeltaRuleFunction(torch.autograd.Function):
 
 
 def check_dplr_options(op: str, q: torch.Tensor, kwargs: dict) -> None:
-    """fla 0.6.0's tuning keywords (``FLA_OPTIONS``) are accepted (this pipeline has one scheme); ``head_first``
-    and unknown keywords raise; a key dim past what the kernels hold raises ``ValueError``."""
+    """fla 0.6.0's tuning keywords (``FLA_OPTIONS``) are accepted (this pipeline has one scheme), ``cp_context``
+    only as ``None``; ``head_first`` and unknown keywords raise; a key dim past what the kernels hold raises
+    ``ValueError``."""
     if "head_first" in kwargs:
         raise ValueError(f"{op}: head_first was removed; inputs are [B, T, H, ...]")
+    if kwargs.pop("cp_context", None) is not None:
+        raise NotImplementedError(f"{op}: context parallelism (cp_context) is not supported")
     lower_bound = kwargs.get("lower_bound")
     if lower_bound is not None and lower_bound >= 0:
         raise ValueError(f"{op}: lower_bound must be negative (gk is a log decay < 0), got {lower_bound}")
@@ -78,7 +81,7 @@ def chunk_dplr_delta_rule(
         initial_state: ``[N, H, K, V]``; output_final_state: also return the final state ``[N, H, K, V]`` float32.
         cu_seqlens: ``[N+1]`` int32/int64 bounds of packed sequences (then ``B == 1``).
         kwargs: fla 0.6.0's ``cu_seqlens_cpu``, ``safe_gate``, ``chunk_size``, ``disable_recompute``,
-            ``lower_bound`` (accepted; a non-negative ``lower_bound`` raises).
+            ``lower_bound`` (accepted; a non-negative ``lower_bound`` raises), ``cp_context`` (only ``None``).
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state or ``None``.
     """
