@@ -29,7 +29,6 @@ from fla.models.flops import TokenMixer
 from fla.models.modeling_utils import FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_attention
 from fla.models.rwkv6.modeling_rwkv6 import FFN_ACTIVATIONS, build_layer_norm, ffn_width
 from fla.models.rwkv7.configuration_rwkv7 import RWKV7Config
-from fla.models.tp_plan import TPPlan, TPRegion
 from fla.modules.token_shift import token_shift
 
 
@@ -159,25 +158,11 @@ class RWKV7PreTrainedModel(FLAPreTrainedModel):
     config_class = RWKV7Config
     _no_split_modules = ["RWKV7Block"]
 
-    tensor_parallel_plan = TPPlan(
-        embed="model.embeddings",
-        head="lm_head",
-        regions={
-            "attn": TPRegion(
-                col=(
-                    "r_proj", "k_proj", "v_proj", "w_lora.lora.2", "a_lora.lora.2", "g_lora.lora.2", "v_lora.lora.2",
-                ),
-                row=("o_proj",),
-                shard=("k_k", "k_a", "r_k", "g_norm"),
-                divide=("num_heads", "key_dim", "value_dim"),
-            ),
-            "ffn": TPRegion(col=("key",), row=("value",)),
-        },
-    )  # fmt: skip
-    """Time mixing split by heads: ``r/k/v_proj`` and the LoRAs' output matrices column-parallel (their rank-sized
-    first matrices and the six token-shift mixes replicated), ``k_k, k_a, r_k`` and the GroupNorm split with the
-    heads, ``o_proj`` row-parallel; every rank keeps its heads' share of ``v_first``. Channel mixing: ``key``
-    column-, ``value`` row-parallel."""
+    tensor_parallel_plan = None
+    """No tensor parallelism. The time mixing splits by heads, but ``v_first`` (layer 0's values) crosses the
+    blocks: on a rank it would be that rank's share of the heads, while the trainer's region hooks take every
+    floating-point input of a region as replicated and sum its gradient over the ranks, which would add the
+    other ranks' (unrelated) heads into layer 0's gradient. The trainer therefore refuses TP for RWKV7."""
 
     @classmethod
     def token_mixer(cls, config: RWKV7Config) -> TokenMixer:

@@ -421,6 +421,29 @@ FAMILIES += [
         mode_field=None,
     ),
 ]
+FAMILIES.append(
+    Family(
+        "rwkv7",
+        dict(tiny=8.7, **{"340M": 381.3, "1.3B": 1366.6}),
+        tiny=dict(SMALL, head_dim=18, decay_low_rank_dim=8, gate_low_rank_dim=16, a_low_rank_dim=8, v_low_rank_dim=8),
+        variants={
+            "plain": {},
+            # the recurrent op for training too, post-norm stack, unfused norms (fla 0.6.0 cannot build
+            # value_dim > hidden_size: its v_lora init is hidden_size wide, so no variant widens the values)
+            "recurrent_post_norm": dict(
+                attn_mode="fused_recurrent", norm_first=False, fuse_norm=False, hidden_act="relu"
+            ),
+            "hybrid": dict(HYBRID, fuse_norm=False),  # attention at layer 1: v_first from layer 0 only
+        },
+        name_only={
+            "heads_only_tied": dict(
+                head_dim=None, norm_bias=False, tie_word_embeddings=True, intermediate_size=None, value_dim=72
+            ),
+        },
+        bad_heads=(dict(head_dim=7, num_heads=None), "hidden_size=72 is not a multiple of head_dim=7"),
+        slow_triton=True,
+    )
+)
 BY_TYPE = {f.model_type: f for f in FAMILIES}
 
 
