@@ -30,11 +30,13 @@ def dplr_recompute_grads(
         h0 = None if initial_state is None else initial_state.detach().requires_grad_(want_dh0)
         o, ht = chunk_dplr_torch(*leaves, scale, h0, cu_seqlens)
         targets = [x for x in (*leaves, h0) if x is not None and x.requires_grad]
-        outs, grads_out = [o], [do.to(o.dtype)]
-        if dht is not None:
-            outs.append(ht)
-            grads_out.append(dht.to(ht.dtype))
-        got = iter(torch.autograd.grad(outs, targets, grads_out, allow_unused=True)) if targets else iter(())
+        pairs = [(o, do)] + ([(ht, dht)] if dht is not None else [])
+        pairs = [(y, dy.to(y.dtype)) for y, dy in pairs if y.requires_grad]  # an empty o (T = 0) has no graph
+        if targets and pairs:
+            ys, dys = zip(*pairs)
+            got = iter(torch.autograd.grad(ys, targets, dys, allow_unused=True))
+        else:
+            got = iter([None] * len(targets))
     grads = []
     for x, leaf in zip(inputs, leaves):
         if not leaf.requires_grad:

@@ -86,7 +86,9 @@ def _chunked(q, k, v, a, b, gk, h0, scale: float, C: int) -> tuple[torch.Tensor,
     V = v.shape[-1]
     NT = T // C
     # [B, H, NT, C, D]
-    q, k, v, a, b, gk = (x.to(dtype).reshape(B, NT, C, H, -1).permute(0, 3, 1, 2, 4) for x in (q, k, v, a, b, gk))
+    q, k, v, a, b, gk = (
+        x.to(dtype).reshape(B, NT, C, H, x.shape[-1]).permute(0, 3, 1, 2, 4) for x in (q, k, v, a, b, gk)
+    )
     q = q * scale
     G = gk.cumsum(-2)  # inclusive chunk-local cumsum
     Gx = G - gk  # exclusive: the decay before the token (the low-rank term reads S_{t-1})
