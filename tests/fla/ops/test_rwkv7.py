@@ -123,9 +123,15 @@ def test_ops_cpu_float32(op):
     "op, dtype", [(chunk_dplr_delta_rule, torch.float32), (fused_recurrent_dplr_delta_rule, torch.float16)]
 )
 def test_triton_small(op, dtype):
-    # the Triton forward kernels under the interpreter: two chunks of 16 (the second partial) and more, odd head
-    # dims (K = 20: two channel blocks, the second partial), an initial state, every gradient
+    # the Triton kernels (forward, and the chunk backward both ops use) under the interpreter: three chunks of 16
+    # (the last partial), odd head dims (K = 20: two channel blocks, the second partial), an initial state, every
+    # gradient
     check_op(op, make_inputs(1, 37, 1, 20, 12, dtype, num_states=1), "triton", tol(dtype, 5))
+
+
+def test_triton_wide_keys_fall_back_to_the_recomputed_backward():
+    # K = 130 > 128: the Triton forward, the backward by the PyTorch chunked form on the same device
+    check_op(chunk_dplr_delta_rule, make_inputs(1, 5, 1, 130, 8, torch.float32, num_states=1), "triton", 1e-4)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -1,16 +1,40 @@
-"""Backward of the DPLR delta rule on the Triton path: the PyTorch chunked form recomputed under autograd.
+"""Backward of the DPLR delta rule on the Triton path (both public ops).
 
-The forward kernels (:mod:`.chunk_fwd`) keep no intermediates; the backward rebuilds the chunked form of
-:func:`.naive.chunk_dplr_torch` on the inputs' device (the same maths, float32) and differentiates it, so every
-gradient (``q, k, v, a, b, gk`` and the initial state) is exact to float32 rounding. It is not a Triton
-kernel: its memory is that of the PyTorch chunked form (``[.., 16, 16, K]`` decay tensors per chunk).
+Head dims up to :data:`.chunk_bwd.DPLR_BWD_MAX_DIM`: the Triton backward kernels (:mod:`.chunk_bwd`). Wider heads:
+the PyTorch chunked form (:func:`.naive.chunk_dplr_torch`) recomputed on the inputs' device under autograd (the
+same maths in float32; its memory is that of the PyTorch form, ``[.., 16, 16, K]`` decay tensors per chunk).
 """
 
 from __future__ import annotations
 
 import torch
 
+from fla.ops.generalized_delta_rule.dplr.chunk_bwd import DPLR_BWD_MAX_DIM, chunk_dplr_bwd
 from fla.ops.generalized_delta_rule.dplr.naive import chunk_dplr_torch
+
+
+def dplr_grads(
+    inputs: tuple[torch.Tensor, ...],
+    wants: tuple[bool, ...],
+    scale: float,
+    initial_state: torch.Tensor | None,
+    want_dh0: bool,
+    cu_seqlens: torch.Tensor | None,
+    do: torch.Tensor,
+    dht: torch.Tensor | None,
+) -> tuple[tuple[torch.Tensor | None, ...], torch.Tensor | None]:
+    """Gradients of ``(o, ht)`` w.r.t. ``inputs = (q, k, v, a, b, gk)`` (``None`` where ``wants`` is False) and
+    the initial state (when ``want_dh0``), each in its input's dtype: the Triton kernels, or
+    :func:`dplr_recompute_grads` for head dims past :data:`DPLR_BWD_MAX_DIM`."""
+    q, v = inputs[0], inputs[2]
+    if max(q.shape[-1], v.shape[-1]) > DPLR_BWD_MAX_DIM:
+        return dplr_recompute_grads(inputs, wants, scale, initial_state, want_dh0, cu_seqlens, do, dht)
+    want_dh0 = want_dh0 and initial_state is not None
+    dq, dk, dv, da, db, dgk, dh0 = chunk_dplr_bwd(
+        *inputs, scale, initial_state, do.contiguous(), None if dht is None else dht.contiguous(), cu_seqlens, want_dh0
+    )
+    grads = tuple(g.to(x.dtype) if w else None for g, x, w in zip((dq, dk, dv, da, db, dgk), inputs, wants))
+    return grads, None if dh0 is None else dh0.to(initial_state.dtype)
 
 
 def dplr_recompute_grads(

@@ -1,14 +1,15 @@
 """``chunk_dplr_delta_rule``: the DPLR delta rule in chunked form (training, prefill).
 
-CUDA: the Triton forward (:mod:`.chunk_fwd`) and, as backward, the PyTorch chunked form recomputed under
-autograd (:mod:`.backward`). CPU / float64: the PyTorch chunked form (:func:`.naive.naive_chunk_dplr_delta_rule`).
+CUDA: the Triton forward (:mod:`.chunk_fwd`) and backward (:mod:`.chunk_bwd`; the recomputed PyTorch chunked
+form for head dims past 128, :mod:`.backward`). CPU / float64: the PyTorch chunked form
+(:func:`.naive.naive_chunk_dplr_delta_rule`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from fla.ops.generalized_delta_rule.dplr.backward import dplr_recompute_grads
+from fla.ops.generalized_delta_rule.dplr.backward import dplr_grads
 from fla.ops.generalized_delta_rule.dplr.chunk_fwd import DPLR_MAX_K, chunk_dplr_fwd
 from fla.ops.generalized_delta_rule.dplr.inputs import prepare_dplr_call
 from fla.ops.generalized_delta_rule.dplr.naive import naive_chunk_dplr_delta_rule
@@ -19,23 +20,23 @@ FLA_OPTIONS = ("cu_seqlens_cpu", "safe_gate", "chunk_size", "disable_recompute",
 
 
 class ChunkDPLRDeltaRuleFunction(torch.autograd.Function):
-    """Triton chunk forward; gradients to ``q, k, v, a, b, gk`` and the initial state (see :mod:`.backward`)."""
+    """Triton chunk forward and backward; gradients to ``q, k, v, a, b, gk`` and the initial state (see
+    :mod:`.backward`)."""
 
     @staticmethod
     @contiguous
     def forward(ctx, q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens):
-        o, ht = chunk_dplr_fwd(q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens)
+        o, ht, _ = chunk_dplr_fwd(q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens)
         ctx.save_for_backward(q, k, v, a, b, gk, initial_state, cu_seqlens)
         ctx.scale = scale
         return o, ht
 
     @staticmethod
+    @contiguous
     def backward(ctx, do, dht):
         q, k, v, a, b, gk, initial_state, cu_seqlens = ctx.saved_tensors
         wants = ctx.needs_input_grad
-        grads, dh0 = dplr_recompute_grads(
-            (q, k, v, a, b, gk), wants[:6], ctx.scale, initial_state, wants[7], cu_seqlens, do, dht
-        )
+        grads, dh0 = dplr_grads((q, k, v, a, b, gk), wants[:6], ctx.scale, initial_state, wants[7], cu_seqlens, do, dht)
         return (*grads, None, dh0, None, None)
 
 

@@ -19,7 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.indexing import state_block, token_bounds
+from fla.ops.common.indexing import sequence_bounds, state_block, token_bounds
+from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import dot_precision, given_heuristics
 from fla.utils import empty
 from fla.utils.launch import lean_launch
@@ -38,7 +39,7 @@ def _pair_scores(x, y, Gr, Gc, m_pair):
 
 
 @lean_launch
-@given_heuristics(USE_H0="h0", STORE_HT="ht", IS_VARLEN="cu_seqlens")
+@given_heuristics(USE_H0="h0", STORE_HT="ht", STORE_HS="hs", IS_VARLEN="cu_seqlens")
 @triton.jit(do_not_specialize=["T"])
 def dplr_chunk_fwd_kernel(
     q,
@@ -50,7 +51,9 @@ def dplr_chunk_fwd_kernel(
     h0,
     o,
     ht,
+    hs,
     cu_seqlens,
+    chunk_offsets,
     scale,
     T,
     H: tl.constexpr,
@@ -63,11 +66,12 @@ def dplr_chunk_fwd_kernel(
     DOT_PRECISION: tl.constexpr,
     USE_H0: tl.constexpr,
     STORE_HT: tl.constexpr,
+    STORE_HS: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_n, i_h = i_nh // H, i_nh % H
-    bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
+    bos, T_n, NT_n, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
     o_k, o_v, m_k, m_v, o_kv, m_kv = state_block(0, i_v, K, V, BK, BV)  # the whole key dim
     o_t = tl.arange(0, BT)
     m_incl = o_t[:, None] >= o_t[None, :]  # [BT, BT] j <= i
@@ -77,7 +81,9 @@ def dplr_chunk_fwd_kernel(
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
         b_h += tl.load(h0 + i_nh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
-    for i_c in range(0, tl.cdiv(T_n, BT)):
+    for i_c in range(0, NT_n):
+        if STORE_HS:  # the state before each chunk, for the backward: [.., chunk, H, K, V]
+            tl.store(hs + ((boh + i_c) * H + i_h) * K * V + o_kv, b_h, mask=m_kv)
         m_t = i_c * BT + o_t < T_n  # [BT]
         rows = (bos + i_c * BT + o_t) * H + i_h  # [BT] token-head rows
         # 1. scores, one block of key channels at a time
@@ -144,14 +150,17 @@ def chunk_dplr_fwd(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    layout: ChunkLayout | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Launch :func:`dplr_chunk_fwd_kernel` on contiguous inputs.
 
     Args:
         q, k, a, b, gk: ``[B, T, H, K]`` (``K <= 256``); v: ``[B, T, H, V]``; initial_state: ``[N, H, K, V]``;
         cu_seqlens: ``[N+1]`` (``B == 1``).
+        layout: the chunk layout (chunks of :data:`DPLR_CHUNK`) when the per-chunk states are wanted.
     Returns:
-        ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state ``[N, H, K, V]`` float32 or ``None``.
+        ``o`` ``[B, T, H, V]`` (``v.dtype``), the final state ``[N, H, K, V]`` float32 or ``None``, and with
+        ``layout`` the state before every chunk (``layout.states_shape``, float32), else ``None``.
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -160,12 +169,16 @@ def chunk_dplr_fwd(
     BV = min(max(16, next_power_of_2(V)), max(16, 4096 // BK))  # keep the fp32 state block <= 4096
     o = empty(B, T, H, V, dtype=v.dtype, device=v.device)
     ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None
+    hs = None if layout is None else empty(*layout.states_shape(H, K, V), dtype=torch.float32, device=v.device)
+    offsets = None if layout is None else layout.chunk_offsets
+    if cu_seqlens is not None and offsets is None:
+        offsets = ChunkLayout.build(q, cu_seqlens, DPLR_CHUNK).chunk_offsets
     grid = (cdiv(V, BV), N * H)
     dplr_chunk_fwd_kernel[grid](
-        q, k, v, a, b, gk, initial_state, o, ht, cu_seqlens, scale, T, H=H, K=K, V=V,
+        q, k, v, a, b, gk, initial_state, o, ht, hs, cu_seqlens, offsets, scale, T, H=H, K=K, V=V,
         BT=DPLR_CHUNK, BK=BK, BKC=16, BV=BV, DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
-    return o, ht
+    return o, ht, hs
 
 
 @lean_launch

@@ -1,14 +1,14 @@
 """``fused_recurrent_dplr_delta_rule``: the DPLR delta rule token by token (decoding).
 
 CUDA: the Triton recurrent kernel (:func:`.chunk_fwd.dplr_fused_recurrent_fwd_kernel`), backward by the
-recomputed chunked form (:mod:`.backward`); CPU / float64: the PyTorch recurrence.
+chunk pipeline's backward (:mod:`.backward`); CPU / float64: the PyTorch recurrence.
 """
 
 from __future__ import annotations
 
 import torch
 
-from fla.ops.generalized_delta_rule.dplr.backward import dplr_recompute_grads
+from fla.ops.generalized_delta_rule.dplr.backward import dplr_grads
 from fla.ops.generalized_delta_rule.dplr.chunk import check_dplr_options
 from fla.ops.generalized_delta_rule.dplr.chunk_fwd import fused_recurrent_dplr_fwd
 from fla.ops.generalized_delta_rule.dplr.inputs import prepare_dplr_call
@@ -29,12 +29,11 @@ class FusedRecurrentDPLRDeltaRuleFunction(torch.autograd.Function):
         return o, ht
 
     @staticmethod
+    @contiguous
     def backward(ctx, do, dht):
         q, k, v, a, b, gk, initial_state, cu_seqlens = ctx.saved_tensors
         wants = ctx.needs_input_grad
-        grads, dh0 = dplr_recompute_grads(
-            (q, k, v, a, b, gk), wants[:6], ctx.scale, initial_state, wants[7], cu_seqlens, do, dht
-        )
+        grads, dh0 = dplr_grads((q, k, v, a, b, gk), wants[:6], ctx.scale, initial_state, wants[7], cu_seqlens, do, dht)
         return (*grads, None, dh0, None, None)
 
 
