@@ -28,7 +28,8 @@ m.CASES = {
     "rwkv7_unfused_tied_postnorm": ("rwkv7", dict(base, fuse_norm=False, tie_word_embeddings=True, norm_first=False)),
 }
 m.INTERPRET_SEQ_LEN = 40  # fla 0.6.0's decode path (fused_mul_recurrent_rwkv7) below 64 tokens
-if sys.argv[1] == "save":  # fla zeroes o_proj, the FFN's value and the LoRAs' first matrices: make them count
+if sys.argv[1] == "save":  # fla zeroes o_proj, the FFN's value and the LoRAs' first matrices and
+    # sets r_k, k_k, k_a to constants: make them count
     build = m._build_fla060
 
     def _build_randomized(config):
@@ -37,6 +38,8 @@ if sys.argv[1] == "save":  # fla zeroes o_proj, the FFN's value and the LoRAs' f
             for name, p in model.named_parameters():
                 if name.endswith(("o_proj.weight", "ffn.value.weight", "lora.0.weight")):
                     p.normal_(0, 0.2)
+                elif name.endswith(("r_k", "k_k", "k_a")):
+                    p.normal_(0, 0.5)
         return model, mode, error
 
     m._build_fla060 = _build_randomized
