@@ -426,14 +426,12 @@ FAMILIES.append(
         "rwkv7",
         dict(tiny=8.7, **{"340M": 381.3, "1.3B": 1366.6}),
         tiny=dict(SMALL, head_dim=18, decay_low_rank_dim=8, gate_low_rank_dim=16, a_low_rank_dim=8, v_low_rank_dim=8),
+        # two variants (the second carries the options): the recurrent op for training too, a post-norm stack,
+        # unfused norms, attention at layer 1 (v_first comes from layer 0 only). fla 0.6.0 cannot build
+        # value_dim > hidden_size (its v_lora init is hidden_size wide), so no case widens the values
         variants={
             "plain": {},
-            # the recurrent op for training too, post-norm stack, unfused norms (fla 0.6.0 cannot build
-            # value_dim > hidden_size: its v_lora init is hidden_size wide, so no variant widens the values)
-            "recurrent_post_norm": dict(
-                attn_mode="fused_recurrent", norm_first=False, fuse_norm=False, hidden_act="relu"
-            ),
-            "hybrid": dict(HYBRID, fuse_norm=False),  # attention at layer 1: v_first from layer 0 only
+            "hybrid": dict(HYBRID, attn_mode="fused_recurrent", norm_first=False, fuse_norm=False, hidden_act="relu"),
         },
         name_only={
             "heads_only_tied": dict(
