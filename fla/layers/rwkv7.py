@@ -69,7 +69,8 @@ class RWKV7Attention(LinearMixer):
         elementwise_affine, norm_eps: of the output GroupNorm (eps ``head_dim * norm_eps``, as fla).
         layer_idx: index in the model (layer 0 has no ``v_lora`` and sets ``v_first``); num_hidden_layers: for
             the depth-dependent initial values.
-        fuse_norm: accepted (fla's signature); the output GroupNorm is fla's fused one either way.
+        fuse_norm: as in fla, the key normalization of ``kk``: an L2 norm with ``1e-6`` under the root (fla's fused
+            ``l2_norm``) or, without it, ``F.normalize``; the output GroupNorm is the same either way.
         value_dim: value width (default ``hidden_size``).
 
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
