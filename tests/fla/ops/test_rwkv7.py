@@ -129,6 +129,17 @@ def test_triton_small(op, dtype):
     check_op(op, make_inputs(1, 37, 1, 20, 12, dtype, num_states=1), "triton", tol(dtype, 5))
 
 
+def test_triton_without_initial_or_final_state():
+    # the kernels' branches without h0 (USE_H0), ht (STORE_HT), dht (USE_DHT) and dh0 (STORE_DH0)
+    inputs = make_inputs(2, 20, 1, 12, 8, torch.float32)
+    with using("triton"):
+        o = chunk_dplr_delta_rule(*(inputs[n] for n in NAMES))[0]
+    ref_inputs = {name: to_reference(t) for name, t in inputs.items()}
+    ref_o = naive_recurrent_dplr_delta_rule(*(ref_inputs[n] for n in NAMES))[0]
+    assert_close("o", ref_o, o, tol(torch.float32, 5))
+    assert_grads_close(inputs, ref_inputs, o, ref_o, torch.randn_like(ref_o), tol(torch.float32, 5))
+
+
 def test_triton_wide_keys_fall_back_to_the_recomputed_backward():
     # K = 130 > 128: the Triton forward, the backward by the PyTorch chunked form on the same device
     check_op(chunk_dplr_delta_rule, make_inputs(1, 5, 1, 130, 8, torch.float32, num_states=1), "triton", 1e-4)
