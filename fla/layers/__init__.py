@@ -24,6 +24,7 @@ from fla.layers.multiscale_retention import MultiScaleRetention
 from fla.layers.rebased import ReBasedLinearAttention
 from fla.layers.rodimus import RodimusAttention, SlidingWindowSharedKeyAttention
 from fla.layers.rwkv6 import RWKV6Attention
+from fla.layers.rwkv7 import RWKV7Attention
 
 __all__ = ["Attention"]
 __all__ += ["GatedLinearAttention", "MultiScaleRetention"]
@@ -44,3 +45,4 @@ __all__ += ["KimiDeltaAttention"]
 __all__ += ["GatedSlotAttention", "ABCAttention"]
 __all__ += ["MesaNet"]
 __all__ += ["MomAttention"]
+__all__ += ["RWKV7Attention"]

@@ -28,6 +28,7 @@ from fla.models.mom import MomConfig, MomForCausalLM, MomModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
 from fla.models.rwkv6 import RWKV6Config, RWKV6ForCausalLM, RWKV6Model
+from fla.models.rwkv7 import RWKV7Config, RWKV7ForCausalLM, RWKV7Model
 from fla.models.samba import SambaConfig, SambaForCausalLM, SambaModel
 from fla.models.transformer import TransformerConfig, TransformerForCausalLM, TransformerModel
 
@@ -54,6 +55,7 @@ _MODELS.append((GSAConfig, GSAModel, GSAForCausalLM))
 _MODELS.append((ABCConfig, ABCModel, ABCForCausalLM))
 _MODELS.append((MesaNetConfig, MesaNetModel, MesaNetForCausalLM))
 _MODELS.append((MomConfig, MomModel, MomForCausalLM))
+_MODELS.append((RWKV7Config, RWKV7Model, RWKV7ForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -83,3 +85,4 @@ __all__ += ["GSAConfig", "GSAForCausalLM", "GSAModel"]
 __all__ += ["ABCConfig", "ABCForCausalLM", "ABCModel"]
 __all__ += ["MesaNetConfig", "MesaNetForCausalLM", "MesaNetModel"]
 __all__ += ["MomConfig", "MomForCausalLM", "MomModel"]
+__all__ += ["RWKV7Config", "RWKV7ForCausalLM", "RWKV7Model"]

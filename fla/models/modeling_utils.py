@@ -195,6 +195,9 @@ class FLAModel(FLAPreTrainedModel):
     block_class: type[nn.Module]
     final_norm: ClassVar[str] = "norm"
     """Attribute name of the final norm (fla 0.6.0's Mamba and Samba call it ``norm_f``)."""
+    carried_outputs: ClassVar[tuple[str, ...]] = ()
+    """Names of a block's outputs after ``(hidden_states, attentions, past_key_values)`` that the next block
+    takes as keywords (RWKV7: ``("v_first",)``, the first layer's values); the first block gets none."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -258,18 +261,21 @@ class FLAModel(FLAPreTrainedModel):
 
         hidden_states = inputs_embeds
         all_hidden_states = () if output_hidden_states else None
+        carried: dict = {}
         for layer in self.layers:
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
-            hidden_states, _, past_key_values = layer(
+            hidden_states, _, past_key_values, *extra = layer(
                 hidden_states,
                 attention_mask=attention_mask,
                 past_key_values=past_key_values,
                 use_cache=use_cache,
                 cu_seqlens=cu_seqlens,
                 position_ids=position_ids,
+                **carried,
                 **kwargs,
             )
+            carried = dict(zip(self.carried_outputs, extra))
         hidden_states = getattr(self, self.final_norm)(hidden_states)
         if output_hidden_states:
             all_hidden_states += (hidden_states,)

@@ -7,6 +7,7 @@ from fla.ops.delta_rule import chunk_delta_rule, fused_recurrent_delta_rule
 from fla.ops.forgetting_attn import parallel_forgetting_attn
 from fla.ops.gated_delta_product import chunk_gated_delta_product, fused_recurrent_gated_delta_product
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
+from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule, fused_recurrent_dplr_delta_rule
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
 from fla.ops.gsa import chunk_gsa, fused_recurrent_gsa
 from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn
@@ -19,6 +20,7 @@ from fla.ops.mamba2 import chunk_mamba2_ssd, fused_recurrent_mamba2_ssd
 from fla.ops.mesa_net import chunk_mesa_net, fused_recurrent_mesa_net, mesa_net_decoding_one_step
 from fla.ops.retention import chunk_retention, fused_recurrent_retention
 from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
+from fla.ops.rwkv7 import chunk_rwkv7, fused_mul_recurrent_rwkv7, fused_recurrent_rwkv7
 from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
 
 __all__ = [
@@ -59,3 +61,5 @@ __all__ += ["chunk_rwkv6", "fused_recurrent_rwkv6"]
 __all__ += ["chunk_gsa", "fused_recurrent_gsa", "chunk_abc", "fused_recurrent_abc"]
 __all__ += ["selective_scan_fn"]
 __all__ += ["chunk_mesa_net", "fused_recurrent_mesa_net", "mesa_net_decoding_one_step"]
+__all__ += ["chunk_rwkv7", "fused_recurrent_rwkv7", "fused_mul_recurrent_rwkv7"]
+__all__ += ["chunk_dplr_delta_rule", "fused_recurrent_dplr_delta_rule"]

@@ -475,6 +475,27 @@ FAMILIES.append(
         tp_grad_drift=3e-3,
     )
 )
+FAMILIES.append(
+    Family(
+        "rwkv7",
+        dict(tiny=8.7, **{"340M": 381.3, "1.3B": 1366.6}),
+        tiny=dict(SMALL, head_dim=18, decay_low_rank_dim=8, gate_low_rank_dim=16, a_low_rank_dim=8, v_low_rank_dim=8),
+        # two variants (the second carries the options): the recurrent op for training too, a post-norm stack,
+        # unfused norms, attention at layer 1 (v_first comes from layer 0 only). fla 0.6.0 cannot build
+        # value_dim > hidden_size (its v_lora init is hidden_size wide), so no case widens the values
+        variants={
+            "plain": {},
+            "hybrid": dict(HYBRID, attn_mode="fused_recurrent", norm_first=False, fuse_norm=False, hidden_act="relu"),
+        },
+        name_only={
+            "heads_only_tied": dict(
+                head_dim=None, norm_bias=False, tie_word_embeddings=True, intermediate_size=None, value_dim=72
+            ),
+        },
+        bad_heads=(dict(head_dim=7, num_heads=None), "hidden_size=72 is not a multiple of head_dim=7"),
+        slow_triton=True,
+    )
+)
 BY_TYPE = {f.model_type: f for f in FAMILIES}
 
 
