@@ -196,9 +196,7 @@ def check_feature_map(config: Any) -> None:
 
 
 def validate_unsupported(**fields: Any) -> None:
-    """Reject fla 0.6.0 options this implementation does not provide (``use_l2warp``, ``attnres_block_size``)."""
-    if fields.get("use_l2warp"):
-        raise ValueError("use_l2warp=true is not supported here; set it to false")
+    """Reject fla 0.6.0 options this implementation does not provide (``attnres_block_size``)."""
     if fields.get("attnres_block_size") is not None:
         raise ValueError(f"attnres_block_size={fields['attnres_block_size']!r} is not supported here; set it to null")
 
@@ -215,7 +213,8 @@ class FLAConfig(PreTrainedConfig):
     ``norm_eps``; ``initializer_range``; ``use_cache``; tokens: ``pad_token_id``, ``bos_token_id``,
     ``eos_token_id``, ``tie_word_embeddings``. Kernels: ``fuse_norm``, ``fuse_swiglu``,
     ``fuse_cross_entropy``, ``fuse_linear_cross_entropy`` (at most one of the last two).
-    ``use_l2warp`` and ``attnres_block_size`` exist for compatibility with fla and must stay off.
+    ``use_l2warp``: RWKV's L2Wrap gradient penalty on the logits (:mod:`fla.modules.l2warp`);
+    ``attnres_block_size`` exists for compatibility with fla and must stay null.
     ``attn`` (families with ``hybrid_attn``, the default): softmax-attention layers, validated and
     normalized by :func:`validate_attn_spec`; families without it (the Transformer) keep an ``attn``
     argument as an ordinary extra attribute, as transformers does.
@@ -278,7 +277,7 @@ class FLAConfig(PreTrainedConfig):
         if self.hybrid_attn:
             self.attn = validate_attn_spec(self.attn, self.num_hidden_layers, self.hidden_size)
         validate_loss_config(self.fuse_cross_entropy, self.fuse_linear_cross_entropy)
-        validate_unsupported(use_l2warp=self.use_l2warp, attnres_block_size=self.attnres_block_size)
+        validate_unsupported(attnres_block_size=self.attnres_block_size)
 
     def set_fields(self, args: dict[str, Any]) -> None:
         """Store a constructor's arguments (its ``locals()``, taken first thing) as config fields."""

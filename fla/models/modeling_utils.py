@@ -40,6 +40,7 @@ from fla.models.config_utils import get_attn_spec
 from fla.models.generation import FLAGenerationMixin
 from fla.models.tp_plan import TPPlan
 from fla.modules.cross_entropy import FusedCrossEntropyLoss
+from fla.modules.l2warp import l2_warp
 from fla.modules.linear_cross_entropy import FusedLinearCrossEntropyLoss
 from fla.modules.mlp import GatedMLP
 from fla.modules.norm import RMSNorm
@@ -355,8 +356,9 @@ class FLAForCausalLM(FLAPreTrainedModel, FLAGenerationMixin):
         targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)
         reduction = "mean" if num_items_in_batch is None else "sum"
         criterion = getattr(self, "criterion", None)
+        use_l2warp = getattr(self.config, "use_l2warp", False)
         if fuse_linear:
-            loss = FusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction=reduction)(
+            loss = FusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX, reduction=reduction, use_l2warp=use_l2warp)(
                 hidden_states.reshape(-1, hidden_states.shape[-1]), targets, self.lm_head.weight, self.lm_head.bias
             )
         elif criterion is not None:
@@ -369,6 +371,8 @@ class FLAForCausalLM(FLAPreTrainedModel, FLAGenerationMixin):
             loss = F.cross_entropy(
                 logits.reshape(targets.numel(), -1).float(), targets, ignore_index=IGNORE_INDEX, reduction=reduction
             )
+        if use_l2warp and not fuse_linear:  # before the division by num_items_in_batch, as fla 0.6.0
+            loss = l2_warp(loss, logits)
         if num_items_in_batch is not None:
             loss = loss / (
                 num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch) else num_items_in_batch

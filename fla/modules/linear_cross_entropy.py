@@ -78,6 +78,7 @@ def linear_cross_entropy_pass(
     dloss: torch.Tensor | None = None,
     need: tuple[bool, bool, bool] = (True, True, True),
     backend: Backend | None = None,
+    l2_coef: torch.Tensor | float = 0.0,
 ):
     """One loop over token chunks (no autograd).
 
@@ -86,6 +87,8 @@ def linear_cross_entropy_pass(
         dloss: ``[N]`` per-row upstream gradient, or ``None`` for the loss only.
         need: which of ``(dx, dW, db)`` to form when ``dloss`` is given.
         backend: of the cross-entropy kernels; default ``select_backend(x, weight)``.
+        l2_coef: with ``dloss``, add ``l2_coef * max(logits)`` at each row's argmax of ``d logits``
+            (L2Wrap, :mod:`fla.modules.l2warp`; 0: none).
     Returns:
         ``(loss [N], dx [N, H] | None, dW [V, H] float32 | None, db [V] float32 | None)``.
     """
@@ -106,7 +109,10 @@ def linear_cross_entropy_pass(
         loss[start:end] = loss_c
         if not with_grad:
             continue
+        top = logits.max(-1, keepdim=True) if isinstance(l2_coef, torch.Tensor) or l2_coef else None
         dlogits = cross_entropy_bwd(logits, t_c, lse_c, dloss[start:end], opts, True, backend)  # [C, V]
+        if top is not None:  # logits are gone (dlogits overwrote them): the maxima were taken before
+            dlogits.scatter_add_(-1, top.indices, (top.values.float() * l2_coef).to(dlogits.dtype))
         if dx is not None:
             torch.mm(dlogits, weight, out=dx[start:end])
         if dw is not None:
@@ -128,7 +134,9 @@ def _scaled(t: torch.Tensor | None, scale: torch.Tensor | None, dtype: torch.dty
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, target, weight, bias, opts: CEOptions, reduction: str, chunk_size: int, need_grad: bool):
+    def forward(
+        ctx, x, target, weight, bias, opts: CEOptions, reduction: str, chunk_size: int, need_grad: bool, l2: float
+    ):
         n_valid = count_valid(target, opts.ignore_index)
         need = tuple(need_grad and ctx.needs_input_grad[i] for i in (0, 2, 3))
         ctx.opts, ctx.reduction, ctx.chunk_size, ctx.need = opts, reduction, chunk_size, need
@@ -138,8 +146,10 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
         if ctx.precomputed:
             # unit per-row gradient now; the backward multiplies by dout (and 1 / n_valid)
             unit = torch.ones((), dtype=torch.float32, device=x.device).expand(x.shape[0])
+            # L2Wrap's term is l2 / N per row times dout; the backward's scale also divides by n_valid for "mean"
+            l2_coef = l2 / max(x.shape[0], 1) * (n_valid.clamp(min=1).float() if reduction == "mean" else 1.0)
             loss, dx, dw, db = linear_cross_entropy_pass(
-                x, target, weight, bias, opts, chunk_size, unit, need, ctx.backend
+                x, target, weight, bias, opts, chunk_size, unit, need, ctx.backend, l2_coef if l2 else 0.0
             )
             ctx.save_for_backward(dx, dw, db, n_valid)
         else:
@@ -165,6 +175,7 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             None,
             _scaled(dw, scale, w_dtype),
             _scaled(db, scale, b_dtype) if b_dtype is not None else None,
+            None,
             None,
             None,
             None,
@@ -199,6 +210,7 @@ def linear_cross_entropy(
     logit_scale: float = 1.0,
     lse_square_scale: float = 0.0,
     chunk_size: int | None = None,
+    l2_penalty_factor: float = 0.0,
 ) -> torch.Tensor:
     """Cross-entropy of ``logit_scale * (x @ weight.T + bias)`` computed chunk by chunk.
 
@@ -210,6 +222,8 @@ def linear_cross_entropy(
         x: ``[..., H]`` hidden states; target: ``[...]`` integer class ids.
         weight: ``[V, H]`` (dtype of ``x``); bias: ``[V]`` or ``None``.
         chunk_size: rows per chunk; default :func:`default_chunk_size`.
+        l2_penalty_factor: > 0 adds L2Wrap's gradient (:func:`fla.modules.l2warp.l2_warp` on the logits, applied
+            to the reduced loss; not with ``reduction="none"``).
     Returns:
         a float32 scalar, or ``[...]`` per-row losses for ``reduction="none"``.
     """
@@ -219,12 +233,16 @@ def linear_cross_entropy(
         bias = None if bias is None else bias.to(amp)
     _check_linear_ce_args(x, target, weight, bias, chunk_size)
     check_ce_options(reduction, label_smoothing)
+    if l2_penalty_factor and reduction == "none":
+        raise ValueError("l2_penalty_factor (L2Wrap) needs a reduced loss, not reduction='none'")
     H, V = x.shape[-1], weight.shape[0]
     x2, t2 = x.reshape(-1, H), target.reshape(-1)
     chunk = chunk_size or default_chunk_size(x2.shape[0], H, V)
     opts = CEOptions(ignore_index, label_smoothing, logit_scale, lse_square_scale)
     need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias))
-    loss = LinearCrossEntropyFunction.apply(x2, t2, weight, bias, opts, reduction, chunk, need_grad)
+    loss = LinearCrossEntropyFunction.apply(
+        x2, t2, weight, bias, opts, reduction, chunk, need_grad, float(l2_penalty_factor)
+    )
     return loss.reshape(target.shape) if reduction == "none" else loss
 
 
@@ -239,14 +257,20 @@ class FusedLinearCrossEntropyLoss(CrossEntropyLossBase):
         logit_scale: float = 1.0,
         lse_square_scale: float = 0.0,
         chunk_size: int | None = None,
+        use_l2warp: bool = False,
+        l2_penalty_factor: float = 1e-4,
     ) -> None:
         super().__init__(ignore_index, reduction, label_smoothing, logit_scale, lse_square_scale)
         self.chunk_size = chunk_size
+        self.use_l2warp, self.l2_penalty_factor = use_l2warp, l2_penalty_factor
 
     def forward(
         self, x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return linear_cross_entropy(x, target, weight, bias, **self.loss_options(), chunk_size=self.chunk_size)
+        l2 = self.l2_penalty_factor if self.use_l2warp else 0.0
+        return linear_cross_entropy(
+            x, target, weight, bias, **self.loss_options(), chunk_size=self.chunk_size, l2_penalty_factor=l2
+        )
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", chunk_size={self.chunk_size}"

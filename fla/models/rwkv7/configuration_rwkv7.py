@@ -18,8 +18,8 @@ class RWKV7Config(FLAConfig):
     ``decay_low_rank_dim``, ``gate_low_rank_dim``, ``a_low_rank_dim``, ``v_low_rank_dim``, and ``value_dim``
     (``None``, one int or one per layer; each a multiple of ``hidden_size``, normalized to a per-layer list).
     Norms: LayerNorms with bias (``norm_bias``) and, with ``norm_first``, one more before the first block
-    (``pre_norm``, RWKV's ``ln0``). ``use_l2warp`` must be false here (fla 0.6.0's default is true: its L2Wrap
-    loss term is not implemented).
+    (``pre_norm``, RWKV's ``ln0``). ``use_l2warp`` defaults to true, as in fla 0.6.0 (RWKV's L2Wrap gradient
+    penalty on the largest logits, :mod:`fla.modules.l2warp`).
     """
 
     model_type = "rwkv7"
@@ -41,10 +41,13 @@ class RWKV7Config(FLAConfig):
         hidden_ratio: float | None = 4,
         hidden_act: str = "sqrelu",
         norm_eps: float = 1e-5,
+        use_l2warp: bool = True,
         **kwargs,
     ):
         self.set_fields(locals())
-        super().__init__(hidden_ratio=hidden_ratio, hidden_act=hidden_act, norm_eps=norm_eps, **kwargs)
+        super().__init__(
+            hidden_ratio=hidden_ratio, hidden_act=hidden_act, norm_eps=norm_eps, use_l2warp=use_l2warp, **kwargs
+        )
 
     def check_fields(self) -> None:
         """The shared checks, then RWKV7's: ``attn_mode``, heads, the LoRA ranks, ``value_dim``."""

@@ -138,8 +138,6 @@ def test_family_config_round_trips_and_validates(model_type, tmp_path):
     assert (loaded.hidden_size, loaded.num_hidden_layers, loaded.vocab_size, loaded.fuse_norm) == (64, 3, 100, False)
     with pytest.raises(ValueError, match="fuse_cross_entropy and fuse_linear_cross_entropy are both true"):
         cls(fuse_linear_cross_entropy=True)
-    with pytest.raises(ValueError, match="use_l2warp=true is not supported"):
-        cls(use_l2warp=True)
     with pytest.raises(ValueError, match="attnres_block_size=8 is not supported"):
         cls(attnres_block_size=8)
     with pytest.raises(TypeError):

@@ -329,8 +329,6 @@ def test_errors_are_clear(family):
         model(x, attention_mask=torch.ones(2, 5, 5, dtype=torch.long, device=DEVICE))
     with pytest.raises(ValueError, match="fuse_cross_entropy and fuse_linear_cross_entropy are both true"):
         family.config(fuse_cross_entropy=True, fuse_linear_cross_entropy=True)
-    with pytest.raises(ValueError, match="use_l2warp=true is not supported"):
-        family.config(use_l2warp=True)
     fields, message = family.bad_heads
     with pytest.raises(ValueError, match=message):
         family.model(**fields)
