@@ -69,7 +69,7 @@ def rank_blocks(p: torch.Tensor, pos: torch.Tensor, G: int, block_size: int, S: 
 
     Importance of block ``c`` < the query's block: the sum of ``p`` over the group's heads; the first block,
     the query's block and the one before it are always taken (importance ``G``, the largest possible);
-    blocks after the query's block are never taken.
+    blocks after the query's block are never taken. Equal importances rank the later block first.
     """
     TQ, HQ, TC = p.shape
     H = HQ // G
@@ -79,7 +79,10 @@ def rank_blocks(p: torch.Tensor, pos: torch.Tensor, G: int, block_size: int, S: 
     score = torch.where(c < cur, score, 0.0)
     score = torch.where((c == 0) | (c == cur) | (c == cur - 1), float(G), score)
     score = torch.where(c > cur, -1.0, score)
-    top, idx = torch.topk(score, k=min(S, TC), dim=-1, sorted=True)
+    # ties (the forced blocks when S < 3, equal probabilities) go to the later block: a stable descending sort of
+    # the blocks in reverse order, so the choice never depends on how many blocks follow the query
+    top, rev = torch.sort(score.flip(-1), dim=-1, descending=True, stable=True)
+    top, idx = top[..., : min(S, TC)], TC - 1 - rev[..., : min(S, TC)]
     idx = torch.where(top >= 0, idx, -1)
     if n_sel is not None:
         slot = torch.arange(idx.shape[-1], device=p.device)
