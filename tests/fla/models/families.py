@@ -266,6 +266,7 @@ FAMILIES = [
         "nsa",
         dict(tiny=8.7, cpu=0.4, **{"340M": 329.0, "1.3B": 1185.0}),
         recurrent=False,
+        slow_triton=True,
         # blocks of 4 tokens, 2 selected, a 6-token window: the test sequences cover every branch
         tiny=dict(SMALL, num_kv_heads=2, head_dim=12, block_size=4, block_counts=2, window_size=6),
         variants={

@@ -1,0 +1,229 @@
+"""parallel_nsa (Triton under the interpreter on CPU, and the torch path) against a float64 step-by-step reference."""
+
+import math
+
+import pytest
+import torch
+
+from fla.ops.nsa import (
+    naive_nsa,
+    naive_nsa_compression,
+    naive_nsa_topk,
+    parallel_nsa,
+    parallel_nsa_compression,
+    parallel_nsa_topk,
+)
+from tests.harness import BACKENDS, DEVICE, assert_close, tol, using
+
+
+def step_by_step(q, k, v, gates, block_counts, block_size, window_size, scale, lengths=None, block_indices=None):
+    """One query and head at a time, in float64: the three branches as in README.md (forward only).
+
+    ``lengths``: packed sequence lengths (``B == 1``); ``block_indices [B, T, H, S]`` overrides the selection."""
+    B, T, HQ, K = q.shape
+    H, BS = k.shape[2], block_size
+    G = HQ // H
+    q, k, v = q.double(), k.double(), v.double()
+    gates = [None if g is None else g.double() for g in gates]
+    o = torch.zeros(B, T, HQ, v.shape[-1], dtype=torch.float64)
+    spans = [(b, 0, T) for b in range(B)] if lengths is None else []
+    start = 0
+    for n in lengths or []:
+        spans.append((0, start, start + n))
+        start += n
+    for b, a, e in spans:
+        ks, vs = k[b, a:e], v[b, a:e]
+        nblk = math.ceil((e - a) / BS)
+        kc = torch.stack([ks[c * BS : (c + 1) * BS].mean(0) for c in range(nblk)])
+        vc = torch.stack([vs[c * BS : (c + 1) * BS].mean(0) for c in range(nblk)])
+        for t in range(e - a):
+            cur = t // BS
+            visible = [c for c in range(nblk) if (c + 1) * BS - 1 <= t]
+            probs = torch.zeros(HQ, nblk, dtype=torch.float64)
+            for hq in range(HQ):
+                h = hq // G
+                qi = q[b, a + t, hq]
+                acc = 0.0
+                if visible:
+                    s = torch.stack([scale * qi @ kc[c, h] for c in visible])
+                    p = torch.softmax(s, 0)
+                    probs[hq, visible] = p
+                    acc = sum(p[i] * vc[c, h] for i, c in enumerate(visible))
+                if gates[0] is not None:
+                    o[b, a + t, hq] += gates[0][b, a + t, hq] * acc
+            for h in range(H):
+                if block_indices is not None:
+                    chosen = [c for c in block_indices[b, a + t, h].tolist() if 0 <= c <= cur]
+                else:
+                    score = {c: float(probs[h * G : (h + 1) * G, c].sum()) for c in range(cur)}
+                    for c in (0, cur - 1, cur):
+                        if c >= 0:
+                            score[c] = float(G)
+                    ranked = sorted(score, key=lambda c: (-score[c], -c))  # ties: the later block
+                    chosen = ranked[:block_counts]
+                keys = sorted(j for c in chosen for j in range(c * BS, min((c + 1) * BS, t + 1)))
+                window = [j for j in range(t + 1) if t - j < window_size]
+                for hq in range(h * G, (h + 1) * G):
+                    qi = q[b, a + t, hq]
+                    for branch, js, g in ((1, keys, gates[1]), (2, window, gates[2])):
+                        if branch == 2 and window_size == 0:
+                            continue
+                        p = torch.softmax(torch.stack([scale * qi @ ks[j, h] for j in js]), 0)
+                        out = sum(p[i] * vs[j, h] for i, j in enumerate(js))
+                        o[b, a + t, hq] += out if g is None else g[b, a + t, hq] * out
+    return o
+
+
+def make(B, T, HQ, H, K, V, dtype, requires_grad=True):
+    x = [torch.randn(B, T, HQ, K), torch.randn(B, T, H, K), torch.randn(B, T, H, V)]
+    x += [torch.rand(B, T, HQ) for _ in range(3)]
+    return [t.to(DEVICE, dtype).requires_grad_(requires_grad) for t in x]
+
+
+def check(backend, inputs, ratio, block_counts, block_size, window_size, scale=None, cu=None, lengths=None):
+    """o against :func:`step_by_step`; every gradient (q, k, v, the three gates) against the float64 torch path."""
+    q, k, v, *gates = inputs
+    if window_size == 0:
+        gates[2] = None
+    kw = dict(block_counts=block_counts, block_size=block_size, window_size=window_size, scale=scale, cu_seqlens=cu)
+    with using(backend):
+        o = parallel_nsa(q, k, v, *gates, **kw)
+    assert o.dtype == q.dtype and o.shape == (*q.shape[:3], v.shape[-1])
+    sc = k.shape[-1] ** -0.5 if scale is None else scale
+    ref = step_by_step(q, k, v, gates, block_counts, block_size, window_size, sc, lengths)
+    assert_close("o", ref, o, ratio)
+    named = {n: t for n, t in zip(("q", "k", "v", "g_cmp", "g_slc", "g_swa"), (q, k, v, *gates)) if t is not None}
+    refs = {n: t.detach().double().requires_grad_() for n, t in named.items()}
+    ref_gates = [refs.get(n) for n in ("g_cmp", "g_slc", "g_swa")]
+    o_ref = naive_nsa(refs["q"], refs["k"], refs["v"], *ref_gates, **kw)
+    assert_close("o (naive float64)", ref, o_ref, tol(torch.float64))
+    do = torch.randn_like(o_ref)
+    got = torch.autograd.grad(o, list(named.values()), do.to(o.dtype))
+    want = torch.autograd.grad(o_ref, list(refs.values()), do)
+    for name, a, b in zip(named, want, got):
+        assert b.dtype == named[name].dtype, name
+        assert_close(f"d{name}", a, b, ratio)
+
+
+CASES = {
+    # B, T, HQ, H, K, V, dtype, block_size, block_counts, window
+    "gqa_window_odd_dims": (1, 37, 4, 2, 20, 12, torch.float32, 8, 3, 5),
+    "fp16_mqa_two_blocks": (1, 30, 2, 1, 16, 16, torch.float16, 8, 2, 4),
+    "odd_T63_wide_v": (2, 63, 4, 1, 60, 36, torch.float32, 16, 2, 7),
+    "T100_mha_no_window": (1, 100, 2, 2, 16, 20, torch.float32, 16, 3, 0),
+    "one_token": (2, 1, 2, 1, 16, 16, torch.float32, 4, 2, 3),
+}
+FAST = {("triton", "gqa_window_odd_dims"), ("triton", "fp16_mqa_two_blocks"), ("torch", "gqa_window_odd_dims")}
+
+
+@pytest.mark.parametrize(
+    "backend, case",
+    [pytest.param(b, c, marks=[] if (b, c) in FAST else [pytest.mark.slow]) for c in CASES for b in BACKENDS],
+)
+def test_parallel_nsa(backend, case):
+    B, T, HQ, H, K, V, dtype, BS, S, W = CASES[case]
+    torch.manual_seed(0)
+    ratio = tol(dtype, 10 if dtype == torch.float32 else 3)
+    check(backend, make(B, T, HQ, H, K, V, dtype), ratio, S, BS, W, scale=0.3 if case == "one_token" else None)
+
+
+@pytest.mark.parametrize("backend", ["triton", pytest.param("torch", marks=pytest.mark.slow)])
+def test_varlen_with_length_one_sequences(backend):
+    torch.manual_seed(1)
+    lengths = [1, 19, 1, 12]
+    cu = torch.tensor([0, 1, 20, 21, 33], dtype=torch.int32, device=DEVICE)
+    check(backend, make(1, 33, 4, 2, 16, 12, torch.float32), tol(torch.float32, 10), 2, 4, 3, cu=cu, lengths=lengths)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_given_block_indices_and_counts(backend):
+    """Without ``g_cmp`` the given blocks are used as they are (``-1`` and future blocks skipped); ``block_counts``
+    as a tensor keeps the first ``n`` of them per query and head."""
+    torch.manual_seed(2)
+    B, T, HQ, H, BS = 1, 24, 2, 1, 4
+    q, k, v, _, g_slc, _ = make(B, T, HQ, H, 16, 16, torch.float32, requires_grad=False)
+    cur = (torch.arange(T, device=DEVICE) // BS).view(1, T, 1).expand(B, T, H)  # the query's own block
+    earlier = (torch.rand(B, T, H, device=DEVICE) * (cur + 1)).long() - 1  # -1 (skipped) .. cur - 1
+    third = torch.where(earlier >= 1, earlier - 1, cur + 1)  # another earlier block, or a future one (skipped)
+    idx = torch.stack([cur, earlier, third], -1)  # no block twice
+    counts = torch.randint(1, 4, (B, T, H), device=DEVICE)
+    with using(backend):
+        o = parallel_nsa(q, k, v, None, g_slc, None, block_indices=idx, block_counts=counts, block_size=BS)
+    kept = torch.where(torch.arange(3, device=DEVICE) < counts[..., None], idx, -1)
+    ref = step_by_step(q, k, v, [None, g_slc, None], 3, BS, 0, 16**-0.5, block_indices=kept)
+    assert_close("o", ref, o, tol(torch.float32, 10))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_queries_after_a_cached_prefix(backend):
+    """Decoding: the last queries over all keys (``TQ < TK``, also as a ``(cu_seqlens_q, cu_seqlens_k)`` pair) give
+    the last rows of the full call; the Triton backward refuses that layout."""
+    torch.manual_seed(3)
+    q, k, v, *g = make(2, 21, 4, 2, 16, 16, torch.float32, requires_grad=False)
+    kw = dict(block_counts=2, block_size=4, window_size=5)
+    with using(backend):
+        full = parallel_nsa(q, k, v, *g, **kw)
+        last = parallel_nsa(q[:, -3:], k, v, *(x[:, -3:] for x in g), **kw)
+        assert_close("last rows", full[:, -3:], last, tol(torch.float32, 10))
+        cu_q = torch.tensor([0, 3, 6], device=DEVICE)
+        cu_k = torch.tensor([0, 21, 42], device=DEVICE)
+        packed = parallel_nsa(
+            q[:, -3:].reshape(1, 6, 4, 16), k.reshape(1, 42, 2, 16), v.reshape(1, 42, 2, 16),
+            *(x[:, -3:].reshape(1, 6, 4) for x in g), **kw, cu_seqlens=(cu_q, cu_k),
+        )  # fmt: skip
+        assert_close("packed", last.reshape(1, 6, 4, 16), packed, tol(torch.float32, 10))
+        if backend == "triton":
+            qg = q[:, -3:].clone().requires_grad_()
+            o = parallel_nsa(qg, k, v, *(x[:, -3:] for x in g), **kw)
+            with pytest.raises(NotImplementedError, match="no cached prefix"):
+                o.sum().backward()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compression_and_topk_helpers(backend):
+    """fla 0.6.0's branch helpers: ``parallel_nsa_compression`` and ``parallel_nsa_topk`` against the naive ones."""
+    torch.manual_seed(4)
+    BS, T = 4, 22
+    q, k, v, *_ = make(1, T, 4, 2, 16, 16, torch.float32, requires_grad=False)
+    TC = math.ceil(T / BS)
+    kc = torch.stack([k[:, c * BS : (c + 1) * BS].mean(1) for c in range(TC)], 1)
+    vc = torch.stack([v[:, c * BS : (c + 1) * BS].mean(1) for c in range(TC)], 1)
+    o_ref, lse_ref = naive_nsa_compression(q.double(), kc.double(), vc.double(), BS, 0.25)
+    idx_ref = naive_nsa_topk(q.double(), k.double(), 3, BS, 0.25)
+    with using(backend):
+        o, lse = parallel_nsa_compression(q, kc, vc, T, BS, 0.25)
+        idx = parallel_nsa_topk(q, kc, T, lse, 3, BS, 0.25)
+    assert_close("o", o_ref, o, tol(torch.float32, 10))
+    seen = torch.isfinite(lse_ref)
+    assert_close("lse", lse_ref[seen], lse[seen], tol(torch.float32, 10))
+    assert torch.equal(lse[~seen], torch.zeros_like(lse[~seen])), "no complete block yet: lse = 0 (fla)"
+    assert torch.equal(idx.long(), idx_ref.long())
+
+
+def test_errors_name_the_argument():
+    q, k, v, g1, g2, g3 = make(1, 8, 4, 2, 16, 16, torch.float32, requires_grad=False)
+    cases = [
+        (dict(k=k[..., :8]), ValueError, "k has shape"),
+        (dict(v=v[:, :4]), ValueError, "v has shape"),
+        (dict(q=q[:, :, :3]), ValueError, "heads"),
+        (dict(g_cmp=g1[..., None]), ValueError, "g_cmp has shape"),
+        (dict(g_swa=None, window_size=4), ValueError, "needs the sliding-window gate g_swa"),
+        (dict(g_cmp=None), ValueError, "block_indices is None and g_cmp is None"),
+        (dict(block_size=0), ValueError, "block_size must be a positive integer, got 0"),
+        (dict(block_counts=torch.ones(1, 8, 3, dtype=torch.long)), ValueError, "block_counts has shape"),
+        (dict(block_counts=torch.ones(1, 8, 2)), ValueError, "block_counts has dtype torch.float32"),
+        (dict(block_indices=torch.zeros(1, 8, 2, 2)), ValueError, "block_indices has dtype"),
+        (dict(cu_seqlens=torch.tensor([0.0, 8.0])), TypeError, "cu_seqlens has dtype"),
+        (dict(cu_seqlens=torch.tensor([0, 6, 5, 8])), ValueError, "non-decreasing"),
+        (dict(cu_seqlens=torch.tensor([0, 7])), ValueError, "end at the token count 8"),
+        (dict(q=torch.randn(1, 9, 4, 16)), ValueError, "q has 9 tokens but k only 8"),
+    ]
+    base = dict(q=q, k=k, v=v, g_cmp=g1, g_slc=g2, g_swa=g3, block_counts=2, block_size=4, window_size=2)
+    for over, err, match in cases:
+        args = {**base, **over}
+        if "q" in over:
+            args["g_cmp"] = args["g_slc"] = args["g_swa"] = None
+            args["block_indices"] = torch.zeros(*args["q"].shape[:2], 2, 1, dtype=torch.long)
+            args["window_size"] = 0
+        with pytest.raises(err, match=match):
+            parallel_nsa(**args)
