@@ -19,6 +19,7 @@ from fla.ops.common.tuning import autotune_configs, dot_precision, given_heurist
 from fla.ops.nsa.compression import NEG_INIT, group_blocks
 from fla.ops.nsa.index import NSATables
 from fla.utils import empty
+from fla.utils.sizes import next_power_of_2
 
 
 @given_heuristics(USE_COUNTS="block_counts")
@@ -41,6 +42,7 @@ def nsa_slc_fwd_kernel(
     V: tl.constexpr,
     S: tl.constexpr,
     BS: tl.constexpr,
+    BSP: tl.constexpr,
     BG: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
@@ -66,15 +68,15 @@ def nsa_slc_fwd_kernel(
     for i_s in range(0, NS):
         i_b = tl.load(block_indices + (i_q * H + i_h) * S + i_s).to(tl.int64)
         if (i_b >= 0) & (i_b * BS <= pos):
-            o_s = i_b * BS + tl.arange(0, BS)  # [BS] key positions in the sequence
-            m_s = o_s <= pos
+            o_s = i_b * BS + tl.arange(0, BSP)  # [BSP] key positions in the sequence (the first BS real)
+            m_s = (tl.arange(0, BSP) < BS) & (o_s <= pos)
             b_kt = tl.load(
                 k + ((bos + o_s[None, :]) * H + i_h) * K + o_k[:, None], mask=m_k[:, None] & m_s[None, :], other=0
-            )  # [BK, BS]
+            )  # [BK, BSP]
             b_v = tl.load(
                 v + ((bos + o_s[:, None]) * H + i_h) * V + o_v[None, :], mask=m_s[:, None] & m_v[None, :], other=0
-            )  # [BS, BV]
-            b_s = tl.dot(b_q, b_kt, input_precision=DOT_PRECISION) * scale  # [BG, BS]
+            )  # [BSP, BV]
+            b_s = tl.dot(b_q, b_kt, input_precision=DOT_PRECISION) * scale  # [BG, BSP]
             b_s = tl.where(m_s[None, :], b_s, float("-inf"))
             b_mn = tl.maximum(b_m, tl.max(b_s, 1))
             b_r = tl.exp(b_m - b_mn)
@@ -113,6 +115,7 @@ def nsa_slc_bwd_dq_kernel(
     V: tl.constexpr,
     S: tl.constexpr,
     BS: tl.constexpr,
+    BSP: tl.constexpr,
     BG: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
@@ -141,23 +144,23 @@ def nsa_slc_bwd_dq_kernel(
     for i_s in range(0, NS):
         i_b = tl.load(block_indices + (i_q * H + i_h) * S + i_s).to(tl.int64)
         if (i_b >= 0) & (i_b * BS <= pos):
-            o_s = i_b * BS + tl.arange(0, BS)
-            m_s = o_s <= pos
+            o_s = i_b * BS + tl.arange(0, BSP)
+            m_s = (tl.arange(0, BSP) < BS) & (o_s <= pos)
             b_kt = tl.load(
                 k + ((bos + o_s[None, :]) * H + i_h) * K + o_k[:, None], mask=m_k[:, None] & m_s[None, :], other=0
-            )  # [BK, BS]
+            )  # [BK, BSP]
             b_vt = tl.load(
                 v + ((bos + o_s[None, :]) * H + i_h) * V + o_v[:, None], mask=m_v[:, None] & m_s[None, :], other=0
-            )  # [BV, BS]
+            )  # [BV, BSP]
             b_s = tl.dot(b_q, b_kt, input_precision=DOT_PRECISION) * scale
-            b_p = tl.where(m_s[None, :], tl.exp(b_s - b_lse[:, None]), 0.0)  # [BG, BS]
+            b_p = tl.where(m_s[None, :], tl.exp(b_s - b_lse[:, None]), 0.0)  # [BG, BSP]
             b_dp = tl.dot(b_do, b_vt, input_precision=DOT_PRECISION)
             b_ds = b_p * (b_dp - b_delta[:, None])
             b_dq += tl.dot(b_ds.to(b_kt.dtype), tl.trans(b_kt), input_precision=DOT_PRECISION)
     tl.store(dq + o_qk, (b_dq * scale).to(dq.dtype.element_ty), mask=m_qk)
 
 
-@triton.autotune(configs=autotune_configs(warps=(2, 4), stages=(1, 2)), key=["G", "K", "V", "BS"])
+@triton.autotune(configs=autotune_configs(warps=(2, 4), stages=(1, 2)), key=["G", "K", "V", "BSP"])
 @triton.jit
 def nsa_slc_bwd_dkv_kernel(
     q,
@@ -177,7 +180,7 @@ def nsa_slc_bwd_dkv_kernel(
     G: tl.constexpr,
     K: tl.constexpr,
     V: tl.constexpr,
-    BS: tl.constexpr,
+    BSP: tl.constexpr,
     BGD: tl.constexpr,
     BQ: tl.constexpr,
     BK: tl.constexpr,
@@ -191,16 +194,16 @@ def nsa_slc_bwd_dkv_kernel(
     lo = tl.load(csr_offsets + i_b * H + i_h).to(tl.int64)
     hi = tl.load(csr_offsets + i_b * H + i_h + 1).to(tl.int64)
 
-    o_j = start + tl.arange(0, BS)  # [BS] flat key index
+    o_j = start + tl.arange(0, BSP)  # [BSP] flat key index (masked at the block's end)
     o_k, o_v = tl.arange(0, BK), tl.arange(0, BV)
     m_j, m_k, m_v = o_j < end, o_k < K, o_v < V
     o_jk = (o_j[:, None] * H + i_h) * K + o_k[None, :]
     o_jv = (o_j[:, None] * H + i_h) * V + o_v[None, :]
     m_jk, m_jv = m_j[:, None] & m_k[None, :], m_j[:, None] & m_v[None, :]
-    b_k = tl.load(k + o_jk, mask=m_jk, other=0)  # [BS, BK]
-    b_v = tl.load(v + o_jv, mask=m_jv, other=0)  # [BS, BV]
-    b_dk = tl.zeros([BS, BK], dtype=tl.float32)
-    b_dv = tl.zeros([BS, BV], dtype=tl.float32)
+    b_k = tl.load(k + o_jk, mask=m_jk, other=0)  # [BSP, BK]
+    b_v = tl.load(v + o_jv, mask=m_jv, other=0)  # [BSP, BV]
+    b_dk = tl.zeros([BSP, BK], dtype=tl.float32)
+    b_dv = tl.zeros([BSP, BV], dtype=tl.float32)
     o_r = tl.arange(0, BQ * BGD)  # [R] rows: selecting query x head of the group
     for i_e in range(lo, hi, BQ):
         o_e = i_e + o_r // BGD
@@ -215,7 +218,7 @@ def nsa_slc_bwd_dkv_kernel(
         )
         b_lse = tl.load(lse + o_i * HQ + o_hq, mask=m_r, other=0.0)
         b_delta = tl.load(delta + o_i * HQ + o_hq, mask=m_r, other=0.0)
-        b_st = tl.dot(b_k, b_qt, input_precision=DOT_PRECISION) * scale  # [BS, R]
+        b_st = tl.dot(b_k, b_qt, input_precision=DOT_PRECISION) * scale  # [BSP, R]
         m_t = (o_j[:, None] <= o_i[None, :]) & m_j[:, None] & m_r[None, :]
         b_pt = tl.where(m_t, tl.exp(b_st - b_lse[None, :]), 0.0)
         b_dv += tl.dot(b_pt.to(b_dot.dtype), tl.trans(b_dot), input_precision=DOT_PRECISION)
@@ -246,7 +249,8 @@ def selection_csr(block_indices, block_counts, tables: NSATables, H: int) -> tup
 def _meta(q, k, v, block_size: int) -> tuple[dict, dict]:
     H, K, V = k.shape[1], k.shape[2], v.shape[2]
     G = q.shape[1] // H
-    return dict(H=H, G=G, K=K, V=V, BS=block_size, DOT_PRECISION=dot_precision(q.dtype)), group_blocks(G, K, V)
+    meta = dict(H=H, G=G, K=K, V=V, BSP=max(16, next_power_of_2(block_size)), DOT_PRECISION=dot_precision(q.dtype))
+    return meta, group_blocks(G, K, V)
 
 
 def nsa_slc_fwd(q, k, v, block_indices, block_counts, tables: NSATables, scale: float):
@@ -259,7 +263,7 @@ def nsa_slc_fwd(q, k, v, block_indices, block_counts, tables: NSATables, scale: 
     if NQ:
         nsa_slc_fwd_kernel[(NQ, meta["H"])](
             q, k, v, o, lse, block_indices, block_counts, tables.tok_bos, tables.tok_pos, scale,
-            **meta, S=block_indices.shape[-1], BG=blocks["BG"], BK=blocks["BK"], BV=blocks["BV"],
+            **meta, BS=tables.block_size, S=block_indices.shape[-1], BG=blocks["BG"], BK=blocks["BK"], BV=blocks["BV"],
         )  # fmt: skip
     return o, lse
 
@@ -274,7 +278,7 @@ def nsa_slc_bwd(q, k, v, lse, delta, do, block_indices, block_counts, tables: NS
     if NQ:
         nsa_slc_bwd_dq_kernel[(NQ, meta["H"])](
             q, k, v, lse, delta, do, dq, block_indices, block_counts, tables.tok_bos, tables.tok_pos, scale,
-            **meta, S=block_indices.shape[-1], BG=blocks["BG"], BK=blocks["BK"], BV=blocks["BV"],
+            **meta, BS=tables.block_size, S=block_indices.shape[-1], BG=blocks["BG"], BK=blocks["BK"], BV=blocks["BV"],
         )  # fmt: skip
     if tables.num_blocks:
         offsets, queries = selection_csr(block_indices, block_counts, tables, meta["H"])

@@ -109,7 +109,7 @@ CASES = {
     # B, T, HQ, H, K, V, dtype, block_size, block_counts, window
     "gqa_window_odd_dims": (1, 37, 4, 2, 20, 12, torch.float32, 8, 3, 5),
     "fp16_mqa_two_blocks": (1, 30, 2, 1, 16, 16, torch.float16, 8, 2, 4),
-    "odd_T63_wide_v": (2, 63, 4, 1, 60, 36, torch.float32, 16, 2, 7),
+    "odd_T63_wide_v_block12": (2, 63, 4, 1, 60, 36, torch.float32, 12, 2, 7),
     "T100_mha_no_window": (1, 100, 2, 2, 16, 20, torch.float32, 16, 3, 0),
     "one_token": (2, 1, 2, 1, 16, 16, torch.float32, 4, 2, 3),
 }
