@@ -12,7 +12,7 @@ from fla.ops.attn.parallel import parallel_attn
 from fla.ops.nsa.compression import NSACompressionFunction
 from fla.ops.nsa.index import NSATables, build_tables, mean_pooling, split_cu_seqlens
 from fla.ops.nsa.inputs import check_nsa_inputs
-from fla.ops.nsa.naive import _sequences, _swa_seq, naive_nsa, rank_blocks
+from fla.ops.nsa.naive import naive_nsa, rank_blocks
 from fla.ops.nsa.selection import NSASelectionFunction
 from fla.utils import check_cu_seqlens, check_shape
 from fla.utils.backend import dispatch
@@ -38,11 +38,12 @@ def select_blocks(
     step = max(1, TOPK_ELEMENTS // (C * H * K))
     c = torch.arange(C, device=q.device)
     with torch.no_grad():
+        kc = kc.float()
         for i0 in range(0, NQ, step):
             sl = slice(i0, min(NQ, i0 + step))
             pos, boc = tables.tok_pos[sl].long(), tables.tok_boc[sl].long()
             blocks = (boc[:, None] + c[None, :]).clamp(max=max(tables.num_blocks - 1, 0))  # [Q, C]
-            s = torch.einsum("qhgk,qchk->qhgc", q[sl].float().view(-1, H, G, K), kc.float()[blocks]) * scale
+            s = torch.einsum("qhgk,qchk->qhgc", q[sl].float().view(-1, H, G, K), kc[blocks]) * scale
             p = torch.exp(s.reshape(-1, HQ, C) - lse[sl, :, None])
             p = p.masked_fill(~((c[None, :] + 1) * BS - 1 <= pos[:, None])[:, None, :], 0.0)
             n_sel = None if block_counts is None else block_counts[sl]
@@ -51,17 +52,22 @@ def select_blocks(
 
 
 def _swa(q, k, v, window_size, scale, cu_seqlens, tables):
-    """Sliding-window branch: :func:`fla.ops.attn.parallel_attn` (queries = keys), or per sequence in torch when
-    the queries are the last few of the keys (decoding after a cache)."""
+    """Sliding-window branch: :func:`fla.ops.attn.parallel_attn` (queries = keys), or, when the queries are the
+    last few of the keys (decoding after a cache), each query over its gathered window of keys in torch."""
     if tables.same_layout:
         return parallel_attn(q, k, v, scale=scale, window_size=window_size, cu_seqlens=split_cu_seqlens(cu_seqlens)[0])
-    outs = []
-    for b, qs, ks in _sequences(q.shape[0], q.shape[1], k.shape[1], cu_seqlens):
-        q_s, k_s, v_s = q[b, qs].float(), k[b, ks].float(), v[b, ks].float()
-        pos = k_s.shape[0] - q_s.shape[0] + torch.arange(q_s.shape[0], device=q.device)
-        outs.append(_swa_seq(q_s, k_s, v_s, pos, window_size, scale))
-    o = torch.cat(outs, 0)[None] if cu_seqlens is not None else torch.stack(outs)
-    return o.to(q.dtype)
+    B, TQ, HQ, _ = q.shape
+    H = k.shape[2]
+    pos = tables.tok_pos.long()
+    j = pos[:, None] - window_size + 1 + torch.arange(window_size, device=q.device)  # [NQ, W] key positions
+    seen = j >= 0
+    flat = (tables.tok_bos.long()[:, None] + j.clamp(min=0)).clamp(max=k.shape[0] * k.shape[1] - 1)
+    kw, vw = _flat(k)[flat].float(), _flat(v)[flat].float()  # [NQ, W, H, *]
+    qf = _flat(q).float().view(-1, H, HQ // H, q.shape[-1])
+    s = torch.einsum("nhgk,nwhk->nhgw", qf, kw) * scale
+    p = torch.softmax(s.masked_fill(~seen[:, None, None, :], float("-inf")), -1)
+    o = torch.einsum("nhgw,nwhv->nhgv", p, vw)
+    return o.reshape(B, TQ, HQ, v.shape[-1]).to(q.dtype)
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
