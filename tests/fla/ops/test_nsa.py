@@ -227,3 +227,54 @@ def test_errors_name_the_argument():
             args["window_size"] = 0
         with pytest.raises(err, match=match):
             parallel_nsa(**args)
+
+
+def check_given_selection(lengths, HQ, H, K, dtype, block_size, block_counts, window_size):
+    """The Triton path against the float64 torch path for the same blocks (the float64 selection; near-ties in
+    low precision may pick other blocks, checked apart: almost every selected block agrees)."""
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+    q, k, v, *gates = make(1, sum(lengths), HQ, H, K, K, dtype)
+    kw = dict(block_size=block_size, window_size=window_size, cu_seqlens=cu)
+    refs = [t.detach().double().requires_grad_() for t in (q, k, v, *gates)]
+    idx = naive_nsa_topk(refs[0].detach(), refs[1].detach(), block_counts, block_size, cu_seqlens=cu)
+    with using("triton"):
+        o = parallel_nsa(q, k, v, *gates, block_indices=idx, block_counts=block_counts, **kw)
+        kc = _block_means(k, cu, block_size)
+        chosen = parallel_nsa_topk(q, kc, k.shape[1], None, block_counts, block_size, cu_seqlens=cu)
+    n = int(idx.max()) + 2
+    ours = torch.zeros(*idx.shape[:-1], n, device=DEVICE).scatter_(-1, chosen.long() + 1, 1.0)[..., 1:]
+    theirs = torch.zeros(*idx.shape[:-1], n, device=DEVICE).scatter_(-1, idx.long() + 1, 1.0)[..., 1:]
+    agree = (ours * theirs).sum() / theirs.sum()
+    assert agree > 0.99, f"only {agree:.3%} of the selected blocks agree with the float64 selection"
+    o_ref = naive_nsa(*refs, block_indices=idx, block_counts=block_counts, **kw)
+    ratio = tol(dtype, 10 if dtype == torch.float32 else 2)
+    assert_close("o", o_ref, o, ratio)
+    do = torch.randn_like(o_ref)
+    got = torch.autograd.grad(o, [q, k, v, *gates], do.to(dtype))
+    want = torch.autograd.grad(o_ref, refs, do)
+    for name, a, b in zip(("q", "k", "v", "g_cmp", "g_slc", "g_swa"), want, got):
+        assert_close(f"d{name}", a, b, ratio)
+
+
+@pytest.mark.slow
+def test_given_selection_small():
+    """:func:`check_given_selection` (the GPU-size check) at interpreter sizes."""
+    torch.manual_seed(6)
+    check_given_selection([1, 30, 9], 4, 2, 16, torch.float32, 4, 3, 5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("K", [64, 128])
+def test_parallel_nsa_gpu_sizes(dtype, K):
+    """fla's sizes (G = 16, blocks of 64, 16 selected, a 512 window), varlen with length-1 sequences."""
+    torch.manual_seed(5)
+    check_given_selection([1, 1000, 2048, 47], 32, 2, K, dtype, 64, 16, 512)
+
+
+def _block_means(k, cu, block_size):
+    """``k [1, T, H, K]`` packed by ``cu`` -> block means ``[1, TC, H, K]`` (sequence by sequence)."""
+    out = []
+    for a, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        out += [k[0, s : min(s + block_size, e)].float().mean(0) for s in range(a, e, block_size)]
+    return torch.stack(out)[None].to(k.dtype)
