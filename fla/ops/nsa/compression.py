@@ -17,7 +17,8 @@ import triton
 import triton.language as tl
 
 from fla.ops.common.tuning import autotune_configs, dot_precision
-from fla.ops.nsa.index import NSATables
+from fla.ops.nsa.index import NSATables, build_tables, flat_tokens
+from fla.ops.nsa.inputs import check_branch_inputs
 from fla.utils import empty
 from fla.utils.sizes import next_power_of_2
 
@@ -286,4 +287,27 @@ class NSACompressionFunction(torch.autograd.Function):
         return dq, dkc.to(kc.dtype), dvc.to(vc.dtype), None, None
 
 
-__all__ = ["NSACompressionFunction", "group_blocks", "nsa_cmp_bwd", "nsa_cmp_fwd"]
+def parallel_nsa_compression(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    TK: int,
+    block_size: int = 64,
+    scale: float | None = None,
+    cu_seqlens: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Compressed branch alone (fla 0.6.0's): q ``[B, TQ, HQ, K]`` over the block means ``k [B, TC, H, K]``,
+    ``v [B, TC, H, V]`` of ``TK`` keys (packed sequence by sequence with ``cu_seqlens``).
+
+    Returns ``(o [B, TQ, HQ, V], lse [B, TQ, HQ] float32)`` (``lse = 0`` where no block is complete yet)."""
+    check_branch_inputs(q, k, v, TK, block_size, cu_seqlens)
+    B, TQ, HQ, _ = q.shape
+    scale = k.shape[-1] ** -0.5 if scale is None else float(scale)
+    tables = build_tables(B, TQ, TK, block_size, cu_seqlens, q.device)
+    if k.shape[0] * k.shape[1] != tables.num_blocks:
+        raise ValueError(f"k has {k.shape[0] * k.shape[1]} blocks in all, expected {tables.num_blocks} for TK={TK}")
+    o, lse = NSACompressionFunction.apply(flat_tokens(q), flat_tokens(k), flat_tokens(v), tables, scale)
+    return o.view(B, TQ, HQ, -1), lse.view(B, TQ, HQ)
+
+
+__all__ = ["NSACompressionFunction", "group_blocks", "nsa_cmp_bwd", "nsa_cmp_fwd", "parallel_nsa_compression"]

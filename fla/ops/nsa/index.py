@@ -100,6 +100,11 @@ def build_tables(B: int, TQ: int, TK: int, block_size: int, cu_seqlens, device: 
     )
 
 
+def flat_tokens(x: torch.Tensor) -> torch.Tensor:
+    """``[B, T, ...]`` -> ``[B * T, ...]`` (the flat layout of the kernels; a view when possible)."""
+    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
 def mean_pooling(x: torch.Tensor, tables: NSATables) -> torch.Tensor:
     """Block means (differentiable): ``x [NK, H, D]`` -> ``[NB, H, D]``; a sequence's last, shorter block is the
     mean of the tokens it has (fla's ``mean_pooling``)."""
@@ -109,4 +114,4 @@ def mean_pooling(x: torch.Tensor, tables: NSATables) -> torch.Tensor:
     return (out / count.view(-1, *([1] * (x.dim() - 1)))).to(x.dtype)
 
 
-__all__ = ["NSATables", "build_tables", "mean_pooling", "split_cu_seqlens"]
+__all__ = ["NSATables", "build_tables", "flat_tokens", "mean_pooling", "split_cu_seqlens"]

@@ -76,4 +76,19 @@ def check_nsa_inputs(
         raise ValueError("cu_seqlens_q has a sequence longer than its cu_seqlens_k counterpart")
 
 
-__all__ = ["check_nsa_inputs"]
+def check_branch_inputs(q, k, v, TK: int, block_size: int, cu_seqlens) -> None:
+    """q ``[B, TQ, HQ, K]`` and block means k ``[B, TC, H, K]``, v ``[B, TC, H, V]`` of ``TK >= TQ`` keys."""
+    if q.dim() != 4:
+        raise ValueError(f"q has shape {list(q.shape)}, expected 4 dims [B, TQ, HQ, K]")
+    check_shape("k", k, (q.shape[0], None, None, q.shape[-1]), "[B, TC, H, K]")
+    check_shape("v", v, (q.shape[0], k.shape[1], k.shape[2], None), "[B, TC, H, V]")
+    check_heads(q, k, v)
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size <= 0:
+        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+    cu_q, cu_k = split_cu_seqlens(cu_seqlens)
+    if cu_q is None and TK < q.shape[1]:
+        raise ValueError(f"TK={TK} is smaller than the {q.shape[1]} queries")
+    check_cu_seqlens(cu_q, total=q.shape[1], batch=q.shape[0])
+
+
+__all__ = ["check_branch_inputs", "check_nsa_inputs"]

@@ -157,24 +157,32 @@ def naive_nsa_compression(
 
 def naive_nsa_topk(
     q: torch.Tensor,
-    k: torch.Tensor,
+    k_cmp: torch.Tensor,
     block_counts: torch.Tensor | int,
     block_size: int,
     scale: float | None = None,
     cu_seqlens=None,
 ) -> torch.Tensor:
-    """Top-S block selection from q ``[B, TQ, HQ, K]`` and the *raw* keys ``k [B, TK, H, K]`` (pooled here):
-    ``[B, TQ, H, S]`` int32, ``S = block_counts`` (or its max), ``-1`` padded. See :func:`rank_blocks`."""
-    scale = k.shape[-1] ** -0.5 if scale is None else scale
+    """Top-S block selection (fla 0.6.0's ``naive_nsa_topk``) from q ``[B, TQ, HQ, K]`` and the block means
+    ``k_cmp [B, TC, H, K]`` (packed sequence by sequence with ``cu_seqlens``, which may be a
+    ``(cu_seqlens_q, cu_seqlens_k)`` pair): ``[B, TQ, H, S]`` int32, ``S = block_counts`` (or its max), ``-1``
+    padded. See :func:`rank_blocks`."""
+    scale = k_cmp.shape[-1] ** -0.5 if scale is None else scale
     dt = _compute_dtype(q)
     B, TQ, HQ, _ = q.shape
-    G = HQ // k.shape[2]
+    G = HQ // k_cmp.shape[2]
     S = block_counts if isinstance(block_counts, int) else int(block_counts.max())
-    out = []
-    for b, qs, ks in _sequences(B, TQ, k.shape[1], cu_seqlens):
-        q_s, k_s = q[b, qs].to(dt), k[b, ks].to(dt)
-        pos = k_s.shape[0] - q_s.shape[0] + torch.arange(q_s.shape[0], device=q.device)
-        kc = _pool(k_s, block_size)
+    TK = k_cmp.shape[1] * block_size  # only the block count of each sequence matters below
+    out, c0 = [], 0
+    for b, qs, ks in _sequences(B, TQ, TK, cu_seqlens):
+        n_k = ks.stop - ks.start
+        TC = -(-n_k // block_size)
+        cs = slice(0, k_cmp.shape[1]) if cu_seqlens is None else slice(c0, c0 + TC)
+        c0 += TC
+        q_s, kc = q[b, qs].to(dt), k_cmp[b, cs].to(dt)
+        pos = (
+            (n_k if cu_seqlens is not None else q.shape[1]) - q_s.shape[0] + torch.arange(q_s.shape[0], device=q.device)
+        )
         c = torch.arange(kc.shape[0], device=q.device)
         s = torch.einsum("thk,chk->thc", q_s, _expand(kc, G)) * scale
         s = s.masked_fill(~((c[None, :] + 1) * block_size - 1 <= pos[:, None])[:, None, :], float("-inf"))

@@ -7,14 +7,12 @@ import warnings
 
 import torch
 
-from fla.ops.attn.inputs import check_heads
 from fla.ops.attn.parallel import parallel_attn
-from fla.ops.nsa.compression import NSACompressionFunction
-from fla.ops.nsa.index import NSATables, build_tables, mean_pooling, split_cu_seqlens
-from fla.ops.nsa.inputs import check_nsa_inputs
+from fla.ops.nsa.compression import NSACompressionFunction, parallel_nsa_compression
+from fla.ops.nsa.index import NSATables, build_tables, flat_tokens, mean_pooling, split_cu_seqlens
+from fla.ops.nsa.inputs import check_branch_inputs, check_nsa_inputs
 from fla.ops.nsa.naive import naive_nsa, rank_blocks
 from fla.ops.nsa.selection import NSASelectionFunction
-from fla.utils import check_cu_seqlens, check_shape
 from fla.utils.backend import dispatch
 
 TOPK_ELEMENTS = 2**25  # gathered compressed keys per top-k step (bounds its memory)
@@ -62,41 +60,37 @@ def _swa(q, k, v, window_size, scale, cu_seqlens, tables):
     j = pos[:, None] - window_size + 1 + torch.arange(window_size, device=q.device)  # [NQ, W] key positions
     seen = j >= 0
     flat = (tables.tok_bos.long()[:, None] + j.clamp(min=0)).clamp(max=k.shape[0] * k.shape[1] - 1)
-    kw, vw = _flat(k)[flat].float(), _flat(v)[flat].float()  # [NQ, W, H, *]
-    qf = _flat(q).float().view(-1, H, HQ // H, q.shape[-1])
+    kw, vw = flat_tokens(k)[flat].float(), flat_tokens(v)[flat].float()  # [NQ, W, H, *]
+    qf = flat_tokens(q).float().view(-1, H, HQ // H, q.shape[-1])
     s = torch.einsum("nhgk,nwhk->nhgw", qf, kw) * scale
     p = torch.softmax(s.masked_fill(~seen[:, None, None, :], float("-inf")), -1)
     o = torch.einsum("nhgw,nwhv->nhgv", p, vw)
     return o.reshape(B, TQ, HQ, v.shape[-1]).to(q.dtype)
 
 
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
-
-
 def _nsa_triton(q, k, v, g_cmp, g_slc, g_swa, block_indices, block_counts, block_size, window_size, scale, cu_seqlens):
     B, TQ, HQ, _ = q.shape
     V = v.shape[-1]
     tables = build_tables(B, TQ, k.shape[1], block_size, cu_seqlens, q.device)
-    qf, kf, vf = _flat(q), _flat(k), _flat(v)
-    counts = None if isinstance(block_counts, int) else _flat(block_counts).to(torch.int32).contiguous()
+    qf, kf, vf = flat_tokens(q), flat_tokens(k), flat_tokens(v)
+    counts = None if isinstance(block_counts, int) else flat_tokens(block_counts).to(torch.int32).contiguous()
     o = None
     if g_cmp is not None:
         kc, vc = mean_pooling(kf, tables), mean_pooling(vf, tables)
         o_cmp, lse = NSACompressionFunction.apply(qf, kc, vc, tables, scale)
-        o = o_cmp * _flat(g_cmp).unsqueeze(-1)
+        o = o_cmp * flat_tokens(g_cmp).unsqueeze(-1)
         if block_indices is None:
             S = block_counts if counts is None else int(block_counts.max())
             block_indices = select_blocks(qf.detach(), kc.detach(), lse, tables, S, counts, scale)
         else:
             warnings.warn("block_indices is given: it overrides the selection computed from compression", stacklevel=3)
-            block_indices = _flat(block_indices)
+            block_indices = flat_tokens(block_indices)
     else:
-        block_indices = _flat(block_indices)
+        block_indices = flat_tokens(block_indices)
     block_indices = block_indices.to(torch.int32).contiguous()
     o_slc = NSASelectionFunction.apply(qf, kf, vf, block_indices, counts, tables, scale)
     if g_slc is not None:
-        o_slc = o_slc * _flat(g_slc).unsqueeze(-1)
+        o_slc = o_slc * flat_tokens(g_slc).unsqueeze(-1)
     o = o_slc if o is None else o + o_slc
     o = o.view(B, TQ, HQ, V)
     if window_size > 0:
@@ -152,29 +146,6 @@ def parallel_nsa(
     return dispatch((q, k, v, g_cmp, g_slc, g_swa), _nsa_torch, _nsa_triton, *args)
 
 
-def parallel_nsa_compression(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    TK: int,
-    block_size: int = 64,
-    scale: float | None = None,
-    cu_seqlens: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Compressed branch alone (fla 0.6.0's): q ``[B, TQ, HQ, K]`` over the block means ``k [B, TC, H, K]``,
-    ``v [B, TC, H, V]`` of ``TK`` keys (packed sequence by sequence with ``cu_seqlens``).
-
-    Returns ``(o [B, TQ, HQ, V], lse [B, TQ, HQ] float32)`` (``lse = 0`` where no block is complete yet)."""
-    _check_branch_inputs(q, k, v, TK, block_size, cu_seqlens)
-    B, TQ, HQ, _ = q.shape
-    scale = k.shape[-1] ** -0.5 if scale is None else float(scale)
-    tables = build_tables(B, TQ, TK, block_size, cu_seqlens, q.device)
-    if k.shape[0] * k.shape[1] != tables.num_blocks:
-        raise ValueError(f"k has {k.shape[0] * k.shape[1]} blocks in all, expected {tables.num_blocks} for TK={TK}")
-    o, lse = NSACompressionFunction.apply(_flat(q), _flat(k), _flat(v), tables, scale)
-    return o.view(B, TQ, HQ, -1), lse.view(B, TQ, HQ)
-
-
 def parallel_nsa_topk(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -187,36 +158,21 @@ def parallel_nsa_topk(
 ) -> torch.Tensor:
     """Top-k block selection alone (fla 0.6.0's): q ``[B, TQ, HQ, K]``, block means ``k [B, TC, H, K]``, the
     compressed branch's ``lse [B, TQ, HQ]`` (``None``: computed) -> ``[B, TQ, H, S]`` int32, ``-1`` padded."""
-    _check_branch_inputs(q, k, k, TK, block_size, cu_seqlens)
+    check_branch_inputs(q, k, k, TK, block_size, cu_seqlens)
     B, TQ, HQ, K = q.shape
     H = k.shape[2]
     scale = K**-0.5 if scale is None else float(scale)
     tables = build_tables(B, TQ, TK, block_size, cu_seqlens, q.device)
-    kc = _flat(k)
+    kc = flat_tokens(k)
     if kc.shape[0] != tables.num_blocks:
         raise ValueError(f"k has {kc.shape[0]} blocks in all, expected {tables.num_blocks} for TK={TK}")
     if lse is None:
-        lse = NSACompressionFunction.apply(_flat(q).detach(), kc.detach(), kc.detach(), tables, scale)[1]
+        lse = NSACompressionFunction.apply(flat_tokens(q).detach(), kc.detach(), kc.detach(), tables, scale)[1]
     else:
-        lse = _flat(lse).float()
-    counts = None if isinstance(block_counts, int) else _flat(block_counts)
+        lse = flat_tokens(lse).float()
+    counts = None if isinstance(block_counts, int) else flat_tokens(block_counts)
     S = block_counts if counts is None else int(block_counts.max())
-    return select_blocks(_flat(q), kc, lse, tables, S, counts, scale).view(B, TQ, H, S)
-
-
-def _check_branch_inputs(q, k, v, TK: int, block_size: int, cu_seqlens) -> None:
-    """q ``[B, TQ, HQ, K]`` and block means k ``[B, TC, H, K]``, v ``[B, TC, H, V]`` of ``TK >= TQ`` keys."""
-    if q.dim() != 4:
-        raise ValueError(f"q has shape {list(q.shape)}, expected 4 dims [B, TQ, HQ, K]")
-    check_shape("k", k, (q.shape[0], None, None, q.shape[-1]), "[B, TC, H, K]")
-    check_shape("v", v, (q.shape[0], k.shape[1], k.shape[2], None), "[B, TC, H, V]")
-    check_heads(q, k, v)
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size <= 0:
-        raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-    cu_q, cu_k = split_cu_seqlens(cu_seqlens)
-    if cu_q is None and TK < q.shape[1]:
-        raise ValueError(f"TK={TK} is smaller than the {q.shape[1]} queries")
-    check_cu_seqlens(cu_q, total=q.shape[1], batch=q.shape[0])
+    return select_blocks(flat_tokens(q), kc, lse, tables, S, counts, scale).view(B, TQ, H, S)
 
 
 __all__ = ["parallel_nsa", "parallel_nsa_compression", "parallel_nsa_topk", "select_blocks"]

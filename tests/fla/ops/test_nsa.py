@@ -189,7 +189,7 @@ def test_compression_and_topk_helpers(backend):
     kc = torch.stack([k[:, c * BS : (c + 1) * BS].mean(1) for c in range(TC)], 1)
     vc = torch.stack([v[:, c * BS : (c + 1) * BS].mean(1) for c in range(TC)], 1)
     o_ref, lse_ref = naive_nsa_compression(q.double(), kc.double(), vc.double(), BS, 0.25)
-    idx_ref = naive_nsa_topk(q.double(), k.double(), 3, BS, 0.25)
+    idx_ref = naive_nsa_topk(q.double(), kc.double(), 3, BS, 0.25)
     with using(backend):
         o, lse = parallel_nsa_compression(q, kc, vc, T, BS, 0.25)
         idx = parallel_nsa_topk(q, kc, T, lse, 3, BS, 0.25)
@@ -236,7 +236,8 @@ def check_given_selection(lengths, HQ, H, K, dtype, block_size, block_counts, wi
     q, k, v, *gates = make(1, sum(lengths), HQ, H, K, K, dtype)
     kw = dict(block_size=block_size, window_size=window_size, cu_seqlens=cu)
     refs = [t.detach().double().requires_grad_() for t in (q, k, v, *gates)]
-    idx = naive_nsa_topk(refs[0].detach(), refs[1].detach(), block_counts, block_size, cu_seqlens=cu)
+    kc64 = _block_means(refs[1].detach(), cu, block_size)
+    idx = naive_nsa_topk(refs[0].detach(), kc64, block_counts, block_size, cu_seqlens=cu)
     with using("triton"):
         o = parallel_nsa(q, k, v, *gates, block_indices=idx, block_counts=block_counts, **kw)
         kc = _block_means(k, cu, block_size)
@@ -276,5 +277,5 @@ def _block_means(k, cu, block_size):
     """``k [1, T, H, K]`` packed by ``cu`` -> block means ``[1, TC, H, K]`` (sequence by sequence)."""
     out = []
     for a, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
-        out += [k[0, s : min(s + block_size, e)].float().mean(0) for s in range(a, e, block_size)]
+        out += [k[0, s : min(s + block_size, e)].double().mean(0) for s in range(a, e, block_size)]
     return torch.stack(out)[None].to(k.dtype)
