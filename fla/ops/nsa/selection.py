@@ -273,8 +273,8 @@ def nsa_slc_bwd(q, k, v, lse, delta, do, block_indices, block_counts, tables: NS
     NQ = q.shape[0]
     meta, blocks = _meta(q, k, v, tables.block_size)
     dq = empty(*q.shape, dtype=q.dtype, device=q.device)
-    dk = torch.zeros(*k.shape, dtype=torch.float32, device=q.device)
-    dv = torch.zeros(*v.shape, dtype=torch.float32, device=q.device)
+    dk = empty(*k.shape, dtype=torch.float32, device=q.device)  # every key is in exactly one block: all written
+    dv = empty(*v.shape, dtype=torch.float32, device=q.device)
     if NQ:
         nsa_slc_bwd_dq_kernel[(NQ, meta["H"])](
             q, k, v, lse, delta, do, dq, block_indices, block_counts, tables.tok_bos, tables.tok_pos, scale,
