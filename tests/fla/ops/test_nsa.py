@@ -1,6 +1,10 @@
 """parallel_nsa (Triton under the interpreter on CPU, and the torch path) against a float64 step-by-step reference."""
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +17,7 @@ from fla.ops.nsa import (
     parallel_nsa_compression,
     parallel_nsa_topk,
 )
+from tests.fla.models.families import FLA060_PATH
 from tests.harness import BACKENDS, DEVICE, assert_close, tol, using
 
 
@@ -279,3 +284,35 @@ def _block_means(k, cu, block_size):
     for a, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
         out += [k[0, s : min(s + block_size, e)].double().mean(0) for s in range(a, e, block_size)]
     return torch.stack(out)[None].to(k.dtype)
+
+
+FLA060_SCRIPT = """
+import math, sys, torch
+import fla.ops.nsa.naive as nv
+# fla's naive_nsa pools with a Triton kernel: the same block means in torch (no GPU here)
+nv.mean_pooling = lambda x, bs, cu=None: torch.stack(
+    [x[:, c * bs : (c + 1) * bs].mean(1) for c in range(math.ceil(x.shape[1] / bs))], 1
+)
+q, k, v, g_cmp, g_slc, S, BS = torch.load(sys.argv[1])
+o, idx = nv.naive_nsa(q, k, v, g_cmp, g_slc, None, block_counts=S, block_size=BS, return_block_indices=True)
+torch.save((o, idx), sys.argv[1])
+"""
+
+
+@pytest.mark.slow  # a subprocess importing fla 0.6.0
+def test_matches_fla060_naive(tmp_path):
+    """fla 0.6.0's own naive_nsa (at FLA060_PATH; float32 selected branch, no window: it needs flash-attn) picks
+    the same blocks and gives the same output as ours."""
+    if not (Path(FLA060_PATH) / "fla" / "__init__.py").exists():
+        pytest.fail(f"flash-linear-attention 0.6.0 not found at FLA060_PATH={FLA060_PATH}")
+    torch.manual_seed(7)
+    q, k, v, g_cmp, g_slc, _ = make(2, 45, 16, 1, 16, 16, torch.float64, requires_grad=False)
+    path = tmp_path / "io.pt"
+    torch.save((q, k, v, g_cmp, g_slc, 3, 4), path)
+    env = {**os.environ, "PYTHONPATH": FLA060_PATH, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", FLA060_SCRIPT, str(path)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    o_fla, idx_fla = torch.load(path)
+    o, idx = naive_nsa(q, k, v, g_cmp, g_slc, None, block_counts=3, block_size=4, return_block_indices=True)
+    assert torch.equal(torch.sort(idx.long(), -1).values, torch.sort(idx_fla.long(), -1).values)
+    assert_close("o", o, o_fla, tol(torch.float32, 10))
