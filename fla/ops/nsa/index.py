@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from fla.utils.tensors import last_call_cache
+
 
 @dataclass(frozen=True)
 class NSATables:
@@ -56,13 +58,51 @@ def split_cu_seqlens(cu_seqlens) -> tuple[torch.Tensor | None, torch.Tensor | No
 
 
 def build_tables(B: int, TQ: int, TK: int, block_size: int, cu_seqlens, device: torch.device) -> NSATables:
-    """Tables for q ``[B, TQ, ...]`` and k ``[B, TK, ...]`` (``B == 1`` with ``cu_seqlens``)."""
+    """Tables for q ``[B, TQ, ...]`` and k ``[B, TK, ...]`` (``B == 1`` with ``cu_seqlens``).
+
+    Without ``cu_seqlens`` they follow from the shapes (no device sync); with one ``cu_seqlens`` tensor they are
+    built once for the layers of a forward (memoized on the tensor)."""
     cu_q, cu_k = split_cu_seqlens(cu_seqlens)
     if cu_q is None:
-        cu_q = torch.arange(0, (B + 1) * TQ, TQ, device=device)[: B + 1]
-        cu_k = torch.arange(0, (B + 1) * TK, TK, device=device)[: B + 1]
-        if TQ == 0:
-            cu_q = torch.zeros(B + 1, dtype=torch.long, device=device)
+        return _dense_tables(B, TQ, TK, block_size, torch.device(device))
+    if cu_q is cu_k:
+        return _varlen_tables_memo(cu_q, block_size)
+    return _varlen_tables(cu_q, cu_k, block_size)
+
+
+def _dense_tables(B: int, TQ: int, TK: int, block_size: int, device: torch.device) -> NSATables:
+    """Every sequence has ``TK`` keys and its last ``TQ`` positions as queries."""
+    nblk = -(-TK // block_size)
+    i32 = dict(dtype=torch.int32, device=device)
+    b_q = torch.arange(B * TQ, device=device) // max(TQ, 1)
+    blocks = torch.arange(B * nblk, device=device)
+    blk_start = (blocks // nblk) * TK + (blocks % nblk) * block_size
+    seq_end = (blocks // nblk + 1) * TK
+    keys = torch.arange(B * TK, device=device)
+    return NSATables(
+        block_size=block_size,
+        num_blocks=B * nblk,
+        max_blocks=nblk,
+        tok_bos=(b_q * TK).to(**i32),
+        tok_pos=(TK - TQ + torch.arange(B * TQ, device=device) % max(TQ, 1)).to(**i32),
+        tok_boc=(b_q * nblk).to(**i32),
+        key_blk=(keys // TK) * nblk + (keys % TK) // block_size,
+        blk_start=blk_start.to(**i32),
+        blk_end=torch.minimum(blk_start + block_size, seq_end).to(**i32),
+        blk_first_q=(blk_start + block_size - 1).to(**i32),
+        blk_seq_end=seq_end.to(**i32),
+        same_layout=TQ == TK,
+    )
+
+
+@last_call_cache
+def _varlen_tables_memo(cu_seqlens: torch.Tensor, block_size: int) -> NSATables:
+    return _varlen_tables(cu_seqlens, cu_seqlens, block_size)
+
+
+def _varlen_tables(cu_q: torch.Tensor, cu_k: torch.Tensor, block_size: int) -> NSATables:
+    """Packed sequences: ``cu_q`` / ``cu_k`` ``[N+1]`` bound each sequence's queries and keys."""
+    device = cu_q.device
     cu_q, cu_k = cu_q.to(device=device, dtype=torch.long), cu_k.to(device=device, dtype=torch.long)
     lens_q, lens_k = cu_q[1:] - cu_q[:-1], cu_k[1:] - cu_k[:-1]
     nblk = (lens_k + block_size - 1) // block_size

@@ -17,6 +17,7 @@ from fla.ops.nsa import (
     parallel_nsa_compression,
     parallel_nsa_topk,
 )
+from fla.ops.nsa.index import _varlen_tables, build_tables
 from tests.fla.models.families import FLA060_PATH
 from tests.harness import BACKENDS, DEVICE, assert_close, tol, using
 
@@ -316,3 +317,16 @@ def test_matches_fla060_naive(tmp_path):
     o, idx = naive_nsa(q, k, v, g_cmp, g_slc, None, block_counts=3, block_size=4, return_block_indices=True)
     assert torch.equal(torch.sort(idx.long(), -1).values, torch.sort(idx_fla.long(), -1).values)
     assert_close("o", o, o_fla, tol(torch.float32, 10))
+
+
+@pytest.mark.parametrize("TQ, TK, BS", [(13, 13, 4), (3, 13, 4), (1, 64, 16), (7, 7, 8)])
+def test_dense_tables_equal_the_varlen_ones(TQ, TK, BS):
+    """The index tables built from the shapes alone equal those of the same batch given as ``cu_seqlens``."""
+    B = 3
+    dense = build_tables(B, TQ, TK, BS, None, DEVICE)
+    cu_q = torch.arange(0, (B + 1) * TQ, TQ, device=DEVICE)
+    cu_k = torch.arange(0, (B + 1) * TK, TK, device=DEVICE)
+    packed = _varlen_tables(cu_q, cu_k, BS)
+    for name, a in vars(dense).items():
+        b = getattr(packed, name)
+        assert (torch.equal(a, b) and a.dtype == b.dtype) if isinstance(a, torch.Tensor) else a == b, name
