@@ -66,7 +66,8 @@ def step_by_step(q, k, v, gates, block_counts, block_size, window_size, scale, l
                         if c >= 0:
                             score[c] = float(G)
                     ranked = sorted(score, key=lambda c: (-score[c], -c))  # ties: the later block
-                    chosen = ranked[:block_counts]
+                    n = block_counts if isinstance(block_counts, int) else int(block_counts[b, a + t, h])
+                    chosen = ranked[:n]
                 keys = sorted(j for c in chosen for j in range(c * BS, min((c + 1) * BS, t + 1)))
                 window = [j for j in range(t + 1) if t - j < window_size]
                 for hq in range(h * G, (h + 1) * G):
@@ -139,6 +140,26 @@ def test_varlen_with_length_one_sequences(backend):
     lengths = [1, 19, 1, 12]
     cu = torch.tensor([0, 1, 20, 21, 33], dtype=torch.int32, device=DEVICE)
     check(backend, make(1, 33, 4, 2, 16, 12, torch.float32), tol(torch.float32, 10), 2, 4, 3, cu=cu, lengths=lengths)
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.slow)])
+def test_block_counts_per_query(backend):
+    """``block_counts [B, T, H]``: each query and key/value head keeps its own number of top blocks."""
+    torch.manual_seed(8)
+    q, k, v, *gates = make(2, 27, 4, 2, 16, 16, torch.float32)
+    counts = torch.randint(1, 5, (2, 27, 2), device=DEVICE)
+    with using(backend):
+        o = parallel_nsa(q, k, v, *gates, block_counts=counts, block_size=4, window_size=3)
+    ref = step_by_step(q, k, v, gates, counts, 4, 3, 16**-0.5)
+    assert_close("o", ref, o, tol(torch.float32, 10))
+    do = torch.randn_like(o)
+    (dq,) = torch.autograd.grad(o, q, do)
+    q64 = q.detach().double().requires_grad_()
+    o_ref = naive_nsa(
+        q64, *(t.detach().double() for t in (k, v, *gates)), block_counts=counts, block_size=4, window_size=3
+    )
+    (dq_ref,) = torch.autograd.grad(o_ref, q64, do.double())
+    assert_close("dq", dq_ref, dq, tol(torch.float32, 10))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
