@@ -155,6 +155,29 @@ def naive_nsa_compression(
     return o.to(q.dtype), lse
 
 
+def naive_nsa_selection(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_indices: torch.Tensor,
+    block_size: int = 64,
+    scale: float | None = None,
+    cu_seqlens=None,
+) -> torch.Tensor:
+    """Selected branch alone (fla 0.6.0's ``naive_nsa_selection``): q ``[B, T, HQ, K]`` over the keys (up to the
+    query) of the blocks ``block_indices [B, T, H, S]`` (``-1``: none) -> ``o [B, T, HQ, V]`` in ``q.dtype``."""
+    scale = k.shape[-1] ** -0.5 if scale is None else scale
+    dt = _compute_dtype(q)
+    B, TQ = q.shape[:2]
+    out = []
+    for b, qs, ks in _sequences(B, TQ, k.shape[1], cu_seqlens):
+        q_s, k_s, v_s = q[b, qs].to(dt), k[b, ks].to(dt), v[b, ks].to(dt)
+        pos = k_s.shape[0] - q_s.shape[0] + torch.arange(q_s.shape[0], device=q.device)
+        out.append(_slc_seq(q_s, k_s, v_s, block_indices[b, qs], None, pos, block_size, scale))
+    o = torch.cat(out, 0)[None] if cu_seqlens is not None else torch.stack(out)
+    return o.to(q.dtype)
+
+
 def naive_nsa_topk(
     q: torch.Tensor,
     k_cmp: torch.Tensor,
@@ -249,4 +272,4 @@ def naive_nsa(
     return o
 
 
-__all__ = ["naive_nsa", "naive_nsa_compression", "naive_nsa_topk", "rank_blocks"]
+__all__ = ["naive_nsa", "naive_nsa_compression", "naive_nsa_selection", "naive_nsa_topk", "rank_blocks"]

@@ -12,6 +12,7 @@ import torch
 from fla.ops.nsa import (
     naive_nsa,
     naive_nsa_compression,
+    naive_nsa_selection,
     naive_nsa_topk,
     parallel_nsa,
     parallel_nsa_compression,
@@ -179,6 +180,8 @@ def test_given_block_indices_and_counts(backend):
     kept = torch.where(torch.arange(3, device=DEVICE) < counts[..., None], idx, -1)
     ref = step_by_step(q, k, v, [None, g_slc, None], 3, BS, 0, 16**-0.5, block_indices=kept)
     assert_close("o", ref, o, tol(torch.float32, 10))
+    plain = naive_nsa_selection(q.double(), k.double(), v.double(), kept, BS) * g_slc.double().unsqueeze(-1)
+    assert_close("naive_nsa_selection", ref, plain, tol(torch.float64))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
