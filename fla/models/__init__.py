@@ -25,6 +25,7 @@ from fla.models.mamba2 import Mamba2Config, Mamba2ForCausalLM, Mamba2Model
 from fla.models.mesa_net import MesaNetConfig, MesaNetForCausalLM, MesaNetModel
 from fla.models.mla import MLAConfig, MLAForCausalLM, MLAModel
 from fla.models.mom import MomConfig, MomForCausalLM, MomModel
+from fla.models.nsa import NSAConfig, NSAForCausalLM, NSAModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
 from fla.models.rwkv6 import RWKV6Config, RWKV6ForCausalLM, RWKV6Model
@@ -56,6 +57,7 @@ _MODELS.append((ABCConfig, ABCModel, ABCForCausalLM))
 _MODELS.append((MesaNetConfig, MesaNetModel, MesaNetForCausalLM))
 _MODELS.append((MomConfig, MomModel, MomForCausalLM))
 _MODELS.append((RWKV7Config, RWKV7Model, RWKV7ForCausalLM))
+_MODELS.append((NSAConfig, NSAModel, NSAForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -86,3 +88,4 @@ __all__ += ["ABCConfig", "ABCForCausalLM", "ABCModel"]
 __all__ += ["MesaNetConfig", "MesaNetForCausalLM", "MesaNetModel"]
 __all__ += ["MomConfig", "MomForCausalLM", "MomModel"]
 __all__ += ["RWKV7Config", "RWKV7ForCausalLM", "RWKV7Model"]
+__all__ += ["NSAConfig", "NSAForCausalLM", "NSAModel"]

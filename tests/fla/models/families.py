@@ -266,6 +266,22 @@ FAMILIES = [
         bad_heads=(dict(num_kv_heads=3), "num_heads=4 is not a multiple of num_kv_heads=3"),
     ),
     Family(
+        "nsa",
+        dict(tiny=8.7, cpu=0.4, **{"340M": 329.0, "1.3B": 1185.0}),
+        recurrent=False,
+        slow_triton=True,
+        # blocks of 4 tokens, 2 selected, a 6-token window: the test sequences cover every branch
+        tiny=dict(SMALL, num_kv_heads=2, head_dim=12, block_size=4, block_counts=2, window_size=6),
+        variants={
+            "plain": {},
+            "mqa_bias_no_window": dict(num_kv_heads=1, qkv_bias=True, block_counts=3, window_size=0),
+        },
+        name_only={"unfused_tied": dict(fuse_norm=False, tie_word_embeddings=True, num_kv_heads=4)},
+        bad_heads=(dict(num_kv_heads=3), "num_heads=4 is not a multiple of num_kv_heads=3"),
+        hybrid=False,  # no ``attn`` field: every layer is NSA (as fla 0.6.0's NSAConfig)
+        mode_field=None,
+    ),
+    Family(
         "rwkv6",
         dict(tiny=8.6, **{"340M": 378.1, "1.3B": 1360.2}),
         tiny=dict(SMALL, proj_low_rank_dim=8, gate_low_rank_dim=16),
