@@ -19,6 +19,7 @@ from fla.layers.mamba import Mamba
 from fla.layers.mamba2 import Mamba2
 from fla.layers.mla import MultiheadLatentAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
+from fla.layers.path_attn import PaTHAttention
 from fla.layers.rebased import ReBasedLinearAttention
 from fla.layers.rodimus import RodimusAttention, SlidingWindowSharedKeyAttention
 from fla.layers.rwkv6 import RWKV6Attention
@@ -40,3 +41,4 @@ __all__ += ["ForgettingAttention"]
 __all__ += ["RWKV6Attention"]
 __all__ += ["KimiDeltaAttention"]
 __all__ += ["GatedSlotAttention", "ABCAttention"]
+__all__ += ["PaTHAttention"]

@@ -23,6 +23,7 @@ from fla.models.linear_attn import LinearAttentionConfig, LinearAttentionForCaus
 from fla.models.mamba import MambaConfig, MambaForCausalLM, MambaModel
 from fla.models.mamba2 import Mamba2Config, Mamba2ForCausalLM, Mamba2Model
 from fla.models.mla import MLAConfig, MLAForCausalLM, MLAModel
+from fla.models.path_attn import PaTHAttentionConfig, PaTHAttentionForCausalLM, PaTHAttentionModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
 from fla.models.rwkv6 import RWKV6Config, RWKV6ForCausalLM, RWKV6Model
@@ -50,6 +51,7 @@ _MODELS.append((RWKV6Config, RWKV6Model, RWKV6ForCausalLM))
 _MODELS.append((KDAConfig, KDAModel, KDAForCausalLM))
 _MODELS.append((GSAConfig, GSAModel, GSAForCausalLM))
 _MODELS.append((ABCConfig, ABCModel, ABCForCausalLM))
+_MODELS.append((PaTHAttentionConfig, PaTHAttentionModel, PaTHAttentionForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -77,3 +79,4 @@ __all__ += ["RWKV6Config", "RWKV6ForCausalLM", "RWKV6Model"]
 __all__ += ["KDAConfig", "KDAForCausalLM", "KDAModel"]
 __all__ += ["GSAConfig", "GSAForCausalLM", "GSAModel"]
 __all__ += ["ABCConfig", "ABCForCausalLM", "ABCModel"]
+__all__ += ["PaTHAttentionConfig", "PaTHAttentionForCausalLM", "PaTHAttentionModel"]

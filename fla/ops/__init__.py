@@ -16,6 +16,7 @@ from fla.ops.lightning_attn import chunk_lightning_attn, fused_recurrent_lightni
 from fla.ops.linear_attn import chunk_linear_attn, fused_chunk_linear_attn, fused_recurrent_linear_attn
 from fla.ops.mamba import chunk_selective_scan, fused_recurrent_selective_scan, selective_scan_fn
 from fla.ops.mamba2 import chunk_mamba2_ssd, fused_recurrent_mamba2_ssd
+from fla.ops.path_attn import parallel_path_attn
 from fla.ops.retention import chunk_retention, fused_recurrent_retention
 from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
 from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
@@ -57,3 +58,4 @@ __all__ = [
 __all__ += ["chunk_rwkv6", "fused_recurrent_rwkv6"]
 __all__ += ["chunk_gsa", "fused_recurrent_gsa", "chunk_abc", "fused_recurrent_abc"]
 __all__ += ["selective_scan_fn"]
+__all__ += ["parallel_path_attn"]

@@ -90,7 +90,8 @@ def path_attn_prepare_kernel(
 @lean_launch
 @given_heuristics(USE_G="g", IS_VARLEN="cu_seqlens")
 @triton.autotune(
-    configs=autotune_configs(warps=(4, 8), stages=(1, 2)), key=["HQ", "G", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"]
+    configs=autotune_configs(warps=(4, 8), stages=(1, 2)),
+    key=["HQ", "G", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def path_attn_fwd_kernel(
@@ -177,9 +178,8 @@ def path_attn_fwd_kernel(
         b_q -= tl.dot(tl.dot(b_q, tl.trans(b_wj), input_precision=DOT_PRECISION), b_uj, input_precision=DOT_PRECISION)
 
     b_l = tl.where(m_i, b_l, 1.0)
-    tl.store(
-        o + ((bos + o_i[:, None]) * HQ + i_hq) * V + o_v[None, :], (b_o / b_l[:, None]).to(o.dtype.element_ty), mask=m_iv
-    )
+    b_o = b_o / b_l[:, None]
+    tl.store(o + ((bos + o_i[:, None]) * HQ + i_hq) * V + o_v[None, :], b_o.to(o.dtype.element_ty), mask=m_iv)
     tl.store(lse + (bos + o_i) * HQ + i_hq, b_m + tl.log(b_l), mask=m_i)
 
 

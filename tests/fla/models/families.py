@@ -420,6 +420,17 @@ FAMILIES += [
         bad_heads=(dict(attn={"layers": [1], "num_heads": 5}), "hidden_size=72 is not a multiple of num_heads=5"),
         mode_field=None,
     ),
+    Family(
+        "path_attn",
+        dict(tiny=8.7, **{"340M": 375.9, "1.3B": 1369.2}),
+        recurrent=False,
+        slow_triton=True,
+        variants={"plain": {}, "gqa_gate_no_conv": dict(num_kv_heads=2, use_forget_gate=True, use_w_shortconv=False)},
+        name_only={"full_rank_w_tied": dict(use_low_rank_w=False, tie_word_embeddings=True, fuse_norm=False)},
+        bad_heads=(dict(num_kv_heads=3), "num_heads=4 is not a multiple of num_kv_heads=3"),
+        hybrid=False,  # no ``attn`` field: every layer is PaTH attention
+        mode_field=None,
+    ),
 ]
 BY_TYPE = {f.model_type: f for f in FAMILIES}
 
