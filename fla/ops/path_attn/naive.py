@@ -143,8 +143,9 @@ def path_attn_torch(
     cu_seqlens: torch.Tensor | None,
     chunk_size: int = CHUNK,
 ) -> torch.Tensor:
-    """The PyTorch path of :func:`fla.ops.path_attn.parallel_path_attn` (checked inputs, ``scale`` given): per
-    sequence, the chunked scores, the masked softmax and ``p v``; autograd gives the backward.
+    """The PyTorch path of :func:`fla.ops.path_attn.parallel_path_attn` (checked inputs, ``scale`` given): the
+    chunked scores (batch rows and heads together; one sequence at a time when packed), the masked softmax and
+    ``p v``; autograd gives the backward. Chunks are ``min(chunk_size, L)`` long (any length is exact).
 
     Returns:
         ``o [B, T, HQ, V]`` in ``q.dtype``.
@@ -153,39 +154,58 @@ def path_attn_torch(
     groups = HQ // k.shape[2]
     dtype = _compute_dtype(q)
     G = None if g is None else global_cumsum_torch(g.to(dtype), cu_seqlens)
+
+    def heads_first(x: torch.Tensor, expand: bool) -> torch.Tensor:  # [B, L, h, ...] -> [B * HQ, L, ...]
+        x = x.to(dtype).repeat_interleave(groups, 2) if expand else x.to(dtype)
+        return x.transpose(1, 2).flatten(0, 1)
+
+    bounds = [(0, T)] if cu_seqlens is None else [(a, e) for _, a, e in _bounds(B, T, cu_seqlens)]
     outs = []
-    for b, bos, eos in _bounds(B, T, cu_seqlens):
-        qs = q[b, bos:eos].to(dtype).transpose(0, 1)  # [HQ, L, K]
-        ks, vs, ws = (x[b, bos:eos].to(dtype).repeat_interleave(groups, 1).transpose(0, 1) for x in (k, v, w))
-        bs = beta[b, bos:eos].to(dtype).repeat_interleave(groups, 1).transpose(0, 1)  # [HQ, L]
-        s = _sequence_scores(qs, ks, ws, bs, chunk_size)
-        if G is not None:
-            Gs = G[b, bos:eos].T  # [HQ, L]
-            s = s + Gs[:, :, None] - Gs[:, None, :]
+    for bos, eos in bounds:
         L = eos - bos
+        qs = heads_first(q[:, bos:eos], False)  # [B * HQ, L, K]
+        ks, vs, ws, bs = (heads_first(x[:, bos:eos], True) for x in (k, v, w, beta))
+        s = _sequence_scores(qs, ks, ws, bs, min(chunk_size, L))
+        if G is not None:
+            Gs = heads_first(G[:, bos:eos], False)  # [B * HQ, L]
+            s = s + Gs[:, :, None] - Gs[:, None, :]
         causal = torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
         p = torch.softmax((s * scale).masked_fill(~causal, float("-inf")), -1)
-        outs.append((p @ vs).transpose(0, 1))  # [L, HQ, V]
-    o = torch.stack(outs) if cu_seqlens is None else torch.cat(outs)[None]
-    return o.to(q.dtype)
+        outs.append((p @ vs).view(B, HQ, L, -1).transpose(1, 2))  # [B, L, HQ, V]
+    return torch.cat(outs, 1).to(q.dtype)
 
 
 def path_transform_keys(
-    k: torch.Tensor, w: torch.Tensor, beta: torch.Tensor, cu_seqlens: torch.Tensor | None = None
+    k: torch.Tensor,
+    w: torch.Tensor,
+    beta: torch.Tensor,
+    cu_seqlens: torch.Tensor | None = None,
+    chunk_size: int = CHUNK,
 ) -> torch.Tensor:
-    """The keys as the last token of their sequence sees them: ``H_last ... H_{j+1} k_j`` (the decoding cache).
+    """The keys as the last token of their sequence sees them: ``H_last ... H_{j+1} k_j`` (the decoding cache),
+    chunked: ``k_hat`` of each chunk carried through every later chunk's ``I - W^T U``.
 
     Args:
         k, w: ``[B, T, H, K]``; beta: ``[B, T, H]``; cu_seqlens: ``[N+1]`` or ``None``.
     Returns:
         ``[B, T, H, K]`` in ``k.dtype``.
     """
+    B, T, H, K = k.shape
     dtype = _compute_dtype(k)
-    out = k.to(dtype).clone()
-    for b, bos, eos in _bounds(k.shape[0], k.shape[1], cu_seqlens):
-        for t in range(bos + 1, eos):  # token t's factor acts on every earlier key
-            out[b, bos:t] = path_rank_one_update(out[b, bos:t], w[b, t].to(dtype), beta[b, t].to(dtype))
-    return out.to(k.dtype)
+    bounds = [(0, T)] if cu_seqlens is None else [(a, e) for _, a, e in _bounds(B, T, cu_seqlens)]
+    outs = []
+    for bos, eos in bounds:
+        L = eos - bos
+        ks, ws = (x[:, bos:eos].to(dtype).transpose(1, 2).flatten(0, 1) for x in (k, w))  # [B * H, L, K]
+        bs = beta[:, bos:eos].to(dtype).transpose(1, 2).flatten(0, 1)
+        W, U, _, cur = path_chunk_factors(ws, bs, ks, min(chunk_size, L))
+        N = W.shape[1]
+        for d in range(1, N):  # chunks c = 0 .. N-1 carried through chunk c + d
+            head = cur[:, : N - d]
+            head = head - (head @ U[:, d:].transpose(-1, -2)) @ W[:, d:]
+            cur = torch.cat([head, cur[:, N - d :]], 1)
+        outs.append(cur.flatten(1, 2)[:, :L].view(B, H, L, K).transpose(1, 2))
+    return torch.cat(outs, 1).to(k.dtype)
 
 
 def path_rank_one_update(k: torch.Tensor, w: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
