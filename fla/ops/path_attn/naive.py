@@ -1,7 +1,7 @@
 """PaTH attention in plain PyTorch.
 
-* :func:`naive_path_attn`: the reference, query by query with the Householder products materialised
-  (float64 inputs give float64 results).
+* :func:`naive_path_attn`: the reference, token by token: each token applies its Householder factor to the
+  earlier keys, then attends (float64 inputs give float64 results).
 * :func:`path_attn_torch`: the CPU path of :func:`fla.ops.path_attn.parallel_path_attn`, the chunked (UT / WY)
   form of ``README.md`` on whole score matrices, differentiable through autograd; it is also the backward of
   the Triton path (recomputed under autograd).
@@ -45,8 +45,9 @@ def naive_path_attn(
     scale: float | None = None,
     cu_seqlens: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The step-by-step reference: for each query ``i`` the products ``P = H_i ... H_{j+1}`` are built as
-    ``[K, K]`` matrices while ``j`` walks back from ``i`` to the start of the sequence.
+    """The step-by-step reference, token by token: token ``i`` first applies its Householder factor ``H_i`` to
+    every earlier key of its sequence (so key ``j`` has become ``H_i ... H_{j+1} k_j``), appends its own key,
+    then attends over them with a plain softmax.
 
     Args:
         q: ``[B, T, HQ, K]``; k, w: ``[B, T, H, K]``; v: ``[B, T, H, V]``; beta: ``[B, T, H]``.
@@ -59,25 +60,20 @@ def naive_path_attn(
     groups = HQ // k.shape[2]
     scale = K**-0.5 if scale is None else scale
     dtype = _compute_dtype(q)
-    q = q.to(dtype)
-    k, v, w = (x.to(dtype).repeat_interleave(groups, 2) for x in (k, v, w))
-    beta = beta.to(dtype).repeat_interleave(groups, 2)
+    q, k, v, w, beta = (x.to(dtype) for x in (q, k, v, w, beta))
     G = None if g is None else global_cumsum_torch(g.to(dtype), cu_seqlens)
-    eye = torch.eye(K, dtype=dtype, device=q.device)
-    o = q.new_zeros(B, T, HQ, v.shape[-1])
+    rows = []
     for b, bos, eos in _bounds(B, T, cu_seqlens):
+        keys = k[b, bos:bos]  # [0, H, K]: the keys as the current token sees them
         for i in range(bos, eos):
-            P = eye.expand(HQ, K, K)  # [HQ, K, K]: H_i ... H_{j+1}
-            s = []
-            for j in range(i, bos - 1, -1):
-                s.append(torch.einsum("hk,hkl,hl->h", q[b, i], P, k[b, j]))
-                householder = eye - beta[b, j][:, None, None] * torch.einsum("hk,hl->hkl", w[b, j], w[b, j])
-                P = P @ householder
-            s = torch.stack(s[::-1], -1)  # [HQ, keys j = bos .. i]
+            keys = torch.cat([path_rank_one_update(keys, w[b, i], beta[b, i]), k[b, i][None]])
+            s = torch.einsum("hk,jhk->hj", q[b, i], keys.repeat_interleave(groups, 1))  # [HQ, i - bos + 1]
             if G is not None:
                 s = s + G[b, i][:, None] - G[b, bos : i + 1].T
-            o[b, i] = torch.einsum("hj,jhv->hv", torch.softmax(s * scale, -1), v[b, bos : i + 1])
-    return o
+            p = torch.softmax(s * scale, -1)
+            rows.append((b, torch.einsum("hj,jhv->hv", p, v[b, bos : i + 1].repeat_interleave(groups, 1))))
+    o = torch.stack([r for _, r in rows])  # [B * T, HQ, V], batch rows in order
+    return o.view(B, T, HQ, -1)
 
 
 def _chunks(x: torch.Tensor, C: int) -> torch.Tensor:
