@@ -1,4 +1,5 @@
-"""PaTH attention: Triton forward (UT / WY chunk factors + a flash-style walk over key chunks), key cache.
+"""PaTH attention: the inference forward in Triton (UT / WY chunk factors + a flash-style walk over key chunks),
+the key cache, and the public op (training goes through :mod:`fla.ops.path_attn.chunked`).
 
 Pipeline (``README.md`` has the maths; chunks of ``BT = 64`` tokens, one per grid row):
 
@@ -14,8 +15,8 @@ Pipeline (``README.md`` has the maths; chunks of ``BT = 64`` tokens, one per gri
 4. :func:`path_attn_key_cache_kernel` (``use_cache``): ``k_hat`` carried through every later chunk of its
    sequence, ``k <- k - (k U^T) W``: the keys as the sequence's last token sees them.
 
-Backward: recomputed from the saved inputs with the chunked PyTorch form (:func:`path_attn_torch`) under
-autograd (all gradients, ``O(T^2)`` memory per head); a Triton backward is not written yet.
+Training (inputs that need gradients): :func:`fla.ops.path_attn.chunked.path_attn_chunked`, the chunk-local
+factors by autograd and the walk as a Triton autograd Function with its own backward kernels.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, dot_precision, given_heuristics
 from fla.ops.common.wy import chunk_delta_solve
+from fla.ops.path_attn.chunked import path_attn_chunked
 from fla.ops.path_attn.naive import path_attn_torch, path_transform_keys
 from fla.utils import check_dtype, check_shape, empty
 from fla.utils.backend import dispatch
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import next_power_of_2
-from fla.utils.tensors import contiguous
 
 BT = 64  # tokens per chunk (the solve's chunk size) = queries per program = keys per step
 
@@ -242,6 +243,20 @@ def path_attn_prepare(
     return u, tm, k_hat
 
 
+def path_attn_key_cache(
+    k_hat: torch.Tensor, w: torch.Tensor, u: torch.Tensor, layout: ChunkLayout, dtype: torch.dtype
+) -> torch.Tensor:
+    """Stage 4: ``k_hat`` carried through every later chunk of its sequence, ``[B, T, H, K]`` in ``dtype``."""
+    B, T, H, K = k_hat.shape
+    k_cache = empty(B, T, H, K, dtype=dtype, device=k_hat.device)
+    BK, _ = _blocks(K, K)
+    path_attn_key_cache_kernel[(layout.row_chunks, B * H)](
+        k_hat, w, u, k_cache, layout.cu_seqlens, layout.chunk_indices, T,
+        H=H, K=K, BT=BT, BK=BK, DOT_PRECISION=dot_precision(dtype),
+    )  # fmt: skip
+    return k_cache
+
+
 def path_attn_fwd(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -253,8 +268,9 @@ def path_attn_fwd(
     layout: ChunkLayout,
     use_cache: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The forward launches: ``o [B, T, HQ, V]`` (``q.dtype``), ``lse [B, T, HQ]`` float32 and, with
-    ``use_cache``, the transformed keys ``[B, T, H, K]`` (``k.dtype``). ``G``: float32 gate cumsum or ``None``."""
+    """The inference forward (contiguous inputs, no autograd): ``o [B, T, HQ, V]`` (``q.dtype``),
+    ``lse [B, T, HQ]`` float32 and, with ``use_cache``, the transformed keys ``[B, T, H, K]`` (``k.dtype``).
+    ``G``: float32 per-sequence gate cumsum or ``None``."""
     B, T, HQ, K = q.shape
     H, V = k.shape[2], v.shape[-1]
     BK, BV = _blocks(K, V)
@@ -266,39 +282,8 @@ def path_attn_fwd(
         q, k, v, w, u, tm, k_hat, G, o, lse, cu, idx, scale, T,
         HQ=HQ, G=HQ // H, K=K, V=V, BT=BT, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
-    k_cache = None
-    if use_cache:
-        k_cache = empty(B, T, H, K, dtype=k.dtype, device=k.device)
-        path_attn_key_cache_kernel[(layout.row_chunks, B * H)](
-            k_hat, w, u, k_cache, cu, idx, T, H=H, K=K, BT=BT, BK=BK, DOT_PRECISION=dot_precision(k.dtype)
-        )  # fmt: skip
+    k_cache = path_attn_key_cache(k_hat, w, u, layout, k.dtype) if use_cache else None
     return o, lse, k_cache
-
-
-class ParallelPathAttentionFunction(torch.autograd.Function):
-    """PaTH attention: Triton forward; backward recomputed with the chunked PyTorch form under autograd."""
-
-    @staticmethod
-    @contiguous
-    def forward(ctx, q, k, v, w, beta, g, scale, cu_seqlens, use_cache):
-        layout = ChunkLayout.build(q, cu_seqlens, BT)
-        G = None if g is None else global_cumsum(g, cu_seqlens)
-        o, _, k_cache = path_attn_fwd(q, k, v, w, beta, G, scale, layout, use_cache)
-        ctx.save_for_backward(q, k, v, w, beta, g)
-        ctx.scale, ctx.cu_seqlens = scale, cu_seqlens
-        if k_cache is not None:
-            ctx.mark_non_differentiable(k_cache)
-        return o, k_cache
-
-    @staticmethod
-    def backward(ctx, do, dk_cache):
-        inputs = [None if t is None else t.detach().requires_grad_() for t in ctx.saved_tensors]
-        with torch.enable_grad():
-            o = path_attn_torch(*inputs, ctx.scale, ctx.cu_seqlens)
-        given = [t for t in inputs if t is not None]
-        got = iter(torch.autograd.grad(o, given, do))
-        grads = [None if t is None else next(got) for t in inputs]
-        return (*grads, None, None, None)
 
 
 def check_path_inputs(q, k, v, w, beta, g, cu_seqlens) -> None:
@@ -315,7 +300,21 @@ def check_path_inputs(q, k, v, w, beta, g, cu_seqlens) -> None:
 
 
 def _path_triton(q, k, v, w, beta, g, scale, cu_seqlens, use_cache):
-    return ParallelPathAttentionFunction.apply(q, k, v, w, beta, g, scale, cu_seqlens, use_cache)
+    inputs = (q, k, v, w, beta, g)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        o = path_attn_chunked(q, k, v, w, beta, g, scale, cu_seqlens)  # training: differentiable
+        k_cache = None
+        if use_cache:
+            with torch.no_grad():
+                layout = ChunkLayout.build(q, cu_seqlens, BT)
+                u, _, k_hat = path_attn_prepare(k.contiguous(), w.contiguous(), beta.contiguous(), layout)
+                k_cache = path_attn_key_cache(k_hat, w.contiguous(), u, layout, k.dtype)
+        return o, k_cache
+    q, k, v, w, beta = (t.contiguous() for t in (q, k, v, w, beta))
+    layout = ChunkLayout.build(q, cu_seqlens, BT)
+    G = None if g is None else global_cumsum(g.contiguous(), cu_seqlens)
+    o, _, k_cache = path_attn_fwd(q, k, v, w, beta, G, scale, layout, use_cache)
+    return o, k_cache
 
 
 def _path_torch(q, k, v, w, beta, g, scale, cu_seqlens, use_cache):
@@ -359,4 +358,4 @@ def parallel_path_attn(
 
 parallel_path_attention = parallel_path_attn
 
-__all__ = ["ParallelPathAttentionFunction", "parallel_path_attention", "parallel_path_attn", "path_attn_fwd"]
+__all__ = ["parallel_path_attention", "parallel_path_attn", "path_attn_fwd", "path_attn_key_cache", "path_attn_prepare"]

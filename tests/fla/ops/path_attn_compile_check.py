@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 
-from fla.ops.path_attn import parallel
+from fla.ops.path_attn import chunked, parallel
 from tests.fla.ops.attn_compile_check import compile_kernel
 
 
@@ -27,6 +27,15 @@ def main() -> None:
             flags = dict(HQ=4, G=2, K=K, V=K, BT=64, BK=K, BV=K, DOT_PRECISION="tf32", USE_G=gate, IS_VARLEN=varlen)
             flags.update(absent, **({} if gate else {"g": None}))
             print("fwd", varlen, K, gate, compile_kernel(parallel.path_attn_fwd_kernel, types, flags))
+    # the training walk (chunk layout: no varlen flag); v and do in bf16, the rest float32
+    for K, gate in itertools.product((64, 128), (False, True)):
+        types = {"v": "*bf16", "o": "*bf16", "do": "*bf16", "chunk_pos": "*i32", "seq_chunks": "*i32",
+                 "pair_off": "*i64", "scale": "fp32"}  # fmt: skip
+        flags = dict(HQ=4, G=2, K=K, V=K, BT=64, BK=K, BV=K, DOT_PRECISION="tf32", USE_G=gate)
+        flags.update({} if gate else {"g": None})
+        kernels = (chunked.path_inter_fwd_kernel, chunked.path_inter_bwd_dq_kernel, chunked.path_inter_bwd_dkv_kernel)
+        for kernel in kernels:
+            print(kernel.__name__, K, gate, compile_kernel(kernel, types, flags))
 
 
 if __name__ == "__main__":
