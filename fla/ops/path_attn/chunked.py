@@ -8,9 +8,9 @@ block's scores ``a = tril(q k^T) - tril(q W^T) TM`` and the queries carried to t
 ``x0 = q - tril(q W^T) U``. The walk over earlier chunks, ``O(T^2 K)``, is :class:`PathInterChunkFunction`:
 
 * forward (:func:`path_inter_fwd_kernel`, query chunk x query head): the diagonal softmax from ``a``, then for
-  key chunks ``c-1 .. 0``: scores ``x k_hat^T``, online softmax, ``x <- x - (x W^T) U``; every state ``x`` a
-  score block used is kept (``X [pairs, BT, HQ, K]``, one per (query chunk, earlier key chunk) pair: as much
-  memory as the ``T x T`` probabilities would take, in float32) with ``o`` and ``lse``.
+  key chunks ``c-1 .. 0``: scores ``x k_hat^T``, online softmax, ``x <- x - (x W^T) U``; ``o`` and ``lse``.
+  The backward runs it again keeping every state ``x`` a score block used (``X [pairs, BT, HQ, K]`` float32, one
+  per (query chunk, earlier key chunk) pair), alive during that layer's backward only.
 * dq kernel (query chunk x query head): the key chunks farthest first with the adjoint ``y`` of the state,
   ``y <- y - (y U^T) W + scale ds k_hat``; per key chunk ``Phi += x^T y`` (``[K, K]``, atomics over query
   chunks), from which ``dU = -W Phi`` and ``dW = -U Phi^T``; ``dx0 = y``, ``da = scale ds`` on the diagonal.
@@ -37,6 +37,7 @@ from fla.utils.tensors import contiguous
 
 BT = 64
 _KEY = ["HQ", "G", "K", "V", "BK", "BV", "USE_G", "DOT_PRECISION"]
+_FWD_KEY = [*_KEY, "STORE_X"]
 
 
 @triton.jit
@@ -50,12 +51,12 @@ def _scores(b_x, b_kh, b_gq, g, o_j, i_hq, scale, HQ: tl.constexpr, USE_G: tl.co
 
 
 @lean_launch
-@triton.autotune(configs=autotune_configs(warps=(4, 8), stages=(1,)), key=_KEY)
+@triton.autotune(configs=autotune_configs(warps=(4, 8), stages=(1,)), key=_FWD_KEY)
 @triton.jit
 def path_inter_fwd_kernel(
     x0, a, k_hat, w, u, v, g, X, o, lse, chunk_pos, pair_off, scale,
     HQ: tl.constexpr, G: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
-    BV: tl.constexpr, USE_G: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BV: tl.constexpr, USE_G: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_X: tl.constexpr,
 ):  # fmt: skip
     i_n, i_hq = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_h = i_hq // G
@@ -81,7 +82,8 @@ def path_inter_fwd_kernel(
     for e in range(0, c):  # key chunks c-1 .. 0 (rows i_n-1 .. i_n-c), nearest first
         o_j = (i_n - 1 - e) * BT + o_c
         o_jk = (o_j[:, None] * H + i_h) * K + o_k[None, :]
-        tl.store(X + (((p0 + e) * BT + o_c[:, None]) * HQ + i_hq) * K + o_k[None, :], b_x, mask=m_k[None, :])
+        if STORE_X:  # the backward's recompute: keep the state this score block uses
+            tl.store(X + (((p0 + e) * BT + o_c[:, None]) * HQ + i_hq) * K + o_k[None, :], b_x, mask=m_k[None, :])
         b_kh = tl.load(k_hat + o_jk, mask=m_k[None, :], other=0.0)
         b_s = _scores(b_x, b_kh, b_gq, g, o_j, i_hq, scale, HQ, USE_G, DOT_PRECISION)
         b_mn = tl.maximum(b_m, tl.max(b_s, 1))
@@ -227,21 +229,20 @@ class PathInterChunkFunction(torch.autograd.Function):
         BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
         meta = dict(HQ=HQ, G=HQ // H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=G is not None,
                     DOT_PRECISION=dot_precision(v.dtype))  # fmt: skip
-        X = empty(max(pairs, 1), BT, HQ, K, dtype=torch.float32, device=x0.device)
-        o = empty(NC, BT, HQ, V, dtype=v.dtype, device=v.device)
-        lse = empty(NC, BT, HQ, dtype=torch.float32, device=v.device)
-        path_inter_fwd_kernel[(NC, HQ)](x0, a, k_hat, w, u, v, G, X, o, lse, chunk_pos, pair_off, scale, **meta)
-        ctx.save_for_backward(a, k_hat, w, u, v, G, X, o, lse, chunk_pos, seq_chunks, pair_off)
-        ctx.scale, ctx.meta = scale, meta
+        o, lse, _ = _walk(x0, a, k_hat, w, u, v, G, chunk_pos, pair_off, None, scale, meta)
+        ctx.save_for_backward(x0, a, k_hat, w, u, v, G, o, lse, chunk_pos, seq_chunks, pair_off)
+        ctx.scale, ctx.meta, ctx.pairs = scale, meta, pairs
         return o
 
     @staticmethod
     @contiguous
     def backward(ctx, do):
-        a, k_hat, w, u, v, G, X, o, lse, chunk_pos, seq_chunks, pair_off = ctx.saved_tensors
+        x0, a, k_hat, w, u, v, G, o, lse, chunk_pos, seq_chunks, pair_off = ctx.saved_tensors
         meta, scale = ctx.meta, ctx.scale
         NC, _, H, K = k_hat.shape
         HQ, V, BK = meta["HQ"], meta["V"], meta["BK"]
+        # the walk again, keeping every state: X lives for this layer's backward only
+        _, _, X = _walk(x0, a, k_hat, w, u, v, G, chunk_pos, pair_off, ctx.pairs, scale, meta)
         delta = (o.float() * do.float()).sum(-1)  # [NC, BT, HQ]
         dx0 = empty(NC, BT, HQ, K, dtype=torch.float32, device=v.device)
         da = empty(NC, BT, HQ, BT, dtype=torch.float32, device=v.device)
@@ -256,6 +257,7 @@ class PathInterChunkFunction(torch.autograd.Function):
         path_inter_bwd_dkv_kernel[(NC, HQ)](
             a, k_hat, v, G, X, lse, delta, do, dkh, dv, dgk, chunk_pos, seq_chunks, pair_off, scale, **meta
         )  # fmt: skip
+        del X
         groups = HQ // H
         phi = phi[..., :K, :K].view(NC, H, groups, K, K).sum(2)  # [NC, H, K, K]
         dkh = dkh.view(NC, BT, H, groups, K).sum(3)
@@ -264,6 +266,18 @@ class PathInterChunkFunction(torch.autograd.Function):
         dw = -torch.einsum("nchk,nhlk->nchl", u, phi)  # dW = -U Phi^T
         dG = None if G is None else (dgq + dgk) * scale  # the gate enters the scores times scale
         return dx0, da, dkh, dw, du, dv.to(v.dtype), dG, None, None, None, None, None
+
+
+def _walk(x0, a, k_hat, w, u, v, G, chunk_pos, pair_off, pairs: int | None, scale: float, meta: dict):
+    """The forward kernel: ``(o, lse, X)``; ``X [pairs, BT, HQ, K]`` float32 only when ``pairs`` is given."""
+    NC, _, HQ, K = x0.shape
+    X = None if pairs is None else empty(max(pairs, 1), BT, HQ, K, dtype=torch.float32, device=x0.device)
+    o = empty(NC, BT, HQ, meta["V"], dtype=v.dtype, device=v.device)
+    lse = empty(NC, BT, HQ, dtype=torch.float32, device=v.device)
+    path_inter_fwd_kernel[(NC, HQ)](
+        x0, a, k_hat, w, u, v, G, X, o, lse, chunk_pos, pair_off, scale, STORE_X=X is not None, **meta
+    )  # fmt: skip
+    return o, lse, X
 
 
 def chunk_layout(B: int, T: int, cu_seqlens: torch.Tensor | None, device) -> tuple:

@@ -35,7 +35,7 @@ def main() -> None:
         flags.update({} if gate else {"g": None})
         kernels = (chunked.path_inter_fwd_kernel, chunked.path_inter_bwd_dq_kernel, chunked.path_inter_bwd_dkv_kernel)
         for kernel in kernels:
-            print(kernel.__name__, K, gate, compile_kernel(kernel, types, flags))
+            print(kernel.__name__, K, gate, compile_kernel(kernel, types, dict(flags, STORE_X=True)))
 
 
 if __name__ == "__main__":
