@@ -323,6 +323,7 @@ def _path_torch(q, k, v, w, beta, g, scale, cu_seqlens, use_cache):
     return o, k_cache
 
 
+@torch.compiler.disable  # host-side chunk bookkeeping (as fla 0.6.0's op, which is disabled too)
 def parallel_path_attn(
     q: torch.Tensor,
     k: torch.Tensor,
