@@ -174,17 +174,39 @@ def test_kernels_compile_for_sm90_without_a_gpu():
     assert len(run.stdout.splitlines()) == 4 * 4 + 4 * 3, run.stdout
 
 
+def against_torch_path(inputs, cu_seqlens, ratio, grad_ratio):
+    """The Triton paths (training: o and every gradient; inference: o and the key cache) against the chunked
+    PyTorch path in float64 (the token-by-token reference is too slow at these sizes)."""
+    refs = [None if t is None else t.detach().double().requires_grad_() for t in inputs]
+    with using("triton"):
+        o = parallel_path_attn(*inputs, cu_seqlens=cu_seqlens)[0]
+        with torch.no_grad():
+            o_inf, cache = parallel_path_attn(*inputs, cu_seqlens=cu_seqlens, use_cache=True)
+    with using("torch"):
+        ref, ref_cache = parallel_path_attn(*refs, cu_seqlens=cu_seqlens, use_cache=True)
+    assert_close("o", ref, o, ratio)
+    assert_close("o (inference)", ref, o_inf, ratio)
+    assert_close("k_cache", ref_cache, cache, ratio)
+    do = torch.randn_like(ref)
+    given = [i for i, t in enumerate(inputs) if t is not None]
+    got = torch.autograd.grad(o, [inputs[i] for i in given], do.to(o.dtype))
+    want = torch.autograd.grad(ref, [refs[i] for i in given], do)
+    for i, a, b in zip(given, want, got):
+        assert_close(f"d{['q', 'k', 'v', 'w', 'beta', 'g'][i]}", a, b, grad_ratio)
+
+
+def test_training_and_inference_paths_agree_with_the_torch_path():
+    lengths = [1, 70, 3]
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+    against_torch_path(make(1, sum(lengths), 2, 1, 16, 16, torch.float32), cu, tol(torch.float32, 10),
+                       tol(torch.float32, 10))  # fmt: skip
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("K", [64, 128])
 def test_parallel_path_attn_gpu_sizes(dtype, K):
-    """Long sequences against the chunked PyTorch path in float64 (the step-by-step reference is too slow)."""
     lengths = [1, 1000, 700, 47]
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
-    inputs = make(1, sum(lengths), 8, 2, K, K, dtype, requires_grad=False)
-    with using("triton"):
-        o, cache = parallel_path_attn(*inputs, cu_seqlens=cu, use_cache=True)
-    with using("torch"):
-        ref, ref_cache = parallel_path_attn(*(t.double() for t in inputs), cu_seqlens=cu, use_cache=True)
-    assert_close("o", ref, o, tol(dtype, 3))
-    assert_close("k_cache", ref_cache, cache, tol(dtype, 3))
+    against_torch_path(make(1, sum(lengths), 8, 2, K, K, dtype), cu, tol(dtype, 3), tol(dtype, 5))
+    against_torch_path(make(2, 300, 4, 4, K, K, dtype), None, tol(dtype, 3), tol(dtype, 5))
