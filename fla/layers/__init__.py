@@ -22,6 +22,7 @@ from fla.layers.mla import MultiheadLatentAttention
 from fla.layers.mom import MomAttention
 from fla.layers.multiscale_retention import MultiScaleRetention
 from fla.layers.nsa import NativeSparseAttention
+from fla.layers.path_attn import PaTHAttention
 from fla.layers.rebased import ReBasedLinearAttention
 from fla.layers.rodimus import RodimusAttention, SlidingWindowSharedKeyAttention
 from fla.layers.rwkv6 import RWKV6Attention
@@ -48,3 +49,4 @@ __all__ += ["MesaNet"]
 __all__ += ["MomAttention"]
 __all__ += ["RWKV7Attention"]
 __all__ += ["NativeSparseAttention"]
+__all__ += ["PaTHAttention"]

@@ -26,6 +26,7 @@ from fla.models.mesa_net import MesaNetConfig, MesaNetForCausalLM, MesaNetModel
 from fla.models.mla import MLAConfig, MLAForCausalLM, MLAModel
 from fla.models.mom import MomConfig, MomForCausalLM, MomModel
 from fla.models.nsa import NSAConfig, NSAForCausalLM, NSAModel
+from fla.models.path_attn import PaTHAttentionConfig, PaTHAttentionForCausalLM, PaTHAttentionModel
 from fla.models.retnet import RetNetConfig, RetNetForCausalLM, RetNetModel
 from fla.models.rodimus import RodimusConfig, RodimusForCausalLM, RodimusModel
 from fla.models.rwkv6 import RWKV6Config, RWKV6ForCausalLM, RWKV6Model
@@ -58,6 +59,7 @@ _MODELS.append((MesaNetConfig, MesaNetModel, MesaNetForCausalLM))
 _MODELS.append((MomConfig, MomModel, MomForCausalLM))
 _MODELS.append((RWKV7Config, RWKV7Model, RWKV7ForCausalLM))
 _MODELS.append((NSAConfig, NSAModel, NSAForCausalLM))
+_MODELS.append((PaTHAttentionConfig, PaTHAttentionModel, PaTHAttentionForCausalLM))
 
 for _config, _model, _causal_lm in _MODELS:
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -89,3 +91,4 @@ __all__ += ["MesaNetConfig", "MesaNetForCausalLM", "MesaNetModel"]
 __all__ += ["MomConfig", "MomForCausalLM", "MomModel"]
 __all__ += ["RWKV7Config", "RWKV7ForCausalLM", "RWKV7Model"]
 __all__ += ["NSAConfig", "NSAForCausalLM", "NSAModel"]
+__all__ += ["PaTHAttentionConfig", "PaTHAttentionForCausalLM", "PaTHAttentionModel"]

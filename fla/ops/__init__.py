@@ -19,6 +19,7 @@ from fla.ops.mamba import chunk_selective_scan, fused_recurrent_selective_scan, 
 from fla.ops.mamba2 import chunk_mamba2_ssd, fused_recurrent_mamba2_ssd
 from fla.ops.mesa_net import chunk_mesa_net, fused_recurrent_mesa_net, mesa_net_decoding_one_step
 from fla.ops.nsa import parallel_nsa
+from fla.ops.path_attn import parallel_path_attn
 from fla.ops.retention import chunk_retention, fused_recurrent_retention
 from fla.ops.rwkv6 import chunk_rwkv6, fused_recurrent_rwkv6
 from fla.ops.rwkv7 import chunk_rwkv7, fused_mul_recurrent_rwkv7, fused_recurrent_rwkv7
@@ -65,3 +66,4 @@ __all__ += ["chunk_mesa_net", "fused_recurrent_mesa_net", "mesa_net_decoding_one
 __all__ += ["chunk_rwkv7", "fused_recurrent_rwkv7", "fused_mul_recurrent_rwkv7"]
 __all__ += ["chunk_dplr_delta_rule", "fused_recurrent_dplr_delta_rule"]
 __all__ += ["parallel_nsa"]
+__all__ += ["parallel_path_attn"]

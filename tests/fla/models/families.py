@@ -464,6 +464,19 @@ FAMILIES += [
         bad_heads=(dict(topk=4), "topk=4 must not exceed num_memories=3"),
         slow_triton=True,  # ~18 s in the interpreter; the gated delta rule's kernels are gated_deltanet's
     ),
+    Family(
+        "path_attn",
+        # cpu: the trainer's TP runs; initializer_range 0.1, as at 0.02 the Householder directions come out of
+        # w_proj.0 -> w_proj.1 -> conv at |w| ~ 1e-3, where the l2norm (eps 1e-6) amplifies fp32 sum-order noise
+        dict(tiny=8.7, cpu=0.4, **{"340M": 375.9, "1.3B": 1369.2}),
+        recurrent=False,
+        slow_triton=True,
+        variants={"plain": {}, "gqa_gate_no_conv": dict(num_kv_heads=2, use_forget_gate=True, use_w_shortconv=False)},
+        name_only={"full_rank_w_tied": dict(use_low_rank_w=False, tie_word_embeddings=True, fuse_norm=False)},
+        bad_heads=(dict(num_kv_heads=3), "num_heads=4 is not a multiple of num_kv_heads=3"),
+        hybrid=False,  # no ``attn`` field: every layer is PaTH attention
+        mode_field=None,
+    ),
 ]
 FAMILIES.append(
     Family(
