@@ -25,7 +25,7 @@ fields: :func:`softmax_attention_from_config`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 CHUNK_SIZE = 64
@@ -59,7 +59,7 @@ class TokenMixer:
     key_dim: int
     value_dim: int
     window: int | None = None
-    cg_steps: int = 0
+    cg_steps: int = field(default=0, kw_only=True)  # keyword-only: subclasses add positional fields
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs (forward + backward) per token of this mixer at ``seq_len``."""

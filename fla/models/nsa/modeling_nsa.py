@@ -74,8 +74,9 @@ class NSAPreTrainedModel(FLAPreTrainedModel):
     def token_mixer(cls, config: NSAConfig) -> TokenMixer:
         d = config.head_dim
         return NSAMixer(
-            "softmax", config.num_heads, d, d, config.window_size or None, config.block_size, config.block_counts
-        )
+            "softmax", config.num_heads, d, d, window=config.window_size or None, block_size=config.block_size,
+            block_counts=config.block_counts,
+        )  # fmt: skip
 
 
 class NSAModel(NSAPreTrainedModel, FLAModel):

@@ -20,6 +20,7 @@ from fla.ops.common.tuning import autotune_configs, dot_precision
 from fla.ops.nsa.index import NSATables, build_tables, flat_tokens
 from fla.ops.nsa.inputs import check_branch_inputs
 from fla.utils import empty
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import next_power_of_2
 
 NEG_INIT = tl.constexpr(-1e30)  # finite initial running max: fully masked rows give exp(-inf) = 0, never nan
@@ -35,6 +36,7 @@ def group_blocks(G: int, K: int, V: int) -> dict:
     )
 
 
+@lean_launch
 @triton.autotune(configs=autotune_configs(warps=(2, 4), stages=(1, 2)), key=["G", "K", "V", "BS"])
 @triton.jit
 def nsa_cmp_fwd_kernel(
@@ -97,6 +99,7 @@ def nsa_cmp_fwd_kernel(
     tl.store(lse + i_q * HQ + o_hq, b_lse, mask=m_g)
 
 
+@lean_launch
 @triton.autotune(configs=autotune_configs(warps=(2, 4), stages=(1, 2)), key=["G", "K", "V", "BS"])
 @triton.jit
 def nsa_cmp_bwd_dq_kernel(
@@ -155,6 +158,7 @@ def nsa_cmp_bwd_dq_kernel(
     tl.store(dq + o_qk, (b_dq * scale).to(dq.dtype.element_ty), mask=m_qk)
 
 
+@lean_launch
 @triton.autotune(configs=autotune_configs(warps=(2, 4), stages=(1, 2)), key=["G", "K", "V", "BS"])
 @triton.jit
 def nsa_cmp_bwd_dkv_kernel(

@@ -19,9 +19,11 @@ from fla.ops.common.tuning import autotune_configs, dot_precision, given_heurist
 from fla.ops.nsa.compression import NEG_INIT, group_blocks
 from fla.ops.nsa.index import NSATables
 from fla.utils import empty
+from fla.utils.launch import lean_launch
 from fla.utils.sizes import next_power_of_2
 
 
+@lean_launch
 @given_heuristics(USE_COUNTS="block_counts")
 @triton.autotune(configs=autotune_configs(warps=(2, 4), stages=(1, 2)), key=["G", "K", "V", "BS", "S"])
 @triton.jit
@@ -93,6 +95,7 @@ def nsa_slc_fwd_kernel(
     tl.store(lse + i_q * HQ + o_hq, b_lse, mask=m_g)
 
 
+@lean_launch
 @given_heuristics(USE_COUNTS="block_counts")
 @triton.autotune(configs=autotune_configs(warps=(2, 4), stages=(1, 2)), key=["G", "K", "V", "BS", "S"])
 @triton.jit
@@ -160,6 +163,7 @@ def nsa_slc_bwd_dq_kernel(
     tl.store(dq + o_qk, (b_dq * scale).to(dq.dtype.element_ty), mask=m_qk)
 
 
+@lean_launch
 @triton.autotune(configs=autotune_configs(warps=(2, 4), stages=(1, 2)), key=["G", "K", "V", "BSP"])
 @triton.jit
 def nsa_slc_bwd_dkv_kernel(
