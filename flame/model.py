@@ -197,7 +197,13 @@ def _init_subtree(module: nn.Module, init_fn, device: torch.device, pretrained_c
 def _init_module(module: nn.Module, init_fn, device: torch.device, prefix: str) -> None:
     params = dict(module.named_parameters(recurse=False))
     buffers = {n: b for n, b in module.named_buffers(recurse=False) if b.is_floating_point()}
-    if not params and not buffers:
+    # A module's init may also set parameters of its submodules (HF calls it after theirs: a layer's
+    # reset_parameters, or the model's _init_weights for that layer, giving a child Linear its bias, say): their
+    # sharded parameters are lent to it as full tensors too (in practice a layer's, never the whole model's: the
+    # model and block containers hold no parameters of their own)
+    own = bool(params or buffers)
+    below = _sharded_below(module) if own or hasattr(module, "reset_parameters") else []
+    if not own and not below:
         return
     real = {}
     for name, param in params.items():
@@ -206,20 +212,43 @@ def _init_module(module: nn.Module, init_fn, device: torch.device, prefix: str) 
         module._parameters[name] = nn.Parameter(full, requires_grad=param.requires_grad)
     for buffer in buffers.values():
         buffer.fill_(float("nan"))
+    for owner, name, param in below:
+        owner._parameters[name] = nn.Parameter(param.full_tensor(), requires_grad=param.requires_grad)
     try:
         init_fn(module)
     finally:
         inits = {name: module._parameters[name].data for name in real}
         module._parameters.update(real)
+        lent = [(owner._parameters[name].data, param) for owner, name, param in below]
+        for owner, name, param in below:
+            owner._parameters[name] = param
     for name, param in real.items():
         _check_initialized(f"{prefix}{name}", inits[name], module)
-        if isinstance(param, DTensor):
-            shard = distribute_tensor(inits[name], param.device_mesh, param.placements, src_data_rank=None)
-            param.to_local().copy_(shard.to_local())
-        else:
-            param.copy_(inits[name])
+        _store(param, inits[name])
+    for value, param in lent:
+        _store(param, value)
     for name, buffer in buffers.items():
         _check_initialized(f"{prefix}{name}", buffer, module)
+
+
+def _sharded_below(module: nn.Module) -> list[tuple[nn.Module, str, DTensor]]:
+    """``(owner, name, parameter)`` of every DTensor parameter of ``module``'s submodules (not its own)."""
+    return [
+        (owner, name, param)
+        for owner in module.modules()
+        if owner is not module
+        for name, param in owner._parameters.items()
+        if isinstance(param, DTensor)
+    ]
+
+
+def _store(param: torch.Tensor, value: torch.Tensor) -> None:
+    """Copy the full ``value`` into ``param``: this rank's shard of it when ``param`` is a DTensor."""
+    if isinstance(param, DTensor):
+        shard = distribute_tensor(value, param.device_mesh, param.placements, src_data_rank=None)
+        param.to_local().copy_(shard.to_local())
+    else:
+        param.copy_(value)
 
 
 def _check_initialized(name: str, tensor: torch.Tensor, module: nn.Module) -> None:
