@@ -58,6 +58,24 @@ def default_low_rank(hidden_size: int, coefficient: float, factor: float = 1.0) 
     return max(32, int(round((coefficient * (hidden_size**0.5)) * factor / 32) * 32))
 
 
+def orthogonal_init(weight: torch.Tensor, gain: float) -> None:
+    """In-place orthogonal init computed in float32 (QR), cast back to the weight's dtype."""
+    full = torch.empty(weight.shape, dtype=torch.float32, device=weight.device)
+    nn.init.orthogonal_(full, gain=gain)
+    weight.copy_(full)
+
+
+def _init_lora(lora: LoRA) -> None:
+    """fla's LoRA init: first matrix zero, second orthogonal with gain ``0.1 * max(1, sqrt(rank / width))``, bias
+    zero (the layer sets its own biases afterwards)."""
+    first, second = lora.lora[0], lora.lora[2]
+    first.weight.zero_()
+    width, rank = second.weight.shape
+    orthogonal_init(second.weight, 0.1 * (math.sqrt(rank / width) if rank > width else 1.0))
+    if second.bias is not None:
+        second.bias.zero_()
+
+
 class RWKV7Attention(LinearMixer):
     """RWKV7 time mixing (see the module docstring).
 
@@ -135,9 +153,11 @@ class RWKV7Attention(LinearMixer):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """fla's (RWKV-LM's) depth-dependent initial values of the per-channel parameters: the token-shift mixes,
-        ``k_k``, ``k_a``, ``r_k``, the LoRA biases (decay, rate, value mix) and the GroupNorm weight. The weight
-        matrices keep the model's normal init (fla zeroes ``o_proj`` and the LoRAs' first matrices instead)."""
+        """fla's (RWKV-LM's) init: depth-dependent token-shift mixes, ``k_k``, ``k_a``, ``r_k``, LoRA biases (decay,
+        rate, value mix) and GroupNorm weight; orthogonal ``r_proj`` / ``k_proj`` (gain 0.1) / ``v_proj``, zero
+        ``o_proj``; each LoRA's first matrix zero and its second orthogonal (gain ``0.1 * max(1, sqrt(rank /
+        width))``). The layer's output is therefore zero at init, as in fla (the residual stream starts as the
+        embeddings). Runs after the model's per-module init (HF order: children first), so it has the last word."""
         layer = self.layer_idx or 0
         depth = max(self.num_hidden_layers or 1, layer + 1)
         ratio_0_to_1 = layer / max(depth - 1, 1)
@@ -158,6 +178,13 @@ class RWKV7Attention(LinearMixer):
         for name, power in zip(MIXES, (0.2, 0.9, 0.7, 0.7, 0.9, 0.2)):
             getattr(self, name).copy_(1.0 - ddd.pow(power * ratio_1_to_almost0).view(1, 1, -1))
         www = -6 + 6 * (n / max(self.hidden_size - 1, 1)) ** (1 + ratio_0_to_1**0.3)
+        for lora in (self.w_lora, self.a_lora, self.g_lora, getattr(self, "v_lora", None)):
+            if lora is not None:
+                _init_lora(lora)
+        orthogonal_init(self.r_proj.weight, 1.0)
+        orthogonal_init(self.k_proj.weight, 0.1)
+        orthogonal_init(self.v_proj.weight, 1.0)
+        self.o_proj.weight.zero_()
         self.k_a.fill_(1.02)
         self.r_k.fill_(-0.04)
         self.k_k.copy_(0.71 - linear * 0.1)

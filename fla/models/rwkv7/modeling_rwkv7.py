@@ -18,11 +18,13 @@ last token in layer ``i``'s slot (``recurrent_state``, ``conv_state``), the chan
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from fla.layers.rwkv7 import RWKV7Attention
+from fla.layers.rwkv7 import RWKV7Attention, orthogonal_init
 from fla.layers.utils import get_padding_info, repad, unpad
 from fla.models.cache import FLACache
 from fla.models.flops import TokenMixer
@@ -62,9 +64,12 @@ class RWKV7FeedForward(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """fla's depth-dependent token-shift mix ``x_k = 1 - (i / hidden_size) ** ((1 - layer / layers) ** 4)``."""
+        """fla's init: the depth-dependent token-shift mix ``x_k = 1 - (i / hidden_size) ** ((1 - layer / layers)
+        ** 4)``, an orthogonal ``key`` and a zero ``value`` (the block's FFN output is zero at init)."""
         if self.x_k.device.type == "meta":
             return
+        orthogonal_init(self.key.weight, 1.0)
+        self.value.weight.zero_()
         layers = max(self.num_hidden_layers or 1, (self.layer_idx or 0) + 1)
         ratio_1_to_almost0 = 1.0 - (self.layer_idx or 0) / layers
         ddd = torch.arange(self.hidden_size, dtype=torch.float32, device=self.x_k.device) / self.hidden_size
@@ -157,6 +162,19 @@ class RWKV7Block(GradientCheckpointingLayer):
 class RWKV7PreTrainedModel(FLAPreTrainedModel):
     config_class = RWKV7Config
     _no_split_modules = ["RWKV7Block"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """The shared init, then fla's (RWKV-LM's) for the embeddings, ``uniform(-1e-4, 1e-4)``, and an untied
+        ``lm_head``: orthogonal with gain ``0.5 * max(1, sqrt(vocab_size / hidden_size))``. The mixers' and
+        FFNs' own ``reset_parameters`` set the rest."""
+        super()._init_weights(module)
+        lm_head = getattr(self, "lm_head", None)
+        if isinstance(module, nn.Embedding):
+            nn.init.uniform_(module.weight, -1e-4, 1e-4)
+        elif module is lm_head and lm_head.weight is not self.get_input_embeddings().weight:
+            ratio = self.config.vocab_size / self.config.hidden_size
+            orthogonal_init(module.weight, 0.5 * (math.sqrt(ratio) if ratio > 1 else 1.0))
 
     tensor_parallel_plan = None
     """No tensor parallelism. The time mixing splits by heads, but ``v_first`` (layer 0's values) crosses the

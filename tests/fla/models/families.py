@@ -52,6 +52,10 @@ class Family:
     # TP trainer test: bound on the grad-norm drift of later steps (Adam amplifies fp32 reduction-order differences
     # by how sensitive the family's gradients are to its parameters; step 1 is held to 1e-5 for every family)
     tp_grad_drift: float = 2e-4
+    # normal noise of this std added to every parameter after the model's own init (seeded: the same for every
+    # build): for families whose init zeroes whole paths (RWKV7's o_proj, FFN value and LoRA first matrices, as
+    # fla), which would leave the mixers without gradients and their outputs without effect in the checks
+    perturb_init: float = 0.0
 
     def __str__(self) -> str:
         return self.model_type
@@ -73,9 +77,14 @@ class Family:
         base = {k: v for k, v in json.loads(self.tiny_json.read_text()).items() if k != "model_type"}
         return AutoConfig.for_model(self.model_type, **{**base, **self.fields(variant, **overrides)})
 
-    def model(self, variant: str = "plain", seed: int = 0, **overrides):
+    def model(self, variant: str = "plain", seed: int = 0, perturbed: bool = True, **overrides):
         torch.manual_seed(seed)
-        return AutoModelForCausalLM.from_config(self.config(variant, **overrides)).to(DEVICE)
+        model = AutoModelForCausalLM.from_config(self.config(variant, **overrides)).to(DEVICE)
+        if self.perturb_init and perturbed:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn_like(p) * self.perturb_init)
+        return model
 
     def name_cases(self) -> list[list]:
         """``[model_type, fields]`` of every config whose parameter names are compared with fla 0.6.0."""
@@ -523,6 +532,7 @@ FAMILIES.append(
         },
         bad_heads=(dict(head_dim=7, num_heads=None), "hidden_size=72 is not a multiple of head_dim=7"),
         slow_triton=True,
+        perturb_init=0.05,
     )
 )
 BY_TYPE = {f.model_type: f for f in FAMILIES}
