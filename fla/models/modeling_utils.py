@@ -415,16 +415,30 @@ class FLAForCausalLM(FLAPreTrainedModel, FLAGenerationMixin):
         loss, logits = self.compute_logits_and_loss(
             outputs.last_hidden_state, labels, logits_to_keep, num_items_in_batch
         )
+        extra_loss, extra_fields = self.auxiliary_outputs(outputs, labels, attention_mask, cu_seqlens)
+        if loss is not None and extra_loss is not None:
+            loss = loss + extra_loss.to(loss.device)
         if not return_dict:
             cache = getattr(outputs, CACHE_FIELD)
             rest = tuple(v for v in (logits, cache, outputs.hidden_states) if v is not None)
             return rest if loss is None else (loss, *rest)
-        return CausalLMOutputWithPast(
+        return self.output_class(
             loss=loss,
             logits=logits,
             hidden_states=outputs.hidden_states,
+            **extra_fields,
             **{CACHE_FIELD: getattr(outputs, CACHE_FIELD)},
         )
+
+    output_class = CausalLMOutputWithPast
+    """The output dataclass of :meth:`forward` (a subclass adds the fields of :meth:`auxiliary_outputs`)."""
+
+    def auxiliary_outputs(
+        self, outputs, labels: torch.LongTensor | None, attention_mask: torch.Tensor | None, cu_seqlens
+    ) -> tuple[torch.Tensor | None, dict[str, Any]]:
+        """``(term added to the loss or None, extra output fields)`` from the base model's ``outputs``: none here;
+        a family with an auxiliary loss (MoM's load balancing) overrides it."""
+        return None, {}
 
 
 __all__ = [

@@ -36,7 +36,6 @@ from fla.models.modeling_utils import (
     FLAModel,
     FLAPreTrainedModel,
     build_attention,
-    cache_argument,
 )
 from fla.models.mom.configuration_mom import MomConfig
 
@@ -205,60 +204,19 @@ class MomForCausalLM(MomPreTrainedModel, FLAForCausalLM):
 
     base_model_class = MomModel
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        past_key_values=None,
-        cache=None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        logits_to_keep: int | torch.Tensor | None = 0,
-        num_items_in_batch: int | torch.Tensor | None = None,
-        cu_seqlens: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> MomCausalLMOutputWithPast | tuple:
-        """:meth:`FLAForCausalLM.forward` (same arguments) with fla's auxiliary load-balancing loss."""
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            inputs_embeds=inputs_embeds,
-            past_key_values=cache_argument(past_key_values, cache),
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-            cu_seqlens=cu_seqlens,
-            position_ids=position_ids,
-            **kwargs,
-        )
-        hidden = outputs.last_hidden_state
-        loss, logits = self.compute_logits_and_loss(hidden, labels, logits_to_keep, num_items_in_batch)
+    output_class = MomCausalLMOutputWithPast
+
+    def auxiliary_outputs(self, outputs, labels, attention_mask, cu_seqlens) -> tuple[torch.Tensor | None, dict]:
+        """fla's load-balancing loss over the router logits (with labels), scaled by ``aux_loss_scale``, and the
+        ``aux_loss`` / ``router_logits`` output fields."""
         aux_loss = None
         if labels is not None:
             # the router logits cover this call's tokens: the mask's last T columns (none for a packed batch)
-            mask = None if attention_mask is None or cu_seqlens is not None else attention_mask[:, -hidden.shape[1] :]
+            T = outputs.last_hidden_state.shape[1]
+            mask = None if attention_mask is None or cu_seqlens is not None else attention_mask[:, -T:]
             aux_loss = load_balancing_loss_func(outputs.router_logits, self.config.num_memories, self.config.topk, mask)
-            if torch.is_tensor(aux_loss):
-                loss = loss + self.config.aux_loss_scale * aux_loss.to(loss.device)
-        cache_out = getattr(outputs, CACHE_FIELD)
-        if not return_dict:
-            rest = tuple(v for v in (logits, cache_out, outputs.hidden_states) if v is not None)
-            return rest if loss is None else (loss, *rest)
-        return MomCausalLMOutputWithPast(
-            loss=loss,
-            logits=logits,
-            hidden_states=outputs.hidden_states,
-            aux_loss=aux_loss,
-            router_logits=outputs.router_logits,
-            **{CACHE_FIELD: cache_out},
-        )
+        term = self.config.aux_loss_scale * aux_loss if torch.is_tensor(aux_loss) else None
+        return term, {"aux_loss": aux_loss, "router_logits": outputs.router_logits}
 
 
 __all__ = [
