@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 
 from fla.ops.common.chunk_delta import chunk_delta
+from fla.ops.common.fla_options import accepts_fla_state_options
 
 
+@accepts_fla_state_options()
 def chunk_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import torch
 
+from fla.ops.common.fla_options import accepts_fla_state_options
 from fla.ops.common.fused_recurrent_delta import fused_recurrent_delta
 
 
+@accepts_fla_state_options()
 def fused_recurrent_delta_rule(
     q: torch.Tensor,
     k: torch.Tensor,

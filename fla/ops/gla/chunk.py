@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 
 from fla.ops.common.chunk import chunk_gated
+from fla.ops.common.fla_options import accepts_fla_state_options
 
 
+@accepts_fla_state_options()
 def chunk_gla(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from fla.ops.common.fla_options import accepts_fla_state_options
 from fla.ops.retention.decays import retention_gates
 from fla.ops.simple_gla.chunk import chunk_simple_gla
 
 
+@accepts_fla_state_options()
 def chunk_retention(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from fla.ops.common.fla_options import accepts_fla_state_options
 from fla.ops.common.fused_recurrent import fused_recurrent_gated
 
 
+@accepts_fla_state_options()
 def fused_recurrent_simple_gla(
     q: torch.Tensor,
     k: torch.Tensor,
