@@ -473,7 +473,12 @@ class ShortConvolution(nn.Conv1d):
         activation: str | None = "silu",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        backend: str | None = None,
     ):
+        # backend: fla 0.6.0's choice between its Triton kernel and the causal_conv1d package; accepted, ours picks
+        # its own path (fla.utils.backend)
+        if backend not in (None, "triton", "cuda"):
+            raise ValueError(f"ShortConvolution: backend={backend!r} is not one of (None, 'triton', 'cuda')")
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {_ACTIVATIONS}")
         super().__init__(

@@ -377,9 +377,21 @@ class CrossEntropyLossBase(nn.Module):
         label_smoothing: float = 0.0,
         logit_scale: float = 1.0,
         lse_square_scale: float = 0.0,
+        inplace_backward: bool = False,
+        logit_softcapping: float | None = None,
+        process_group=None,
+        return_z_loss: bool = False,
     ) -> None:
+        """fla 0.6.0's other keywords: ``inplace_backward`` is accepted (our backward always writes the gradient
+        over the logits it recomputes); ``logit_softcapping``, ``process_group`` (vocab-parallel loss) and
+        ``return_z_loss`` are not provided here and raise unless left at their defaults."""
         super().__init__()
         check_ce_options(reduction, label_smoothing)
+        unsupported = {"logit_softcapping": logit_softcapping, "process_group": process_group}
+        unsupported["return_z_loss"] = return_z_loss or None
+        for name, value in unsupported.items():
+            if value is not None:
+                raise ValueError(f"{type(self).__name__}: {name}={value!r} is not supported here")
         self.ignore_index = ignore_index
         self.reduction = reduction
         self.label_smoothing = label_smoothing

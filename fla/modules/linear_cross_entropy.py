@@ -259,17 +259,32 @@ class FusedLinearCrossEntropyLoss(CrossEntropyLossBase):
         chunk_size: int | None = None,
         use_l2warp: bool = False,
         l2_penalty_factor: float = 1e-4,
+        num_chunks: int | None = None,
+        accumulate_grad_in_fp32: bool = True,
+        logit_softcapping: float | None = None,
+        process_group=None,
     ) -> None:
-        super().__init__(ignore_index, reduction, label_smoothing, logit_scale, lse_square_scale)
-        self.chunk_size = chunk_size
+        """fla 0.6.0's other keywords: ``num_chunks`` sets the rows per chunk to ``ceil(N / num_chunks)`` at
+        each call (unless ``chunk_size`` is given); ``accumulate_grad_in_fp32`` is accepted (the weight gradient
+        always accumulates in float32 here); ``logit_softcapping`` and ``process_group`` raise unless ``None``."""
+        super().__init__(
+            ignore_index, reduction, label_smoothing, logit_scale, lse_square_scale,
+            logit_softcapping=logit_softcapping, process_group=process_group,
+        )  # fmt: skip
+        if num_chunks is not None and (not isinstance(num_chunks, int) or num_chunks < 1):
+            raise ValueError(f"FusedLinearCrossEntropyLoss: num_chunks={num_chunks!r} must be a positive int")
+        self.chunk_size, self.num_chunks = chunk_size, num_chunks
         self.use_l2warp, self.l2_penalty_factor = use_l2warp, l2_penalty_factor
 
     def forward(
         self, x: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
     ) -> torch.Tensor:
         l2 = self.l2_penalty_factor if self.use_l2warp else 0.0
+        chunk = self.chunk_size
+        if chunk is None and self.num_chunks is not None:
+            chunk = max(cdiv(x.numel() // max(x.shape[-1], 1), self.num_chunks), 1)
         return linear_cross_entropy(
-            x, target, weight, bias, **self.loss_options(), chunk_size=self.chunk_size, l2_penalty_factor=l2
+            x, target, weight, bias, **self.loss_options(), chunk_size=chunk, l2_penalty_factor=l2
         )
 
     def extra_repr(self) -> str:

@@ -8,7 +8,18 @@ import torch.nn.functional as F
 
 from fla.modules.activations import swiglu_linear
 
-_SUPPORTED_ACTS = ("swish", "silu")
+_SUPPORTED_ACTS = ("swish", "silu", "powlu")
+
+
+def powglu(gate: torch.Tensor, up: torch.Tensor, power: float = 3.0) -> torch.Tensor:
+    """fla 0.6.0's PowGLU: ``act(gate) * up`` with ``act(x) = x ** (power / (sqrt(x) + 1)) * sigmoid(x)`` for
+    ``x > 0`` and ``x * sigmoid(x)`` otherwise (float32 math, ``gate``'s dtype out; PyTorch, differentiable)."""
+    x = gate.float()
+    positive = x > 0
+    safe = torch.where(positive, x, torch.ones_like(x))  # only positive lanes reach the log / sqrt
+    raised = torch.exp(power / (safe.sqrt() + 1.0) * safe.log())
+    act = torch.where(positive, raised, x) * torch.sigmoid(x)
+    return (act * up.float()).to(gate.dtype)
 
 
 def default_intermediate_size(hidden_size: int, hidden_ratio: float = 4) -> int:
@@ -24,7 +35,8 @@ class GatedMLP(nn.Module):
         hidden_size: model width ``H``.
         hidden_ratio: used for the default intermediate size (default 4).
         intermediate_size: ``I``; default :func:`default_intermediate_size`.
-        hidden_act: ``"swish"`` (alias ``"silu"``); anything else raises ``ValueError``.
+        hidden_act: ``"swish"`` (alias ``"silu"``) or fla's ``"powlu"`` (:func:`powglu` with ``powglu_power``,
+            PyTorch); anything else raises ``ValueError``.
         fuse_swiglu: run :func:`fla.modules.activations.swiglu_linear` (Triton activation,
             recomputed in the backward instead of stored); ``False`` runs plain PyTorch ops.
 
@@ -38,6 +50,7 @@ class GatedMLP(nn.Module):
         intermediate_size: int | None = None,
         hidden_act: str = "swish",
         fuse_swiglu: bool = True,
+        powglu_power: float = 3.0,
     ) -> None:
         super().__init__()
         if hidden_act not in _SUPPORTED_ACTS:
@@ -51,6 +64,7 @@ class GatedMLP(nn.Module):
         self.intermediate_size = intermediate_size
         self.hidden_act = hidden_act
         self.fuse_swiglu = fuse_swiglu
+        self.powglu_power = powglu_power
         self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
         self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
@@ -60,6 +74,8 @@ class GatedMLP(nn.Module):
         if x.shape[-1] != self.hidden_size:
             raise ValueError(f"GatedMLP: x has shape {list(x.shape)}, expected [..., {self.hidden_size}] (hidden_size)")
         gate, up = self.gate_proj(x), self.up_proj(x)
+        if self.hidden_act == "powlu":
+            return self.down_proj(powglu(gate, up, self.powglu_power))
         if self.fuse_swiglu:
             return swiglu_linear(gate, up, self.down_proj.weight, self.down_proj.bias)
         return self.down_proj(F.silu(gate) * up)
@@ -68,4 +84,4 @@ class GatedMLP(nn.Module):
         return f"hidden_act={self.hidden_act!r}, fuse_swiglu={self.fuse_swiglu}"
 
 
-__all__ = ["GatedMLP", "default_intermediate_size"]
+__all__ = ["GatedMLP", "default_intermediate_size", "powglu"]

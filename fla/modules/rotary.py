@@ -194,9 +194,19 @@ class RotaryEmbedding(nn.Module):
     """
 
     def __init__(
-        self, dim: int, base: float = 10000.0, interleaved: bool = False, device: torch.device | str | None = None
+        self,
+        dim: int,
+        base: float = 10000.0,
+        scale_base: float | None = None,
+        interleaved: bool = False,
+        pos_idx_in_fp32: bool = True,
+        device: torch.device | str | None = None,
     ):
+        """fla 0.6.0's arguments, in its order: ``scale_base`` (XPos) is not provided here and must be ``None``;
+        ``pos_idx_in_fp32`` is accepted (positions and angles are always float32 here)."""
         super().__init__()
+        if scale_base is not None:
+            raise ValueError(f"RotaryEmbedding: scale_base={scale_base!r} (XPos) is not supported here")
         if dim <= 0 or dim % 2:
             raise ValueError(f"rotary dim must be a positive even number, got dim={dim}")
         self.dim, self.base, self.interleaved = dim, float(base), interleaved
