@@ -29,6 +29,7 @@ from fla.ops.attn.naive import parallel_attn_torch
 from fla.ops.common.cumsum import global_cumsum
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
+from fla.ops.common.online_softmax import online_softmax_step
 from fla.ops.common.tuning import autotune_configs, dot_precision, given_heuristics
 from fla.utils import empty
 from fla.utils.backend import dispatch
@@ -129,12 +130,7 @@ def parallel_attn_fwd_kernel(
             b_gk = tl.load(g + (bos + o_s) * HQ + i_hq, mask=m_s, other=0.0)  # [BS]
             b_s += b_gq[:, None] - b_gk[None, :]
         b_s = tl.where(_visible(o_q, o_s, m_q, m_s, W, USE_WINDOW), b_s, float("-inf"))
-        b_mn = tl.maximum(b_m, tl.max(b_s, 1))
-        b_r = tl.exp(b_m - b_mn)  # [BT] rescale of what was summed so far
-        b_p = tl.exp(b_s - b_mn[:, None])  # [BT, BS], 0 where masked
-        b_l = b_l * b_r + tl.sum(b_p, 1)
-        b_o = b_o * b_r[:, None] + tl.dot(b_p.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)
-        b_m = b_mn
+        b_m, b_l, b_o = online_softmax_step(b_s, b_v, b_m, b_l, b_o, DOT_PRECISION)
 
     if HAS_SINK:  # one more softmax entry exp(sink) with no value: in the denominator only
         b_sink = tl.load(sink_bias + i_hq).to(tl.float32)

@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fla.ops.common.online_softmax import online_softmax_step
 from fla.ops.common.tuning import autotune_configs, dot_precision
 from fla.ops.nsa.index import NSATables, build_tables, flat_tokens
 from fla.ops.nsa.inputs import check_branch_inputs
@@ -84,12 +85,7 @@ def nsa_cmp_fwd_kernel(
         )  # [BC, BV]
         b_s = tl.dot(b_q, b_kt, input_precision=DOT_PRECISION) * scale  # [BG, BC]
         b_s = tl.where(m_c[None, :], b_s, float("-inf"))
-        b_mn = tl.maximum(b_m, tl.max(b_s, 1))
-        b_r = tl.exp(b_m - b_mn)
-        b_p = tl.exp(b_s - b_mn[:, None])
-        b_l = b_l * b_r + tl.sum(b_p, 1)
-        b_o = b_o * b_r[:, None] + tl.dot(b_p.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)
-        b_m = b_mn
+        b_m, b_l, b_o = online_softmax_step(b_s, b_v, b_m, b_l, b_o, DOT_PRECISION)
     has = b_l > 0
     b_o = b_o / tl.where(has, b_l, 1.0)[:, None]
     b_lse = tl.where(has, b_m + tl.log(tl.where(has, b_l, 1.0)), 0.0)

@@ -28,6 +28,7 @@ import triton
 import triton.language as tl
 
 from fla.ops.common.cumsum import global_cumsum_torch
+from fla.ops.common.online_softmax import online_softmax_step
 from fla.ops.common.tuning import autotune_configs, dot_precision
 from fla.ops.path_attn.naive import path_chunk_factors
 from fla.utils import empty
@@ -86,13 +87,8 @@ def path_inter_fwd_kernel(
             tl.store(X + (((p0 + e) * BT + o_c[:, None]) * HQ + i_hq) * K + o_k[None, :], b_x, mask=m_k[None, :])
         b_kh = tl.load(k_hat + o_jk, mask=m_k[None, :], other=0.0)
         b_s = _scores(b_x, b_kh, b_gq, g, o_j, i_hq, scale, HQ, USE_G, DOT_PRECISION)
-        b_mn = tl.maximum(b_m, tl.max(b_s, 1))
-        b_r = tl.exp(b_m - b_mn)
-        b_p = tl.exp(b_s - b_mn[:, None])
-        b_l = b_l * b_r + tl.sum(b_p, 1)
         b_vj = tl.load(v + (o_j[:, None] * H + i_h) * V + o_v[None, :], mask=m_v[None, :], other=0.0)
-        b_o = b_o * b_r[:, None] + tl.dot(b_p.to(b_vj.dtype), b_vj, input_precision=DOT_PRECISION)
-        b_m = b_mn
+        b_m, b_l, b_o = online_softmax_step(b_s, b_vj, b_m, b_l, b_o, DOT_PRECISION)
         b_wj = tl.load(w + o_jk, mask=m_k[None, :], other=0.0)
         b_uj = tl.load(u + o_jk, mask=m_k[None, :], other=0.0)
         b_x -= tl.dot(tl.dot(b_x, tl.trans(b_wj), input_precision=DOT_PRECISION), b_uj, input_precision=DOT_PRECISION)

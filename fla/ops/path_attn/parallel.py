@@ -29,6 +29,7 @@ from fla.ops.attn.inputs import check_attn_inputs
 from fla.ops.common.cumsum import global_cumsum
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
+from fla.ops.common.online_softmax import online_softmax_step
 from fla.ops.common.tuning import autotune_configs, dot_precision, given_heuristics
 from fla.ops.common.wy import chunk_delta_solve
 from fla.ops.path_attn.chunked import path_attn_chunked
@@ -169,12 +170,7 @@ def path_attn_fwd_kernel(
             b_gk = tl.load(g + (bos + o_j) * HQ + i_hq)
             b_s += b_gq[:, None] - b_gk[None, :]
         b_s = b_s * scale
-        b_mn = tl.maximum(b_m, tl.max(b_s, 1))
-        b_r = tl.exp(b_m - b_mn)
-        b_p = tl.exp(b_s - b_mn[:, None])
-        b_l = b_l * b_r + tl.sum(b_p, 1)
-        b_o = b_o * b_r[:, None] + tl.dot(b_p.to(b_vj.dtype), b_vj, input_precision=DOT_PRECISION)
-        b_m = b_mn
+        b_m, b_l, b_o = online_softmax_step(b_s, b_vj, b_m, b_l, b_o, DOT_PRECISION)
         # carry the queries past this chunk: q <- q (I - W^T U)
         b_q -= tl.dot(tl.dot(b_q, tl.trans(b_wj), input_precision=DOT_PRECISION), b_uj, input_precision=DOT_PRECISION)
 

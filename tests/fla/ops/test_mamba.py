@@ -1,5 +1,9 @@
 """The selective scan (fla.ops.mamba) against a float64 step-by-step reference, on both backends."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +15,7 @@ from fla.ops.mamba import (
     selective_scan_fn,
     selective_state_update,
 )
-from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, to_reference, tol, using
+from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, child_pythonpath, to_reference, tol, using
 
 OPS = (chunk_selective_scan, fused_recurrent_selective_scan)
 
@@ -217,3 +221,15 @@ def test_gpu_sizes(dtype):
     cu = torch.tensor([0, 1, 700, 701, 2000], dtype=torch.int32, device=DEVICE)
     packed = _inputs(1, 2000, 1536, 16, dtype, num_states=4)
     _check(chunk_selective_scan, "triton", packed, tol(dtype, 5), cu_seqlens=cu)
+
+
+@pytest.mark.slow  # ~40 s: 20 kernel variants through the GPU compiler
+def test_scan_kernels_compile_for_sm90_without_a_gpu():
+    """The selective scan, the SSD's fused stages and ABC's gate scan compile for sm_90 in a process without
+    TRITON_INTERPRET (tests/fla/ops/scan_compile_check.py): the interpreter runs code the GPU compiler refuses."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = child_pythonpath()
+    run = subprocess.run([sys.executable, "-m", "tests.fla.ops.scan_compile_check"], env=env, capture_output=True,
+                         text=True, timeout=900)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(run.stdout.splitlines()) == 2 + 4 + 8 + 8, run.stdout

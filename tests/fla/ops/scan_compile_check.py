@@ -1,0 +1,47 @@
+"""Compile the scan-type kernels landed without a GPU run for sm_90 (Triton's frontend, optimizer and ptxas): the
+selective scan (fla/ops/mamba/scan.py), the SSD's fused input / skip stages (fla/ops/mamba2/ssd_io.py) and ABC's
+slot-gate scan (fla/ops/gsa/gate_scan.py). Run without ``TRITON_INTERPRET``: ``python -m
+tests.fla.ops.scan_compile_check`` prints one line per kernel variant.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from fla.ops.gsa import gate_scan
+from fla.ops.mamba import scan
+from fla.ops.mamba2 import ssd_io
+from tests.fla.ops.attn_compile_check import compile_kernel
+
+IO_TYPES = {"x": "*bf16", "v": "*bf16", "dv": "*bf16", "dx": "*bf16", "y": "*bf16", "o": "*bf16", "do": "*bf16",
+            "dt": "*fp32", "ddt": "*fp32", "D": "*fp32", "dD": "*fp32", "R": "i32", "N": "i32"}  # fmt: skip
+GATE_TYPES = {"s": "*bf16", "s_out": "*bf16", "ds_out": "*bf16", "ds": "*bf16", "cu_seqlens": "*i32", "T": "i32"}
+SCAN_TYPES = {"x": "*bf16", "dt": "*bf16", "Bm": "*bf16", "Cm": "*bf16", "dy": "*bf16", "y": "*bf16", "dx": "*bf16",
+              "ddt": "*bf16", "cu_seqlens": "*i32", "chunk_indices": "*i32", "T": "i32"}  # fmt: skip
+
+
+def main() -> None:
+    sizes = dict(P=64, BR=32, BP=64)
+    for kernel in (ssd_io.ssd_value_fwd_kernel, ssd_io.ssd_value_bwd_kernel):
+        print(kernel.__name__, compile_kernel(kernel, IO_TYPES, sizes))
+    for per_channel in (False, True):
+        for kernel in (ssd_io.ssd_skip_fwd_kernel, ssd_io.ssd_skip_bwd_kernel):
+            ptx = compile_kernel(kernel, IO_TYPES, dict(sizes, H=32, D_PER_CHANNEL=per_channel))
+            print(kernel.__name__, per_channel, ptx)
+    for z0, varlen in itertools.product((False, True), repeat=2):
+        absent = ({} if z0 else {"z0": None, "dz0": None}) | ({} if varlen else {"cu_seqlens": None})
+        flags = dict(C=1024, BT=gate_scan.BT, BC=32, USE_Z0=z0, IS_VARLEN=varlen, **absent)
+        for kernel in (gate_scan.additive_gate_fwd_kernel, gate_scan.additive_gate_bwd_kernel):
+            print(kernel.__name__, z0, varlen, compile_kernel(kernel, GATE_TYPES, flags))
+    for varlen in (False, True):
+        absent = {} if varlen else {"cu_seqlens": None, "chunk_indices": None}
+        flags = dict(Di=1536, Ds=16, BT=scan.CHUNK_SIZE, BD=8, BS=16, IS_VARLEN=varlen, **absent)
+        for reverse in (False, True):
+            ptx = compile_kernel(scan.mamba_chunk_state_kernel, SCAN_TYPES, dict(flags, REVERSE=reverse))
+            print("mamba_chunk_state_kernel", varlen, reverse, ptx)
+        for kernel in (scan.mamba_chunk_output_fwd_kernel, scan.mamba_chunk_bwd_kernel):
+            print(kernel.__name__, varlen, compile_kernel(kernel, SCAN_TYPES, flags))
+
+
+if __name__ == "__main__":
+    main()
