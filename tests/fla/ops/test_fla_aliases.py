@@ -242,3 +242,27 @@ def test_iplr_varlen_and_bad_input(op):
         assert_close(f"ht[{i}]", ht_ref, ht[i : i + 1], TOL32)
     with pytest.raises(ValueError, match=r"\ba\b"):
         op(x["q"], x["k"], x["v"], x["a"][..., :5], x["b"])
+
+
+# ---------------------------------------------------------------- the Triton path (interpreter on CPU)
+
+
+def test_triton_path_based_parallel_and_iplr():
+    """The wrapped Triton ops with these wrappers' shapes: Based's Taylor features (1 + K + K(K+1)/2 = 15 keys)
+    and the ones column (V + 1 values), parallel_simple_gla's gates, IPLR's zero decays."""
+    B, T, H, K, V = 1, 20, 1, 4, 5
+    q, k, v = torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, H, V)
+    g = F.logsigmoid(torch.randn(B, T, H))
+    x = _iplr_inputs(1, 20, H=1, K=8, V=4)
+    with using("triton"):
+        o_based = parallel_based(q, k, v)
+        o_gla, attn = parallel_simple_gla(q, k, v, g, output_attentions=True)
+        o_iplr, ht = chunk_iplr_delta_rule(*(x[n] for n in "qkvab"), initial_state=x["h0"], output_final_state=True)
+    ref = [t.double() for t in (q, k, v)]
+    assert_close("based", _based_reference(*ref, K**-0.5, True), o_based, TOL32)
+    o_ref, attn_ref = _gated_reference(*ref, g.double(), K**-0.5)
+    assert_close("simple_gla", o_ref, o_gla, TOL32)
+    assert_close("attn", attn_ref, attn, TOL32)
+    o_ref, ht_ref = _iplr_reference(*(to_reference(x[n]) for n in "qkvab"), 8**-0.5, to_reference(x["h0"]))
+    assert_close("iplr", o_ref, o_iplr, TOL32)
+    assert_close("iplr ht", ht_ref, ht, TOL32)
