@@ -22,6 +22,7 @@ from fla.ops import (
     parallel_simple_gla,
 )
 from fla.ops.based import naive_parallel_based
+from fla.ops.simple_gla.parallel import simple_gla_scores
 from tests.harness import assert_close, to_reference, tol, using
 
 TOL32 = tol(torch.float32, 20)
@@ -266,3 +267,26 @@ def test_triton_path_based_parallel_and_iplr():
     o_ref, ht_ref = _iplr_reference(*(to_reference(x[n]) for n in "qkvab"), 8**-0.5, to_reference(x["h0"]))
     assert_close("iplr", o_ref, o_iplr, TOL32)
     assert_close("iplr ht", ht_ref, ht, TOL32)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_sizes(dtype):
+    """Based with fla's usual feature dim 16 (153 Taylor features), parallel_simple_gla with scores and IPLR at
+    training sizes on the GPU, against the float64 quadratic / step-by-step forms."""
+    dev, B, T, H = "cuda", 2, 500, 4
+    q, k = torch.randn(B, T, H, 16, device=dev) / 2, torch.randn(B, T, H, 16, device=dev) / 2
+    v = torch.randn(B, T, H, 64, device=dev)
+    ref = [t.double() for t in (q, k, v)]
+    o = parallel_based(*(t.to(dtype) for t in (q, k, v)))
+    assert_close("based", naive_parallel_based(*ref), o, tol(dtype, 4))
+    g = F.logsigmoid(torch.randn(B, T, H, device=dev)) / 8
+    o, attn = parallel_simple_gla(*(t.to(dtype) for t in (q, k, v)), g, output_attentions=True)
+    o_ref = torch.einsum("bhij,bjhv->bihv", simple_gla_scores(*ref[:2], g.double(), 0.25), ref[2])
+    assert_close("simple_gla", o_ref, o, tol(dtype, 4))
+    assert_close("attn", simple_gla_scores(*ref[:2], g.double(), 0.25), attn, tol(dtype, 4))
+    x = {n: t.detach().to(dev) for n, t in _iplr_inputs(1, 300, H=4, K=64, V=64).items()}
+    o, ht = chunk_iplr_delta_rule(*(x[n].to(dtype) for n in "qkvab"), initial_state=x["h0"], output_final_state=True)
+    o_ref, ht_ref = _iplr_reference(*(x[n].double() for n in "qkvab"), 64**-0.5, x["h0"].double())
+    assert_close("iplr", o_ref, o, tol(dtype, 8))
+    assert_close("iplr ht", ht_ref, ht, tol(dtype, 8))
