@@ -43,3 +43,19 @@ __all__ = [
 ]
 __all__ += ["DPFPFeatureMap", "HadamardFeatureMap", "HedgehogFeatureMap", "T2RFeatureMap"]
 __all__ += ["TokenShift", "token_shift"]
+from fla.modules.norm_linear import (  # noqa: E402  (fla 0.6.0's norm + linear modules, added after the others)
+    FusedLayerNormGatedLinear,
+    FusedLayerNormSwishGate,
+    FusedLayerNormSwishGateLinear,
+    FusedRMSNormGatedLinear,
+    FusedRMSNormSwishGate,
+    FusedRMSNormSwishGateLinear,
+    GroupNormLinear,
+    L2Norm,
+    LayerNormLinear,
+    RMSNormLinear,
+)
+
+__all__ += ["FusedRMSNormSwishGate", "FusedLayerNormSwishGate", "FusedRMSNormSwishGateLinear"]
+__all__ += ["FusedLayerNormSwishGateLinear", "FusedRMSNormGatedLinear", "FusedLayerNormGatedLinear"]
+__all__ += ["RMSNormLinear", "LayerNormLinear", "GroupNormLinear", "L2Norm"]

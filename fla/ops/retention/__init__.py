@@ -2,8 +2,10 @@
 
 from fla.ops.retention.chunk import chunk_retention
 from fla.ops.retention.decays import retention_log_decays
+from fla.ops.retention.fused_chunk import fused_chunk_retention
 from fla.ops.retention.fused_recurrent import fused_recurrent_retention
 from fla.ops.retention.naive import naive_chunk_retention, naive_recurrent_retention
+from fla.ops.retention.parallel import parallel_retention
 
 __all__ = [
     "chunk_retention",
@@ -12,3 +14,4 @@ __all__ = [
     "naive_recurrent_retention",
     "retention_log_decays",
 ]
+__all__ += ["fused_chunk_retention", "parallel_retention"]
