@@ -348,7 +348,8 @@ def _shard_region(block: nn.Module, name: str, spec: TPRegion, mesh: DeviceMesh,
             local = param.to_local()
             m._parameters[n] = _CopyToTP.apply(local, group) if replicated else local
         copy = lambda x: _CopyToTP.apply(x, group) if _is_float(x) else x
-        return tuple(copy(a) for a in args), {k: split(k, copy(v)) for k, v in kwargs.items()}
+        kwargs = {k: v if k in spec.local_inputs else split(k, copy(v)) for k, v in kwargs.items()}
+        return tuple(copy(a) for a in args), kwargs
 
     def leave(mod, args, kwargs, output):
         for (m, n, _), param in zip(owners, saved):

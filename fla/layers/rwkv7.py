@@ -191,7 +191,8 @@ class RWKV7Attention(LinearMixer):
         self.w_lora.lora[2].bias.copy_(www + 0.5 + zigzag * 2.5)
         self.a_lora.lora[2].bias.copy_(-0.19 + zigzag * 0.3 + linear * 0.4)
         if hasattr(self, "v_lora"):
-            self.v_lora.lora[2].bias.copy_(0.73 - ramp(self.value_dim)[1] * 0.4)
+            # sizes from the parameters: under tensor parallelism the layer's widths are per rank, the init's full
+            self.v_lora.lora[2].bias.copy_(0.73 - ramp(self.v_lora.lora[2].bias.shape[0])[1] * 0.4)
         if self.g_norm.weight is not None:
             self.g_norm.weight.fill_(((layer + 1) / depth) ** 0.7)
             self.g_norm.bias.zero_()

@@ -48,6 +48,9 @@ class TPRegion:
         split_inputs: keyword inputs of the region's forward that are replicated per-feature tensors
             ``[..., width]`` of the split width (HGRN's ``lower_bound``): each rank gets its contiguous share
             of the last dim, as the column-parallel projections do; their gradients are summed over the group.
+        local_inputs: keyword inputs that are already this rank's share: an output of an earlier region past
+            its first (RWKV7's ``v_first``, layer 0's values of this rank's heads). They enter as they are, and
+            their gradients stay per rank.
     """
 
     col: tuple[str, ...]
@@ -57,6 +60,7 @@ class TPRegion:
     rank_offset: Mapping[str, str] = field(default_factory=dict)
     full_norms: tuple[str, ...] = ()
     split_inputs: tuple[str, ...] = ()
+    local_inputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

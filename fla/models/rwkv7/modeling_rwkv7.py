@@ -31,6 +31,7 @@ from fla.models.flops import TokenMixer
 from fla.models.modeling_utils import FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_attention
 from fla.models.rwkv6.modeling_rwkv6 import FFN_ACTIVATIONS, build_layer_norm, ffn_width
 from fla.models.rwkv7.configuration_rwkv7 import RWKV7Config
+from fla.models.tp_plan import MIXER_DIMS, TPPlan, TPRegion
 from fla.modules.token_shift import token_shift
 
 
@@ -176,11 +177,24 @@ class RWKV7PreTrainedModel(FLAPreTrainedModel):
             ratio = self.config.vocab_size / self.config.hidden_size
             orthogonal_init(module.weight, 0.5 * (math.sqrt(ratio) if ratio > 1 else 1.0))
 
-    tensor_parallel_plan = None
-    """No tensor parallelism. The time mixing splits by heads, but ``v_first`` (layer 0's values) crosses the
-    blocks: on a rank it would be that rank's share of the heads, while the trainer's region hooks take every
-    floating-point input of a region as replicated and sum its gradient over the ranks, which would add the
-    other ranks' (unrelated) heads into layer 0's gradient. The trainer therefore refuses TP for RWKV7."""
+    tensor_parallel_plan = TPPlan(
+        embed="model.embeddings",
+        head="lm_head",
+        regions={
+            "attn": TPRegion(
+                col=("r_proj", "k_proj", "v_proj", "w_lora.lora.2", "a_lora.lora.2", "g_lora.lora.2", "v_lora.lora.2"),
+                row=("o_proj",),
+                shard=("k_k", "k_a", "r_k", "g_norm"),
+                divide=("num_heads", "num_kv_heads", *MIXER_DIMS),
+                local_inputs=("v_first",),
+            ),
+            "ffn": TPRegion(col=("key",), row=("value",)),
+        },
+    )
+    """Time mixing split by heads: r/k/v, the LoRAs' second matrices (their first ones and the token-shift mixes
+    are replicated), ``k_k``, ``k_a``, ``r_k`` and the GroupNorm with the heads. ``v_first`` (layer 0's values,
+    the attention region's fourth output) stays this rank's share of the heads from layer 0 to the last layer:
+    a local input of every later region. Channel mixing: ``key`` column-, ``value`` row-parallel."""
 
     @classmethod
     def token_mixer(cls, config: RWKV7Config) -> TokenMixer:

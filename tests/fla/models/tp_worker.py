@@ -27,6 +27,7 @@ from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 import fla  # noqa: E402, F401  (registers the models)
 from flame.parallelize import apply_tp  # noqa: E402
+from tests.fla.models.families import BY_TYPE  # noqa: E402
 
 # a small even vocabulary (the embedding and head split over it) and a wider init than 0.02, so that every token
 # mixer moves the logits (a wrong split must show above fp32 noise)
@@ -45,6 +46,11 @@ def compare(path: str, mesh) -> dict:
     config = AutoConfig.from_pretrained(path, **OVERRIDES)
     torch.manual_seed(0)
     whole = AutoModelForCausalLM.from_config(config)
+    family = BY_TYPE.get(config.model_type)
+    if family is not None and family.perturb_init:  # zero-initialized paths (RWKV7's o_proj) would carry no gradient
+        with torch.no_grad():
+            for p in whole.parameters():
+                p.add_(torch.randn_like(p) * family.perturb_init)
     split = copy.deepcopy(whole)
     apply_tp(split, mesh)
     ids = torch.randint(0, config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(1))
