@@ -19,13 +19,20 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 _EXTRAS = {"state_v_first": False, "cu_seqlens_cpu": None}
 _DELTA_EXTRAS = {"chunk_indices": None, "cp_context": None}
 
 
-def _transposed(state: torch.Tensor | None) -> torch.Tensor | None:
-    return None if state is None else state.transpose(-1, -2)
+def state_to_kv(state: torch.Tensor | None, state_v_first: bool) -> torch.Tensor | None:
+    """A state in the op's layout (``[N, H, V, K]`` when ``state_v_first``) as ``[N, H, K, V]``."""
+    return state.transpose(-1, -2) if state is not None and state_v_first else state
+
+
+def state_from_kv(state: torch.Tensor | None, state_v_first: bool) -> torch.Tensor | None:
+    """A ``[N, H, K, V]`` state in the op's layout (contiguous ``[N, H, V, K]`` when ``state_v_first``)."""
+    return state.transpose(-1, -2).contiguous() if state is not None and state_v_first else state
 
 
 def accepts_fla_state_options(delta: bool = False) -> Callable:
@@ -44,9 +51,9 @@ def accepts_fla_state_options(delta: bool = False) -> Callable:
             if not options["state_v_first"]:
                 return fn(*args, **kwargs)
             bound = signature.bind(*args, **kwargs)
-            bound.arguments["initial_state"] = _transposed(bound.arguments.get("initial_state"))
+            bound.arguments["initial_state"] = state_to_kv(bound.arguments.get("initial_state"), True)
             o, final_state = fn(*bound.args, **bound.kwargs)
-            return o, _transposed(final_state)
+            return o, state_from_kv(final_state, True)
 
         params = list(signature.parameters.values())
         tail = [p for p in params if p.kind is inspect.Parameter.VAR_KEYWORD]
@@ -59,22 +66,39 @@ def accepts_fla_state_options(delta: bool = False) -> Callable:
 
 
 def sigmoid_beta(beta: torch.Tensor | None, apply: bool) -> torch.Tensor | None:
-    """fla's ``use_beta_sigmoid_in_kernel``: ``sigmoid(beta)`` (in float32 for half inputs, back to beta's dtype);
-    the ops' ``allow_neg_eigval`` then doubles it, as fla's ``2 sigmoid(beta)``."""
-    if not apply or beta is None:
-        return beta
-    return beta.float().sigmoid().to(beta.dtype)
+    """fla's ``use_beta_sigmoid_in_kernel``: ``sigmoid(beta)`` when ``apply`` (the ops' ``allow_neg_eigval`` then
+    doubles it, as fla's ``2 sigmoid(beta)``)."""
+    return torch.sigmoid(beta) if apply and beta is not None else beta
 
 
-def gate_from_logits(g: torch.Tensor, A_log: torch.Tensor, dt_bias: torch.Tensor | None) -> torch.Tensor:
-    """fla's ``use_gate_in_kernel``: the log decay ``-exp(A_log) * softplus(g + dt_bias)`` (float32) from the raw
-    gate ``g [..., HV]`` (``[..., HV, K]`` for a per-channel gate) with ``A_log``, ``dt_bias`` ``[HV]``
-    (or ``[HV * K]``)."""
-    x = g.float()
+def decay_from_logits(
+    g: torch.Tensor, A_log: torch.Tensor | None, dt_bias: torch.Tensor | None = None, lower_bound: float | None = None
+) -> torch.Tensor:
+    """fla's ``use_gate_in_kernel``: the log decay from the raw gate, in float32 (float64 stays float64)::
+
+        -exp(A_log) * softplus(g + dt_bias)                       (default)
+        lower_bound * sigmoid(exp(A_log) * (g + dt_bias))         (lower_bound set; without A_log: of g + dt_bias)
+
+    Args:
+        g: a scalar gate per value head ``[..., HV]``, or per head and key channel ``[B, T, HV, K]`` (4 dims: KDA).
+        A_log: ``[HV]`` (may be ``None`` only with ``lower_bound``); dt_bias: ``[HV]`` / ``[HV * K]`` or ``None``.
+    """
+    per_channel = g.dim() == 4
+    heads = tuple(g.shape[-2:]) if per_channel else tuple(g.shape[-1:])
+    dtype = torch.promote_types(g.dtype, torch.float32)
+    x = g.to(dtype)
     if dt_bias is not None:
-        x = x + dt_bias.float().reshape(x.shape[-1:] if x.dim() == 3 else x.shape[-2:])
-    A = A_log.float().reshape(x.shape[-1:] if x.dim() == 3 else (x.shape[-2], 1))
-    return -A.exp() * torch.nn.functional.softplus(x)
+        x = x + dt_bias.to(dtype).view(heads)
+    a = None if A_log is None else A_log.to(dtype).exp().view(heads[0], *([1] if per_channel else []))
+    if lower_bound is not None:
+        return lower_bound * torch.sigmoid(x if a is None else a * x)
+    return -a * F.softplus(x)
 
 
-__all__ = ["accepts_fla_state_options", "gate_from_logits", "sigmoid_beta"]
+__all__ = [
+    "accepts_fla_state_options",
+    "decay_from_logits",
+    "sigmoid_beta",
+    "state_from_kv",
+    "state_to_kv",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.common.fla_options import accepts_fla_state_options, gate_from_logits, sigmoid_beta
+from fla.ops.common.fla_options import accepts_fla_state_options, decay_from_logits, sigmoid_beta
 from fla.ops.common.fused_recurrent_delta import fused_recurrent_delta
 
 
@@ -46,7 +46,7 @@ def fused_recurrent_gated_delta_rule(
     if use_gate_in_kernel:
         if A_log is None or g is None:
             raise ValueError("fused_recurrent_gated_delta_rule: use_gate_in_kernel=True needs g and A_log")
-        g = gate_from_logits(g, A_log, dt_bias)
+        g = decay_from_logits(g, A_log, dt_bias)
     beta = sigmoid_beta(beta, use_beta_sigmoid_in_kernel)
     if gk is not None and g is not None:
         gk, g = gk.float() + g.float()[..., None], None  # one per-channel decay: exp(g) exp(gk) = exp(g + gk)

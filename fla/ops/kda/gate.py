@@ -1,5 +1,5 @@
-"""KDA's input maps: the per-key-channel log decay from the raw gate, beta from its logits, and the
-state layout option.
+"""KDA's input maps: the per-key-channel log decay from the raw gate and beta from its logits (the shared
+maps of :mod:`fla.ops.common.fla_options`), and the KDA-specific input checks.
 
 Gate (``use_gate_in_kernel``), per value head ``h`` and key channel ``c``::
 
@@ -14,8 +14,8 @@ PyTorch maps computed in float32 (float64 stays float64), ahead of the delta sta
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from fla.ops.common.fla_options import decay_from_logits, sigmoid_beta, state_from_kv, state_to_kv
 from fla.utils import check_dtype, check_shape
 
 
@@ -25,21 +25,14 @@ def kda_gate(
     dt_bias: torch.Tensor | None = None,
     lower_bound: float | None = None,
 ) -> torch.Tensor:
-    """The log decay ``[B, T, HV, K]`` (float32, float64 for float64 ``g``) from the raw gate ``g``.
+    """The log decay ``[B, T, HV, K]`` (float32, float64 for float64 ``g``) from the raw gate ``g``
+    (:func:`fla.ops.common.fla_options.decay_from_logits` of a per-channel gate).
 
     Args:
         g: ``[B, T, HV, K]`` raw gate; A_log: ``[HV]`` (may be ``None`` only with ``lower_bound``);
         dt_bias: ``[HV * K]`` or ``None``; lower_bound: ``None`` or the bound (< 0) of the sigmoid form.
     """
-    HV, K = g.shape[-2:]
-    dtype = torch.promote_types(g.dtype, torch.float32)
-    x = g.to(dtype)
-    if dt_bias is not None:
-        x = x + dt_bias.to(dtype).view(HV, K)
-    a = None if A_log is None else A_log.to(dtype).exp().view(HV, 1)
-    if lower_bound is not None:
-        return lower_bound * torch.sigmoid(x if a is None else a * x)
-    return -a * F.softplus(x)
+    return decay_from_logits(g, A_log, dt_bias, lower_bound)
 
 
 def check_kda_inputs(
@@ -93,16 +86,7 @@ def prepare_kda_gates(
     by the delta stages)."""
     if use_gate_in_kernel:
         g = kda_gate(g, A_log, dt_bias, lower_bound)
-    if use_beta_sigmoid_in_kernel and beta is not None:
-        beta = torch.sigmoid(beta)
-    return g, beta
+    return g, sigmoid_beta(beta, use_beta_sigmoid_in_kernel)
 
 
-def state_to_kv(state: torch.Tensor | None, state_v_first: bool) -> torch.Tensor | None:
-    """A state in the op's layout (``[N, HV, V, K]`` when ``state_v_first``) as ``[N, HV, K, V]``."""
-    return state.transpose(-1, -2) if state is not None and state_v_first else state
-
-
-def state_from_kv(state: torch.Tensor | None, state_v_first: bool) -> torch.Tensor | None:
-    """A ``[N, HV, K, V]`` state in the op's layout (contiguous ``[N, HV, V, K]`` when ``state_v_first``)."""
-    return state.transpose(-1, -2).contiguous() if state is not None and state_v_first else state
+__all__ = ["check_kda_inputs", "kda_gate", "prepare_kda_gates", "state_from_kv", "state_to_kv"]
