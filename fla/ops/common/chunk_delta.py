@@ -56,7 +56,8 @@ def chunk_delta_rule_fwd(
     *,
     gk: torch.Tensor | None = None,
     p: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    return_scores: bool = False,
+) -> tuple[torch.Tensor | None, ...]:
     """The Triton forward (contiguous inputs, options already applied; shapes as :func:`chunk_delta_rule`,
     ``g`` ``[B, T, H]``, ``gk`` ``[B, T, H, K]`` or neither; ``p`` ``[B, T, H, K]`` Comba's erase keys or
     ``None``, not with ``gk``).
@@ -64,7 +65,9 @@ def chunk_delta_rule_fwd(
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``), the final state ``[N, H, K, V]`` float32 or ``None``,
         ``Tm`` ``[B, T, H, BT]`` fp32 (the WY stage's inverses) and ``G`` fp32 (the chunk-local gate
-        cumsum, shaped like the gate, ``None`` when ungated), both kept for the backward.
+        cumsum, shaped like the gate, ``None`` when ungated), both kept for the backward; with
+        ``return_scores`` also the output stage's scores ``Aqk`` ``[B, T, H, BT]`` (``v.dtype``) of the
+        per-key-channel gate (``None`` for the other gates), which its backward then need not recompute.
     """
     check_erase_gate(gk, p)
     if gk is not None:
@@ -75,11 +78,13 @@ def chunk_delta_rule_fwd(
             k, w, u, layout, gk=Gk, h0=initial_state, output_final_state=output_final_state
         )
         Aqk = chunk_gk_fwd_A(q, k, Gk, layout, scale, v.dtype)
-        return chunk_fwd_o(q, k, v_new, h, layout, scale, gk=Gk, A=Aqk), ht, Tm, Gk
+        out = chunk_fwd_o(q, k, v_new, h, layout, scale, gk=Gk, A=Aqk), ht, Tm, Gk
+        return (*out, Aqk) if return_scores else out
     G = None if g is None else chunk_local_cumsum(g, layout)
     Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, g=G, p=p, g_erase=erase_gate(G, g, p))
     h, v_new, ht = chunk_delta_fwd_h(k, w, u, layout, g=G, h0=initial_state, output_final_state=output_final_state)
-    return chunk_fwd_o(q, k, v_new, h, layout, scale, g=G), ht, Tm, G
+    out = chunk_fwd_o(q, k, v_new, h, layout, scale, g=G), ht, Tm, G
+    return (*out, None) if return_scores else out
 
 
 def chunk_delta_rule_bwd(
@@ -99,9 +104,11 @@ def chunk_delta_rule_bwd(
     *,
     gk: torch.Tensor | None = None,
     p: torch.Tensor | None = None,
+    Aqk: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """The Triton backward (contiguous inputs; ``Tm`` and ``G`` from :func:`chunk_delta_rule_fwd`, or
-    ``None`` to redo the WY solve / the gate cumsum, as the recurrent op's backward does).
+    """The Triton backward (contiguous inputs; ``Tm``, ``G`` and, with ``gk``, ``Aqk`` from
+    :func:`chunk_delta_rule_fwd`, or ``None`` to redo the WY solve / the gate cumsum / the scores, as the
+    recurrent op's backward does).
 
     Returns:
         ``dq, dk, dv`` (input dtypes), ``dbeta`` ``[B, T, H]`` float32, ``dg`` float32 shaped like the
@@ -111,7 +118,7 @@ def chunk_delta_rule_bwd(
     """
     check_erase_gate(gk, p)
     if gk is not None:
-        return _chunk_kda_bwd(q, k, v, beta, gk, Tm, scale, initial_state, do, dht, layout, want_dh0, G)
+        return _chunk_kda_bwd(q, k, v, beta, gk, Tm, scale, initial_state, do, dht, layout, want_dh0, G, Aqk)
     if G is None and g is not None:
         G = chunk_local_cumsum(g, layout)
     Ge = erase_gate(G, g, p)
@@ -131,7 +138,7 @@ def erase_gate(G: torch.Tensor | None, g: torch.Tensor | None, p: torch.Tensor |
     return None if p is None or G is None else G - g.float()
 
 
-def _chunk_kda_bwd(q, k, v, beta, gk, Tm, scale, initial_state, do, dht, layout, want_dh0, Gk):
+def _chunk_kda_bwd(q, k, v, beta, gk, Tm, scale, initial_state, do, dht, layout, want_dh0, Gk, Aqk):
     """:func:`chunk_delta_rule_bwd` for the per-key-channel gate ``gk``: the vector-gate scores and their
     intra-chunk backward (:mod:`fla.ops.common.chunk_intra_gk`) stand in for the scalar-gate products."""
     if Gk is None:
@@ -139,7 +146,8 @@ def _chunk_kda_bwd(q, k, v, beta, gk, Tm, scale, initial_state, do, dht, layout,
     Akk = None if Tm is not None else chunk_gk_fwd_A(k, k, Gk, layout, 1.0, torch.float32)
     Tm, w, u = chunk_delta_wy_fwd(k, v, beta, layout, gk=Gk, Tm=Tm, Akk=Akk)
     h, v_new, _ = chunk_delta_fwd_h(k, w, u, layout, gk=Gk, h0=initial_state)
-    Aqk = chunk_gk_fwd_A(q, k, Gk, layout, scale, v.dtype)
+    if Aqk is None:
+        Aqk = chunk_gk_fwd_A(q, k, Gk, layout, scale, v.dtype)
     dv_local = chunk_bwd_dv(q, k, do, None, layout, scale, gk=Gk, A=Aqk)
     dh, dh0, dv_new = chunk_delta_bwd_dh(q, k, w, do, dv_local, layout, scale, gk=Gk, dht=dht, want_dh0=want_dh0)
     dq_intra, dk_intra = chunk_gk_bwd_intra(q, k, Gk, chunk_gk_bwd_dA(v_new, do, layout, scale), layout)
@@ -157,25 +165,29 @@ class ChunkDeltaRuleFunction(torch.autograd.Function):
     @contiguous
     def forward(ctx, q, k, v, beta, g, scale, initial_state, output_final_state, cu_seqlens, gk=None):
         layout = chunk_layout(q, cu_seqlens)
-        o, ht, Tm, G = chunk_delta_rule_fwd(q, k, v, beta, g, scale, initial_state, output_final_state, layout, gk=gk)
-        ctx.save_for_backward(q, k, v, beta, g, Tm, G, initial_state, gk)
+        o, ht, Tm, G, Aqk = chunk_delta_rule_fwd(
+            q, k, v, beta, g, scale, initial_state, output_final_state, layout, gk=gk, return_scores=True
+        )
+        ctx.save_for_backward(q, k, v, beta, g, Tm, G, initial_state, gk, Aqk)
         ctx.scale, ctx.layout = scale, layout
         return o, ht
 
     @staticmethod
     @contiguous
     def backward(ctx, do, dht):
-        q, k, v, beta, g, Tm, G, initial_state, gk = ctx.saved_tensors
-        return chunk_delta_grads(ctx, q, k, v, beta, g, Tm, G, initial_state, do, dht, ctx.layout, gk=gk)
+        q, k, v, beta, g, Tm, G, initial_state, gk, Aqk = ctx.saved_tensors
+        return chunk_delta_grads(ctx, q, k, v, beta, g, Tm, G, initial_state, do, dht, ctx.layout, gk=gk, Aqk=Aqk)
 
 
-def chunk_delta_grads(ctx, q, k, v, beta, g, Tm, G, initial_state, do, dht, layout: ChunkLayout, gk=None) -> tuple:
+def chunk_delta_grads(
+    ctx, q, k, v, beta, g, Tm, G, initial_state, do, dht, layout: ChunkLayout, gk=None, Aqk=None
+) -> tuple:
     """The gradients an autograd Function with inputs ``(q, k, v, beta, g, scale, initial_state,
-    output_final_state, cu_seqlens, gk)`` returns, by :func:`chunk_delta_rule_bwd` (``Tm``, ``G``: the forward's,
-    or ``None`` to recompute them), each in its input's dtype."""
+    output_final_state, cu_seqlens, gk)`` returns, by :func:`chunk_delta_rule_bwd` (``Tm``, ``G``, ``Aqk``: the
+    forward's, or ``None`` to recompute them), each in its input's dtype."""
     want_dh0 = initial_state is not None and ctx.needs_input_grad[6]
     dq, dk, dv, dbeta, dg, dh0 = chunk_delta_rule_bwd(
-        q, k, v, beta, g, Tm, ctx.scale, initial_state, do, dht, layout, want_dh0, G=G, gk=gk
+        q, k, v, beta, g, Tm, ctx.scale, initial_state, do, dht, layout, want_dh0, G=G, gk=gk, Aqk=Aqk
     )
     dg, dgk = (None, cast_like(dg, gk)) if gk is not None else (cast_like(dg, g), None)
     return dq, dk, dv, cast_like(dbeta, beta), dg, None, cast_like(dh0, initial_state), None, None, dgk

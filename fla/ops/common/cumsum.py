@@ -28,12 +28,13 @@ from fla.utils.sizes import cdiv
 
 
 @lean_launch
-@given_heuristics(USE_G="g", USE_GAMMA="g_gamma", IS_VARLEN="cu_seqlens")
+@given_heuristics(USE_G="g", USE_GAMMA="g_gamma", STORE_EXCLUSIVE="out_x", IS_VARLEN="cu_seqlens")
 @triton.jit(do_not_specialize=["T"])
 def chunk_local_cumsum_kernel(
     g,
     g_gamma,
     out,
+    out_x,
     cu_seqlens,
     chunk_indices,
     T,
@@ -45,8 +46,10 @@ def chunk_local_cumsum_kernel(
     REVERSE: tl.constexpr,
     USE_G: tl.constexpr,
     USE_GAMMA: tl.constexpr,
+    STORE_EXCLUSIVE: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
+    # out_x (vector gates): the exclusive cumsum G_i - g_i as well, from the same load
     i_d, i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
@@ -67,6 +70,8 @@ def chunk_local_cumsum_kernel(
         b_g = tl.load(g + o_g, mask=m_g, other=0.0).to(tl.float32)
     b_o = tl.cumsum(b_g, axis=0, reverse=REVERSE)
     tl.store(out + o_g, b_o, mask=m_g)
+    if STORE_EXCLUSIVE:
+        tl.store(out_x + o_g, b_o - b_g, mask=m_g)
 
 
 # ``given_heuristics`` flags of every kernel that reads scalar gates through :func:`chunk_scalar_gates`
@@ -99,7 +104,8 @@ def chunk_local_cumsum(
     *,
     g_gamma: torch.Tensor | None = None,
     reverse: bool = False,
-) -> torch.Tensor:
+    exclusive: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Chunk-local (reverse) cumsum of log gates, float32.
 
     Args:
@@ -107,8 +113,10 @@ def chunk_local_cumsum(
         layout: the chunking (:class:`ChunkLayout`).
         g_gamma: ``[H]`` constant log decay added to every token (scalar gates only).
         reverse: sum from the end of each chunk (the backward of the forward cumsum).
+        exclusive: also return the exclusive cumsum ``G - g`` (vector gates only; RWKV6's queries' gate).
     Returns:
-        ``G`` float32 with ``g``'s shape (``[B, T, H]`` for ``g_gamma`` alone).
+        ``G`` float32 with ``g``'s shape (``[B, T, H]`` for ``g_gamma`` alone); with ``exclusive``
+        the pair ``(G, G - g)``.
     """
     B, T = layout.batch, layout.seq_len
     H = g_gamma.shape[0] if g is None else g.shape[2]
@@ -118,13 +126,16 @@ def chunk_local_cumsum(
     D = 1 if scalar else g.shape[-1]
     BD = 1 if scalar else block_size(D)
     device = (g if g is not None else g_gamma).device
+    if exclusive and scalar:
+        raise ValueError("exclusive=True applies to vector gates [B, T, H, D] only")
     out = empty(*((B, T, H) if scalar else (B, T, H, D)), dtype=torch.float32, device=device)
+    out_x = torch.empty_like(out) if exclusive else None
     grid = (cdiv(D, BD), layout.row_chunks, B * H)
     chunk_local_cumsum_kernel[grid](
-        g, g_gamma, out, layout.cu_seqlens, layout.chunk_indices, T,
+        g, g_gamma, out, out_x, layout.cu_seqlens, layout.chunk_indices, T,
         H=H, D=D, BT=layout.chunk_size, BD=BD, SCALAR=scalar, REVERSE=reverse,
     )  # fmt: skip
-    return out
+    return (out, out_x) if exclusive else out
 
 
 @lean_launch

@@ -43,7 +43,6 @@ import triton
 import triton.language as tl
 
 from fla.ops.common.chunk_intra_gk import chunk_gk_bwd_intra
-from fla.ops.common.cumsum import chunk_local_cumsum
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, block_size, dot_precision, given_heuristics
@@ -242,6 +241,58 @@ def chunk_delta_wy_bwd_kernel(
         tl.store(dg + o_row, b_dg, mask=m_t)
 
 
+@lean_launch
+@given_heuristics(HAS_DGK="dgk", IS_VARLEN="cu_seqlens")
+@triton.jit(do_not_specialize=["T"])
+def chunk_gk_wy_bwd_finish_kernel(
+    k,
+    beta,
+    dk_part,
+    R,
+    C,
+    dgk,
+    dk,
+    dbeta,
+    dG,
+    cu_seqlens,
+    chunk_indices,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    HAS_DGK: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    """Per chunk and head, the per-key-channel gate's WY backward from the intra products ``R, C``:
+    ``dk = dk_part + beta R + C`` (``k.dtype``), ``dbeta += sum_c k R`` (in place) and, in place in ``dG``,
+    ``dg = revcumsum_chunk(dG + k (beta R - C)) (+ dgk)``."""
+    i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+    o_t = i_tc * BT + tl.arange(0, BT)  # [BT]
+    m_t = o_t < T_n
+    o_row = (bos + o_t) * H + i_h  # [BT] token-head rows
+    b_beta = tl.load(beta + o_row, mask=m_t, other=0.0).to(tl.float32)
+    b_db = tl.zeros([BT], dtype=tl.float32)
+    for i_k in range(0, tl.cdiv(K, BK)):
+        o_k = i_k * BK + tl.arange(0, BK)
+        m_tk = m_t[:, None] & (o_k < K)[None, :]
+        p_tk = o_row[:, None] * K + o_k[None, :]  # [BT, BK]
+        b_k = tl.load(k + p_tk, mask=m_tk, other=0.0).to(tl.float32)
+        b_R = tl.load(R + p_tk, mask=m_tk, other=0.0)
+        b_C = tl.load(C + p_tk, mask=m_tk, other=0.0)
+        b_dk = tl.load(dk_part + p_tk, mask=m_tk, other=0.0) + b_beta[:, None] * b_R + b_C
+        tl.store(dk + p_tk, b_dk.to(dk.dtype.element_ty), mask=m_tk)
+        b_db += tl.sum(b_k * b_R, axis=1)
+        b_dG = tl.load(dG + p_tk, mask=m_tk, other=0.0) + b_k * (b_beta[:, None] * b_R - b_C)
+        b_dg = tl.cumsum(b_dG, axis=0, reverse=True)  # rows past the end hold 0
+        if HAS_DGK:
+            b_dg += tl.load(dgk + p_tk, mask=m_tk, other=0.0)
+        tl.store(dG + p_tk, b_dg, mask=m_tk)
+    tl.store(dbeta + o_row, tl.load(dbeta + o_row, mask=m_t, other=0.0) + b_db, mask=m_t)
+
+
 def chunk_delta_wy_bwd(
     k: torch.Tensor,
     v: torch.Tensor,
@@ -301,7 +352,7 @@ def chunk_delta_wy_bwd(
 
 def _wy_bwd_gk(k, v, beta, Tm, dw, du, dk, layout: ChunkLayout, Gk, dgk):
     """:func:`chunk_delta_wy_bwd` for the per-key-channel gate (see the module doc): the kernel's ``Kb`` /
-    ``Vb`` part, then the scores' part by the vector-gate intra-chunk backward, summed here (fp32)."""
+    ``Vb`` part, then the scores' part by the vector-gate intra-chunk backward, added in by one more kernel."""
     B, T, H, K = k.shape
     V = v.shape[-1]
     BT = layout.chunk_size
@@ -315,11 +366,13 @@ def _wy_bwd_gk(k, v, beta, Tm, dw, du, dk, layout: ChunkLayout, Gk, dgk):
         layout.chunk_indices, T, H=H, K=K, V=V, BT=BT, BK=block_size(K), BV=block_size(V), NG=0,
         DOT_PRECISION=dot_precision(k.dtype),
     )  # fmt: skip
-    beta32 = beta.float()[..., None]  # [B, T, H, 1]
-    R, C = chunk_gk_bwd_intra((beta32 * k).to(k.dtype), k, Gk, dA, layout)  # [B, T, H, K] fp32 each
-    k32 = k.float()
-    dk_out = (dk_part + beta32 * R + C).to(k.dtype)
-    dbeta = dbeta + (k32 * R).sum(-1)
-    dG = dG + k32 * (beta32 * R - C)
-    dg = chunk_local_cumsum(dG, layout, reverse=True)
-    return dk_out, dv, dbeta, dg if dgk is None else dg + dgk
+    # the scores' part: R, C from the vector-gate intra backward (beta k in the queries' place), then one
+    # kernel adds them in and finishes dg in place in dG
+    kb = torch.mul(k, beta.unsqueeze(-1)).to(k.dtype)  # [B, T, H, K]
+    R, C = chunk_gk_bwd_intra(kb, k, Gk, dA, layout)  # [B, T, H, K] fp32 each
+    dk_out = empty(B, T, H, K, dtype=k.dtype, device=k.device)
+    chunk_gk_wy_bwd_finish_kernel[(layout.row_chunks, B * H)](
+        k, beta, dk_part, R, C, dgk, dk_out, dbeta, dG, layout.cu_seqlens, layout.chunk_indices, T,
+        H=H, K=K, BT=BT, BK=block_size(K),
+    )  # fmt: skip
+    return dk_out, dv, dbeta, dG

@@ -9,7 +9,7 @@ With ``G`` the chunk-local inclusive cumsum of ``w`` and ``Gq = G - w`` the excl
 
 Backward: ``dh`` with the queries' gate ``Gq``, ``dv`` from ``A`` (the bonus included), strict ``dA`` and
 intra ``dr, dk``, then ``dr, dk, dw`` (``gq`` path) from the shared stages; the bonus' own gradients
-(``dr, dk, du``) are a few elementwise products (:func:`bonus_grads`).
+(``dr, dk, du``) are added by one kernel (:mod:`fla.ops.rwkv6.bonus`).
 """
 
 from __future__ import annotations
@@ -23,56 +23,33 @@ from fla.ops.common.chunk_intra_gk import chunk_gk_bwd_dA, chunk_gk_bwd_intra, c
 from fla.ops.common.chunk_o import chunk_fwd_o
 from fla.ops.common.cumsum import chunk_local_cumsum
 from fla.ops.common.layout import ChunkLayout
+from fla.ops.rwkv6.bonus import add_bonus_diagonal, finish_bonus_grads
 from fla.ops.rwkv6.inputs import prepare_rwkv6_call
 from fla.ops.rwkv6.naive import naive_chunk_rwkv6
-from fla.ops.utils.index import prepare_position_ids
 from fla.utils.backend import dispatch
 from fla.utils.tensors import contiguous
 
 
 def rwkv6_gates(w: torch.Tensor, layout: ChunkLayout) -> tuple[torch.Tensor, torch.Tensor]:
     """``(G, Gq)`` float32 ``[B, T, H, K]``: the chunk-local inclusive and exclusive cumsums of ``w``."""
-    G = chunk_local_cumsum(w, layout)
-    return G, G - w.float()
+    return chunk_local_cumsum(w, layout, exclusive=True)
 
 
-def add_bonus_diagonal(
-    A: torch.Tensor, r: torch.Tensor, k: torch.Tensor, u: torch.Tensor, scale: float, cu_seqlens: torch.Tensor | None
-) -> torch.Tensor:
-    """Strict scores ``A [B, T, H, BT]`` with the bonus ``scale * (r_t * u) . k_t`` written on the diagonal
-    (column ``t mod BT`` of row ``t``, positions counted from each sequence's start)."""
-    B, T, H, _ = r.shape
-    pos = torch.arange(T, device=r.device) if cu_seqlens is None else prepare_position_ids(cu_seqlens)
-    col = (pos % A.shape[-1]).view(1, T, 1, 1).expand(B, T, H, 1)
-    diag = scale * (r.float() * u.float() * k.float()).sum(-1, keepdim=True)  # [B, T, H, 1]
-    return A.scatter(-1, col, diag.to(A.dtype))
-
-
-def bonus_grads(
-    r: torch.Tensor, k: torch.Tensor, v: torch.Tensor, u: torch.Tensor, do: torch.Tensor, scale: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients of the bonus term ``o_t += scale * ((r_t * u) . k_t) v_t`` to ``r, k`` (float32
-    ``[B, T, H, K]``) and ``u`` (float32 ``[H, K]``); its ``v`` gradient comes with ``A``'s diagonal."""
-    s = scale * (do.float() * v.float()).sum(-1, keepdim=True)  # [B, T, H, 1]
-    uf = u.float()
-    return s * uf * k.float(), s * uf * r.float(), (s * r.float() * k.float()).sum((0, 1))
-
-
-def chunk_rwkv6_fwd(r, k, v, w, u, scale, initial_state, output_final_state, layout, cu_seqlens):
+def chunk_rwkv6_fwd(r, k, v, w, u, scale, initial_state, output_final_state, layout):
     """Forward: ``o [B, T, H, V]`` (``v.dtype``), the final state (or ``None``) and ``A`` (kept for the backward)."""
     G, Gq = rwkv6_gates(w, layout)
     h, ht = chunk_fwd_h(k, v, layout, gk=G, h0=initial_state, output_final_state=output_final_state)
-    A = add_bonus_diagonal(chunk_gk_fwd_A(r, k, G, layout, scale, v.dtype, gq=Gq), r, k, u, scale, cu_seqlens)
+    A = add_bonus_diagonal(chunk_gk_fwd_A(r, k, G, layout, scale, v.dtype, gq=Gq), r, k, u, scale, layout)
     o = chunk_fwd_o(r, k, v, h, layout, scale, gk=Gq, A=A)
     return o, ht, A
 
 
-def chunk_rwkv6_bwd(r, k, v, w, u, A, scale, initial_state, do, dht, layout, cu_seqlens, want_dw, want_dh0):
-    """Backward: ``dr, dk, dv, dw`` (float32 / input dtypes), ``du`` float32 and ``dh0`` (or ``None``);
+def chunk_rwkv6_bwd(r, k, v, w, u, A, scale, initial_state, do, dht, layout, want_dw, want_dh0):
+    """Backward: ``dr, dk, dv`` (input dtypes), ``dw``, ``du`` float32 and ``dh0`` (or ``None``);
     ``A``: the forward's scores (recomputed when ``None``)."""
     G, Gq = rwkv6_gates(w, layout)
     if A is None:
-        A = add_bonus_diagonal(chunk_gk_fwd_A(r, k, G, layout, scale, v.dtype, gq=Gq), r, k, u, scale, cu_seqlens)
+        A = add_bonus_diagonal(chunk_gk_fwd_A(r, k, G, layout, scale, v.dtype, gq=Gq), r, k, u, scale, layout)
     h, _ = chunk_fwd_h(k, v, layout, gk=G, h0=initial_state)
     dh, dh0 = chunk_bwd_dh(r, do, layout, gk=G, gq=Gq, dht=dht, scale=scale, want_dh0=want_dh0)
     dv = chunk_bwd_dv(r, k, do, dh, layout, scale, gk=G, A=A)
@@ -82,8 +59,8 @@ def chunk_rwkv6_bwd(r, k, v, w, u, A, scale, initial_state, do, dht, layout, cu_
         r, k, v, h, do, dh, layout, scale, gk=G, gq=Gq, dq_intra=dr_intra, dk_intra=dk_intra, want_dg=want_dw,
         dg_dtype=torch.float32,
     )  # fmt: skip
-    dr_u, dk_u, du = bonus_grads(r, k, v, u, do, scale)
-    return dr.float() + dr_u, dk.float() + dk_u, dv, dw, du, dh0
+    dr, dk, du = finish_bonus_grads(r, k, v, u, do, dr, dk, scale, layout)
+    return dr, dk, dv, dw, du, dh0
 
 
 class ChunkRWKV6Function(torch.autograd.Function):
@@ -93,27 +70,27 @@ class ChunkRWKV6Function(torch.autograd.Function):
     @contiguous
     def forward(ctx, r, k, v, w, u, scale, initial_state, output_final_state, cu_seqlens):
         layout = chunk_layout(r, cu_seqlens)
-        o, ht, A = chunk_rwkv6_fwd(r, k, v, w, u, scale, initial_state, output_final_state, layout, cu_seqlens)
-        ctx.save_for_backward(r, k, v, w, u, A, initial_state, cu_seqlens)
+        o, ht, A = chunk_rwkv6_fwd(r, k, v, w, u, scale, initial_state, output_final_state, layout)
+        ctx.save_for_backward(r, k, v, w, u, A, initial_state)
         ctx.scale, ctx.layout = scale, layout
         return o, ht
 
     @staticmethod
     @contiguous
     def backward(ctx, do, dht):
-        r, k, v, w, u, A, initial_state, cu_seqlens = ctx.saved_tensors
+        r, k, v, w, u, A, initial_state = ctx.saved_tensors
         dr, dk, dv, dw, du, dh0 = rwkv6_grads(
-            r, k, v, w, u, A, ctx.scale, initial_state, do, dht, ctx.layout, cu_seqlens, ctx.needs_input_grad
+            r, k, v, w, u, A, ctx.scale, initial_state, do, dht, ctx.layout, ctx.needs_input_grad
         )
         return dr, dk, dv, dw, du, None, dh0, None, None
 
 
-def rwkv6_grads(r, k, v, w, u, A, scale, initial_state, do, dht, layout, cu_seqlens, wants):
+def rwkv6_grads(r, k, v, w, u, A, scale, initial_state, do, dht, layout, wants):
     """:func:`chunk_rwkv6_bwd` for an autograd Function (``wants``: ``needs_input_grad`` of
     ``(r, k, v, w, u, scale, initial_state, ...)``): every gradient in its input's dtype."""
     want_dh0 = wants[6] and initial_state is not None
     dr, dk, dv, dw, du, dh0 = chunk_rwkv6_bwd(
-        r, k, v, w, u, A, scale, initial_state, do, dht, layout, cu_seqlens, wants[3], want_dh0
+        r, k, v, w, u, A, scale, initial_state, do, dht, layout, wants[3], want_dh0
     )
     return (
         cast_like(dr, r), cast_like(dk, k), cast_like(dv, v), cast_like(dw, w), cast_like(du, u),

@@ -33,9 +33,7 @@ class FusedRecurrentRWKV6Function(torch.autograd.Function):
     def backward(ctx, do, dht):
         r, k, v, w, u, initial_state, cu_seqlens = ctx.saved_tensors
         layout = chunk_layout(r, cu_seqlens)
-        grads = rwkv6_grads(
-            r, k, v, w, u, None, ctx.scale, initial_state, do, dht, layout, cu_seqlens, ctx.needs_input_grad
-        )
+        grads = rwkv6_grads(r, k, v, w, u, None, ctx.scale, initial_state, do, dht, layout, ctx.needs_input_grad)
         dr, dk, dv, dw, du, dh0 = grads
         return dr, dk, dv, dw, du, None, dh0, None, None
 
