@@ -27,6 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fla.ops.common.chunk_h import check_grouped_heads
 from fla.ops.common.cumsum import SCALAR_GATE_FLAGS, chunk_scalar_gates
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
@@ -58,6 +59,7 @@ def chunk_dv_bwd_kernel(
     scale,
     T,
     H: tl.constexpr,
+    HQK: tl.constexpr,
     K: tl.constexpr,
     V: tl.constexpr,
     BT: tl.constexpr,
@@ -73,6 +75,7 @@ def chunk_dv_bwd_kernel(
 ):
     i_v, i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HQK)  # the q / k head (grouped heads: HQK < H)
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
 
     o_i = tl.arange(0, BT)  # [BT]
@@ -88,7 +91,7 @@ def chunk_dv_bwd_kernel(
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)  # [BK]
         m_k = o_k < K
-        o_tk = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]  # [BT, BK]
+        o_tk = ((bos + o_t[:, None]) * HQK + i_hk) * K + o_k[None, :]  # [BT, BK] (gk: HQK = H)
         m_tk = m_t[:, None] & m_k[None, :]
         b_k = tl.load(k + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
         if USE_DH:
@@ -102,7 +105,7 @@ def chunk_dv_bwd_kernel(
                 b_kg = b_k
             b_dv += tl.dot(b_kg, b_dh.to(b_k.dtype), input_precision=DOT_PRECISION)
         if not USE_A:
-            o_qt = ((bos + o_t[None, :]) * H + i_h) * K + o_k[:, None]  # [BK, BT]: q transposed
+            o_qt = ((bos + o_t[None, :]) * HQK + i_hk) * K + o_k[:, None]  # [BK, BT]: q transposed
             b_qt = tl.load(q + o_qt, mask=m_k[:, None] & m_t[None, :], other=0.0)
             b_At += tl.dot(b_k, b_qt, input_precision=DOT_PRECISION)
 
@@ -164,6 +167,7 @@ def chunk_dqkg_bwd_kernel(
     scale,
     T,
     H: tl.constexpr,
+    HQK: tl.constexpr,
     K: tl.constexpr,
     V: tl.constexpr,
     BT: tl.constexpr,
@@ -230,8 +234,10 @@ def chunk_dqkg_bwd_kernel(
             b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION)
             b_dAt += tl.dot(b_v, tl.trans(b_do), input_precision=DOT_PRECISION)
 
-    b_q = tl.load(q + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
-    b_k = tl.load(k + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
+    # q, k of the head's group (grouped heads: HQK < H; dq, dk stay per head, the host sums each group)
+    o_qk = ((bos + o_t[:, None]) * HQK + i_h // (H // HQK)) * K + o_k[None, :]  # [BT, BK]
+    b_q = tl.load(q + o_qk, mask=m_tk, other=0.0)  # [BT, BK]
+    b_k = tl.load(k + o_qk, mask=m_tk, other=0.0)  # [BT, BK]
     if USE_GK:
         b_gk = tl.load(gk + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
         b_gkl = tl.load(gk + ((bos + i_last) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
@@ -302,14 +308,15 @@ def chunk_bwd_dv(
         g / gk: chunk-local gate cumsums; A: precomputed scores (vector gates; ``q`` unused then).
         g_gamma: ``[H]`` constant log decay without ``g``, summed here (:func:`.chunk_h.chunk_fwd_h`).
     """
-    B, T, H, K = k.shape
-    V = do.shape[-1]
+    B, T, HQK, K = k.shape
+    H, V = do.shape[2], do.shape[-1]
+    check_grouped_heads("k", HQK, H, gk, None)
     BK, BV = block_size(K), block_size(V)
     dv = empty(B, T, H, V, dtype=do.dtype, device=do.device)
     grid = (cdiv(V, BV), layout.row_chunks, B * H)
     chunk_dv_bwd_kernel[grid](
         q, k, g, g_gamma, gk, A, do, dh, dv, layout.cu_seqlens, layout.chunk_indices, scale, T,
-        H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype),
+        H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(k.dtype), HQK=HQK,
     )  # fmt: skip
     return dv
 
@@ -417,8 +424,11 @@ def _launch_dqkg(
 ):  # fmt: skip
     if want_dg and g is None and gk is None:
         raise ValueError("want_dg needs the gates (g or gk)")
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, HQK, K = q.shape
+    H, V = v.shape[2], v.shape[-1]
+    check_grouped_heads("q", HQK, H, gk, gv)
+    if HQK != H and dv is not None:
+        raise ValueError("grouped q / k heads: not with the delta rule's dw")
     BK, BV = block_size(K), block_size(V)
     NK = cdiv(K, BK)
     dq, dk = empty(B, T, H, K, dtype=q.dtype, device=q.device), empty(B, T, H, K, dtype=k.dtype, device=k.device)
@@ -432,9 +442,11 @@ def _launch_dqkg(
     grid = (NK, layout.row_chunks, B * H)
     chunk_dqkg_bwd_kernel[grid](
         q, k, v, h, g, g_gamma, gk, gq, gv, dA, do, dh, dq_intra, dk_intra, dv, dq, dk, dw, dg, layout.cu_seqlens,
-        layout.chunk_indices, scale, T, H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV,
+        layout.chunk_indices, scale, T, H=H, HQK=HQK, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV,
         DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
     if dg is not None and gk is None and sum_dg:
         dg = dg[0] if NK == 1 else dg.sum(0)
+    if HQK != H:  # grouped heads: each q / k head gets the sum over the value heads of its group
+        dq, dk = (x.view(B, T, HQK, H // HQK, K).sum(3) for x in (dq, dk))
     return dq, dk, dw, dg

@@ -55,6 +55,7 @@ def chunk_state_kernel(
     scale,
     T,
     H: tl.constexpr,
+    HX: tl.constexpr,
     K: tl.constexpr,
     V: tl.constexpr,
     BT: tl.constexpr,
@@ -91,7 +92,9 @@ def chunk_state_kernel(
         m_t = o_t < T_n
         i_last = tl.minimum(i_t * BT + BT, T_n) - 1
         m_kt = m_k[:, None] & m_t[None, :]
-        o_xt = ((bos + o_t[None, :]) * H + i_h) * K + o_k[:, None]  # [BK, BT]: x transposed
+        o_xt = ((bos + o_t[None, :]) * H + i_h) * K + o_k[:, None]  # [BK, BT]: x (and gk) transposed
+        if HX != H:  # grouped x: head i_h reads its group's row
+            o_xt = ((bos + o_t[None, :]) * HX + i_h // (H // HX)) * K + o_k[:, None]
         b_x = tl.load(x + o_xt, mask=m_kt, other=0.0).to(tl.float32) * scale
         b_y = tl.load(
             y + ((bos + o_t[:, None]) * H + i_h) * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0
@@ -129,15 +132,17 @@ def chunk_state_kernel(
 
 
 def _run_state_kernel(x, y, g, g_gamma, gk, s0, want_sn, scale, reverse, layout, states_dtype, gq=None, gv=None):
-    B, T, H, K = x.shape
-    V = y.shape[-1]
+    B, T, HX, K = x.shape
+    H, V = y.shape[2], y.shape[-1]
+    check_grouped_heads("k" if not reverse else "q", HX, H, gk, gv)
     BK, BV = block_size(K), block_size(V)
     states = empty(*layout.states_shape(H, K, V), dtype=states_dtype or x.dtype, device=x.device)
     sn = empty(layout.num_seqs, H, K, V, dtype=torch.float32, device=x.device) if want_sn else None
     grid = (cdiv(K, BK), cdiv(V, BV), layout.num_seqs * H)
     chunk_state_kernel[grid](
         x, y, g, g_gamma, gk, gq, gv, s0, states, sn, layout.cu_seqlens, layout.chunk_offsets, scale, T,
-        H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, REVERSE=reverse, DOT_PRECISION=dot_precision(x.dtype),
+        H=H, HX=HX, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, REVERSE=reverse,
+        DOT_PRECISION=dot_precision(x.dtype),
     )  # fmt: skip
     return states, sn
 
@@ -157,7 +162,8 @@ def chunk_fwd_h(
     """States at chunk starts.
 
     Args:
-        k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; layout: the chunking (:class:`ChunkLayout`).
+        k: ``[B, T, H, K]`` (or ``[B, T, HK, K]`` with ``HK`` dividing ``H``: groups of ``H // HK`` heads share a
+            key, scalar gates only); v: ``[B, T, H, V]``; layout: the chunking (:class:`ChunkLayout`).
         g ``[B, T, H]`` / gk ``[B, T, H, K]``: chunk-local cumsums of the log gates (float32) or
             ``None``; h0: ``[N, H, K, V]``; states_dtype: dtype of ``h`` (default ``k.dtype``).
         g_gamma ``[H]``: a constant log decay, summed in the kernel; only without ``g`` (fold it into
@@ -201,6 +207,15 @@ def chunk_bwd_dh(
     if gq is not None and gk is None:
         raise ValueError("gq (the queries' gate) needs the vector gate gk")
     return _run_state_kernel(q, do, g, g_gamma, gk, dht, want_dh0, scale, True, layout, states_dtype, gq, gv)
+
+
+def check_grouped_heads(name: str, HX: int, H: int, gk: torch.Tensor | None, gv: torch.Tensor | None) -> None:
+    """Grouped query / key heads (``HX`` of them for ``H`` value heads, Mamba2's shared ``B`` / ``C``): ``HX``
+    divides ``H``, and only with scalar gates (the vector gates' tiles are per value head)."""
+    if HX != H and (H % HX != 0 or gk is not None or gv is not None):
+        raise ValueError(
+            f"{name} has {HX} heads for {H} value heads: grouped heads need {HX} to divide {H} and scalar gates"
+        )
 
 
 def check_scalar_gates(g: torch.Tensor | None, g_gamma: torch.Tensor | None) -> None:

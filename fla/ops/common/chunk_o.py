@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fla.ops.common.chunk_h import check_grouped_heads
 from fla.ops.common.cumsum import SCALAR_GATE_FLAGS, chunk_scalar_gates
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
@@ -48,6 +49,7 @@ def chunk_output_fwd_kernel(
     scale,
     T,
     H: tl.constexpr,
+    HQK: tl.constexpr,
     K: tl.constexpr,
     V: tl.constexpr,
     BT: tl.constexpr,
@@ -64,6 +66,7 @@ def chunk_output_fwd_kernel(
 ):
     i_v, i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HQK)  # the q / k head (grouped heads: HQK < H)
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
 
     o_i = tl.arange(0, BT)  # [BT] rows inside the chunk
@@ -78,7 +81,7 @@ def chunk_output_fwd_kernel(
     for i_k in range(0, tl.cdiv(K, BK)):
         o_k = i_k * BK + tl.arange(0, BK)  # [BK]
         m_k = o_k < K
-        o_tk = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]  # [BT, BK]
+        o_tk = ((bos + o_t[:, None]) * HQK + i_hk) * K + o_k[None, :]  # [BT, BK] (gk: HQK = H)
         m_tk = m_t[:, None] & m_k[None, :]
         b_q = tl.load(q + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
         p_h = h + (i_ch * H + i_h) * K * V + o_k[:, None] * V + o_v[None, :]
@@ -90,7 +93,7 @@ def chunk_output_fwd_kernel(
             b_qg = b_q
         b_o += tl.dot(b_qg, b_h.to(b_q.dtype), input_precision=DOT_PRECISION)
         if not USE_A and not USE_OI:
-            o_kt = ((bos + o_t[None, :]) * H + i_h) * K + o_k[:, None]  # [BK, BT]: k transposed
+            o_kt = ((bos + o_t[None, :]) * HQK + i_hk) * K + o_k[:, None]  # [BK, BT]: k transposed
             b_kt = tl.load(k + o_kt, mask=m_k[:, None] & m_t[None, :], other=0.0)
             b_A += tl.dot(b_q, b_kt, input_precision=DOT_PRECISION)
 
@@ -133,7 +136,8 @@ def chunk_fwd_o(
     """Outputs of every chunk.
 
     Args:
-        q, k: ``[B, T, H, K]``; v: ``[B, T, H, V]``; h: states at chunk starts (:func:`chunk_fwd_h`).
+        q, k: ``[B, T, H, K]`` (or ``[B, T, HK, K]``, grouped heads: see :func:`.chunk_h.chunk_fwd_h`); v:
+            ``[B, T, H, V]``; h: states at chunk starts (:func:`chunk_fwd_h`).
         g: ``[B, T, H]`` or gk: ``[B, T, H, K]`` chunk-local gate cumsums (float32), or neither.
         A: ``[B, T, H, BT]`` precomputed scaled causal scores (vector gates; any float dtype, rounded to
             ``v.dtype`` for the product); ``k`` unused then.
@@ -143,13 +147,14 @@ def chunk_fwd_o(
     Returns:
         ``o`` ``[B, T, H, V]`` in ``v.dtype``.
     """
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    B, T, HQK, K = q.shape
+    H, V = v.shape[2], v.shape[-1]
+    check_grouped_heads("q", HQK, H, gk, gv)
     BK, BV = block_size(K), block_size(V)
     o = empty(B, T, H, V, dtype=v.dtype, device=v.device)
     grid = (cdiv(V, BV), layout.row_chunks, B * H)
     chunk_output_fwd_kernel[grid](
         q, k, v, h, g, g_gamma, gk, gv, A, o_intra, o, layout.cu_seqlens, layout.chunk_indices, scale, T,
-        H=H, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype),
+        H=H, HQK=HQK, K=K, V=V, BT=layout.chunk_size, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
     return o

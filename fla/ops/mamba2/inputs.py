@@ -91,13 +91,15 @@ def ssd_as_gla(
     C: torch.Tensor,
     dt_bias: torch.Tensor | None,
     dt_limit: tuple[float, float],
+    grouped: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The simple-GLA inputs of an SSD call: ``q = C``, ``k = B`` ``[B, T, H, N]`` (groups repeated to
-    the heads; autograd sums their gradients back), ``v = x * dt`` ``[B, T, H, P]`` in ``x.dtype`` (one fused
-    pass each way on the Triton path, :mod:`fla.ops.mamba2.ssd_io`) and the log decay ``g = A * dt``
-    ``[B, T, H]`` float32 (float64 for float64 inputs)."""
+    """The simple-GLA inputs of an SSD call: ``q = C``, ``k = B`` (``[B, T, G, N]`` as given when ``grouped``:
+    the Triton stages read each group's row for its heads; else repeated to ``[B, T, H, N]``, autograd summing
+    their gradients back), ``v = x * dt`` ``[B, T, H, P]`` in ``x.dtype`` (one fused pass each way on the
+    Triton path, :mod:`fla.ops.mamba2.ssd_io`) and the log decay ``g = A * dt`` ``[B, T, H]`` float32
+    (float64 for float64 inputs)."""
     dt, g = discretize(dt, A_log, dt_bias, dt_limit)
-    repeats = x.shape[2] // B.shape[2]
+    repeats = 1 if grouped else x.shape[2] // B.shape[2]
     q, k = (t if repeats == 1 else t.repeat_interleave(repeats, dim=2) for t in (C, B))
     v = dispatch((x, dt), _value_torch, ssd_value_triton, x, dt)
     return q, k, v, g
