@@ -23,7 +23,6 @@ RoPE; with ``window_size`` only the last ``window_size`` positions are kept.
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -32,6 +31,7 @@ import torch.nn as nn
 from fla.layers.attention_backends import attention_dense, attention_varlen
 from fla.layers.utils import (
     check_attention_mask,
+    check_layer_call,
     decode_offsets,
     get_padding_info,
     has_padding,
@@ -154,14 +154,7 @@ class Attention(nn.Module):
             cu_seqlens: ``[S+1]`` packed-sequence boundaries (``B == 1``).
             position_ids: ``[B or 1, T]`` consecutive positions per row (see the module docstring).
         """
-        if output_attentions:
-            warnings.warn("Attention does not return attention weights; output_attentions is ignored", stacklevel=2)
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.hidden_size:
-            raise ValueError(
-                f"Attention: hidden_states has shape {list(hidden_states.shape)}, expected [B, T, {self.hidden_size}]"
-            )
-        if past_key_values is not None and self.layer_idx is None:
-            raise ValueError("Attention: layer_idx is required when past_key_values is given")
+        check_layer_call(self, hidden_states, past_key_values, output_attentions)
         B, T, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim)
         k = self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)

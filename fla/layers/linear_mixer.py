@@ -77,7 +77,14 @@ import torch
 import torch.nn as nn
 from transformers.activations import ACT2FN
 
-from fla.layers.utils import PaddingInfo, check_attention_mask, decode_offsets, get_padding_info, has_padding
+from fla.layers.utils import (
+    PaddingInfo,
+    check_attention_mask,
+    check_layer_call,
+    decode_offsets,
+    get_padding_info,
+    has_padding,
+)
 from fla.layers.utils import repad as repad_tokens
 from fla.layers.utils import unpad as unpad_tokens
 from fla.modules.conv import ShortConvolution
@@ -266,13 +273,8 @@ class LinearMixer(nn.Module):
         cu_seqlens: torch.Tensor | None,
     ) -> MixerStep:
         """Check the inputs, read this layer's cache and unpad a padded batch (see the module docstring)."""
+        check_layer_call(self, hidden_states, past_key_values)
         name = type(self).__name__
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.hidden_size:
-            raise ValueError(
-                f"{name}: hidden_states has shape {list(hidden_states.shape)}, expected [B, T, {self.hidden_size}]"
-            )
-        if past_key_values is not None and self.layer_idx is None:
-            raise ValueError(f"{name}: layer_idx is required when past_key_values is given")
         B, T, _ = hidden_states.shape
         cached = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
         state = past_key_values[self.layer_idx] if cached > 0 else None

@@ -30,7 +30,6 @@ latents into per-head keys and values with ``W_kvb``.
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 from fla.layers.attention_backends import attention_dense, attention_varlen
 from fla.layers.utils import (
     check_attention_mask,
+    check_layer_call,
     decode_offsets,
     get_padding_info,
     has_padding,
@@ -245,15 +245,7 @@ class MultiheadLatentAttention(nn.Module):
         Args: as :meth:`fla.layers.attn.Attention.forward` (``attention_mask [B, cached + T]``,
         ``cu_seqlens [S+1]`` with ``B == 1``, ``position_ids [B or 1, T]``, ``past_key_values``).
         """
-        if output_attentions:
-            warnings.warn("MultiheadLatentAttention does not return attention weights", stacklevel=2)
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.hidden_size:
-            raise ValueError(
-                f"MultiheadLatentAttention: hidden_states has shape {list(hidden_states.shape)}, "
-                f"expected [B, T, {self.hidden_size}]"
-            )
-        if past_key_values is not None and self.layer_idx is None:
-            raise ValueError("MultiheadLatentAttention: layer_idx is required when past_key_values is given")
+        check_layer_call(self, hidden_states, past_key_values, output_attentions)
         B, T, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.qk_head_dim)
         c_kv, k_rot = self.latent(hidden_states)

@@ -18,7 +18,6 @@ over all ``L`` keys: the block means of the compressed branch are recomputed fro
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,6 +25,7 @@ import torch.nn as nn
 
 from fla.layers.utils import (
     check_attention_mask,
+    check_layer_call,
     decode_offsets,
     get_padding_info,
     has_padding,
@@ -156,15 +156,7 @@ class NativeSparseAttention(nn.Module):
             cu_seqlens: ``[S+1]`` packed-sequence boundaries (``B == 1``, empty cache).
             position_ids: ``[B or 1, T]`` consecutive positions (RoPE offsets), or None.
         """
-        if output_attentions:
-            warnings.warn("NativeSparseAttention does not return attention weights", stacklevel=2)
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.hidden_size:
-            raise ValueError(
-                f"NativeSparseAttention: hidden_states has shape {list(hidden_states.shape)}, "
-                f"expected [B, T, {self.hidden_size}]"
-            )
-        if past_key_values is not None and self.layer_idx is None:
-            raise ValueError("NativeSparseAttention: layer_idx is required when past_key_values is given")
+        check_layer_call(self, hidden_states, past_key_values, output_attentions)
         B, T, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim)
         k = self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)

@@ -26,14 +26,21 @@ appends its raw key and attends like FoX (:func:`fla.ops.attn.attn_decoding_one_
 
 from __future__ import annotations
 
-import warnings
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fla.layers.utils import check_attention_mask, decode_offsets, get_padding_info, has_padding, repad, unpad
+from fla.layers.utils import (
+    check_attention_mask,
+    check_layer_call,
+    decode_offsets,
+    get_padding_info,
+    has_padding,
+    repad,
+    unpad,
+)
 from fla.modules import RMSNorm, ShortConvolution
 from fla.ops.attn import attn_decoding_one_step
 from fla.ops.common.inputs import l2norm
@@ -134,15 +141,7 @@ class PaTHAttention(nn.Module):
             use_cache: accepted for API compatibility; the cache is used whenever it is given.
             cu_seqlens: ``[S+1]`` packed-sequence boundaries (``B == 1``, empty cache).
         """
-        if output_attentions:
-            warnings.warn("PaTHAttention does not return attention weights; output_attentions is ignored", stacklevel=2)
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.hidden_size:
-            raise ValueError(
-                f"PaTHAttention: hidden_states has shape {list(hidden_states.shape)}, "
-                f"expected [B, T, {self.hidden_size}]"
-            )
-        if past_key_values is not None and self.layer_idx is None:
-            raise ValueError("PaTHAttention: layer_idx is required when past_key_values is given")
+        check_layer_call(self, hidden_states, past_key_values, output_attentions)
         B, T, _ = hidden_states.shape
         x = hidden_states
         q, k, v, w = self.q_proj(x), self.k_proj(x), self.v_proj(x), self.w_proj(x)

@@ -10,6 +10,7 @@ Arbitrary attention masks (``[B, T, T]``, 4-D) are rejected by :func:`check_atte
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -58,6 +59,26 @@ def _memo_last(fn: Callable) -> Callable:
         return result
 
     return wrapper
+
+
+def check_layer_call(
+    layer: torch.nn.Module,
+    hidden_states: torch.Tensor,
+    past_key_values: object | None,
+    output_attentions: bool = False,
+) -> None:
+    """The checks every token mixer's ``forward`` starts with: ``hidden_states`` is ``[B, T, layer.hidden_size]``,
+    a cache needs ``layer.layer_idx``, and ``output_attentions`` (never supported: no attention weights are
+    materialized) warns. Errors name the layer's class."""
+    name = type(layer).__name__
+    if output_attentions:
+        warnings.warn(f"{name} does not return attention weights; output_attentions is ignored", stacklevel=3)
+    if hidden_states.dim() != 3 or hidden_states.shape[-1] != layer.hidden_size:
+        raise ValueError(
+            f"{name}: hidden_states has shape {list(hidden_states.shape)}, expected [B, T, {layer.hidden_size}]"
+        )
+    if past_key_values is not None and layer.layer_idx is None:
+        raise ValueError(f"{name}: layer_idx is required when past_key_values is given")
 
 
 def check_attention_mask(attention_mask: torch.Tensor, batch_size: int, length: int | None = None) -> None:
