@@ -17,6 +17,8 @@ token as ``ffn_state``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -48,6 +50,32 @@ def ffn_width(hidden_size: int, hidden_ratio: float | None, intermediate_size: i
         return intermediate_size
     width = int(hidden_size * (3.5 if hidden_ratio is None else hidden_ratio))
     return 32 * ((width + 31) // 32)
+
+
+def shifted_channel_mix(
+    layer_idx: int | None,
+    x: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    past_key_values: FLACache | None,
+    cu_seqlens: torch.Tensor | None,
+    mix: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """RWKV channel mixing's token-shift plumbing (RWKV6 and RWKV7 FFNs): ``mix(x, delta)`` with ``delta`` the
+    difference to the previous token (the cached ``ffn_state`` across calls, per sequence with ``cu_seqlens``;
+    a padded batch without a cache is unpacked first, ``attention_mask [B, cached + T]``), and the last token
+    kept in the cache. ``x``: ``[B, T, hidden_size]``; returns ``mix``'s ``[B, T, hidden_size]``."""
+    prev = None
+    if past_key_values is not None and past_key_values.get_seq_length(layer_idx) > 0:
+        prev = past_key_values[layer_idx]["ffn_state"]  # None on the first call (the mixer wrote first)
+    info = None
+    if attention_mask is not None and cu_seqlens is None and prev is None:
+        info = get_padding_info(attention_mask, x.shape[1])
+        x, cu_seqlens = unpad(x, info)[None], info.cu_seqlens
+    delta, last = token_shift(x, cu_seqlens, prev, output_cache=True)
+    out = mix(x, delta)
+    if past_key_values is not None:
+        past_key_values.update(ffn_state=last, layer_idx=layer_idx, offset=0)  # the mixer counted the tokens
+    return out if info is None else repad(out[0], info)
 
 
 class RWKV6FeedForward(nn.Module):
@@ -83,18 +111,11 @@ class RWKV6FeedForward(nn.Module):
         cu_seqlens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x [B, T, hidden_size]`` -> ``[B, T, hidden_size]``; ``attention_mask [B, cached + T]`` (padding)."""
-        prev = None
-        if past_key_values is not None and past_key_values.get_seq_length(self.layer_idx) > 0:
-            prev = past_key_values[self.layer_idx]["ffn_state"]  # None on the first call (the mixer wrote first)
-        info = None
-        if attention_mask is not None and cu_seqlens is None and prev is None:
-            info = get_padding_info(attention_mask, x.shape[1])
-            x, cu_seqlens = unpad(x, info)[None], info.cu_seqlens
-        delta, last = token_shift(x, cu_seqlens, prev, output_cache=True)
-        out = torch.sigmoid(self.receptance(x, delta)) * self.value(self.act_fn(self.key(x, delta)))
-        if past_key_values is not None:
-            past_key_values.update(ffn_state=last, layer_idx=self.layer_idx, offset=0)  # the mixer counted them
-        return out if info is None else repad(out[0], info)
+        return shifted_channel_mix(self.layer_idx, x, attention_mask, past_key_values, cu_seqlens, self.mix)
+
+    def mix(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """The channel mixing of ``x`` given its token-shift difference ``delta`` (both ``[B, T, hidden_size]``)."""
+        return torch.sigmoid(self.receptance(x, delta)) * self.value(self.act_fn(self.key(x, delta)))
 
 
 class RWKV6Block(GradientCheckpointingLayer):

@@ -25,14 +25,12 @@ import torch.nn as nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from fla.layers.rwkv7 import RWKV7Attention, orthogonal_init
-from fla.layers.utils import get_padding_info, repad, unpad
 from fla.models.cache import FLACache
 from fla.models.flops import TokenMixer
 from fla.models.modeling_utils import FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_attention
-from fla.models.rwkv6.modeling_rwkv6 import FFN_ACTIVATIONS, build_layer_norm, ffn_width
+from fla.models.rwkv6.modeling_rwkv6 import FFN_ACTIVATIONS, build_layer_norm, ffn_width, shifted_channel_mix
 from fla.models.rwkv7.configuration_rwkv7 import RWKV7Config
 from fla.models.tp_plan import MIXER_DIMS, TPPlan, TPRegion
-from fla.modules.token_shift import token_shift
 
 
 class RWKV7FeedForward(nn.Module):
@@ -84,18 +82,11 @@ class RWKV7FeedForward(nn.Module):
         cu_seqlens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x [B, T, hidden_size]`` -> ``[B, T, hidden_size]``; ``attention_mask [B, cached + T]`` (padding)."""
-        prev = None
-        if past_key_values is not None and past_key_values.get_seq_length(self.layer_idx) > 0:
-            prev = past_key_values[self.layer_idx]["ffn_state"]  # None on the first call (the mixer wrote first)
-        info = None
-        if attention_mask is not None and cu_seqlens is None and prev is None:
-            info = get_padding_info(attention_mask, x.shape[1])
-            x, cu_seqlens = unpad(x, info)[None], info.cu_seqlens
-        delta, last = token_shift(x, cu_seqlens, prev, output_cache=True)
-        out = self.value(self.act_fn(self.key(torch.addcmul(x, delta, self.x_k))))
-        if past_key_values is not None:
-            past_key_values.update(ffn_state=last, layer_idx=self.layer_idx, offset=0)  # the mixer counted them
-        return out if info is None else repad(out[0], info)
+        return shifted_channel_mix(self.layer_idx, x, attention_mask, past_key_values, cu_seqlens, self.mix)
+
+    def mix(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """The channel mixing of ``x`` given its token-shift difference ``delta`` (both ``[B, T, hidden_size]``)."""
+        return self.value(self.act_fn(self.key(torch.addcmul(x, delta, self.x_k))))
 
 
 class RWKV7Block(GradientCheckpointingLayer):
