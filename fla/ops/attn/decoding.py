@@ -3,7 +3,13 @@
 Each sequence ``n`` of the packed keys ``k[0, bos_n:eos_n]`` has one query, at its last position: it attends
 to the last ``window_size`` keys (all of them without a window) with the scores
 ``s_j = scale * q . k_j + G_last - G_j``, ``G`` the cumsum of the log forget gate ``g`` (optionally scaled by
-``scale``, ``do_gate_scale``). One program per sequence and query head streams the key blocks (online softmax).
+``scale``, ``do_gate_scale``).
+
+Split-KV (flash-decoding): one program per sequence, query head and split streams its share of the key blocks
+(online softmax) and, with several splits, leaves its running max ``m``, sum ``l`` and unnormalized output; a
+second kernel merges the splits (``m = max m_s``, ``l = sum l_s exp(m_s - m)``, ``o = sum o_s exp(m_s - m) / l``).
+A decode batch has few (sequence, head) pairs: without splits a long cache is streamed by a handful of programs
+per SM, too few loads in flight to reach the memory bandwidth. :func:`decode_splits` picks the count.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from fla.ops.common.tuning import given_heuristics
 from fla.utils import empty
 from fla.utils.backend import dispatch
 from fla.utils.launch import lean_launch
-from fla.utils.sizes import next_power_of_2
+from fla.utils.sizes import cdiv, next_power_of_2
 from fla.utils.tensors import contiguous
 
 
@@ -33,6 +39,8 @@ def attn_decoding_one_step_kernel(
     g,
     sink_bias,
     o,
+    o_part,
+    ml_part,
     cu_seqlens,
     scale,
     W,
@@ -43,11 +51,12 @@ def attn_decoding_one_step_kernel(
     BS: tl.constexpr,
     BK: tl.constexpr,
     BV: tl.constexpr,
+    NSPLIT: tl.constexpr,
     USE_WINDOW: tl.constexpr,
     USE_G: tl.constexpr,
     HAS_SINK: tl.constexpr,
 ):
-    i_n, i_hq = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    i_n, i_hq, i_sp = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     i_h = i_hq // G
     H: tl.constexpr = HQ // G
     bos = tl.load(cu_seqlens + i_n).to(tl.int64)
@@ -55,6 +64,10 @@ def attn_decoding_one_step_kernel(
     lo = bos
     if USE_WINDOW:
         lo = tl.maximum(eos - W, bos)
+    # this split's keys: a share of the visible range, whole blocks of BS
+    span = tl.cdiv(tl.cdiv(eos - lo, NSPLIT), BS) * BS
+    start = lo + i_sp * span
+    end = tl.minimum(start + span, eos)
     o_k, o_v = tl.arange(0, BK), tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     b_q = tl.load(q + (i_n * HQ + i_hq) * K + o_k, mask=m_k, other=0).to(tl.float32)  # [BK]
@@ -64,9 +77,9 @@ def attn_decoding_one_step_kernel(
     b_m = tl.full([1], -1e30, dtype=tl.float32)  # running max (finite: see parallel.py)
     b_l = tl.zeros([1], dtype=tl.float32)
     b_o = tl.zeros([BV], dtype=tl.float32)
-    for i_s in range(lo, eos, BS):
+    for i_s in range(start, end, BS):
         o_s = i_s + tl.arange(0, BS)  # [BS] key rows in the packed layout
-        m_s = o_s < eos
+        m_s = o_s < end
         b_k = tl.load(k + (o_s[:, None] * H + i_h) * K + o_k[None, :], mask=m_s[:, None] & m_k[None, :], other=0)
         b_s = tl.sum(b_k.to(tl.float32) * b_q[None, :], 1) * scale  # [BS]
         if USE_G:
@@ -79,6 +92,20 @@ def attn_decoding_one_step_kernel(
         b_o = b_o * b_r + tl.sum(b_p[:, None] * b_v.to(tl.float32), 0)
         b_l = b_l * b_r + tl.sum(b_p, 0)
         b_m = b_mn
+    if NSPLIT == 1:
+        _finish(b_m, b_l, b_o, sink_bias, o, i_n, i_hq, o_v, m_v, HQ, V, HAS_SINK)
+    else:
+        i_part = (i_n * HQ + i_hq) * NSPLIT + i_sp
+        tl.store(o_part + i_part * V + o_v, b_o, mask=m_v)
+        tl.store(ml_part + i_part * 2 + tl.arange(0, 1), b_m)
+        tl.store(ml_part + i_part * 2 + 1 + tl.arange(0, 1), b_l)
+
+
+@triton.jit
+def _finish(b_m, b_l, b_o, sink_bias, o, i_n, i_hq, o_v, m_v, HQ: tl.constexpr, V: tl.constexpr,
+            HAS_SINK: tl.constexpr):  # fmt: skip
+    """Store ``o = b_o / b_l`` (``[BV]``; running max ``b_m``, sum ``b_l``, both ``[1]``) of query head ``i_hq``
+    of sequence ``i_n``, the sink's ``exp(sink)`` joining the denominator first."""
     if HAS_SINK:  # exp(sink) joins the denominator only
         b_sink = tl.load(sink_bias + i_hq).to(tl.float32)
         b_mn = tl.maximum(b_m, b_sink)
@@ -89,18 +116,66 @@ def attn_decoding_one_step_kernel(
     tl.store(o + (i_n * HQ + i_hq) * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
 
 
+@lean_launch
+@given_heuristics(HAS_SINK="sink_bias")
+@triton.jit
+def attn_decoding_merge_kernel(
+    sink_bias,
+    o,
+    o_part,
+    ml_part,
+    HQ: tl.constexpr,
+    V: tl.constexpr,
+    BV: tl.constexpr,
+    NSPLIT: tl.constexpr,
+    HAS_SINK: tl.constexpr,
+):
+    """Merge the ``NSPLIT`` partial softmax sums of query head ``i_hq`` of sequence ``i_n`` (empty splits hold
+    ``m = -1e30, l = 0``) and store the output."""
+    i_n, i_hq = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    o_p = (i_n * HQ + i_hq) * NSPLIT + tl.arange(0, NSPLIT)  # [NSPLIT]
+    o_v = tl.arange(0, BV)
+    m_v = o_v < V
+    b_ms = tl.load(ml_part + o_p * 2)  # [NSPLIT]
+    b_ls = tl.load(ml_part + o_p * 2 + 1)
+    b_m = tl.max(b_ms, 0)
+    b_w = tl.exp(b_ms - b_m)  # [NSPLIT]
+    b_os = tl.load(o_part + o_p[:, None] * V + o_v[None, :], mask=m_v[None, :], other=0.0)  # [NSPLIT, BV]
+    b_o = tl.sum(b_os * b_w[:, None], 0)  # [BV]
+    b_l = tl.sum(b_ls * b_w, 0)
+    _finish(tl.full([1], 0.0, tl.float32) + b_m, tl.full([1], 0.0, tl.float32) + b_l, b_o, sink_bias, o, i_n, i_hq,
+            o_v, m_v, HQ, V, HAS_SINK)  # fmt: skip
+
+
+def decode_splits(num_seqs: int, num_heads: int, num_keys: int, device: torch.device) -> int:
+    """How many splits each (sequence, query head) pair's keys get: enough programs for about four per SM
+    (``device``'s count; 8 SMs on a CPU, the interpreter), none shorter than 256 keys on average (``num_keys``
+    packed keys over ``num_seqs`` sequences), a power of two up to 64."""
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 8
+    want = cdiv(4 * sms, num_seqs * num_heads)  # splits that fill the device
+    fit = cdiv(num_keys, num_seqs * 256)  # splits of >= 256 keys on average
+    return min(64, next_power_of_2(max(1, min(want, fit))))
+
+
 @contiguous
-def _decoding_triton(q, k, v, g, sink_bias, scale, cu_seqlens, gate_scale, window_size):
+def _decoding_triton(q, k, v, g, sink_bias, scale, cu_seqlens, gate_scale, window_size, num_splits=None):
     N, HQ, K = q.shape[1], q.shape[2], q.shape[3]
     H, V = k.shape[2], v.shape[-1]
     G = None if g is None else global_cumsum(g, cu_seqlens, scale=gate_scale)
     BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
+    NSPLIT = decode_splits(N, HQ, k.shape[1], q.device) if num_splits is None else num_splits
     o = empty(1, N, HQ, V, dtype=q.dtype, device=q.device)
-    attn_decoding_one_step_kernel[(N, HQ)](
-        q, k, v, G, sink_bias, o, cu_seqlens, scale, 0 if window_size is None else window_size,
-        HQ=HQ, G=HQ // H, K=K, V=V, BS=32 if max(BK, BV) > 64 else 64, BK=BK, BV=BV,
+    o_part = ml_part = None
+    if NSPLIT > 1:
+        o_part = empty(N, HQ, NSPLIT, V, dtype=torch.float32, device=q.device)
+        ml_part = empty(N, HQ, NSPLIT, 2, dtype=torch.float32, device=q.device)
+    attn_decoding_one_step_kernel[(N, HQ, NSPLIT)](
+        q, k, v, G, sink_bias, o, o_part, ml_part, cu_seqlens, scale, 0 if window_size is None else window_size,
+        HQ=HQ, G=HQ // H, K=K, V=V, BS=32 if max(BK, BV) > 64 else 64, BK=BK, BV=BV, NSPLIT=NSPLIT,
         USE_WINDOW=window_size is not None,
     )  # fmt: skip
+    if NSPLIT > 1:
+        attn_decoding_merge_kernel[(N, HQ)](sink_bias, o, o_part, ml_part, HQ=HQ, V=V, BV=BV, NSPLIT=NSPLIT)
     return o
 
 

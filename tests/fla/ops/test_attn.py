@@ -221,6 +221,27 @@ def test_parallel_attn_gpu_sizes(dtype, K):
     check("triton", make(2, 1000, 4, 4, K, K, dtype), tol(dtype, 2), window_size=256)
 
 
+@pytest.mark.parametrize("window", [None, 0, 40])
+def test_decoding_split_keys_merge_to_one_pass(window):
+    # the split-KV kernels (forced split counts; the automatic count is 1 at these sizes) against one pass and the
+    # reference: splits shorter than a key block, empty ones (length-1 and window-cut sequences), a sink
+    from fla.ops.attn.decoding import _decoding_triton
+
+    lengths = [1, 200, 3, 97]
+    HQ, H, K, V = 4, 2, 20, 36
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+    _, k, v, g = make(1, sum(lengths), HQ, H, K, V, torch.float32, requires_grad=False)
+    q = torch.randn(1, len(lengths), HQ, K, device=DEVICE)
+    sink = torch.randn(HQ, device=DEVICE)
+    with using("triton"):
+        outs = [_decoding_triton(q, k, v, g, sink, 0.3, cu, 1.0, window, num_splits=n) for n in (1, 2, 8)]
+    with using("torch"):
+        ref = attn_decoding_one_step(q.double(), k.double(), v.double(), g.double(), scale=0.3, cu_seqlens=cu,
+                                     window_size=window, sink_bias=sink.double())  # fmt: skip
+    for n, o in zip((1, 2, 8), outs):
+        assert_close(f"{n} splits", ref, o, tol(torch.float32, 10))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_decoding_gpu_sizes(dtype):
