@@ -261,4 +261,4 @@ def test_scan_kernels_compile_for_sm90_without_a_gpu():
     run = subprocess.run([sys.executable, "-m", "tests.fla.ops.scan_compile_check"], env=env, capture_output=True,
                          text=True, timeout=900)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert len(run.stdout.splitlines()) == 2 + 4 + 8 + 8, run.stdout
+    assert len(run.stdout.splitlines()) == 2 + 4 + 8 + 13, run.stdout
