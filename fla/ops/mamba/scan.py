@@ -49,7 +49,7 @@ from fla.utils.sizes import cdiv, next_power_of_2
 
 CHUNK_SIZE = 32
 FWD_CHANNELS = 128  # most channels per program of the forward kernels ([BT, BD] tiles, ~4 live)
-BWD_CHANNELS = 64  # most channels per program of the backward kernel (~12 live [BT, BD] tiles)
+BWD_CHANNELS = 32  # most channels per program of the backward kernel (~12 live [BT, BD] tiles: one warp)
 
 
 def state_block(Ds: int) -> int:
@@ -63,8 +63,10 @@ def channel_block(Di: int, cap: int) -> int:
 
 
 def _configs():
-    # no tl.dot and no pipelined loop in these kernels: tune the warp count only
-    return autotune_configs(warps=(4, 8), stages=(1,))
+    # no tl.dot and no pipelined loop here: the warp count only. With BD = 32 x warps the compiler lays a tile
+    # out as one channel per lane and all BT tokens in each thread, so the scans along tokens stay in-thread
+    # (more warps split the tokens across warps: the scans then go through shared memory)
+    return autotune_configs(warps=(1, 2, 4), stages=(1,))
 
 
 @triton.jit
@@ -165,7 +167,7 @@ def mamba_chunk_state_kernel(
         b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
         b_G = tl.sum(b_dt, axis=0)[None, :] - tl.cumsum(b_dt, axis=0)  # [BT, BD] sum_{s > t} dt_s
         b_u = b_x * b_dt
-    for n in tl.static_range(Ds):
+    for n in range(Ds):
         b_A = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
         b_B = tl.load(Bm + (bos + o_p) * Ds + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
         b_l = tl.sum(tl.exp(b_G * b_A[None, :]) * b_u * b_B[:, None], axis=0)  # [BD]
@@ -274,7 +276,7 @@ def mamba_chunk_output_fwd_kernel(
     b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
     b_u = b_dt * b_x
     b_y = tl.zeros([BT, BD], dtype=tl.float32)
-    for n in tl.static_range(Ds):
+    for n in range(Ds):
         b_A = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
         b_B = tl.load(Bm + (bos + o_p) * Ds + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
         b_C = tl.load(Cm + (bos + o_p) * Ds + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
@@ -344,21 +346,19 @@ def mamba_chunk_bwd_kernel(
     o_p = i_tc * BT + tl.arange(0, BT)  # [BT]
     m_p = o_p < T_n
     m_td = m_p[:, None] & m_d[None, :]
-    b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)  # [BT, BD]
-    b_dt, b_v = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
+    # live through the state loop: dt, dt_{t+1}, u = dt x, dy and three accumulators ([BT, BD] each); x, do, z
+    # and dt + dt_bias are loaded again for the epilogue (cache hits) rather than kept in registers
+    b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
     b_dtr, _ = _load_dt(dt, dt_bias, bos, o_p + 1, o_p + 1 < T_n, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)  # dt_{t+1}
-    b_do = _load_tokens(do, bos, o_p, m_p, o_d, m_d, Di)
+    b_u = b_dt * _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)
+    b_dy = _load_tokens(do, bos, o_p, m_p, o_d, m_d, Di)
     if HAS_Z:
-        b_z = _load_tokens(z, bos, o_p, m_p, o_d, m_d, Di)
-        b_dy = b_do * _silu(b_z)
+        b_dy *= _silu(_load_tokens(z, bos, o_p, m_p, o_d, m_d, Di))
         b_y = tl.zeros([BT, BD], dtype=tl.float32)  # C . h, for dz
-    else:
-        b_dy = b_do
-    b_u = b_dt * b_x
     b_sB = tl.zeros([BT, BD], dtype=tl.float32)  # sum_n dh_t B_t
     b_sA = tl.zeros([BT, BD], dtype=tl.float32)  # sum_n A q_t
     o_ts = i_d * tl.num_programs(2).to(tl.int64) * T * Ds + (bos + o_p) * Ds  # [BT] rows of this block's slab
-    for n in tl.static_range(Ds):
+    for n in range(Ds):
         b_A = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
         b_B = tl.load(Bm + (bos + o_p) * Ds + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
         b_C = tl.load(Cm + (bos + o_p) * Ds + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
@@ -379,15 +379,17 @@ def mamba_chunk_bwd_kernel(
         tl.store(dA_part + (i_ch * Ds + n) * Di + o_d, tl.sum(b_q * b_dt, axis=0), mask=m_d)
         tl.store(dB_part + o_ts + n, tl.sum(b_dh * b_u, axis=1), mask=m_p)
         tl.store(dC_part + o_ts + n, tl.sum(b_dy * b_h, axis=1), mask=m_p)
+    o_td = (bos + o_p[:, None]) * Di + o_d[None, :]  # [BT, BD]
     b_dx = b_sB * b_dt
+    b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)
     if HAS_D:
         b_D = tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
         b_dx += b_dy * b_D[None, :]
         tl.store(dD_part + i_ch * Di + o_d, tl.sum(b_dy * b_x, axis=0), mask=m_d)
-    o_td = (bos + o_p[:, None]) * Di + o_d[None, :]  # [BT, BD]
     tl.store(dx + o_td, b_dx.to(dx.dtype.element_ty), mask=m_td)
     b_ddt = b_sA + b_sB * b_x
     if SOFTPLUS:
+        _, b_v = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, False)
         b_ddt *= tl.sigmoid(b_v)
     b_ddt = tl.where(m_td, b_ddt, 0.0)
     tl.store(ddt + o_td, b_ddt.to(ddt.dtype.element_ty), mask=m_td)
@@ -396,8 +398,10 @@ def mamba_chunk_bwd_kernel(
     if HAS_Z:
         if HAS_D:
             b_y += b_x * b_D[None, :]
+        b_z = _load_tokens(z, bos, o_p, m_p, o_d, m_d, Di)
         b_sig = tl.sigmoid(b_z)
-        tl.store(dz + o_td, (b_do * b_y * b_sig * (1.0 + b_z * (1.0 - b_sig))).to(dz.dtype.element_ty), mask=m_td)
+        b_dz = _load_tokens(do, bos, o_p, m_p, o_d, m_d, Di) * b_y * b_sig * (1.0 + b_z * (1.0 - b_sig))
+        tl.store(dz + o_td, b_dz.to(dz.dtype.element_ty), mask=m_td)
 
 
 @lean_launch
