@@ -49,6 +49,7 @@ from fla.utils.sizes import cdiv, next_power_of_2
 
 CHUNK_SIZE = 32
 FWD_CHANNELS = 128  # most channels per program of the forward kernels ([BT, BD] tiles, ~4 live)
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2(e)): A is pre-scaled once per state
 BWD_CHANNELS = 32  # most channels per program of the backward kernel (~12 live [BT, BD] tiles: one warp)
 
 
@@ -167,10 +168,11 @@ def mamba_chunk_state_kernel(
         b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
         b_G = tl.sum(b_dt, axis=0)[None, :] - tl.cumsum(b_dt, axis=0)  # [BT, BD] sum_{s > t} dt_s
         b_u = b_x * b_dt
+    p_B = Bm + (bos + o_p) * Ds  # [BT] pointers to each token's B (or C) row
     for n in range(Ds):
-        b_A = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
-        b_B = tl.load(Bm + (bos + o_p) * Ds + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
-        b_l = tl.sum(tl.exp(b_G * b_A[None, :]) * b_u * b_B[:, None], axis=0)  # [BD]
+        b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
+        b_B = tl.load(p_B + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_l = tl.sum(tl.exp2(b_G * b_A2[None, :]) * b_u * b_B[:, None], axis=0)  # [BD]
         tl.store(local + (i_ch * Ds + n) * Di + o_d, b_l, mask=m_d)
     tl.store(dt_sum + i_ch * Di + o_d, tl.sum(b_dt, axis=0), mask=m_d)
 
@@ -270,19 +272,21 @@ def mamba_chunk_output_fwd_kernel(
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < Di
-    o_p = i_tc * BT + tl.arange(0, BT)  # [BT]
+    o_p = (i_tc * BT).to(tl.int32) + tl.arange(0, BT)  # [BT] positions in the sequence (int32: few registers)
     m_p = o_p < T_n
     b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)  # [BT, BD]
     b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
     b_u = b_dt * b_x
     b_y = tl.zeros([BT, BD], dtype=tl.float32)
+    # B / C rows: scalar bases and int32 offsets (a [BT] vector sits in every thread: int64 pointers cost registers)
+    p_B, p_C, o_r = Bm + bos * Ds, Cm + bos * Ds, o_p * Ds
     for n in range(Ds):
-        b_A = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
-        b_B = tl.load(Bm + (bos + o_p) * Ds + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
-        b_C = tl.load(Cm + (bos + o_p) * Ds + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
+        b_B = tl.load(p_B + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_C = tl.load(p_C + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
         b_hin = tl.load(h_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
         b_P, b_h = tl.associative_scan(
-            (tl.exp(b_dt * b_A[None, :]), b_u * b_B[:, None]), axis=0, combine_fn=_decayed_sum
+            (tl.exp2(b_dt * b_A2[None, :]), b_u * b_B[:, None]), axis=0, combine_fn=_decayed_sum
         )  # [BT, BD]; b_P = exp(A G_t)
         b_y += (b_h + b_P * b_hin[None, :]) * b_C[:, None]
     if HAS_D:
@@ -343,7 +347,7 @@ def mamba_chunk_bwd_kernel(
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < Di
-    o_p = i_tc * BT + tl.arange(0, BT)  # [BT]
+    o_p = (i_tc * BT).to(tl.int32) + tl.arange(0, BT)  # [BT] positions in the sequence (int32: few registers)
     m_p = o_p < T_n
     m_td = m_p[:, None] & m_d[None, :]
     # live through the state loop: dt, dt_{t+1}, u = dt x, dy and three accumulators ([BT, BD] each); x, do, z
@@ -357,18 +361,22 @@ def mamba_chunk_bwd_kernel(
         b_y = tl.zeros([BT, BD], dtype=tl.float32)  # C . h, for dz
     b_sB = tl.zeros([BT, BD], dtype=tl.float32)  # sum_n dh_t B_t
     b_sA = tl.zeros([BT, BD], dtype=tl.float32)  # sum_n A q_t
-    o_ts = i_d * tl.num_programs(2).to(tl.int64) * T * Ds + (bos + o_p) * Ds  # [BT] rows of this block's slab
+    p_dB = dB_part + (i_d * tl.num_programs(2).to(tl.int64) * T + bos) * Ds  # this block's [B * T, Ds] slab
+    p_dC = dC_part + (i_d * tl.num_programs(2).to(tl.int64) * T + bos) * Ds
+    # B / C rows: scalar bases and int32 offsets (a [BT] vector sits in every thread: int64 pointers cost registers)
+    p_B, p_C, o_r = Bm + bos * Ds, Cm + bos * Ds, o_p * Ds
     for n in range(Ds):
         b_A = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
-        b_B = tl.load(Bm + (bos + o_p) * Ds + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
-        b_C = tl.load(Cm + (bos + o_p) * Ds + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_A2 = b_A * LOG2E
+        b_B = tl.load(p_B + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_C = tl.load(p_C + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
         b_hin = tl.load(h_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
         b_dhin = tl.load(dh_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
         b_un = b_u * b_B[:, None]  # [BT, BD] dt_t x_t B_t[n]
-        b_P, b_h = tl.associative_scan((tl.exp(b_dt * b_A[None, :]), b_un), axis=0, combine_fn=_decayed_sum)
+        b_P, b_h = tl.associative_scan((tl.exp2(b_dt * b_A2[None, :]), b_un), axis=0, combine_fn=_decayed_sum)
         b_h += b_P * b_hin[None, :]
         b_Pr, b_dh = tl.associative_scan(
-            (tl.exp(b_dtr * b_A[None, :]), b_dy * b_C[:, None]), axis=0, combine_fn=_decayed_sum, reverse=True
+            (tl.exp2(b_dtr * b_A2[None, :]), b_dy * b_C[:, None]), axis=0, combine_fn=_decayed_sum, reverse=True
         )  # b_Pr = exp(A sum_{s >= t} dt_{s+1})
         b_dh += b_Pr * b_dhin[None, :]
         b_q = b_dh * (b_h - b_un)  # dh_t exp(dt_t A) h_{t-1}
@@ -377,8 +385,8 @@ def mamba_chunk_bwd_kernel(
         if HAS_Z:
             b_y += b_h * b_C[:, None]
         tl.store(dA_part + (i_ch * Ds + n) * Di + o_d, tl.sum(b_q * b_dt, axis=0), mask=m_d)
-        tl.store(dB_part + o_ts + n, tl.sum(b_dh * b_u, axis=1), mask=m_p)
-        tl.store(dC_part + o_ts + n, tl.sum(b_dy * b_h, axis=1), mask=m_p)
+        tl.store(p_dB + o_r + n, tl.sum(b_dh * b_u, axis=1), mask=m_p)
+        tl.store(p_dC + o_r + n, tl.sum(b_dy * b_h, axis=1), mask=m_p)
     o_td = (bos + o_p[:, None]) * Di + o_d[None, :]  # [BT, BD]
     b_dx = b_sB * b_dt
     b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)
