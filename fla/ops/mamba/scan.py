@@ -3,12 +3,16 @@
 
 Every ``(channel d, state n)`` pair is an independent scalar recurrence with the log decay
 ``g_t[d, n] = dt_t[d] A[d, n]`` and the input ``u_t[d, n] = dt_t[d] x_t[d] B_t[n]``. A program holds a chunk's
-``[BT, BD]`` tile of tokens x channels (``BD`` up to 128 channels: 64-256 byte rows of the token-major inputs)
-and walks the states ``n`` with a ``tl.static_range`` loop: per state, ``A[:, n]`` (a ``[BD]`` row of the
-transposed ``A^T [Ds, Di]``), ``B[:, n]`` / ``C[:, n]`` (``[BT]`` columns) and the ``[BD]`` carry rows are
-vectors, and the recurrence of that state is a ``tl.associative_scan`` over the 2-D tile of
-(decay factor, state) pairs ``(a1, h1) . (a2, h2) = (a1 a2, a2 h1 + h2)``, ``a_t = exp(dt_t A)``, in float32.
-The scanned factor products are the chunk-local decays ``exp(A G_t)`` the carry needs (``G_t`` the chunk-local
+``[BT, BD]`` tile of tokens x channels (``BD`` up to 128 channels in the forward, 32 in the backward: 64-256
+byte rows of the token-major inputs) and walks the states ``n`` with a runtime loop (an unrolled one spilled):
+per state, ``A[:, n]`` (a ``[BD]`` row of the transposed ``A^T [Ds, Di]``), ``B[:, n]`` / ``C[:, n]``
+(``[BT]`` columns) and the ``[BD]`` carry rows are vectors, and the recurrence of that state is a
+``tl.associative_scan`` over the 2-D tile of (decay factor, state) pairs
+``(a1, h1) . (a2, h2) = (a1 a2, a2 h1 + h2)``, ``a_t = exp(dt_t A)``, in float32. With ``BD = 32 x num_warps``
+the compiler gives each lane one channel and each thread all ``BT`` tokens of it, so the scans run in-thread
+(no shuffles, no shared memory); the price is ``BT`` registers per live tile, hence the narrower backward tiles
+(one warp, ~8 live tiles), whose main overhead is then the cross-lane sums of ``dB, dC`` over channels. The
+scanned factor products are the chunk-local decays ``exp(A G_t)`` the carry needs (``G_t`` the chunk-local
 cumsum of ``dt``). Per-chunk states are stored transposed, ``[chunks, Ds, Di]``, so their rows are contiguous.
 
 Forward, three launches:
