@@ -5,42 +5,61 @@ from __future__ import annotations
 import torch
 
 from fla.ops.mamba.inputs import check_selective_scan_inputs
-from fla.ops.mamba.naive import compute_dtype, discretize_dt, finish_output, naive_selective_scan
+from fla.ops.mamba.naive import naive_selective_scan
 from fla.ops.mamba.scan import chunk_selective_scan_bwd, chunk_selective_scan_fwd, layout_for
 from fla.utils import contiguous
 from fla.utils.backend import dispatch
 
 
 class ChunkSelectiveScanFunction(torch.autograd.Function):
-    """``y_t = sum_n C_t[n] h_t[:, n]`` (float32) of ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t`` by the chunk
-    kernels of :mod:`fla.ops.mamba.scan`, and the final state; ``dt`` already discretized."""
+    """``out_t = (C_t . h_t + D x_t) silu(z_t)`` of ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t``,
+    ``dt = softplus(dt + dt_bias)``, and the final state, by the chunk kernels of :mod:`fla.ops.mamba.scan`
+    (discretization and epilogue fused; ``D, z, dt_bias`` may be ``None``)."""
 
     @staticmethod
     @contiguous
-    def forward(ctx, x, dt, A, B, C, initial_state, output_final_state, cu_seqlens):
+    def forward(ctx, x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, cu_seqlens):
         layout = layout_for(x, cu_seqlens)
-        y, ht, h_in = chunk_selective_scan_fwd(x, dt, A, B, C, initial_state, output_final_state, layout)
-        ctx.save_for_backward(x, dt, A, B, C, h_in, initial_state)
-        ctx.layout = layout
+        y, ht, h_in = chunk_selective_scan_fwd(
+            x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, layout
+        )
+        ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, h_in, initial_state)
+        ctx.layout, ctx.dt_softplus = layout, dt_softplus
         return y, ht
 
     @staticmethod
     @contiguous
     def backward(ctx, dy, dht):
-        x, dt, A, B, C, h_in, initial_state = ctx.saved_tensors
-        dx, ddt, dA, dB, dC, dh0 = chunk_selective_scan_bwd(
-            x, dt, A, B, C, h_in, dy, dht, initial_state is not None, ctx.layout
+        x, dt, A, B, C, D, z, dt_bias, h_in, initial_state = ctx.saved_tensors
+        dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dh0 = chunk_selective_scan_bwd(
+            x, dt, A, B, C, D, z, dt_bias, ctx.dt_softplus, h_in, dy, dht, initial_state is not None, ctx.layout
         )
-        dh0 = dh0.to(initial_state.dtype) if dh0 is not None else None
-        return dx.to(x.dtype), ddt.to(dt.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype), dh0, None, None
+
+        def cast(g, t):
+            return None if g is None else g.to(t.dtype)
+
+        return (
+            dx,
+            ddt,
+            cast(dA, A),
+            cast(dB, B),
+            cast(dC, C),
+            cast(dD, D),
+            dz,
+            cast(ddt_bias, dt_bias),
+            None,
+            cast(dh0, initial_state),
+            None,
+            None,
+        )
 
 
-def _chunk_triton(x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, cu_seqlens):
-    dtype = compute_dtype(x, dt, A, B, C, D, z, dt_bias, initial_state)
-    dts = discretize_dt(dt, dt_bias, dt_softplus, dtype)
-    y, ht = ChunkSelectiveScanFunction.apply(x, dts, A, B, C, initial_state, output_final_state, cu_seqlens)
-    y = finish_output(y, x, D, z, dtype)
-    return y.to(x.dtype), (ht if output_final_state else None)
+def chunk_scan_triton(x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, cu_seqlens):
+    """:func:`chunk_selective_scan` on the chunk kernels (inputs already checked)."""
+    y, ht = ChunkSelectiveScanFunction.apply(
+        x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, cu_seqlens
+    )
+    return y, (ht if output_final_state else None)
 
 
 def chunk_selective_scan(
@@ -72,6 +91,6 @@ def chunk_selective_scan(
     """
     check_selective_scan_inputs(x, dt, A, B, C, D, z, dt_bias, initial_state, cu_seqlens)
     return dispatch(
-        (x, dt, A, B, C, D, z, dt_bias, initial_state), naive_selective_scan, _chunk_triton,
+        (x, dt, A, B, C, D, z, dt_bias, initial_state), naive_selective_scan, chunk_scan_triton,
         x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, cu_seqlens,
     )  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.mamba.chunk import ChunkSelectiveScanFunction
+from fla.ops.mamba.chunk import chunk_scan_triton
 from fla.ops.mamba.inputs import check_selective_scan_inputs
 from fla.ops.mamba.naive import compute_dtype, discretize_dt, finish_output, naive_selective_scan
 from fla.ops.mamba.scan import fused_recurrent_selective_scan_fwd
@@ -12,15 +12,15 @@ from fla.utils.backend import dispatch
 
 
 def _recurrent_triton(x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, cu_seqlens):
+    inputs = (x, dt, A, B, C, D, z, dt_bias, initial_state)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+        # a gradient is wanted: the chunk kernels compute the same maths and have a backward
+        args = (x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, cu_seqlens)
+        return chunk_scan_triton(*args)
     dtype = compute_dtype(x, dt, A, B, C, D, z, dt_bias, initial_state)
     dts = discretize_dt(dt, dt_bias, dt_softplus, dtype)
-    scan_inputs = (x, dts, A, B, C, initial_state)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in scan_inputs):
-        # a gradient is wanted: the chunk kernels compute the same maths and have a backward
-        y, ht = ChunkSelectiveScanFunction.apply(x, dts, A, B, C, initial_state, output_final_state, cu_seqlens)
-    else:
-        args = [t.contiguous() if t is not None else None for t in scan_inputs]
-        y, ht = fused_recurrent_selective_scan_fwd(*args, output_final_state, cu_seqlens)
+    args = [t.contiguous() if t is not None else None for t in (x, dts, A, B, C, initial_state)]
+    y, ht = fused_recurrent_selective_scan_fwd(*args, output_final_state, cu_seqlens)
     y = finish_output(y, x, D, z, dtype)
     return y.to(x.dtype), (ht if output_final_state else None)
 

@@ -1,30 +1,39 @@
-"""Triton kernels of the selective scan ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t``, ``y_t = C_t . h_t``.
+"""Triton kernels of the selective scan ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t``,
+``y_t = (C_t . h_t + D x_t) silu(z_t)`` with ``dt_t = softplus(dt_t + dt_bias)`` fused in.
 
 Every ``(channel d, state n)`` pair is an independent scalar recurrence with the log decay
-``g_t[d, n] = dt_t[d] A[d, n]`` and the input ``u_t[d, n] = dt_t[d] x_t[d] B_t[n]``. A program holds a
-chunk's ``[BT, BD, BS]`` tile (``BT`` tokens, ``BD`` channels, all ``BS >= d_state`` states) and scans it
-with ``tl.associative_scan`` over (decay factor, state) pairs, ``a_t = exp(dt_t A)``:
-``(a1, h1) . (a2, h2) = (a1 a2, a2 h1 + h2)``, in float32. One ``exp`` per element and tile: the combine runs
-several times per element inside the scan (per thread, across lanes, across warps), and an ``exp`` in it made the
-scan bound by the special-function units; the scanned factor products are the chunk-local decays
-``exp(A G_t)`` that the carry needs (products of factors <= 1 underflow to 0 as ``exp`` of the sums would). Only
-the per-chunk states ``[chunks, Di, Ds]`` reach memory.
+``g_t[d, n] = dt_t[d] A[d, n]`` and the input ``u_t[d, n] = dt_t[d] x_t[d] B_t[n]``. A program holds a chunk's
+``[BT, BD]`` tile of tokens x channels (``BD`` up to 128 channels in the forward, 32 in the backward: 64-256
+byte rows of the token-major inputs) and walks the states ``n`` with a runtime loop (an unrolled one spilled):
+per state, ``A[:, n]`` (a ``[BD]`` row of the transposed ``A^T [Ds, Di]``), ``B[:, n]`` / ``C[:, n]``
+(``[BT]`` columns) and the ``[BD]`` carry rows are vectors, and the recurrence of that state is a
+``tl.associative_scan`` over the 2-D tile of (decay factor, state) pairs
+``(a1, h1) . (a2, h2) = (a1 a2, a2 h1 + h2)``, ``a_t = exp(dt_t A)``, in float32. With ``BD = 32 x num_warps``
+the compiler gives each lane one channel and each thread all ``BT`` tokens of it, so the scans run in-thread
+(no shuffles, no shared memory); the price is ``BT`` registers per live tile, hence the narrower backward tiles
+(one warp, ~8 live tiles), whose main overhead is then the cross-lane sums of ``dB, dC`` over channels. The
+scanned factor products are the chunk-local decays ``exp(A G_t)`` the carry needs (``G_t`` the chunk-local
+cumsum of ``dt``). Per-chunk states are stored transposed, ``[chunks, Ds, Di]``, so their rows are contiguous.
 
 Forward, three launches:
 
-1. :func:`mamba_chunk_state_kernel` (per chunk): the chunk's scan from a zero state; stores its last row
-   (the chunk's own contribution to the state) and ``sum dt`` over the chunk (its decay is ``exp(A sum dt)``).
+1. :func:`mamba_chunk_state_kernel` (per chunk): the chunk's own contribution to the state,
+   ``local[n] = sum_t exp(A[:, n] (G_end - G_t)) u_t[:, n]`` (one ``exp`` and a column sum per state: no scan),
+   and ``sum dt`` over the chunk (its decay is ``exp(A sum dt)``).
 2. :func:`mamba_chunk_carry_kernel` (per sequence, serial over its chunks): the state entering each chunk,
    ``h_in[c+1] = exp(A sum dt_c) h_in[c] + local_c``, and the final state.
-3. :func:`mamba_chunk_output_fwd_kernel` (per chunk): the scan again plus the carry,
-   ``h_t = local_t + exp(A G_t) h_in`` (``G_t`` the chunk-local cumsum of dt), and ``y_t = sum_n C_t h_t``.
+3. :func:`mamba_chunk_output_fwd_kernel` (per chunk): per state the scan plus the carry,
+   ``h_t = scan_t + exp(A G_t) h_in``, accumulated into ``y_t = sum_n C_t[n] h_t[:, n]``; then the epilogue
+   ``(y + D x) silu(z)`` in registers and one store in the input dtype.
 
-Backward (``dy`` the gradient of ``y``): ``dh_t = C_t dy_t + exp(dt_{t+1} A) dh_{t+1}`` (``dh_{T} :=`` the final
-state's gradient) is the same scan run backwards in time with the decays shifted by one token, so it reuses
-the state and carry kernels (``REVERSE``); :func:`mamba_chunk_bwd_kernel` then recomputes ``h_{t-1}`` (a scan of
-the inputs shifted by one token, plus the carry) and ``dh_t`` (the reverse scan plus its carry) per chunk and
-writes ``dx, ddt`` and per-program partial sums of ``dA`` (over tokens) and ``dB, dC`` (over channels), which
-the host adds up.
+Backward (``do`` the output's gradient, ``dy = do silu(z)`` the scan output's): ``dh_t = C_t dy_t +
+exp(dt_{t+1} A) dh_{t+1}`` (``dh_{T} :=`` the final state's gradient) is the same recurrence backwards in time
+with the decays shifted by one token: stages 1-2 run again with ``REVERSE``. :func:`mamba_chunk_bwd_kernel`
+then, per chunk and state, rescans ``h_t`` (forward) and ``dh_t`` (reverse ``tl.associative_scan``) and
+accumulates ``dx, ddt`` (chained through softplus), ``dz`` (recomputing ``y``) in registers; ``dA`` (summed over
+the chunk's tokens), ``dD`` and ``d dt_bias`` go to per-chunk partials and ``dB, dC`` (summed over the
+program's ``BD`` channels) to per-channel-block partials ``[Di / BD, B * T, Ds]``, which the host adds up.
+``exp(dt_t A) h_{t-1} = h_t - u_t`` gives the ``dA`` / ``ddt`` terms without a third scan.
 
 The fused recurrent kernel (decoding) walks the tokens one at a time with a ``[BD, BS]`` state.
 """
@@ -43,17 +52,26 @@ from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 CHUNK_SIZE = 32
-TILE = 4096  # BT * BD * BS elements per [BT, BD, BS] tile (several live per program)
+FWD_CHANNELS = 128  # most channels per program of the forward kernels ([BT, BD] tiles, ~4 live)
+LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2(e)): A is pre-scaled once per state
+BWD_CHANNELS = 32  # most channels per program of the backward kernel (~12 live [BT, BD] tiles: one warp)
 
 
 def state_block(Ds: int) -> int:
-    """``BS``: all ``d_state`` states in one block (a power of two, at least 4)."""
+    """``BS``: all ``d_state`` states in one block (a power of two, at least 4): the carry / recurrent kernels."""
     return max(4, next_power_of_2(Ds))
 
 
-def channel_block(Di: int, BS: int, BT: int = CHUNK_SIZE, tile: int = TILE) -> int:
-    """``BD``: channels per program so that a ``[BT, BD, BS]`` tile stays within ``tile`` elements."""
-    return max(1, min(next_power_of_2(Di), tile // (BT * BS), 32))
+def channel_block(Di: int, cap: int) -> int:
+    """``BD``: channels per program of the chunk kernels (a power of two, at least 16, at most ``cap``)."""
+    return max(16, min(next_power_of_2(Di), cap))
+
+
+def _configs():
+    # no tl.dot and no pipelined loop here: the warp count only. With BD = 32 x warps the compiler lays a tile
+    # out as one channel per lane and all BT tokens in each thread, so the scans along tokens stay in-thread
+    # (more warps split the tokens across warps: the scans then go through shared memory)
+    return autotune_configs(warps=(1, 2, 4), stages=(1,))
 
 
 @triton.jit
@@ -72,14 +90,46 @@ def _load_tokens(p, bos, o_p, m_p, o_c, m_c, W: tl.constexpr):
     )
 
 
+@triton.jit
+def _softplus(v):
+    """``log(1 + exp(v))`` without overflow, accurate for very negative ``v`` (``log1p`` by the ratio
+    ``log(u) e / (u - 1)``, ``u = 1 + e`` rounded: exact to float32 rounding)."""
+    e = tl.exp(-tl.abs(v))
+    u = 1.0 + e
+    lp = tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0)))
+    return tl.maximum(v, 0.0) + lp
+
+
+@triton.jit
+def _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di: tl.constexpr, HAS_BIAS: tl.constexpr,
+             SOFTPLUS: tl.constexpr):  # fmt: skip
+    """``(dt, v)``: the discretized step sizes ``[BT, BD]`` (0 outside the masks: a masked row keeps the state)
+    and ``v = dt + dt_bias`` before the softplus."""
+    b_v = _load_tokens(dt, bos, o_p, m_p, o_d, m_d, Di)
+    if HAS_BIAS:
+        b_v += tl.load(dt_bias + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
+    if SOFTPLUS:
+        b_dt = tl.where(m_p[:, None] & m_d[None, :], _softplus(b_v), 0.0)
+    else:
+        b_dt = tl.where(m_p[:, None] & m_d[None, :], b_v, 0.0)
+    return b_dt, b_v
+
+
+@triton.jit
+def _silu(z):
+    return z * tl.sigmoid(z)
+
+
 @lean_launch
-@given_heuristics(IS_VARLEN="cu_seqlens")
-@triton.autotune(configs=autotune_configs(), key=["BD", "BS"])
+@given_heuristics(HAS_Z="z", HAS_BIAS="dt_bias", IS_VARLEN="cu_seqlens")
+@triton.autotune(configs=_configs(), key=["BD", "Ds"])
 @triton.jit(do_not_specialize=["T"])
 def mamba_chunk_state_kernel(
     x,
+    z,
     dt,
-    A,
+    dt_bias,
+    At,
     Bm,
     local,
     dt_sum,
@@ -90,56 +140,57 @@ def mamba_chunk_state_kernel(
     Ds: tl.constexpr,
     BT: tl.constexpr,
     BD: tl.constexpr,
-    BS: tl.constexpr,
     REVERSE: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
-    """Per chunk: the last row of its scan from a zero state -> ``local [NC, Di, Ds]``, and ``dt_sum [NC, Di]``.
+    """Per chunk and channel block: the chunk's contribution to the state from a zero state ->
+    ``local [NC, Ds, Di]``, and ``dt_sum [NC, Di]``.
 
-    Forward: ``x`` the inputs, ``Bm`` = B, decays of token ``t`` are ``dt_t A``, inputs ``dt_t x_t B_t``.
-    Reverse: ``x`` = dy, ``Bm`` = C, rows in reverse token order, decays ``dt_{t+1} A`` (0 past the sequence's
-    end), inputs ``dy_t C_t``; the last row is then the chunk's first token.
+    Forward: ``x`` the inputs, ``Bm`` = B; decays ``dt_t A``, inputs ``dt_t x_t B_t``; the contribution to the
+    state after the chunk's last token is ``sum_t exp(A sum_{s > t} dt_s) dt_t x_t B_t``.
+    Reverse: ``x`` = the output gradient ``do`` (times ``silu(z)`` with ``HAS_Z``), ``Bm`` = C; decays
+    ``dt_{t+1} A`` (0 past the sequence's end), inputs ``dy_t C_t``; the contribution to ``dh`` at the
+    chunk's first token is ``sum_t exp(A sum_{s < t} dt_{s+1}) dy_t C_t``. ``dt_sum`` sums the decays' ``dt``.
     """
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < Di
-    o_s = tl.arange(0, BS)  # [BS]
-    m_s = o_s < Ds
-    o_i = tl.arange(0, BT)
-    if REVERSE:
-        o_p = i_tc * BT + (BT - 1 - o_i)  # [BT] token positions in scan order
-        o_g = o_p + 1  # the decay of row t is dt_{t+1}
-    else:
-        o_p = i_tc * BT + o_i
-        o_g = o_p
+    o_p = i_tc * BT + tl.arange(0, BT)  # [BT] token positions in the sequence
     m_p = o_p < T_n
     b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)  # [BT, BD]
-    b_dt = _load_tokens(dt, bos, o_g, o_g < T_n, o_d, m_d, Di)  # [BT, BD] (0 past the end)
-    b_B = _load_tokens(Bm, bos, o_p, m_p, o_s, m_s, Ds)  # [BT, BS]
-    b_A = tl.load(A + o_d[:, None] * Ds + o_s[None, :], mask=m_d[:, None] & m_s[None, :], other=0.0).to(tl.float32)
-    b_a = tl.exp(b_dt[:, :, None] * b_A[None, :, :])  # [BT, BD, BS] decay factors
     if REVERSE:
-        b_u = b_x[:, :, None] * b_B[:, None, :]  # dy_t C_t
+        if HAS_Z:
+            b_x *= _silu(_load_tokens(z, bos, o_p, m_p, o_d, m_d, Di))
+        b_dt, _ = _load_dt(dt, dt_bias, bos, o_p + 1, o_p + 1 < T_n, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
+        b_G = tl.cumsum(b_dt, axis=0) - b_dt  # [BT, BD] sum_{s < t} dt_{s+1}
+        b_u = b_x
     else:
-        b_u = (b_dt * b_x)[:, :, None] * b_B[:, None, :]  # dt_t x_t B_t
-    _, b_h = tl.associative_scan((b_a, b_u), axis=0, combine_fn=_decayed_sum)  # [BT, BD, BS]
-    # the last scan row (rows past the sequence's end have decay 0 and input 0: they keep the state)
-    b_last = tl.sum(tl.where((o_i == BT - 1)[:, None, None], b_h, 0.0), axis=0)  # [BD, BS]
-    o_st = i_ch * Di * Ds + o_d[:, None] * Ds + o_s[None, :]
-    tl.store(local + o_st, b_last, mask=m_d[:, None] & m_s[None, :])
+        b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
+        b_G = tl.sum(b_dt, axis=0)[None, :] - tl.cumsum(b_dt, axis=0)  # [BT, BD] sum_{s > t} dt_s
+        b_u = b_x * b_dt
+    p_B = Bm + (bos + o_p) * Ds  # [BT] pointers to each token's B (or C) row
+    for n in range(Ds):
+        b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
+        b_B = tl.load(p_B + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_l = tl.sum(tl.exp2(b_G * b_A2[None, :]) * b_u * b_B[:, None], axis=0)  # [BD]
+        tl.store(local + (i_ch * Ds + n) * Di + o_d, b_l, mask=m_d)
     tl.store(dt_sum + i_ch * Di + o_d, tl.sum(b_dt, axis=0), mask=m_d)
 
 
 @lean_launch
-@given_heuristics(USE_INITIAL="h0", STORE_FINAL="ht", IS_VARLEN="cu_seqlens")
+@given_heuristics(USE_INITIAL="h0", STORE_FINAL="ht", HAS_BIAS="dt_bias", IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(), key=["BD", "BS"])
 @triton.jit(do_not_specialize=["T"])
 def mamba_chunk_carry_kernel(
     local,
     dt_sum,
-    A,
+    At,
     dt,
+    dt_bias,
     h0,
     h_in,
     ht,
@@ -152,49 +203,58 @@ def mamba_chunk_carry_kernel(
     BD: tl.constexpr,
     BS: tl.constexpr,
     REVERSE: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
     USE_INITIAL: tl.constexpr,
     STORE_FINAL: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     """Per sequence, chunk after chunk (backwards with ``REVERSE``): ``h_in[c] = carry``, then
     ``carry = local[c] + exp(A dt_sum[c]) carry``; ``ht`` = the last carry (with ``REVERSE`` the initial
-    state's gradient ``exp(dt_0 A) carry``). ``h0``: the initial carry (the initial state, or ``dht``)."""
+    state's gradient ``exp(dt_0 A) carry``). ``h0``: the initial carry (the initial state, or ``dht``).
+    ``local, h_in [NC, Ds, Di]`` (transposed); ``h0, ht [N, Di, Ds]`` (the public layout)."""
     i_d, i_n = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     bos, T_n, NT, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     o_s = tl.arange(0, BS)  # [BS]
-    m_ds = (o_d < Di)[:, None] & (o_s < Ds)[None, :]  # [BD, BS]
-    o_ds = o_d[:, None] * Ds + o_s[None, :]  # [BD, BS]
-    b_A = tl.load(A + o_ds, mask=m_ds, other=0.0).to(tl.float32)
-    b_h = tl.zeros([BD, BS], dtype=tl.float32)
+    m_d = o_d < Di
+    m_sd = (o_s < Ds)[:, None] & m_d[None, :]  # [BS, BD]
+    o_sd = o_s[:, None] * Di + o_d[None, :]  # [BS, BD] offsets in a transposed state
+    o_pub = o_d[None, :] * Ds + o_s[:, None]  # [BS, BD] offsets in a public [Di, Ds] state
+    b_A = tl.load(At + o_sd, mask=m_sd, other=0.0).to(tl.float32)
+    b_h = tl.zeros([BS, BD], dtype=tl.float32)
     if USE_INITIAL:
-        b_h += tl.load(h0 + i_n * Di * Ds + o_ds, mask=m_ds, other=0.0).to(tl.float32)
+        b_h += tl.load(h0 + i_n * Di * Ds + o_pub, mask=m_sd, other=0.0).to(tl.float32)
     for i_c in range(0, NT):
         if REVERSE:
             i_ch = boh + NT - 1 - i_c
         else:
             i_ch = boh + i_c
-        tl.store(h_in + i_ch * Di * Ds + o_ds, b_h, mask=m_ds)
-        b_sum = tl.load(dt_sum + i_ch * Di + o_d, mask=o_d < Di, other=0.0)  # [BD]
-        b_h = tl.load(local + i_ch * Di * Ds + o_ds, mask=m_ds, other=0.0) + tl.exp(b_A * b_sum[:, None]) * b_h
+        tl.store(h_in + i_ch * Di * Ds + o_sd, b_h, mask=m_sd)
+        b_sum = tl.load(dt_sum + i_ch * Di + o_d, mask=m_d, other=0.0)  # [BD]
+        b_h = tl.load(local + i_ch * Di * Ds + o_sd, mask=m_sd, other=0.0) + tl.exp(b_A * b_sum[None, :]) * b_h
     if STORE_FINAL:
         if REVERSE:
             # dh0 = exp(dt_0 A) dh_0 (a sequence without tokens passes dht through: dt_0 reads as 0)
-            b_dt0 = tl.load(dt + bos * Di + o_d, mask=(o_d < Di) & (o_d * 0 + T_n > 0), other=0.0).to(tl.float32)
-            b_h = b_h * tl.exp(b_A * b_dt0[:, None])
-        tl.store(ht + i_n * Di * Ds + o_ds, b_h.to(ht.dtype.element_ty), mask=m_ds)
+            o_0 = tl.zeros([1], dtype=tl.int64)
+            b_dt0, _ = _load_dt(dt, dt_bias, bos, o_0, o_0 < T_n, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)  # [1, BD]
+            b_h = b_h * tl.exp(b_A * b_dt0)
+        tl.store(ht + i_n * Di * Ds + o_pub, b_h.to(ht.dtype.element_ty), mask=m_sd)
 
 
 @lean_launch
-@given_heuristics(IS_VARLEN="cu_seqlens")
-@triton.autotune(configs=autotune_configs(), key=["BD", "BS"])
+@given_heuristics(HAS_D="D", HAS_Z="z", HAS_BIAS="dt_bias", IS_VARLEN="cu_seqlens")
+@triton.autotune(configs=_configs(), key=["BD", "Ds"])
 @triton.jit(do_not_specialize=["T"])
 def mamba_chunk_output_fwd_kernel(
     x,
     dt,
-    A,
+    dt_bias,
+    At,
     Bm,
     Cm,
+    D,
+    z,
     h_in,
     y,
     cu_seqlens,
@@ -204,51 +264,66 @@ def mamba_chunk_output_fwd_kernel(
     Ds: tl.constexpr,
     BT: tl.constexpr,
     BD: tl.constexpr,
-    BS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
-    """Per chunk: ``h_t = scan_t + exp(A G_t) h_in`` and ``y_t = sum_n C_t[n] h_t[:, n]`` -> ``y [B, T, Di]``."""
+    """Per chunk and channel block: ``h_t = scan_t + exp(A G_t) h_in`` state by state,
+    ``y_t = (sum_n C_t[n] h_t[:, n] + D x_t) silu(z_t)`` -> ``y [B, T, Di]`` (its dtype)."""
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < Di
-    o_s = tl.arange(0, BS)  # [BS]
-    m_s = o_s < Ds
-    o_p = i_tc * BT + tl.arange(0, BT)  # [BT]
+    o_p = (i_tc * BT).to(tl.int32) + tl.arange(0, BT)  # [BT] positions in the sequence (int32: few registers)
     m_p = o_p < T_n
-    m_ds = m_d[:, None] & m_s[None, :]
     b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)  # [BT, BD]
-    b_dt = _load_tokens(dt, bos, o_p, m_p, o_d, m_d, Di)  # [BT, BD]
-    b_B = _load_tokens(Bm, bos, o_p, m_p, o_s, m_s, Ds)  # [BT, BS]
-    b_C = _load_tokens(Cm, bos, o_p, m_p, o_s, m_s, Ds)  # [BT, BS]
-    b_A = tl.load(A + o_d[:, None] * Ds + o_s[None, :], mask=m_ds, other=0.0).to(tl.float32)  # [BD, BS]
-    b_hin = tl.load(h_in + i_ch * Di * Ds + o_d[:, None] * Ds + o_s[None, :], mask=m_ds, other=0.0)  # [BD, BS]
-    b_a = tl.exp(b_dt[:, :, None] * b_A[None, :, :])  # [BT, BD, BS] decay factors
-    b_u = (b_dt * b_x)[:, :, None] * b_B[:, None, :]
-    b_P, b_h = tl.associative_scan((b_a, b_u), axis=0, combine_fn=_decayed_sum)  # b_P = exp(A G_t)
-    b_h += b_P * b_hin[None, :, :]
-    b_y = tl.sum(b_h * b_C[:, None, :], axis=2)  # [BT, BD]
+    b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
+    b_u = b_dt * b_x
+    b_y = tl.zeros([BT, BD], dtype=tl.float32)
+    # B / C rows: scalar bases and int32 offsets (a [BT] vector sits in every thread: int64 pointers cost registers)
+    p_B, p_C, o_r = Bm + bos * Ds, Cm + bos * Ds, o_p * Ds
+    for n in range(Ds):
+        b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
+        b_B = tl.load(p_B + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_C = tl.load(p_C + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_hin = tl.load(h_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
+        b_P, b_h = tl.associative_scan(
+            (tl.exp2(b_dt * b_A2[None, :]), b_u * b_B[:, None]), axis=0, combine_fn=_decayed_sum
+        )  # [BT, BD]; b_P = exp(A G_t)
+        b_y += (b_h + b_P * b_hin[None, :]) * b_C[:, None]
+    if HAS_D:
+        b_y += b_x * tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
+    if HAS_Z:
+        b_y *= _silu(_load_tokens(z, bos, o_p, m_p, o_d, m_d, Di))
     tl.store(y + (bos + o_p[:, None]) * Di + o_d[None, :], b_y.to(y.dtype.element_ty), mask=m_p[:, None] & m_d[None, :])
 
 
 @lean_launch
-@given_heuristics(IS_VARLEN="cu_seqlens")
-@triton.autotune(configs=autotune_configs(), key=["BD", "BS"])
+@given_heuristics(HAS_D="D", HAS_Z="z", HAS_BIAS="dt_bias", IS_VARLEN="cu_seqlens")
+@triton.autotune(configs=_configs(), key=["BD", "Ds"])
 @triton.jit(do_not_specialize=["T"])
 def mamba_chunk_bwd_kernel(
     x,
     dt,
-    A,
+    dt_bias,
+    At,
     Bm,
     Cm,
-    dy,
+    D,
+    z,
+    do,
     h_in,
     dh_in,
     dx,
     ddt,
+    dz,
     dA_part,
     dB_part,
     dC_part,
+    dD_part,
+    dbias_part,
     cu_seqlens,
     chunk_indices,
     T,
@@ -256,73 +331,89 @@ def mamba_chunk_bwd_kernel(
     Ds: tl.constexpr,
     BT: tl.constexpr,
     BD: tl.constexpr,
-    BS: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
-    """Per chunk: ``h_{t-1}``, ``h_t`` and ``dh_t`` of its tokens, then
+    """Per chunk and channel block, state by state: ``h_t`` (forward scan + carry ``h_in``) and ``dh_t`` (reverse
+    scan of ``C_t dy_t``, decays ``dt_{t+1} A``, + carry ``dh_in``), then with ``q_t = dh_t exp(dt_t A) h_{t-1}
+    = dh_t (h_t - u_t)``:
 
-    ``dx_t = dt_t sum_n dh_t B_t``, ``ddt_t = sum_n dh_t (A exp(dt_t A) h_{t-1} + B_t x_t)``,
-    ``dA_part[chunk] = sum_t dh_t dt_t exp(dt_t A) h_{t-1}``, ``dB_part[d block]_t = sum_d dh_t dt_t x_t``,
-    ``dC_part[d block]_t = sum_d dy_t h_t``.
+    ``dx_t = dt_t sum_n dh_t B_t + D dy_t``, ``ddt_t = sum_n (A q_t + dh_t B_t x_t)`` (times
+    ``sigmoid(dt + dt_bias)`` with softplus), ``dz_t = do_t (y_t + D x_t) silu'(z_t)``,
+    ``dA_part[chunk] = sum_t dt_t q_t``, ``dB_part[d block]_t = sum_d dh_t dt_t x_t``,
+    ``dC_part[d block]_t = sum_d dy_t h_t``, ``dD_part[chunk] = sum_t dy_t x_t``,
+    ``dbias_part[chunk] = sum_t ddt_t``.
     """
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
     o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < Di
-    o_s = tl.arange(0, BS)  # [BS]
-    m_s = o_s < Ds
-    o_i = tl.arange(0, BT)
-    o_p = i_tc * BT + o_i  # [BT]
+    o_p = (i_tc * BT).to(tl.int32) + tl.arange(0, BT)  # [BT] positions in the sequence (int32: few registers)
     m_p = o_p < T_n
-    m_ds = m_d[:, None] & m_s[None, :]
-    o_ds = o_d[:, None] * Ds + o_s[None, :]  # [BD, BS]
-    b_A = tl.load(A + o_ds, mask=m_ds, other=0.0).to(tl.float32)  # [BD, BS]
-    b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)  # [BT, BD]
-    b_dt = _load_tokens(dt, bos, o_p, m_p, o_d, m_d, Di)
-    b_dy = _load_tokens(dy, bos, o_p, m_p, o_d, m_d, Di)
-    b_B = _load_tokens(Bm, bos, o_p, m_p, o_s, m_s, Ds)  # [BT, BS]
-    b_C = _load_tokens(Cm, bos, o_p, m_p, o_s, m_s, Ds)
-
-    # h_{t-1}: the scan of the previous token's inputs (none before the chunk's first row) plus the carry
-    m_q = m_p & (o_i > 0)
-    b_xq = _load_tokens(x, bos, o_p - 1, m_q, o_d, m_d, Di)  # [BT, BD]
-    b_dtq = _load_tokens(dt, bos, o_p - 1, m_q, o_d, m_d, Di)
-    b_Bq = _load_tokens(Bm, bos, o_p - 1, m_q, o_s, m_s, Ds)  # [BT, BS]
-    b_Pq, b_hp = tl.associative_scan(
-        (tl.exp(b_dtq[:, :, None] * b_A[None, :, :]), (b_dtq * b_xq)[:, :, None] * b_Bq[:, None, :]),
-        axis=0,
-        combine_fn=_decayed_sum,
-    )  # [BT, BD, BS]; b_Pq = exp(A sum_{s <= t} dt_{s-1})
-    b_hin = tl.load(h_in + i_ch * Di * Ds + o_ds, mask=m_ds, other=0.0)  # [BD, BS]
-    b_hp += b_Pq * b_hin[None, :, :]
-    b_e = tl.exp(b_dt[:, :, None] * b_A[None, :, :])  # [BT, BD, BS] exp(dt_t A)
-    b_h = b_e * b_hp + (b_dt * b_x)[:, :, None] * b_B[:, None, :]
-
-    # dh_t: the reverse scan of C_t dy_t with decays dt_{t+1} A, plus the carry from after the chunk
-    m_r = (o_p + 1) < T_n
-    b_dtr = _load_tokens(dt, bos, o_p + 1, m_r, o_d, m_d, Di)  # [BT, BD] dt_{t+1}
-    b_Pr, b_dh = tl.associative_scan(
-        (tl.exp(b_dtr[:, :, None] * b_A[None, :, :]), b_dy[:, :, None] * b_C[:, None, :]),
-        axis=0,
-        combine_fn=_decayed_sum,
-        reverse=True,
-    )  # [BT, BD, BS]; b_Pr = exp(A sum_{s >= t} dt_{s+1})
-    b_dhin = tl.load(dh_in + i_ch * Di * Ds + o_ds, mask=m_ds, other=0.0)  # [BD, BS]
-    b_dh += b_Pr * b_dhin[None, :, :]
-
     m_td = m_p[:, None] & m_d[None, :]
+    # live through the state loop: dt, dt_{t+1}, u = dt x, dy and three accumulators ([BT, BD] each); x, do, z
+    # and dt + dt_bias are loaded again for the epilogue (cache hits) rather than kept in registers
+    b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
+    b_dtr, _ = _load_dt(dt, dt_bias, bos, o_p + 1, o_p + 1 < T_n, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)  # dt_{t+1}
+    b_u = b_dt * _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)
+    b_dy = _load_tokens(do, bos, o_p, m_p, o_d, m_d, Di)
+    if HAS_Z:
+        b_dy *= _silu(_load_tokens(z, bos, o_p, m_p, o_d, m_d, Di))
+        b_y = tl.zeros([BT, BD], dtype=tl.float32)  # C . h, for dz
+    b_sB = tl.zeros([BT, BD], dtype=tl.float32)  # sum_n dh_t B_t
+    b_sA = tl.zeros([BT, BD], dtype=tl.float32)  # sum_n A q_t
+    p_dB = dB_part + (i_d * tl.num_programs(2).to(tl.int64) * T + bos) * Ds  # this block's [B * T, Ds] slab
+    p_dC = dC_part + (i_d * tl.num_programs(2).to(tl.int64) * T + bos) * Ds
+    # B / C rows: scalar bases and int32 offsets (a [BT] vector sits in every thread: int64 pointers cost registers)
+    p_B, p_C, o_r = Bm + bos * Ds, Cm + bos * Ds, o_p * Ds
+    for n in range(Ds):
+        b_A = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
+        b_A2 = b_A * LOG2E
+        b_B = tl.load(p_B + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_C = tl.load(p_C + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_hin = tl.load(h_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
+        b_dhin = tl.load(dh_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
+        b_un = b_u * b_B[:, None]  # [BT, BD] dt_t x_t B_t[n]
+        b_P, b_h = tl.associative_scan((tl.exp2(b_dt * b_A2[None, :]), b_un), axis=0, combine_fn=_decayed_sum)
+        b_h += b_P * b_hin[None, :]
+        b_Pr, b_dh = tl.associative_scan(
+            (tl.exp2(b_dtr * b_A2[None, :]), b_dy * b_C[:, None]), axis=0, combine_fn=_decayed_sum, reverse=True
+        )  # b_Pr = exp(A sum_{s >= t} dt_{s+1})
+        b_dh += b_Pr * b_dhin[None, :]
+        b_q = b_dh * (b_h - b_un)  # dh_t exp(dt_t A) h_{t-1}
+        b_sB += b_dh * b_B[:, None]
+        b_sA += b_q * b_A[None, :]
+        if HAS_Z:
+            b_y += b_h * b_C[:, None]
+        tl.store(dA_part + (i_ch * Ds + n) * Di + o_d, tl.sum(b_q * b_dt, axis=0), mask=m_d)
+        tl.store(p_dB + o_r + n, tl.sum(b_dh * b_u, axis=1), mask=m_p)
+        tl.store(p_dC + o_r + n, tl.sum(b_dy * b_h, axis=1), mask=m_p)
     o_td = (bos + o_p[:, None]) * Di + o_d[None, :]  # [BT, BD]
-    b_sB = tl.sum(b_dh * b_B[:, None, :], axis=2)  # [BT, BD]
-    tl.store(dx + o_td, (b_sB * b_dt).to(dx.dtype.element_ty), mask=m_td)
-    b_dhg = b_dh * b_e * b_hp  # [BT, BD, BS] dL/d(g) per token, g = dt A
-    b_ddt = tl.sum(b_dhg * b_A[None, :, :], axis=2) + b_sB * b_x
+    b_dx = b_sB * b_dt
+    b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)
+    if HAS_D:
+        b_D = tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
+        b_dx += b_dy * b_D[None, :]
+        tl.store(dD_part + i_ch * Di + o_d, tl.sum(b_dy * b_x, axis=0), mask=m_d)
+    tl.store(dx + o_td, b_dx.to(dx.dtype.element_ty), mask=m_td)
+    b_ddt = b_sA + b_sB * b_x
+    if SOFTPLUS:
+        _, b_v = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, False)
+        b_ddt *= tl.sigmoid(b_v)
+    b_ddt = tl.where(m_td, b_ddt, 0.0)
     tl.store(ddt + o_td, b_ddt.to(ddt.dtype.element_ty), mask=m_td)
-    tl.store(dA_part + i_ch * Di * Ds + o_ds, tl.sum(b_dhg * b_dt[:, :, None], axis=0), mask=m_ds)
-    m_ts = m_p[:, None] & m_s[None, :]
-    # one [B * T, Ds] slab per channel block (B = the grid's last dim; 1 when packed)
-    o_ts = i_d * tl.num_programs(2).to(tl.int64) * T * Ds + (bos + o_p[:, None]) * Ds + o_s[None, :]  # [BT, BS]
-    tl.store(dB_part + o_ts, tl.sum(b_dh * (b_dt * b_x)[:, :, None], axis=1), mask=m_ts)
-    tl.store(dC_part + o_ts, tl.sum(b_dy[:, :, None] * b_h, axis=1), mask=m_ts)
+    if HAS_BIAS:
+        tl.store(dbias_part + i_ch * Di + o_d, tl.sum(b_ddt, axis=0), mask=m_d)
+    if HAS_Z:
+        if HAS_D:
+            b_y += b_x * b_D[None, :]
+        b_z = _load_tokens(z, bos, o_p, m_p, o_d, m_d, Di)
+        b_sig = tl.sigmoid(b_z)
+        b_dz = _load_tokens(do, bos, o_p, m_p, o_d, m_d, Di) * b_y * b_sig * (1.0 + b_z * (1.0 - b_sig))
+        tl.store(dz + o_td, b_dz.to(dz.dtype.element_ty), mask=m_td)
 
 
 @lean_launch
@@ -383,63 +474,77 @@ def _sizes(x: torch.Tensor, A: torch.Tensor) -> tuple[int, int, int, int, int]:
     return Bsz, T, Di, Ds, BS
 
 
-def _carry(local, dt_sum, A, dt, h0, want_final, layout, Di, Ds, BS, reverse, final_dtype):
-    NC = local.shape[0]
-    h_in = empty(NC, Di, Ds, dtype=torch.float32, device=local.device)
-    ht = empty(layout.num_seqs, Di, Ds, dtype=final_dtype, device=local.device) if want_final else None
+def _carry(local, dt_sum, At, dt, dt_bias, softplus, h0, want_final, layout, reverse):
+    """``h_in [NC, Ds, Di]`` (float32) and the last carry ``[N, Di, Ds]`` (float32) or ``None``."""
+    NC, Ds, Di = local.shape
+    BS = state_block(Ds)
+    h_in = empty(NC, Ds, Di, dtype=torch.float32, device=local.device)
+    ht = empty(layout.num_seqs, Di, Ds, dtype=torch.float32, device=local.device) if want_final else None
     BD = max(1, min(next_power_of_2(Di), 2048 // BS, 32))
     mamba_chunk_carry_kernel[(cdiv(Di, BD), layout.num_seqs)](
-        local, dt_sum, A, dt, h0, h_in, ht, layout.cu_seqlens, layout.chunk_offsets, layout.seq_len,
-        Di=Di, Ds=Ds, BT=layout.chunk_size, BD=BD, BS=BS, REVERSE=reverse,
+        local, dt_sum, At, dt, dt_bias, h0, h_in, ht, layout.cu_seqlens, layout.chunk_offsets, layout.seq_len,
+        Di=Di, Ds=Ds, BT=layout.chunk_size, BD=BD, BS=BS, REVERSE=reverse, SOFTPLUS=softplus,
     )  # fmt: skip
     return h_in, ht
 
 
-def _local_states(x, dt, A, Bm, layout, Di, Ds, BS, reverse):
+def _local_states(x, z, dt, dt_bias, softplus, At, Bm, layout, reverse):
+    """Each chunk's own contribution ``[NC, Ds, Di]`` and its ``sum dt`` ``[NC, Di]`` (float32)."""
+    Ds, Di = At.shape
     NC = layout.batch * layout.row_chunks
-    local = empty(NC, Di, Ds, dtype=torch.float32, device=x.device)
+    local = empty(NC, Ds, Di, dtype=torch.float32, device=x.device)
     dt_sum = empty(NC, Di, dtype=torch.float32, device=x.device)
-    BD = channel_block(Di, BS, layout.chunk_size)
+    BD = channel_block(Di, FWD_CHANNELS)
     mamba_chunk_state_kernel[(cdiv(Di, BD), layout.row_chunks, layout.batch)](
-        x, dt, A, Bm, local, dt_sum, layout.cu_seqlens, layout.chunk_indices, layout.seq_len,
-        Di=Di, Ds=Ds, BT=layout.chunk_size, BD=BD, BS=BS, REVERSE=reverse,
+        x, z, dt, dt_bias, At, Bm, local, dt_sum, layout.cu_seqlens, layout.chunk_indices, layout.seq_len,
+        Di=Di, Ds=Ds, BT=layout.chunk_size, BD=BD, REVERSE=reverse, SOFTPLUS=softplus,
     )  # fmt: skip
     return local, dt_sum
 
 
-def chunk_selective_scan_fwd(x, dt, A, Bm, Cm, h0, want_final, layout):
-    """``y [B, T, Di]`` (float32), the final state ``[N, Di, Ds]`` (float32) or ``None``, and the states
-    entering each chunk ``[chunks, Di, Ds]`` (kept for the backward). ``dt`` is already discretized."""
-    Bsz, T, Di, Ds, BS = _sizes(x, A)
-    local, dt_sum = _local_states(x, dt, A, Bm, layout, Di, Ds, BS, reverse=False)
-    h_in, ht = _carry(local, dt_sum, A, dt, h0, want_final, layout, Di, Ds, BS, False, torch.float32)
-    y = empty(Bsz, T, Di, dtype=torch.float32, device=x.device)
-    BD = channel_block(Di, BS, layout.chunk_size)
+def chunk_selective_scan_fwd(x, dt, A, Bm, Cm, D, z, dt_bias, softplus, h0, want_final, layout):
+    """``out = (C . h + D x) silu(z) [B, T, Di]`` (``x.dtype``), the final state ``[N, Di, Ds]`` (float32) or
+    ``None``, and the states entering each chunk ``[chunks, Ds, Di]`` (float32, kept for the backward).
+    ``dt`` raw: ``softplus(dt + dt_bias)`` happens in the kernels (``D, z, dt_bias`` may be ``None``)."""
+    Bsz, T, Di, Ds, _ = _sizes(x, A)
+    At = A.t().contiguous()  # [Ds, Di]: a state's channels are contiguous
+    local, dt_sum = _local_states(x, None, dt, dt_bias, softplus, At, Bm, layout, reverse=False)
+    h_in, ht = _carry(local, dt_sum, At, dt, dt_bias, softplus, h0, want_final, layout, reverse=False)
+    y = empty(Bsz, T, Di, dtype=x.dtype, device=x.device)
+    BD = channel_block(Di, FWD_CHANNELS)
     mamba_chunk_output_fwd_kernel[(cdiv(Di, BD), layout.row_chunks, Bsz)](
-        x, dt, A, Bm, Cm, h_in, y, layout.cu_seqlens, layout.chunk_indices, T,
-        Di=Di, Ds=Ds, BT=layout.chunk_size, BD=BD, BS=BS,
+        x, dt, dt_bias, At, Bm, Cm, D, z, h_in, y, layout.cu_seqlens, layout.chunk_indices, T,
+        Di=Di, Ds=Ds, BT=layout.chunk_size, BD=BD, SOFTPLUS=softplus,
     )  # fmt: skip
     return y, ht, h_in
 
 
-def chunk_selective_scan_bwd(x, dt, A, Bm, Cm, h_in, dy, dht, want_dh0, layout):
-    """Gradients ``(dx, ddt, dA, dB, dC, dh0)`` (float32; ``dh0`` ``None`` unless ``want_dh0``) of
-    ``y = scan(x, dt, A, B, C)`` given ``dy [B, T, Di]`` and ``dht [N, Di, Ds]`` (or ``None``)."""
-    Bsz, T, Di, Ds, BS = _sizes(x, A)
-    local, dt_sum = _local_states(dy, dt, A, Cm, layout, Di, Ds, BS, reverse=True)
-    dh_in, dh0 = _carry(local, dt_sum, A, dt, dht, want_dh0, layout, Di, Ds, BS, True, torch.float32)
-    BD = channel_block(Di, BS, layout.chunk_size, TILE // 2)  # ~8 tiles live in this kernel: half-size ones
-    ND = cdiv(Di, BD)
-    dx = empty(Bsz, T, Di, dtype=torch.float32, device=x.device)
-    ddt = empty(Bsz, T, Di, dtype=torch.float32, device=x.device)
-    dA_part = empty(*h_in.shape, dtype=torch.float32, device=x.device)
+def chunk_selective_scan_bwd(x, dt, A, Bm, Cm, D, z, dt_bias, softplus, h_in, do, dht, want_dh0, layout):
+    """Gradients ``(dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dh0)`` of :func:`chunk_selective_scan_fwd`'s output
+    given ``do [B, T, Di]`` and ``dht [N, Di, Ds]`` (or ``None``): ``dx, ddt, dz`` in their inputs' dtypes, the
+    rest float32; ``dD, dz, ddt_bias`` ``None`` where the input is, ``dh0`` ``None`` unless ``want_dh0``."""
+    Bsz, T, Di, Ds, _ = _sizes(x, A)
+    At = A.t().contiguous()
+    local, dt_sum = _local_states(do, z, dt, dt_bias, softplus, At, Cm, layout, reverse=True)
+    dh_in, dh0 = _carry(local, dt_sum, At, dt, dt_bias, softplus, dht, want_dh0, layout, reverse=True)
+    BD = channel_block(Di, BWD_CHANNELS)
+    ND, NC = cdiv(Di, BD), h_in.shape[0]
+    dx = empty(Bsz, T, Di, dtype=x.dtype, device=x.device)
+    ddt = empty(Bsz, T, Di, dtype=dt.dtype, device=x.device)
+    dz = empty(Bsz, T, Di, dtype=z.dtype, device=x.device) if z is not None else None
+    dA_part = empty(NC, Ds, Di, dtype=torch.float32, device=x.device)
     dB_part = empty(ND, Bsz, T, Ds, dtype=torch.float32, device=x.device)
     dC_part = empty(ND, Bsz, T, Ds, dtype=torch.float32, device=x.device)
+    dD_part = empty(NC, Di, dtype=torch.float32, device=x.device) if D is not None else None
+    dbias_part = empty(NC, Di, dtype=torch.float32, device=x.device) if dt_bias is not None else None
     mamba_chunk_bwd_kernel[(ND, layout.row_chunks, Bsz)](
-        x, dt, A, Bm, Cm, dy, h_in, dh_in, dx, ddt, dA_part, dB_part, dC_part, layout.cu_seqlens,
-        layout.chunk_indices, T, Di=Di, Ds=Ds, BT=layout.chunk_size, BD=BD, BS=BS,
+        x, dt, dt_bias, At, Bm, Cm, D, z, do, h_in, dh_in, dx, ddt, dz, dA_part, dB_part, dC_part, dD_part,
+        dbias_part, layout.cu_seqlens, layout.chunk_indices, T,
+        Di=Di, Ds=Ds, BT=layout.chunk_size, BD=BD, SOFTPLUS=softplus,
     )  # fmt: skip
-    return dx, ddt, dA_part.sum(0), dB_part.sum(0), dC_part.sum(0), dh0
+    dD = dD_part.sum(0) if D is not None else None
+    ddt_bias = dbias_part.sum(0) if dt_bias is not None else None
+    return dx, ddt, dA_part.sum(0).t(), dB_part.sum(0), dC_part.sum(0), dD, dz, ddt_bias, dh0
 
 
 def fused_recurrent_selective_scan_fwd(x, dt, A, Bm, Cm, h0, want_final, cu_seqlens):

@@ -16,8 +16,9 @@ from tests.fla.ops.attn_compile_check import compile_kernel
 IO_TYPES = {"x": "*bf16", "v": "*bf16", "dv": "*bf16", "dx": "*bf16", "y": "*bf16", "o": "*bf16", "do": "*bf16",
             "dt": "*fp32", "ddt": "*fp32", "D": "*fp32", "dD": "*fp32", "R": "i32", "N": "i32"}  # fmt: skip
 GATE_TYPES = {"s": "*bf16", "s_out": "*bf16", "ds_out": "*bf16", "ds": "*bf16", "cu_seqlens": "*i32", "T": "i32"}
-SCAN_TYPES = {"x": "*bf16", "dt": "*bf16", "Bm": "*bf16", "Cm": "*bf16", "dy": "*bf16", "y": "*bf16", "dx": "*bf16",
-              "ddt": "*bf16", "cu_seqlens": "*i32", "chunk_indices": "*i32", "T": "i32"}  # fmt: skip
+SCAN_TYPES = {"x": "*bf16", "dt": "*bf16", "Bm": "*bf16", "Cm": "*bf16", "z": "*bf16", "do": "*bf16", "y": "*bf16",
+              "dx": "*bf16", "ddt": "*bf16", "dz": "*bf16", "cu_seqlens": "*i32", "chunk_indices": "*i32",
+              "chunk_offsets": "*i32", "T": "i32"}  # fmt: skip
 
 
 def main() -> None:
@@ -33,14 +34,34 @@ def main() -> None:
         flags = dict(C=1024, BT=gate_scan.BT, BC=32, USE_Z0=z0, IS_VARLEN=varlen, **absent)
         for kernel in (gate_scan.additive_gate_fwd_kernel, gate_scan.additive_gate_bwd_kernel):
             print(kernel.__name__, z0, varlen, compile_kernel(kernel, GATE_TYPES, flags))
+    _mamba()
+
+
+def _mamba() -> None:
+    """The selective scan's chunk kernels at Mamba-130M sizes (bf16 activations), every optional term on, then
+    bare (no D / z / dt_bias / softplus) and at the largest d_state."""
+    terms = dict(SOFTPLUS=True, HAS_D=True, HAS_Z=True, HAS_BIAS=True)
+    bare = dict(SOFTPLUS=False, HAS_D=False, HAS_Z=False, HAS_BIAS=False, D=None, z=None, dt_bias=None, dz=None,
+                dD_part=None, dbias_part=None)  # fmt: skip
+    fwd = dict(Di=1536, Ds=16, BT=scan.CHUNK_SIZE, BD=scan.FWD_CHANNELS)
+    bwd = dict(fwd, BD=scan.BWD_CHANNELS)
     for varlen in (False, True):
-        absent = {} if varlen else {"cu_seqlens": None, "chunk_indices": None}
-        flags = dict(Di=1536, Ds=16, BT=scan.CHUNK_SIZE, BD=8, BS=16, IS_VARLEN=varlen, **absent)
+        absent = {} if varlen else {"cu_seqlens": None, "chunk_indices": None, "chunk_offsets": None}
+        flags = dict(terms, IS_VARLEN=varlen, **absent)
         for reverse in (False, True):
-            ptx = compile_kernel(scan.mamba_chunk_state_kernel, SCAN_TYPES, dict(flags, REVERSE=reverse))
+            state = {**fwd, **flags, "REVERSE": reverse} | ({} if reverse else {"z": None, "HAS_Z": False})
+            ptx = compile_kernel(scan.mamba_chunk_state_kernel, SCAN_TYPES, state)
             print("mamba_chunk_state_kernel", varlen, reverse, ptx)
-        for kernel in (scan.mamba_chunk_output_fwd_kernel, scan.mamba_chunk_bwd_kernel):
-            print(kernel.__name__, varlen, compile_kernel(kernel, SCAN_TYPES, flags))
+            carry = dict(fwd, **flags, BD=32, BS=16, REVERSE=reverse, USE_INITIAL=True, STORE_FINAL=True)
+            ptx = compile_kernel(scan.mamba_chunk_carry_kernel, SCAN_TYPES, carry)
+            print("mamba_chunk_carry_kernel", varlen, reverse, ptx)
+        for kernel, sizes in ((scan.mamba_chunk_output_fwd_kernel, fwd), (scan.mamba_chunk_bwd_kernel, bwd)):
+            print(kernel.__name__, varlen, compile_kernel(kernel, SCAN_TYPES, {**sizes, **flags}))
+    plain = dict(IS_VARLEN=False, cu_seqlens=None, chunk_indices=None, **bare)
+    for kernel, sizes in ((scan.mamba_chunk_output_fwd_kernel, fwd), (scan.mamba_chunk_bwd_kernel, bwd)):
+        print(kernel.__name__, "bare", compile_kernel(kernel, SCAN_TYPES, {**sizes, **plain}))
+    big = {**bwd, "Ds": 64, **terms, "IS_VARLEN": False, "cu_seqlens": None, "chunk_indices": None}
+    print("mamba_chunk_bwd_kernel Ds=64", compile_kernel(scan.mamba_chunk_bwd_kernel, SCAN_TYPES, big))
 
 
 if __name__ == "__main__":
