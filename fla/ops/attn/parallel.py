@@ -76,6 +76,26 @@ def _load2(ptrs, m_a, m_b, USE_A: tl.constexpr, USE_B: tl.constexpr):
 
 
 @triton.jit
+def _program(T, NH, BT: tl.constexpr, IS_VARLEN: tl.constexpr, HEAVY_LAST: tl.constexpr):
+    """``(i_t, i_b, i_h)``: block row, batch row and head of this program of a flat grid of ``blocks x B x NH``
+    (``B = 1`` with varlen), heads fastest (the query heads of a GQA group run together and share their keys in
+    L2). Causal work grows with the query block and shrinks with the key block: ``HEAVY_LAST`` (query-block
+    kernels) hands out the blocks from the last, so the longest programs start first and the short ones fill the
+    tail of the launch."""
+    pid = tl.program_id(0).to(tl.int64)
+    n = tl.num_programs(0).to(tl.int64)
+    if IS_VARLEN:
+        n_bh = n * 0 + NH
+    else:
+        n_bh = n // tl.cdiv(T, BT)
+    i_t = pid // n_bh
+    i_bh = pid % n_bh
+    if HEAVY_LAST:
+        i_t = n // n_bh - 1 - i_t
+    return i_t, i_bh // NH, i_bh % NH
+
+
+@triton.jit
 def _fwd_keys(
     b_q, b_gq, b_m, b_l, b_o, p_k, p_v, p_g, q_start, lo, hi, T_n, W, qk_scale,
     SK: tl.constexpr, SV: tl.constexpr, SG: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
@@ -155,8 +175,7 @@ def parallel_attn_fwd_kernel(
     BT: tl.constexpr,
     BS: tl.constexpr,
 ):
-    i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_b, i_hq = i_bh // HQ, i_bh % HQ
+    i_t, i_b, i_hq = _program(T, HQ, BT, IS_VARLEN, True)
     i_h = i_hq // G  # the key/value head of this query head
     H: tl.constexpr = HQ // G
     bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
@@ -296,8 +315,7 @@ def parallel_attn_bwd_dq_kernel(
     BT: tl.constexpr,
     BS: tl.constexpr,
 ):
-    i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_b, i_hq = i_bh // HQ, i_bh % HQ
+    i_t, i_b, i_hq = _program(T, HQ, BT, IS_VARLEN, True)
     i_h = i_hq // G
     H: tl.constexpr = HQ // G
     bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
@@ -419,9 +437,8 @@ def parallel_attn_bwd_dkv_kernel(
 ):
     # one program per block of BT keys and per key/value head: dk, dv summed over the G query heads of the group
     # (GQA) and written once in the input dtype; each query head's key-side dG
-    i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     H: tl.constexpr = HQ // G
-    i_b, i_h = i_bh // H, i_bh % H
+    i_t, i_b, i_h = _program(T, H, BT, IS_VARLEN, False)
     bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
     k_start = i_tc * BT
 
@@ -483,8 +500,9 @@ def parallel_attn_bwd_dkv_kernel(
 
 
 def _launch_args(q, k, v, window_size, layout, per_kv_head=False):
-    """``(grid, (T, W), meta)`` of the tiled kernels: the grid a function of the autotuned ``BT`` (dense) or the
-    varlen layout's chunk count; one program column per query head (per key/value head: ``per_kv_head``)."""
+    """``(grid, (T, W), meta)`` of the tiled kernels: a flat grid of blocks x heads (:func:`_program`), the blocks
+    a function of the autotuned ``BT`` (dense) or the varlen layout's chunk count; query heads (key/value heads:
+    ``per_kv_head``)."""
     B, T, HQ, K = q.shape
     H, V = k.shape[2], v.shape[-1]
     BK, BV = _dims(K, V)
@@ -492,9 +510,9 @@ def _launch_args(q, k, v, window_size, layout, per_kv_head=False):
     if layout.cu_seqlens is None:
 
         def grid(meta):
-            return triton.cdiv(T, meta["BT"]), heads
+            return (triton.cdiv(T, meta["BT"]) * heads,)
     else:
-        grid = (layout.row_chunks, heads)
+        grid = (layout.row_chunks * heads,)
     meta = dict(
         HQ=HQ, G=HQ // H, K=K, V=V, BK=BK, BV=BV, USE_WINDOW=window_size is not None,
         DOT_PRECISION=dot_precision(q.dtype),
