@@ -102,12 +102,14 @@ def main() -> None:
         types = {"o": "*bf16", "do": "*bf16", "N": "i32"}
         print("delta", dlse, compile_kernel(parallel.parallel_attn_bwd_delta_kernel, types, flags))
     types = {"q": "*bf16", "k": "*bf16", "v": "*bf16", "o": "*bf16", "cu_seqlens": "*i32", "scale": "fp32", "W": "i32"}
-    for window, gate in itertools.product((False, True), repeat=2):
-        flags = dict(HQ=4, G=2, K=128, V=128, BS=32, BK=128, BV=128, USE_WINDOW=window, USE_G=gate, HAS_SINK=gate)
-        absent = {} if gate else {"g": None, "sink_bias": None}
-        print(
-            "decode", window, gate, compile_kernel(decoding.attn_decoding_one_step_kernel, types, {**flags, **absent})
-        )
+    for (window, gate), nsplit in itertools.product(itertools.product((False, True), repeat=2), (1, 8)):
+        flags = dict(HQ=4, G=2, K=128, V=128, BS=32, BK=128, BV=128, NSPLIT=nsplit, USE_WINDOW=window, USE_G=gate,
+                     HAS_SINK=gate, **({} if gate else {"g": None, "sink_bias": None}),
+                     **({} if nsplit > 1 else {"o_part": None, "ml_part": None}))  # fmt: skip
+        print("decode", window, gate, nsplit, compile_kernel(decoding.attn_decoding_one_step_kernel, types, flags))
+    for sink in (False, True):
+        flags = dict(HQ=4, V=128, BV=128, NSPLIT=8, HAS_SINK=sink, **({} if sink else {"sink_bias": None}))
+        print("decode_merge", sink, compile_kernel(decoding.attn_decoding_merge_kernel, {"o": "*bf16"}, flags))
     for reverse, varlen in itertools.product((False, True), repeat=2):
         types = {"g": "*fp32", "out": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32"}
         flags = dict(H=4, BT=128, REVERSE=reverse, IS_VARLEN=varlen, **({} if varlen else {"cu_seqlens": None}))
