@@ -3,7 +3,8 @@
 Times ``fwd`` (no autograd) and ``fwd + bwd`` with ``triton.testing.do_bench`` medians (ms), B=4, HQ=16,
 D=128, bf16, causal, T in {2048, 4096, 8192}, for: ``parallel_attn`` (plain, GQA 4:1, sliding window 512,
 FoX gate), the layer's default path (``attention_dense``: flash-attn when installed, else SDPA) and SDPA
-itself. The input to choosing the layer's backend (``fla.layers.attention_backends``):
+itself: its default backend choice, and FLASH_ATTENTION (FA2, the reference of parallel_attn's speed target) and
+CUDNN_ATTENTION forced. The input to choosing the layer's backend (``fla.layers.attention_backends``):
 
     python -m benchmarks.ops.bench_attn --out outputs/ops_attn.md
 """
@@ -28,12 +29,21 @@ def _inputs(T: int, kv_heads: int, gate: bool):
 
 
 def _cases():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     from fla.layers.attention_backends import attention_dense
     from fla.ops.attn import parallel_attn
 
     def sdpa(q, k, v, g, window):
         o = F.scaled_dot_product_attention(*(x.transpose(1, 2) for x in (q, k, v)), is_causal=True, enable_gqa=True)
         return o.transpose(1, 2)
+
+    def sdpa_forced(backend):
+        def fn(q, k, v, g, window):
+            with sdpa_kernel(backend):
+                return sdpa(q, k, v, g, window)
+
+        return fn
 
     return {
         "parallel_attn": (lambda q, k, v, g, w: parallel_attn(q, k, v, window_size=w), 16, False, None),
@@ -43,6 +53,8 @@ def _cases():
         "layer_default": (lambda q, k, v, g, w: attention_dense(q, k, v, window_size=w), 16, False, None),
         "layer_default_window512": (lambda q, k, v, g, w: attention_dense(q, k, v, window_size=w), 16, False, 512),
         "sdpa": (sdpa, 16, False, None),
+        "sdpa_flash": (sdpa_forced(SDPBackend.FLASH_ATTENTION), 16, False, None),
+        "sdpa_cudnn": (sdpa_forced(SDPBackend.CUDNN_ATTENTION), 16, False, None),
     }
 
 

@@ -1,5 +1,6 @@
 """parallel_attn / parallel_forgetting_attn / attn_decoding_one_step against the float64 step-by-step reference."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -8,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
+from triton.runtime.autotuner import Autotuner
 
 from fla.layers.attention_backends import attention_dense, attention_dense_fla, attention_varlen, attention_varlen_fla
-from fla.ops.attn import attn_decoding_one_step, naive_parallel_attn, parallel_attn
+from fla.ops.attn import attn_decoding_one_step, naive_parallel_attn, parallel, parallel_attn, tiles
 from fla.ops.common.cumsum import global_cumsum, global_cumsum_torch
 from fla.ops.forgetting_attn import naive_forgetting_attn, parallel_forgetting_attn
 from fla.ops.utils import prepare_chunk_indices
@@ -58,8 +61,18 @@ CASES = {
     "mqa_window_longer_than_T": (2, 40, 3, 1, 36, 20, torch.float32, False, 100, False),
     "fp16_gqa_gate_window_sink": (2, 100, 4, 2, 32, 40, torch.float16, True, 33, True),
     "one_token": (2, 1, 2, 1, 16, 16, torch.float32, True, None, False),
+    # GQA 4:1 (the dkv program loops over the group), a window with edge *and* whole key blocks, T off the tiles
+    "gqa4_gate_window_whole_blocks": (1, 80, 4, 1, 16, 20, torch.float32, True, 50, True),
+    # a window shorter than a tile (every block a diagonal or edge block)
+    "fp16_gqa4_window_shorter_than_tile": (1, 45, 4, 1, 16, 16, torch.float16, False, 5, False),
 }
-FAST = {("triton", "gqa_gate_window_sink_two_blocks"), ("triton", "fp16_gate"), ("torch", "fp16_gate")}
+FAST = {
+    ("triton", "gqa_gate_window_sink_two_blocks"),
+    ("triton", "fp16_gate"),
+    ("torch", "fp16_gate"),
+    ("triton", "gqa4_gate_window_whole_blocks"),
+    ("triton", "fp16_gqa4_window_shorter_than_tile"),
+}
 
 
 @pytest.mark.parametrize(
@@ -71,6 +84,66 @@ def test_parallel_attn(backend, case):
     ratio = tol(dtype, 10 if dtype == torch.float32 else 2)
     inputs = make(B, T, HQ, H, K, V, dtype, gate)
     check(backend, inputs, ratio, window_size=window, scale=0.3 if gate else None, sink=sink)
+
+
+@contextlib.contextmanager
+def interpret_tiles(BT: int, BS: int):
+    """Run the attention kernels under the interpreter with tiles ``(BT, BS)`` (varlen too) instead of the
+    single interpreter config of :mod:`fla.ops.attn.tiles`."""
+    saved = []
+    for kernel in (parallel.parallel_attn_fwd_kernel, parallel.parallel_attn_bwd_dq_kernel,
+                   parallel.parallel_attn_bwd_dkv_kernel):  # fmt: skip
+        node = kernel
+        while not isinstance(node, Autotuner):
+            node = getattr(node, "kernel", None) or node.fn
+        saved.append((node, node.configs))
+        node.configs = [triton.Config({"BT": BT, "BS": BS}, num_warps=4, num_stages=1)]
+    old = tiles.INTERPRET_TILES
+    tiles.INTERPRET_TILES = (BT, BS, 4, 1)
+    try:
+        yield
+    finally:
+        tiles.INTERPRET_TILES = old
+        for node, configs in saved:
+            node.configs = configs
+
+
+@pytest.mark.parametrize(
+    "BT, BS, varlen", [(64, 16, False), (16, 16, True), pytest.param(64, 16, True, marks=pytest.mark.slow)]
+)
+def test_parallel_attn_other_tiles(BT, BS, varlen):
+    """Tiles with several diagonal blocks per program (BT = 4 BS) and with one (BT = BS), as the GPU candidates
+    have: GQA, a window with edge and whole blocks, gate, sink, T off the tiles; varlen with length-1 sequences
+    (the varlen tile follows BT)."""
+    if DEVICE.type != "cpu":
+        pytest.skip("overrides the interpreter's tiles (on a GPU the autotuner and lean launches own them)")
+    cu = None
+    if varlen:
+        cu = torch.tensor([0, 1, 51, 52, 97], dtype=torch.int32, device=DEVICE)
+    inputs = make(1, 97 if varlen else 100, 2, 1, 16, 16, torch.float32)
+    with interpret_tiles(BT, BS):
+        check("triton", inputs, tol(torch.float32, 10), window_size=70, cu_seqlens=cu, sink=True)
+
+
+def test_tile_pruning(monkeypatch):
+    """The GPU candidates: varlen launches keep the varlen tile; sizes whose shared memory cannot fit fall back."""
+    monkeypatch.setattr(tiles, "IS_TRITON_INTERPRET", False)
+    configs = [tiles._config(t) for t in tiles.FWD_TILES]
+
+    def pruned(dtype, D, varlen):
+        q = torch.empty(1, 1, 1, D, dtype=dtype, device="meta")
+        BK = max(16, 1 << (D - 1).bit_length())
+        kept = tiles.prune_tiles(configs, {"q": q}, BK=BK, BV=BK, IS_VARLEN=varlen)
+        return [(c.kwargs["BT"], c.kwargs["BS"], c.num_warps, c.num_stages) for c in kept]
+
+    assert pruned(torch.bfloat16, 128, False) == list(tiles.FWD_TILES)
+    assert pruned(torch.bfloat16, 128, True) == [t for t in tiles.FWD_TILES if t[0] == 128]
+    assert pruned(torch.float32, 64, True) == [t for t in tiles.FWD_TILES if t[0] == 64]  # fp32 varlen tile: 64
+    assert pruned(torch.float32, 128, False) == [(64, 32, 8, 2), (128, 32, 8, 2), (64, 32, 8, 1), (128, 32, 8, 1)]
+    assert pruned(torch.float16, 256, True) == [(64, 32, 8, 2), (64, 32, 8, 1)]
+    assert pruned(torch.float32, 512, True) == [(64, 32, 8, 1)]  # nothing fits: the smallest
+    for dtype, D in ((torch.bfloat16, 128), (torch.float32, 96), (torch.float16, 256)):
+        assert all(t[0] == tiles.varlen_tile(dtype, D, D) for t in pruned(dtype, D, True)), (dtype, D)
 
 
 @pytest.mark.parametrize(
@@ -197,7 +270,7 @@ def test_errors_name_the_argument():
         attn_decoding_one_step(q[:, :2], k, v, cu_seqlens=cu, window_size=-1)
 
 
-@pytest.mark.slow  # ~1 min: 30 kernel variants through the GPU compiler
+@pytest.mark.slow  # ~2 min: 61 kernel variants through the GPU compiler
 def test_kernels_compile_for_sm90_without_a_gpu():
     """The interpreter runs code the GPU compiler refuses: compile every kernel variant for sm_90 in a process
     without TRITON_INTERPRET (tests/fla/ops/attn_compile_check.py)."""
@@ -208,7 +281,8 @@ def test_kernels_compile_for_sm90_without_a_gpu():
         timeout=900, cwd=Path(__file__).resolve().parents[3],
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert len(run.stdout.splitlines()) == 8 * 3 + 4 + 4, run.stdout
+    assert len(run.stdout.splitlines()) == 8 * 3 + 3 * (3 + 4) + 2 + 8 + 2 + 4, run.stdout
+    assert " spill=0" in run.stdout, run.stdout  # ptxas ran on the PTX
 
 
 @pytest.mark.gpu
