@@ -1,10 +1,13 @@
 """fla's Triton softmax attention (``parallel_attn``) against the Attention layer's backends, CUDA only.
 
-Times ``fwd`` (no autograd) and ``fwd + bwd`` with ``triton.testing.do_bench`` medians (ms), B=4, HQ=16,
-D=128, bf16, causal, T in {2048, 4096, 8192}, for: ``parallel_attn`` (plain, GQA 4:1, sliding window 512,
-FoX gate), the layer's default path (``attention_dense``: flash-attn when installed, else SDPA) and SDPA
-itself: its default backend choice, and FLASH_ATTENTION (FA2, the reference of parallel_attn's speed target) and
-CUDNN_ATTENTION forced. The input to choosing the layer's backend (``fla.layers.attention_backends``):
+Times ``fwd`` (no autograd) and ``fwd + bwd`` with ``triton.testing.do_bench`` medians (ms), B*T = 32k
+tokens (``--tokens``), HQ=16, D=128, bf16, causal, T in {2048, 4096, 8192}, for: ``parallel_attn``
+(plain, GQA 4:1, sliding window 512, FoX gate), the layer's default path (``attention_dense``: flash-attn
+when installed, else SDPA) and SDPA itself: its default backend choice, and FLASH_ATTENTION (FA2, the
+reference of parallel_attn's speed target) and CUDNN_ATTENTION forced. A case that raises (e.g. a torch
+build without cuDNN attention) gets its error in the table; each row is printed to stderr as it is
+measured (a time limit keeps the rows so far). The input to choosing the layer's backend
+(``fla.layers.attention_backends``):
 
     python -m benchmarks.ops.bench_attn --out outputs/ops_attn.md
 """
@@ -12,6 +15,7 @@ CUDNN_ATTENTION forced. The input to choosing the layer's backend (``fla.layers.
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +23,8 @@ import torch.nn.functional as F
 from benchmarks.report import emit
 
 
-def _inputs(T: int, kv_heads: int, gate: bool):
-    B, H, D = 4, 16, 128
+def _inputs(B: int, T: int, kv_heads: int, gate: bool):
+    H, D = 16, 128
     q = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     k = torch.randn(B, T, kv_heads, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     v = torch.randn(B, T, kv_heads, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -45,16 +49,16 @@ def _cases():
 
         return fn
 
-    return {
+    return {  # the speed target's rows first
         "parallel_attn": (lambda q, k, v, g, w: parallel_attn(q, k, v, window_size=w), 16, False, None),
+        "sdpa_flash": (sdpa_forced(SDPBackend.FLASH_ATTENTION), 16, False, None),
+        "sdpa_cudnn": (sdpa_forced(SDPBackend.CUDNN_ATTENTION), 16, False, None),
+        "parallel_forgetting_attn": (lambda q, k, v, g, w: parallel_attn(q, k, v, g, window_size=w), 16, True, None),
         "parallel_attn_gqa4": (lambda q, k, v, g, w: parallel_attn(q, k, v, window_size=w), 4, False, None),
         "parallel_attn_window512": (lambda q, k, v, g, w: parallel_attn(q, k, v, window_size=w), 16, False, 512),
-        "parallel_forgetting_attn": (lambda q, k, v, g, w: parallel_attn(q, k, v, g, window_size=w), 16, True, None),
         "layer_default": (lambda q, k, v, g, w: attention_dense(q, k, v, window_size=w), 16, False, None),
         "layer_default_window512": (lambda q, k, v, g, w: attention_dense(q, k, v, window_size=w), 16, False, 512),
         "sdpa": (sdpa, 16, False, None),
-        "sdpa_flash": (sdpa_forced(SDPBackend.FLASH_ATTENTION), 16, False, None),
-        "sdpa_cudnn": (sdpa_forced(SDPBackend.CUDNN_ATTENTION), 16, False, None),
     }
 
 
@@ -66,30 +70,37 @@ def _time(do_bench, fn, inputs, window) -> tuple[float, float]:
     return fwd, do_bench(lambda: fn(*inputs, window).backward(do))
 
 
-def run(lengths: list[int]) -> str:
+def run(lengths: list[int], tokens: int) -> str:
     from triton.testing import do_bench
 
     rows = [
         f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}",
         "",
-        "| op | T | fwd_ms | fwdbwd_ms |",
-        "| --- | --- | --- | --- |",
+        "| op | B | T | fwd_ms | fwdbwd_ms |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name, (fn, kv_heads, gate, window) in _cases().items():
         for T in lengths:
-            fwd, fwdbwd = _time(do_bench, fn, _inputs(T, kv_heads, gate), window)
-            rows.append(f"| {name} | {T} | {fwd:.3f} | {fwdbwd:.3f} |")
+            B = max(1, tokens // T)
+            try:
+                fwd, fwdbwd = (f"{x:.3f}" for x in _time(do_bench, fn, _inputs(B, T, kv_heads, gate), window))
+            except Exception as e:  # noqa: BLE001 - a backend this build lacks: a result too
+                fwd, fwdbwd = f"error: {type(e).__name__}: {str(e).splitlines()[0][:80]}", "-"
+            rows.append(f"| {name} | {B} | {T} | {fwd} | {fwdbwd} |")
+            print(rows[-1], file=sys.stderr, flush=True)
+            torch.cuda.empty_cache()
     return "\n".join(rows) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192])
+    parser.add_argument("--tokens", type=int, default=32768, help="B * T: the batch is tokens // T")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_attn needs a CUDA device")
-    emit(run(args.lengths), args.out)
+    emit(run(args.lengths, args.tokens), args.out)
 
 
 if __name__ == "__main__":
