@@ -70,7 +70,7 @@ def _time(do_bench, fn, inputs, window) -> tuple[float, float]:
     return fwd, do_bench(lambda: fn(*inputs, window).backward(do))
 
 
-def run(lengths: list[int], tokens: int) -> str:
+def run(lengths: list[int], tokens: int, names: list[str] | None = None) -> str:
     from triton.testing import do_bench
 
     rows = [
@@ -79,7 +79,13 @@ def run(lengths: list[int], tokens: int) -> str:
         "| op | B | T | fwd_ms | fwdbwd_ms |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for name, (fn, kv_heads, gate, window) in _cases().items():
+    cases = _cases()
+    unknown = sorted(set(names or ()) - set(cases))
+    if unknown:
+        raise SystemExit(f"bench_attn: unknown cases {unknown}; known: {sorted(cases)}")
+    for name, (fn, kv_heads, gate, window) in cases.items():
+        if names and name not in names:
+            continue
         for T in lengths:
             B = max(1, tokens // T)
             try:
@@ -96,11 +102,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[2048, 4096, 8192])
     parser.add_argument("--tokens", type=int, default=32768, help="B * T: the batch is tokens // T")
+    parser.add_argument("--cases", nargs="*", default=None, help="only these rows (default: all)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_attn needs a CUDA device")
-    emit(run(args.lengths, args.tokens), args.out)
+    emit(run(args.lengths, args.tokens, args.cases), args.out)
 
 
 if __name__ == "__main__":
