@@ -29,7 +29,7 @@ def run() -> str:
 
     bandwidth = copy_bandwidth()  # bytes per ms
     rows = [
-        f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}; copy bandwidth {bandwidth / 1e9:.0f} GB/s",
+        f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}; copy bandwidth {bandwidth / 1e6:.0f} GB/s",
         "",
         "| N | T | kv heads | splits | auto ms | 1-split ms | floor ms | auto / floor |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
