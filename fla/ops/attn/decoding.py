@@ -10,6 +10,10 @@ Split-KV (flash-decoding): one program per sequence, query head and split stream
 second kernel merges the splits (``m = max m_s``, ``l = sum l_s exp(m_s - m)``, ``o = sum o_s exp(m_s - m) / l``).
 A decode batch has few (sequence, head) pairs: without splits a long cache is streamed by a handful of programs
 per SM, too few loads in flight to reach the memory bandwidth. :func:`decode_splits` picks the count.
+
+Grouped query heads (GQA/MQA, ``G = HQ / H > 1``): one program serves the ``G`` query heads of a key/value head
+(:func:`attn_decoding_group_kernel`, rows of a ``[BG, K]`` query tile, ``tl.dot`` products), so the group's keys
+and values are read once instead of ``G`` times (the step is bound by that read).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import triton.language as tl
 from fla.ops.attn.inputs import check_decoding_inputs
 from fla.ops.attn.naive import naive_attn_decoding
 from fla.ops.common.cumsum import global_cumsum
-from fla.ops.common.tuning import given_heuristics
+from fla.ops.common.tuning import dot_precision, given_heuristics
 from fla.utils import empty
 from fla.utils.backend import dispatch
 from fla.utils.launch import lean_launch
@@ -101,6 +105,90 @@ def attn_decoding_one_step_kernel(
         tl.store(ml_part + i_part * 2 + 1 + tl.arange(0, 1), b_l)
 
 
+@lean_launch
+@given_heuristics(USE_G="g", HAS_SINK="sink_bias")
+@triton.jit
+def attn_decoding_group_kernel(
+    q,
+    k,
+    v,
+    g,
+    sink_bias,
+    o,
+    o_part,
+    ml_part,
+    cu_seqlens,
+    scale,
+    W,
+    HQ: tl.constexpr,
+    G: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BS: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    BG: tl.constexpr,
+    NSPLIT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    USE_WINDOW: tl.constexpr,
+    USE_G: tl.constexpr,
+    HAS_SINK: tl.constexpr,
+):
+    # one program per sequence, key/value head and split: the G query heads of the group as rows (BG >= 16 for
+    # tl.dot; rows past G are masked)
+    i_n, i_h, i_sp = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    H: tl.constexpr = HQ // G
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    lo = bos
+    if USE_WINDOW:
+        lo = tl.maximum(eos - W, bos)
+    span = tl.cdiv(tl.cdiv(eos - lo, NSPLIT), BS) * BS
+    start = lo + i_sp * span
+    end = tl.minimum(start + span, eos)
+    o_g, o_k, o_v = tl.arange(0, BG), tl.arange(0, BK), tl.arange(0, BV)
+    m_g, m_k, m_v = o_g < G, o_k < K, o_v < V
+    o_hq = i_h * G + o_g  # [BG] the group's query heads
+    b_q = tl.load(q + (i_n * HQ + o_hq[:, None]) * K + o_k[None, :], mask=m_g[:, None] & m_k[None, :], other=0)
+    if USE_G:
+        b_gl = tl.load(g + (eos - 1) * HQ + o_hq, mask=m_g & (o_g * 0 + eos > bos), other=0.0)  # [BG] G at the query
+
+    b_m = tl.full([BG], -1e30, dtype=tl.float32)
+    b_l = tl.zeros([BG], dtype=tl.float32)
+    b_o = tl.zeros([BG, BV], dtype=tl.float32)
+    for i_s in range(start, end, BS):
+        o_s = i_s + tl.arange(0, BS)  # [BS]
+        m_s = o_s < end
+        b_kt = tl.load(k + (o_s[None, :] * H + i_h) * K + o_k[:, None], mask=m_k[:, None] & m_s[None, :], other=0)
+        b_s = tl.dot(b_q, b_kt, input_precision=DOT_PRECISION) * scale  # [BG, BS]
+        if USE_G:
+            m_gs = m_g[:, None] & m_s[None, :]
+            b_s += b_gl[:, None] - tl.load(g + o_s[None, :] * HQ + o_hq[:, None], mask=m_gs, other=0.0)
+        b_s = tl.where(m_s[None, :], b_s, float("-inf"))
+        b_mn = tl.maximum(b_m, tl.max(b_s, 1))
+        b_r = tl.exp(b_m - b_mn)  # [BG]
+        b_p = tl.exp(b_s - b_mn[:, None])  # [BG, BS]
+        b_v = tl.load(v + (o_s[:, None] * H + i_h) * V + o_v[None, :], mask=m_s[:, None] & m_v[None, :], other=0)
+        b_o = b_o * b_r[:, None] + tl.dot(b_p.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)
+        b_l = b_l * b_r + tl.sum(b_p, 1)
+        b_m = b_mn
+    if NSPLIT == 1:
+        if HAS_SINK:
+            b_sink = tl.load(sink_bias + o_hq, mask=m_g, other=0.0).to(tl.float32)  # [BG]
+            b_mn = tl.maximum(b_m, b_sink)
+            b_r = tl.exp(b_m - b_mn)
+            b_l = b_l * b_r + tl.exp(b_sink - b_mn)
+            b_o = b_o * b_r[:, None]
+        b_o = b_o / tl.where(b_l > 0, b_l, 1.0)[:, None]
+        p_o = o + (i_n * HQ + o_hq[:, None]) * V + o_v[None, :]
+        tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_g[:, None] & m_v[None, :])
+    else:
+        i_part = (i_n * HQ + o_hq) * NSPLIT + i_sp  # [BG]
+        tl.store(o_part + i_part[:, None] * V + o_v[None, :], b_o, mask=m_g[:, None] & m_v[None, :])
+        tl.store(ml_part + i_part * 2, b_m, mask=m_g)
+        tl.store(ml_part + i_part * 2 + 1, b_l, mask=m_g)
+
+
 @triton.jit
 def _finish(b_m, b_l, b_o, sink_bias, o, i_n, i_hq, o_v, m_v, HQ: tl.constexpr, V: tl.constexpr,
             HAS_SINK: tl.constexpr):  # fmt: skip
@@ -161,19 +249,28 @@ def decode_splits(num_seqs: int, num_heads: int, num_keys: int, device: torch.de
 def _decoding_triton(q, k, v, g, sink_bias, scale, cu_seqlens, gate_scale, window_size, num_splits=None):
     N, HQ, K = q.shape[1], q.shape[2], q.shape[3]
     H, V = k.shape[2], v.shape[-1]
-    G = None if g is None else global_cumsum(g, cu_seqlens, scale=gate_scale)
+    Gc = None if g is None else global_cumsum(g, cu_seqlens, scale=gate_scale)  # [1, L, HQ] gate cumsum
     BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
-    NSPLIT = decode_splits(N, HQ, k.shape[1], q.device) if num_splits is None else num_splits
+    G = HQ // H
+    # grouped query heads: one program per key/value head serves the group
+    NSPLIT = decode_splits(N, HQ if G == 1 else H, k.shape[1], q.device) if num_splits is None else num_splits
     o = empty(1, N, HQ, V, dtype=q.dtype, device=q.device)
     o_part = ml_part = None
     if NSPLIT > 1:
         o_part = empty(N, HQ, NSPLIT, V, dtype=torch.float32, device=q.device)
         ml_part = empty(N, HQ, NSPLIT, 2, dtype=torch.float32, device=q.device)
-    attn_decoding_one_step_kernel[(N, HQ, NSPLIT)](
-        q, k, v, G, sink_bias, o, o_part, ml_part, cu_seqlens, scale, 0 if window_size is None else window_size,
-        HQ=HQ, G=HQ // H, K=K, V=V, BS=32 if max(BK, BV) > 64 else 64, BK=BK, BV=BV, NSPLIT=NSPLIT,
-        USE_WINDOW=window_size is not None,
-    )  # fmt: skip
+    W = 0 if window_size is None else window_size
+    meta = dict(HQ=HQ, G=G, K=K, V=V, BS=32 if max(BK, BV) > 64 else 64, BK=BK, BV=BV, NSPLIT=NSPLIT,
+                USE_WINDOW=window_size is not None)  # fmt: skip
+    if G == 1:
+        attn_decoding_one_step_kernel[(N, HQ, NSPLIT)](
+            q, k, v, Gc, sink_bias, o, o_part, ml_part, cu_seqlens, scale, W, **meta
+        )  # fmt: skip
+    else:
+        attn_decoding_group_kernel[(N, H, NSPLIT)](
+            q, k, v, Gc, sink_bias, o, o_part, ml_part, cu_seqlens, scale, W, BG=max(16, next_power_of_2(G)),
+            DOT_PRECISION=dot_precision(q.dtype), **meta,
+        )  # fmt: skip
     if NSPLIT > 1:
         attn_decoding_merge_kernel[(N, HQ)](sink_bias, o, o_part, ml_part, HQ=HQ, V=V, BV=BV, NSPLIT=NSPLIT)
     return o

@@ -103,10 +103,13 @@ def main() -> None:
         print("delta", dlse, compile_kernel(parallel.parallel_attn_bwd_delta_kernel, types, flags))
     types = {"q": "*bf16", "k": "*bf16", "v": "*bf16", "o": "*bf16", "cu_seqlens": "*i32", "scale": "fp32", "W": "i32"}
     for (window, gate), nsplit in itertools.product(itertools.product((False, True), repeat=2), (1, 8)):
-        flags = dict(HQ=4, G=2, K=128, V=128, BS=32, BK=128, BV=128, NSPLIT=nsplit, USE_WINDOW=window, USE_G=gate,
+        flags = dict(K=128, V=128, BS=32, BK=128, BV=128, NSPLIT=nsplit, USE_WINDOW=window, USE_G=gate,
                      HAS_SINK=gate, **({} if gate else {"g": None, "sink_bias": None}),
                      **({} if nsplit > 1 else {"o_part": None, "ml_part": None}))  # fmt: skip
-        print("decode", window, gate, nsplit, compile_kernel(decoding.attn_decoding_one_step_kernel, types, flags))
+        one = compile_kernel(decoding.attn_decoding_one_step_kernel, types, dict(flags, HQ=4, G=1))
+        print("decode", window, gate, nsplit, one)
+        group = dict(flags, HQ=16, G=4, BG=16, DOT_PRECISION="tf32")
+        print("decode_group", window, gate, nsplit, compile_kernel(decoding.attn_decoding_group_kernel, types, group))
     for sink in (False, True):
         flags = dict(HQ=4, V=128, BV=128, NSPLIT=8, HAS_SINK=sink, **({} if sink else {"sink_bias": None}))
         print("decode_merge", sink, compile_kernel(decoding.attn_decoding_merge_kernel, {"o": "*bf16"}, flags))

@@ -281,7 +281,7 @@ def test_kernels_compile_for_sm90_without_a_gpu():
         timeout=900, cwd=Path(__file__).resolve().parents[3],
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert len(run.stdout.splitlines()) == 8 * 3 + 3 * (3 + 4) + 2 + 8 + 2 + 4, run.stdout
+    assert len(run.stdout.splitlines()) == 8 * 3 + 3 * (3 + 4) + 2 + 16 + 2 + 4, run.stdout
     assert " spill=0" in run.stdout, run.stdout  # ptxas ran on the PTX
 
 
@@ -295,14 +295,15 @@ def test_parallel_attn_gpu_sizes(dtype, K):
     check("triton", make(2, 1000, 4, 4, K, K, dtype), tol(dtype, 2), window_size=256)
 
 
-@pytest.mark.parametrize("window", [None, 0, 40])
-def test_decoding_split_keys_merge_to_one_pass(window):
+@pytest.mark.parametrize("window, H", [(None, 2), (0, 4), (40, 1), (40, 4)])
+def test_decoding_split_keys_merge_to_one_pass(window, H):
     # the split-KV kernels (forced split counts; the automatic count is 1 at these sizes) against one pass and the
-    # reference: splits shorter than a key block, empty ones (length-1 and window-cut sequences), a sink
+    # reference: splits shorter than a key block, empty ones (length-1 and window-cut sequences), a sink; H = 4:
+    # one query head per key/value head, else the grouped kernel (GQA 2:1, MQA)
     from fla.ops.attn.decoding import _decoding_triton
 
     lengths = [1, 200, 3, 97]
-    HQ, H, K, V = 4, 2, 20, 36
+    HQ, K, V = 4, 20, 36
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
     _, k, v, g = make(1, sum(lengths), HQ, H, K, V, torch.float32, requires_grad=False)
     q = torch.randn(1, len(lengths), HQ, K, device=DEVICE)
