@@ -41,7 +41,7 @@ from fla.utils.sizes import cdiv
 @given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_A="A", USE_DH="dh", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(),
-    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "USE_DH", "DOT_PRECISION"],
+    key=["H", "HQK", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_A", "USE_DH", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_dv_bwd_kernel(
@@ -139,7 +139,21 @@ def chunk_dv_bwd_kernel(
 )
 @triton.autotune(
     configs=autotune_configs(),
-    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_GQ", "USE_GV", "STORE_DG", "STORE_DW", "DOT_PRECISION"],
+    key=[
+        "H",
+        "HQK",
+        "K",
+        "V",
+        "BK",
+        "BV",
+        "USE_G",
+        "USE_GK",
+        "USE_GQ",
+        "USE_GV",
+        "STORE_DG",
+        "STORE_DW",
+        "DOT_PRECISION",
+    ],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_dqkg_bwd_kernel(

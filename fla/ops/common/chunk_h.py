@@ -36,7 +36,7 @@ from fla.utils.sizes import cdiv
 )
 @triton.autotune(
     configs=autotune_configs(),
-    key=["H", "K", "V", "BK", "BV", "REVERSE", "USE_G", "USE_GK", "USE_GQ", "USE_GV", "DOT_PRECISION"],
+    key=["H", "HX", "K", "V", "BK", "BV", "REVERSE", "USE_G", "USE_GK", "USE_GQ", "USE_GV", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_state_kernel(

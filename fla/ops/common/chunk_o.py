@@ -29,7 +29,7 @@ from fla.utils.sizes import cdiv
 @given_heuristics(**SCALAR_GATE_FLAGS, USE_GK="gk", USE_GV="gv", USE_A="A", USE_OI="o_intra", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=autotune_configs(),
-    key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_GV", "USE_A", "USE_OI", "DOT_PRECISION"],
+    key=["H", "HQK", "K", "V", "BK", "BV", "USE_G", "USE_GK", "USE_GV", "USE_A", "USE_OI", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])
 def chunk_output_fwd_kernel(
