@@ -1,9 +1,12 @@
 """ABC's additive slot gate in Triton: the running log-sum-exp of the slot logits, forward and backward.
 
-Columns are the ``C = H * M`` (head, slot) pairs of ``s [B, T, H, M]``; a program owns ``BC`` columns of one
-sequence and walks its ``BT``-token tiles in order (forward) or in reverse (backward), carrying one value per
-column between tiles. Inside a tile the prefixes come from ``tl.associative_scan``. The maths (see
-:mod:`fla.ops.gsa.gate`)::
+Columns are the ``C = H * M`` (head, slot) pairs of ``s [B, T, H, M]``, tokens in ``BT``-token tiles. Every pass is
+tile-parallel with one short serial pass over each sequence's tiles in between (a walk over all of ``T`` by one
+program per column block left most of the GPU idle): forward, the tiles' log-sum-exps, then the value of ``z``
+entering each tile (serial, one ``[BC]`` step per tile), then each tile's prefixes by ``tl.associative_scan``;
+backward, each tile's own reverse scan, then ``Q`` entering each tile from the ones after (serial: the in-tile
+factors ``exp(z_t - z_{t+1})`` telescope to ``exp(z_first - z_next first)``), then each tile's scan plus that carry.
+The maths (see :mod:`fla.ops.gsa.gate`)::
 
     z_t = logaddexp(z_{t-1}, s_t)   (z_{-1} = z0, or -inf)     s'_t = exp(s_t - z_t)     g_t = z_{t-1} - z_t
 
@@ -23,7 +26,8 @@ import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.indexing import token_bounds
+from fla.ops.common.indexing import chunk_bounds, sequence_bounds
+from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import given_heuristics
 from fla.utils import contiguous, empty
 from fla.utils.launch import lean_launch
@@ -46,82 +50,148 @@ def _decayed_sum(a1, h1, a2, h2):
 
 
 @lean_launch
-@given_heuristics(USE_Z0="z0", IS_VARLEN="cu_seqlens")
+@given_heuristics(IS_VARLEN="cu_seqlens")
 @triton.jit(do_not_specialize=["T"])
-def additive_gate_fwd_kernel(
-    s, z0, s_out, g, z, zT, cu_seqlens, T, C: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
-    USE_Z0: tl.constexpr, IS_VARLEN: tl.constexpr,
+def additive_gate_lse_kernel(
+    s, lse, cu_seqlens, chunk_indices, T, C: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
-    """``s [.., C]`` -> ``s_out`` (s' in s's dtype), ``g`` and ``z`` (float32), ``zT [N, C]`` (float32)."""
-    i_c, i_n = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
+    """Forward, per tile: ``lse [chunks, C]`` = log-sum-exp of the tile's ``s`` rows (``-inf`` for none)."""
+    i_c, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
     o_c = i_c * BC + tl.arange(0, BC)  # [BC]
     m_c = o_c < C
-    o_r = tl.arange(0, BT)  # [BT] rows of a tile
-    if USE_Z0:
-        b_z = tl.load(z0 + i_n * C + o_c, mask=m_c, other=0.0).to(tl.float32)  # [BC] the carry
-    else:
-        b_z = tl.full([BC], float("-inf"), dtype=tl.float32)
-    for i_t in range(0, tl.cdiv(T_n, BT)):
-        o_t = i_t * BT + o_r  # [BT] positions in the sequence
-        m_tc = (o_t < T_n)[:, None] & m_c[None, :]
-        p = (bos + o_t[:, None]) * C + o_c[None, :]  # [BT, BC]
-        b_s = tl.load(s + p, mask=m_tc, other=float("-inf")).to(tl.float32)
-        # the row before each row of the tile (the first row's comes from the carry)
-        b_sp = tl.load(s + p - C, mask=m_tc & (o_r > 0)[:, None], other=float("-inf")).to(tl.float32)
-        b_zt = _logaddexp(b_z[None, :], tl.associative_scan(b_s, axis=0, combine_fn=_logaddexp))  # [BT, BC]
-        b_zp = _logaddexp(b_z[None, :], tl.associative_scan(b_sp, axis=0, combine_fn=_logaddexp))
-        b_zp = tl.where(b_zp == float("-inf"), b_zt, b_zp)  # the first token without z0: g_0 = 0
-        tl.store(s_out + p, tl.exp(b_s - b_zt).to(s_out.dtype.element_ty), mask=m_tc)
-        tl.store(g + p, b_zp - b_zt, mask=m_tc)
-        tl.store(z + p, b_zt, mask=m_tc)
-        b_z = tl.max(b_zt, axis=0)  # z never decreases and rows past the end keep it: the last row
-    tl.store(zT + i_n * C + o_c, b_z, mask=m_c)
+    o_t = i_tc * BT + tl.arange(0, BT)  # [BT]
+    m_tc = (o_t < T_n)[:, None] & m_c[None, :]
+    b_s = tl.load(s + (bos + o_t[:, None]) * C + o_c[None, :], mask=m_tc, other=float("-inf")).to(tl.float32)
+    b_m = tl.max(b_s, axis=0)  # [BC]
+    b_e = tl.exp(tl.where(b_s == float("-inf"), float("-inf"), b_s - b_m[None, :]))  # no -inf - -inf
+    b_lse = tl.where(b_m == float("-inf"), b_m, b_m + tl.log(tl.sum(b_e, axis=0)))
+    tl.store(lse + i_ch * C + o_c, b_lse, mask=m_c)
 
 
 @lean_launch
 @given_heuristics(USE_Z0="z0", IS_VARLEN="cu_seqlens")
 @triton.jit(do_not_specialize=["T"])
-def additive_gate_bwd_kernel(
-    s_out, z, z0, ds_out, dg, dzT, ds, dz0, cu_seqlens, T, C: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+def additive_gate_carry_kernel(
+    lse, z0, z_in, zT, cu_seqlens, chunk_offsets, T, C: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
     USE_Z0: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
-    """``ds`` (s's dtype) and ``dz0`` (float32) from ``ds'``, ``dg`` and ``dz_T``; tiles from the last."""
+    """Forward, per sequence, tile after tile: ``z_in [chunks, C]`` = ``z`` before each tile, ``zT [N, C]``."""
     i_c, i_n = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
+    bos, T_n, NT, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
     o_c = i_c * BC + tl.arange(0, BC)  # [BC]
     m_c = o_c < C
+    if USE_Z0:
+        b_z = tl.load(z0 + i_n * C + o_c, mask=m_c, other=0.0).to(tl.float32)  # [BC] the carry
+    else:
+        b_z = tl.full([BC], float("-inf"), dtype=tl.float32)
+    for i_t in range(0, NT):
+        tl.store(z_in + (boh + i_t) * C + o_c, b_z, mask=m_c)
+        b_z = _logaddexp(b_z, tl.load(lse + (boh + i_t) * C + o_c, mask=m_c, other=float("-inf")))
+    tl.store(zT + i_n * C + o_c, b_z, mask=m_c)
+
+
+@lean_launch
+@given_heuristics(IS_VARLEN="cu_seqlens")
+@triton.jit(do_not_specialize=["T"])
+def additive_gate_fwd_kernel(
+    s, z_in, s_out, g, z, cu_seqlens, chunk_indices, T, C: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):  # fmt: skip
+    """Forward, per tile: ``s_out`` (s' in s's dtype), ``g`` and ``z`` (float32) from the carry ``z_in``."""
+    i_c, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+    o_c = i_c * BC + tl.arange(0, BC)  # [BC]
+    m_c = o_c < C
+    o_r = tl.arange(0, BT)  # [BT] rows of the tile
+    o_t = i_tc * BT + o_r  # [BT] positions in the sequence
+    m_tc = (o_t < T_n)[:, None] & m_c[None, :]
+    b_z = tl.load(z_in + i_ch * C + o_c, mask=m_c, other=float("-inf"))  # [BC] z before the tile
+    p = (bos + o_t[:, None]) * C + o_c[None, :]  # [BT, BC]
+    b_s = tl.load(s + p, mask=m_tc, other=float("-inf")).to(tl.float32)
+    # the row before each row of the tile (the first row's comes from the carry)
+    b_sp = tl.load(s + p - C, mask=m_tc & (o_r > 0)[:, None], other=float("-inf")).to(tl.float32)
+    b_zt = _logaddexp(b_z[None, :], tl.associative_scan(b_s, axis=0, combine_fn=_logaddexp))  # [BT, BC]
+    b_zp = _logaddexp(b_z[None, :], tl.associative_scan(b_sp, axis=0, combine_fn=_logaddexp))
+    b_zp = tl.where(b_zp == float("-inf"), b_zt, b_zp)  # the first token without z0: g_0 = 0
+    tl.store(s_out + p, tl.exp(b_s - b_zt).to(s_out.dtype.element_ty), mask=m_tc)
+    tl.store(g + p, b_zp - b_zt, mask=m_tc)
+    tl.store(z + p, b_zt, mask=m_tc)
+
+
+@triton.jit
+def _tile_q(s_out, z, ds_out, dg, dzT, bos, T_n, i_tc, o_c, m_c, C: tl.constexpr, BT: tl.constexpr,
+            USE_Z0: tl.constexpr):  # fmt: skip
+    """Backward, one tile: the in-tile reverse scan ``Q_t = dZ_t + exp(z_t - z_{t+1}) Q_{t+1}`` (no carry
+    from later tiles: the tile's last row links to the next tile through it), with the tile's ``s'``, ``ds'``,
+    ``z``, row offsets and mask."""
     o_r = tl.arange(0, BT)
-    b_dzT = tl.load(dzT + i_n * C + o_c, mask=m_c, other=0.0).to(tl.float32)  # [BC]
+    o_t = i_tc * BT + o_r  # [BT]
+    m_tc = (o_t < T_n)[:, None] & m_c[None, :]
+    p = (bos + o_t[:, None]) * C + o_c[None, :]  # [BT, BC]
+    m_next = (o_t + 1 < T_n)[:, None] & m_c[None, :]  # the row after exists in the sequence
+    b_sn = tl.load(s_out + p, mask=m_tc, other=0.0).to(tl.float32)  # s'
+    b_dsn = tl.load(ds_out + p, mask=m_tc, other=0.0).to(tl.float32)
+    b_z = tl.load(z + p, mask=m_tc, other=0.0)
+    b_z1 = tl.load(z + p + C, mask=m_next, other=0.0)  # z_{t+1}
+    b_dg = tl.load(dg + p, mask=m_tc, other=0.0).to(tl.float32)
+    b_dg1 = tl.load(dg + p + C, mask=m_next, other=0.0).to(tl.float32)  # dg_{t+1}
+    if not USE_Z0:
+        b_dg = tl.where((o_t == 0)[:, None], 0.0, b_dg)  # g_0 = 0 does not depend on z_0
+    b_dzT = tl.load(dzT + o_c, mask=m_c, other=0.0).to(tl.float32)  # [BC] (dzT: this sequence's row)
+    b_u = -b_dsn * b_sn - b_dg + b_dg1 + tl.where((o_t == T_n - 1)[:, None], b_dzT[None, :], 0.0)
+    b_u = tl.where(m_tc, b_u, 0.0)
+    b_a = tl.where(m_next & (o_r < BT - 1)[:, None], tl.exp(b_z - b_z1), 0.0)
+    _, b_Q = tl.associative_scan((b_a, b_u), axis=0, combine_fn=_decayed_sum, reverse=True)
+    return b_Q, b_sn, b_dsn, b_z, p, m_tc
+
+
+@lean_launch
+@given_heuristics(USE_Z0="z0", IS_VARLEN="cu_seqlens")
+@triton.jit(do_not_specialize=["T"])
+def additive_gate_bwd_local_kernel(
+    s_out, z, z0, ds_out, dg, dzT, q_first, cu_seqlens, chunk_indices, T, C: tl.constexpr, BT: tl.constexpr,
+    BC: tl.constexpr, USE_Z0: tl.constexpr, IS_VARLEN: tl.constexpr,
+):  # fmt: skip
+    """Backward, per tile: ``q_first [chunks, C]`` = the in-tile scan's ``Q`` at the tile's first row."""
+    i_c, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+    i_n = i_b  # the sequence (for dz_T)
+    if IS_VARLEN:
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int64)
+    o_c = i_c * BC + tl.arange(0, BC)
+    m_c = o_c < C
+    b_Q, _, _, _, _, _ = _tile_q(s_out, z, ds_out, dg, dzT + i_n * C, bos, T_n, i_tc, o_c, m_c, C, BT, USE_Z0)
+    tl.store(q_first + i_ch * C + o_c, tl.sum(tl.where((tl.arange(0, BT) == 0)[:, None], b_Q, 0.0), axis=0), mask=m_c)
+
+
+@lean_launch
+@given_heuristics(USE_Z0="z0", IS_VARLEN="cu_seqlens")
+@triton.jit(do_not_specialize=["T"])
+def additive_gate_bwd_carry_kernel(
+    q_first, z, z0, dg, dzT, q_next, dz0, cu_seqlens, chunk_offsets, T, C: tl.constexpr, BT: tl.constexpr,
+    BC: tl.constexpr, USE_Z0: tl.constexpr, IS_VARLEN: tl.constexpr,
+):  # fmt: skip
+    """Backward, per sequence, from its last tile: ``q_next [chunks, C]`` = ``Q`` at the first row of the tile
+    after each tile (0 after the last), by ``Q_first(c) = q_first(c) + exp(z_first(c) - z_first(c+1)) Q_first(c+1)``
+    (the in-tile factors telescope); then ``dz0``."""
+    i_c, i_n = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    bos, T_n, NT, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
+    o_c = i_c * BC + tl.arange(0, BC)  # [BC]
+    m_c = o_c < C
     b_q = tl.zeros([BC], dtype=tl.float32)  # Q at the first row of the tile after this one
     b_zn = tl.zeros([BC], dtype=tl.float32)  # z there
-    NT = tl.cdiv(T_n, BT)
     for i_i in range(0, NT):
         i_t = NT - 1 - i_i
-        o_t = i_t * BT + o_r  # [BT]
-        m_t = o_t < T_n
-        m_tc = m_t[:, None] & m_c[None, :]
-        p = (bos + o_t[:, None]) * C + o_c[None, :]  # [BT, BC]
-        m_next = (o_t + 1 < T_n)[:, None] & m_c[None, :]  # the row after exists in the sequence
-        b_sn = tl.load(s_out + p, mask=m_tc, other=0.0).to(tl.float32)  # s'
-        b_dsn = tl.load(ds_out + p, mask=m_tc, other=0.0).to(tl.float32)
-        b_z = tl.load(z + p, mask=m_tc, other=0.0)
-        b_z1 = tl.load(z + p + C, mask=m_next, other=0.0)  # z_{t+1}
-        b_dg = tl.load(dg + p, mask=m_tc, other=0.0).to(tl.float32)
-        b_dg1 = tl.load(dg + p + C, mask=m_next, other=0.0).to(tl.float32)  # dg_{t+1}
-        if not USE_Z0:
-            b_dg = tl.where((o_t == 0)[:, None], 0.0, b_dg)  # g_0 = 0 does not depend on z_0
-        b_u = -b_dsn * b_sn - b_dg + b_dg1 + tl.where((o_t == T_n - 1)[:, None], b_dzT[None, :], 0.0)
-        b_u = tl.where(m_tc, b_u, 0.0)
-        # in-tile factors exp(z_t - z_{t+1}); the tile's last row links to the next tile through the carry below
-        b_a = tl.where(m_next & (o_r < BT - 1)[:, None], tl.exp(b_z - b_z1), 0.0)
-        _, b_Q = tl.associative_scan((b_a, b_u), axis=0, combine_fn=_decayed_sum, reverse=True)
-        b_Q += tl.where(m_tc & (i_i > 0), tl.exp(b_z - b_zn[None, :]), 0.0) * b_q[None, :]
-        tl.store(ds + p, (b_sn * (b_dsn + b_Q)).to(ds.dtype.element_ty), mask=m_tc)
-        first = (o_r == 0)[:, None]
-        b_q = tl.sum(tl.where(first, b_Q, 0.0), axis=0)
-        b_zn = tl.sum(tl.where(first, b_z, 0.0), axis=0)
+        tl.store(q_next + (boh + i_t) * C + o_c, b_q, mask=m_c)
+        b_zf = tl.load(z + (bos + i_t * BT) * C + o_c, mask=m_c, other=0.0)  # z at this tile's first row
+        b_q = tl.load(q_first + (boh + i_t) * C + o_c, mask=m_c, other=0.0) + tl.where(
+            i_i > 0, tl.exp(b_zf - b_zn) * b_q, 0.0
+        )
+        b_zn = b_zf
     if USE_Z0:
+        b_dzT = tl.load(dzT + i_n * C + o_c, mask=m_c, other=0.0).to(tl.float32)
         b_z0 = tl.load(z0 + i_n * C + o_c, mask=m_c, other=0.0).to(tl.float32)
         m_some = (o_c * 0 + T_n) > 0  # [BC]: the sequence has tokens
         b_dg0 = tl.load(dg + bos * C + o_c, mask=m_c & m_some, other=0.0).to(tl.float32)
@@ -129,9 +199,34 @@ def additive_gate_bwd_kernel(
         tl.store(dz0 + i_n * C + o_c, b_dz0, mask=m_c)
 
 
-def _grid(C: int, N: int) -> tuple[tuple[int, int], int]:
-    BC = min(32, max(16, next_power_of_2(C)))
-    return (cdiv(C, BC), N), BC
+@lean_launch
+@given_heuristics(USE_Z0="z0", IS_VARLEN="cu_seqlens")
+@triton.jit(do_not_specialize=["T"])
+def additive_gate_bwd_kernel(
+    s_out, z, z0, ds_out, dg, dzT, q_next, ds, cu_seqlens, chunk_indices, T, C: tl.constexpr, BT: tl.constexpr,
+    BC: tl.constexpr, USE_Z0: tl.constexpr, IS_VARLEN: tl.constexpr,
+):  # fmt: skip
+    """Backward, per tile: ``Q`` = the in-tile scan plus ``exp(z_t - z_next) Q_next`` from the tiles after,
+    and ``ds = s' (ds' + Q)`` in s's dtype."""
+    i_c, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+    i_n = i_b  # the sequence (for dz_T)
+    if IS_VARLEN:
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int64)
+    o_c = i_c * BC + tl.arange(0, BC)
+    m_c = o_c < C
+    b_Q, b_sn, b_dsn, b_z, p, m_tc = _tile_q(
+        s_out, z, ds_out, dg, dzT + i_n * C, bos, T_n, i_tc, o_c, m_c, C, BT, USE_Z0
+    )  # fmt: skip
+    if (i_tc + 1) * BT < T_n:  # a tile follows in this sequence
+        b_zn = tl.load(z + (bos + (i_tc + 1) * BT) * C + o_c, mask=m_c, other=0.0)  # z at its first row
+        b_qn = tl.load(q_next + i_ch * C + o_c, mask=m_c, other=0.0)
+        b_Q += tl.where(m_tc, tl.exp(b_z - b_zn[None, :]), 0.0) * b_qn[None, :]
+    tl.store(ds + p, (b_sn * (b_dsn + b_Q)).to(ds.dtype.element_ty), mask=m_tc)
+
+
+def _block(C: int) -> int:
+    return min(32, max(16, next_power_of_2(C)))
 
 
 class AdditiveGateFunction(torch.autograd.Function):
@@ -139,31 +234,45 @@ class AdditiveGateFunction(torch.autograd.Function):
     @contiguous
     def forward(ctx, s, z0, cu_seqlens):
         B, T, H, M = s.shape
-        N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+        C, BC = H * M, _block(H * M)
+        layout = ChunkLayout.build(s, cu_seqlens, BT)
+        NC = layout.batch * layout.row_chunks
         s_out = empty(B, T, H, M, dtype=s.dtype, device=s.device)
         g, z = (empty(B, T, H, M, dtype=torch.float32, device=s.device) for _ in range(2))
-        zT = empty(N, H, M, dtype=torch.float32, device=s.device)
-        grid, BC = _grid(H * M, N)
-        additive_gate_fwd_kernel[grid](s, z0, s_out, g, z, zT, cu_seqlens, T, C=H * M, BT=BT, BC=BC)
-        ctx.save_for_backward(s_out, z, z0, cu_seqlens)
-        ctx.s_dtype = s.dtype
+        zT = empty(layout.num_seqs, H, M, dtype=torch.float32, device=s.device)
+        lse, z_in = (empty(NC, C, dtype=torch.float32, device=s.device) for _ in range(2))
+        tiles = (cdiv(C, BC), layout.row_chunks, layout.batch)
+        cu, idx = layout.cu_seqlens, layout.chunk_indices
+        additive_gate_lse_kernel[tiles](s, lse, cu, idx, T, C=C, BT=BT, BC=BC)
+        additive_gate_carry_kernel[(cdiv(C, BC), layout.num_seqs)](
+            lse, z0, z_in, zT, cu, layout.chunk_offsets, T, C=C, BT=BT, BC=BC
+        )  # fmt: skip
+        additive_gate_fwd_kernel[tiles](s, z_in, s_out, g, z, cu, idx, T, C=C, BT=BT, BC=BC)
+        ctx.save_for_backward(s_out, z, z0)
+        ctx.s_dtype, ctx.layout = s.dtype, layout
         return s_out, g, zT
 
     @staticmethod
     @contiguous
     def backward(ctx, ds_out, dg, dzT):
-        s_out, z, z0, cu_seqlens = ctx.saved_tensors
+        s_out, z, z0 = ctx.saved_tensors
+        layout = ctx.layout
         B, T, H, M = s_out.shape
-        N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+        C, BC = H * M, _block(H * M)
+        NC = layout.batch * layout.row_chunks
         ds_out = torch.zeros_like(s_out) if ds_out is None else ds_out
         dg = torch.zeros_like(z) if dg is None else dg
-        dzT = torch.zeros(N, H, M, dtype=torch.float32, device=z.device) if dzT is None else dzT
+        dzT = torch.zeros(layout.num_seqs, H, M, dtype=torch.float32, device=z.device) if dzT is None else dzT
         ds = empty(B, T, H, M, dtype=ctx.s_dtype, device=z.device)
-        dz0 = None if z0 is None else empty(N, H, M, dtype=torch.float32, device=z.device)
-        grid, BC = _grid(H * M, N)
-        additive_gate_bwd_kernel[grid](
-            s_out, z, z0, ds_out, dg, dzT, ds, dz0, cu_seqlens, T, C=H * M, BT=BT, BC=BC
+        dz0 = None if z0 is None else empty(layout.num_seqs, H, M, dtype=torch.float32, device=z.device)
+        q_first, q_next = (empty(NC, C, dtype=torch.float32, device=z.device) for _ in range(2))
+        tiles = (cdiv(C, BC), layout.row_chunks, layout.batch)
+        cu, idx = layout.cu_seqlens, layout.chunk_indices
+        additive_gate_bwd_local_kernel[tiles](s_out, z, z0, ds_out, dg, dzT, q_first, cu, idx, T, C=C, BT=BT, BC=BC)
+        additive_gate_bwd_carry_kernel[(cdiv(C, BC), layout.num_seqs)](
+            q_first, z, z0, dg, dzT, q_next, dz0, cu, layout.chunk_offsets, T, C=C, BT=BT, BC=BC
         )  # fmt: skip
+        additive_gate_bwd_kernel[tiles](s_out, z, z0, ds_out, dg, dzT, q_next, ds, cu, idx, T, C=C, BT=BT, BC=BC)
         return ds, (None if dz0 is None else dz0.to(z0.dtype)), None
 
 

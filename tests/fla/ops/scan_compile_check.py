@@ -15,7 +15,16 @@ from tests.fla.ops.attn_compile_check import compile_kernel
 
 IO_TYPES = {"x": "*bf16", "v": "*bf16", "dv": "*bf16", "dx": "*bf16", "y": "*bf16", "o": "*bf16", "do": "*bf16",
             "dt": "*fp32", "ddt": "*fp32", "D": "*fp32", "dD": "*fp32", "R": "i32", "N": "i32"}  # fmt: skip
-GATE_TYPES = {"s": "*bf16", "s_out": "*bf16", "ds_out": "*bf16", "ds": "*bf16", "cu_seqlens": "*i32", "T": "i32"}
+GATE_TYPES = {
+    "s": "*bf16",
+    "s_out": "*bf16",
+    "ds_out": "*bf16",
+    "ds": "*bf16",
+    "cu_seqlens": "*i32",
+    "chunk_indices": "*i32",
+    "chunk_offsets": "*i32",
+    "T": "i32",
+}
 SCAN_TYPES = {"x": "*bf16", "dt": "*bf16", "Bm": "*bf16", "Cm": "*bf16", "z": "*bf16", "do": "*bf16", "y": "*bf16",
               "dx": "*bf16", "ddt": "*bf16", "dz": "*bf16", "cu_seqlens": "*i32", "chunk_indices": "*i32",
               "chunk_offsets": "*i32", "T": "i32"}  # fmt: skip
@@ -30,9 +39,14 @@ def main() -> None:
             ptx = compile_kernel(kernel, IO_TYPES, dict(sizes, H=32, D_PER_CHANNEL=per_channel))
             print(kernel.__name__, per_channel, ptx)
     for z0, varlen in itertools.product((False, True), repeat=2):
-        absent = ({} if z0 else {"z0": None, "dz0": None}) | ({} if varlen else {"cu_seqlens": None})
+        absent = ({} if z0 else {"z0": None, "dz0": None}) | (
+            {} if varlen else {"cu_seqlens": None, "chunk_indices": None, "chunk_offsets": None}
+        )
         flags = dict(C=1024, BT=gate_scan.BT, BC=32, USE_Z0=z0, IS_VARLEN=varlen, **absent)
-        for kernel in (gate_scan.additive_gate_fwd_kernel, gate_scan.additive_gate_bwd_kernel):
+        gate_kernels = (gate_scan.additive_gate_lse_kernel, gate_scan.additive_gate_carry_kernel,
+                        gate_scan.additive_gate_fwd_kernel, gate_scan.additive_gate_bwd_local_kernel,
+                        gate_scan.additive_gate_bwd_carry_kernel, gate_scan.additive_gate_bwd_kernel)  # fmt: skip
+        for kernel in gate_kernels:
             print(kernel.__name__, z0, varlen, compile_kernel(kernel, GATE_TYPES, flags))
     _mamba()
 
