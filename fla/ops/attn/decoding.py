@@ -33,6 +33,20 @@ from fla.utils.sizes import cdiv, next_power_of_2
 from fla.utils.tensors import contiguous
 
 
+@triton.jit
+def _split_keys(cu_seqlens, i_n, i_sp, W, NSPLIT: tl.constexpr, BS: tl.constexpr, USE_WINDOW: tl.constexpr):
+    """``(bos, eos, start, end)``: sequence ``i_n``'s packed key rows and split ``i_sp``'s share of its visible
+    ones (the last ``W`` with a window), whole blocks of ``BS`` keys (``start >= end``: an empty split)."""
+    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
+    lo = bos
+    if USE_WINDOW:
+        lo = tl.maximum(eos - W, bos)
+    span = tl.cdiv(tl.cdiv(eos - lo, NSPLIT), BS) * BS
+    start = lo + i_sp * span
+    return bos, eos, start, tl.minimum(start + span, eos)
+
+
 @lean_launch
 @given_heuristics(USE_G="g", HAS_SINK="sink_bias")
 @triton.jit
@@ -63,15 +77,7 @@ def attn_decoding_one_step_kernel(
     i_n, i_hq, i_sp = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     i_h = i_hq // G
     H: tl.constexpr = HQ // G
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    lo = bos
-    if USE_WINDOW:
-        lo = tl.maximum(eos - W, bos)
-    # this split's keys: a share of the visible range, whole blocks of BS
-    span = tl.cdiv(tl.cdiv(eos - lo, NSPLIT), BS) * BS
-    start = lo + i_sp * span
-    end = tl.minimum(start + span, eos)
+    bos, eos, start, end = _split_keys(cu_seqlens, i_n, i_sp, W, NSPLIT, BS, USE_WINDOW)
     o_k, o_v = tl.arange(0, BK), tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
     b_q = tl.load(q + (i_n * HQ + i_hq) * K + o_k, mask=m_k, other=0).to(tl.float32)  # [BK]
@@ -138,14 +144,7 @@ def attn_decoding_group_kernel(
     # tl.dot; rows past G are masked)
     i_n, i_h, i_sp = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     H: tl.constexpr = HQ // G
-    bos = tl.load(cu_seqlens + i_n).to(tl.int64)
-    eos = tl.load(cu_seqlens + i_n + 1).to(tl.int64)
-    lo = bos
-    if USE_WINDOW:
-        lo = tl.maximum(eos - W, bos)
-    span = tl.cdiv(tl.cdiv(eos - lo, NSPLIT), BS) * BS
-    start = lo + i_sp * span
-    end = tl.minimum(start + span, eos)
+    bos, eos, start, end = _split_keys(cu_seqlens, i_n, i_sp, W, NSPLIT, BS, USE_WINDOW)
     o_g, o_k, o_v = tl.arange(0, BG), tl.arange(0, BK), tl.arange(0, BV)
     m_g, m_k, m_v = o_g < G, o_k < K, o_v < V
     o_hq = i_h * G + o_g  # [BG] the group's query heads
