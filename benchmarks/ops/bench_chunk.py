@@ -5,7 +5,8 @@ B=4, H=16, D=128, bf16, T in {2048, 4096, 8192}:
 
     python -m benchmarks.ops.bench_chunk --out outputs/ops_chunk.md
 
-The wave-2 ops (rwkv6, gsa, abc with 64 slots, kda, comba, hgrn, lightning, FoX's ``parallel_forgetting_attn``)
+The wave-2 ops (rwkv6, gsa, abc with 64 slots, kda, comba, hgrn, lightning, FoX's ``parallel_forgetting_attn``,
+NSA's ``parallel_nsa`` without its window branch)
 run at the same B, H, D in both packages (fla 0.6.0 has them under the same names); ``chunk_mamba2_ssd`` is ours
 only (compare it with ``chunk_simple_gla``).
 
@@ -117,6 +118,7 @@ def _wave2_ops() -> dict:
     from fla.ops.hgrn import chunk_hgrn
     from fla.ops.kda import chunk_kda
     from fla.ops.lightning_attn import chunk_lightning_attn
+    from fla.ops.nsa import parallel_nsa
     from fla.ops.rwkv6 import chunk_rwkv6
 
     B, H, D, M = SHAPE["B"], SHAPE["H"], SHAPE["D"], 64
@@ -152,6 +154,18 @@ def _wave2_ops() -> dict:
             parallel_forgetting_attn,
             lambda T: [*qkv(T), _rand(B, T, H, dt=torch.float32, fn=F.logsigmoid)],
         ),
+        # NSA's compressed + selected branches (16 blocks of 64) with one KV head for the H query heads; no window
+        # branch: fla 0.6.0 runs that one through flash-attn only
+        "parallel_nsa": (
+            lambda q, k, v, gc, gs: parallel_nsa(q, k, v, gc, gs, None, block_counts=16, block_size=64),
+            lambda T: [
+                _rand(B, T, H, D),
+                _rand(B, T, 1, D),
+                _rand(B, T, 1, D),
+                _rand(B, T, H, fn=torch.sigmoid),
+                _rand(B, T, H, fn=torch.sigmoid),
+            ],
+        ),  # fmt: skip
     }
 
 
