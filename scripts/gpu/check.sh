@@ -33,6 +33,7 @@
 #                          train    benchmarks/train_throughput.py, B=8 x 2048: flame (compile + fused linear CE)
 #                                   and the eager HF loop, one process per model of TRAIN_MODELS
 #   TRAIN_MODELS         default "gla_340M gated_deltanet_340M transformer_340M" (configs/<name>.json)
+#   COMMIT               the commit to record in versions.txt (default: git's HEAD)
 set -uo pipefail
 
 if [ "${1:-}" = "--wheels" ]; then
@@ -67,7 +68,8 @@ if compgen -G ".whl_peer/*.whl" >/dev/null; then  # fla 0.6.0 apart from ours: b
     export FLA060_PATH=/tmp/fla060
 fi
 
-COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo "${COMMIT:-unknown}")
+# COMMIT=<hash> overrides git: a copied tree's .git can be older than its files (the device tool's copies are)
+COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 COMMIT=$COMMIT python3 - <<'PY' | tee "$OUT/versions.txt"
 import os, platform, torch, triton, transformers
 name = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
