@@ -30,11 +30,9 @@ import torch.nn as nn
 
 from fla.layers.attention_backends import attention_dense, attention_varlen
 from fla.layers.utils import (
-    check_attention_mask,
-    check_layer_call,
+    begin_layer_call,
     decode_offsets,
     get_padding_info,
-    has_padding,
     offsets_from_position_ids,
     repad,
     unpad,
@@ -154,20 +152,18 @@ class Attention(nn.Module):
             cu_seqlens: ``[S+1]`` packed-sequence boundaries (``B == 1``).
             position_ids: ``[B or 1, T]`` consecutive positions per row (see the module docstring).
         """
-        check_layer_call(self, hidden_states, past_key_values, output_attentions)
+        cached, attention_mask = begin_layer_call(
+            self, hidden_states, attention_mask, past_key_values, cu_seqlens, output_attentions
+        )
         B, T, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim)
         k = self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
         v = self.v_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        cached = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
-        if attention_mask is not None:
-            check_attention_mask(attention_mask, B, None if cu_seqlens is not None else cached + T)
-
         if cu_seqlens is not None:
-            o = self._forward_varlen(q, k, v, cu_seqlens, past_key_values, cached)
-        elif attention_mask is not None and has_padding(attention_mask):
+            o = self._forward_varlen(q, k, v, cu_seqlens, past_key_values)
+        elif attention_mask is not None:
             if cached == 0:
                 o = self._forward_unpadded(q, k, v, attention_mask, past_key_values)
             else:
@@ -181,14 +177,7 @@ class Attention(nn.Module):
             o = attention_dense(q, k, v, window_size=self.window_size)
         return self.o_proj(o.reshape(B, T, -1)), None, past_key_values
 
-    def _forward_varlen(self, q, k, v, cu_seqlens, cache, cached: int) -> torch.Tensor:
-        if q.shape[0] != 1 or cu_seqlens.dim() != 1:
-            raise ValueError(
-                f"Attention: cu_seqlens (shape {list(cu_seqlens.shape)}) needs a packed batch of size 1 "
-                f"and a 1-D [S+1] tensor; hidden_states has batch size {q.shape[0]}"
-            )
-        if cached > 0:
-            raise ValueError("Attention: cu_seqlens cannot be combined with a non-empty cache (prefill only)")
+    def _forward_varlen(self, q, k, v, cu_seqlens, cache) -> torch.Tensor:
         # the packed length bounds every sequence: no host sync to find the longest one
         max_seqlen = q.shape[1]
         q, k = self._rope(q, k, max_seqlen=max_seqlen, cu_seqlens=cu_seqlens)

@@ -26,11 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fla.layers.utils import (
-    check_attention_mask,
-    check_layer_call,
+    begin_layer_call,
     decode_offsets,
     get_padding_info,
-    has_padding,
     repad,
     unpad,
 )
@@ -131,7 +129,9 @@ class ForgettingAttention(nn.Module):
             use_cache: accepted for API compatibility; the cache is used whenever it is given.
             cu_seqlens: ``[S+1]`` packed-sequence boundaries (``B == 1``, empty cache).
         """
-        check_layer_call(self, hidden_states, past_key_values, output_attentions)
+        cached, attention_mask = begin_layer_call(
+            self, hidden_states, attention_mask, past_key_values, cu_seqlens, output_attentions
+        )
         B, T, _ = hidden_states.shape
         q, k, v = self.q_proj(hidden_states), self.k_proj(hidden_states), self.v_proj(hidden_states)
         f = F.logsigmoid(self.f_proj(hidden_states).float())  # [B, T, H] log forget gates
@@ -140,20 +140,7 @@ class ForgettingAttention(nn.Module):
         q = q.view(B, T, self.num_heads, self.head_dim)
         k = k.view(B, T, self.num_kv_heads, self.head_dim)
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
-        cached = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
-        if attention_mask is not None:
-            check_attention_mask(attention_mask, B, None if cu_seqlens is not None else cached + T)
-            if cu_seqlens is not None or not has_padding(attention_mask):
-                attention_mask = None
-
         if cu_seqlens is not None:
-            if B != 1 or cu_seqlens.dim() != 1:
-                raise ValueError(
-                    f"ForgettingAttention: cu_seqlens (shape {list(cu_seqlens.shape)}) needs a packed batch of size 1 "
-                    f"and a 1-D [S+1] tensor; hidden_states has batch size {B}"
-                )
-            if cached > 0:
-                raise ValueError("ForgettingAttention: cu_seqlens cannot be combined with a non-empty cache")
             self._store(past_key_values, k, v, f)
             o = parallel_forgetting_attn(q, k, v, f, window_size=self.window_size, cu_seqlens=cu_seqlens)
         elif cached > 0:

@@ -79,11 +79,9 @@ from transformers.activations import ACT2FN
 
 from fla.layers.utils import (
     PaddingInfo,
-    check_attention_mask,
-    check_layer_call,
+    begin_layer_call,
     decode_offsets,
     get_padding_info,
-    has_padding,
 )
 from fla.layers.utils import repad as repad_tokens
 from fla.layers.utils import unpad as unpad_tokens
@@ -273,25 +271,11 @@ class LinearMixer(nn.Module):
         cu_seqlens: torch.Tensor | None,
     ) -> MixerStep:
         """Check the inputs, read this layer's cache and unpad a padded batch (see the module docstring)."""
-        check_layer_call(self, hidden_states, past_key_values)
-        name = type(self).__name__
+        cached, attention_mask = begin_layer_call(self, hidden_states, attention_mask, past_key_values, cu_seqlens)
         B, T, _ = hidden_states.shape
-        cached = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
         state = past_key_values[self.layer_idx] if cached > 0 else None
-        if attention_mask is not None:
-            check_attention_mask(attention_mask, B, None if cu_seqlens is not None else cached + T)
-            if cu_seqlens is not None or not has_padding(attention_mask):
-                attention_mask = None
         x, info = hidden_states, None
-        if cu_seqlens is not None:
-            if B != 1 or cu_seqlens.dim() != 1:
-                raise ValueError(
-                    f"{name}: cu_seqlens (shape {list(cu_seqlens.shape)}) needs a packed batch of size 1 and a "
-                    f"1-D [N+1] tensor; hidden_states has batch size {B}"
-                )
-            if cached > 0:
-                raise ValueError(f"{name}: cu_seqlens cannot be combined with a non-empty cache (prefill only)")
-        elif attention_mask is not None:
+        if cu_seqlens is None and attention_mask is not None:
             if cached == 0:
                 info = get_padding_info(attention_mask)
                 x, cu_seqlens = unpad_tokens(hidden_states, info)[None], info.cu_seqlens

@@ -38,11 +38,9 @@ import torch.nn.functional as F
 
 from fla.layers.attention_backends import attention_dense, attention_varlen
 from fla.layers.utils import (
-    check_attention_mask,
-    check_layer_call,
+    begin_layer_call,
     decode_offsets,
     get_padding_info,
-    has_padding,
     offsets_from_position_ids,
     repad,
     unpad,
@@ -245,17 +243,15 @@ class MultiheadLatentAttention(nn.Module):
         Args: as :meth:`fla.layers.attn.Attention.forward` (``attention_mask [B, cached + T]``,
         ``cu_seqlens [S+1]`` with ``B == 1``, ``position_ids [B or 1, T]``, ``past_key_values``).
         """
-        check_layer_call(self, hidden_states, past_key_values, output_attentions)
+        cached, attention_mask = begin_layer_call(
+            self, hidden_states, attention_mask, past_key_values, cu_seqlens, output_attentions
+        )
         B, T, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.qk_head_dim)
         c_kv, k_rot = self.latent(hidden_states)
-        cached = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
-        if attention_mask is not None:
-            check_attention_mask(attention_mask, B, None if cu_seqlens is not None else cached + T)
-
         if cu_seqlens is not None:
-            o = self._forward_varlen(q, c_kv, k_rot, cu_seqlens, past_key_values, cached)
-        elif attention_mask is not None and has_padding(attention_mask):
+            o = self._forward_varlen(q, c_kv, k_rot, cu_seqlens, past_key_values)
+        elif attention_mask is not None:
             if cached == 0:
                 o = self._forward_unpadded(q, c_kv, k_rot, attention_mask, past_key_values)
             else:
@@ -278,14 +274,7 @@ class MultiheadLatentAttention(nn.Module):
         q_rot, k_rot = self._rope(q_rot, k_rot, **kwargs)
         return torch.cat([q_nope, q_rot], dim=-1), k_rot.squeeze(2)
 
-    def _forward_varlen(self, q, c_kv, k_rot, cu_seqlens, cache, cached: int) -> torch.Tensor:
-        if q.shape[0] != 1 or cu_seqlens.dim() != 1:
-            raise ValueError(
-                f"MultiheadLatentAttention: cu_seqlens (shape {list(cu_seqlens.shape)}) needs a packed batch of "
-                f"size 1 and a 1-D [S+1] tensor; hidden_states has batch size {q.shape[0]}"
-            )
-        if cached > 0:
-            raise ValueError("MultiheadLatentAttention: cu_seqlens cannot be combined with a non-empty cache")
+    def _forward_varlen(self, q, c_kv, k_rot, cu_seqlens, cache) -> torch.Tensor:
         max_seqlen = q.shape[1]  # bounds every sequence without a host sync
         q, k_rot = self._rope_q(q, k_rot, max_seqlen=max_seqlen, cu_seqlens=cu_seqlens)
         if cache is not None:

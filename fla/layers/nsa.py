@@ -24,11 +24,9 @@ import torch
 import torch.nn as nn
 
 from fla.layers.utils import (
-    check_attention_mask,
-    check_layer_call,
+    begin_layer_call,
     decode_offsets,
     get_padding_info,
-    has_padding,
     offsets_from_position_ids,
     repad,
     unpad,
@@ -156,26 +154,15 @@ class NativeSparseAttention(nn.Module):
             cu_seqlens: ``[S+1]`` packed-sequence boundaries (``B == 1``, empty cache).
             position_ids: ``[B or 1, T]`` consecutive positions (RoPE offsets), or None.
         """
-        check_layer_call(self, hidden_states, past_key_values, output_attentions)
+        cached, attention_mask = begin_layer_call(
+            self, hidden_states, attention_mask, past_key_values, cu_seqlens, output_attentions
+        )
         B, T, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.head_dim)
         k = self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
         v = self.v_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
         g = torch.sigmoid(self.g_proj(hidden_states).view(B, T, self.num_heads, 3))
-        cached = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
-        if attention_mask is not None:
-            check_attention_mask(attention_mask, B, None if cu_seqlens is not None else cached + T)
-            if cu_seqlens is not None or not has_padding(attention_mask):
-                attention_mask = None
-
         if cu_seqlens is not None:
-            if B != 1 or cu_seqlens.dim() != 1:
-                raise ValueError(
-                    f"NativeSparseAttention: cu_seqlens (shape {list(cu_seqlens.shape)}) needs a packed batch of "
-                    f"size 1 and a 1-D [S+1] tensor; hidden_states has batch size {B}"
-                )
-            if cached > 0:
-                raise ValueError("NativeSparseAttention: cu_seqlens cannot be combined with a non-empty cache")
             q, k = self._rope(q, k, max_seqlen=T, cu_seqlens=cu_seqlens)
             self._store(past_key_values, k, v)
             o = self._nsa(q, k, v, g, cu_seqlens)

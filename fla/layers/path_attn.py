@@ -33,11 +33,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fla.layers.utils import (
-    check_attention_mask,
-    check_layer_call,
+    begin_layer_call,
     decode_offsets,
     get_padding_info,
-    has_padding,
     repad,
     unpad,
 )
@@ -141,26 +139,15 @@ class PaTHAttention(nn.Module):
             use_cache: accepted for API compatibility; the cache is used whenever it is given.
             cu_seqlens: ``[S+1]`` packed-sequence boundaries (``B == 1``, empty cache).
         """
-        check_layer_call(self, hidden_states, past_key_values, output_attentions)
+        cached, attention_mask = begin_layer_call(
+            self, hidden_states, attention_mask, past_key_values, cu_seqlens, output_attentions
+        )
         B, T, _ = hidden_states.shape
         x = hidden_states
         q, k, v, w = self.q_proj(x), self.k_proj(x), self.v_proj(x), self.w_proj(x)
         beta = 2 * torch.sigmoid(self.bt_proj(x).float())  # [B, T, Hkv], in (0, 2)
         g = F.logsigmoid(self.g_proj(x).float()) if self.use_forget_gate else None  # [B, T, H]
-        cached = past_key_values.get_seq_length(self.layer_idx) if past_key_values is not None else 0
-        if attention_mask is not None:
-            check_attention_mask(attention_mask, B, None if cu_seqlens is not None else cached + T)
-            if cu_seqlens is not None or not has_padding(attention_mask):
-                attention_mask = None
-
         if cu_seqlens is not None:
-            if B != 1 or cu_seqlens.dim() != 1:
-                raise ValueError(
-                    f"PaTHAttention: cu_seqlens (shape {list(cu_seqlens.shape)}) needs a packed batch of size 1 "
-                    f"and a 1-D [S+1] tensor; hidden_states has batch size {B}"
-                )
-            if cached > 0:
-                raise ValueError("PaTHAttention: cu_seqlens cannot be combined with a non-empty cache")
             o = self._prefill(q, k, v, w, beta, g, cu_seqlens, past_key_values)
         elif cached > 0:
             o = self._decode(q, k, v, w, beta, g, attention_mask, past_key_values)

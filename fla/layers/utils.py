@@ -61,15 +61,25 @@ def _memo_last(fn: Callable) -> Callable:
     return wrapper
 
 
-def check_layer_call(
+def begin_layer_call(
     layer: torch.nn.Module,
     hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None,
     past_key_values: object | None,
+    cu_seqlens: torch.Tensor | None,
     output_attentions: bool = False,
-) -> None:
-    """The checks every token mixer's ``forward`` starts with: ``hidden_states`` is ``[B, T, layer.hidden_size]``,
-    a cache needs ``layer.layer_idx``, and ``output_attentions`` (never supported: no attention weights are
-    materialized) warns. Errors name the layer's class."""
+) -> tuple[int, torch.Tensor | None]:
+    """The checks every token mixer's ``forward`` starts with, before any projection; errors name the layer's class.
+
+    ``hidden_states`` is ``[B, T, layer.hidden_size]``; a cache needs ``layer.layer_idx``; ``output_attentions``
+    (never supported: no attention weights are materialized) warns; ``attention_mask`` is a ``[B, cached + T]``
+    0/1 padding mask (any length with ``cu_seqlens``); ``cu_seqlens`` comes with a packed batch of size 1, as a
+    1-D ``[S+1]`` tensor, and an empty cache.
+
+    Returns:
+        ``(cached, attention_mask)``: the tokens already in this layer's cache, and the mask when it still
+        matters (``None`` with ``cu_seqlens`` or without padding).
+    """
     name = type(layer).__name__
     if output_attentions:
         warnings.warn(f"{name} does not return attention weights; output_attentions is ignored", stacklevel=3)
@@ -79,6 +89,21 @@ def check_layer_call(
         )
     if past_key_values is not None and layer.layer_idx is None:
         raise ValueError(f"{name}: layer_idx is required when past_key_values is given")
+    B, T, _ = hidden_states.shape
+    cached = past_key_values.get_seq_length(layer.layer_idx) if past_key_values is not None else 0
+    if attention_mask is not None:
+        check_attention_mask(attention_mask, B, None if cu_seqlens is not None else cached + T)
+        if cu_seqlens is not None or not has_padding(attention_mask):
+            attention_mask = None
+    if cu_seqlens is not None:
+        if B != 1 or cu_seqlens.dim() != 1:
+            raise ValueError(
+                f"{name}: cu_seqlens (shape {list(cu_seqlens.shape)}) needs a packed batch of size 1 and a "
+                f"1-D [S+1] tensor; hidden_states has batch size {B}"
+            )
+        if cached > 0:
+            raise ValueError(f"{name}: cu_seqlens cannot be combined with a non-empty cache (prefill only)")
+    return cached, attention_mask
 
 
 def check_attention_mask(attention_mask: torch.Tensor, batch_size: int, length: int | None = None) -> None:
