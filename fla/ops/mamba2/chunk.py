@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 
 from fla.ops.common.chunk import ChunkGatedFunction
+from fla.ops.common.chunk_torch import chunk_gated_torch_op
 from fla.ops.mamba2.inputs import DEFAULT_DT_LIMIT, check_ssd_inputs, d_skip, ssd_as_gla
-from fla.ops.simple_gla import chunk_simple_gla
 from fla.utils.backend import select_backend
 
 
@@ -41,17 +41,10 @@ def chunk_mamba2_ssd(
         ``y`` ``[B, T, H, P]`` (``x.dtype``) and the final state or ``None``. Gradients reach x, dt, A_log,
         B, C, D, dt_bias and the initial state.
     """
-    check_ssd_inputs(x, dt, A_log, B, C, D, dt_bias, dt_limit, cu_seqlens)
-    if select_backend(x, dt, A_log, B, C, D, dt_bias, initial_state) == "triton":
-        # the stages read B / C per group (no [B, T, H, N] copies); the checks above are the op's
-        q, k, v, g = ssd_as_gla(x, dt, A_log, B, C, dt_bias, dt_limit, grouped=True)
-        y, final_state = ChunkGatedFunction.apply(
-            q, k, v, g, None, None, 1.0, initial_state, output_final_state, cu_seqlens
-        )  # fmt: skip
-        return d_skip(y, x, D), final_state
-    q, k, v, g = ssd_as_gla(x, dt, A_log, B, C, dt_bias, dt_limit)
-    y, final_state = chunk_simple_gla(
-        q, k, v, g=g, scale=1.0, initial_state=initial_state, output_final_state=output_final_state,
-        cu_seqlens=cu_seqlens,
-    )  # fmt: skip
+    check_ssd_inputs(x, dt, A_log, B, C, D, dt_bias, dt_limit, cu_seqlens, initial_state)
+    # the Triton stages read B / C per group (no [B, T, H, N] copies); the PyTorch form takes them per head
+    on_triton = select_backend(x, dt, A_log, B, C, D, dt_bias, initial_state) == "triton"
+    q, k, v, g = ssd_as_gla(x, dt, A_log, B, C, dt_bias, dt_limit, grouped=on_triton)
+    args = (q, k, v, g, None, None, 1.0, initial_state, output_final_state, cu_seqlens)
+    y, final_state = ChunkGatedFunction.apply(*args) if on_triton else chunk_gated_torch_op(*args)
     return d_skip(y, x, D), final_state

@@ -27,7 +27,7 @@ def fused_recurrent_mamba2_ssd(
     Returns:
         ``y`` ``[B, T, H, P]`` (``x.dtype``) and the final state ``[S, H, N, P]`` float32 or ``None``.
     """
-    check_ssd_inputs(x, dt, A_log, B, C, D, dt_bias, dt_limit, cu_seqlens)
+    check_ssd_inputs(x, dt, A_log, B, C, D, dt_bias, dt_limit, cu_seqlens, initial_state)
     q, k, v, g = ssd_as_gla(x, dt, A_log, B, C, dt_bias, dt_limit)
     y, final_state = fused_recurrent_simple_gla(
         q, k, v, g=g, scale=1.0, initial_state=initial_state, output_final_state=output_final_state,

@@ -34,11 +34,13 @@ def check_ssd_inputs(
     dt_bias: torch.Tensor | None,
     dt_limit: tuple[float, float],
     cu_seqlens: torch.Tensor | None,
+    initial_state: torch.Tensor | None = None,
 ) -> None:
     """Validate the SSD op's inputs (raises before any kernel runs; errors name the argument).
 
     Shapes: x ``[B, T, H, P]``, dt ``[B, T, H]``, A_log ``[H]``, B and C ``[B, T, G, N]`` with ``H`` a
-    multiple of ``G``, D ``[H]`` or ``[H, P]``, dt_bias ``[H]``, cu_seqlens ``[S+1]`` (then ``B == 1``).
+    multiple of ``G``, D ``[H]`` or ``[H, P]``, dt_bias ``[H]``, cu_seqlens ``[S+1]`` (then ``B == 1``),
+    initial_state ``[S, H, N, P]`` (``S`` = B, or the number of packed sequences).
     """
     if x.dim() != 4:
         raise ValueError(f"x has shape {list(x.shape)}, expected 4 dims [B, T, H, P]")
@@ -64,8 +66,12 @@ def check_ssd_inputs(
             raise TypeError(f"{name} has dtype {t.dtype} but x has dtype {x.dtype}; x, B and C must share one dtype")
     if len(dt_limit) != 2 or not dt_limit[0] <= dt_limit[1]:
         raise ValueError(f"dt_limit={tuple(dt_limit)!r} must be a (low, high) pair with low <= high")
-    check_same_device(x=x, dt=dt, A_log=A_log, B=B, C=C, D=D, dt_bias=dt_bias)
+    check_same_device(x=x, dt=dt, A_log=A_log, B=B, C=C, D=D, dt_bias=dt_bias, initial_state=initial_state)
     check_cu_seqlens(cu_seqlens, total=T, batch=batch)
+    if initial_state is not None:
+        S = batch if cu_seqlens is None else cu_seqlens.numel() - 1
+        check_shape("initial_state", initial_state, (S, H, N, P), "[S, H, N, P]")
+        check_dtype("initial_state", initial_state)
 
 
 def discretize(

@@ -32,7 +32,7 @@ def naive_recurrent_mamba2_ssd(
     Returns:
         ``y`` ``[B, T, H, P]`` (float32 at least) and the final state ``[S, H, N, P]`` or ``None``.
     """
-    check_ssd_inputs(x, dt, A_log, B, C, D, dt_bias, dt_limit, cu_seqlens)
+    check_ssd_inputs(x, dt, A_log, B, C, D, dt_bias, dt_limit, cu_seqlens, initial_state)
     batch, T, H, P = x.shape
     G, N = B.shape[2:]
     dtype = torch.promote_types(x.dtype, torch.float32)
@@ -74,7 +74,7 @@ def naive_chunk_mamba2_ssd(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Chunked SSD in PyTorch through the simple-GLA chunked form (what :func:`fla.ops.mamba2.chunk_mamba2_ssd`
     runs on CPU tensors). Arguments and results as there."""
-    check_ssd_inputs(x, dt, A_log, B, C, D, dt_bias, dt_limit, cu_seqlens)
+    check_ssd_inputs(x, dt, A_log, B, C, D, dt_bias, dt_limit, cu_seqlens, initial_state)
     q, k, v, g = ssd_as_gla(x, dt, A_log, B, C, dt_bias, dt_limit)
     y, final_state = naive_chunk_simple_gla(q, k, v, g, None, 1.0, initial_state, output_final_state, cu_seqlens)
     return d_skip(y, x, D), final_state
