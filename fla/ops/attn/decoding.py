@@ -102,13 +102,11 @@ def attn_decoding_one_step_kernel(
         b_o = b_o * b_r + tl.sum(b_p[:, None] * b_v.to(tl.float32), 0)
         b_l = b_l * b_r + tl.sum(b_p, 0)
         b_m = b_mn
+    o_hq = i_hq + tl.arange(0, 1)  # [1]: this query head as the one row of the shared epilogues
     if NSPLIT == 1:
-        _finish(b_m, b_l, b_o, sink_bias, o, i_n, i_hq, o_v, m_v, HQ, V, HAS_SINK)
+        _finish_rows(b_m, b_l, b_o[None, :], sink_bias, o, i_n, o_hq, o_hq < HQ, o_v, m_v, HQ, V, HAS_SINK)
     else:
-        i_part = (i_n * HQ + i_hq) * NSPLIT + i_sp
-        tl.store(o_part + i_part * V + o_v, b_o, mask=m_v)
-        tl.store(ml_part + i_part * 2 + tl.arange(0, 1), b_m)
-        tl.store(ml_part + i_part * 2 + 1 + tl.arange(0, 1), b_l)
+        _store_partials(b_m, b_l, b_o[None, :], o_part, ml_part, i_n, o_hq, o_hq < HQ, i_sp, o_v, m_v, HQ, V, NSPLIT)
 
 
 @lean_launch
@@ -172,35 +170,36 @@ def attn_decoding_group_kernel(
         b_l = b_l * b_r + tl.sum(b_p, 1)
         b_m = b_mn
     if NSPLIT == 1:
-        if HAS_SINK:
-            b_sink = tl.load(sink_bias + o_hq, mask=m_g, other=0.0).to(tl.float32)  # [BG]
-            b_mn = tl.maximum(b_m, b_sink)
-            b_r = tl.exp(b_m - b_mn)
-            b_l = b_l * b_r + tl.exp(b_sink - b_mn)
-            b_o = b_o * b_r[:, None]
-        b_o = b_o / tl.where(b_l > 0, b_l, 1.0)[:, None]
-        p_o = o + (i_n * HQ + o_hq[:, None]) * V + o_v[None, :]
-        tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_g[:, None] & m_v[None, :])
+        _finish_rows(b_m, b_l, b_o, sink_bias, o, i_n, o_hq, m_g, o_v, m_v, HQ, V, HAS_SINK)
     else:
-        i_part = (i_n * HQ + o_hq) * NSPLIT + i_sp  # [BG]
-        tl.store(o_part + i_part[:, None] * V + o_v[None, :], b_o, mask=m_g[:, None] & m_v[None, :])
-        tl.store(ml_part + i_part * 2, b_m, mask=m_g)
-        tl.store(ml_part + i_part * 2 + 1, b_l, mask=m_g)
+        _store_partials(b_m, b_l, b_o, o_part, ml_part, i_n, o_hq, m_g, i_sp, o_v, m_v, HQ, V, NSPLIT)
 
 
 @triton.jit
-def _finish(b_m, b_l, b_o, sink_bias, o, i_n, i_hq, o_v, m_v, HQ: tl.constexpr, V: tl.constexpr,
-            HAS_SINK: tl.constexpr):  # fmt: skip
-    """Store ``o = b_o / b_l`` (``[BV]``; running max ``b_m``, sum ``b_l``, both ``[1]``) of query head ``i_hq``
-    of sequence ``i_n``, the sink's ``exp(sink)`` joining the denominator first."""
+def _finish_rows(b_m, b_l, b_o, sink_bias, o, i_n, o_hq, m_r, o_v, m_v, HQ: tl.constexpr, V: tl.constexpr,
+                 HAS_SINK: tl.constexpr):  # fmt: skip
+    """Store ``o = b_o / b_l`` for query heads ``o_hq [R]`` (valid ``m_r``) of sequence ``i_n``: ``b_o [R, BV]``,
+    running max ``b_m [R]`` and sum ``b_l [R]``, the sink's ``exp(sink)`` joining each denominator first."""
     if HAS_SINK:  # exp(sink) joins the denominator only
-        b_sink = tl.load(sink_bias + i_hq).to(tl.float32)
+        b_sink = tl.load(sink_bias + o_hq, mask=m_r, other=0.0).to(tl.float32)  # [R]
         b_mn = tl.maximum(b_m, b_sink)
         b_r = tl.exp(b_m - b_mn)
         b_l = b_l * b_r + tl.exp(b_sink - b_mn)
-        b_o = b_o * b_r
-    b_o = b_o / tl.where(b_l > 0, b_l, 1.0)  # no visible key: 0
-    tl.store(o + (i_n * HQ + i_hq) * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
+        b_o = b_o * b_r[:, None]
+    b_o = b_o / tl.where(b_l > 0, b_l, 1.0)[:, None]  # no visible key: 0
+    p_o = o + (i_n * HQ + o_hq[:, None]) * V + o_v[None, :]
+    tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_r[:, None] & m_v[None, :])
+
+
+@triton.jit
+def _store_partials(b_m, b_l, b_o, o_part, ml_part, i_n, o_hq, m_r, i_sp, o_v, m_v, HQ: tl.constexpr,
+                    V: tl.constexpr, NSPLIT: tl.constexpr):  # fmt: skip
+    """Split ``i_sp``'s running max ``b_m [R]``, sum ``b_l [R]`` and unnormalized ``b_o [R, BV]`` of query heads
+    ``o_hq [R]`` (valid ``m_r``) of sequence ``i_n``, for :func:`attn_decoding_merge_kernel`."""
+    i_part = (i_n * HQ + o_hq) * NSPLIT + i_sp  # [R]
+    tl.store(o_part + i_part[:, None] * V + o_v[None, :], b_o, mask=m_r[:, None] & m_v[None, :])
+    tl.store(ml_part + i_part * 2, b_m, mask=m_r)
+    tl.store(ml_part + i_part * 2 + 1, b_l, mask=m_r)
 
 
 @lean_launch
@@ -230,8 +229,9 @@ def attn_decoding_merge_kernel(
     b_os = tl.load(o_part + o_p[:, None] * V + o_v[None, :], mask=m_v[None, :], other=0.0)  # [NSPLIT, BV]
     b_o = tl.sum(b_os * b_w[:, None], 0)  # [BV]
     b_l = tl.sum(b_ls * b_w, 0)
-    _finish(tl.full([1], 0.0, tl.float32) + b_m, tl.full([1], 0.0, tl.float32) + b_l, b_o, sink_bias, o, i_n, i_hq,
-            o_v, m_v, HQ, V, HAS_SINK)  # fmt: skip
+    o_hq = i_hq + tl.arange(0, 1)  # [1]: one row for the shared epilogue
+    b_m1, b_l1 = tl.full([1], 0.0, tl.float32) + b_m, tl.full([1], 0.0, tl.float32) + b_l
+    _finish_rows(b_m1, b_l1, b_o[None, :], sink_bias, o, i_n, o_hq, o_hq < HQ, o_v, m_v, HQ, V, HAS_SINK)
 
 
 def decode_splits(num_seqs: int, num_heads: int, num_keys: int, device: torch.device) -> int:
