@@ -10,6 +10,10 @@ Exit status 1 if any variant fails to compile.
     python scripts/compile_check.py tests/fla/ops/test_rwkv7.py tests/fla/ops/test_nsa.py -k "not gpu"
     python scripts/compile_check.py --arch 80 tests/fla/ops/test_mesa_net.py
 
+``--float-type fp64`` types the Python float arguments (``scale``, ``eps``, ...) as fp64, as torch.compile's
+inductor does when it launches a user Triton kernel inside a compiled graph (its ``signature_of`` keeps a Python
+float's precision): a kernel whose loop-carried fp32 value mixes with such an argument fails there only.
+
 Compile only: a variant that compiles may still be wrong or slow on the device (shared memory per block is
 checked by ptxas only where it is static).
 """
@@ -80,8 +84,9 @@ def record(pytest_args: list[str]) -> list[dict]:
     return list(seen.values())
 
 
-def compile_all(entries: list[dict], arch: int) -> int:
-    """Compile each variant for ``sm_<arch>``; print one line each; the number that failed."""
+def compile_all(entries: list[dict], arch: int, float_type: str = "fp32") -> int:
+    """Compile each variant for ``sm_<arch>`` (Python float arguments typed ``float_type``); print one line each;
+    the number that failed."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -93,7 +98,8 @@ def compile_all(entries: list[dict], arch: int) -> int:
         while not isinstance(kernel, triton.runtime.jit.JITFunction):
             kernel = getattr(kernel, "kernel", None) or kernel.fn
         constants = entry["constants"]
-        signature = {n: "constexpr" if n in constants else entry["types"].get(n, "*fp32") for n in kernel.arg_names}
+        types = {n: float_type if t == "fp32" else t for n, t in entry["types"].items()}  # "fp32": a Python float
+        signature = {n: "constexpr" if n in constants else types.get(n, "*fp32") for n in kernel.arg_names}
         constexprs = {(kernel.arg_names.index(n),): v for n, v in constants.items() if n in kernel.arg_names}
         label = f"{qualname} {json.dumps(constants, sort_keys=True)[:160]}"
         try:
@@ -109,18 +115,25 @@ def compile_all(entries: list[dict], arch: int) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=int, default=90, help="compute capability, e.g. 90 (H100), 80 (A100)")
+    parser.add_argument(
+        "--float-type",
+        choices=("fp32", "fp64"),
+        default="fp32",
+        help="type of Python float arguments: fp32 (a plain launch) or fp64 (inside torch.compile)",
+    )
     parser.add_argument("--compile-from", default=None, help=argparse.SUPPRESS)  # the child's input file
     args, pytest_args = parser.parse_known_args()
     if args.compile_from:
         with open(args.compile_from) as f:
-            failed = compile_all(json.load(f), args.arch)
+            failed = compile_all(json.load(f), args.arch, args.float_type)
         print(f"compile_check: {failed} failed")
         raise SystemExit(1 if failed else 0)
     entries = record(pytest_args)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(entries, f)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    child = [sys.executable, os.path.abspath(__file__), "--arch", str(args.arch), "--compile-from", f.name]
+    child = [sys.executable, os.path.abspath(__file__), "--arch", str(args.arch), "--float-type", args.float_type,
+             "--compile-from", f.name]  # fmt: skip
     raise SystemExit(subprocess.run(child, env=env).returncode)
 
 

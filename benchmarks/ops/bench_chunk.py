@@ -108,18 +108,30 @@ def _unit(*shape):
     return _rand(*shape, fn=lambda x: F.normalize(x, dim=-1))
 
 
+def _rwkv7_inputs(B: int, T: int, H: int, D: int) -> list[torch.Tensor]:
+    """``r, w, k, v, a, b`` of RWKV7 as its layer forms them: ``a = -kk``, ``b = kk * a_gate`` (``kk`` unit rows)."""
+    kk = _unit(B, T, H, D)
+    b = (kk * _rand(B, T, H, D, fn=torch.sigmoid)).to(kk.dtype)
+    return [_rand(B, T, H, D), _log_gate(B, T, H, D), _rand(B, T, H, D), _rand(B, T, H, D), -kk, b]
+
+
 def _wave2_ops() -> dict:
     """``name -> (op, inputs(T))`` of the wave-2 chunk ops that fla 0.6.0 has under the same module and
     signature (whichever ``fla`` this process imports), each at the benchmark's B, H, D; slot ops: 64 slots."""
     from fla.ops.abc import chunk_abc
     from fla.ops.comba import chunk_comba
     from fla.ops.forgetting_attn import parallel_forgetting_attn
+    from fla.ops.gated_delta_product import chunk_gated_delta_product
     from fla.ops.gsa import chunk_gsa
     from fla.ops.hgrn import chunk_hgrn
     from fla.ops.kda import chunk_kda
+    from fla.ops.lightnet import chunk_lightnet
     from fla.ops.lightning_attn import chunk_lightning_attn
+    from fla.ops.mesa_net import chunk_mesa_net
     from fla.ops.nsa import parallel_nsa
+    from fla.ops.path_attn import parallel_path_attn
     from fla.ops.rwkv6 import chunk_rwkv6
+    from fla.ops.rwkv7 import chunk_rwkv7
 
     B, H, D, M = SHAPE["B"], SHAPE["H"], SHAPE["D"], 64
     qkv = lambda T: [_rand(B, T, H, D) for _ in range(3)]  # noqa: E731
@@ -148,11 +160,44 @@ def _wave2_ops() -> dict:
                 _rand(B, T, H, fn=torch.sigmoid),
             ],
         ),  # fmt: skip
+        # two Householder steps per token: keys, values and betas of 2T micro-steps, the gate of T tokens
+        "chunk_gated_delta_product": (
+            lambda q, k, v, g, beta: chunk_gated_delta_product(q, k, v, g, beta, num_householder=2),
+            lambda T: [
+                _rand(B, T, H, D),
+                _unit(B, 2 * T, H, D),
+                _rand(B, 2 * T, H, D),
+                _log_gate(B, T, H) * 16,
+                _rand(B, 2 * T, H, fn=torch.sigmoid),
+            ],
+        ),  # fmt: skip
+        # RWKV7's transition diag(exp(w)) + a b^T with a = -kk, b = kk (kk unit rows), as its layer forms them
+        "chunk_rwkv7": (
+            chunk_rwkv7,
+            lambda T: [*_rwkv7_inputs(B, T, H, D)],
+        ),
+        "chunk_mesa_net": (
+            chunk_mesa_net,
+            lambda T: [
+                _rand(B, T, H, D),
+                _unit(B, T, H, D),
+                _rand(B, T, H, D),
+                _log_gate(B, T, H) * 16,
+                _rand(B, T, H, fn=torch.sigmoid),
+                _rand(H, D, dt=torch.float32, fn=lambda x: 0.25 + F.softplus(x)),
+            ],
+        ),  # fmt: skip
+        "chunk_lightnet": (chunk_lightnet, qkv),
         "chunk_hgrn": (chunk_hgrn, lambda T: [_rand(B, T, H * D), _log_gate(B, T, H * D) * 16]),
         "chunk_lightning_attn": (lambda q, k, v: chunk_lightning_attn(q, k, v, layer_idx=0, num_layers=24), qkv),
         "parallel_forgetting_attn": (
             parallel_forgetting_attn,
             lambda T: [*qkv(T), _rand(B, T, H, dt=torch.float32, fn=F.logsigmoid)],
+        ),
+        # PaTH: unit Householder directions w, beta in (0, 2), no forget gate
+        "parallel_path_attn": (
+            lambda q, k, v, w, beta: parallel_path_attn(q, k, v, w, beta),
+            lambda T: [*qkv(T), _unit(B, T, H, D), _rand(B, T, H, fn=lambda x: 2 * torch.sigmoid(x))],
         ),
         # NSA's compressed + selected branches (16 blocks of 64) with one KV head for the H query heads; no window
         # branch: fla 0.6.0 runs that one through flash-attn only
@@ -289,9 +334,9 @@ def rows_for(impl: str, seq_lens, names: list[str] | None = None) -> list[dict]:
     # the decode rows first: they take seconds, the chunk ops' first calls minutes (autotuning), so a time
     # limit cuts the chunk ops, not the decode figures
     rows = decode_rows(impl) if not names or any(n.startswith("decode") for n in names) else []
-    for name, (op, gate) in _ops(impl).items():
-        if names and name not in names:
-            continue
+    ops = _ops(impl)
+    for name in [n for n in names if n in ops] if names else list(ops):  # in the order asked for
+        op, gate = ops[name]
         for T in seq_lens:
             ts = [t.requires_grad_() for t in gate(T)] if callable(gate) else _inputs(T, gate)
             try:

@@ -81,6 +81,9 @@ class HGRNAttention(LinearMixer):
         self.check_dims(hidden_size, 1 / hidden_size, self.input_dim / hidden_size, 1, None)
         self.feature_map, self.feature_map_fn = None, None
         self.layer_idx = layer_idx
+        # read in forward instead of layer_idx: torch.compile guards on the attributes a forward reads, and a
+        # per-layer int would compile each layer anew (two values here: layer 0 or not)
+        self.uses_lower_bound = layer_idx != 0
         self.use_short_conv, self.conv_size, self.conv_bias = use_short_conv, conv_size, conv_bias
         self.i_proj = nn.Linear(hidden_size, self.input_dim, bias=False)
         self.f_proj = nn.Linear(hidden_size, self.input_dim, bias=False)
@@ -132,13 +135,13 @@ class HGRNAttention(LinearMixer):
         f = F.logsigmoid(f)
         lower_bound = step.extras["lower_bound"]
         if lower_bound is not None:
-            if self.layer_idx != 0:
+            if self.uses_lower_bound:
                 f = torch.logaddexp(lower_bound.log(), torch.log1p(-lower_bound) + f).to(f.dtype)
             else:
                 # fla skips layer 0 (its bound is 0 by construction); tied in with weight 0 so the model's
                 # lower_bounds always gets a gradient
                 f = f + (0 * lower_bound).to(f.dtype)
-        i = swiglu(i, 1 - f.exp())
+        i = swiglu(i, (1 - f.exp()).to(i.dtype))  # under autocast exp() gives float32
         op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
         return op(
             i, f, initial_state=step.slot("recurrent_state"), output_final_state=step.store,

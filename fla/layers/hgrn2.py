@@ -94,6 +94,9 @@ class HGRN2Attention(LinearMixer):
         self.check_dims(hidden_size, self.forget_dim / hidden_size, 1.0, num_heads, None)
         self.feature_map, self.feature_map_fn = None, None
         self.layer_idx = layer_idx
+        # read in forward instead of layer_idx: torch.compile guards on the attributes a forward reads, and a
+        # per-layer int would compile each layer anew (two values here: layer 0 or not)
+        self.uses_lower_bound = layer_idx != 0
         self.use_short_conv, self.conv_size, self.conv_bias = use_short_conv, conv_size, conv_bias
         self.q_proj = nn.Linear(hidden_size, self.forget_dim, bias=False)
         self.f_proj = nn.Linear(hidden_size, self.forget_dim, bias=False)
@@ -141,7 +144,7 @@ class HGRN2Attention(LinearMixer):
         lower_bound = step.extras["lower_bound"]
         if lower_bound is not None:
             lower_bound = lower_bound.view(self.num_heads, self.head_k_dim)
-            if self.layer_idx != 0:
+            if self.uses_lower_bound:
                 g = torch.logaddexp(lower_bound.log(), torch.log1p(-lower_bound) + g)
             else:
                 # fla skips layer 0, whose bound is 0 by construction (log 0); tied in with weight 0 (same

@@ -142,7 +142,9 @@ class RWKV7Attention(LinearMixer):
         self.v_proj = nn.Linear(hidden_size, self.value_dim, bias=False)
         self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
         self.w_lora = LoRA(hidden_size, self.key_dim, self.decay_low_rank_dim, activation="tanh")
-        if self.layer_idx != 0:
+        # read in forward instead of layer_idx: torch.compile guards on what a forward reads (two values, not L)
+        self.makes_v_first = self.layer_idx == 0
+        if not self.makes_v_first:
             self.v_lora = LoRA(hidden_size, self.value_dim, self.v_low_rank_dim, activation=None)
         self.a_lora = LoRA(hidden_size, self.key_dim, self.a_low_rank_dim, activation=None)
         self.g_lora = LoRA(hidden_size, self.value_dim, self.gate_low_rank_dim, activation="sigmoid", bias=False)
@@ -204,7 +206,7 @@ class RWKV7Attention(LinearMixer):
         delta, last = token_shift(x, step.cu_seqlens, step.slot("conv_state"), output_cache=True)
         xr, xw, xk, xv, xa, xg = (torch.addcmul(x, delta, getattr(self, name)) for name in MIXES)
         r, k, v = self.r_proj(xr), self.k_proj(xk), self.v_proj(xv)
-        if self.layer_idx == 0:
+        if self.makes_v_first:
             step.extras["v_first"] = v
         else:
             v_first = step.extras.get("v_first")

@@ -2,7 +2,7 @@
 
 Layer ``i``'s bounds are the cumulative softmax over layers, shifted so that layer 0 has none:
 ``lb_i = sum_{j <= i} softmax(lower_bounds, 0)_j - softmax(lower_bounds, 0)_0``, in ``[0, 1)``. Every block
-gets the whole ``[L, D]`` tensor as the keyword ``lower_bounds`` and picks its own row.
+gets its own row ``[D]`` as the keyword ``lower_bound`` (:meth:`LowerBoundedModel.layer_kwargs`).
 """
 
 from __future__ import annotations
@@ -40,11 +40,19 @@ class LowerBoundedModel(FLAModel):
         return weights.cumsum(0) - weights[0]
 
     def forward(self, *args, **kwargs):
-        """:meth:`FLAModel.forward`; every block also gets the lower bounds (and picks its own row)."""
+        """:meth:`FLAModel.forward`; block ``i`` also gets row ``i`` of the lower bounds (``lower_bound``)."""
         lower_bounds = self.layer_lower_bounds()
         if lower_bounds is not None:
             kwargs["lower_bounds"] = lower_bounds
         return super().forward(*args, **kwargs)
+
+    def layer_kwargs(self, index: int, kwargs: dict) -> dict:
+        """``kwargs`` with the ``[L, D]`` ``lower_bounds`` replaced by block ``index``'s row ``lower_bound [D]``."""
+        if "lower_bounds" not in kwargs:
+            return kwargs
+        out = dict(kwargs)
+        out["lower_bound"] = out.pop("lower_bounds")[index]
+        return out
 
 
 __all__ = ["LowerBoundedModel"]

@@ -210,6 +210,13 @@ class FLAModel(FLAPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def layer_kwargs(self, index: int, kwargs: dict) -> dict:
+        """The extra keywords of block ``index`` (default: the forward's ``kwargs`` for every block). A family whose
+        blocks take per-layer inputs hands each block its own here, in the model's (uncompiled) loop: a block
+        that picked its share by ``self.layer_idx`` would make torch.compile, which guards on the attributes a
+        forward reads, compile every layer anew."""
+        return kwargs
+
     def build_final_norm(self, config) -> nn.Module:
         """The norm after the last block (default :func:`build_norm`; a family with other norms overrides it)."""
         return build_norm(config)
@@ -263,7 +270,7 @@ class FLAModel(FLAPreTrainedModel):
         hidden_states = inputs_embeds
         all_hidden_states = () if output_hidden_states else None
         carried: dict = {}
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             if output_hidden_states:
                 all_hidden_states += (hidden_states,)
             hidden_states, _, past_key_values, *extra = layer(
@@ -274,7 +281,7 @@ class FLAModel(FLAPreTrainedModel):
                 cu_seqlens=cu_seqlens,
                 position_ids=position_ids,
                 **carried,
-                **kwargs,
+                **self.layer_kwargs(index, kwargs),
             )
             carried = dict(zip(self.carried_outputs, extra))
         hidden_states = getattr(self, self.final_norm)(hidden_states)

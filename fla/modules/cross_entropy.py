@@ -76,6 +76,10 @@ def cross_entropy_fwd_kernel(
     HAS_SMOOTHING: tl.constexpr,
     HAS_ZLOSS: tl.constexpr,
 ):
+    # fp32 scalars: torch.compile passes Python floats as fp64
+    label_smoothing = tl.cast(label_smoothing, tl.float32)
+    logit_scale = tl.cast(logit_scale, tl.float32)
+    lse_square_scale = tl.cast(lse_square_scale, tl.float32)
     i_n = tl.program_id(0).to(tl.int64)
     p_row = logits + i_n * V
     b_t = tl.load(target + i_n).to(tl.int64)
@@ -125,6 +129,10 @@ def cross_entropy_bwd_kernel(
     HAS_ZLOSS: tl.constexpr,
 ):
     # dlogits may alias logits: every element is read before this program writes it
+    # fp32 scalars: torch.compile passes Python floats as fp64
+    label_smoothing = tl.cast(label_smoothing, tl.float32)
+    logit_scale = tl.cast(logit_scale, tl.float32)
+    lse_square_scale = tl.cast(lse_square_scale, tl.float32)
     i_n, i_v = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     b_t = tl.load(target + i_n).to(tl.int64)
     b_lse = tl.load(lse + i_n).to(tl.float32)

@@ -135,6 +135,7 @@ def norm_fwd_kernel(
     HAS_B: tl.constexpr,
     STORE_H: tl.constexpr,
 ):
+    eps = tl.cast(eps, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_t, i_g = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     o_r = tl.arange(0, BT)  # [BT] rows within the tile
     o_d = tl.arange(0, BD)  # [BD] features within the group

@@ -24,7 +24,7 @@ from fla.models.tp_plan import MLP_REGION, TPPlan, TPRegion
 class HGRNBlock(FLABlock):
     """One layer: ``HGRNAttention`` (or ``Attention`` at the config's hybrid layers) + ``GatedMLP``.
 
-    ``forward`` takes the model's ``lower_bounds [L, D]`` and hands its own row to the mixer.
+    ``forward`` takes this layer's row of the model's lower bounds (``lower_bound [D]``) and hands it to the mixer.
     """
 
     def __init__(self, config: HGRNConfig, layer_idx: int):
@@ -42,9 +42,9 @@ class HGRNBlock(FLABlock):
             )
         super().__init__(config, layer_idx, mixer)
 
-    def forward(self, hidden_states: torch.Tensor, *args, lower_bounds: torch.Tensor | None = None, **kwargs):
-        if lower_bounds is not None and isinstance(self.attn, HGRNAttention):
-            kwargs["lower_bound"] = lower_bounds[self.layer_idx]
+    def forward(self, hidden_states: torch.Tensor, *args, lower_bound: torch.Tensor | None = None, **kwargs):
+        if lower_bound is not None and isinstance(self.attn, HGRNAttention):
+            kwargs["lower_bound"] = lower_bound
         return super().forward(hidden_states, *args, **kwargs)
 
 

@@ -24,7 +24,8 @@ from fla.models.tp_plan import linear_mixer_plan
 class HGRN2Block(FLABlock):
     """One layer: ``HGRN2Attention`` (or ``Attention`` at the config's hybrid layers) + ``GatedMLP``.
 
-    ``forward`` takes the model's ``lower_bounds [L, hidden_size]`` and hands its own row to the mixer.
+    ``forward`` takes this layer's row of the model's lower bounds (``lower_bound [hidden_size]``) and hands it to
+    the mixer.
     """
 
     def __init__(self, config: HGRN2Config, layer_idx: int):
@@ -43,9 +44,9 @@ class HGRN2Block(FLABlock):
             )
         super().__init__(config, layer_idx, mixer)
 
-    def forward(self, hidden_states: torch.Tensor, *args, lower_bounds: torch.Tensor | None = None, **kwargs):
-        if lower_bounds is not None and isinstance(self.attn, HGRN2Attention):
-            kwargs["lower_bound"] = lower_bounds[self.layer_idx]
+    def forward(self, hidden_states: torch.Tensor, *args, lower_bound: torch.Tensor | None = None, **kwargs):
+        if lower_bound is not None and isinstance(self.attn, HGRN2Attention):
+            kwargs["lower_bound"] = lower_bound
         return super().forward(hidden_states, *args, **kwargs)
 
 

@@ -74,6 +74,7 @@ def attn_decoding_one_step_kernel(
     USE_G: tl.constexpr,
     HAS_SINK: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_n, i_hq, i_sp = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     i_h = i_hq // G
     H: tl.constexpr = HQ // G
@@ -140,6 +141,7 @@ def attn_decoding_group_kernel(
 ):
     # one program per sequence, key/value head and split: the G query heads of the group as rows (BG >= 16 for
     # tl.dot; rows past G are masked)
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_n, i_h, i_sp = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     H: tl.constexpr = HQ // G
     bos, eos, start, end = _split_keys(cu_seqlens, i_n, i_sp, W, NSPLIT, BS, USE_WINDOW)

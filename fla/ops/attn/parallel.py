@@ -175,6 +175,7 @@ def parallel_attn_fwd_kernel(
     BT: tl.constexpr,
     BS: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_t, i_b, i_hq = _program(T, HQ, BT, IS_VARLEN, True)
     i_h = i_hq // G  # the key/value head of this query head
     H: tl.constexpr = HQ // G
@@ -315,6 +316,7 @@ def parallel_attn_bwd_dq_kernel(
     BT: tl.constexpr,
     BS: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_t, i_b, i_hq = _program(T, HQ, BT, IS_VARLEN, True)
     i_h = i_hq // G
     H: tl.constexpr = HQ // G
@@ -437,6 +439,7 @@ def parallel_attn_bwd_dkv_kernel(
 ):
     # one program per block of BT keys and per key/value head: dk, dv summed over the G query heads of the group
     # (GQA) and written once in the input dtype; each query head's key-side dG
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     H: tl.constexpr = HQ // G
     i_t, i_b, i_h = _program(T, H, BT, IS_VARLEN, False)
     bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)

@@ -73,6 +73,7 @@ def chunk_gk_scores_fwd_kernel(
 ):
     # one program per (sub-chunk pair I, J) of a chunk: block A[I, J] ([BC, BC]); gq: the queries' gate
     # (gk itself unless STRICT)
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_ij, i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     NC: tl.constexpr = BT // BC
     i_i, i_j = i_ij // NC, i_ij % NC
@@ -166,6 +167,7 @@ def chunk_gk_dA_bwd_kernel(
     STRICT: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)

@@ -64,6 +64,7 @@ def chunk_output_fwd_kernel(
     USE_OI: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_v, i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
     i_hk = i_h // (H // HQK)  # the q / k head (grouped heads: HQK < H)

@@ -152,6 +152,7 @@ def global_cumsum_kernel(
     REVERSE: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_n, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
     NT = tl.cdiv(T_n, BT)

@@ -22,6 +22,7 @@ ROWS_PER_PROGRAM = 16
 @lean_launch
 @triton.jit
 def l2norm_fwd_kernel(x, y, r, eps, N, D: tl.constexpr, BR: tl.constexpr, BD: tl.constexpr):
+    eps = tl.cast(eps, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_r = tl.program_id(0).to(tl.int64)
     o_r = i_r * BR + tl.arange(0, BR)  # [BR] rows
     o_d = tl.arange(0, BD)  # [BD]

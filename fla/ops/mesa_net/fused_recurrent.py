@@ -57,6 +57,7 @@ def mesa_net_fused_recurrent_fwd_kernel(
     STORE_SN: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
+    eps = tl.cast(eps, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_nh = tl.program_id(0).to(tl.int64)
     i_n, i_h = i_nh // H, i_nh % H
     bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)

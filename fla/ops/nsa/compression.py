@@ -60,6 +60,7 @@ def nsa_cmp_fwd_kernel(
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_q, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     HQ: tl.constexpr = H * G
     pos = tl.load(tok_pos + i_q).to(tl.int64)
@@ -120,6 +121,7 @@ def nsa_cmp_bwd_dq_kernel(
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_q, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     HQ: tl.constexpr = H * G
     pos = tl.load(tok_pos + i_q).to(tl.int64)
@@ -182,6 +184,7 @@ def nsa_cmp_bwd_dkv_kernel(
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_t, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     HQ: tl.constexpr = H * G
     o_c = i_t * BC + tl.arange(0, BC)  # [BC] global blocks of this tile

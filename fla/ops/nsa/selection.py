@@ -52,6 +52,7 @@ def nsa_slc_fwd_kernel(
     DOT_PRECISION: tl.constexpr,
     USE_COUNTS: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_q, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     HQ: tl.constexpr = H * G
     bos = tl.load(tok_bos + i_q).to(tl.int64)
@@ -121,6 +122,7 @@ def nsa_slc_bwd_dq_kernel(
     DOT_PRECISION: tl.constexpr,
     USE_COUNTS: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_q, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     HQ: tl.constexpr = H * G
     bos = tl.load(tok_bos + i_q).to(tl.int64)
@@ -187,6 +189,7 @@ def nsa_slc_bwd_dkv_kernel(
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_b, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     HQ: tl.constexpr = H * G
     start = tl.load(blk_start + i_b).to(tl.int64)

@@ -59,6 +59,7 @@ def path_inter_fwd_kernel(
     HQ: tl.constexpr, G: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_G: tl.constexpr, DOT_PRECISION: tl.constexpr, STORE_X: tl.constexpr,
 ):  # fmt: skip
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_n, i_hq = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_h = i_hq // G
     H: tl.constexpr = HQ // G
@@ -105,6 +106,7 @@ def path_inter_bwd_dq_kernel(
     HQ: tl.constexpr, G: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_G: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_n, i_hq = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_h = i_hq // G
     H: tl.constexpr = HQ // G
@@ -164,6 +166,7 @@ def path_inter_bwd_dkv_kernel(
     HQ: tl.constexpr, G: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, USE_G: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_n, i_hq = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_h = i_hq // G
     H: tl.constexpr = HQ // G

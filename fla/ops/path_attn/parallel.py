@@ -122,6 +122,7 @@ def path_attn_fwd_kernel(
     USE_G: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_b, i_hq = i_bh // HQ, i_bh % HQ
     i_h = i_hq // G  # the key head (and Householder head) of this query head

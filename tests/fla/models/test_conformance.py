@@ -122,6 +122,34 @@ def test_forward_backward_reaches_every_parameter(family, variant):
 
 
 @family_param
+def test_compiled_blocks_do_not_recompile_per_layer(family):
+    """torch.compile guards on the attributes a forward reads: a block forward that reads a per-layer value
+    (``self.layer_idx``, ``lower_bounds[self.layer_idx]``) compiles every layer anew, and past torch's recompile limit
+    (8) the remaining layers run uncompiled (found on an H100 with HGRN2-340M). With the blocks compiled as flame
+    compiles them (``block.compile()``; backend ``eager``: dynamo's tracing and guards, no code generation), the
+    third block of a training forward reuses what the second compiled (the first may differ: RWKV7's v_first)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    if family.model_type == "mom":
+        pytest.skip("MoM routes tokens with host syncs: dynamo breaks its graph at each, and the number of frames "
+                    "it compiles varies from run to run")  # fmt: skip
+    model = family.model(num_hidden_layers=3).train()
+    frames = []
+    for block in model.model.layers:
+        block.register_forward_hook(lambda *_: frames.append(counters["frames"]["ok"]))
+        block.compile(backend="eager")
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        with torch._dynamo.config.patch(recompile_limit=64):
+            model(ids(2, 37))
+    finally:
+        torch._dynamo.reset()
+    assert frames[2] == frames[1] > 0, f"frames compiled by the end of each block: {frames}"
+
+
+@family_param
 @pytest.mark.parametrize("path", ["plain", "fused", "fused_linear"])
 def test_loss_is_shifted_cross_entropy(family, path):
     flags = {"plain": {}, "fused": dict(fuse_cross_entropy=True), "fused_linear": dict(fuse_linear_cross_entropy=True)}

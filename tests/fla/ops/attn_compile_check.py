@@ -72,7 +72,7 @@ KERNELS = (
 )
 TYPES = {
     **{name: "*bf16" for name in ("q", "k", "v", "o", "do", "dq", "dk", "dv")},
-    **{"cu_seqlens": "*i32", "chunk_indices": "*i32", "scale": "fp32", "T": "i32", "W": "i32"},
+    **{"cu_seqlens": "*i32", "chunk_indices": "*i32", "scale": "fp64", "T": "i32", "W": "i32"},
 }
 
 
@@ -101,7 +101,7 @@ def main() -> None:
         flags = dict(V=128, BR=32, BV=128, HAS_DLSE=dlse, **({} if dlse else {"dlse": None}))
         types = {"o": "*bf16", "do": "*bf16", "N": "i32"}
         print("delta", dlse, compile_kernel(parallel.parallel_attn_bwd_delta_kernel, types, flags))
-    types = {"q": "*bf16", "k": "*bf16", "v": "*bf16", "o": "*bf16", "cu_seqlens": "*i32", "scale": "fp32", "W": "i32"}
+    types = {"q": "*bf16", "k": "*bf16", "v": "*bf16", "o": "*bf16", "cu_seqlens": "*i32", "scale": "fp64", "W": "i32"}
     for (window, gate), nsplit in itertools.product(itertools.product((False, True), repeat=2), (1, 8)):
         flags = dict(K=128, V=128, BS=32, BK=128, BV=128, NSPLIT=nsplit, USE_WINDOW=window, USE_G=gate,
                      HAS_SINK=gate, **({} if gate else {"g": None, "sink_bias": None}),
@@ -114,7 +114,7 @@ def main() -> None:
         flags = dict(HQ=4, V=128, BV=128, NSPLIT=8, HAS_SINK=sink, **({} if sink else {"sink_bias": None}))
         print("decode_merge", sink, compile_kernel(decoding.attn_decoding_merge_kernel, {"o": "*bf16"}, flags))
     for reverse, varlen in itertools.product((False, True), repeat=2):
-        types = {"g": "*fp32", "out": "*fp32", "cu_seqlens": "*i32", "scale": "fp32", "T": "i32"}
+        types = {"g": "*fp32", "out": "*fp32", "cu_seqlens": "*i32", "scale": "fp64", "T": "i32"}
         flags = dict(H=4, BT=128, REVERSE=reverse, IS_VARLEN=varlen, **({} if varlen else {"cu_seqlens": None}))
         print("global_cumsum", reverse, varlen, compile_kernel(cumsum.global_cumsum_kernel, types, flags))
 

@@ -23,14 +23,14 @@ def main() -> None:
         print("key_cache", varlen, K, ptx)
         for gate in (False, True):
             types = {"q": "*bf16", "k": "*bf16", "v": "*bf16", "o": "*bf16", "w": "*fp32", "cu_seqlens": "*i32",
-                     "chunk_indices": "*i32", "scale": "fp32", "T": "i32"}  # fmt: skip
+                     "chunk_indices": "*i32", "scale": "fp64", "T": "i32"}  # fmt: skip
             flags = dict(HQ=4, G=2, K=K, V=K, BT=64, BK=K, BV=K, DOT_PRECISION="tf32", USE_G=gate, IS_VARLEN=varlen)
             flags.update(absent, **({} if gate else {"g": None}))
             print("fwd", varlen, K, gate, compile_kernel(parallel.path_attn_fwd_kernel, types, flags))
     # the training walk (chunk layout: no varlen flag); v and do in bf16, the rest float32
     for K, gate in itertools.product((64, 128), (False, True)):
         types = {"v": "*bf16", "o": "*bf16", "do": "*bf16", "chunk_pos": "*i32", "seq_chunks": "*i32",
-                 "pair_off": "*i64", "scale": "fp32"}  # fmt: skip
+                 "pair_off": "*i64", "scale": "fp64"}  # fmt: skip
         flags = dict(HQ=4, G=2, K=K, V=K, BT=64, BK=K, BV=K, DOT_PRECISION="tf32", USE_G=gate)
         flags.update({} if gate else {"g": None})
         kernels = (chunked.path_inter_fwd_kernel, chunked.path_inter_bwd_dq_kernel, chunked.path_inter_bwd_dkv_kernel)

@@ -69,6 +69,7 @@ def dplr_chunk_fwd_kernel(
     STORE_HS: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_n, i_h = i_nh // H, i_nh % H
     bos, T_n, NT_n, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
@@ -207,6 +208,7 @@ def dplr_fused_recurrent_fwd_kernel(
     IS_VARLEN: tl.constexpr,
 ):
     """Token by token: ``S <- exp(gk_t)[:, None] * S + b_t (a_t^T S) + k_t v_t^T``, ``o_t = scale * S^T q_t``."""
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_n, i_h = i_nh // H, i_nh % H
     bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
