@@ -121,7 +121,9 @@ def test_forward_backward_reaches_every_parameter(family, variant):
         assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
 
 
-@family_param
+@pytest.mark.parametrize(
+    "family", [pytest.param(f, id=str(f), marks=[pytest.mark.slow] if f.slow_compile else []) for f in FAMILIES]
+)
 def test_compiled_blocks_do_not_recompile_per_layer(family):
     """torch.compile guards on the attributes a forward reads: a block forward that reads a per-layer value
     (``self.layer_idx``, ``lower_bounds[self.layer_idx]``) compiles every layer anew, and past torch's recompile limit
