@@ -47,7 +47,6 @@ class Family:
     bad_heads: tuple[dict, str] = (dict(num_kv_heads=3), "is not a multiple of num_kv_heads")  # fields, error
     recurrent: bool = True  # a chunk (training) and a fused_recurrent (decoding) op: train == eval logits
     slow_triton: bool = False  # the Triton-interpreter check takes > 10 s: mark it slow
-    slow_compile: bool = False  # dynamo traces its blocks (the per-layer recompile check) in > 8 s: mark it slow
     hybrid: bool = True  # the config takes a hybrid softmax-attention ``attn`` spec (checked in the error test)
     mode_field: str | None = "attn_mode"  # the config field naming the mixer's mode, if it has one
     # TP trainer test: bound on the grad-norm drift of later steps (Adam amplifies fp32 reduction-order differences
@@ -376,7 +375,6 @@ FAMILIES = [
     Family(
         "gated_deltaproduct",
         dict(tiny=8.9, **{"340M": 429.8, "1.3B": 1586.2}),
-        slow_compile=True,
         tiny=dict(SMALL, num_heads=2, head_dim=18, num_householder=2, use_forget_gate=True, allow_neg_eigval=True),
         slow_triton=True,
         variants={
@@ -440,7 +438,6 @@ FAMILIES += [
     Family(
         "samba",
         dict(tiny=8.8, **{"340M": 403.5, "1.3B": 1367.8}),
-        slow_compile=True,
         # attention first: the one-layer Triton check then runs attention, Mamba's Triton path is the mamba entry's
         tiny=dict(MAMBA_TINY, attn={"layers": [0], "num_heads": 4, "num_kv_heads": 2, "window_size": 8}),
         variants={"plain": dict(use_bias=True, state_size=4)},  # one variant, as for mamba
@@ -494,7 +491,6 @@ FAMILIES.append(
     Family(
         "mesa_net",
         dict(tiny=8.7, **{"340M": 374.5, "1.3B": 1366.3}),
-        slow_compile=True,
         tiny=dict(SMALL, head_dim=18),
         variants={
             "plain": {},
