@@ -108,6 +108,18 @@ def _unit(*shape):
     return _rand(*shape, fn=lambda x: F.normalize(x, dim=-1))
 
 
+def _delta_inputs(
+    B: int, T: int, H: int, D: int, vector_gate: bool = False, steps: int = 1, erase_key: bool = False
+) -> list[torch.Tensor]:
+    """``q, k, v, [p,] g, beta`` of a delta-rule op: unit-row keys, a log gate per token (``[B, T, H, D]`` vector,
+    else a scalar ``[B, T, H]`` 16x stronger than the vector one) and ``beta`` in (0, 1); ``steps`` micro-steps per
+    token (Gated DeltaProduct) for k, v and beta; ``erase_key``: Comba's unit-row ``p`` after v."""
+    gate = _log_gate(B, T, H, D) if vector_gate else _log_gate(B, T, H) * 16
+    n = steps * T
+    p = [_unit(B, T, H, D)] if erase_key else []
+    return [_rand(B, T, H, D), _unit(B, n, H, D), _rand(B, n, H, D), *p, gate, _rand(B, n, H, fn=torch.sigmoid)]
+
+
 def _rwkv7_inputs(B: int, T: int, H: int, D: int) -> list[torch.Tensor]:
     """``r, w, k, v, a, b`` of RWKV7 as its layer forms them: ``a = -kk``, ``b = kk * a_gate`` (``kk`` unit rows)."""
     kk = _unit(B, T, H, D)
@@ -139,54 +151,20 @@ def _wave2_ops() -> dict:
         "chunk_rwkv6": (chunk_rwkv6, lambda T: [*qkv(T), _log_gate(B, T, H, D), _rand(H, D)]),
         "chunk_gsa": (chunk_gsa, lambda T: [*qkv(T), _rand(B, T, H, M), _log_gate(B, T, H, M)]),
         "chunk_abc": (chunk_abc, lambda T: [*qkv(T), _rand(B, T, H, M)]),
-        "chunk_kda": (
-            chunk_kda,
-            lambda T: [
-                _rand(B, T, H, D),
-                _unit(B, T, H, D),
-                _rand(B, T, H, D),
-                _log_gate(B, T, H, D),
-                _rand(B, T, H, fn=torch.sigmoid),
-            ],
-        ),  # fmt: skip
-        "chunk_comba": (
-            chunk_comba,
-            lambda T: [
-                _rand(B, T, H, D),
-                _unit(B, T, H, D),
-                _rand(B, T, H, D),
-                _unit(B, T, H, D),
-                _log_gate(B, T, H) * 16,
-                _rand(B, T, H, fn=torch.sigmoid),
-            ],
-        ),  # fmt: skip
+        "chunk_kda": (chunk_kda, lambda T: _delta_inputs(B, T, H, D, vector_gate=True)),
+        "chunk_comba": (chunk_comba, lambda T: _delta_inputs(B, T, H, D, erase_key=True)),
         # two Householder steps per token: keys, values and betas of 2T micro-steps, the gate of T tokens
         "chunk_gated_delta_product": (
             lambda q, k, v, g, beta: chunk_gated_delta_product(q, k, v, g, beta, num_householder=2),
-            lambda T: [
-                _rand(B, T, H, D),
-                _unit(B, 2 * T, H, D),
-                _rand(B, 2 * T, H, D),
-                _log_gate(B, T, H) * 16,
-                _rand(B, 2 * T, H, fn=torch.sigmoid),
-            ],
-        ),  # fmt: skip
-        # RWKV7's transition diag(exp(w)) + a b^T with a = -kk, b = kk (kk unit rows), as its layer forms them
-        "chunk_rwkv7": (
-            chunk_rwkv7,
-            lambda T: [*_rwkv7_inputs(B, T, H, D)],
+            lambda T: _delta_inputs(B, T, H, D, steps=2),
         ),
+        # RWKV7's transition diag(exp(w)) + a b^T with a = -kk, b = kk * a_gate (kk unit rows), as its layer forms them
+        "chunk_rwkv7": (chunk_rwkv7, lambda T: _rwkv7_inputs(B, T, H, D)),
+        # MesaNet's per-key-channel lambda (> 0.25, fla's lower bound) after the delta-rule inputs
         "chunk_mesa_net": (
             chunk_mesa_net,
-            lambda T: [
-                _rand(B, T, H, D),
-                _unit(B, T, H, D),
-                _rand(B, T, H, D),
-                _log_gate(B, T, H) * 16,
-                _rand(B, T, H, fn=torch.sigmoid),
-                _rand(H, D, dt=torch.float32, fn=lambda x: 0.25 + F.softplus(x)),
-            ],
-        ),  # fmt: skip
+            lambda T: [*_delta_inputs(B, T, H, D), _rand(H, D, dt=torch.float32, fn=lambda x: 0.25 + F.softplus(x))],
+        ),
         "chunk_lightnet": (chunk_lightnet, qkv),
         "chunk_hgrn": (chunk_hgrn, lambda T: [_rand(B, T, H * D), _log_gate(B, T, H * D) * 16]),
         "chunk_lightning_attn": (lambda q, k, v: chunk_lightning_attn(q, k, v, layer_idx=0, num_layers=24), qkv),
