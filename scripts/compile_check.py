@@ -84,9 +84,9 @@ def record(pytest_args: list[str]) -> list[dict]:
     return list(seen.values())
 
 
-def compile_all(entries: list[dict], arch: int, float_type: str = "fp32") -> int:
-    """Compile each variant for ``sm_<arch>`` (Python float arguments typed ``float_type``); print one line each;
-    the number that failed."""
+def compile_all(entries: list[dict], arch: int, float_type: str = "fp32", int_type: str = "i32") -> int:
+    """Compile each variant for ``sm_<arch>`` (Python float arguments typed ``float_type``, ints that fit 32 bits
+    ``int_type``); print one line each; the number that failed."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -98,7 +98,8 @@ def compile_all(entries: list[dict], arch: int, float_type: str = "fp32") -> int
         while not isinstance(kernel, triton.runtime.jit.JITFunction):
             kernel = getattr(kernel, "kernel", None) or kernel.fn
         constants = entry["constants"]
-        types = {n: float_type if t == "fp32" else t for n, t in entry["types"].items()}  # "fp32": a Python float
+        retype = {"fp32": float_type, "i32": int_type}  # scalars: "fp32" is a Python float, "i32" a Python int
+        types = {n: retype.get(t, t) for n, t in entry["types"].items()}
         signature = {n: "constexpr" if n in constants else types.get(n, "*fp32") for n in kernel.arg_names}
         constexprs = {(kernel.arg_names.index(n),): v for n, v in constants.items() if n in kernel.arg_names}
         label = f"{qualname} {json.dumps(constants, sort_keys=True)[:160]}"
@@ -121,11 +122,17 @@ def main() -> None:
         default="fp32",
         help="type of Python float arguments: fp32 (a plain launch) or fp64 (inside torch.compile)",
     )
+    parser.add_argument(
+        "--int-type",
+        choices=("i32", "i64"),
+        default="i32",
+        help="type of Python int arguments that fit 32 bits: i32 (a plain launch) or i64 (inductor with int64 sizes)",
+    )
     parser.add_argument("--compile-from", default=None, help=argparse.SUPPRESS)  # the child's input file
     args, pytest_args = parser.parse_known_args()
     if args.compile_from:
         with open(args.compile_from) as f:
-            failed = compile_all(json.load(f), args.arch, args.float_type)
+            failed = compile_all(json.load(f), args.arch, args.float_type, args.int_type)
         print(f"compile_check: {failed} failed")
         raise SystemExit(1 if failed else 0)
     entries = record(pytest_args)
@@ -133,7 +140,7 @@ def main() -> None:
         json.dump(entries, f)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     child = [sys.executable, os.path.abspath(__file__), "--arch", str(args.arch), "--float-type", args.float_type,
-             "--compile-from", f.name]  # fmt: skip
+             "--int-type", args.int_type, "--compile-from", f.name]  # fmt: skip
     raise SystemExit(subprocess.run(child, env=env).returncode)
 
 
