@@ -63,3 +63,15 @@ def test_lower_bounds_shape_and_layer_zero():
     bounds = model.model.layer_lower_bounds()
     torch.testing.assert_close(bounds[:, 0], torch.tensor([0.0, 1 / 3, 2 / 3]))
     assert not hasattr(HGRN.model(use_lower_bound=False).model, "lower_bounds")
+
+
+def test_float32_forget_gate_under_a_bf16_input():
+    """Under CUDA autocast the layer's ``exp()`` runs in float32 while the input projection is bf16: the input gate
+    ``silu(i) * (1 - exp(f))`` must come back in the input's dtype (a 340M run under torch.compile on an H100 failed
+    in swiglu). CPU autocast keeps exp in bf16, so the float32 forget gate is made here by the f_proj hook."""
+    torch.manual_seed(0)
+    layer = HGRNAttention(mode="chunk", hidden_size=24, layer_idx=1).to(torch.bfloat16)
+    layer.f_proj.register_forward_hook(lambda module, args, out: out.float())
+    x = torch.randn(2, 37, 24, dtype=torch.bfloat16)
+    out, _, _ = layer.train()(x, lower_bound=torch.rand(24) * 0.9)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
