@@ -335,8 +335,11 @@ class LinearMixer(nn.Module):
         return self.run(step, q, k, v)
 
     def run(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *gates, **options) -> tuple:
-        """``recurrent_op`` when :meth:`use_recurrent`, else ``chunk_op``, from the cached state: ``(o, state)``."""
+        """``recurrent_op`` when :meth:`use_recurrent`, else ``chunk_op``, from the cached state: ``(o, state)``.
+        q and k go in v's dtype: under CUDA autocast a feature map or norm of them (softmax, sum, exp run in float32
+        there) can leave them float32 beside bf16 values, and the ops take q, k, v in one dtype."""
         op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
+        q, k = q.to(v.dtype), k.to(v.dtype)
         return op(
             q, k, v, *gates,
             initial_state=step.slot("recurrent_state"),

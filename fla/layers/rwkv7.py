@@ -227,7 +227,9 @@ class RWKV7Attention(LinearMixer):
         ``b = kk * a``, scale 1, as in fla). ``r, k [.., H, K]``, ``v [.., H, V]``."""
         K = self.head_dim
         w, a = split_heads(step.extras["w"], K), split_heads(step.extras["a"], K)
-        k_k, k_a = self.k_k.view(-1, K), self.k_a.view(-1, K)
+        # in k's dtype: under autocast k is bf16 and these float32 parameters would promote k (the op takes r, k, v
+        # in one dtype)
+        k_k, k_a = self.k_k.view(-1, K).to(k.dtype), self.k_a.view(-1, K).to(k.dtype)
         # fla: its fused l2 norm (eps 1e-6 under the root) with fuse_norm, else F.normalize
         kk = l2norm(k * k_k, eps=1e-6) if self.fuse_norm else F.normalize(k * k_k, dim=-1)
         k = torch.addcmul(k, k * (a - 1), k_a)

@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 import fla.models
 from flame.config import ConfigError
 from flame.parallelize import check_tp_supported
+from tests.fla.models.cuda_autocast import cuda_like_autocast
 from tests.fla.models.families import (
     CONFIGS,
     FAMILIES,
@@ -119,6 +120,21 @@ def test_forward_backward_reaches_every_parameter(family, variant):
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"{name} got a zero gradient"
+
+
+@pytest.mark.parametrize("family, variant", VARIANTS)
+def test_trains_under_cuda_like_autocast(family, variant):
+    """flame trains under bf16 autocast. On CUDA that runs exp, sum, softmax, norms, ... in float32 while the
+    projections are bf16: a layer mixing the two fails there only (HGRN's input gate, DeltaNet's sum norm, the
+    hedgehog feature map and RWKV7's key did). Forward and backward under CPU autocast with CUDA's float32 list
+    (tests/fla/models/cuda_autocast.py); every parameter gets a finite gradient."""
+    model = family.model(variant).train()
+    x = ids(2, 37)
+    with cuda_like_autocast():
+        out = model(x, labels=x)
+    out.loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
 # families whose layers depend on their depth (layer_idx in the layer or the block: lower bounds, v_first, token-shift
