@@ -33,6 +33,11 @@
 #                          train    benchmarks/train_throughput.py, B=8 x 2048: flame (compile + fused linear CE)
 #                                   and the eager HF loop, one process per model of TRAIN_MODELS
 #   TRAIN_MODELS         default "gla_340M gated_deltanet_340M transformer_340M" (configs/<name>.json)
+#   TRAIN_IMPL           the train rows' implementations (default flame,eager; e.g. flame for the family sweep)
+#   TRAIN_WARM           N > 0: first compile every model of TRAIN_MODELS, N processes at a time (one step each, Triton
+#                        autotuning cached on disk under /tmp/flame_warm), then time them one by one from the warm
+#                        caches (a cold model costs 1-3 min of compiling; warm, ~35 s on an H100). The warm pass
+#                        autotunes beside N-1 other processes: a config it picks may be slower than an undisturbed one
 #   COMMIT               the commit to record in versions.txt (default: git's HEAD)
 set -uo pipefail
 
@@ -96,11 +101,23 @@ for g in "${groups[@]}"; do
             2>&1 | tail -40 ;;
         launch) python3 -m benchmarks.ops.launch_overhead --out "$OUT/launch_overhead.md" 2>&1 | tail -25 ;;
         train)
-            for model in ${TRAIN_MODELS:-gla_340M gated_deltanet_340M transformer_340M}; do
-                python3 benchmarks/train_throughput.py --config "configs/$model.json" --batch-size 8 --seq-len 2048 \
-                    --steps 8 --warmup 3 --impl flame,eager --compile \
-                    --set model.overrides=fuse_linear_cross_entropy=true --out "$OUT/train_$model.md" \
-                    >>"$OUT/train.log" 2>&1 || echo "train $model failed (see $OUT/train.log)"
+            models=${TRAIN_MODELS:-gla_340M gated_deltanet_340M transformer_340M}
+            train_run() {  # train_run MODEL STEPS WARMUP OUT
+                python3 benchmarks/train_throughput.py --config "configs/$1.json" --batch-size 8 --seq-len 2048 \
+                    --steps "$2" --warmup "$3" --impl "${TRAIN_IMPL:-flame,eager}" --compile \
+                    --set model.overrides=fuse_linear_cross_entropy=true --out "$4"
+            }
+            if [ "${TRAIN_WARM:-0}" -gt 0 ]; then
+                export -f train_run
+                export TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/flame_warm/triton \
+                    TORCHINDUCTOR_CACHE_DIR=/tmp/flame_warm/inductor OUT
+                # shellcheck disable=SC2016  # expanded by the child shell
+                printf '%s\n' $models | xargs -P "$TRAIN_WARM" -I{} bash -c \
+                    'train_run {} 1 1 /dev/null >>"$OUT/train_warm_{}.log" 2>&1 || echo "warm {} failed (see $OUT/train_warm_{}.log)"'
+            fi
+            for model in $models; do
+                train_run "$model" 8 3 "$OUT/train_$model.md" >>"$OUT/train.log" 2>&1 \
+                    || echo "train $model failed (see $OUT/train.log)"
                 cat "$OUT/train_$model.md" 2>/dev/null
             done ;;
         "") ;;
