@@ -28,6 +28,14 @@ def token_bounds(i_n, cu_seqlens, T, IS_VARLEN: tl.constexpr):
 def chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT: tl.constexpr, IS_VARLEN: tl.constexpr):
     """For grid row ``i_t`` of batch ``i_b``: ``(bos, T_n, i_tc, i_ch)`` = first token of the
     sequence, its length, the chunk index inside the sequence, and the global chunk index."""
+    _, bos, T_n, i_tc, i_ch = sequence_chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+    return bos, T_n, i_tc, i_ch
+
+
+@triton.jit
+def sequence_chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT: tl.constexpr, IS_VARLEN: tl.constexpr):
+    """:func:`chunk_bounds` with the sequence's index first: ``(i_n, bos, T_n, i_tc, i_ch)`` (``i_n`` for the
+    per-sequence rows a kernel reads, e.g. an initial or final state's gradient)."""
     if IS_VARLEN:
         i_n = tl.load(chunk_indices + i_t * 2).to(tl.int64)
         i_tc = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int64)
@@ -37,7 +45,7 @@ def chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT: tl.constexpr, IS_VA
         i_tc = i_t
         i_ch = i_b * tl.cdiv(T, BT) + i_t
     bos, T_n = token_bounds(i_n, cu_seqlens, T, IS_VARLEN)
-    return bos, T_n, i_tc, i_ch
+    return i_n, bos, T_n, i_tc, i_ch
 
 
 @triton.jit

@@ -26,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.indexing import chunk_bounds, sequence_bounds
+from fla.ops.common.indexing import sequence_bounds, sequence_chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import given_heuristics
 from fla.utils import contiguous, empty
@@ -49,6 +49,17 @@ def _decayed_sum(a1, h1, a2, h2):
     return a1 * a2, a2 * h1 + h2
 
 
+@triton.jit
+def _tile(cu_seqlens, chunk_indices, T, C: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, IS_VARLEN: tl.constexpr):
+    """The per-tile kernels' program (grid ``(C / BC, chunks, B)``): ``(i_n, bos, T_n, i_tc, i_ch, o_c, m_c)`` =
+    the sequence, its first token and length, the tile's chunk index in it and overall, its ``[BC]`` columns and
+    their mask."""
+    i_c, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    i_n, bos, T_n, i_tc, i_ch = sequence_chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+    o_c = i_c * BC + tl.arange(0, BC)  # [BC]
+    return i_n, bos, T_n, i_tc, i_ch, o_c, o_c < C
+
+
 @lean_launch
 @given_heuristics(IS_VARLEN="cu_seqlens")
 @triton.jit(do_not_specialize=["T"])
@@ -57,10 +68,7 @@ def additive_gate_lse_kernel(
     IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     """Forward, per tile: ``lse [chunks, C]`` = log-sum-exp of the tile's ``s`` rows (``-inf`` for none)."""
-    i_c, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
-    bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
-    o_c = i_c * BC + tl.arange(0, BC)  # [BC]
-    m_c = o_c < C
+    _, bos, T_n, i_tc, i_ch, o_c, m_c = _tile(cu_seqlens, chunk_indices, T, C, BT, BC, IS_VARLEN)
     o_t = i_tc * BT + tl.arange(0, BT)  # [BT]
     m_tc = (o_t < T_n)[:, None] & m_c[None, :]
     b_s = tl.load(s + (bos + o_t[:, None]) * C + o_c[None, :], mask=m_tc, other=float("-inf")).to(tl.float32)
@@ -100,10 +108,7 @@ def additive_gate_fwd_kernel(
     IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     """Forward, per tile: ``s_out`` (s' in s's dtype), ``g`` and ``z`` (float32) from the carry ``z_in``."""
-    i_c, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
-    bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
-    o_c = i_c * BC + tl.arange(0, BC)  # [BC]
-    m_c = o_c < C
+    _, bos, T_n, i_tc, i_ch, o_c, m_c = _tile(cu_seqlens, chunk_indices, T, C, BT, BC, IS_VARLEN)
     o_r = tl.arange(0, BT)  # [BT] rows of the tile
     o_t = i_tc * BT + o_r  # [BT] positions in the sequence
     m_tc = (o_t < T_n)[:, None] & m_c[None, :]
@@ -155,13 +160,7 @@ def additive_gate_bwd_local_kernel(
     BC: tl.constexpr, USE_Z0: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     """Backward, per tile: ``q_first [chunks, C]`` = the in-tile scan's ``Q`` at the tile's first row."""
-    i_c, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
-    bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
-    i_n = i_b  # the sequence (for dz_T)
-    if IS_VARLEN:
-        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int64)
-    o_c = i_c * BC + tl.arange(0, BC)
-    m_c = o_c < C
+    i_n, bos, T_n, i_tc, i_ch, o_c, m_c = _tile(cu_seqlens, chunk_indices, T, C, BT, BC, IS_VARLEN)  # i_n: dz_T's row
     b_Q, _, _, _, _, _ = _tile_q(s_out, z, ds_out, dg, dzT + i_n * C, bos, T_n, i_tc, o_c, m_c, C, BT, USE_Z0)
     tl.store(q_first + i_ch * C + o_c, tl.sum(tl.where((tl.arange(0, BT) == 0)[:, None], b_Q, 0.0), axis=0), mask=m_c)
 
@@ -208,13 +207,7 @@ def additive_gate_bwd_kernel(
 ):  # fmt: skip
     """Backward, per tile: ``Q`` = the in-tile scan plus ``exp(z_t - z_next) Q_next`` from the tiles after,
     and ``ds = s' (ds' + Q)`` in s's dtype."""
-    i_c, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
-    bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
-    i_n = i_b  # the sequence (for dz_T)
-    if IS_VARLEN:
-        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int64)
-    o_c = i_c * BC + tl.arange(0, BC)
-    m_c = o_c < C
+    i_n, bos, T_n, i_tc, i_ch, o_c, m_c = _tile(cu_seqlens, chunk_indices, T, C, BT, BC, IS_VARLEN)  # i_n: dz_T's row
     b_Q, b_sn, b_dsn, b_z, p, m_tc = _tile_q(
         s_out, z, ds_out, dg, dzT + i_n * C, bos, T_n, i_tc, o_c, m_c, C, BT, USE_Z0
     )  # fmt: skip
