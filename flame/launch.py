@@ -146,6 +146,24 @@ def _log_dir(torchrun_args: list[str]) -> str | None:
     return None
 
 
+def cause_of_failure(failures: dict[int, Any]) -> tuple[int, Any]:
+    """The failure that ended a torchrun job: ``(rank, ProcessFailure)`` from ``ChildFailedError.failures``.
+
+    torchrun's own ``get_first_failure`` takes the smallest timestamp, but timestamps are whole
+    seconds and a worker that torchrun killed (a signal, no reply file) is stamped when torchrun
+    records it: in the same second as the worker whose error made torchrun kill it, it can win the
+    tie and hide the real error. So: workers that exited on their own come before killed ones, then
+    the earliest, then a config error (exit 2: the cause) before another error in the same second
+    (often the peer's lost connection when the erring rank left).
+    """
+
+    def order(item: tuple[int, Any]) -> tuple[bool, int, bool, int]:
+        rank, failure = item
+        return (failure.exitcode < 0, failure.timestamp, failure.exitcode != 2, rank)
+
+    return min(failures.items(), key=order)
+
+
 def run_torchrun(torchrun_args: list[str], parent_pid: int | None = None, checkpoint_folder: str = "") -> int:
     """torchrun ``torchrun_args`` in this process, tied to ``parent_pid``; one-line outcomes (see the module doc)."""
     from flame.process_tree import LAUNCHER_PID, die_with_parent
@@ -178,7 +196,7 @@ def run_torchrun(torchrun_args: list[str], parent_pid: int | None = None, checkp
         print(f"train.sh: stopped by {stop.sigval.name}; {where} (the same command resumes)", file=sys.stderr)
         return 128 + int(stop.sigval)
     except ChildFailedError as err:
-        rank, failure = err.get_first_failure()
+        rank, failure = cause_of_failure(err.failures)
         message = failure.message if isinstance(failure.message, str) else failure.message.get("message", "")
         if failure.exitcode < 0:
             what = f"killed by {failure.signal_name()}"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from flame.launch import cause_of_failure
 from flame.launch import main as launch_main
 from tests.harness import child_pythonpath
 
@@ -102,6 +103,31 @@ def test_a_worker_error_ends_the_output_with_its_line(sample_dir, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("flame: config error: checkpoint.load_step = 7: ") and "is not found" in last, last
     assert "ChildFailedError" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_the_cause_of_a_failed_job_beats_its_consequences_in_the_same_second(tmp_path):
+    """torchrun stamps failures in whole seconds: a rank it killed, or a peer that lost its connection,
+    can share the second of the config error that caused them; the config error is still the one said."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    def failure(rank: int, exitcode: int, message: str | None, stamp: int) -> ProcessFailure:
+        error_file = tmp_path / f"error_{rank}.json"
+        if message is not None:
+            error_file.write_text(json.dumps({"message": message, "timestamp": stamp}))
+        out = ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=exitcode, error_file=str(error_file))
+        out.timestamp = stamp
+        return out
+
+    config = "flame: config error: checkpoint.load_step = 7: ..."
+    killed_first = {0: failure(0, -15, None, 50), 1: failure(1, 2, config, 50)}
+    assert ChildFailedError("x", killed_first).get_first_failure()[0] == 0  # torchrun's choice: the killed rank
+    assert cause_of_failure(killed_first)[0] == 1
+    peer_lost = {0: failure(0, 1, "flame: DistBackendError: Connection closed by peer", 50), 1: failure(1, 2, config, 50)}
+    assert cause_of_failure(peer_lost)[1].message == config
+    earlier = {0: failure(0, 1, "flame: RuntimeError: boom", 49), 1: failure(1, 2, config, 50)}
+    assert cause_of_failure(earlier)[0] == 0  # an earlier error is the cause, whatever its exit code
+    only_killed = {0: failure(0, -9, None, 51), 1: failure(1, -15, None, 50)}
+    assert cause_of_failure(only_killed)[0] == 1
 
 
 def test_bad_launcher_environment_and_overrides_without_a_config_file(tmp_path):
