@@ -122,7 +122,10 @@ def test_the_cause_of_a_failed_job_beats_its_consequences_in_the_same_second(tmp
     killed_first = {0: failure(0, -15, None, 50), 1: failure(1, 2, config, 50)}
     assert ChildFailedError("x", killed_first).get_first_failure()[0] == 0  # torchrun's choice: the killed rank
     assert cause_of_failure(killed_first)[0] == 1
-    peer_lost = {0: failure(0, 1, "flame: DistBackendError: Connection closed by peer", 50), 1: failure(1, 2, config, 50)}
+    peer_lost = {
+        0: failure(0, 1, "flame: DistBackendError: Connection closed by peer", 50),
+        1: failure(1, 2, config, 50),
+    }
     assert cause_of_failure(peer_lost)[1].message == config
     earlier = {0: failure(0, 1, "flame: RuntimeError: boom", 49), 1: failure(1, 2, config, 50)}
     assert cause_of_failure(earlier)[0] == 0  # an earlier error is the cause, whatever its exit code
