@@ -6,15 +6,15 @@ gradient. ``act`` is ``swish`` (= ``silu``) or ``sigmoid``.
 
 Mamba2's variant (:class:`RMSNormGated`, fla's name) normalizes groups of ``group_size`` features
 separately (the kernels' ``num_groups``) and by default gates *before* the norm
-(``norm_before_gate=False``: ``y = rmsnorm(x * act(g)) * weight``; the product is formed in float32).
+(``norm_before_gate=False``: ``y = rmsnorm(x * act(g)) * weight``; the product is formed in float32
+and not saved: the backward forms it again).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from fla.modules.norm import ACTIVATIONS, AffineNormBase, check_activation, fused_norm
+from fla.modules.norm import AffineNormBase, check_activation, fused_norm
 
 
 def _num_groups(x: torch.Tensor, group_size: int | None) -> int:
@@ -36,15 +36,11 @@ def _norm_gated(
     if not norm_before_gate:
         if residual is not None or prenorm:
             raise ValueError("norm_before_gate=False takes no residual / prenorm (the gate comes before the norm)")
-        if g is not None:
-            if g.shape != x.shape:
-                raise ValueError(f"g has shape {list(g.shape)} but x has shape {list(x.shape)}")
-            dtype = torch.promote_types(x.dtype, torch.float32)
-            gc = g.to(dtype)
-            gate = F.silu(gc) if ACTIVATIONS[activation] == "swish" else torch.sigmoid(gc)
-            h = x.to(dtype) * gate
-            y = fused_norm(h, weight, bias, eps=eps, num_groups=num_groups, is_rms_norm=is_rms_norm)
-            return y.to(x.dtype)
+        if g is not None:  # the kernels form x * act(g) in fp32 and save only x and g
+            return fused_norm(
+                x, weight, bias, eps=eps, num_groups=num_groups, is_rms_norm=is_rms_norm, g=g,
+                activation=activation, gate_first=True,
+            )  # fmt: skip
         g = None  # no gate: a plain (grouped) norm
     return fused_norm(
         x, weight, bias, residual=residual, eps=eps, prenorm=prenorm, residual_in_fp32=residual_in_fp32,

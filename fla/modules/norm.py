@@ -6,6 +6,8 @@ Every norm here computes, for ``x [..., D]`` and an optional ``residual`` of the
     y = norm(h) * weight + bias      # statistics in fp32, over each of num_groups groups of D / num_groups
     return (y, h) if prenorm else y  # h is the next residual stream
 
+with an optional gate ``g``: ``y * act(g)``, or with ``gate_first`` ``norm(x * act(g)) * weight + bias``.
+
 ``norm`` is LayerNorm (``(h - mean) * rstd``) or RMSNorm (``h * rstd``). CUDA tensors run the
 Triton kernels of :mod:`fla.modules.norm_kernels`; CPU tensors run the PyTorch path
 (:func:`fla.utils.select_backend`). Parameter names (``weight``, ``bias``) follow
@@ -63,13 +65,22 @@ def _residual_dtype(x: torch.Tensor, residual_in_fp32: bool) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32) if residual_in_fp32 else x.dtype
 
 
-def _norm_torch(x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms, activation):
+def _act(g: torch.Tensor, activation: str) -> torch.Tensor:
+    return F.silu(g) if activation == "swish" else torch.sigmoid(g)
+
+
+def _norm_torch(
+    x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms, activation, gate_first=False
+):
     """The PyTorch path (CPU), same math as the kernels; autograd does the backward."""
     compute = torch.promote_types(x.dtype, torch.float32)
     h_dtype = _residual_dtype(x, residual_in_fp32)
     h = x if residual is None else x.to(compute) + residual.to(compute)
     h = h.to(h_dtype)
-    hc = h.to(compute).unflatten(-1, (num_groups, -1))  # [..., G, D/G]
+    hc = h.to(compute)
+    if g is not None and gate_first:
+        hc, g = hc * _act(g.to(compute), activation), None
+    hc = hc.unflatten(-1, (num_groups, -1))  # [..., G, D/G]
     if not is_rms:
         hc = hc - hc.mean(-1, keepdim=True)
     y = (hc * torch.rsqrt(hc.square().mean(-1, keepdim=True) + eps)).flatten(-2)
@@ -78,8 +89,7 @@ def _norm_torch(x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, nu
     if bias is not None:
         y = y + bias.to(compute)
     if g is not None:
-        gc = g.to(compute)
-        y = y * (F.silu(gc) if activation == "swish" else torch.sigmoid(gc))
+        y = y * _act(g.to(compute), activation)
     y = y.to(x.dtype)
     return (y, h) if prenorm else y
 
@@ -88,12 +98,15 @@ def _contiguous(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.contiguous()
 
 
-def _norm_triton_fwd(x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms, activation):
+def _norm_triton_fwd(
+    x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms, activation, gate_first=False
+):
     """The Triton forward on contiguous inputs: ``(y, h or None, mean, rstd)``; ``h`` is stored when the
     caller returns it (prenorm) or it differs from ``x`` (a residual was added, or it is upcast)."""
     h_dtype = _residual_dtype(x, residual_in_fp32)
     store_h = residual is not None or prenorm or h_dtype != x.dtype
-    return norm_fwd(x, residual, g, weight, bias, eps, num_groups, is_rms, activation, h_dtype if store_h else None)
+    h_dtype = h_dtype if store_h else None
+    return norm_fwd(x, residual, g, weight, bias, eps, num_groups, is_rms, activation, h_dtype, gate_first)
 
 
 class FusedNormFunction(torch.autograd.Function):
@@ -105,30 +118,33 @@ class FusedNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms, activation):
+    def forward(
+        ctx, x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms, activation, gate_first
+    ):
         ctx.set_materialize_grads(False)
         x, g, residual = x.contiguous(), _contiguous(g), _contiguous(residual)
         weight, bias = _contiguous(weight), _contiguous(bias)
         y, h, mean, rstd = _norm_triton_fwd(
-            x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms, activation
+            x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms, activation, gate_first
         )
         ctx.save_for_backward(h if h is not None else x, g, weight, bias, mean, rstd)
-        ctx.meta = (num_groups, is_rms, activation, x.dtype, residual.dtype if residual is not None else None)
+        res_dtype = residual.dtype if residual is not None else None
+        ctx.meta = (num_groups, is_rms, activation, x.dtype, res_dtype, gate_first)
         return (y, h) if prenorm else y
 
     @staticmethod
     def backward(ctx, dy, dh=None):
         x, g, weight, bias, mean, rstd = ctx.saved_tensors
-        num_groups, is_rms, activation, x_dtype, res_dtype = ctx.meta
+        num_groups, is_rms, activation, x_dtype, res_dtype, gate_first = ctx.meta
         need_x, need_g, need_w, need_b, need_res = ctx.needs_input_grad[:5]
         # dy is None when only the prenorm output h was used
         dy = torch.zeros_like(x, dtype=x_dtype) if dy is None else dy.contiguous()
         dx, dres, dg, dw, db = norm_bwd(
             x, g, weight, bias, mean, rstd, dy, _contiguous(dh), num_groups, is_rms, activation,
             dx_dtype=x_dtype, dres_dtype=res_dtype if need_res else None,
-            need_dg=need_g, need_dw=need_w, need_db=need_b,
+            need_dg=need_g, need_dw=need_w, need_db=need_b, gate_first=gate_first,
         )  # fmt: skip
-        return dx if need_x else None, dg, dw, db, dres, None, None, None, None, None, None
+        return dx if need_x else None, dg, dw, db, dres, None, None, None, None, None, None, None
 
 
 def fused_norm(
@@ -144,6 +160,7 @@ def fused_norm(
     is_rms_norm: bool = False,
     g: torch.Tensor | None = None,
     activation: str | None = None,
+    gate_first: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The one entry point behind every norm of :mod:`fla.modules` (see the module docstring).
 
@@ -155,6 +172,9 @@ def fused_norm(
         is_rms_norm: RMSNorm (no mean subtraction) instead of LayerNorm.
         g: ``[..., D]`` gate, or ``None``; the output becomes ``norm(h) * act(g)``.
         activation: the gate's activation, ``"swish"``/``"silu"`` or ``"sigmoid"`` (with ``g`` only).
+        gate_first: gate before the norm: ``y = norm(x * act(g)) * weight + bias``, the product formed in
+            fp32 and, on the Triton path, never stored (the backward forms it again from ``x`` and ``g``).
+            Takes no residual / prenorm.
     Returns:
         ``y [..., D]`` in ``x.dtype``; with ``prenorm`` also ``h [..., D]`` (fp32 if ``residual_in_fp32``).
     """
@@ -163,7 +183,10 @@ def fused_norm(
     if g is not None:
         check_activation(activation)
         act = ACTIVATIONS[activation]
-    args = (x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms_norm, act)
+    if gate_first and (residual is not None or prenorm):
+        raise ValueError("gate_first takes no residual / prenorm (the gate comes before the norm)")
+    gate_first = bool(gate_first) and g is not None
+    args = (x, g, weight, bias, residual, eps, prenorm, residual_in_fp32, num_groups, is_rms_norm, act, gate_first)
     if select_backend(x, g, weight, bias, residual) == "torch":
         return _norm_torch(*args)
     if x.shape[-1] // num_groups > MAX_GROUP_WIDTH:

@@ -6,7 +6,10 @@ features; each group is normalized on its own (``G = 1`` is LayerNorm / RMSNorm)
 
 * residual: ``h = x + residual`` (fp32 add, then rounded to the residual-stream dtype) is normalized
   and stored when the caller needs it (prenorm output, or for the backward);
-* gate: ``y = (xhat * w + b) * act(g)`` with ``act`` in {swish, sigmoid} (the gated norms).
+* gate: ``y = (xhat * w + b) * act(g)`` with ``act`` in {swish, sigmoid} (the gated norms);
+* gate first (Mamba2's ``norm_before_gate=False``): ``x * act(g)`` is formed in fp32 registers and
+  normalized; the backward reloads ``x`` and ``g`` and forms it again, so only the inputs are saved
+  (not the fp32 product).
 
 Forward grid: ``(cdiv(N, BT), G)``, one ``[BT, BD]`` tile (``BT`` rows, the whole group in registers)
 per program. Backward grid: ``(NP, G)`` persistent programs (a few per SM); each walks a contiguous
@@ -134,6 +137,7 @@ def norm_fwd_kernel(
     HAS_W: tl.constexpr,
     HAS_B: tl.constexpr,
     STORE_H: tl.constexpr,
+    GATE_FIRST: tl.constexpr = False,
 ):
     eps = tl.cast(eps, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_t, i_g = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
@@ -154,6 +158,8 @@ def norm_fwd_kernel(
         b_h = b_x.to(h.dtype.element_ty)
         tl.store(h + o_base + o_x, b_h, mask=m_x)
         b_x = b_h.to(tl.float32)
+    if GATE_FIRST:  # normalize x * act(g) (no residual then)
+        b_x = b_x * _act_fwd(tl.load(g + o_base + o_x, mask=m_x, other=0.0).to(tl.float32), ACT)
 
     if IS_RMS:
         b_xc = b_x
@@ -207,6 +213,7 @@ def norm_bwd_kernel(
     HAS_DG: tl.constexpr,
     HAS_DW: tl.constexpr,
     HAS_DB: tl.constexpr,
+    GATE_FIRST: tl.constexpr = False,
 ):
     i_p, i_g = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     o_r = tl.arange(0, BT)  # [BT]
@@ -229,6 +236,11 @@ def norm_bwd_kernel(
         o_base = i_t * BT * D + i_g * DG  # int64 scalar
 
         b_x = tl.load(x + o_base + o_x, mask=m_x, other=0.0).to(tl.float32)
+        if GATE_FIRST:  # the normalized input is x * act(g): form it again from the saved inputs
+            b_gf = tl.load(g + o_base + o_x, mask=m_x, other=0.0).to(tl.float32)
+            b_af = _act_fwd(b_gf, ACT)
+            b_xin = b_x
+            b_x = b_x * b_af
         b_dy = tl.load(dy + o_base + o_x, mask=m_x, other=0.0).to(tl.float32)
         b_rstd = tl.load(rstd + o_t * G + i_g, mask=m_t, other=0.0)  # [BT]
         if IS_RMS:
@@ -263,6 +275,10 @@ def norm_bwd_kernel(
         if not IS_RMS:
             b_dx -= tl.sum(b_wdy, axis=1)[:, None] / DG
         b_dx = b_dx * b_rstd[:, None]
+        if GATE_FIRST:  # b_dx is d(x * act(g)): split it into dg and dx
+            if HAS_DG:
+                tl.store(dg + o_base + o_x, (b_dx * b_xin * _act_bwd(b_gf, ACT)).to(dg.dtype.element_ty), mask=m_x)
+            b_dx = b_dx * b_af
         if HAS_DH:
             b_dx += tl.load(dh + o_base + o_x, mask=m_x, other=0.0).to(tl.float32)
         tl.store(dx + o_base + o_x, b_dx.to(dx.dtype.element_ty), mask=m_x)
@@ -320,11 +336,13 @@ def norm_fwd(
     is_rms: bool,
     activation: str,
     h_dtype: torch.dtype | None,
+    gate_first: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
     """Launch :func:`norm_fwd_kernel` on contiguous ``[..., D]`` inputs (``N`` rows = all leading dims).
 
     Args:
         h_dtype: dtype of the stored residual stream ``h = x + residual``; ``None`` stores nothing.
+        gate_first: normalize ``x * act(g)`` (no residual) instead of gating the normalized output.
     Returns:
         ``y [..., D]`` (x.dtype), ``h [..., D]`` or ``None``, ``mean [N, G]`` (fp32, ``None`` for RMS),
         ``rstd [N, G]`` (fp32).
@@ -341,8 +359,9 @@ def norm_fwd(
         norm_fwd_kernel[(cdiv(N, cfg.BT), num_groups)](
             x, residual, g, weight, bias, y, h, mean, rstd, eps, N, D, group_width, num_groups,
             IS_RMS=is_rms, ACT=activation, BT=cfg.BT, BD=cfg.BD,
-            HAS_RES=residual is not None, HAS_GATE=g is not None, HAS_W=weight is not None,
-            HAS_B=bias is not None, STORE_H=h is not None, num_warps=cfg.num_warps,
+            HAS_RES=residual is not None, HAS_GATE=g is not None and not gate_first, HAS_W=weight is not None,
+            HAS_B=bias is not None, STORE_H=h is not None, GATE_FIRST=g is not None and gate_first,
+            num_warps=cfg.num_warps,
         )  # fmt: skip
     return y, h, mean, rstd
 
@@ -364,11 +383,13 @@ def norm_bwd(
     need_dg: bool,
     need_dw: bool,
     need_db: bool,
+    gate_first: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """Launch :func:`norm_bwd_kernel` on contiguous ``[..., D]`` tensors saved by :func:`norm_fwd`.
 
     Args:
-        x: the normalized input (``h`` when the forward added a residual).
+        x: the normalized input (``h`` when the forward added a residual; with ``gate_first``, the ``x``
+            whose product with ``act(g)`` was normalized).
         dh: gradient of the prenorm output ``h`` (added to ``dx``), or ``None``.
         dres_dtype: dtype of the residual's gradient; ``None`` when it is not needed. When it equals
             ``dx_dtype`` the residual's gradient *is* ``dx`` (the same tensor, written once).
@@ -393,8 +414,9 @@ def norm_bwd(
         norm_bwd_kernel[(n_prog, num_groups)](
             x, g, weight, bias, mean, rstd, dy, dh, dx, dres, dg, pw, pb,
             N, D, group_width, num_groups, bpp, IS_RMS=is_rms, ACT=activation, BT=cfg.BT, BD=cfg.BD,
-            HAS_GATE=g is not None, HAS_W=weight is not None, HAS_B=bias is not None, HAS_DH=dh is not None,
-            HAS_DRES=dres is not None, HAS_DG=need_dg, HAS_DW=need_dw, HAS_DB=need_db, num_warps=cfg.num_warps,
+            HAS_GATE=g is not None and not gate_first, HAS_W=weight is not None, HAS_B=bias is not None,
+            HAS_DH=dh is not None, HAS_DRES=dres is not None, HAS_DG=need_dg, HAS_DW=need_dw, HAS_DB=need_db,
+            GATE_FIRST=g is not None and gate_first, num_warps=cfg.num_warps,
         )  # fmt: skip
         if need_dw or need_db:
             dw = empty(D, dtype=weight.dtype, device=x.device) if need_dw else None

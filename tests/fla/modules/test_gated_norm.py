@@ -11,6 +11,7 @@ from fla.modules.gated_norm import (
     layer_norm_gated,
     rms_norm_gated,
 )
+from fla.modules.norm import fused_norm
 from tests.fla.modules.test_norm import rand, reference_norm
 from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, to_reference, tol, using
 
@@ -141,6 +142,7 @@ def reference_grouped(x, z, weight, group_size, norm_before_gate, eps=1e-5):
     "dtype, group_size, norm_before_gate, gated",
     [
         (torch.float32, 36, False, True),
+        (torch.float16, 36, False, True),
         (torch.float16, 36, True, True),
         (torch.float32, None, False, True),
         (torch.float32, 18, False, False),
@@ -160,6 +162,36 @@ def test_rms_norm_gated_grouped_matches_reference(backend, dtype, group_size, no
     assert y.dtype == dtype
     assert_close("y", y_ref, y, tol(dtype, 2))
     assert_grads_close(inputs, refs, y, y_ref, torch.randn_like(y_ref), tol(dtype, 4))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gate_first_layer_norm_with_bias_and_sigmoid(backend):
+    """fused_norm(gate_first=True): norm(x * act(g)) * weight + bias, the LayerNorm kind, two groups."""
+    x, g = rand(3, 17, 96), rand(3, 17, 96, scale=2.0)
+    weight, bias = rand(96), rand(96)
+    inputs = {"x": x, "g": g, "weight": weight, "bias": bias}
+    refs = {k: to_reference(v) for k, v in inputs.items()}
+    with using(backend):
+        y = fused_norm(x, weight, bias, num_groups=2, g=g, activation="sigmoid", gate_first=True)
+    h = (refs["x"] * torch.sigmoid(refs["g"])).unflatten(-1, (2, 48))
+    h = h - h.mean(-1, keepdim=True)
+    y_ref = (h * torch.rsqrt(h.square().mean(-1, keepdim=True) + 1e-5)).flatten(-2) * refs["weight"] + refs["bias"]
+    assert_close("y", y_ref, y, tol(x.dtype))
+    assert_grads_close(inputs, refs, y, y_ref, torch.randn_like(y_ref), tol(x.dtype, 2))
+    with pytest.raises(ValueError, match="gate_first takes no residual"):
+        fused_norm(x, weight, bias, residual=x, g=g, activation="swish", gate_first=True)
+
+
+def test_gate_first_saves_its_inputs_not_the_fp32_product():
+    """Mamba2's gate-first norm on the Triton path keeps x and g in their dtype for the backward, not the fp32
+    x * act(g) (at 340M sizes that product cost 24 KiB per token and layer in float32)."""
+    x, g = rand(4, 33, 64, dtype=torch.float16), rand(4, 33, 64, dtype=torch.float16, scale=2.0)
+    norm = RMSNormGated(64, group_size=32, norm_before_gate=False).to(DEVICE)
+    saved = []
+    with using("triton"), torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        norm(x, g)
+    wide = [t for t in saved if t.shape[-1] == 64 and t.dim() > 1]
+    assert [t.dtype for t in wide] == [torch.float16, torch.float16], [(t.shape, t.dtype) for t in saved]
 
 
 def test_rms_norm_gated_grouped_errors():
@@ -190,3 +222,20 @@ def test_gpu_norm_gated_wide_with_residual(dtype):
     check_gated(
         "triton", "layer", x, g, rand(4096, dtype=dtype), rand(4096, dtype=dtype), "swish", residual, True, True
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_rms_norm_gated_gate_first_mamba2_size(dtype):
+    """Mamba2-340M's gated norm: 2048 features in one group, gate before the norm, 16k tokens."""
+    norm = RMSNormGated(2048, norm_before_gate=False).to(DEVICE, dtype)
+    with torch.no_grad():
+        norm.weight.normal_()
+    x, z = rand(8, 2048, 2048, dtype=dtype), rand(8, 2048, 2048, dtype=dtype, scale=2.0)
+    inputs = {"x": x, "z": z, "weight": norm.weight}
+    refs = {k: to_reference(v) for k, v in inputs.items()}
+    y_ref = reference_grouped(refs["x"], refs["z"], refs["weight"], 2048, False)
+    with using("triton"):
+        y = norm(x, z)
+    assert_close("y", y_ref, y, tol(dtype, 2))
+    assert_grads_close(inputs, refs, y, y_ref, torch.randn_like(y_ref), tol(dtype, 4))
