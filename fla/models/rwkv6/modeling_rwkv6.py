@@ -118,8 +118,10 @@ class RWKV6FeedForward(nn.Module):
         return torch.sigmoid(self.receptance(x, delta)) * self.value(self.act_fn(self.key(x, delta)))
 
 
-class RWKV6Block(GradientCheckpointingLayer):
-    """One layer (see the module docstring); ``forward`` returns ``(hidden_states, None, past_key_values)``."""
+class RWKVBlock(GradientCheckpointingLayer):
+    """What the RWKV6 and RWKV7 blocks share: the norms (``pre_norm`` on layer 0 with ``norm_first``,
+    ``attn_norm``, ``ffn_norm``), the time mixing from :meth:`build_mixer` unless the config makes the layer a
+    softmax-attention one, and the channel mixing from :meth:`build_ffn` (built in this order, as fla does)."""
 
     def __init__(self, config: RWKV6Config, layer_idx: int):
         super().__init__()
@@ -127,22 +129,58 @@ class RWKV6Block(GradientCheckpointingLayer):
         if config.norm_first and layer_idx == 0:
             self.pre_norm = build_layer_norm(config)
         self.attn_norm = build_layer_norm(config)
-        self.attn = build_attention(config, layer_idx)
-        if self.attn is None:
-            self.attn = RWKV6Attention(
-                mode=config.attn_mode,
-                hidden_size=config.hidden_size,
-                expand_k=config.expand_k,
-                expand_v=config.expand_v,
-                num_heads=config.num_heads,
-                proj_low_rank_dim=config.proj_low_rank_dim,
-                gate_low_rank_dim=config.gate_low_rank_dim,
-                norm_eps=config.norm_eps,
-                fuse_norm=config.fuse_norm,
-                layer_idx=layer_idx,
-            )
+        attn = build_attention(config, layer_idx)
+        self.attn = self.build_mixer(config, layer_idx) if attn is None else attn
         self.ffn_norm = build_layer_norm(config)
-        self.ffn = RWKV6FeedForward(
+        self.ffn = self.build_ffn(config, layer_idx)
+
+    def build_mixer(self, config, layer_idx: int) -> nn.Module:
+        raise NotImplementedError
+
+    def build_ffn(self, config, layer_idx: int) -> nn.Module:
+        raise NotImplementedError
+
+    def residual_in(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """The block's input as the residual stream (``pre_norm``-ed on layer 0 with ``norm_first``)."""
+        return self.pre_norm(hidden_states) if hasattr(self, "pre_norm") else hidden_states
+
+    def channel_mix(
+        self,
+        mixed: torch.Tensor,
+        residual: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        past_key_values: FLACache | None,
+        cu_seqlens: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``x + ffn(ffn_norm(x))`` with ``x = residual + mixed`` (the time mixing's output; the add is fused
+        into the norm with ``fuse_norm``); all ``[B, T, hidden_size]``."""
+        if self.config.fuse_norm:
+            hidden_states, residual = self.ffn_norm(mixed, residual, True)
+        else:
+            residual = residual + mixed
+            hidden_states = self.ffn_norm(residual)
+        return residual + self.ffn(hidden_states, attention_mask, past_key_values, cu_seqlens)
+
+
+class RWKV6Block(RWKVBlock):
+    """One layer (see the module docstring); ``forward`` returns ``(hidden_states, None, past_key_values)``."""
+
+    def build_mixer(self, config: RWKV6Config, layer_idx: int) -> nn.Module:
+        return RWKV6Attention(
+            mode=config.attn_mode,
+            hidden_size=config.hidden_size,
+            expand_k=config.expand_k,
+            expand_v=config.expand_v,
+            num_heads=config.num_heads,
+            proj_low_rank_dim=config.proj_low_rank_dim,
+            gate_low_rank_dim=config.gate_low_rank_dim,
+            norm_eps=config.norm_eps,
+            fuse_norm=config.fuse_norm,
+            layer_idx=layer_idx,
+        )
+
+    def build_ffn(self, config: RWKV6Config, layer_idx: int) -> nn.Module:
+        return RWKV6FeedForward(
             config.hidden_size, config.hidden_ratio, config.intermediate_size, config.hidden_act, layer_idx
         )
 
@@ -156,7 +194,7 @@ class RWKV6Block(GradientCheckpointingLayer):
         cu_seqlens: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, None, FLACache | None]:
-        residual = self.pre_norm(hidden_states) if hasattr(self, "pre_norm") else hidden_states
+        residual = self.residual_in(hidden_states)
         hidden_states, attentions, past_key_values = self.attn(
             self.attn_norm(residual),
             attention_mask=attention_mask,
@@ -166,12 +204,7 @@ class RWKV6Block(GradientCheckpointingLayer):
             cu_seqlens=cu_seqlens,
             **kwargs,
         )
-        if self.config.fuse_norm:
-            hidden_states, residual = self.ffn_norm(hidden_states, residual, True)
-        else:
-            residual = residual + hidden_states
-            hidden_states = self.ffn_norm(residual)
-        hidden_states = residual + self.ffn(hidden_states, attention_mask, past_key_values, cu_seqlens)
+        hidden_states = self.channel_mix(hidden_states, residual, attention_mask, past_key_values, cu_seqlens)
         return hidden_states, attentions, past_key_values
 
 
@@ -216,4 +249,4 @@ class RWKV6ForCausalLM(RWKV6PreTrainedModel, FLAForCausalLM):
     base_model_class = RWKV6Model
 
 
-__all__ = ["RWKV6Block", "RWKV6FeedForward", "RWKV6ForCausalLM", "RWKV6Model", "RWKV6PreTrainedModel"]
+__all__ = ["RWKVBlock", "RWKV6Block", "RWKV6FeedForward", "RWKV6ForCausalLM", "RWKV6Model", "RWKV6PreTrainedModel"]

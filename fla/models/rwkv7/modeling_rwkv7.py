@@ -22,13 +22,18 @@ import math
 
 import torch
 import torch.nn as nn
-from transformers.modeling_layers import GradientCheckpointingLayer
 
 from fla.layers.rwkv7 import RWKV7Attention, orthogonal_init
 from fla.models.cache import FLACache
 from fla.models.flops import TokenMixer
-from fla.models.modeling_utils import FLAForCausalLM, FLAModel, FLAPreTrainedModel, build_attention
-from fla.models.rwkv6.modeling_rwkv6 import FFN_ACTIVATIONS, build_layer_norm, ffn_width, shifted_channel_mix
+from fla.models.modeling_utils import FLAForCausalLM, FLAModel, FLAPreTrainedModel
+from fla.models.rwkv6.modeling_rwkv6 import (
+    FFN_ACTIVATIONS,
+    RWKVBlock,
+    build_layer_norm,
+    ffn_width,
+    shifted_channel_mix,
+)
 from fla.models.rwkv7.configuration_rwkv7 import RWKV7Config
 from fla.models.tp_plan import MIXER_DIMS, TPPlan, TPRegion
 
@@ -89,35 +94,29 @@ class RWKV7FeedForward(nn.Module):
         return self.value(self.act_fn(self.key(torch.addcmul(x, delta, self.x_k))))
 
 
-class RWKV7Block(GradientCheckpointingLayer):
+class RWKV7Block(RWKVBlock):
     """One layer (see the module docstring); ``forward`` returns ``(hidden_states, None, past_key_values,
     v_first)``."""
 
-    def __init__(self, config: RWKV7Config, layer_idx: int):
-        super().__init__()
-        self.config, self.layer_idx = config, layer_idx
-        if config.norm_first and layer_idx == 0:
-            self.pre_norm = build_layer_norm(config)
-        self.attn_norm = build_layer_norm(config)
-        self.attn = build_attention(config, layer_idx)
-        if self.attn is None:
-            self.attn = RWKV7Attention(
-                mode=config.attn_mode,
-                hidden_size=config.hidden_size,
-                head_dim=config.head_dim,
-                num_heads=config.num_heads,
-                decay_low_rank_dim=config.decay_low_rank_dim,
-                gate_low_rank_dim=config.gate_low_rank_dim,
-                a_low_rank_dim=config.a_low_rank_dim,
-                v_low_rank_dim=config.v_low_rank_dim,
-                norm_eps=config.norm_eps,
-                fuse_norm=config.fuse_norm,
-                layer_idx=layer_idx,
-                value_dim=config.value_dim[layer_idx],
-                num_hidden_layers=config.num_hidden_layers,
-            )
-        self.ffn_norm = build_layer_norm(config)
-        self.ffn = RWKV7FeedForward(
+    def build_mixer(self, config: RWKV7Config, layer_idx: int) -> nn.Module:
+        return RWKV7Attention(
+            mode=config.attn_mode,
+            hidden_size=config.hidden_size,
+            head_dim=config.head_dim,
+            num_heads=config.num_heads,
+            decay_low_rank_dim=config.decay_low_rank_dim,
+            gate_low_rank_dim=config.gate_low_rank_dim,
+            a_low_rank_dim=config.a_low_rank_dim,
+            v_low_rank_dim=config.v_low_rank_dim,
+            norm_eps=config.norm_eps,
+            fuse_norm=config.fuse_norm,
+            layer_idx=layer_idx,
+            value_dim=config.value_dim[layer_idx],
+            num_hidden_layers=config.num_hidden_layers,
+        )
+
+    def build_ffn(self, config: RWKV7Config, layer_idx: int) -> nn.Module:
+        return RWKV7FeedForward(
             config.hidden_size, config.hidden_ratio, config.intermediate_size, config.hidden_act, layer_idx,
             config.num_hidden_layers,
         )  # fmt: skip
@@ -133,7 +132,7 @@ class RWKV7Block(GradientCheckpointingLayer):
         cu_seqlens: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, None, FLACache | None, torch.Tensor | None]:
-        residual = self.pre_norm(hidden_states) if hasattr(self, "pre_norm") else hidden_states
+        residual = self.residual_in(hidden_states)
         common = dict(attention_mask=attention_mask, past_key_values=past_key_values, use_cache=use_cache)
         common.update(output_attentions=output_attentions, cu_seqlens=cu_seqlens)
         if isinstance(self.attn, RWKV7Attention):
@@ -142,12 +141,7 @@ class RWKV7Block(GradientCheckpointingLayer):
             )
         else:  # a hybrid softmax-attention layer passes v_first on
             hidden_states, attentions, past_key_values = self.attn(self.attn_norm(residual), **common, **kwargs)
-        if self.config.fuse_norm:
-            hidden_states, residual = self.ffn_norm(hidden_states, residual, True)
-        else:
-            residual = residual + hidden_states
-            hidden_states = self.ffn_norm(residual)
-        hidden_states = residual + self.ffn(hidden_states, attention_mask, past_key_values, cu_seqlens)
+        hidden_states = self.channel_mix(hidden_states, residual, attention_mask, past_key_values, cu_seqlens)
         return hidden_states, attentions, past_key_values, v_first
 
 
