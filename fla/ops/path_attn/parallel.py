@@ -297,6 +297,13 @@ def check_path_inputs(q, k, v, w, beta, g, cu_seqlens) -> None:
 
 
 def _path_triton(q, k, v, w, beta, g, scale, cu_seqlens, use_cache):
+    # autocast off: the chunk-local factors are float32 matmuls in PyTorch, which autocast would run in bf16 and
+    # so hand the kernels a bf16 operand beside a float32 one (a compile error in tl.dot)
+    with torch.autocast(q.device.type, enabled=False):
+        return _path_triton_fp(q, k, v, w, beta, g, scale, cu_seqlens, use_cache)
+
+
+def _path_triton_fp(q, k, v, w, beta, g, scale, cu_seqlens, use_cache):
     inputs = (q, k, v, w, beta, g)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         o = path_attn_chunked(q, k, v, w, beta, g, scale, cu_seqlens)  # training: differentiable

@@ -139,6 +139,21 @@ def test_trains_under_cuda_like_autocast(family, variant):
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
+@family_param
+def test_triton_path_trains_under_cuda_like_autocast(family):
+    """As above on the ops' Triton path (the interpreter here): an op whose PyTorch-side pieces (PaTH's
+    chunk-local factors) autocast turns to bf16 hands its kernels a bf16 operand beside a float32 one, a
+    compile error on the GPU. Forward and backward run; the gradients exist (the interpreter's bf16 dots are
+    not exact, so no values are compared)."""
+    model = family.model().train()
+    x = ids(1, 19)
+    with using("triton"):
+        with cuda_like_autocast():
+            out = model(x, labels=x)
+        out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 # families whose layers depend on their depth (HGRN2's lower bounds, as HGRN's; RWKV7's v_first): default suite.
 # The others' layers are alike: slow suite (dynamo's tracing takes 3-40 s a family)
 DEPTH_DEPENDENT = {"hgrn2", "rwkv7"}
