@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from fla.layers.attn import Attention
 from fla.layers.linear_mixer import LinearMixer
 from fla.modules.conv import ShortConvolution
+from fla.modules.gated_norm import rms_norm_gated
 from fla.modules.norm import RMSNorm
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
 
@@ -174,8 +175,10 @@ class RodimusAttention(LinearMixer):
         s = step.extras["shift"]
         skip = (s.float() if self.residual_in_fp32 else s) * self.residual_weight
         y = (o.squeeze(-2) + skip).to(o.dtype)
-        gate = step.extras["gate"]
-        return self.activation_norm(y * F.silu(gate.to(y.dtype)))
+        norm = self.activation_norm  # the gated norm's kernels form y * silu(z) in fp32 and save only y and z
+        return rms_norm_gated(
+            y, step.extras["gate"].to(y.dtype), norm.weight, norm.bias, "swish", norm.eps, norm_before_gate=False
+        )
 
 
 class SharedKeyLinear(nn.Linear):
