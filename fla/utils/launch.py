@@ -112,6 +112,15 @@ class LeanKernel:
         self.__doc__ = node.__doc__
         self._entries: dict[tuple, Any] = {}  # signature -> _Entry or _TRITON_PATH
         self.lean_launches = 0  # launches that took the cached path (tests read it)
+        # an autotuner with pruning under heuristics only: launched by :meth:`_traced_launch` under torch.compile
+        tuners = [c for c in self.chain if isinstance(c, Autotuner)]
+        pruned = tuners[0] if len(tuners) == 1 and self.chain[0] is not tuners[0] else None
+        if pruned is not None and pruned.early_config_prune is None and pruned.perf_model is None:
+            pruned = None
+        if pruned is not None and not all(isinstance(c, Heuristics) for c in self.chain[: self.chain.index(pruned)]):
+            pruned = None
+        self.pruned_autotuner = pruned
+        self.outer_heuristics = () if pruned is None else tuple(self.chain[: self.chain.index(pruned)])
         self._lean = _ENABLED and not any(
             isinstance(c, Autotuner) and any(cfg.pre_hook is not None for cfg in c.configs) for c in self.chain
         )
@@ -121,9 +130,30 @@ class LeanKernel:
         return f"LeanKernel({self.jit.__name__})"
 
     def __getitem__(self, grid) -> Callable[..., Any]:
-        if not self._lean or torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():
+            if self.pruned_autotuner is not None:
+                return lambda *args, **kwargs: self._traced_launch(grid, args, kwargs)
+            return self.kernel[grid]
+        if not self._lean:
             return self.kernel[grid]
         return lambda *args, **kwargs: self._launch(grid, args, kwargs)
+
+    def _traced_launch(self, grid, args: tuple, kwargs: dict):
+        """The launch dynamo traces for ``heuristics -> autotune(prune_configs_by=...) -> jit``: the heuristics'
+        flags computed here and passed to the autotuner, launched by subscript.
+
+        Through the heuristics, triton's ``Heuristics.run`` calls ``Autotuner.run``, and dynamo (torch 2.11) turns
+        that call into a kernel variable without a source, which its config pruning needs: tracing stopped with
+        "Can't construct an AttrSource without a valid base source" (FoX, NSA, Samba and Rodimus under flame's
+        compile on an H100). ``autotuner[grid]`` keeps the source. The flags are the heuristics' own functions of
+        the arguments, evaluated in the same order.
+        """
+        named = {**dict(zip(self.arg_names, args)), **kwargs}
+        flags = {}
+        for heuristics in self.outer_heuristics:
+            for name, fn in heuristics.values.items():
+                flags[name] = fn({**named, **flags})
+        return self.pruned_autotuner[grid](*args, **kwargs, **flags)
 
     # ------------------------------------------------------------------------------------------- internals
 
