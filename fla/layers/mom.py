@@ -260,6 +260,10 @@ class MomAttention(DeltaMixer):
         o, final = self.recurrence(step, q, k, v, self.shared_a(x), self.shared_b(x), initial, step.cu_seqlens)
         return o, final, conv
 
+    # Not compiled: routing sizes the memories' packed sequences on the host (two syncs a layer, so dynamo splits the
+    # layer into several graphs anyway), and on an H100 (torch 2.11) inductor failed on one of those pieces
+    # (KeyError in Scheduler.compute_ancestors) when flame compiled MoM-340M. The kernels are Triton either way.
+    @torch.compiler.disable
     def forward(
         self,
         hidden_states: torch.Tensor,
