@@ -99,7 +99,9 @@ def path_inter_fwd_kernel(
 
 
 @lean_launch
-@triton.autotune(configs=autotune_configs(warps=(4, 8), stages=(1,)), key=_KEY)
+# phi gathers every query chunk's atomic adds: zeroed before each timed launch and before the real one, or the
+# autotuner's timing runs pile up in it (dw ~10x too large on an H100)
+@triton.autotune(configs=autotune_configs(warps=(4, 8), stages=(1,)), key=_KEY, reset_to_zero=["phi"])
 @triton.jit
 def path_inter_bwd_dq_kernel(
     a, k_hat, w, u, v, g, X, lse, delta, do, dx0, da, dgq, phi, chunk_pos, pair_off, scale,
