@@ -49,7 +49,6 @@ def finish_state(ht: torch.Tensor | None, state_v_first: bool) -> torch.Tensor |
     return ht.transpose(-1, -2) if ht is not None and state_v_first else ht
 
 
-@torch.compiler.disable
 def chunk_lightnet(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -127,9 +127,15 @@ def test_state_v_first_and_no_final_state():
 
 
 def test_empty_prefix_first_gate_is_zero():
-    k, g, zt = lightnet_gates(torch.randn(1, 5, 1, 3), None, torch.tensor([0, 2, 5], dtype=torch.int32), torch.float32)
+    x, cu = torch.randn(1, 5, 1, 3), torch.tensor([0, 2, 5], dtype=torch.int32)
+    k, g, zt = lightnet_gates(x, None, cu, torch.float32)
     assert (g[0, [0, 2]] == 0).all() and torch.isfinite(zt).all()
     assert torch.allclose(k[0, 0], torch.ones(1, 3)) and torch.allclose(k[0, 2], torch.ones(1, 3))
+    # a carried normalizer of -inf (an empty sequence's) starts afresh, as no z0 does
+    z0 = torch.stack([torch.full((1, 1, 3), float("-inf")), torch.randn(1, 1, 3)])
+    k2, g2, zt2 = lightnet_gates(x, z0, cu, torch.float32)
+    assert torch.equal(g2[0, :2], g[0, :2]) and torch.equal(k2[0, :2], k[0, :2]) and torch.equal(zt2[0], zt[0])
+    assert (g2[0, 2] < 0).all() and torch.isfinite(g2).all()
 
 
 def test_bad_inputs_name_the_argument(monkeypatch):
