@@ -14,7 +14,8 @@
 # PYTHONPATH.
 #
 # Output ($OUT, default outputs/gpu_check): versions.txt (device, versions, commit), pytest.log, failures.log
-# (each failure's traceback as it happens), and one table per benchmark: modules.md, ops_chunk.md, train_<model>.md.
+# (each failure's traceback as it happens), and one table per benchmark: modules.md, ops_chunk.md, train_<model>.md
+# (train_summary.md: one line per model, its row or its exception; train_<model>.log: its output).
 # The tables carry their command; benchmarks/results/ keeps the current ones (add the device, versions and commit).
 #
 # Environment:
@@ -116,9 +117,17 @@ for g in "${groups[@]}"; do
                     'train_run {} 1 1 /dev/null >>"$OUT/train_warm_{}.log" 2>&1 || echo "warm {} failed (see $OUT/train_warm_{}.log)"'
             fi
             for model in $models; do
-                train_run "$model" 8 3 "$OUT/train_$model.md" >>"$OUT/train.log" 2>&1 \
-                    || echo "train $model failed (see $OUT/train.log)"
-                cat "$OUT/train_$model.md" 2>/dev/null
+                if train_run "$model" 8 3 "$OUT/train_$model.md" >"$OUT/train_$model.log" 2>&1; then
+                    cat "$OUT/train_$model.md"
+                    grep "^| $model " "$OUT/train_$model.md" >>"$OUT/train_summary.md"
+                else
+                    # the exception's own line (torchrun prefixes a rank), not the traceback's frames
+                    why=$(grep -E '^(\[rank[0-9]+\]: )?[A-Za-z_.]*(Error|Exception)[A-Za-z_.]*: ' "$OUT/train_$model.log" \
+                        | tail -1 | cut -c1-400)
+                    echo "train $model failed: ${why:-see $OUT/train_$model.log}"
+                    echo "| $model | failed: ${why:-see train_$model.log} |" >>"$OUT/train_summary.md"
+                fi
+                cat "$OUT/train_$model.log" >>"$OUT/train.log"
             done ;;
         "") ;;
         *) echo "check.sh: unknown benchmark group $g" ;;
