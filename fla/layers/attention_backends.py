@@ -31,7 +31,6 @@ no key mask).
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import inspect
 import os
@@ -42,6 +41,7 @@ import torch.nn.functional as F
 from fla.layers.utils import get_padding_info, unpad
 from fla.ops.utils import prepare_sequence_ids
 from fla.utils import check_shape, device_capability, select_backend
+from fla.utils.caching import host_cache
 
 _BACKENDS = ("auto", "flash", "varlen", "sdpa", "triton")
 HAS_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
@@ -54,7 +54,7 @@ def _requested() -> str:
     return name
 
 
-@functools.cache
+@host_cache
 def _flash_attn():
     from flash_attn import flash_attn_func, flash_attn_varlen_func
 
@@ -66,7 +66,7 @@ def _flash_window(window_size: int | None) -> tuple[int, int]:
     return (-1, -1) if window_size is None else (window_size - 1, 0)
 
 
-@functools.cache
+@host_cache
 def _torch_varlen_attn():
     """``(varlen_attn, parameter names)`` of this torch, or ``None`` when it has none."""
     try:

@@ -26,7 +26,6 @@ on every launch: ~2.5 us each, measured).
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import torch
@@ -34,6 +33,7 @@ import triton
 import triton.language as tl
 
 from fla.utils import empty, empty_like
+from fla.utils.caching import host_cache
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
@@ -57,7 +57,7 @@ def _rows_per_tile(block: int) -> int:
     return max(1, min(_MAX_ROWS_PER_TILE, 2048 // block))
 
 
-@functools.cache
+@host_cache
 def fwd_config(group_width: int) -> TileConfig:
     """Forward: ~2048-element tiles, 16 elements a thread (D=2048: 4 warps, D=4096: 8; best on H200)."""
     bd = next_power_of_2(group_width)
@@ -65,7 +65,7 @@ def fwd_config(group_width: int) -> TileConfig:
     return TileConfig(bt, bd, max(1, min(32, bt * bd // 512)))
 
 
-@functools.cache
+@host_cache
 def bwd_config(group_width: int, gated: bool = False) -> TileConfig:
     """Backward: ~2048-element tiles, 8 elements a thread up to 4096 features (D=2048: 8 warps,
     D=4096: 16), ~16 beyond. A gated 4096-wide group runs faster with 8 warps (measured on H200)."""
@@ -79,7 +79,7 @@ def bwd_config(group_width: int, gated: bool = False) -> TileConfig:
     return TileConfig(bt, bd, num_warps)
 
 
-@functools.lru_cache(maxsize=1024)
+@host_cache
 def _bwd_grid(n_rows: int, group_width: int, num_groups: int, device: torch.device) -> tuple[int, int]:
     """``(NP, BPP)``: programs per group and row tiles per program (~``_BWD_PROGRAMS_PER_SM`` per SM)."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1

@@ -14,7 +14,6 @@ suite does so in ``tests/conftest.py``).
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +21,8 @@ from typing import Literal, TypeVar
 
 import torch
 import triton
+
+from fla.utils.caching import host_cache
 
 Backend = Literal["triton", "torch"]
 R = TypeVar("R")
@@ -44,7 +45,7 @@ IS_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 HAS_CUDA = torch.cuda.is_available()
 
 
-@functools.cache
+@host_cache
 def device_capability() -> tuple[int, int]:
     """(major, minor) compute capability of the current CUDA device, (0, 0) without one."""
     return torch.cuda.get_device_capability() if HAS_CUDA else (0, 0)
