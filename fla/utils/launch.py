@@ -153,7 +153,7 @@ class LeanKernel:
         for heuristics in self.outer_heuristics:
             for name, fn in heuristics.values.items():
                 flags[name] = fn({**named, **flags})
-        return self.pruned_autotuner[grid](*args, **kwargs, **flags)
+        return self.pruned_autotuner[grid](*args, **{**kwargs, **flags})  # the flags win, as in Heuristics.run
 
     # ------------------------------------------------------------------------------------------- internals
 
