@@ -79,7 +79,7 @@ def bwd_config(group_width: int, gated: bool = False) -> TileConfig:
     return TileConfig(bt, bd, num_warps)
 
 
-@host_cache
+@host_cache(maxsize=1024)  # one entry per row count: varlen batches bring new ones
 def _bwd_grid(n_rows: int, group_width: int, num_groups: int, device: torch.device) -> tuple[int, int]:
     """``(NP, BPP)``: programs per group and row tiles per program (~``_BWD_PROGRAMS_PER_SM`` per SM)."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1

@@ -11,8 +11,9 @@ import torch
 R = TypeVar("R")
 
 
-def host_cache(fn: Callable[..., R]) -> Callable[..., R]:
-    """``functools.cache`` in eager code; under ``torch.compile`` the function itself.
+def host_cache(fn: Callable[..., R] | None = None, *, maxsize: int | None = None):
+    """``functools.lru_cache(maxsize)`` in eager code (unbounded by default); under ``torch.compile`` the function
+    itself. ``@host_cache`` or ``@host_cache(maxsize=N)``.
 
     Dynamo cannot keep a cache across traces: it traces through an ``lru_cache`` wrapper into the function and
     warns about it on every compiled run ("Dynamo detected a call to a functools.lru_cache-wrapped function",
@@ -20,17 +21,21 @@ def host_cache(fn: Callable[..., R]) -> Callable[..., R]:
     capability probes) are pure functions of their arguments, so tracing the function is what the cache would
     have returned.
     """
-    cached = functools.cache(fn)
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> R:
-        if torch.compiler.is_compiling():
-            return fn(*args, **kwargs)
-        return cached(*args, **kwargs)
+    def decorate(fn: Callable[..., R]) -> Callable[..., R]:
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
 
-    wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
-    wrapper.cache_info = cached.cache_info  # type: ignore[attr-defined]
-    return wrapper
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> R:
+            if torch.compiler.is_compiling():
+                return fn(*args, **kwargs)
+            return cached(*args, **kwargs)
+
+        wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+        wrapper.cache_info = cached.cache_info  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate if fn is None else decorate(fn)
 
 
 __all__ = ["host_cache"]

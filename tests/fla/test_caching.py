@@ -32,6 +32,14 @@ def test_eager_calls_are_cached():
     assert [width(3), width(3), width(4)] == [6, 6, 8] and calls == [3, 4]
     assert width.cache_info().hits == 1
 
+    @host_cache(maxsize=2)
+    def bounded(n: int) -> int:
+        return n
+
+    for n in range(5):
+        bounded(n)
+    assert bounded.cache_info().currsize == 2 and bounded.cache_info().maxsize == 2
+
 
 def test_compiled_calls_trace_the_function_without_dynamo_warning():
     """Every compiled training run warned once per such helper (norm tile configs, launch grids) with
