@@ -28,6 +28,7 @@ another type, with per-config ``pre_hook`` s, on a triton release whose launcher
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -112,15 +113,12 @@ class LeanKernel:
         self.__doc__ = node.__doc__
         self._entries: dict[tuple, Any] = {}  # signature -> _Entry or _TRITON_PATH
         self.lean_launches = 0  # launches that took the cached path (tests read it)
-        # an autotuner with pruning under heuristics only: launched by :meth:`_traced_launch` under torch.compile
-        tuners = [c for c in self.chain if isinstance(c, Autotuner)]
-        pruned = tuners[0] if len(tuners) == 1 and self.chain[0] is not tuners[0] else None
-        if pruned is not None and pruned.early_config_prune is None and pruned.perf_model is None:
-            pruned = None
-        if pruned is not None and not all(isinstance(c, Heuristics) for c in self.chain[: self.chain.index(pruned)]):
-            pruned = None
-        self.pruned_autotuner = pruned
-        self.outer_heuristics = () if pruned is None else tuple(self.chain[: self.chain.index(pruned)])
+        # heuristics over an autotuner with pruning: launched by :meth:`_traced_launch` under torch.compile
+        heuristics = tuple(itertools.takewhile(lambda c: isinstance(c, Heuristics), self.chain))
+        below = self.chain[len(heuristics)] if len(heuristics) < len(self.chain) else None
+        prunes = isinstance(below, Autotuner) and (below.early_config_prune or below.perf_model) is not None
+        self.outer_heuristics = heuristics if heuristics and prunes else ()
+        self.pruned_autotuner = below if self.outer_heuristics else None
         self._lean = _ENABLED and not any(
             isinstance(c, Autotuner) and any(cfg.pre_hook is not None for cfg in c.configs) for c in self.chain
         )
