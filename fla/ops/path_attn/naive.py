@@ -142,17 +142,11 @@ def path_attn_torch(
     """The PyTorch path of :func:`fla.ops.path_attn.parallel_path_attn` (checked inputs, ``scale`` given): the
     chunked scores (batch rows and heads together; one sequence at a time when packed), the masked softmax and
     ``p v``; autograd gives the backward. Chunks are ``min(chunk_size, L)`` long (any length is exact). It computes
-    in its own dtype (float32 at least), so autocast is off inside (it would run the matmuls in bf16 and mix
-    dtypes in the score buffer).
+    in its own dtype (float32 at least): run it with autocast off, as ``parallel_path_attn`` does.
 
     Returns:
         ``o [B, T, HQ, V]`` in ``q.dtype``.
     """
-    with torch.autocast(q.device.type, enabled=False):
-        return _path_attn_chunked(q, k, v, w, beta, g, scale, cu_seqlens, chunk_size)
-
-
-def _path_attn_chunked(q, k, v, w, beta, g, scale: float, cu_seqlens, chunk_size: int) -> torch.Tensor:
     B, T, HQ, _ = q.shape
     groups = HQ // k.shape[2]
     dtype = _compute_dtype(q)

@@ -297,13 +297,6 @@ def check_path_inputs(q, k, v, w, beta, g, cu_seqlens) -> None:
 
 
 def _path_triton(q, k, v, w, beta, g, scale, cu_seqlens, use_cache):
-    # autocast off: the chunk-local factors are float32 matmuls in PyTorch, which autocast would run in bf16 and
-    # so hand the kernels a bf16 operand beside a float32 one (a compile error in tl.dot)
-    with torch.autocast(q.device.type, enabled=False):
-        return _path_triton_fp(q, k, v, w, beta, g, scale, cu_seqlens, use_cache)
-
-
-def _path_triton_fp(q, k, v, w, beta, g, scale, cu_seqlens, use_cache):
     inputs = (q, k, v, w, beta, g)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         o = path_attn_chunked(q, k, v, w, beta, g, scale, cu_seqlens)  # training: differentiable
@@ -358,7 +351,11 @@ def parallel_path_attn(
     check_path_inputs(q, k, v, w, beta, g, cu_seqlens)
     scale = k.shape[-1] ** -0.5 if scale is None else float(scale)
     args = (q, k, v, w, beta, g, scale, cu_seqlens, use_cache)
-    return dispatch((q, k, v, w, beta, g), _path_torch, _path_triton, *args)
+    # autocast off: both paths form float32 pieces in PyTorch (the Triton path's chunk-local factors, the torch
+    # path's scores and key cache); autocast would run those matmuls in bf16, handing the kernels a bf16 operand
+    # beside a float32 one (a compile error in tl.dot) and mixing dtypes in the torch path's score buffer
+    with torch.autocast(q.device.type, enabled=False):
+        return dispatch((q, k, v, w, beta, g), _path_torch, _path_triton, *args)
 
 
 parallel_path_attention = parallel_path_attn
