@@ -41,8 +41,7 @@ def _norm_gated(
                 x, weight, bias, eps=eps, num_groups=num_groups, is_rms_norm=is_rms_norm, g=g,
                 activation=activation, gate_first=True,
             )  # fmt: skip
-        g = None  # no gate: a plain (grouped) norm
-    return fused_norm(
+    return fused_norm(  # norm_before_gate, or no gate: a plain (grouped) norm
         x, weight, bias, residual=residual, eps=eps, prenorm=prenorm, residual_in_fp32=residual_in_fp32,
         num_groups=num_groups, is_rms_norm=is_rms_norm, g=g, activation=activation if g is not None else None,
     )  # fmt: skip
