@@ -145,6 +145,16 @@ def test_triton_wide_keys_fall_back_to_the_recomputed_backward():
     check_op(chunk_dplr_delta_rule, make_inputs(1, 5, 1, 130, 8, torch.float32, num_states=1), "triton", 1e-4)
 
 
+def test_triton_chunk_grid_over_batches_heads_and_value_blocks():
+    # the chunk stages run one program per (chunk, batch row, head) and the walks one per (sequence, head, V block
+    # of 32): two batch rows, three heads, V = 40 (two V blocks, the second partial), T = 45 (three chunks); then
+    # packed sequences over the same grid (chunk indices), V = 72 (three V blocks)
+    check_op(chunk_dplr_delta_rule, make_inputs(2, 45, 3, 20, 40, torch.float32, num_states=2), "triton",
+             tol(torch.float32, 5))  # fmt: skip
+    inputs = make_inputs(1, 50, 2, 24, 72, torch.float32, num_states=4)
+    check_varlen(chunk_dplr_delta_rule, inputs, [1, 33, 0, 16], "triton", tol(torch.float32, 5))
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_varlen_small(backend):
     # packed sequences with a length-1 and an empty one == each sequence alone; both ops

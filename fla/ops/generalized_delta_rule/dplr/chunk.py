@@ -26,7 +26,7 @@ class ChunkDPLRDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
     @contiguous
     def forward(ctx, q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens):
-        o, ht, _ = chunk_dplr_fwd(q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens)
+        o, ht, _, _ = chunk_dplr_fwd(q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens)
         ctx.save_for_backward(q, k, v, a, b, gk, initial_state, cu_seqlens)
         ctx.scale = scale
         return o, ht

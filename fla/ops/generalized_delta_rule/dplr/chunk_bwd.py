@@ -1,17 +1,22 @@
-"""Triton backward of the chunked DPLR delta rule (maths in ``../README.md``), two kernels.
+"""Triton backward of the chunked DPLR delta rule (maths in ``../README.md``), three kernels after the forward's
+recomputation (the chunk stages, the states ``h`` before every chunk):
 
-1. :func:`dplr_chunk_bwd_state_kernel`, one program per (sequence, head) walking its chunks backwards with the
-   state gradient ``dh [K, V]`` (of the state after the chunk) in registers; with the chunk's state ``h`` (stored
-   by the forward kernel, recomputed for the backward) and ``Tm``, ``u`` recomputed::
+1. :func:`dplr_chunk_bwd_dh_kernel`, one program per (sequence, head, V block) walking its chunks backwards with
+   the state gradient ``dh [K, BV]`` (of the state after the chunk) in registers, storing it for every chunk.
+   With the chunk stages' maps ``u = W h + U0``, ``o = Qh h + O0`` and ``h' = exp(G_L) h + .. + (b e^{G_L-G})^T u``::
+
+       dh  <- exp(G_L) * dh + Qh^T do + W^T ((b * exp(G_L - G)) dh)
+
+2. :func:`dplr_chunk_bwd_local_kernel`, one program per chunk (of every sequence and head), with its ``h`` and
+   ``dh`` and the scores and ``Tm`` recomputed::
 
        du   = A_qb^T do + (b * exp(G_L - G)) dh          drhs = Tm^T du          (u = Tm rhs)
        dA_qk = do v^T,  dA_qb = do u^T  (j <= i)         dA_ak = drhs v^T,  dA_ab = drhs u^T  (j < i)
        dv   = A_qk^T do + A_ak^T drhs + (k * exp(G_L - G)) dh
-       dh  <- (q exp(G))^T do + (a exp(Gx))^T drhs + exp(G_L) * dh
 
    It stores ``dv``, the four ``dA`` (fp32 ``[B, T, H, BT]``), the state parts of ``dq, dk, da, db`` (fp32) and
-   ``dL/dG_L`` (the chunk-end decay, at the chunk's last row), and ``dh0``.
-2. :func:`dplr_chunk_bwd_intra_kernel`, one program per (key-channel block, sequence, head): the score parts
+   ``dL/dG_L`` (the chunk-end decay, at the chunk's last row).
+3. :func:`dplr_chunk_bwd_intra_kernel`, one program per (chunk, key-channel block): the score parts
    (``sum_j dA_ij y_j exp(Gr_i - Gc_j)`` and transposed, by ``[BT, BT, BKC]`` products as in the forward), then
    the gate gradient. Every appearance of ``G`` is ``q exp(G)``, ``k exp(-G)``, ``b exp(-G)``, ``a exp(Gx)`` or
    the chunk-end ``exp(G_L)``, so ``dL/dG = q dq - k dk - b db (+ dL/dG_L at the last row)``,
@@ -25,21 +30,76 @@ import torch
 import triton
 import triton.language as tl
 
-from fla.ops.common.indexing import sequence_bounds
+from fla.ops.common.indexing import chunk_bounds, sequence_bounds, state_block
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import dot_precision, given_heuristics
-from fla.ops.generalized_delta_rule.dplr.chunk_fwd import DPLR_CHUNK, _pair_scores, chunk_dplr_fwd
+from fla.ops.generalized_delta_rule.dplr.chunk_fwd import chunk_decays, chunk_dplr_fwd
+from fla.ops.generalized_delta_rule.dplr.chunk_intra import DPLR_CHUNK, chunk_scores, unit_lower_inverse
 from fla.utils import empty
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
-DPLR_BWD_MAX_DIM = 128  # K and V the backward kernels hold whole ([K, V] state gradient in registers)
+DPLR_BWD_MAX_DIM = 128  # K and V the local kernel holds whole ([K, V] state and state gradient in registers)
 
 
 @lean_launch
 @given_heuristics(USE_DHT="dht", STORE_DH0="dh0", IS_VARLEN="cu_seqlens")
 @triton.jit(do_not_specialize=["T"])
-def dplr_chunk_bwd_state_kernel(
+def dplr_chunk_bwd_dh_kernel(
+    b,
+    gk,
+    W,
+    Qh,
+    do,
+    dht,
+    dhs,
+    dh0,
+    cu_seqlens,
+    chunk_offsets,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    USE_DHT: tl.constexpr,
+    STORE_DH0: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    i_v, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    i_n, i_h = i_nh // H, i_nh % H
+    bos, T_n, NT_n, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
+    o_k, o_v, m_k, m_v, o_kv, m_kv = state_block(0, i_v, K, V, BK, BV)  # the whole key dim
+    o_t = tl.arange(0, BT)
+
+    b_dh = tl.zeros([BK, BV], dtype=tl.float32)  # gradient of the state after the current chunk
+    if USE_DHT:
+        b_dh += tl.load(dht + i_nh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    for j_c in range(0, NT_n):
+        i_c = NT_n - 1 - j_c
+        tl.store(dhs + ((boh + i_c) * H + i_h) * K * V + o_kv, b_dh, mask=m_kv)
+        m_t = i_c * BT + o_t < T_n  # [BT]
+        rows = (bos + i_c * BT + o_t) * H + i_h  # [BT]
+        p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
+        m_x = m_t[:, None] & m_k[None, :]
+        b_dec, b_eL = chunk_decays(gk, rows, m_t, o_k, m_k, K, BT)
+        b_b = tl.load(b + p_x, mask=m_x, other=0.0).to(tl.float32)
+        b_do = tl.load(do + rows[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0)
+        b_du = tl.dot(b_b * b_dec, b_dh, input_precision=DOT_PRECISION)  # [BT, BV]: through h' only
+        b_dh *= b_eL[:, None]
+        b_dh += tl.dot(tl.trans(tl.load(Qh + p_x, mask=m_x, other=0.0)), b_do.to(tl.float32),
+                       input_precision=DOT_PRECISION)  # fmt: skip
+        b_dh += tl.dot(tl.trans(tl.load(W + p_x, mask=m_x, other=0.0)), b_du, input_precision=DOT_PRECISION)
+    if STORE_DH0:
+        tl.store(dh0 + i_nh * K * V + o_kv, b_dh, mask=m_kv)
+
+
+@lean_launch
+@given_heuristics(IS_VARLEN="cu_seqlens")
+@triton.jit(do_not_specialize=["T"])
+def dplr_chunk_bwd_local_kernel(
     q,
     k,
     v,
@@ -47,9 +107,8 @@ def dplr_chunk_bwd_state_kernel(
     b,
     gk,
     hs,
+    dhs,
     do,
-    dht,
-    dh0,
     dv,
     dq,
     dk,
@@ -58,7 +117,7 @@ def dplr_chunk_bwd_state_kernel(
     dgl,
     dA,
     cu_seqlens,
-    chunk_offsets,
+    chunk_indices,
     scale,
     T,
     H: tl.constexpr,
@@ -69,107 +128,72 @@ def dplr_chunk_bwd_state_kernel(
     BKC: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    USE_DHT: tl.constexpr,
-    STORE_DH0: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
-    i_nh = tl.program_id(0).to(tl.int64)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos, T_n, NT_n, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
-    o_k, o_v, o_t = tl.arange(0, BK), tl.arange(0, BV), tl.arange(0, BT)
-    m_k, m_v = o_k < K, o_v < V
-    o_kv, m_kv = o_k[:, None] * V + o_v[None, :], m_k[:, None] & m_v[None, :]  # [BK, BV]
+    i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T_n, i_c, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+    o_k, o_v, m_k, m_v, o_kv, m_kv = state_block(0, 0, K, V, BK, BV)
+    o_t = tl.arange(0, BT)
     m_incl = o_t[:, None] >= o_t[None, :]  # [BT, BT] j <= i
     m_strict = o_t[:, None] > o_t[None, :]  # [BT, BT] j < i
-    eye = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
-
-    b_dh = tl.zeros([BK, BV], dtype=tl.float32)  # gradient of the state after the current chunk
-    if USE_DHT:
-        b_dh += tl.load(dht + i_nh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
-    for j_c in range(0, NT_n):
-        i_c = NT_n - 1 - j_c
-        m_t = i_c * BT + o_t < T_n  # [BT]
-        rows = (bos + i_c * BT + o_t) * H + i_h  # [BT]
-        # the forward's scores and Tm, recomputed
-        A_qk = tl.zeros([BT, BT], dtype=tl.float32)
-        A_qb = tl.zeros([BT, BT], dtype=tl.float32)
-        A_ak = tl.zeros([BT, BT], dtype=tl.float32)
-        A_ab = tl.zeros([BT, BT], dtype=tl.float32)
-        for i_kc in range(0, tl.cdiv(K, BKC)):
-            o_kc = i_kc * BKC + tl.arange(0, BKC)
-            p_c = rows[:, None] * K + o_kc[None, :]  # [BT, BKC]
-            m_c = m_t[:, None] & (o_kc < K)[None, :]
-            c_q = tl.load(q + p_c, mask=m_c, other=0.0).to(tl.float32) * scale
-            c_k = tl.load(k + p_c, mask=m_c, other=0.0).to(tl.float32)
-            c_a = tl.load(a + p_c, mask=m_c, other=0.0).to(tl.float32)
-            c_b = tl.load(b + p_c, mask=m_c, other=0.0).to(tl.float32)
-            c_g = tl.load(gk + p_c, mask=m_c, other=0.0).to(tl.float32)
-            c_G = tl.cumsum(c_g, axis=0)
-            c_Gx = c_G - c_g
-            A_qk += _pair_scores(c_q, c_k, c_G, c_G, m_incl)
-            A_qb += _pair_scores(c_q, c_b, c_G, c_G, m_incl)
-            A_ak += _pair_scores(c_a, c_k, c_Gx, c_G, m_strict)
-            A_ab += _pair_scores(c_a, c_b, c_Gx, c_G, m_strict)
-        b_T = eye
-        for i in range(1, BT):
-            a_row = tl.sum(tl.where(o_t[:, None] == i, A_ab, 0.0), axis=0)
-            b_T += tl.where(o_t[:, None] == i, tl.sum(a_row[:, None] * b_T, axis=0)[None, :], 0.0)
-        p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
-        m_x = m_t[:, None] & m_k[None, :]
-        b_q = tl.load(q + p_x, mask=m_x, other=0.0).to(tl.float32) * scale
-        b_k = tl.load(k + p_x, mask=m_x, other=0.0).to(tl.float32)
-        b_a = tl.load(a + p_x, mask=m_x, other=0.0).to(tl.float32)
-        b_b = tl.load(b + p_x, mask=m_x, other=0.0).to(tl.float32)
-        b_g = tl.load(gk + p_x, mask=m_x, other=0.0).to(tl.float32)
-        p_y = rows[:, None] * V + o_v[None, :]  # [BT, BV]
-        m_y = m_t[:, None] & m_v[None, :]
-        b_v = tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32)
-        b_do = tl.load(do + p_y, mask=m_y, other=0.0).to(tl.float32)
-        b_h = tl.load(hs + ((boh + i_c) * H + i_h) * K * V + o_kv, mask=m_kv, other=0.0)  # state before the chunk
-        b_G = tl.cumsum(b_g, axis=0)
-        b_Gx = b_G - b_g
-        b_GL = tl.sum(tl.where(o_t[:, None] == BT - 1, b_G, 0.0), axis=0)  # [BK]
-        b_w = b_a * tl.exp(b_Gx)  # [BT, BK]
-        b_dec = tl.exp(b_GL[None, :] - b_G)  # [BT, BK]
-        b_rhs = tl.dot(b_w, b_h, input_precision=DOT_PRECISION) + tl.dot(A_ak, b_v, input_precision=DOT_PRECISION)
-        b_u = tl.dot(b_T, b_rhs, input_precision=DOT_PRECISION)  # [BT, BV]
-        # gradients of u, rhs, the scores and v
-        b_du = tl.dot(tl.trans(A_qb), b_do, input_precision=DOT_PRECISION)
-        b_du += tl.dot(b_b * b_dec, b_dh, input_precision=DOT_PRECISION)
-        b_drhs = tl.dot(tl.trans(b_T), b_du, input_precision=DOT_PRECISION)  # [BT, BV]
-        p_A = rows[:, None] * (4 * BT) + o_t[None, :]  # [BT, BT] in dA [B, T, H, 4, BT]
-        m_A = m_t[:, None] & (i_c * BT + o_t < T_n)[None, :]
-        b_dA = tl.where(m_incl, tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION), 0.0)
-        tl.store(dA + p_A, b_dA, mask=m_A)
-        b_dA = tl.where(m_incl, tl.dot(b_do, tl.trans(b_u), input_precision=DOT_PRECISION), 0.0)
-        tl.store(dA + BT + p_A, b_dA, mask=m_A)
-        b_dA = tl.where(m_strict, tl.dot(b_drhs, tl.trans(b_v), input_precision=DOT_PRECISION), 0.0)
-        tl.store(dA + 2 * BT + p_A, b_dA, mask=m_A)
-        b_dA = tl.where(m_strict, tl.dot(b_drhs, tl.trans(b_u), input_precision=DOT_PRECISION), 0.0)
-        tl.store(dA + 3 * BT + p_A, b_dA, mask=m_A)
-        b_dv = tl.dot(tl.trans(A_qk), b_do, input_precision=DOT_PRECISION)
-        b_dv += tl.dot(tl.trans(A_ak), b_drhs, input_precision=DOT_PRECISION)
-        b_dv += tl.dot(b_k * b_dec, b_dh, input_precision=DOT_PRECISION)
-        tl.store(dv + p_y, b_dv.to(dv.dtype.element_ty), mask=m_y)
-        # the state parts of dq (for the scaled q), da, dk, db and the chunk-end decay's gradient
-        b_dq = tl.exp(b_G) * tl.dot(b_do, tl.trans(b_h), input_precision=DOT_PRECISION)  # [BT, BK]
-        b_da = tl.exp(b_Gx) * tl.dot(b_drhs, tl.trans(b_h), input_precision=DOT_PRECISION)
-        b_dk = b_dec * tl.dot(b_v, tl.trans(b_dh), input_precision=DOT_PRECISION)
-        b_db = b_dec * tl.dot(b_u, tl.trans(b_dh), input_precision=DOT_PRECISION)
-        tl.store(dq + p_x, b_dq, mask=m_x)
-        tl.store(da + p_x, b_da, mask=m_x)
-        tl.store(dk + p_x, b_dk, mask=m_x)
-        tl.store(db + p_x, b_db, mask=m_x)
-        b_eL = tl.exp(b_GL)  # [BK]
-        b_dGL = tl.sum(b_eL[:, None] * b_h * b_dh, axis=1) + tl.sum(b_k * b_dk + b_b * b_db, axis=0)  # [BK]
-        last = tl.minimum(T_n - 1 - i_c * BT, BT - 1)  # the chunk's last row (G_L = G there)
-        tl.store(dgl + (bos + i_c * BT + last) * H * K + i_h * K + o_k, b_dGL, mask=m_k)
-        # the state gradient before the chunk
-        b_dh = b_eL[:, None] * b_dh + tl.dot(tl.trans(b_q * tl.exp(b_G)), b_do, input_precision=DOT_PRECISION)
-        b_dh += tl.dot(tl.trans(b_w), b_drhs, input_precision=DOT_PRECISION)
-    if STORE_DH0:
-        tl.store(dh0 + i_nh * K * V + o_kv, b_dh, mask=m_kv)
+    m_t = i_c * BT + o_t < T_n  # [BT]
+    rows = (bos + i_c * BT + o_t) * H + i_h  # [BT]
+    # the forward's scores and Tm, recomputed
+    A_qk, A_qb, A_ak, A_ab = chunk_scores(q, k, a, b, gk, rows, m_t, scale, K, BT, BKC)
+    b_T = unit_lower_inverse(A_ab, BT)
+    p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
+    m_x = m_t[:, None] & m_k[None, :]
+    b_k = tl.load(k + p_x, mask=m_x, other=0.0).to(tl.float32)
+    b_a = tl.load(a + p_x, mask=m_x, other=0.0).to(tl.float32)
+    b_b = tl.load(b + p_x, mask=m_x, other=0.0).to(tl.float32)
+    b_g = tl.load(gk + p_x, mask=m_x, other=0.0).to(tl.float32)
+    p_y = rows[:, None] * V + o_v[None, :]  # [BT, BV]
+    m_y = m_t[:, None] & m_v[None, :]
+    b_v = tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32)
+    b_do = tl.load(do + p_y, mask=m_y, other=0.0).to(tl.float32)
+    p_h = (i_ch * H + i_h) * K * V + o_kv
+    b_h = tl.load(hs + p_h, mask=m_kv, other=0.0)  # the state before the chunk
+    b_dh = tl.load(dhs + p_h, mask=m_kv, other=0.0)  # the gradient of the state after it
+    b_G = tl.cumsum(b_g, axis=0)
+    b_Gx = b_G - b_g
+    b_GL = tl.sum(b_g, axis=0)  # [BK] (rows past the end add 0)
+    b_w = b_a * tl.exp(b_Gx)  # [BT, BK]
+    b_dec = tl.exp(b_GL[None, :] - b_G)  # [BT, BK]
+    b_rhs = tl.dot(b_w, b_h, input_precision=DOT_PRECISION) + tl.dot(A_ak, b_v, input_precision=DOT_PRECISION)
+    b_u = tl.dot(b_T, b_rhs, input_precision=DOT_PRECISION)  # [BT, BV]
+    # gradients of u, rhs, the scores and v
+    b_du = tl.dot(tl.trans(A_qb), b_do, input_precision=DOT_PRECISION)
+    b_du += tl.dot(b_b * b_dec, b_dh, input_precision=DOT_PRECISION)
+    b_drhs = tl.dot(tl.trans(b_T), b_du, input_precision=DOT_PRECISION)  # [BT, BV]
+    p_A = rows[:, None] * (4 * BT) + o_t[None, :]  # [BT, BT] in dA [B, T, H, 4, BT]
+    m_A = m_t[:, None] & m_t[None, :]
+    b_dA = tl.where(m_incl, tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION), 0.0)
+    tl.store(dA + p_A, b_dA, mask=m_A)
+    b_dA = tl.where(m_incl, tl.dot(b_do, tl.trans(b_u), input_precision=DOT_PRECISION), 0.0)
+    tl.store(dA + BT + p_A, b_dA, mask=m_A)
+    b_dA = tl.where(m_strict, tl.dot(b_drhs, tl.trans(b_v), input_precision=DOT_PRECISION), 0.0)
+    tl.store(dA + 2 * BT + p_A, b_dA, mask=m_A)
+    b_dA = tl.where(m_strict, tl.dot(b_drhs, tl.trans(b_u), input_precision=DOT_PRECISION), 0.0)
+    tl.store(dA + 3 * BT + p_A, b_dA, mask=m_A)
+    b_dv = tl.dot(tl.trans(A_qk), b_do, input_precision=DOT_PRECISION)
+    b_dv += tl.dot(tl.trans(A_ak), b_drhs, input_precision=DOT_PRECISION)
+    b_dv += tl.dot(b_k * b_dec, b_dh, input_precision=DOT_PRECISION)
+    tl.store(dv + p_y, b_dv.to(dv.dtype.element_ty), mask=m_y)
+    # the state parts of dq (for the scaled q), da, dk, db and the chunk-end decay's gradient
+    b_dq = tl.exp(b_G) * tl.dot(b_do, tl.trans(b_h), input_precision=DOT_PRECISION)  # [BT, BK]
+    b_da = tl.exp(b_Gx) * tl.dot(b_drhs, tl.trans(b_h), input_precision=DOT_PRECISION)
+    b_dk = b_dec * tl.dot(b_v, tl.trans(b_dh), input_precision=DOT_PRECISION)
+    b_db = b_dec * tl.dot(b_u, tl.trans(b_dh), input_precision=DOT_PRECISION)
+    tl.store(dq + p_x, b_dq, mask=m_x)
+    tl.store(da + p_x, b_da, mask=m_x)
+    tl.store(dk + p_x, b_dk, mask=m_x)
+    tl.store(db + p_x, b_db, mask=m_x)
+    b_eL = tl.exp(b_GL)  # [BK]
+    b_dGL = tl.sum(b_eL[:, None] * b_h * b_dh, axis=1) + tl.sum(b_k * b_dk + b_b * b_db, axis=0)  # [BK]
+    last = tl.minimum(T_n - 1 - i_c * BT, BT - 1)  # the chunk's last row (G_L = G there)
+    tl.store(dgl + (bos + i_c * BT + last) * H * K + i_h * K + o_k, b_dGL, mask=m_k)
 
 
 @lean_launch
@@ -189,7 +213,7 @@ def dplr_chunk_bwd_intra_kernel(
     dA,
     dgk,
     cu_seqlens,
-    chunk_offsets,
+    chunk_indices,
     scale,
     T,
     H: tl.constexpr,
@@ -199,51 +223,50 @@ def dplr_chunk_bwd_intra_kernel(
     IS_VARLEN: tl.constexpr,
 ):
     scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
-    i_kc, i_nh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    i_n, i_h = i_nh // H, i_nh % H
-    bos, T_n, NT_n, boh = sequence_bounds(i_n, cu_seqlens, chunk_offsets, T, BT, IS_VARLEN)
+    i_t, i_kc, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T_n, i_c, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
     o_t = tl.arange(0, BT)
     o_kc = i_kc * BKC + tl.arange(0, BKC)
     m_incl = o_t[:, None] >= o_t[None, :]
     m_strict = o_t[:, None] > o_t[None, :]
-    for i_c in range(0, NT_n):
-        m_t = i_c * BT + o_t < T_n
-        rows = (bos + i_c * BT + o_t) * H + i_h  # [BT]
-        p_c = rows[:, None] * K + o_kc[None, :]  # [BT, BKC]
-        m_c = m_t[:, None] & (o_kc < K)[None, :]
-        c_q = tl.load(q + p_c, mask=m_c, other=0.0).to(tl.float32) * scale
-        c_k = tl.load(k + p_c, mask=m_c, other=0.0).to(tl.float32)
-        c_a = tl.load(a + p_c, mask=m_c, other=0.0).to(tl.float32)
-        c_b = tl.load(b + p_c, mask=m_c, other=0.0).to(tl.float32)
-        c_g = tl.load(gk + p_c, mask=m_c, other=0.0).to(tl.float32)
-        c_G = tl.cumsum(c_g, axis=0)
-        c_Gx = c_G - c_g
-        E_in = tl.exp(tl.where(m_incl[:, :, None], c_G[:, None, :] - c_G[None, :, :], float("-inf")))
-        E_ex = tl.exp(tl.where(m_strict[:, :, None], c_Gx[:, None, :] - c_G[None, :, :], float("-inf")))
-        p_A = rows[:, None] * (4 * BT) + o_t[None, :]  # [BT, BT]
-        m_A = m_t[:, None] & (i_c * BT + o_t < T_n)[None, :]
-        dA_qk = tl.load(dA + p_A, mask=m_A, other=0.0)[:, :, None]  # [BT, BT, 1]
-        dA_qb = tl.load(dA + BT + p_A, mask=m_A, other=0.0)[:, :, None]
-        dA_ak = tl.load(dA + 2 * BT + p_A, mask=m_A, other=0.0)[:, :, None]
-        dA_ab = tl.load(dA + 3 * BT + p_A, mask=m_A, other=0.0)[:, :, None]
-        # rows i read columns j: dq_i = sum_j (dA_qk k_j + dA_qb b_j) E_in, da_i likewise with E_ex
-        c_dq = tl.load(dq + p_c, mask=m_c, other=0.0)
-        c_dq += tl.sum((dA_qk * c_k[None, :, :] + dA_qb * c_b[None, :, :]) * E_in, axis=1)
-        c_da = tl.load(da + p_c, mask=m_c, other=0.0)
-        c_da += tl.sum((dA_ak * c_k[None, :, :] + dA_ab * c_b[None, :, :]) * E_ex, axis=1)
-        c_dk = tl.load(dk + p_c, mask=m_c, other=0.0)
-        c_dk += tl.sum(dA_qk * c_q[:, None, :] * E_in + dA_ak * c_a[:, None, :] * E_ex, axis=0)
-        c_db = tl.load(db + p_c, mask=m_c, other=0.0)
-        c_db += tl.sum(dA_qb * c_q[:, None, :] * E_in + dA_ab * c_a[:, None, :] * E_ex, axis=0)
-        # gate: dL/dG and dL/dGx, then the reverse cumsum over the chunk
-        c_dGx = c_a * c_da
-        c_x = c_q * c_dq - c_k * c_dk - c_b * c_db + tl.load(dgl + p_c, mask=m_c, other=0.0) + c_dGx
-        c_rev = tl.sum(c_x, axis=0)[None, :] - tl.cumsum(c_x, axis=0) + c_x  # sum over rows s >= i
-        tl.store(dgk + p_c, c_rev - c_dGx, mask=m_c)
-        tl.store(dq + p_c, c_dq * scale, mask=m_c)
-        tl.store(dk + p_c, c_dk, mask=m_c)
-        tl.store(da + p_c, c_da, mask=m_c)
-        tl.store(db + p_c, c_db, mask=m_c)
+    m_t = i_c * BT + o_t < T_n
+    rows = (bos + i_c * BT + o_t) * H + i_h  # [BT]
+    p_c = rows[:, None] * K + o_kc[None, :]  # [BT, BKC]
+    m_c = m_t[:, None] & (o_kc < K)[None, :]
+    c_q = tl.load(q + p_c, mask=m_c, other=0.0).to(tl.float32) * scale
+    c_k = tl.load(k + p_c, mask=m_c, other=0.0).to(tl.float32)
+    c_a = tl.load(a + p_c, mask=m_c, other=0.0).to(tl.float32)
+    c_b = tl.load(b + p_c, mask=m_c, other=0.0).to(tl.float32)
+    c_g = tl.load(gk + p_c, mask=m_c, other=0.0).to(tl.float32)
+    c_G = tl.cumsum(c_g, axis=0)
+    c_Gx = c_G - c_g
+    E_in = tl.exp(tl.where(m_incl[:, :, None], c_G[:, None, :] - c_G[None, :, :], float("-inf")))
+    E_ex = tl.exp(tl.where(m_strict[:, :, None], c_Gx[:, None, :] - c_G[None, :, :], float("-inf")))
+    p_A = rows[:, None] * (4 * BT) + o_t[None, :]  # [BT, BT]
+    m_A = m_t[:, None] & (i_c * BT + o_t < T_n)[None, :]
+    dA_qk = tl.load(dA + p_A, mask=m_A, other=0.0)[:, :, None]  # [BT, BT, 1]
+    dA_qb = tl.load(dA + BT + p_A, mask=m_A, other=0.0)[:, :, None]
+    dA_ak = tl.load(dA + 2 * BT + p_A, mask=m_A, other=0.0)[:, :, None]
+    dA_ab = tl.load(dA + 3 * BT + p_A, mask=m_A, other=0.0)[:, :, None]
+    # rows i read columns j: dq_i = sum_j (dA_qk k_j + dA_qb b_j) E_in, da_i likewise with E_ex
+    c_dq = tl.load(dq + p_c, mask=m_c, other=0.0)
+    c_dq += tl.sum((dA_qk * c_k[None, :, :] + dA_qb * c_b[None, :, :]) * E_in, axis=1)
+    c_da = tl.load(da + p_c, mask=m_c, other=0.0)
+    c_da += tl.sum((dA_ak * c_k[None, :, :] + dA_ab * c_b[None, :, :]) * E_ex, axis=1)
+    c_dk = tl.load(dk + p_c, mask=m_c, other=0.0)
+    c_dk += tl.sum(dA_qk * c_q[:, None, :] * E_in + dA_ak * c_a[:, None, :] * E_ex, axis=0)
+    c_db = tl.load(db + p_c, mask=m_c, other=0.0)
+    c_db += tl.sum(dA_qb * c_q[:, None, :] * E_in + dA_ab * c_a[:, None, :] * E_ex, axis=0)
+    # gate: dL/dG and dL/dGx, then the reverse cumsum over the chunk
+    c_dGx = c_a * c_da
+    c_x = c_q * c_dq - c_k * c_dk - c_b * c_db + tl.load(dgl + p_c, mask=m_c, other=0.0) + c_dGx
+    c_rev = tl.sum(c_x, axis=0)[None, :] - tl.cumsum(c_x, axis=0) + c_x  # sum over rows s >= i
+    tl.store(dgk + p_c, c_rev - c_dGx, mask=m_c)
+    tl.store(dq + p_c, c_dq * scale, mask=m_c)
+    tl.store(dk + p_c, c_dk, mask=m_c)
+    tl.store(da + p_c, c_da, mask=m_c)
+    tl.store(db + p_c, c_db, mask=m_c)
 
 
 def chunk_dplr_bwd(
@@ -267,7 +290,10 @@ def chunk_dplr_bwd(
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     BT = DPLR_CHUNK
     layout = ChunkLayout.build(q, cu_seqlens, BT)
-    _, _, hs = chunk_dplr_fwd(q, k, v, a, b, gk, scale, initial_state, False, cu_seqlens, layout=layout)
+    _, _, hs, (W, _, Qh, _) = chunk_dplr_fwd(
+        q, k, v, a, b, gk, scale, initial_state, False, cu_seqlens, layout=layout, want_o=False
+    )
+    dhs = empty(*layout.states_shape(H, K, V), dtype=torch.float32, device=q.device)
     dq, dk, da, db = (empty(B, T, H, K, dtype=torch.float32, device=q.device) for _ in range(4))
     dgl = torch.zeros(B, T, H, K, dtype=torch.float32, device=q.device)  # nonzero at each chunk's last row only
     dA = empty(B, T, H, 4, BT, dtype=torch.float32, device=q.device)
@@ -275,13 +301,20 @@ def chunk_dplr_bwd(
     dgk = empty(B, T, H, K, dtype=torch.float32, device=q.device)
     dh0 = empty(N, H, K, V, dtype=torch.float32, device=q.device) if want_dh0 else None
     BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
+    BV_walk = min(BV, 32)  # the walk's V blocks, as the forward's
     precision = dot_precision(q.dtype)
-    dplr_chunk_bwd_state_kernel[(N * H,)](
-        q, k, v, a, b, gk, hs, do, dht, dh0, dv, dq, dk, da, db, dgl, dA, cu_seqlens, layout.chunk_offsets, scale,
-        T, H=H, K=K, V=V, BT=BT, BK=BK, BKC=16, BV=BV, DOT_PRECISION=precision,
+    dplr_chunk_bwd_dh_kernel[(cdiv(V, BV_walk), N * H)](
+        b, gk, W, Qh, do, dht, dhs, dh0, cu_seqlens, layout.chunk_offsets, T, H=H, K=K, V=V, BT=BT, BK=BK,
+        BV=BV_walk, DOT_PRECISION=precision,
     )  # fmt: skip
-    dplr_chunk_bwd_intra_kernel[(cdiv(K, 16), N * H)](
-        q, k, a, b, gk, dq, dk, da, db, dgl, dA, dgk, cu_seqlens, layout.chunk_offsets, scale, T, H=H, K=K, BT=BT,
+    chunks = (layout.row_chunks, B * H)
+    dplr_chunk_bwd_local_kernel[chunks](
+        q, k, v, a, b, gk, hs, dhs, do, dv, dq, dk, da, db, dgl, dA, cu_seqlens, layout.chunk_indices, scale, T,
+        H=H, K=K, V=V, BT=BT, BK=BK, BKC=16, BV=BV, DOT_PRECISION=precision,
+        num_warps=8 if BK * BV > 64 * 64 else 4,  # h and dh [K, V] both in registers
+    )  # fmt: skip
+    dplr_chunk_bwd_intra_kernel[(layout.row_chunks, cdiv(K, 16), B * H)](
+        q, k, a, b, gk, dq, dk, da, db, dgl, dA, dgk, cu_seqlens, layout.chunk_indices, scale, T, H=H, K=K, BT=BT,
         BKC=16,
     )  # fmt: skip
     return dq, dk, dv, da, db, dgk, dh0

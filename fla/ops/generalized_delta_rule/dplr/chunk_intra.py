@@ -1,0 +1,178 @@
+"""The DPLR chunk stages that need no carried state (maths in ``../README.md``), one program per chunk.
+
+Per chunk of ``BT = 16`` tokens with ``G`` / ``Gx`` the chunk-local inclusive / exclusive cumsums of ``gk``:
+
+* :func:`chunk_scores`: ``A_qk, A_qb`` (decay ``exp(G_i - G_j)``, ``j <= i``) and ``A_ak, A_ab``
+  (``exp(Gx_i - G_j)``, ``j < i``), summed over key-channel blocks of ``BKC`` as ``[BT, BT, BKC]`` products:
+  every exponent is a difference of cumsums masked to its causal part first, so no factor exceeds 1 whatever the
+  decay;
+* :func:`unit_lower_inverse`: ``Tm = (I - A_ab)^{-1}`` by forward substitution over the rows;
+* :func:`dplr_chunk_prep_kernel`: the chunk's affine maps of the state ``h`` before it (``w = a * exp(Gx)``)::
+
+      u = W h + U0        W = Tm w,                 U0 = Tm A_ak v
+      o = Qh h + O0       Qh = q exp(G) + A_qb W,   O0 = A_qk v + A_qb U0
+
+  so that the walk over the chunks (:mod:`.chunk_fwd`, and the state-gradient walk of :mod:`.chunk_bwd`) is only
+  ``[BT, K] x [K, BV]`` products: the scores, the triangular solve and the score products run here, in parallel
+  over every chunk of every sequence and head.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fla.ops.common.indexing import chunk_bounds
+from fla.ops.common.layout import ChunkLayout
+from fla.ops.common.tuning import dot_precision, given_heuristics
+from fla.utils import empty
+from fla.utils.launch import lean_launch
+from fla.utils.sizes import next_power_of_2
+
+DPLR_CHUNK = 16  # tokens per chunk of the Triton stages
+DPLR_MAX_K = 256  # key (and value) head dim the kernels hold in one block
+
+
+@triton.jit
+def _pair_scores(x, y, Gr, Gc, m_pair):
+    """``sum_c x_ic y_jc exp(Gr_ic - Gc_jc)`` ``[BT, BT]`` on the pairs ``m_pair`` (0 elsewhere)."""
+    diff = Gr[:, None, :] - Gc[None, :, :]  # [BT, BT, BKC]
+    decay = tl.exp(tl.where(m_pair[:, :, None], diff, float("-inf")))
+    return tl.sum(x[:, None, :] * y[None, :, :] * decay, axis=2)
+
+
+@triton.jit
+def chunk_scores(q, k, a, b, gk, rows, m_t, scale, K: tl.constexpr, BT: tl.constexpr, BKC: tl.constexpr):
+    """The chunk's four gated scores ``(A_qk, A_qb, A_ak, A_ab)``, each ``[BT, BT]`` fp32 (``q`` scaled).
+
+    ``rows [BT]``: the chunk's token-head rows of the ``[.., H, K]`` inputs; ``m_t [BT]``: rows inside the sequence.
+    """
+    o_t = tl.arange(0, BT)
+    m_incl = o_t[:, None] >= o_t[None, :]  # [BT, BT] j <= i
+    m_strict = o_t[:, None] > o_t[None, :]  # [BT, BT] j < i
+    A_qk = tl.zeros([BT, BT], dtype=tl.float32)
+    A_qb = tl.zeros([BT, BT], dtype=tl.float32)
+    A_ak = tl.zeros([BT, BT], dtype=tl.float32)
+    A_ab = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_kc in range(0, tl.cdiv(K, BKC)):
+        o_kc = i_kc * BKC + tl.arange(0, BKC)  # [BKC]
+        p_c = rows[:, None] * K + o_kc[None, :]  # [BT, BKC]
+        m_c = m_t[:, None] & (o_kc < K)[None, :]
+        c_q = tl.load(q + p_c, mask=m_c, other=0.0).to(tl.float32) * scale
+        c_k = tl.load(k + p_c, mask=m_c, other=0.0).to(tl.float32)
+        c_a = tl.load(a + p_c, mask=m_c, other=0.0).to(tl.float32)
+        c_b = tl.load(b + p_c, mask=m_c, other=0.0).to(tl.float32)
+        c_g = tl.load(gk + p_c, mask=m_c, other=0.0).to(tl.float32)
+        c_G = tl.cumsum(c_g, axis=0)  # [BT, BKC] inclusive
+        c_Gx = c_G - c_g  # exclusive
+        A_qk += _pair_scores(c_q, c_k, c_G, c_G, m_incl)
+        A_qb += _pair_scores(c_q, c_b, c_G, c_G, m_incl)
+        A_ak += _pair_scores(c_a, c_k, c_Gx, c_G, m_strict)
+        A_ab += _pair_scores(c_a, c_b, c_Gx, c_G, m_strict)
+    return A_qk, A_qb, A_ak, A_ab
+
+
+@triton.jit
+def unit_lower_inverse(A, BT: tl.constexpr):
+    """``(I - A)^{-1}`` ``[BT, BT]`` of a strictly lower-triangular ``A``: row ``i`` is
+    ``e_i + sum_{j < i} A[i, j] Tm_j`` (rows ``j < i`` are final when row ``i`` is formed)."""
+    o_t = tl.arange(0, BT)
+    b_T = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
+    for i in range(1, BT):
+        a_row = tl.sum(tl.where(o_t[:, None] == i, A, 0.0), axis=0)  # [BT] over j
+        b_T += tl.where(o_t[:, None] == i, tl.sum(a_row[:, None] * b_T, axis=0)[None, :], 0.0)
+    return b_T
+
+
+@lean_launch
+@given_heuristics(IS_VARLEN="cu_seqlens")
+@triton.jit(do_not_specialize=["T"])
+def dplr_chunk_prep_kernel(
+    q,
+    k,
+    v,
+    a,
+    b,
+    gk,
+    W,
+    U0,
+    Qh,
+    O0,
+    cu_seqlens,
+    chunk_indices,
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    BKC: tl.constexpr,
+    BV: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    IS_VARLEN: tl.constexpr,
+):
+    scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
+    i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+    o_t, o_k = tl.arange(0, BT), tl.arange(0, BK)
+    m_t = i_tc * BT + o_t < T_n  # [BT]
+    rows = (bos + i_tc * BT + o_t) * H + i_h  # [BT] token-head rows
+    A_qk, A_qb, A_ak, A_ab = chunk_scores(q, k, a, b, gk, rows, m_t, scale, K, BT, BKC)
+    b_T = unit_lower_inverse(A_ab, BT)
+    p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
+    m_x = m_t[:, None] & (o_k < K)[None, :]
+    b_q = tl.load(q + p_x, mask=m_x, other=0.0).to(tl.float32) * scale
+    b_a = tl.load(a + p_x, mask=m_x, other=0.0).to(tl.float32)
+    b_g = tl.load(gk + p_x, mask=m_x, other=0.0).to(tl.float32)
+    b_G = tl.cumsum(b_g, axis=0)  # [BT, BK]
+    b_W = tl.dot(b_T, b_a * tl.exp(b_G - b_g), input_precision=DOT_PRECISION)  # [BT, BK]
+    b_Qh = b_q * tl.exp(b_G) + tl.dot(A_qb, b_W, input_precision=DOT_PRECISION)
+    tl.store(W + p_x, b_W, mask=m_x)
+    tl.store(Qh + p_x, b_Qh, mask=m_x)
+    b_TA = tl.dot(b_T, A_ak, input_precision=DOT_PRECISION)  # [BT, BT]: U0 = (Tm A_ak) v
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        p_y = rows[:, None] * V + o_v[None, :]  # [BT, BV]
+        m_y = m_t[:, None] & (o_v < V)[None, :]
+        b_v = tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32)
+        b_U0 = tl.dot(b_TA, b_v, input_precision=DOT_PRECISION)
+        b_O0 = tl.dot(A_qk, b_v, input_precision=DOT_PRECISION) + tl.dot(A_qb, b_U0, input_precision=DOT_PRECISION)
+        tl.store(U0 + p_y, b_U0, mask=m_y)
+        tl.store(O0 + p_y, b_O0, mask=m_y)
+
+
+def chunk_dplr_prep(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    gk: torch.Tensor,
+    scale: float,
+    layout: ChunkLayout,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Launch :func:`dplr_chunk_prep_kernel` on contiguous inputs.
+
+    Args:
+        q, k, a, b, gk: ``[B, T, H, K]`` (``K <= 256``); v: ``[B, T, H, V]``;
+        layout: chunks of :data:`DPLR_CHUNK`.
+    Returns:
+        ``W, Qh`` ``[B, T, H, K]`` and ``U0, O0`` ``[B, T, H, V]``, float32 (module docstring).
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    W, Qh = (empty(B, T, H, K, dtype=torch.float32, device=q.device) for _ in range(2))
+    U0, O0 = (empty(B, T, H, V, dtype=torch.float32, device=q.device) for _ in range(2))
+    grid = (layout.row_chunks, layout.batch * H)
+    dplr_chunk_prep_kernel[grid](
+        q, k, v, a, b, gk, W, U0, Qh, O0, layout.cu_seqlens, layout.chunk_indices, scale, T, H=H, K=K, V=V,
+        BT=DPLR_CHUNK, BK=max(16, next_power_of_2(K)), BKC=16, BV=min(64, max(16, next_power_of_2(V))),
+        DOT_PRECISION=dot_precision(q.dtype),
+    )  # fmt: skip
+    return W, U0, Qh, O0
+
+
+__all__ = ["DPLR_CHUNK", "DPLR_MAX_K", "chunk_dplr_prep", "chunk_scores", "unit_lower_inverse"]
