@@ -24,8 +24,11 @@ import torch.utils._triton as torch_triton
 torch_triton.has_triton = lambda: True
 dynamo_builder.has_triton = lambda: True
 
+import torch.nn.functional as F  # noqa: E402
+
 import fla.utils.backend as fla_backend  # noqa: E402
 from fla.ops.attn import parallel_attn  # noqa: E402
+from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule  # noqa: E402
 
 fla_backend.select_backend = lambda *tensors: "triton"
 
@@ -81,6 +84,15 @@ def main() -> None:
     g = torch.randn(1, 64, 4).sigmoid().log()
     trace("parallel_attn", lambda q, k, v: parallel_attn(q, k, v), q, k, v)
     trace("parallel_attn_window_gate", lambda q, k, v, g: parallel_attn(q, k, v, g, window_size=16), q, k, v, g)
+    # the recurrent delta kernel: an autotuner whose config pruning runs under dynamo (decode, and training)
+    k = F.normalize(torch.randn(1, 64, 4, 32), dim=-1)
+    v, beta = torch.randn(1, 64, 4, 32), torch.rand(1, 64, 4)
+
+    def recurrent(q, k, v, g, beta):
+        return fused_recurrent_gated_delta_rule(q, k, v, g, beta)[0]
+
+    trace("fused_recurrent_gated_delta_rule", recurrent, q.detach(), k, v, g, beta)
+    trace("fused_recurrent_gated_delta_rule_train", recurrent, q, k, v, g, beta)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ On an H100 (torch 2.11), flame could not compile FoX, NSA, Samba or Rodimus: the
 torch 2.11's dynamo makes that call a kernel without a source, which the pruning needs ("Can't construct an
 AttrSource without a valid base source"). :class:`fla.utils.launch.LeanKernel` now launches such kernels by
 subscript under compile. The worker replays torch 2.11's handling of ``run`` on the installed torch.
+``fused_recurrent_gated_delta_rule`` broke the graph ("Not a Python constant") while its autotuner's config
+pruning made new ``triton.Config`` objects.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ def run_worker(*flags: str) -> dict[str, str]:
 @pytest.mark.parametrize("call_run", ["installed", "torch-2.11"])
 def test_attention_kernels_trace_into_one_graph(call_run):
     """Forward and backward of parallel_attn (dense; window + forget gate) trace with no graph break: forward,
-    delta, dq and dkv kernels (and the gate's cumsum both ways), also with torch 2.11's ``run``. (Varlen checks
-    cu_seqlens on the host, a graph break, so it has no one-graph case here.)"""
+    delta, dq and dkv kernels (and the gate's cumsum both ways), also with torch 2.11's ``run``; so does the
+    recurrent gated delta rule, without and with autograd. (Varlen checks cu_seqlens on the host, a graph break,
+    so it has no one-graph case here.)"""
     out = run_worker(*(["--torch-2.11-call-run"] if call_run == "torch-2.11" else []))
-    assert out == {"parallel_attn": "ok 4", "parallel_attn_window_gate": "ok 6"}, out
+    assert out == {
+        "parallel_attn": "ok 4",
+        "parallel_attn_window_gate": "ok 6",
+        "fused_recurrent_gated_delta_rule": "ok 1",
+        "fused_recurrent_gated_delta_rule_train": "ok 9",
+    }, out

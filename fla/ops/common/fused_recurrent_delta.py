@@ -47,16 +47,12 @@ def _state_block_configs() -> list[triton.Config]:
 
 
 def _fit_state_block(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """The configs with ``BV`` cut to V's power of two and to ``BK * BV <= 8192`` (the fp32 state block
-    lives in registers), each distinct setting once."""
+    """The configs with ``BV`` at most V's power of two and ``BK * BV <= 8192`` (the fp32 state block lives in
+    registers). It keeps configs of the list rather than making new ones: under torch.compile dynamo runs this
+    function and needs each config it returns to be one it can name (a new ``triton.Config`` is "not a Python
+    constant" to it, and the graph breaks)."""
     cap = min(max(16, next_power_of_2(kwargs["V"])), max(16, 8192 // kwargs["BK"]))
-    kept: dict[tuple, triton.Config] = {}
-    for c in configs:
-        bv = min(c.kwargs["BV"], cap)
-        kept.setdefault(
-            (bv, c.num_warps, c.num_stages), triton.Config({"BV": bv}, num_warps=c.num_warps, num_stages=c.num_stages)
-        )
-    return list(kept.values())
+    return [c for c in configs if c.kwargs["BV"] <= cap]  # BV = 16 always fits: never empty
 
 
 @lean_launch
