@@ -145,6 +145,17 @@ def test_triton_wide_keys_fall_back_to_the_recomputed_backward():
     check_op(chunk_dplr_delta_rule, make_inputs(1, 5, 1, 130, 8, torch.float32, num_states=1), "triton", 1e-4)
 
 
+def test_triton_scores_by_dot_and_elementwise():
+    # a chunk whose decays add up to at most 60 forms its scores (and their gradients) by tl.dot of rows scaled
+    # from the chunk's start, a stronger one elementwise: chunk 0 at the edge (16 x 3.7 = 59.2: factors up to
+    # e^59), chunk 1 past it (16 x 5 = 80), chunk 2 with RWKV7-like decays
+    inputs = make_inputs(1, 48, 2, 20, 12, torch.float32, num_states=1)
+    with torch.no_grad():
+        inputs["gk"][:, :16] = -3.7
+        inputs["gk"][:, 16:32] = -5.0
+    check_op(chunk_dplr_delta_rule, inputs, "triton", tol(torch.float32, 5))
+
+
 def test_triton_chunk_grid_over_batches_heads_and_value_blocks():
     # the chunk stages run one program per (chunk, batch row, head) and the walks one per (sequence, head, V block
     # of 32): two batch rows, three heads, V = 40 (two V blocks, the second partial), T = 45 (three chunks); then

@@ -34,7 +34,13 @@ from fla.ops.common.indexing import chunk_bounds, sequence_bounds, state_block
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import dot_precision, given_heuristics
 from fla.ops.generalized_delta_rule.dplr.chunk_fwd import chunk_decays, chunk_dplr_fwd
-from fla.ops.generalized_delta_rule.dplr.chunk_intra import DPLR_CHUNK, chunk_scores, unit_lower_inverse
+from fla.ops.generalized_delta_rule.dplr.chunk_intra import (
+    DPLR_CHUNK,
+    SPAN_MAX,
+    chunk_scores,
+    score_block,
+    unit_lower_inverse,
+)
 from fla.utils import empty
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
@@ -126,6 +132,7 @@ def dplr_chunk_bwd_local_kernel(
     BT: tl.constexpr,
     BK: tl.constexpr,
     BKC: tl.constexpr,
+    BKD: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -141,7 +148,7 @@ def dplr_chunk_bwd_local_kernel(
     m_t = i_c * BT + o_t < T_n  # [BT]
     rows = (bos + i_c * BT + o_t) * H + i_h  # [BT]
     # the forward's scores and Tm, recomputed
-    A_qk, A_qb, A_ak, A_ab = chunk_scores(q, k, a, b, gk, rows, m_t, scale, K, BT, BKC)
+    A_qk, A_qb, A_ak, A_ab = chunk_scores(q, k, a, b, gk, rows, m_t, scale, K, BT, BKC, BKD, DOT_PRECISION)
     b_T = unit_lower_inverse(A_ab, BT)
     p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
     m_x = m_t[:, None] & m_k[None, :]
@@ -220,6 +227,7 @@ def dplr_chunk_bwd_intra_kernel(
     K: tl.constexpr,
     BT: tl.constexpr,
     BKC: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
@@ -241,23 +249,37 @@ def dplr_chunk_bwd_intra_kernel(
     c_g = tl.load(gk + p_c, mask=m_c, other=0.0).to(tl.float32)
     c_G = tl.cumsum(c_g, axis=0)
     c_Gx = c_G - c_g
-    E_in = tl.exp(tl.where(m_incl[:, :, None], c_G[:, None, :] - c_G[None, :, :], float("-inf")))
-    E_ex = tl.exp(tl.where(m_strict[:, :, None], c_Gx[:, None, :] - c_G[None, :, :], float("-inf")))
     p_A = rows[:, None] * (4 * BT) + o_t[None, :]  # [BT, BT]
     m_A = m_t[:, None] & (i_c * BT + o_t < T_n)[None, :]
-    dA_qk = tl.load(dA + p_A, mask=m_A, other=0.0)[:, :, None]  # [BT, BT, 1]
-    dA_qb = tl.load(dA + BT + p_A, mask=m_A, other=0.0)[:, :, None]
-    dA_ak = tl.load(dA + 2 * BT + p_A, mask=m_A, other=0.0)[:, :, None]
-    dA_ab = tl.load(dA + 3 * BT + p_A, mask=m_A, other=0.0)[:, :, None]
-    # rows i read columns j: dq_i = sum_j (dA_qk k_j + dA_qb b_j) E_in, da_i likewise with E_ex
+    dA_qk = tl.load(dA + p_A, mask=m_A, other=0.0)  # [BT, BT], zero off its causal part
+    dA_qb = tl.load(dA + BT + p_A, mask=m_A, other=0.0)
+    dA_ak = tl.load(dA + 2 * BT + p_A, mask=m_A, other=0.0)
+    dA_ab = tl.load(dA + 3 * BT + p_A, mask=m_A, other=0.0)
     c_dq = tl.load(dq + p_c, mask=m_c, other=0.0)
-    c_dq += tl.sum((dA_qk * c_k[None, :, :] + dA_qb * c_b[None, :, :]) * E_in, axis=1)
     c_da = tl.load(da + p_c, mask=m_c, other=0.0)
-    c_da += tl.sum((dA_ak * c_k[None, :, :] + dA_ab * c_b[None, :, :]) * E_ex, axis=1)
     c_dk = tl.load(dk + p_c, mask=m_c, other=0.0)
-    c_dk += tl.sum(dA_qk * c_q[:, None, :] * E_in + dA_ak * c_a[:, None, :] * E_ex, axis=0)
     c_db = tl.load(db + p_c, mask=m_c, other=0.0)
-    c_db += tl.sum(dA_qb * c_q[:, None, :] * E_in + dA_ab * c_a[:, None, :] * E_ex, axis=0)
+    # rows i read columns j: dq_i = sum_j (dA_qk k_j + dA_qb b_j) e^{G_i - G_j}, da_i likewise with e^{Gx_i - G_j};
+    # columns j collect dk_j, db_j from the rows
+    if -tl.min(tl.sum(c_g, axis=0), axis=0) <= SPAN_MAX:  # as chunk_scores: rows scaled from the chunk's start
+        c_eG, c_eGx, c_inv = tl.exp(c_G), tl.exp(c_Gx), tl.exp(-c_G)
+        c_kn, c_bn = c_k * c_inv, c_b * c_inv
+        c_qg, c_ag = c_q * c_eG, c_a * c_eGx
+        c_dq += c_eG * (tl.dot(dA_qk, c_kn, input_precision=DOT_PRECISION)
+                        + tl.dot(dA_qb, c_bn, input_precision=DOT_PRECISION))  # fmt: skip
+        c_da += c_eGx * (tl.dot(dA_ak, c_kn, input_precision=DOT_PRECISION)
+                         + tl.dot(dA_ab, c_bn, input_precision=DOT_PRECISION))  # fmt: skip
+        c_dk += c_inv * (tl.dot(tl.trans(dA_qk), c_qg, input_precision=DOT_PRECISION)
+                         + tl.dot(tl.trans(dA_ak), c_ag, input_precision=DOT_PRECISION))  # fmt: skip
+        c_db += c_inv * (tl.dot(tl.trans(dA_qb), c_qg, input_precision=DOT_PRECISION)
+                         + tl.dot(tl.trans(dA_ab), c_ag, input_precision=DOT_PRECISION))  # fmt: skip
+    else:  # elementwise, every exponent masked to its causal part first
+        E_in = tl.exp(tl.where(m_incl[:, :, None], c_G[:, None, :] - c_G[None, :, :], float("-inf")))
+        E_ex = tl.exp(tl.where(m_strict[:, :, None], c_Gx[:, None, :] - c_G[None, :, :], float("-inf")))
+        c_dq += tl.sum((dA_qk[:, :, None] * c_k[None, :, :] + dA_qb[:, :, None] * c_b[None, :, :]) * E_in, axis=1)
+        c_da += tl.sum((dA_ak[:, :, None] * c_k[None, :, :] + dA_ab[:, :, None] * c_b[None, :, :]) * E_ex, axis=1)
+        c_dk += tl.sum(dA_qk[:, :, None] * c_q[:, None, :] * E_in + dA_ak[:, :, None] * c_a[:, None, :] * E_ex, axis=0)
+        c_db += tl.sum(dA_qb[:, :, None] * c_q[:, None, :] * E_in + dA_ab[:, :, None] * c_a[:, None, :] * E_ex, axis=0)
     # gate: dL/dG and dL/dGx, then the reverse cumsum over the chunk
     c_dGx = c_a * c_da
     c_x = c_q * c_dq - c_k * c_dk - c_b * c_db + tl.load(dgl + p_c, mask=m_c, other=0.0) + c_dGx
@@ -310,12 +332,12 @@ def chunk_dplr_bwd(
     chunks = (layout.row_chunks, B * H)
     dplr_chunk_bwd_local_kernel[chunks](
         q, k, v, a, b, gk, hs, dhs, do, dv, dq, dk, da, db, dgl, dA, cu_seqlens, layout.chunk_indices, scale, T,
-        H=H, K=K, V=V, BT=BT, BK=BK, BKC=16, BV=BV, DOT_PRECISION=precision,
+        H=H, K=K, V=V, BT=BT, BK=BK, BKC=16, BKD=score_block(K), BV=BV, DOT_PRECISION=precision,
         num_warps=8 if BK * BV > 64 * 64 else 4,  # h and dh [K, V] both in registers
     )  # fmt: skip
     dplr_chunk_bwd_intra_kernel[(layout.row_chunks, cdiv(K, 16), B * H)](
         q, k, a, b, gk, dq, dk, da, db, dgl, dA, dgk, cu_seqlens, layout.chunk_indices, scale, T, H=H, K=K, BT=BT,
-        BKC=16,
+        BKC=16, DOT_PRECISION=precision,
     )  # fmt: skip
     return dq, dk, dv, da, db, dgk, dh0
 

@@ -32,6 +32,9 @@ from fla.utils.sizes import next_power_of_2
 
 DPLR_CHUNK = 16  # tokens per chunk of the Triton stages
 DPLR_MAX_K = 256  # key (and value) head dim the kernels hold in one block
+# a chunk whose decays add up to at most this (per key channel) forms its scores by tl.dot of rows scaled from the
+# chunk's start: factors within [e^-60, e^60], far inside fp32's range with room for |q| |k| (chunk_scores)
+SPAN_MAX = tl.constexpr(60.0)
 
 
 @triton.jit
@@ -43,10 +46,43 @@ def _pair_scores(x, y, Gr, Gc, m_pair):
 
 
 @triton.jit
-def chunk_scores(q, k, a, b, gk, rows, m_t, scale, K: tl.constexpr, BT: tl.constexpr, BKC: tl.constexpr):
+def chunk_decay_span(gk, rows, m_t, K: tl.constexpr, BKC: tl.constexpr):
+    """The chunk's largest total log decay over the key channels, ``max_c -sum_i gk_ic`` (``>= 0``): every
+    ``exp(+-G)`` inside the chunk lies in ``[exp(-span), exp(span)]``."""
+    span = 0.0
+    for i_kc in range(0, tl.cdiv(K, BKC)):
+        o_kc = i_kc * BKC + tl.arange(0, BKC)
+        m_c = m_t[:, None] & (o_kc < K)[None, :]
+        c_g = tl.load(gk + rows[:, None] * K + o_kc[None, :], mask=m_c, other=0.0).to(tl.float32)
+        span = tl.maximum(span, -tl.min(tl.sum(c_g, axis=0), axis=0))
+    return span
+
+
+@triton.jit
+def chunk_scores(
+    q,
+    k,
+    a,
+    b,
+    gk,
+    rows,
+    m_t,
+    scale,
+    K: tl.constexpr,
+    BT: tl.constexpr,
+    BKC: tl.constexpr,
+    BKD: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
     """The chunk's four gated scores ``(A_qk, A_qb, A_ak, A_ab)``, each ``[BT, BT]`` fp32 (``q`` scaled).
 
     ``rows [BT]``: the chunk's token-head rows of the ``[.., H, K]`` inputs; ``m_t [BT]``: rows inside the sequence.
+    When the chunk's decay span is at most :data:`SPAN_MAX` (RWKV7's is at most ``16 * 0.607``) the scores are
+    ``tl.dot`` products of rows scaled from the chunk's start, ``(q e^G)(k e^-G)^T`` etc., over key blocks of
+    ``BKD``: each factor lies in ``[e^-60, e^60]`` and each product term is the term itself, so no precision is
+    lost to the scaling. Otherwise (stronger decays) they are formed elementwise, ``sum_c x_ic y_jc
+    exp(Gr_ic - Gc_jc)`` by ``[BT, BT, BKC]`` products with each exponent masked to its causal part before
+    ``exp``: no factor exceeds 1 whatever the decay.
     """
     o_t = tl.arange(0, BT)
     m_incl = o_t[:, None] >= o_t[None, :]  # [BT, BT] j <= i
@@ -55,21 +91,42 @@ def chunk_scores(q, k, a, b, gk, rows, m_t, scale, K: tl.constexpr, BT: tl.const
     A_qb = tl.zeros([BT, BT], dtype=tl.float32)
     A_ak = tl.zeros([BT, BT], dtype=tl.float32)
     A_ab = tl.zeros([BT, BT], dtype=tl.float32)
-    for i_kc in range(0, tl.cdiv(K, BKC)):
-        o_kc = i_kc * BKC + tl.arange(0, BKC)  # [BKC]
-        p_c = rows[:, None] * K + o_kc[None, :]  # [BT, BKC]
-        m_c = m_t[:, None] & (o_kc < K)[None, :]
-        c_q = tl.load(q + p_c, mask=m_c, other=0.0).to(tl.float32) * scale
-        c_k = tl.load(k + p_c, mask=m_c, other=0.0).to(tl.float32)
-        c_a = tl.load(a + p_c, mask=m_c, other=0.0).to(tl.float32)
-        c_b = tl.load(b + p_c, mask=m_c, other=0.0).to(tl.float32)
-        c_g = tl.load(gk + p_c, mask=m_c, other=0.0).to(tl.float32)
-        c_G = tl.cumsum(c_g, axis=0)  # [BT, BKC] inclusive
-        c_Gx = c_G - c_g  # exclusive
-        A_qk += _pair_scores(c_q, c_k, c_G, c_G, m_incl)
-        A_qb += _pair_scores(c_q, c_b, c_G, c_G, m_incl)
-        A_ak += _pair_scores(c_a, c_k, c_Gx, c_G, m_strict)
-        A_ab += _pair_scores(c_a, c_b, c_Gx, c_G, m_strict)
+    if chunk_decay_span(gk, rows, m_t, K, BKC) <= SPAN_MAX:
+        for i_kd in range(0, tl.cdiv(K, BKD)):
+            o_kd = i_kd * BKD + tl.arange(0, BKD)  # [BKD]
+            p_d = rows[:, None] * K + o_kd[None, :]  # [BT, BKD]
+            m_d = m_t[:, None] & (o_kd < K)[None, :]
+            d_g = tl.load(gk + p_d, mask=m_d, other=0.0).to(tl.float32)
+            d_G = tl.cumsum(d_g, axis=0)  # [BT, BKD] inclusive
+            d_inv = tl.exp(-d_G)
+            d_qg = tl.load(q + p_d, mask=m_d, other=0.0).to(tl.float32) * (scale * tl.exp(d_G))
+            d_ag = tl.load(a + p_d, mask=m_d, other=0.0).to(tl.float32) * tl.exp(d_G - d_g)
+            d_kn = tl.trans(tl.load(k + p_d, mask=m_d, other=0.0).to(tl.float32) * d_inv)  # [BKD, BT]
+            d_bn = tl.trans(tl.load(b + p_d, mask=m_d, other=0.0).to(tl.float32) * d_inv)
+            A_qk += tl.dot(d_qg, d_kn, input_precision=DOT_PRECISION)
+            A_qb += tl.dot(d_qg, d_bn, input_precision=DOT_PRECISION)
+            A_ak += tl.dot(d_ag, d_kn, input_precision=DOT_PRECISION)
+            A_ab += tl.dot(d_ag, d_bn, input_precision=DOT_PRECISION)
+        A_qk = tl.where(m_incl, A_qk, 0.0)  # the acausal entries (large factors) never leave
+        A_qb = tl.where(m_incl, A_qb, 0.0)
+        A_ak = tl.where(m_strict, A_ak, 0.0)
+        A_ab = tl.where(m_strict, A_ab, 0.0)
+    else:
+        for i_kc in range(0, tl.cdiv(K, BKC)):
+            o_kc = i_kc * BKC + tl.arange(0, BKC)  # [BKC]
+            p_c = rows[:, None] * K + o_kc[None, :]  # [BT, BKC]
+            m_c = m_t[:, None] & (o_kc < K)[None, :]
+            c_q = tl.load(q + p_c, mask=m_c, other=0.0).to(tl.float32) * scale
+            c_k = tl.load(k + p_c, mask=m_c, other=0.0).to(tl.float32)
+            c_a = tl.load(a + p_c, mask=m_c, other=0.0).to(tl.float32)
+            c_b = tl.load(b + p_c, mask=m_c, other=0.0).to(tl.float32)
+            c_g = tl.load(gk + p_c, mask=m_c, other=0.0).to(tl.float32)
+            c_G = tl.cumsum(c_g, axis=0)  # [BT, BKC] inclusive
+            c_Gx = c_G - c_g  # exclusive
+            A_qk += _pair_scores(c_q, c_k, c_G, c_G, m_incl)
+            A_qb += _pair_scores(c_q, c_b, c_G, c_G, m_incl)
+            A_ak += _pair_scores(c_a, c_k, c_Gx, c_G, m_strict)
+            A_ab += _pair_scores(c_a, c_b, c_Gx, c_G, m_strict)
     return A_qk, A_qb, A_ak, A_ab
 
 
@@ -109,6 +166,7 @@ def dplr_chunk_prep_kernel(
     BT: tl.constexpr,
     BK: tl.constexpr,
     BKC: tl.constexpr,
+    BKD: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -120,7 +178,7 @@ def dplr_chunk_prep_kernel(
     o_t, o_k = tl.arange(0, BT), tl.arange(0, BK)
     m_t = i_tc * BT + o_t < T_n  # [BT]
     rows = (bos + i_tc * BT + o_t) * H + i_h  # [BT] token-head rows
-    A_qk, A_qb, A_ak, A_ab = chunk_scores(q, k, a, b, gk, rows, m_t, scale, K, BT, BKC)
+    A_qk, A_qb, A_ak, A_ab = chunk_scores(q, k, a, b, gk, rows, m_t, scale, K, BT, BKC, BKD, DOT_PRECISION)
     b_T = unit_lower_inverse(A_ab, BT)
     p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
     m_x = m_t[:, None] & (o_k < K)[None, :]
@@ -142,6 +200,11 @@ def dplr_chunk_prep_kernel(
         b_O0 = tl.dot(A_qk, b_v, input_precision=DOT_PRECISION) + tl.dot(A_qb, b_U0, input_precision=DOT_PRECISION)
         tl.store(U0 + p_y, b_U0, mask=m_y)
         tl.store(O0 + p_y, b_O0, mask=m_y)
+
+
+def score_block(K: int) -> int:
+    """Key block of the scores' ``tl.dot`` path (:func:`chunk_scores`)."""
+    return min(64, max(16, next_power_of_2(K)))
 
 
 def chunk_dplr_prep(
@@ -169,10 +232,19 @@ def chunk_dplr_prep(
     grid = (layout.row_chunks, layout.batch * H)
     dplr_chunk_prep_kernel[grid](
         q, k, v, a, b, gk, W, U0, Qh, O0, layout.cu_seqlens, layout.chunk_indices, scale, T, H=H, K=K, V=V,
-        BT=DPLR_CHUNK, BK=max(16, next_power_of_2(K)), BKC=16, BV=min(64, max(16, next_power_of_2(V))),
-        DOT_PRECISION=dot_precision(q.dtype),
+        BT=DPLR_CHUNK, BK=max(16, next_power_of_2(K)), BKC=16, BKD=score_block(K),
+        BV=min(64, max(16, next_power_of_2(V))), DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
     return W, U0, Qh, O0
 
 
-__all__ = ["DPLR_CHUNK", "DPLR_MAX_K", "chunk_dplr_prep", "chunk_scores", "unit_lower_inverse"]
+__all__ = [
+    "DPLR_CHUNK",
+    "DPLR_MAX_K",
+    "SPAN_MAX",
+    "chunk_decay_span",
+    "chunk_dplr_prep",
+    "chunk_scores",
+    "score_block",
+    "unit_lower_inverse",
+]
