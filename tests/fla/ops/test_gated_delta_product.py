@@ -196,6 +196,7 @@ def test_chunk_gpu(dtype):
         pytest.param(256, 1000, 2.0, 1.0, id="T1000"),
         pytest.param(256, 2048, 1.0, 1.0, id="beta1"),
         pytest.param(256, 2048, 2.0, 0.1, id="weak_gates"),
+        pytest.param(128, 1000, 2.0, 0.1, id="test_chunk_gpu_sizes"),  # only n = 2 and 6 heads differ from it
     ],
 )
 def test_chunk_gpu_340m_shapes(V, T, beta_max, strength):
