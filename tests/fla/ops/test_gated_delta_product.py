@@ -189,23 +189,25 @@ def test_chunk_gpu(dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(
-    "V, T, beta_max, strength",
+    "V, T, n, beta_max, strength",
     [
-        pytest.param(256, 2048, 2.0, 1.0, id="340M"),
-        pytest.param(128, 2048, 2.0, 1.0, id="V128"),
-        pytest.param(256, 1000, 2.0, 1.0, id="T1000"),
-        pytest.param(256, 2048, 1.0, 1.0, id="beta1"),
-        pytest.param(256, 2048, 2.0, 0.1, id="weak_gates"),
-        pytest.param(128, 1000, 2.0, 0.1, id="test_chunk_gpu_sizes"),  # only n = 2 and 6 heads differ from it
+        pytest.param(256, 2048, 2, 2.0, 1.0, id="340M"),
+        pytest.param(128, 2048, 2, 2.0, 1.0, id="V128"),
+        pytest.param(256, 1000, 2, 2.0, 1.0, id="T1000"),
+        pytest.param(256, 2048, 2, 1.0, 1.0, id="beta1"),
+        pytest.param(256, 2048, 2, 2.0, 0.1, id="weak_gates"),
+        pytest.param(128, 1000, 2, 2.0, 0.1, id="test_chunk_gpu_sizes"),  # only n = 2 and 6 heads differ from it
+        pytest.param(256, 4096, 1, 2.0, 1.0, id="gated_delta_rule_T4096"),  # the same steps, no zero q / g rows
     ],
 )
-def test_chunk_gpu_340m_shapes(V, T, beta_max, strength):
+def test_chunk_gpu_340m_shapes(V, T, n, beta_max, strength):
     """GatedDeltaProduct-340M's layer shapes in bf16 (6 heads, K = 128, V = 256, two Householder steps, beta in
     (0, 2), L2 norm in the kernel). flame's 340M run stopped at step 1 with a NaN gradient norm on an H100, and this
     op alone gave non-finite dk and dg there (o, dq, dv, dbeta finite) while ``test_chunk_gpu`` (K = V = 128,
-    T = 1000, weak gates) passed; the other cases change one of those factors at a time."""
-    inputs = make_inputs(2, T, 2, 6, 128, V, torch.bfloat16, strength=strength, beta_max=beta_max)
+    T = 1000, weak gates) passed; the other cases change one of those factors at a time (n = 1: the gated delta
+    rule on as many steps, every query and gate nonzero)."""
+    inputs = make_inputs(2, T, n, 6, 128, V, torch.bfloat16, strength=strength, beta_max=beta_max)
     dtype = torch.bfloat16
     ratio = {**ratios(dtype), "o": tol(dtype, 2), "ht": tol(dtype, 2)}
     ratio = {name: 3 * r for name, r in ratio.items()}  # as test_chunk_gpu's bf16 bounds
-    check(chunk_gated_delta_product, inputs, 2, "triton", ratio, use_qk_l2norm_in_kernel=True)
+    check(chunk_gated_delta_product, inputs, n, "triton", ratio, use_qk_l2norm_in_kernel=True)
