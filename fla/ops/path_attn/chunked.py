@@ -5,7 +5,7 @@ Every sequence is cut into chunks of ``BT = 64`` tokens laid out chunk-major, ``
 chunk of a sequence zero-padded; a sequence's chunks are consecutive rows). Per chunk, in PyTorch
 (:func:`_local_factors`, differentiable, ``O(T BT K)``): ``U``, ``TM``, ``k_hat`` (``README.md``), the diagonal
 block's scores ``a = tril(q k^T) - tril(q W^T) TM`` and the queries carried to the chunk's start
-``x0 = q - tril(q W^T) U``. The walk over earlier chunks, ``O(T^2 K)``, is :class:`PathInterChunkFunction`:
+``x0 = q - tril(q W^T) U``; recomputed in the backward (a checkpoint) rather than kept. The walk over earlier chunks, ``O(T^2 K)``, is :class:`PathInterChunkFunction`:
 
 * forward (:func:`path_inter_fwd_kernel`, query chunk x query head): the diagonal softmax from ``a``, then for
   key chunks ``c-1 .. 0``: scores ``x k_hat^T``, online softmax, ``x <- x - (x W^T) U``; ``o`` and ``lse``.
@@ -24,6 +24,7 @@ query gets ``do = 0``.
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 import triton
 import triton.language as tl
 
@@ -323,14 +324,23 @@ def _local_factors(q, k, w, beta, groups: int):
     return back(x0, HQ), back(a, HQ), back(k_hat, H), back(W, H), back(U, H)
 
 
+def _chunked_factors(q, k, w, beta, rows: torch.Tensor, groups: int):
+    """:func:`_local_factors` of ``q, k, w, beta`` (token layout, any float dtype) in the chunk layout ``rows``."""
+    return _local_factors(*(_to_chunks(t.float(), rows) for t in (q, k, w, beta)), groups)
+
+
 def path_attn_chunked(q, k, v, w, beta, g, scale: float, cu_seqlens) -> torch.Tensor:
     """PaTH attention for training (checked inputs, ``scale`` given): ``o [B, T, HQ, V]`` in ``q.dtype``,
     differentiable in every input (chunk-local factors by autograd, the walk by :class:`PathInterChunkFunction`)."""
     B, T, HQ, _ = q.shape
     groups = HQ // k.shape[2]
     rows, pos, seq_chunks, pair_off, pairs = chunk_layout(B, T, cu_seqlens, q.device)
-    f32 = [_to_chunks(t.float(), rows) for t in (q, k, w, beta)]
-    x0, a, k_hat, W, U = _local_factors(*f32, groups)
+    # recomputed in the backward: autograd would keep the factors' float32 intermediates (the chunk-layout copies,
+    # the solve, tril(q W^T), ...), ~3x what the walk itself saves (PaTH-340M peaked at 41 GiB with them); they cost
+    # O(T BT K) against the walk's O(T^2 K)
+    x0, a, k_hat, W, U = torch.utils.checkpoint.checkpoint(
+        _chunked_factors, q, k, w, beta, rows, groups, use_reentrant=False, determinism_check="none"
+    )
     G = None if g is None else _to_chunks(global_cumsum_torch(g.float(), cu_seqlens), rows)
     vc = _to_chunks(v, rows)
     oc = PathInterChunkFunction.apply(x0, a, k_hat, W, U, vc, G, pos, seq_chunks, pair_off, pairs, scale)

@@ -210,3 +210,25 @@ def test_parallel_path_attn_gpu_sizes(dtype, K):
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
     against_torch_path(make(1, sum(lengths), 8, 2, K, K, dtype), cu, tol(dtype, 3), tol(dtype, 5))
     against_torch_path(make(2, 300, 4, 4, K, K, dtype), None, tol(dtype, 3), tol(dtype, 5))
+
+
+def test_training_path_keeps_no_factor_intermediates_for_the_backward():
+    # the chunk-local factors are recomputed in the backward (checkpoint): what the op keeps is its inputs and what
+    # the walk keeps (x0, a, k_hat, W, U, v, o, lse), 10 KiB per token here; keeping the factors' float32
+    # intermediates as well made it 20 (PaTH-340M peaked at 41 GiB on an H100)
+    B, T, H, K = 1, 512, 4, 64
+    q, k, v = (torch.randn(B, T, H, K, device=DEVICE, requires_grad=True) for _ in range(3))
+    w = F.normalize(torch.randn(B, T, H, K, device=DEVICE), dim=-1).requires_grad_()
+    beta = (2 * torch.rand(B, T, H, device=DEVICE)).requires_grad_()
+    kept = {}
+
+    def pack(t):
+        kept[(t.data_ptr(), t.dtype, tuple(t.shape))] = t.numel() * t.element_size()
+        return t
+
+    with using("triton"), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        o = parallel_path_attn(q, k, v, w, beta)[0]
+    kib_per_token = sum(kept.values()) / (B * T) / 1024
+    assert kib_per_token <= 11, f"the training path keeps {kib_per_token:.1f} KiB per token for the backward"
+    o.sum().backward()  # the recomputation runs
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v, w, beta))
