@@ -5,7 +5,8 @@ Every sequence is cut into chunks of ``BT = 64`` tokens laid out chunk-major, ``
 chunk of a sequence zero-padded; a sequence's chunks are consecutive rows). Per chunk, in PyTorch
 (:func:`_local_factors`, differentiable, ``O(T BT K)``): ``U``, ``TM``, ``k_hat`` (``README.md``), the diagonal
 block's scores ``a = tril(q k^T) - tril(q W^T) TM`` and the queries carried to the chunk's start
-``x0 = q - tril(q W^T) U``; recomputed in the backward (a checkpoint) rather than kept. The walk over earlier chunks, ``O(T^2 K)``, is :class:`PathInterChunkFunction`:
+``x0 = q - tril(q W^T) U``; recomputed in the backward (a checkpoint) rather than kept. The walk over earlier
+chunks, ``O(T^2 K)``, is :class:`PathInterChunkFunction`:
 
 * forward (:func:`path_inter_fwd_kernel`, query chunk x query head): the diagonal softmax from ``a``, then for
   key chunks ``c-1 .. 0``: scores ``x k_hat^T``, online softmax, ``x <- x - (x W^T) U``; ``o`` and ``lse``.
