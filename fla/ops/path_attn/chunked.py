@@ -5,8 +5,8 @@ Every sequence is cut into chunks of ``BT = 64`` tokens laid out chunk-major, ``
 chunk of a sequence zero-padded; a sequence's chunks are consecutive rows). Per chunk, in PyTorch
 (:func:`_local_factors`, differentiable, ``O(T BT K)``): ``U``, ``TM``, ``k_hat`` (``README.md``), the diagonal
 block's scores ``a = tril(q k^T) - tril(q W^T) TM`` and the queries carried to the chunk's start
-``x0 = q - tril(q W^T) U``; recomputed in the backward (a checkpoint) rather than kept. The walk over earlier
-chunks, ``O(T^2 K)``, is :class:`PathInterChunkFunction`:
+``x0 = q - tril(q W^T) U``; made again in the backward rather than kept. The walk over earlier chunks,
+``O(T^2 K)``, is :class:`PathInterChunkFunction` (which also makes the factors):
 
 * forward (:func:`path_inter_fwd_kernel`, query chunk x query head): the diagonal softmax from ``a``, then for
   key chunks ``c-1 .. 0``: scores ``x k_hat^T``, online softmax, ``x <- x - (x W^T) U``; ``o`` and ``lse``.
@@ -25,7 +25,6 @@ query gets ``do = 0``.
 from __future__ import annotations
 
 import torch
-import torch.utils.checkpoint
 import triton
 import triton.language as tl
 
@@ -220,39 +219,48 @@ def path_inter_bwd_dkv_kernel(
 
 
 class PathInterChunkFunction(torch.autograd.Function):
-    """The inter-chunk walk of PaTH attention on the chunk layout (module docstring): ``o [NC, BT, HQ, V]``
-    from ``x0 [NC, BT, HQ, K]``, ``a [NC, BT, HQ, BT]``, ``k_hat, w, u [NC, BT, H, K]`` (float32),
-    ``v [NC, BT, H, V]`` and ``G [NC, BT, HQ]`` (float32 gate cumsum, or ``None``)."""
+    """The chunk-local factors and the inter-chunk walk of PaTH attention (module docstring): ``o [NC, BT, HQ, V]``
+    from the token-layout ``q [B, T, HQ, K]``, ``k, w [B, T, H, K]``, ``beta [B, T, H]`` (any float dtype; cut
+    into chunks by ``rows``), ``v [NC, BT, H, V]`` and ``G [NC, BT, HQ]`` (float32 gate cumsum, or ``None``).
+
+    The backward makes the factors again (:func:`_chunked_factors` under autograd) instead of keeping them: they
+    and their float32 intermediates were three quarters of what the op kept (20 -> 5 KiB per token at 4 heads x 64,
+    the inputs included)."""
 
     @staticmethod
     @contiguous
-    def forward(ctx, x0, a, k_hat, w, u, v, G, chunk_pos, seq_chunks, pair_off, pairs, scale):
+    def forward(ctx, q, k, w, beta, rows, groups, v, G, chunk_pos, seq_chunks, pair_off, pairs, scale):
+        x0, a, k_hat, W, U = _chunked_factors(q, k, w, beta, rows, groups)
         NC, _, HQ, K = x0.shape
         H, V = k_hat.shape[2], v.shape[-1]
         BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
         meta = dict(HQ=HQ, G=HQ // H, K=K, V=V, BT=BT, BK=BK, BV=BV, USE_G=G is not None,
                     DOT_PRECISION=dot_precision(v.dtype))  # fmt: skip
-        o, lse, _ = _walk(x0, a, k_hat, w, u, v, G, chunk_pos, pair_off, None, scale, meta)
-        ctx.save_for_backward(x0, a, k_hat, w, u, v, G, o, lse, chunk_pos, seq_chunks, pair_off)
-        ctx.scale, ctx.meta, ctx.pairs = scale, meta, pairs
+        o, lse, _ = _walk(x0, a, k_hat, W, U, v, G, chunk_pos, pair_off, None, scale, meta)
+        ctx.save_for_backward(q, k, w, beta, rows, v, G, o, lse, chunk_pos, seq_chunks, pair_off)
+        ctx.scale, ctx.meta, ctx.pairs, ctx.groups = scale, meta, pairs, groups
         return o
 
     @staticmethod
     @contiguous
     def backward(ctx, do):
-        x0, a, k_hat, w, u, v, G, o, lse, chunk_pos, seq_chunks, pair_off = ctx.saved_tensors
+        q, k, w, beta, rows, v, G, o, lse, chunk_pos, seq_chunks, pair_off = ctx.saved_tensors
         meta, scale = ctx.meta, ctx.scale
+        leaves = [t.detach().requires_grad_(need) for t, need in zip((q, k, w, beta), ctx.needs_input_grad)]
+        with torch.enable_grad():
+            factors = _chunked_factors(*leaves, rows, ctx.groups)
+        x0, a, k_hat, W, U = (t.detach() for t in factors)
         NC, _, H, K = k_hat.shape
         HQ, V, BK = meta["HQ"], meta["V"], meta["BK"]
         # the walk again, keeping every state: X lives for this layer's backward only
-        _, _, X = _walk(x0, a, k_hat, w, u, v, G, chunk_pos, pair_off, ctx.pairs, scale, meta)
+        _, _, X = _walk(x0, a, k_hat, W, U, v, G, chunk_pos, pair_off, ctx.pairs, scale, meta)
         delta = (o.float() * do.float()).sum(-1)  # [NC, BT, HQ]
         dx0 = empty(NC, BT, HQ, K, dtype=torch.float32, device=v.device)
         da = empty(NC, BT, HQ, BT, dtype=torch.float32, device=v.device)
         dgq = empty(NC, BT, HQ, dtype=torch.float32, device=v.device)
         phi = torch.zeros(NC, HQ, BK, BK, dtype=torch.float32, device=v.device)
         path_inter_bwd_dq_kernel[(NC, HQ)](
-            a, k_hat, w, u, v, G, X, lse, delta, do, dx0, da, dgq, phi, chunk_pos, pair_off, scale, **meta
+            a, k_hat, W, U, v, G, X, lse, delta, do, dx0, da, dgq, phi, chunk_pos, pair_off, scale, **meta
         )  # fmt: skip
         dkh = empty(NC, BT, HQ, K, dtype=torch.float32, device=v.device)
         dv = empty(NC, BT, HQ, V, dtype=torch.float32, device=v.device)
@@ -265,10 +273,18 @@ class PathInterChunkFunction(torch.autograd.Function):
         phi = phi[..., :K, :K].view(NC, H, groups, K, K).sum(2)  # [NC, H, K, K]
         dkh = dkh.view(NC, BT, H, groups, K).sum(3)
         dv = dv.view(NC, BT, H, groups, V).sum(3)
-        du = -torch.einsum("nchk,nhkl->nchl", w, phi)  # dU = -W Phi
-        dw = -torch.einsum("nchk,nhlk->nchl", u, phi)  # dW = -U Phi^T
+        dU = -torch.einsum("nchk,nhkl->nchl", W, phi)  # dU = -W Phi
+        dW = -torch.einsum("nchk,nhlk->nchl", U, phi)  # dW = -U Phi^T
         dG = None if G is None else (dgq + dgk) * scale  # the gate enters the scores times scale
-        return dx0, da, dkh, dw, du, dv.to(v.dtype), dG, None, None, None, None, None
+        wanted = [t for t in leaves if t.requires_grad]
+        pairs = [(f, d) for f, d in zip(factors, (dx0, da, dkh, dW, dU)) if f.requires_grad]
+        got = [None] * len(wanted)
+        if wanted and pairs:
+            outs, grad_outs = zip(*pairs)
+            got = torch.autograd.grad(outs, wanted, grad_outs, allow_unused=True)
+        got = iter(got)
+        dq, dk, dw, dbeta = (next(got) if t.requires_grad else None for t in leaves)
+        return dq, dk, dw, dbeta, None, None, dv.to(v.dtype), dG, None, None, None, None, None
 
 
 def _walk(x0, a, k_hat, w, u, v, G, chunk_pos, pair_off, pairs: int | None, scale: float, meta: dict):
@@ -326,25 +342,22 @@ def _local_factors(q, k, w, beta, groups: int):
 
 
 def _chunked_factors(q, k, w, beta, rows: torch.Tensor, groups: int):
-    """:func:`_local_factors` of ``q, k, w, beta`` (token layout, any float dtype) in the chunk layout ``rows``."""
-    return _local_factors(*(_to_chunks(t.float(), rows) for t in (q, k, w, beta)), groups)
+    """:func:`_local_factors` of ``q, k, w, beta`` (token layout, any float dtype) in the chunk layout ``rows``,
+    contiguous (the kernels' layout)."""
+    factors = _local_factors(*(_to_chunks(t.float(), rows) for t in (q, k, w, beta)), groups)
+    return tuple(t.contiguous() for t in factors)
 
 
 def path_attn_chunked(q, k, v, w, beta, g, scale: float, cu_seqlens) -> torch.Tensor:
     """PaTH attention for training (checked inputs, ``scale`` given): ``o [B, T, HQ, V]`` in ``q.dtype``,
-    differentiable in every input (chunk-local factors by autograd, the walk by :class:`PathInterChunkFunction`)."""
+    differentiable in every input (:class:`PathInterChunkFunction`; the chunk layouts of ``v`` and the gate by
+    autograd)."""
     B, T, HQ, _ = q.shape
     groups = HQ // k.shape[2]
     rows, pos, seq_chunks, pair_off, pairs = chunk_layout(B, T, cu_seqlens, q.device)
-    # recomputed in the backward: autograd would keep the factors' float32 intermediates (the chunk-layout copies,
-    # the solve, tril(q W^T), ...), ~3x what the walk itself saves (PaTH-340M peaked at 41 GiB with them); they cost
-    # O(T BT K) against the walk's O(T^2 K)
-    x0, a, k_hat, W, U = torch.utils.checkpoint.checkpoint(
-        _chunked_factors, q, k, w, beta, rows, groups, use_reentrant=False, determinism_check="none"
-    )
     G = None if g is None else _to_chunks(global_cumsum_torch(g.float(), cu_seqlens), rows)
     vc = _to_chunks(v, rows)
-    oc = PathInterChunkFunction.apply(x0, a, k_hat, W, U, vc, G, pos, seq_chunks, pair_off, pairs, scale)
+    oc = PathInterChunkFunction.apply(q, k, w, beta, rows, groups, vc, G, pos, seq_chunks, pair_off, pairs, scale)
     # back to tokens: row r of chunk n is flat position n * BT + r
     inv = torch.empty(B * T, dtype=torch.long, device=q.device)
     valid = rows.flatten() < B * T
