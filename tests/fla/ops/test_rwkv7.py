@@ -158,11 +158,12 @@ def test_triton_scores_by_dot_and_elementwise():
 
 def test_triton_chunk_grid_over_batches_heads_and_value_blocks():
     # the chunk stages run one program per (chunk, batch row, head) and the walks one per (sequence, head, V block
-    # of 32): two batch rows, three heads, V = 40 (two V blocks, the second partial), T = 45 (three chunks); then
-    # packed sequences over the same grid (chunk indices), V = 72 (three V blocks)
-    check_op(chunk_dplr_delta_rule, make_inputs(2, 45, 3, 20, 40, torch.float32, num_states=2), "triton",
+    # of 32): two batch rows, three heads, T = 45 (three chunks), V = 72 (three V blocks of the walks, the last
+    # partial; with K = 64 two of the backward's chunk pass, which holds [K, BV] state blocks with K * BV <= 4096);
+    # then packed sequences over the same grid (chunk indices)
+    check_op(chunk_dplr_delta_rule, make_inputs(2, 45, 3, 64, 72, torch.float32, num_states=2), "triton",
              tol(torch.float32, 5))  # fmt: skip
-    inputs = make_inputs(1, 50, 2, 24, 72, torch.float32, num_states=4)
+    inputs = make_inputs(1, 50, 2, 64, 72, torch.float32, num_states=4)
     check_varlen(chunk_dplr_delta_rule, inputs, [1, 33, 0, 16], "triton", tol(torch.float32, 5))
 
 

@@ -8,7 +8,7 @@ recomputation (the chunk stages, the states ``h`` before every chunk):
        dh  <- exp(G_L) * dh + Qh^T do + W^T ((b * exp(G_L - G)) dh)
 
 2. :func:`dplr_chunk_bwd_local_kernel`, one program per chunk (of every sequence and head), with its ``h`` and
-   ``dh`` and the scores and ``Tm`` recomputed::
+   ``dh`` in ``[K, BV]`` blocks (the sums over the values accumulate) and the scores and ``Tm`` recomputed::
 
        du   = A_qb^T do + (b * exp(G_L - G)) dh          drhs = Tm^T du          (u = Tm rhs)
        dA_qk = do v^T,  dA_qb = do u^T  (j <= i)         dA_ak = drhs v^T,  dA_ab = drhs u^T  (j < i)
@@ -141,7 +141,8 @@ def dplr_chunk_bwd_local_kernel(
     i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
     bos, T_n, i_c, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
-    o_k, o_v, m_k, m_v, o_kv, m_kv = state_block(0, 0, K, V, BK, BV)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
     o_t = tl.arange(0, BT)
     m_incl = o_t[:, None] >= o_t[None, :]  # [BT, BT] j <= i
     m_strict = o_t[:, None] > o_t[None, :]  # [BT, BT] j < i
@@ -156,49 +157,67 @@ def dplr_chunk_bwd_local_kernel(
     b_a = tl.load(a + p_x, mask=m_x, other=0.0).to(tl.float32)
     b_b = tl.load(b + p_x, mask=m_x, other=0.0).to(tl.float32)
     b_g = tl.load(gk + p_x, mask=m_x, other=0.0).to(tl.float32)
-    p_y = rows[:, None] * V + o_v[None, :]  # [BT, BV]
-    m_y = m_t[:, None] & m_v[None, :]
-    b_v = tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32)
-    b_do = tl.load(do + p_y, mask=m_y, other=0.0).to(tl.float32)
-    p_h = (i_ch * H + i_h) * K * V + o_kv
-    b_h = tl.load(hs + p_h, mask=m_kv, other=0.0)  # the state before the chunk
-    b_dh = tl.load(dhs + p_h, mask=m_kv, other=0.0)  # the gradient of the state after it
     b_G = tl.cumsum(b_g, axis=0)
     b_Gx = b_G - b_g
     b_GL = tl.sum(b_g, axis=0)  # [BK] (rows past the end add 0)
     b_w = b_a * tl.exp(b_Gx)  # [BT, BK]
     b_dec = tl.exp(b_GL[None, :] - b_G)  # [BT, BK]
-    b_rhs = tl.dot(b_w, b_h, input_precision=DOT_PRECISION) + tl.dot(A_ak, b_v, input_precision=DOT_PRECISION)
-    b_u = tl.dot(b_T, b_rhs, input_precision=DOT_PRECISION)  # [BT, BV]
-    # gradients of u, rhs, the scores and v
-    b_du = tl.dot(tl.trans(A_qb), b_do, input_precision=DOT_PRECISION)
-    b_du += tl.dot(b_b * b_dec, b_dh, input_precision=DOT_PRECISION)
-    b_drhs = tl.dot(tl.trans(b_T), b_du, input_precision=DOT_PRECISION)  # [BT, BV]
+    b_kd, b_bd = b_k * b_dec, b_b * b_dec
+    # value blocks of BV: what sums over the values (the four dA, the state parts of dq, da, dk, db, dG_L)
+    # accumulates, the rest (u, du, drhs, dv) is per block
+    dA_qk = tl.zeros([BT, BT], dtype=tl.float32)
+    dA_qb = tl.zeros([BT, BT], dtype=tl.float32)
+    dA_ak = tl.zeros([BT, BT], dtype=tl.float32)
+    dA_ab = tl.zeros([BT, BT], dtype=tl.float32)
+    b_dq = tl.zeros([BT, BK], dtype=tl.float32)
+    b_da = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dk = tl.zeros([BT, BK], dtype=tl.float32)
+    b_db = tl.zeros([BT, BK], dtype=tl.float32)
+    b_hdh = tl.zeros([BK], dtype=tl.float32)  # sum over the values of h * dh
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_k, o_v, m_k, m_v, o_kv, m_kv = state_block(0, i_v, K, V, BK, BV)
+        p_y = rows[:, None] * V + o_v[None, :]  # [BT, BV]
+        m_y = m_t[:, None] & m_v[None, :]
+        b_v = tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32)
+        b_do = tl.load(do + p_y, mask=m_y, other=0.0).to(tl.float32)
+        p_h = (i_ch * H + i_h) * K * V + o_kv
+        b_h = tl.load(hs + p_h, mask=m_kv, other=0.0)  # the state before the chunk
+        b_dh = tl.load(dhs + p_h, mask=m_kv, other=0.0)  # the gradient of the state after it
+        b_rhs = tl.dot(b_w, b_h, input_precision=DOT_PRECISION) + tl.dot(A_ak, b_v, input_precision=DOT_PRECISION)
+        b_u = tl.dot(b_T, b_rhs, input_precision=DOT_PRECISION)  # [BT, BV]
+        # gradients of u, rhs, the scores and v
+        b_du = tl.dot(tl.trans(A_qb), b_do, input_precision=DOT_PRECISION)
+        b_du += tl.dot(b_bd, b_dh, input_precision=DOT_PRECISION)
+        b_drhs = tl.dot(tl.trans(b_T), b_du, input_precision=DOT_PRECISION)  # [BT, BV]
+        dA_qk += tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION)
+        dA_qb += tl.dot(b_do, tl.trans(b_u), input_precision=DOT_PRECISION)
+        dA_ak += tl.dot(b_drhs, tl.trans(b_v), input_precision=DOT_PRECISION)
+        dA_ab += tl.dot(b_drhs, tl.trans(b_u), input_precision=DOT_PRECISION)
+        b_dv = tl.dot(tl.trans(A_qk), b_do, input_precision=DOT_PRECISION)
+        b_dv += tl.dot(tl.trans(A_ak), b_drhs, input_precision=DOT_PRECISION)
+        b_dv += tl.dot(b_kd, b_dh, input_precision=DOT_PRECISION)
+        tl.store(dv + p_y, b_dv.to(dv.dtype.element_ty), mask=m_y)
+        b_dq += tl.dot(b_do, tl.trans(b_h), input_precision=DOT_PRECISION)  # [BT, BK]
+        b_da += tl.dot(b_drhs, tl.trans(b_h), input_precision=DOT_PRECISION)
+        b_dk += tl.dot(b_v, tl.trans(b_dh), input_precision=DOT_PRECISION)
+        b_db += tl.dot(b_u, tl.trans(b_dh), input_precision=DOT_PRECISION)
+        b_hdh += tl.sum(b_h * b_dh, axis=1)
     p_A = rows[:, None] * (4 * BT) + o_t[None, :]  # [BT, BT] in dA [B, T, H, 4, BT]
     m_A = m_t[:, None] & m_t[None, :]
-    b_dA = tl.where(m_incl, tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION), 0.0)
-    tl.store(dA + p_A, b_dA, mask=m_A)
-    b_dA = tl.where(m_incl, tl.dot(b_do, tl.trans(b_u), input_precision=DOT_PRECISION), 0.0)
-    tl.store(dA + BT + p_A, b_dA, mask=m_A)
-    b_dA = tl.where(m_strict, tl.dot(b_drhs, tl.trans(b_v), input_precision=DOT_PRECISION), 0.0)
-    tl.store(dA + 2 * BT + p_A, b_dA, mask=m_A)
-    b_dA = tl.where(m_strict, tl.dot(b_drhs, tl.trans(b_u), input_precision=DOT_PRECISION), 0.0)
-    tl.store(dA + 3 * BT + p_A, b_dA, mask=m_A)
-    b_dv = tl.dot(tl.trans(A_qk), b_do, input_precision=DOT_PRECISION)
-    b_dv += tl.dot(tl.trans(A_ak), b_drhs, input_precision=DOT_PRECISION)
-    b_dv += tl.dot(b_k * b_dec, b_dh, input_precision=DOT_PRECISION)
-    tl.store(dv + p_y, b_dv.to(dv.dtype.element_ty), mask=m_y)
+    tl.store(dA + p_A, tl.where(m_incl, dA_qk, 0.0), mask=m_A)
+    tl.store(dA + BT + p_A, tl.where(m_incl, dA_qb, 0.0), mask=m_A)
+    tl.store(dA + 2 * BT + p_A, tl.where(m_strict, dA_ak, 0.0), mask=m_A)
+    tl.store(dA + 3 * BT + p_A, tl.where(m_strict, dA_ab, 0.0), mask=m_A)
     # the state parts of dq (for the scaled q), da, dk, db and the chunk-end decay's gradient
-    b_dq = tl.exp(b_G) * tl.dot(b_do, tl.trans(b_h), input_precision=DOT_PRECISION)  # [BT, BK]
-    b_da = tl.exp(b_Gx) * tl.dot(b_drhs, tl.trans(b_h), input_precision=DOT_PRECISION)
-    b_dk = b_dec * tl.dot(b_v, tl.trans(b_dh), input_precision=DOT_PRECISION)
-    b_db = b_dec * tl.dot(b_u, tl.trans(b_dh), input_precision=DOT_PRECISION)
+    b_dq *= tl.exp(b_G)
+    b_da *= tl.exp(b_Gx)
+    b_dk *= b_dec
+    b_db *= b_dec
     tl.store(dq + p_x, b_dq, mask=m_x)
     tl.store(da + p_x, b_da, mask=m_x)
     tl.store(dk + p_x, b_dk, mask=m_x)
     tl.store(db + p_x, b_db, mask=m_x)
-    b_eL = tl.exp(b_GL)  # [BK]
-    b_dGL = tl.sum(b_eL[:, None] * b_h * b_dh, axis=1) + tl.sum(b_k * b_dk + b_b * b_db, axis=0)  # [BK]
+    b_dGL = tl.exp(b_GL) * b_hdh + tl.sum(b_k * b_dk + b_b * b_db, axis=0)  # [BK]
     last = tl.minimum(T_n - 1 - i_c * BT, BT - 1)  # the chunk's last row (G_L = G there)
     tl.store(dgl + (bos + i_c * BT + last) * H * K + i_h * K + o_k, b_dGL, mask=m_k)
 
@@ -332,8 +351,8 @@ def chunk_dplr_bwd(
     chunks = (layout.row_chunks, B * H)
     dplr_chunk_bwd_local_kernel[chunks](
         q, k, v, a, b, gk, hs, dhs, do, dv, dq, dk, da, db, dgl, dA, cu_seqlens, layout.chunk_indices, scale, T,
-        H=H, K=K, V=V, BT=BT, BK=BK, BKC=16, BKD=score_block(K), BV=BV, DOT_PRECISION=precision,
-        num_warps=8 if BK * BV > 64 * 64 else 4,  # h and dh [K, V] both in registers
+        H=H, K=K, V=V, BT=BT, BK=BK, BKC=16, BKD=score_block(K), BV=min(BV, max(16, 4096 // BK)),
+        DOT_PRECISION=precision,
     )  # fmt: skip
     dplr_chunk_bwd_intra_kernel[(layout.row_chunks, cdiv(K, 16), B * H)](
         q, k, a, b, gk, dq, dk, da, db, dgl, dA, dgk, cu_seqlens, layout.chunk_indices, scale, T, H=H, K=K, BT=BT,
