@@ -45,7 +45,9 @@ from fla.utils import empty
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
-DPLR_BWD_MAX_DIM = 128  # K and V the local kernel holds whole ([K, V] state and state gradient in registers)
+# K and V up to which the Triton backward runs (wider heads: the recomputed PyTorch form, backward.py). The chunk
+# pass now holds the state in [K, BV] blocks, so V past it would fit as well; not raised without a GPU run.
+DPLR_BWD_MAX_DIM = 128
 
 
 @lean_launch
@@ -175,7 +177,7 @@ def dplr_chunk_bwd_local_kernel(
     b_db = tl.zeros([BT, BK], dtype=tl.float32)
     b_hdh = tl.zeros([BK], dtype=tl.float32)  # sum over the values of h * dh
     for i_v in range(0, tl.cdiv(V, BV)):
-        o_k, o_v, m_k, m_v, o_kv, m_kv = state_block(0, i_v, K, V, BK, BV)
+        _, o_v, _, m_v, o_kv, m_kv = state_block(0, i_v, K, V, BK, BV)
         p_y = rows[:, None] * V + o_v[None, :]  # [BT, BV]
         m_y = m_t[:, None] & m_v[None, :]
         b_v = tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32)
@@ -269,7 +271,7 @@ def dplr_chunk_bwd_intra_kernel(
     c_G = tl.cumsum(c_g, axis=0)
     c_Gx = c_G - c_g
     p_A = rows[:, None] * (4 * BT) + o_t[None, :]  # [BT, BT]
-    m_A = m_t[:, None] & (i_c * BT + o_t < T_n)[None, :]
+    m_A = m_t[:, None] & m_t[None, :]
     dA_qk = tl.load(dA + p_A, mask=m_A, other=0.0)  # [BT, BT], zero off its causal part
     dA_qb = tl.load(dA + BT + p_A, mask=m_A, other=0.0)
     dA_ak = tl.load(dA + 2 * BT + p_A, mask=m_A, other=0.0)

@@ -125,14 +125,14 @@ def chunk_dplr_fwd(
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) or ``None``, the final state ``[N, H, K, V]`` float32 or ``None``,
         with ``layout`` the state before every chunk (``layout.states_shape``, float32) else ``None``, and the
-        chunk stages' ``(W, U0, Qh, O0)``.
+        chunk stages' ``(W, U0, Qh, O0)`` (``O0`` ``None`` without ``want_o``).
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     want_hs = layout is not None
     layout = layout if layout is not None else ChunkLayout.build(q, cu_seqlens, DPLR_CHUNK)
-    stages = chunk_dplr_prep(q, k, v, a, b, gk, scale, layout)
+    stages = chunk_dplr_prep(q, k, v, a, b, gk, scale, layout, want_o0=want_o)
     BK = max(16, next_power_of_2(K))
     # V blocks of 32 (<= 4096 // BK state entries): more programs walking in parallel, each with a smaller state
     BV = min(max(16, next_power_of_2(V)), 32, max(16, 4096 // BK))

@@ -143,7 +143,7 @@ def unit_lower_inverse(A, BT: tl.constexpr):
 
 
 @lean_launch
-@given_heuristics(IS_VARLEN="cu_seqlens")
+@given_heuristics(STORE_O0="O0", IS_VARLEN="cu_seqlens")
 @triton.jit(do_not_specialize=["T"])
 def dplr_chunk_prep_kernel(
     q,
@@ -169,6 +169,7 @@ def dplr_chunk_prep_kernel(
     BKD: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    STORE_O0: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
@@ -197,9 +198,11 @@ def dplr_chunk_prep_kernel(
         m_y = m_t[:, None] & (o_v < V)[None, :]
         b_v = tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32)
         b_U0 = tl.dot(b_TA, b_v, input_precision=DOT_PRECISION)
-        b_O0 = tl.dot(A_qk, b_v, input_precision=DOT_PRECISION) + tl.dot(A_qb, b_U0, input_precision=DOT_PRECISION)
         tl.store(U0 + p_y, b_U0, mask=m_y)
-        tl.store(O0 + p_y, b_O0, mask=m_y)
+        if STORE_O0:
+            b_O0 = tl.dot(A_qk, b_v, input_precision=DOT_PRECISION)
+            b_O0 += tl.dot(A_qb, b_U0, input_precision=DOT_PRECISION)
+            tl.store(O0 + p_y, b_O0, mask=m_y)
 
 
 def score_block(K: int) -> int:
@@ -216,19 +219,23 @@ def chunk_dplr_prep(
     gk: torch.Tensor,
     scale: float,
     layout: ChunkLayout,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    want_o0: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Launch :func:`dplr_chunk_prep_kernel` on contiguous inputs.
 
     Args:
         q, k, a, b, gk: ``[B, T, H, K]`` (``K <= 256``); v: ``[B, T, H, V]``;
-        layout: chunks of :data:`DPLR_CHUNK`.
+        layout: chunks of :data:`DPLR_CHUNK`; want_o0: also form ``O0`` (only the output needs it: the
+            backward's recomputation of the states does not).
     Returns:
-        ``W, Qh`` ``[B, T, H, K]`` and ``U0, O0`` ``[B, T, H, V]``, float32 (module docstring).
+        ``(W, U0, Qh, O0)`` float32 (module docstring): ``W, Qh`` ``[B, T, H, K]``, ``U0, O0`` ``[B, T, H, V]``
+        (``O0`` ``None`` without ``want_o0``).
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
     W, Qh = (empty(B, T, H, K, dtype=torch.float32, device=q.device) for _ in range(2))
-    U0, O0 = (empty(B, T, H, V, dtype=torch.float32, device=q.device) for _ in range(2))
+    U0 = empty(B, T, H, V, dtype=torch.float32, device=q.device)
+    O0 = empty(B, T, H, V, dtype=torch.float32, device=q.device) if want_o0 else None
     grid = (layout.row_chunks, layout.batch * H)
     dplr_chunk_prep_kernel[grid](
         q, k, v, a, b, gk, W, U0, Qh, O0, layout.cu_seqlens, layout.chunk_indices, scale, T, H=H, K=K, V=V,
