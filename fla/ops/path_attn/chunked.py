@@ -277,10 +277,10 @@ class PathInterChunkFunction(torch.autograd.Function):
         dW = -torch.einsum("nchk,nhlk->nchl", U, phi)  # dW = -U Phi^T
         dG = None if G is None else (dgq + dgk) * scale  # the gate enters the scores times scale
         wanted = [t for t in leaves if t.requires_grad]
-        pairs = [(f, d) for f, d in zip(factors, (dx0, da, dkh, dW, dU)) if f.requires_grad]
+        linked = [(f, d) for f, d in zip(factors, (dx0, da, dkh, dW, dU)) if f.requires_grad]
         got = [None] * len(wanted)
-        if wanted and pairs:
-            outs, grad_outs = zip(*pairs)
+        if wanted and linked:
+            outs, grad_outs = zip(*linked)
             got = torch.autograd.grad(outs, wanted, grad_outs, allow_unused=True)
         got = iter(got)
         dq, dk, dw, dbeta = (next(got) if t.requires_grad else None for t in leaves)
