@@ -17,8 +17,6 @@ token as ``ffn_state``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -53,26 +51,30 @@ def ffn_width(hidden_size: int, hidden_ratio: float | None, intermediate_size: i
 
 
 def shifted_channel_mix(
-    layer_idx: int | None,
+    ffn: nn.Module,
     x: torch.Tensor,
     attention_mask: torch.Tensor | None,
     past_key_values: FLACache | None,
     cu_seqlens: torch.Tensor | None,
-    mix: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    """RWKV channel mixing's token-shift plumbing (RWKV6 and RWKV7 FFNs): ``mix(x, delta)`` with ``delta`` the
+    """RWKV channel mixing's token-shift plumbing (RWKV6 and RWKV7 FFNs): ``ffn.mix(x, delta)`` with ``delta`` the
     difference to the previous token (the cached ``ffn_state`` across calls, per sequence with ``cu_seqlens``;
     a padded batch without a cache is unpacked first, ``attention_mask [B, cached + T]``), and the last token
-    kept in the cache. ``x``: ``[B, T, hidden_size]``; returns ``mix``'s ``[B, T, hidden_size]``."""
+    kept in the cache. ``x``: ``[B, T, hidden_size]``; returns ``mix``'s ``[B, T, hidden_size]``.
+
+    ``ffn.layer_idx`` is read only with a cache: torch.compile guards on an int attribute that a forward reads,
+    even one passed along unused, and a training forward that read it compiled every layer anew (torch 2.11)."""
     prev = None
-    if past_key_values is not None and past_key_values.get_seq_length(layer_idx) > 0:
-        prev = past_key_values[layer_idx]["ffn_state"]  # None on the first call (the mixer wrote first)
+    if past_key_values is not None:
+        layer_idx = ffn.layer_idx
+        if past_key_values.get_seq_length(layer_idx) > 0:
+            prev = past_key_values[layer_idx]["ffn_state"]  # None on the first call (the mixer wrote first)
     info = None
     if attention_mask is not None and cu_seqlens is None and prev is None:
         info = get_padding_info(attention_mask, x.shape[1])
         x, cu_seqlens = unpad(x, info)[None], info.cu_seqlens
     delta, last = token_shift(x, cu_seqlens, prev, output_cache=True)
-    out = mix(x, delta)
+    out = ffn.mix(x, delta)
     if past_key_values is not None:
         past_key_values.update(ffn_state=last, layer_idx=layer_idx, offset=0)  # the mixer counted the tokens
     return out if info is None else repad(out[0], info)
@@ -111,10 +113,7 @@ class RWKV6FeedForward(nn.Module):
         cu_seqlens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x [B, T, hidden_size]`` -> ``[B, T, hidden_size]``; ``attention_mask [B, cached + T]`` (padding)."""
-        # the layer index only with a cache: torch.compile guards on an int attribute the forward reads, and a
-        # training forward that read it would compile every layer anew
-        layer_idx = None if past_key_values is None else self.layer_idx
-        return shifted_channel_mix(layer_idx, x, attention_mask, past_key_values, cu_seqlens, self.mix)
+        return shifted_channel_mix(self, x, attention_mask, past_key_values, cu_seqlens)
 
     def mix(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """The channel mixing of ``x`` given its token-shift difference ``delta`` (both ``[B, T, hidden_size]``)."""

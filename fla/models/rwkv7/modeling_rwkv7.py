@@ -87,10 +87,7 @@ class RWKV7FeedForward(nn.Module):
         cu_seqlens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x [B, T, hidden_size]`` -> ``[B, T, hidden_size]``; ``attention_mask [B, cached + T]`` (padding)."""
-        # the layer index only with a cache: torch.compile guards on an int attribute the forward reads, and a
-        # training forward that read it would compile every layer anew
-        layer_idx = None if past_key_values is None else self.layer_idx
-        return shifted_channel_mix(layer_idx, x, attention_mask, past_key_values, cu_seqlens, self.mix)
+        return shifted_channel_mix(self, x, attention_mask, past_key_values, cu_seqlens)
 
     def mix(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """The channel mixing of ``x`` given its token-shift difference ``delta`` (both ``[B, T, hidden_size]``)."""
