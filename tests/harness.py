@@ -105,6 +105,14 @@ def using(backend: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def saved_for_backward() -> Iterator[list[torch.Tensor]]:
+    """The tensors autograd keeps for the backward of what runs inside, in the order they are packed."""
+    saved: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        yield saved
+
+
 def child_pythonpath() -> str:
     """``PYTHONPATH`` for a subprocess: this checkout first, then whatever the parent had (e.g. wheels
     installed with ``pip --target`` on the GPU machine)."""

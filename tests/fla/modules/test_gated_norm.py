@@ -13,7 +13,16 @@ from fla.modules.gated_norm import (
 )
 from fla.modules.norm import fused_norm
 from tests.fla.modules.test_norm import rand, reference_norm
-from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, to_reference, tol, using
+from tests.harness import (
+    BACKENDS,
+    DEVICE,
+    assert_close,
+    assert_grads_close,
+    saved_for_backward,
+    to_reference,
+    tol,
+    using,
+)
 
 
 def reference_gated(kind, x, g, weight, bias, activation, residual=None, eps=1e-5):
@@ -187,8 +196,7 @@ def test_gate_first_saves_its_inputs_not_the_fp32_product():
     x * act(g) (at 340M sizes that product cost 24 KiB per token and layer in float32)."""
     x, g = rand(4, 33, 64, dtype=torch.float16), rand(4, 33, 64, dtype=torch.float16, scale=2.0)
     norm = RMSNormGated(64, group_size=32, norm_before_gate=False).to(DEVICE)
-    saved = []
-    with using("triton"), torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+    with using("triton"), saved_for_backward() as saved:
         norm(x, g)
     wide = [t for t in saved if t.shape[-1] == 64 and t.dim() > 1]
     assert [t.dtype for t in wide] == [torch.float16, torch.float16], [(t.shape, t.dtype) for t in saved]

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from fla.ops.gla import chunk_gla, fused_recurrent_gla, naive_chunk_gla, naive_recurrent_gla
 from tests.fla.ops.gated import check_against_reference, check_varlen_matches_loop, default_ratios, make_inputs
-from tests.harness import BACKENDS, DEVICE, assert_close, tol, using
+from tests.harness import BACKENDS, DEVICE, assert_close, saved_for_backward, tol, using
 
 
 @pytest.mark.parametrize("strength", [1.0, 10.0])
@@ -88,14 +88,9 @@ def test_scores_in_the_values_dtype_change_no_result():
 def test_backward_keeps_no_float32_activation():
     # what chunk_gla keeps for its backward: q, k, v, g and the scores A [B, T, H, 64], all in the inputs' dtype
     x = make_inputs(2, 100, 2, 36, 20, torch.float16, gate="vector")
-    saved = []
-
-    def pack(t):
-        saved.append((tuple(t.shape), t.dtype))
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), using("triton"):
+    with saved_for_backward() as kept, using("triton"):
         chunk_gla(x["q"], x["k"], x["v"], x["g"])
+    saved = [(tuple(t.shape), t.dtype) for t in kept]
     assert ((2, 100, 2, 64), torch.float16) in saved, saved
     assert all(dtype == torch.float16 for _, dtype in saved), saved
 

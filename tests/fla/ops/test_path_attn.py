@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from fla.ops.attn import attn_decoding_one_step
 from fla.ops.path_attn import naive_path_attn, parallel_path_attn, path_rank_one_update, path_transform_keys
-from tests.harness import BACKENDS, DEVICE, assert_close, child_pythonpath, tol, using
+from tests.harness import BACKENDS, DEVICE, assert_close, child_pythonpath, saved_for_backward, tol, using
 
 
 def make(B, T, HQ, H, K, V, dtype, gate=True, requires_grad=True):
@@ -220,14 +220,9 @@ def test_training_path_keeps_no_factor_intermediates_for_the_backward():
     q, k, v = (torch.randn(B, T, H, K, device=DEVICE, requires_grad=True) for _ in range(3))
     w = F.normalize(torch.randn(B, T, H, K, device=DEVICE), dim=-1).requires_grad_()
     beta = (2 * torch.rand(B, T, H, device=DEVICE)).requires_grad_()
-    kept = {}
-
-    def pack(t):
-        kept[(t.data_ptr(), t.dtype, tuple(t.shape))] = t.numel() * t.element_size()
-        return t
-
-    with using("triton"), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with using("triton"), saved_for_backward() as saved:
         o = parallel_path_attn(q, k, v, w, beta)[0]
+    kept = {(t.data_ptr(), t.dtype, tuple(t.shape)): t.numel() * t.element_size() for t in saved}  # each once
     kib_per_token = sum(kept.values()) / (B * T) / 1024
     assert kib_per_token <= 6, f"the training path keeps {kib_per_token:.1f} KiB per token for the backward"
     o.sum().backward()  # the recomputation runs
