@@ -94,6 +94,11 @@ def _inputs(T: int, gate: str | None, B: int | None = None, H: int | None = None
     return [t.requires_grad_() for t in ts]
 
 
+def op_inputs(gate, T: int) -> list[torch.Tensor]:
+    """The inputs of an op of :func:`_ops` at ``T``: its own builder's (requiring grad) or :func:`_inputs`'."""
+    return [t.requires_grad_() for t in gate(T)] if callable(gate) else _inputs(T, gate)
+
+
 def _delta_ops(chunk_delta_rule, chunk_gated_delta_rule) -> dict:
     return {
         "chunk_delta_rule": (chunk_delta_rule, "delta"),
@@ -323,7 +328,7 @@ def rows_for(impl: str, seq_lens, names: list[str] | None = None) -> list[dict]:
     for name in [n for n in names if n in ops] if names else list(ops):  # in the order asked for
         op, gate = ops[name]
         for T in seq_lens:
-            ts = [t.requires_grad_() for t in gate(T)] if callable(gate) else _inputs(T, gate)
+            ts = op_inputs(gate, T)
             try:
                 fwd, fwdbwd = _time(lambda op=op, ts=ts: op(*ts), ts)
             except Exception as e:  # noqa: BLE001 - e.g. fla 0.6.0 refusing an op on this GPU: a result too

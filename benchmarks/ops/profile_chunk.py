@@ -16,7 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
-from benchmarks.ops.bench_chunk import _inputs, _ops, fwd_bwd_step
+from benchmarks.ops.bench_chunk import _ops, fwd_bwd_step, op_inputs
 from benchmarks.report import emit
 
 
@@ -80,7 +80,7 @@ def main() -> None:
     for name in args.ops:
         op, gate = ops[name]
         for T in args.T:
-            ts = _inputs(T, gate)
+            ts = op_inputs(gate, T)
             step = fwd_bwd_step(lambda op=op, ts=ts: op(*ts))
             eager = do_bench(step, grad_to_none=ts, return_mode="median")
             busy, table = kernel_profile(step)
