@@ -408,6 +408,7 @@ def main() -> None:
     parser.add_argument("--fla-path", default=None, help="directory holding fla 0.6.0 (pip install --target)")
     parser.add_argument("--ops", nargs="*", default=None, help="only these ops ('decode' for the decode rows)")
     parser.add_argument("--warm-jobs", type=int, default=0, help="compile every op first, N processes at a time")
+    parser.add_argument("--warm-only", action="store_true", help="with --warm-jobs: stop after compiling")
     parser.add_argument("--worker", choices=["fla", "ours"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -417,6 +418,8 @@ def main() -> None:
         return
     if args.warm_jobs > 0:
         warm_caches(args.fla_path, args.T, args.ops, args.warm_jobs)
+    if args.warm_only:
+        return
     rows = rows_for("ours", args.T, args.ops) + (sdpa_rows(args.T) if not args.ops else [])
     if args.fla_path:
         rows += fla_rows(args.fla_path, args.T, args.ops)
