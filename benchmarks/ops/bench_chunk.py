@@ -369,7 +369,8 @@ def warm_caches(fla_path: str | None, seq_lens, names: list[str] | None, jobs: i
     repo = os.path.dirname(os.path.dirname(os.path.dirname(here)))
     env = {**os.environ, "TRITON_CACHE_AUTOTUNING": "0", "FLA_CACHE_RESULTS": "0"}
     ours = [n for n in names if n in _ops("ours")] if names else list(_ops("ours"))
-    plans = [(["ours", n], repo, {**env, "PYTHONPATH": repo}) for n in ours]
+    ours_path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
+    plans = [(["ours", n], repo, {**env, "PYTHONPATH": ours_path}) for n in ours]
     if fla_path:
         fla_names = [n for n in names if not n.startswith("decode")] if names else ours
         plans += [(["fla", n], None, {**env, "PYTHONPATH": fla_path}) for n in fla_names]
