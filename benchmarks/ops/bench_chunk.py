@@ -31,6 +31,9 @@ figures away: they fill Triton's on-disk compile cache in parallel (a first call
 config, minutes per op and most of all for fla 0.6.0's wide config lists). The timed pass that follows, one
 process at a time, still autotunes every kernel undisturbed (the warm processes do not keep their autotuning
 choices: ``TRITON_CACHE_AUTOTUNING`` and fla's ``FLA_CACHE_RESULTS`` are off there), from compiled binaries.
+``--autotune-ms R`` shortens that tuning in both packages: each config is benchmarked for ``R`` ms after ``R / 4``
+ms of warm-up (Triton's default: 100 and 25), plenty for kernels of well under a millisecond, and the timed pass of
+fla 0.6.0's wide config lists fits in a device window.
 """
 
 from __future__ import annotations
@@ -97,6 +100,18 @@ def _inputs(T: int, gate: str | None, B: int | None = None, H: int | None = None
 def op_inputs(gate, T: int) -> list[torch.Tensor]:
     """The inputs of an op of :func:`_ops` at ``T``: its own builder's (requiring grad) or :func:`_inputs`'."""
     return [t.requires_grad_() for t in gate(T)] if callable(gate) else _inputs(T, gate)
+
+
+def short_autotune(rep_ms: float) -> None:
+    """Every Triton autotuner of this process benchmarks a config for ``rep_ms`` ms (warm-up ``rep_ms / 4``)
+    instead of Triton's defaults; the figures of the timed calls themselves are untouched (``_time``)."""
+    import functools
+
+    from triton.runtime import driver
+    from triton.testing import do_bench
+
+    bench = functools.partial(do_bench, warmup=rep_ms / 4, rep=rep_ms)
+    driver.active.get_benchmarker = lambda: bench  # what the autotuner asks for when given no do_bench
 
 
 def _delta_ops(chunk_delta_rule, chunk_gated_delta_rule) -> dict:
@@ -410,10 +425,17 @@ def main() -> None:
     parser.add_argument("--ops", nargs="*", default=None, help="only these ops ('decode' for the decode rows)")
     parser.add_argument("--warm-jobs", type=int, default=0, help="compile every op first, N processes at a time")
     parser.add_argument("--warm-only", action="store_true", help="with --warm-jobs: stop after compiling")
+    parser.add_argument(
+        "--autotune-ms", type=float, default=None, help="autotuners benchmark each config this long (both packages)"
+    )
     parser.add_argument("--worker", choices=["fla", "ours"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_chunk needs a CUDA device")
+    if args.autotune_ms is not None:  # the workers this process starts inherit it
+        os.environ["BENCH_CHUNK_AUTOTUNE_MS"] = str(args.autotune_ms)
+    if os.environ.get("BENCH_CHUNK_AUTOTUNE_MS"):
+        short_autotune(float(os.environ["BENCH_CHUNK_AUTOTUNE_MS"]))
     if args.worker:
         print(json.dumps(rows_for(args.worker, args.T, args.ops)))
         return
