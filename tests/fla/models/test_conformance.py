@@ -109,6 +109,25 @@ def test_every_listed_config_exists(family):
         assert (CONFIGS / f"{family.model_type}_{size}.json").is_file(), size
 
 
+@family_param
+def test_classes_importable_from_the_package(family):
+    """fla 0.6.0's ``from fla import <Layer>, <Model>, <Model>ForCausalLM``: the family's model classes and every
+    token mixer its models build (the hybrid's attention layer too) are attributes of ``fla`` itself."""
+    import fla
+    import fla.layers
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(family.config("hybrid" if "hybrid" in family.variants else "plain"))
+    classes = {type(model), type(model.base_model)}
+    classes |= {type(m) for m in model.modules() if type(m).__name__ in fla.layers.__all__}
+    assert len(classes) >= 3, f"{family}: no token-mixer layer of fla.layers found in the model"
+    if "hybrid" in family.variants:
+        assert fla.layers.Attention in classes, f"{family}: the hybrid variant built no Attention layer"
+    for cls in classes:
+        assert getattr(fla, cls.__name__, None) is cls, f"from fla import {cls.__name__} fails or gives another class"
+        assert cls.__name__ in fla.__all__, cls.__name__
+
+
 # ---- forward / backward / loss -----------------------------------------------------------------------
 
 
