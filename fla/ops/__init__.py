@@ -7,7 +7,12 @@ from fla.ops.comba import chunk_comba, fused_recurrent_comba
 from fla.ops.delta_rule import chunk_delta_rule, fused_chunk_delta_rule, fused_recurrent_delta_rule
 from fla.ops.forgetting_attn import parallel_forgetting_attn
 from fla.ops.gated_delta_product import chunk_gated_delta_product, fused_recurrent_gated_delta_product
-from fla.ops.gated_delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
+from fla.ops.gated_delta_rule import (
+    chunk_gated_delta_rule,
+    chunk_gdn,
+    fused_recurrent_gated_delta_rule,
+    fused_recurrent_gdn,
+)
 from fla.ops.generalized_delta_rule import (
     chunk_dplr_delta_rule,
     chunk_iplr_delta_rule,
@@ -37,6 +42,7 @@ __all__ = [
     "parallel_forgetting_attn",
     "chunk_delta_rule",
     "chunk_gated_delta_rule",
+    "chunk_gdn",
     "chunk_gla",
     "chunk_hgrn",
     "chunk_kda",
@@ -50,6 +56,7 @@ __all__ = [
     "fused_chunk_linear_attn",
     "fused_recurrent_delta_rule",
     "fused_recurrent_gated_delta_rule",
+    "fused_recurrent_gdn",
     "fused_recurrent_gla",
     "fused_recurrent_hgrn",
     "fused_recurrent_kda",

@@ -74,6 +74,16 @@ def test_fused_chunk_aliases_varlen_and_bad_input():
             fused_chunk_retention(q, k, v, cu_seqlens=torch.tensor([0, 21, 20, 30]))
 
 
+def test_gdn_short_names_are_the_gated_delta_rule_ops():
+    """fla 0.6.0's ``chunk_gdn`` / ``fused_recurrent_gdn``: the same functions, from both import paths."""
+    import fla.ops
+    import fla.ops.gated_delta_rule as gdr
+
+    assert fla.ops.chunk_gdn is gdr.chunk_gdn is gdr.chunk_gated_delta_rule
+    assert fla.ops.fused_recurrent_gdn is gdr.fused_recurrent_gdn is gdr.fused_recurrent_gated_delta_rule
+    assert {"chunk_gdn", "fused_recurrent_gdn"} <= set(fla.ops.__all__) & set(gdr.__all__)
+
+
 # ---------------------------------------------------------------- parallel_simple_gla / parallel_retention
 
 
