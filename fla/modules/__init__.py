@@ -12,6 +12,7 @@ from fla.modules.gated_norm import (
     rms_norm_gated,
 )
 from fla.modules.linear_cross_entropy import FusedLinearCrossEntropyLoss, linear_cross_entropy
+from fla.modules.linear_kl_div import FusedKLDivLoss, fused_kl_div_loss
 from fla.modules.mlp import GatedMLP
 from fla.modules.norm import GroupNorm, LayerNorm, RMSNorm, group_norm, layer_norm, rms_norm
 from fla.modules.rotary import RotaryEmbedding, rotary_embedding
@@ -59,3 +60,4 @@ from fla.modules.norm_linear import (  # noqa: E402  (fla 0.6.0's norm + linear 
 __all__ += ["FusedRMSNormSwishGate", "FusedLayerNormSwishGate", "FusedRMSNormSwishGateLinear"]
 __all__ += ["FusedLayerNormSwishGateLinear", "FusedRMSNormGatedLinear", "FusedLayerNormGatedLinear"]
 __all__ += ["RMSNormLinear", "LayerNormLinear", "GroupNormLinear", "L2Norm"]
+__all__ += ["FusedKLDivLoss", "fused_kl_div_loss"]
