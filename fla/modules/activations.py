@@ -1,11 +1,16 @@
-"""SwiGLU: ``silu(gate) * up`` with Triton kernels and a PyTorch twin.
+"""Activations of fla 0.6.0's ``fla.modules.activations``: SwiGLU with Triton kernels, the rest in PyTorch.
 
-* :func:`swiglu` - the activation alone. The backward recomputes ``silu`` from the saved
-  ``gate`` and ``up`` (the activation output is never saved).
-* :func:`swiglu_linear` - ``F.linear(swiglu(gate, up), weight, bias)`` that does not keep the
-  ``[..., I]`` activation for the backward either: it is recomputed to form ``d weight``.
+* :func:`swiglu` ``silu(gate) * up`` - Triton kernels and a PyTorch twin; the backward recomputes ``silu``
+  from the saved ``gate`` and ``up`` (the activation output is never saved).
+* :func:`swiglu_linear` - ``F.linear(swiglu(gate, up), weight, bias)`` that does not keep the ``[..., I]``
+  activation for the backward either: it is recomputed to form ``d weight``.
+* From :mod:`fla.modules.elementwise` (PyTorch, saving only their inputs as well): :func:`sigmoid`,
+  :func:`logsigmoid` (with ``temperature``), :func:`swish`, :func:`elu_p1`, :func:`sqrelu`,
+  :func:`fast_gelu_impl` / :func:`bias_gelu_impl` (tanh GELU), :func:`sigmoidglu` / :func:`sigmoidglu_linear`
+  and :func:`powglu` / :func:`powglu_linear` (with ``power``).
+* :data:`ACT2FN` - fla 0.6.0's name -> activation table (``"relu"`` is ``F.relu``).
 
-Both kernels are elementwise over the flattened tensors and compute in float32.
+The SwiGLU kernels are elementwise over the flattened tensors and compute in float32.
 """
 
 from __future__ import annotations
@@ -15,8 +20,25 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from fla.utils import Backend, check_dtype, check_same_device, check_same_shape, check_shape, empty_like, select_backend
-from fla.utils.autocast import autocast_state, backward_autocast
+from fla.modules.elementwise import (
+    GLULinearFunction,
+    PointwiseFunction,
+    bias_gelu_impl,
+    check_glu_args,
+    check_linear_args,
+    compute_dtype,
+    elu_p1,
+    fast_gelu_impl,
+    logsigmoid,
+    powglu,
+    powglu_linear,
+    sigmoid,
+    sigmoidglu,
+    sigmoidglu_linear,
+    sqrelu,
+    swish,
+)
+from fla.utils import Backend, empty_like, select_backend
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv
 
@@ -52,10 +74,6 @@ def swiglu_bwd_kernel(g, u, dy, dg, du, n, BLOCK: tl.constexpr):
     tl.store(du + o_x, b_du.to(du.dtype.element_ty), mask=m_x)
 
 
-def _compute_dtype(t: torch.Tensor) -> torch.dtype:
-    return torch.promote_types(t.dtype, torch.float32)
-
-
 def swiglu_fwd(gate: torch.Tensor, up: torch.Tensor, backend: Backend | None = None) -> torch.Tensor:
     """``silu(gate) * up`` without autograd (float32 math, output in ``gate.dtype``).
 
@@ -66,7 +84,7 @@ def swiglu_fwd(gate: torch.Tensor, up: torch.Tensor, backend: Backend | None = N
         ``[...]`` tensor like ``gate``.
     """
     if (backend or select_backend(gate, up)) == "torch":
-        dtype = _compute_dtype(gate)
+        dtype = compute_dtype(gate)
         return (F.silu(gate.to(dtype)) * up.to(dtype)).to(gate.dtype)
     gate, up = gate.contiguous(), up.contiguous()
     y = empty_like(gate)
@@ -88,7 +106,7 @@ def swiglu_bwd(
         ``(d gate, d up)``, each ``[...]`` in the dtype of ``gate``.
     """
     if (backend or select_backend(gate, up, dy)) == "torch":
-        dtype = _compute_dtype(gate)
+        dtype = compute_dtype(gate)
         g, u, d = gate.to(dtype), up.to(dtype), dy.to(dtype)
         s = torch.sigmoid(g)
         dg = d * u * s * (1 + g * (1 - s))
@@ -102,27 +120,6 @@ def swiglu_bwd(
     return dg, du
 
 
-def _check_swiglu_args(gate: torch.Tensor, up: torch.Tensor) -> None:
-    check_dtype("gate", gate)
-    check_dtype("up", up, (gate.dtype,))
-    check_same_shape("gate", gate, "up", up)
-    check_same_device(gate=gate, up=up)
-
-
-class SwiGLUFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-        # the backward runs where the forward ran (the backend may be forced only around the forward)
-        ctx.backend = select_backend(gate, up)
-        ctx.save_for_backward(gate, up)
-        return swiglu_fwd(gate, up, ctx.backend)
-
-    @staticmethod
-    def backward(ctx, dy: torch.Tensor):
-        gate, up = ctx.saved_tensors
-        return swiglu_bwd(gate, up, dy, ctx.backend)
-
-
 def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     """SwiGLU activation ``silu(gate) * up`` (differentiable; saves only ``gate`` and ``up``).
 
@@ -132,32 +129,9 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[...]`` tensor in ``gate.dtype``.
     """
-    _check_swiglu_args(gate, up)
-    return SwiGLUFunction.apply(gate, up)
-
-
-class SwiGLULinearFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, gate, up, weight, bias):
-        ctx.backend = select_backend(gate, up)
-        ctx.autocast = autocast_state(gate.device)  # F.linear below is autocast; so is the backward's
-        ctx.save_for_backward(gate, up, weight)
-        ctx.has_bias = bias is not None
-        return F.linear(swiglu_fwd(gate, up, ctx.backend), weight, bias)
-
-    @staticmethod
-    def backward(ctx, do: torch.Tensor):
-        gate, up, weight = ctx.saved_tensors
-        do2 = do.reshape(-1, do.shape[-1])
-        with backward_autocast(gate.device, ctx.autocast):  # autograd casts each grad to its input's dtype
-            y2 = swiglu_fwd(gate, up, ctx.backend).reshape(-1, gate.shape[-1])  # recomputed, [M, I]
-            dweight = do2.t().mm(y2) if ctx.needs_input_grad[2] else None
-            dbias = do2.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
-            dgate = dup = None
-            if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-                dy = do2.mm(weight).reshape(gate.shape)
-                dgate, dup = swiglu_bwd(gate, up, dy.to(gate.dtype), ctx.backend)
-        return dgate, dup, dweight, dbias
+    check_glu_args(gate, up, ("gate", "up"))
+    # the backward runs where the forward ran (the backend may be forced only around the forward)
+    return PointwiseFunction.apply(swiglu_fwd, swiglu_bwd, (select_backend(gate, up),), gate, up)
 
 
 def swiglu_linear(
@@ -171,11 +145,41 @@ def swiglu_linear(
     Returns:
         ``[..., O]`` tensor.
     """
-    _check_swiglu_args(gate, up)
-    check_shape("weight", weight, (None, gate.shape[-1]), "[O, I] with I = gate.shape[-1]")
-    if bias is not None:
-        check_shape("bias", bias, (weight.shape[0],), "[O]")
-    return SwiGLULinearFunction.apply(gate, up, weight, bias)
+    check_glu_args(gate, up, ("gate", "up"))
+    check_linear_args(gate, weight, bias, "gate")
+    backend = select_backend(gate, up)
+    return GLULinearFunction.apply(swiglu_fwd, swiglu_bwd, (backend,), gate, up, weight, bias)
 
 
-__all__ = ["swiglu", "swiglu_fwd", "swiglu_bwd", "swiglu_linear", "swiglu_fwd_kernel", "swiglu_bwd_kernel"]
+# fla 0.6.0's table: the same keys, our functions ("bias_gelu" takes ``(input, bias)``)
+ACT2FN = {
+    "relu": F.relu,
+    "sigmoid": sigmoid,
+    "logsigmoid": logsigmoid,
+    "silu": swish,
+    "swish": swish,
+    "sqrelu": sqrelu,
+    "gelu": fast_gelu_impl,
+    "bias_gelu": bias_gelu_impl,
+}
+
+__all__ = [
+    "ACT2FN",
+    "bias_gelu_impl",
+    "elu_p1",
+    "fast_gelu_impl",
+    "logsigmoid",
+    "powglu",
+    "powglu_linear",
+    "sigmoid",
+    "sigmoidglu",
+    "sigmoidglu_linear",
+    "sqrelu",
+    "swiglu",
+    "swiglu_linear",
+    "swish",
+    "swiglu_fwd",
+    "swiglu_bwd",
+    "swiglu_fwd_kernel",
+    "swiglu_bwd_kernel",
+]
