@@ -3,9 +3,11 @@
 * :mod:`.index` cu_seqlens / mask -> lengths, chunk and token indices; :mod:`.varlen` packed <-> padded batches
 * :mod:`.cumsum` fla's ``chunk_local_cumsum`` / ``chunk_global_cumsum`` (adapters onto ``fla.ops.common.cumsum``)
 * :mod:`.chunked` ``mean_pooling``, ``solve_tril``; :mod:`.tensor_ops` ``logsumexp_fwd``, ``softmax_fwd/bwd``,
-  ``matmul``, ``addmm``, ``sinkhorn``, ``softplus`` (PyTorch forms of fla's Triton kernels)
+  ``matmul``, ``addmm``, ``sinkhorn``, ``softplus`` (PyTorch forms of fla's Triton kernels);
+  :mod:`.block_csr` ``prepare_block_csr`` (block selection -> CSR, for sparse attention backward passes)
 """
 
+from fla.ops.utils.block_csr import prepare_block_csr
 from fla.ops.utils.chunked import mean_pooling, solve_tril
 from fla.ops.utils.cumsum import (
     chunk_global_cumsum,
@@ -48,6 +50,7 @@ __all__ = [
     "pack_sequence",
     "pad_sequences",
     "per_sequence",
+    "prepare_block_csr",
     "prepare_chunk_indices",
     "prepare_chunk_indices_static",
     "prepare_chunk_offsets",

@@ -21,6 +21,8 @@ from fla.ops.utils import (
     matmul,
     mean_pooling,
     pack_sequence,
+    prepare_block_csr,
+    prepare_chunk_indices,
     prepare_chunk_indices_static,
     prepare_cu_seqlens_from_lens,
     prepare_cu_seqlens_from_mask,
@@ -95,6 +97,51 @@ def test_chunk_indices_static(dtype):
     assert off.tolist() == [sum(counts[:i]) for i in range(len(lens) + 1)]
     with pytest.raises(ValueError, match="cu_seqlens must be 1-D"):
         prepare_chunk_indices_static(cu.float(), 4, 8)
+
+
+def csr_groups(indices: torch.Tensor, offsets: torch.Tensor) -> list[list[int]]:
+    """Each block's queries, sorted (their order within a block is free)."""
+    off = offsets.tolist()
+    return [sorted(indices[a:b].tolist()) for a, b in zip(off[:-1], off[1:])]
+
+
+def test_block_csr_dense_example():
+    # B = H = 1, block_size 1: query t selects blocks <= t; -1 pads
+    sel = torch.tensor([[0, -1], [0, 1], [1, 2], [0, 3]]).view(1, 4, 1, 2)
+    indices, offsets = prepare_block_csr(sel, 2, None, None, num_blocks=4, block_size=1)
+    assert offsets.tolist() == [0, 3, 5, 6, 7] and offsets.dtype == indices.dtype == torch.int32
+    assert csr_groups(indices, offsets) == [[0, 1, 3], [1, 2], [2], [3]] and indices.numel() == 8
+
+
+def test_block_csr_against_a_loop():
+    B, T, H, S, bs, nb = 2, 9, 2, 3, 2, 5
+    sel = torch.randint(-1, nb + 1, (B, T, H, S))  # includes -1 and out-of-range ids
+    counts = torch.randint(0, S + 1, (B, T, H))
+    indices, offsets = prepare_block_csr(sel, counts, None, None, nb, bs)
+    want = [[] for _ in range(B * H * nb)]
+    for b, t, h, s in torch.cartesian_prod(*(torch.arange(n) for n in (B, T, H, S))).tolist():
+        i = int(sel[b, t, h, s])
+        if s < counts[b, t, h] and 0 <= i < nb and i * bs <= t:
+            want[(b * H + h) * nb + i].append(b * T + t)
+    assert csr_groups(indices, offsets) == want
+    # varlen: block ids start at each sequence's first block; the causal check reads the global token index
+    lens = [5, 1, 6]
+    cu = cu_of(lens)
+    chunks = prepare_chunk_indices(cu, bs)
+    first = [0, 3, 4]  # blocks before each sequence (ceil(len / bs))
+    sel = torch.tensor(
+        [[0, 1], [2, -1], [1, 0], [0, 2], [2, 1], [0, 0], [1, 2], [0, 1], [2, 0], [1, 1], [0, 2], [2, 2]]
+    )
+    sel = sel.view(1, 12, 1, 2)
+    indices, offsets = prepare_block_csr(sel, 2, cu, chunks, num_blocks=3, block_size=bs)
+    seq = [n for n, length in enumerate(lens) for _ in range(length)]
+    want = [[] for _ in range(chunks.shape[0])]
+    for t in range(12):
+        for s in range(2):
+            i = int(sel[0, t, 0, s])
+            if 0 <= i < 3 and i * bs <= t:
+                want[first[seq[t]] + i].append(t)
+    assert csr_groups(indices, offsets) == want
 
 
 # pack / unpack -----------------------------------------------------------------------------------------------
