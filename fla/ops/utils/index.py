@@ -94,26 +94,34 @@ def prepare_cu_seqlens_from_mask(mask: torch.Tensor, dtype: torch.dtype | None =
 
 
 @last_call_cache
-def prepare_token_indices(cu_seqlens: torch.Tensor, cu_seqlens_cpu: torch.Tensor | None = None) -> torch.Tensor:
-    """``[T, 2]`` rows ``(sequence index, position within the sequence)`` per token, in ``cu_seqlens``' dtype.
-
-    ``cu_seqlens_cpu`` (fla's host copy, to save a sync) is accepted; the result does not depend on it.
-    """
+def _token_indices(cu_seqlens: torch.Tensor) -> torch.Tensor:
     _check_varlen(cu_seqlens)
     return torch.stack([prepare_sequence_ids(cu_seqlens), prepare_position_ids(cu_seqlens)], 1).to(cu_seqlens.dtype)
 
 
+def prepare_token_indices(cu_seqlens: torch.Tensor, cu_seqlens_cpu: torch.Tensor | None = None) -> torch.Tensor:
+    """``[T, 2]`` rows ``(sequence index, position within the sequence)`` per token, in ``cu_seqlens``' dtype.
+
+    ``cu_seqlens_cpu`` (fla's host copy, to save a sync) is accepted; the result does not depend on it.
+    Cached per ``cu_seqlens`` tensor.
+    """
+    return _token_indices(cu_seqlens)
+
+
 @last_call_cache
+def _max_num_splits(cu_seqlens: torch.Tensor, chunk_size: int) -> int:
+    _check_varlen(cu_seqlens)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return cdiv(int(prepare_lens(cu_seqlens).max()), chunk_size)
+
+
 def get_max_num_splits(cu_seqlens: torch.Tensor, chunk_size: int, cu_seqlens_cpu: torch.Tensor | None = None) -> int:
     """Chunks of ``chunk_size`` tokens in the longest sequence: ``ceil(max len / chunk_size)``.
 
     ``cu_seqlens_cpu``, when given, is read instead of ``cu_seqlens`` (same values, no device sync).
     """
-    src = cu_seqlens if cu_seqlens_cpu is None else cu_seqlens_cpu
-    _check_varlen(src)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    return cdiv(int(prepare_lens(src).max()), chunk_size)
+    return _max_num_splits(cu_seqlens if cu_seqlens_cpu is None else cu_seqlens_cpu, chunk_size)
 
 
 def prepare_chunk_indices_static(

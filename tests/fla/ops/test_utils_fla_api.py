@@ -82,6 +82,8 @@ def test_token_indices_and_max_splits():
     assert got.tolist() == want and got.dtype == torch.int64
     assert get_max_num_splits(cu, 4) == 4 and get_max_num_splits(cu, 16) == 1
     assert get_max_num_splits(cu, 4, cu_seqlens_cpu=cu.clone()) == 4
+    assert get_max_num_splits(cu, 4, cu_seqlens_cpu=cu.clone()) == 4  # another host copy: no tensor comparison
+    assert prepare_token_indices(cu, cu.clone()).tolist() == prepare_token_indices(cu, cu.clone()).tolist() == want
     with pytest.raises(ValueError, match="non-decreasing"):
         prepare_token_indices(torch.tensor([0, 5, 3, 7]))
 
