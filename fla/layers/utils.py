@@ -5,6 +5,11 @@ padding for generation, any padding for training/prefill). Layers turn it into a
 varlen batch once per forward: :func:`get_padding_info` is memoized on the mask tensor, so the
 ``nonzero`` / ``cumsum`` (and their host syncs) run once even though every layer asks.
 Arbitrary attention masks (``[B, T, T]``, 4-D) are rejected by :func:`check_attention_mask`.
+
+fla 0.6.0's (FlashAttention-style) names for the same job follow at the end: :func:`get_unpad_data`,
+:func:`unpad_input` / :func:`pad_input`, :func:`index_first_axis` / :func:`index_put_first_axis`,
+:func:`unpad_hidden_states` / :func:`repad_hidden_states`, the ``prepare_*`` mask helpers of
+:mod:`fla.ops.utils.index`, and the per-layer cache accessors :func:`get_layer_cache` / :func:`update_layer_cache`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,13 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+
+from fla.ops.utils.index import (
+    check_mask,
+    prepare_cu_seqlens_from_lens,
+    prepare_cu_seqlens_from_mask,
+    prepare_lens_from_mask,
+)
 
 
 class PaddingInfo(NamedTuple):
@@ -226,13 +238,191 @@ def offsets_from_position_ids(position_ids: torch.Tensor, batch_size: int, seq_l
     return _offsets_from_position_ids(position_ids, batch_size, seq_len)
 
 
+# fla 0.6.0 / FlashAttention names -----------------------------------------------------------------------------
+
+
+def _check_indices(indices: torch.Tensor) -> None:
+    if indices.dim() != 1 or indices.dtype.is_floating_point or indices.dtype.is_complex:
+        raise ValueError(f"indices must be a 1-D integer tensor, got shape {list(indices.shape)} {indices.dtype}")
+
+
+def index_first_axis(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``x[indices]``: rows ``indices [N]`` of ``x [M, ...]`` -> ``[N, ...]`` (differentiable)."""
+    _check_indices(indices)
+    if x.dim() < 1:
+        raise ValueError(f"x has shape {list(x.shape)}, expected [M, ...]")
+    return x.index_select(0, indices)
+
+
+def index_put_first_axis(x: torch.Tensor, indices: torch.Tensor, first_axis_dim: int) -> torch.Tensor:
+    """Zeros ``[first_axis_dim, ...]`` with rows ``indices [N]`` set to ``x [N, ...]`` (differentiable)."""
+    _check_indices(indices)
+    if x.dim() < 1 or x.shape[0] != indices.numel():
+        raise ValueError(f"x has shape {list(x.shape)}, expected [{indices.numel()}, ...] (one row per index)")
+    return x.new_zeros(first_axis_dim, *x.shape[1:]).index_copy(0, indices.long(), x)
+
+
+def get_unpad_data(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``(indices [N] int64, cu_seqlens [B+1] int32, max_seqlen)`` of the real tokens of ``attention_mask [B, L]``
+    (bool/int, 1 = token): flat indices ``b * L + t``, per-row cumulative counts, the longest row. Memoized."""
+    check_mask(attention_mask, "attention_mask")
+    info = get_padding_info(attention_mask)
+    return info.indices, info.cu_seqlens, info.max_seqlen
+
+
+def get_unpad_indices_and_cu(
+    attention_mask: torch.Tensor, q_len: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(indices, cu_seqlens)`` of :func:`get_unpad_data` for the last ``q_len`` columns of ``attention_mask``
+    (all of them by default): the new tokens when the mask also covers cached ones."""
+    check_mask(attention_mask, "attention_mask")
+    if q_len is not None and not 1 <= q_len <= attention_mask.shape[1]:
+        raise ValueError(f"q_len must be in [1, {attention_mask.shape[1]}] (the mask's length), got {q_len}")
+    info = get_padding_info(attention_mask, q_len)
+    return info.indices, info.cu_seqlens
+
+
+def _flat_rows(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Rows ``indices`` of ``x [B, S, ...]`` flattened to ``[B*S, ...]``."""
+    if x.dim() < 2:
+        raise ValueError(f"a tensor to unpad has shape {list(x.shape)}, expected [B, S, ...]")
+    return index_first_axis(x.flatten(0, 1), indices)
+
+
+def unpad_input(
+    q: torch.Tensor | tuple[torch.Tensor, ...],
+    states: tuple[torch.Tensor, ...],
+    attention_mask: torch.Tensor,
+    q_len: int,
+    keepdim: bool = False,
+):
+    """Unpad queries and key/value states with a padding mask, for varlen attention.
+
+    Args:
+        q: ``[B, q_len, ...]`` (or a tuple of such); states: tensors ``[B, S, ...]``.
+        attention_mask: ``[B, S]`` bool/int, 1 = token. ``q_len`` is ``S`` (prefill: the queries share the mask)
+            or 1 (decoding: one real new token per row, the last column).
+        keepdim: add a leading batch dimension of 1 to the unpadded tensors.
+    Returns:
+        ``(q [N_q, ...], states (each [N_k, ...]), indices_q, (cu_seqlens_q, cu_seqlens_k),
+        (max_seqlen_q, max_seqlen_k))``; ``q`` is a tuple when a tuple was given. With ``q_len == 1``,
+        ``indices_q = arange(B)`` and ``cu_seqlens_q = arange(B + 1)``.
+    """
+    check_mask(attention_mask, "attention_mask")
+    B, S = attention_mask.shape
+    for s in states:
+        if tuple(s.shape[:2]) != (B, S):
+            raise ValueError(f"a state has shape {list(s.shape)}, expected [{B}, {S}, ...] (attention_mask's shape)")
+    if q_len not in (S, 1):
+        raise ValueError(f"q_len must be the mask's length {S} (prefill) or 1 (decoding), got {q_len}")
+    qs = (q,) if isinstance(q, torch.Tensor) else tuple(q)
+    for t in qs:
+        if t.dim() < 2 or tuple(t.shape[:2]) != (B, q_len):
+            raise ValueError(f"q has shape {list(t.shape)}, expected [{B}, {q_len}, ...]")
+    indices_k, cu_seqlens_k, max_seqlen_k = get_unpad_data(attention_mask)
+    states = tuple(_flat_rows(s, indices_k) for s in states)
+    if q_len == S:
+        qs = tuple(_flat_rows(t, indices_k) for t in qs)
+        indices_q, cu_seqlens_q, max_seqlen_q = indices_k, cu_seqlens_k, max_seqlen_k
+    else:  # decoding: every row's one query is a token
+        cu_seqlens_q = torch.arange(B + 1, dtype=torch.int32, device=qs[0].device)
+        indices_q, max_seqlen_q = cu_seqlens_q[:-1], 1
+        qs = tuple(t.squeeze(1) for t in qs)
+    if keepdim:
+        qs = tuple(t.unsqueeze(0) for t in qs)
+        states = tuple(s.unsqueeze(0) for s in states)
+    q_out = qs[0] if isinstance(q, torch.Tensor) else qs
+    return q_out, states, indices_q, (cu_seqlens_q, cu_seqlens_k), (max_seqlen_q, max_seqlen_k)
+
+
+def pad_input(hidden_states: torch.Tensor, indices: torch.Tensor, batch_size: int, seq_len: int) -> torch.Tensor:
+    """Inverse of unpadding: ``hidden_states [N, ...]`` at flat positions ``indices [N]`` -> ``[batch_size, seq_len,
+    ...]`` with zeros elsewhere (differentiable)."""
+    out = index_put_first_axis(hidden_states, indices, batch_size * seq_len)
+    return out.view(batch_size, seq_len, *hidden_states.shape[1:])
+
+
+def unpad_hidden_states(
+    hidden_states: torch.Tensor,
+    cu_seqlens: torch.Tensor | None,
+    attention_mask: torch.Tensor | None,
+    q_len: int,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``(hidden_states [1, N, ...], indices, cu_seqlens)``: the real tokens of ``hidden_states [B, q_len, ...]``
+    by the last ``q_len`` columns of ``attention_mask``; unchanged ``(hidden_states, None, cu_seqlens)`` when
+    ``cu_seqlens`` is given (it takes precedence) or there is no mask."""
+    if cu_seqlens is not None or attention_mask is None:
+        return hidden_states, None, cu_seqlens
+    if hidden_states.dim() < 2 or hidden_states.shape[:2] != (attention_mask.shape[0], q_len):
+        raise ValueError(
+            f"hidden_states has shape {list(hidden_states.shape)}, expected [{attention_mask.shape[0]}, {q_len}, ...]"
+        )
+    indices, cu_seqlens = get_unpad_indices_and_cu(attention_mask, q_len)
+    return _flat_rows(hidden_states, indices).unsqueeze(0), indices, cu_seqlens
+
+
+def repad_hidden_states(
+    hidden_states: torch.Tensor, indices: torch.Tensor | None, batch_size: int, q_len: int
+) -> torch.Tensor:
+    """Inverse of :func:`unpad_hidden_states`: ``[1, N, ...]`` -> ``[batch_size, q_len, ...]``; unchanged when
+    ``indices`` is ``None``."""
+    if indices is None:
+        return hidden_states
+    if hidden_states.dim() < 2 or hidden_states.shape[0] != 1:
+        raise ValueError(f"hidden_states has shape {list(hidden_states.shape)}, expected [1, N, ...]")
+    return pad_input(hidden_states[0], indices, batch_size, q_len)
+
+
+def require_cache_layer_idx(module: torch.nn.Module, past_key_values: object | None) -> int | None:
+    """``module.layer_idx``; ``ValueError`` naming the module's class when a cache is given without one."""
+    layer_idx = getattr(module, "layer_idx", None)
+    if past_key_values is not None and layer_idx is None:
+        raise ValueError(f"{type(module).__name__}: layer_idx is required when past_key_values is given")
+    return layer_idx
+
+
+def get_layer_cache(module: torch.nn.Module, past_key_values: object | None) -> dict | None:
+    """The state dict ``module`` stored in ``past_key_values`` (an :class:`~fla.models.cache.FLACache`), or ``None``
+    when there is no cache or the layer has stored nothing yet."""
+    layer_idx = require_cache_layer_idx(module, past_key_values)
+    if past_key_values is None or layer_idx >= len(past_key_values):
+        return None
+    try:
+        return past_key_values[layer_idx]
+    except KeyError:  # FLACache: a layer slot created for a later layer's update, with no state yet
+        return None
+
+
+def update_layer_cache(module: torch.nn.Module, past_key_values: object | None, **kwargs) -> dict | None:
+    """``past_key_values.update(layer_idx=module.layer_idx, **kwargs)`` (the slots ``recurrent_state``,
+    ``attn_state``, ``conv_state``, ``ffn_state``, ``offset``, ``cache_kwargs``); ``None`` without a cache."""
+    layer_idx = require_cache_layer_idx(module, past_key_values)
+    if past_key_values is None:
+        return None
+    return past_key_values.update(layer_idx=layer_idx, **kwargs)
+
+
 __all__ = [
     "PaddingInfo",
     "check_attention_mask",
     "decode_offsets",
+    "get_layer_cache",
     "get_padding_info",
+    "get_unpad_data",
+    "get_unpad_indices_and_cu",
     "has_padding",
+    "index_first_axis",
+    "index_put_first_axis",
     "offsets_from_position_ids",
+    "pad_input",
+    "prepare_cu_seqlens_from_lens",
+    "prepare_cu_seqlens_from_mask",
+    "prepare_lens_from_mask",
     "repad",
+    "repad_hidden_states",
+    "require_cache_layer_idx",
     "unpad",
+    "unpad_hidden_states",
+    "unpad_input",
+    "update_layer_cache",
 ]
