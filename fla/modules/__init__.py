@@ -7,6 +7,7 @@ from fla.modules.feature_map import DPFPFeatureMap, HadamardFeatureMap, Hedgehog
 from fla.modules.gated_norm import (
     FusedLayerNormGated,
     FusedRMSNormGated,
+    LayerNormGated,
     RMSNormGated,
     layer_norm_gated,
     rms_norm_gated,
@@ -28,6 +29,7 @@ __all__ = [
     "FusedLayerNormGated",
     "FusedRMSNormGated",
     "RMSNormGated",
+    "LayerNormGated",
     "layer_norm_gated",
     "rms_norm_gated",
     "FusedLinearCrossEntropyLoss",

@@ -88,9 +88,13 @@ def layer_norm_gated(
     residual: torch.Tensor | None = None,
     prenorm: bool = False,
     residual_in_fp32: bool = False,
+    group_size: int | None = None,
+    norm_before_gate: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``y = (layernorm(h) * weight + bias) * act(g)``; arguments as in :func:`rms_norm_gated`."""
-    return _norm_gated(x, g, weight, bias, activation, eps, residual, prenorm, residual_in_fp32, is_rms_norm=False)
+    return _norm_gated(
+        x, g, weight, bias, activation, eps, residual, prenorm, residual_in_fp32, False, group_size, norm_before_gate
+    )
 
 
 class _GatedNorm(AffineNormBase):
@@ -164,7 +168,41 @@ class FusedLayerNormGated(_GatedNorm):
         super().__init__(hidden_size, elementwise_affine, bias, eps, activation, device, dtype)
 
 
-class RMSNormGated(AffineNormBase):
+class _GroupGatedNorm(AffineNormBase):
+    """Mamba2-style gated norm with ``group_size`` and ``norm_before_gate`` (fla's ``RMSNormGated`` /
+    ``LayerNormGated``); subclasses pick the norm (``_IS_RMS``), the bias and the default gate order."""
+
+    _IS_RMS = True
+
+    def __init__(
+        self,
+        hidden_size: int,
+        eps: float,
+        group_size: int | None,
+        norm_before_gate: bool,
+        bias: bool,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        if group_size is not None and (group_size <= 0 or hidden_size % group_size):
+            raise ValueError(f"group_size={group_size} must be a positive divisor of hidden_size={hidden_size}")
+        super().__init__(hidden_size, True, bias, eps, device, dtype)
+        self.group_size = group_size
+        self.norm_before_gate = norm_before_gate
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", group_size={self.group_size}, norm_before_gate={self.norm_before_gate}"
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [..., hidden_size]``, gate ``z`` like ``x`` (or ``None``: no gate) -> ``y`` in ``x.dtype``."""
+        before = self.norm_before_gate if z is not None else False  # no gate: a plain (grouped) norm
+        return _norm_gated(
+            x, z, self.weight, self.bias, "swish", self.eps, None, False, False, self._IS_RMS, self.group_size,
+            norm_before_gate=before,
+        )  # fmt: skip
+
+
+class RMSNormGated(_GroupGatedNorm):
     """Mamba2's gated RMSNorm (fla's ``RMSNormGated``; parameter ``weight [hidden_size]``, no bias).
 
     ``norm_before_gate=False`` (default): ``y = rmsnorm(x * silu(z)) * weight``; ``True``:
@@ -181,21 +219,23 @@ class RMSNormGated(AffineNormBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if group_size is not None and (group_size <= 0 or hidden_size % group_size):
-            raise ValueError(f"group_size={group_size} must be a positive divisor of hidden_size={hidden_size}")
-        super().__init__(hidden_size, True, False, eps, device, dtype)
-        self.group_size = group_size
-        self.norm_before_gate = norm_before_gate
+        super().__init__(hidden_size, eps, group_size, norm_before_gate, False, device, dtype)
 
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", group_size={self.group_size}, norm_before_gate={self.norm_before_gate}"
 
-    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """``x [..., hidden_size]``, gate ``z`` like ``x`` (or ``None``: no gate) -> ``y`` in ``x.dtype``."""
-        if z is None:
-            return _norm_gated(x, None, self.weight, None, "swish", self.eps, None, False, False, True,
-                               self.group_size, norm_before_gate=False)  # fmt: skip
-        return rms_norm_gated(
-            x, z, self.weight, None, "swish", self.eps, group_size=self.group_size,
-            norm_before_gate=self.norm_before_gate,
-        )  # fmt: skip
+class LayerNormGated(_GroupGatedNorm):
+    """The LayerNorm twin of :class:`RMSNormGated` (fla's ``LayerNormGated``; parameters ``weight, bias
+    [hidden_size]``): ``norm_before_gate=True`` (default): ``y = (layernorm(x) * weight + bias) * silu(z)``;
+    ``False``: ``y = layernorm(x * silu(z)) * weight + bias``; ``group_size`` as there."""
+
+    _IS_RMS = False
+
+    def __init__(
+        self,
+        hidden_size: int,
+        eps: float = 1e-5,
+        group_size: int | None = None,
+        norm_before_gate: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(hidden_size, eps, group_size, norm_before_gate, True, device, dtype)

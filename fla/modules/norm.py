@@ -399,3 +399,34 @@ class GroupNorm(AffineNormBase):
         return group_norm(
             x, self.weight, self.bias, self.num_groups, residual, self.eps, prenorm, residual_in_fp32, self.is_rms_norm
         )
+
+
+# fla 0.6.0's ``fla.modules.norm`` also holds the gated and norm + linear modules, which live in their own modules
+# here (they build on this one, so they are looked up on first access instead of imported at the top: no cycle)
+_DEFINED_ELSEWHERE = {
+    **dict.fromkeys(("FusedRMSNormGated", "FusedLayerNormGated", "RMSNormGated", "LayerNormGated"), "gated_norm"),
+    **dict.fromkeys(
+        (
+            "FusedRMSNormGatedLinear",
+            "FusedLayerNormGatedLinear",
+            "FusedRMSNormSwishGate",
+            "FusedLayerNormSwishGate",
+            "FusedRMSNormSwishGateLinear",
+            "FusedLayerNormSwishGateLinear",
+            "RMSNormLinear",
+            "LayerNormLinear",
+            "GroupNormLinear",
+            "L2Norm",
+        ),
+        "norm_linear",
+    ),  # fmt: skip
+}
+
+
+def __getattr__(name: str):
+    module = _DEFINED_ELSEWHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"fla.modules.{module}"), name)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from fla.modules.gated_norm import (
     FusedLayerNormGated,
     FusedRMSNormGated,
+    LayerNormGated,
     RMSNormGated,
     layer_norm_gated,
     rms_norm_gated,
@@ -171,6 +172,53 @@ def test_rms_norm_gated_grouped_matches_reference(backend, dtype, group_size, no
     assert y.dtype == dtype
     assert_close("y", y_ref, y, tol(dtype, 2))
     assert_grads_close(inputs, refs, y, y_ref, torch.randn_like(y_ref), tol(dtype, 4))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "group_size, norm_before_gate, gated", [(36, True, True), (36, False, True), (None, True, False)]
+)
+def test_layer_norm_gated_grouped_matches_reference(backend, group_size, norm_before_gate, gated):
+    """fla's LayerNormGated: (layernorm(x) * weight + bias) * silu(z), or layernorm(x * silu(z)) * weight + bias,
+    per group of ``group_size`` features; weight and bias get gradients."""
+    norm = LayerNormGated(108, group_size=group_size, norm_before_gate=norm_before_gate).to(DEVICE)
+    assert norm.norm_before_gate is norm_before_gate and norm.bias is not None
+    assert LayerNormGated(8).norm_before_gate and not RMSNormGated(8).norm_before_gate  # fla's defaults
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x, z = rand(2, 31, 108), rand(2, 31, 108, scale=2.0) if gated else None
+    inputs = {"x": x, "z": z, "weight": norm.weight, "bias": norm.bias}
+    refs = {k: to_reference(v) for k, v in inputs.items()}
+    with using(backend):
+        y = norm(x, z)
+    G = group_size or 108
+    h = refs["x"] if z is None or norm_before_gate else refs["x"] * F.silu(refs["z"])
+    hg = h.unflatten(-1, (-1, G))
+    hg = hg - hg.mean(-1, keepdim=True)
+    y_ref = (hg * torch.rsqrt(hg.square().mean(-1, keepdim=True) + 1e-5)).flatten(-2) * refs["weight"] + refs["bias"]
+    y_ref = y_ref * F.silu(refs["z"]) if z is not None and norm_before_gate else y_ref
+    assert_close("y", y_ref, y, tol(x.dtype, 2))
+    assert_grads_close(inputs, refs, y, y_ref, torch.randn_like(y_ref), tol(x.dtype, 4))
+
+
+def test_fla_norm_module_path_names():
+    """fla 0.6.0's ``from fla.modules.norm import <name>`` (its ``__all__`` but the TP helper ``NormParallel``)
+    gives our module, the same object as ``fla.modules``' where both have it."""
+    import fla.modules
+    import fla.modules.norm as norm_module
+
+    fla060 = ["FusedLayerNormGated", "FusedLayerNormGatedLinear", "FusedLayerNormSwishGate",
+              "FusedLayerNormSwishGateLinear", "FusedRMSNormGated", "FusedRMSNormGatedLinear", "FusedRMSNormSwishGate",
+              "FusedRMSNormSwishGateLinear", "GroupNorm", "GroupNormLinear", "L2Norm", "LayerNorm", "LayerNormGated",
+              "LayerNormLinear", "RMSNorm", "RMSNormGated", "RMSNormLinear"]  # fmt: skip
+    for name in fla060:
+        obj = getattr(norm_module, name)
+        assert isinstance(obj, type) and issubclass(obj, torch.nn.Module), name
+        assert getattr(fla.modules, name, obj) is obj, name
+    assert norm_module.LayerNormGated is LayerNormGated
+    with pytest.raises(AttributeError, match="NoSuchNorm"):
+        norm_module.NoSuchNorm  # noqa: B018
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
