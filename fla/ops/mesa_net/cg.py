@@ -8,8 +8,11 @@ Inside a chunk, with ``h`` the state before it, ``G`` the chunk-local cumsum of 
     A(P) = (P * exp(G)) h + ((P k^T) * M) k + P * lamb
 
 so a CG step costs three ``tl.dot`` s on ``[BT, K]`` tiles and ``h``, ``k``, ``M`` stay in registers for
-every step. The forward solves for the queries, the backward for the gradient of ``x`` (the adjoint
-system: ``A`` is symmetric).
+every step. The products take ``k``'s dtype (``h`` and each step's ``p`` are cast to it; float32 accumulation):
+16-bit inputs get tensor-core products and half the registers for ``h`` (a float32 ``[128, 128]`` tile alone is
+64 registers a thread at 8 warps), as fla 0.6.0's solve does; float32 inputs keep exact products.
+The forward solves for the queries, the backward for the gradient of ``x`` (the adjoint system: ``A`` is
+symmetric).
 """
 
 from __future__ import annotations
@@ -65,13 +68,15 @@ def mesa_net_cg_fwd_kernel(
     o_tk = ((bos + o_t[:, None]) * H + i_h) * K + o_k[None, :]  # [BT, BK]
     m_tk = m_t[:, None] & m_k[None, :]
 
-    b_k = tl.load(k + o_tk, mask=m_tk, other=0.0).to(tl.float32)  # [BT, BK]
+    # the operator's operands (k, h) in k's dtype, as fla 0.6.0's solve: 16-bit tensor-core products with float32
+    # accumulation (the iterates x, r, p stay float32); float32 inputs keep exact float32 products
+    b_k = tl.load(k + o_tk, mask=m_tk, other=0.0)  # [BT, BK]
     b_r = tl.load(rhs + o_tk, mask=m_tk, other=0.0).to(tl.float32)  # [BT, BK] residual (x = 0)
     b_G = tl.load(G + (bos + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
     b_beta = tl.load(beta + (bos + o_t) * H + i_h, mask=m_t, other=0.0).to(tl.float32)  # [BT]
     o_kk = o_k[:, None] * K + o_k[None, :]  # [BK, BK]
     m_kk = m_k[:, None] & m_k[None, :]
-    b_h = tl.load(h + (i_ch * H + i_h) * K * K + o_kk, mask=m_kk, other=0.0).to(tl.float32)  # [BK, BK]
+    b_h = tl.load(h + (i_ch * H + i_h) * K * K + o_kk, mask=m_kk, other=0.0).to(b_k.dtype)  # [BK, BK]
     b_lamb = tl.load(lamb + i_h * K + o_k, mask=m_k, other=0.0).to(tl.float32)  # [BK]
 
     # M_ts = exp(G_t - G_s) beta_s on and below the diagonal (the exponent is <= 0 there)
@@ -83,9 +88,9 @@ def mesa_net_cg_fwd_kernel(
     b_p = b_r
     b_delta = tl.sum(b_r * b_r, axis=1)  # [BT]
     for _ in range(ITERS):
-        b_A = tl.dot(b_p, tl.trans(b_k), input_precision=DOT_PRECISION) * b_M  # [BT, BT]
-        b_Ap = tl.dot(b_A, b_k, input_precision=DOT_PRECISION)
-        b_Ap += tl.dot(b_p * b_eG, b_h, input_precision=DOT_PRECISION)
+        b_A = tl.dot(b_p.to(b_k.dtype), tl.trans(b_k), input_precision=DOT_PRECISION) * b_M  # [BT, BT]
+        b_Ap = tl.dot(b_A.to(b_k.dtype), b_k, input_precision=DOT_PRECISION)
+        b_Ap += tl.dot((b_p * b_eG).to(b_k.dtype), b_h, input_precision=DOT_PRECISION)
         b_Ap += b_p * b_lamb[None, :]  # [BT, BK]
         b_alpha = b_delta / (tl.sum(b_p * b_Ap, axis=1) + eps)
         b_x += b_alpha[:, None] * b_p
