@@ -14,6 +14,7 @@ from fla.modules.gated_norm import (
 )
 from fla.modules.linear_cross_entropy import FusedLinearCrossEntropyLoss, linear_cross_entropy
 from fla.modules.linear_kl_div import FusedKLDivLoss, fused_kl_div_loss
+from fla.modules.long_conv import ImplicitLongConvolution, LongConvolution
 from fla.modules.mlp import GatedMLP
 from fla.modules.norm import GroupNorm, LayerNorm, RMSNorm, group_norm, layer_norm, rms_norm
 from fla.modules.rotary import RotaryEmbedding, rotary_embedding
@@ -63,3 +64,4 @@ __all__ += ["FusedRMSNormSwishGate", "FusedLayerNormSwishGate", "FusedRMSNormSwi
 __all__ += ["FusedLayerNormSwishGateLinear", "FusedRMSNormGatedLinear", "FusedLayerNormGatedLinear"]
 __all__ += ["RMSNormLinear", "LayerNormLinear", "GroupNormLinear", "L2Norm"]
 __all__ += ["FusedKLDivLoss", "fused_kl_div_loss"]
+__all__ += ["LongConvolution", "ImplicitLongConvolution"]
