@@ -262,6 +262,40 @@ def index_put_first_axis(x: torch.Tensor, indices: torch.Tensor, first_axis_dim:
     return x.new_zeros(first_axis_dim, *x.shape[1:]).index_copy(0, indices.long(), x)
 
 
+class IndexFirstAxis(torch.autograd.Function):
+    """fla 0.6.0's autograd form of :func:`index_first_axis`: ``IndexFirstAxis.apply(x [M, ...], indices [N])``
+    -> ``x[indices]``; the backward adds each row's gradient back at its index (repeated indices sum)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        out = index_first_axis(x, indices)
+        ctx.save_for_backward(indices)
+        ctx.first_axis_dim = x.shape[0]
+        return out
+
+    @staticmethod
+    def backward(ctx, dout: torch.Tensor):
+        (indices,) = ctx.saved_tensors
+        dx = dout.new_zeros(ctx.first_axis_dim, *dout.shape[1:]).index_add_(0, indices.long(), dout)
+        return dx, None
+
+
+class IndexPutFirstAxis(torch.autograd.Function):
+    """fla 0.6.0's autograd form of :func:`index_put_first_axis`: ``IndexPutFirstAxis.apply(x [N, ...], indices [N],
+    first_axis_dim)`` -> zeros ``[first_axis_dim, ...]`` with rows ``indices`` set to ``x``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, indices: torch.Tensor, first_axis_dim: int) -> torch.Tensor:
+        out = index_put_first_axis(x, indices, first_axis_dim)
+        ctx.save_for_backward(indices)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout: torch.Tensor):
+        (indices,) = ctx.saved_tensors
+        return dout.index_select(0, indices.long()), None, None
+
+
 def get_unpad_data(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """``(indices [N] int64, cu_seqlens [B+1] int32, max_seqlen)`` of the real tokens of ``attention_mask [B, L]``
     (bool/int, 1 = token): flat indices ``b * L + t``, per-row cumulative counts, the longest row. Memoized."""
@@ -411,6 +445,8 @@ __all__ = [
     "get_unpad_data",
     "get_unpad_indices_and_cu",
     "has_padding",
+    "IndexFirstAxis",
+    "IndexPutFirstAxis",
     "index_first_axis",
     "index_put_first_axis",
     "offsets_from_position_ids",

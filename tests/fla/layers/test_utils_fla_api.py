@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from fla.layers.utils import (
+    IndexFirstAxis,
+    IndexPutFirstAxis,
     get_layer_cache,
     get_unpad_data,
     get_unpad_indices_and_cu,
@@ -58,6 +60,21 @@ def test_index_first_axis_and_put_are_inverse_and_differentiable():
     assert torch.equal(back, x * keep)
     (dx,) = torch.autograd.grad(back.sum(), x)
     assert torch.equal(dx, keep.expand_as(x))
+
+
+def test_index_autograd_classes():
+    """fla's IndexFirstAxis / IndexPutFirstAxis (``.apply`` forms): values as the functions, gradients by gradcheck
+    (float64), repeated indices summing in IndexFirstAxis' backward."""
+    x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    idx = torch.tensor([5, 0, 3])
+    assert torch.equal(IndexFirstAxis.apply(x, idx), x[idx])
+    assert torch.autograd.gradcheck(lambda t: IndexFirstAxis.apply(t, idx), (x,))
+    v = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    out = IndexPutFirstAxis.apply(v, idx, 7)
+    assert torch.equal(out[idx], v) and out[[1, 2, 4, 6]].abs().sum() == 0
+    assert torch.autograd.gradcheck(lambda t: IndexPutFirstAxis.apply(t, idx, 7), (v,))
+    (g,) = torch.autograd.grad(IndexFirstAxis.apply(x, torch.tensor([2, 2, 4])).sum(), x)
+    assert g[2].tolist() == [2.0] * 3 and g[4].tolist() == [1.0] * 3 and g[0].abs().sum() == 0
 
 
 def test_unpad_input_then_pad_input_is_the_masked_input():
