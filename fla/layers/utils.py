@@ -316,13 +316,6 @@ def get_unpad_indices_and_cu(
     return info.indices, info.cu_seqlens
 
 
-def _flat_rows(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Rows ``indices`` of ``x [B, S, ...]`` flattened to ``[B*S, ...]``."""
-    if x.dim() < 2:
-        raise ValueError(f"a tensor to unpad has shape {list(x.shape)}, expected [B, S, ...]")
-    return index_first_axis(x.flatten(0, 1), indices)
-
-
 def unpad_input(
     q: torch.Tensor | tuple[torch.Tensor, ...],
     states: tuple[torch.Tensor, ...],
@@ -353,11 +346,12 @@ def unpad_input(
     for t in qs:
         if t.dim() < 2 or tuple(t.shape[:2]) != (B, q_len):
             raise ValueError(f"q has shape {list(t.shape)}, expected [{B}, {q_len}, ...]")
-    indices_k, cu_seqlens_k, max_seqlen_k = get_unpad_data(attention_mask)
-    states = tuple(_flat_rows(s, indices_k) for s in states)
+    info = get_padding_info(attention_mask)  # shapes checked above: unpad keeps the rows of the real tokens
+    cu_seqlens_k, max_seqlen_k = info.cu_seqlens, info.max_seqlen
+    states = tuple(unpad(s, info) for s in states)
     if q_len == S:
-        qs = tuple(_flat_rows(t, indices_k) for t in qs)
-        indices_q, cu_seqlens_q, max_seqlen_q = indices_k, cu_seqlens_k, max_seqlen_k
+        qs = tuple(unpad(t, info) for t in qs)
+        indices_q, cu_seqlens_q, max_seqlen_q = info.indices, cu_seqlens_k, max_seqlen_k
     else:  # decoding: every row's one query is a token
         cu_seqlens_q = torch.arange(B + 1, dtype=torch.int32, device=qs[0].device)
         indices_q, max_seqlen_q = cu_seqlens_q[:-1], 1
@@ -392,7 +386,7 @@ def unpad_hidden_states(
             f"hidden_states has shape {list(hidden_states.shape)}, expected [{attention_mask.shape[0]}, {q_len}, ...]"
         )
     indices, cu_seqlens = get_unpad_indices_and_cu(attention_mask, q_len)
-    return _flat_rows(hidden_states, indices).unsqueeze(0), indices, cu_seqlens
+    return index_first_axis(hidden_states.flatten(0, 1), indices)[None], indices, cu_seqlens
 
 
 def repad_hidden_states(
