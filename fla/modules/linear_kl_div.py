@@ -9,7 +9,8 @@ fla 0.6.0's ``FusedKLDivLoss`` / ``fused_kl_div_loss``, same names and arguments
 
 The rows are processed in chunks (:func:`fla.modules.linear_cross_entropy.default_chunk_size`), as the linear
 cross-entropy does: per chunk the two logit blocks, the row losses and ``d s`` (float32), then at once
-``dx_c = d s W`` and ``dW += d s^T x_c`` (float32 accumulator with ``accumulate_grad_in_fp32``). Only ``dx``
+``dx_c = d s W`` and ``dW += d s^T x_c`` (float32 accumulator with ``accumulate_grad_in_fp32``). Under
+``torch.autocast`` the four tensors are cast to its dtype first, as ``F.linear``'s are. Only ``dx``
 and ``dW`` survive to the backward, which scales them by the upstream gradient. The teacher gets no gradient:
 ``target_x`` and ``target_weight`` must not require one.
 """
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from fla.modules.linear_cross_entropy import _accumulate_dw, default_chunk_size
 from fla.utils import check_dtype, check_same_device, check_shape
+from fla.utils.autocast import autocast_state
 
 REDUCTIONS = ("batchmean",)
 
@@ -62,10 +64,9 @@ def linear_kl_div_pass(
         loss += (p * (log_p - log_q)).sum()
         if dx is None and dw is None:
             continue
-        ds = log_q.exp_().sub_(p).div_(N)  # [C, V] (q - p) / N, over log_q's storage
-        ds = ds.to(x.dtype)
+        ds = log_q.exp_().sub_(p).div_(N).to(x.dtype)  # [C, V] (q - p) / N, over log_q's storage
         if dx is not None:
-            dx[start:end] = ds @ weight.to(x.dtype)
+            torch.mm(ds, weight, out=dx[start:end])
         if dw is not None:
             _accumulate_dw(dw, ds, x_c)
     return loss / N, dx, dw
@@ -88,7 +89,7 @@ class LinearKLDivFunction(torch.autograd.Function):
         return dx, None, dw, None, None, None
 
 
-def _check_kl_args(x, target_x, weight, target_weight, reduction) -> None:
+def _check_kl_args(x, target_x, weight, target_weight, reduction, chunk_size) -> None:
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction={reduction!r} is not supported; fla's FusedKLDivLoss takes {REDUCTIONS}")
     for name, t in (("x", x), ("target_x", target_x), ("weight", weight), ("target_weight", target_weight)):
@@ -98,7 +99,11 @@ def _check_kl_args(x, target_x, weight, target_weight, reduction) -> None:
     check_shape("target_x", target_x, (x.shape[0], None), "[N, H_teacher] (N rows as x)")
     check_shape("weight", weight, (None, x.shape[1]), "[V, H] (H as x)")
     check_shape("target_weight", target_weight, (weight.shape[0], target_x.shape[1]), "[V, H_teacher]")
+    check_dtype("weight", weight, (x.dtype,))
+    check_dtype("target_weight", target_weight, (target_x.dtype,))
     check_same_device(x=x, target_x=target_x, weight=weight, target_weight=target_weight)
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size={chunk_size!r} must be a positive int or None")
     if x.shape[0] == 0:
         raise ValueError("x has 0 rows: batchmean over no rows is undefined")
     if target_x.requires_grad or target_weight.requires_grad:
@@ -128,7 +133,10 @@ def fused_kl_div_loss(
     Returns:
         the scalar loss (float32); gradients reach ``x`` and ``weight``.
     """
-    _check_kl_args(x, target_x, weight, target_weight, reduction)
+    amp = autocast_state(x.device)
+    if amp is not None:  # as F.linear would, and as the linear cross-entropy does: both heads in the autocast dtype
+        x, target_x, weight, target_weight = (t.to(amp) for t in (x, target_x, weight, target_weight))
+    _check_kl_args(x, target_x, weight, target_weight, reduction, chunk_size)
     return LinearKLDivFunction.apply(x, target_x, weight, target_weight, accumulate_grad_in_fp32, chunk_size)
 
 

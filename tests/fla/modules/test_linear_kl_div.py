@@ -65,5 +65,23 @@ def test_bad_input():
         fused_kl_div_loss(x, tx, w, tw[:-1])
     with pytest.raises(ValueError, match="weight"):
         fused_kl_div_loss(x, tx, w[:, :-1], tw)
+    with pytest.raises(TypeError, match="weight has dtype torch.float64"):
+        fused_kl_div_loss(x, tx, w.detach().double(), tw)
+    with pytest.raises(ValueError, match="chunk_size=0"):
+        fused_kl_div_loss(x, tx, w, tw, chunk_size=0)
     with pytest.raises(ValueError, match="require grad"):
         fused_kl_div_loss(x, tx.requires_grad_(), w, tw)
+
+
+def test_autocast_runs_both_heads_in_its_dtype():
+    """Under torch.autocast the four tensors are cast first (as F.linear's): the same loss and gradients as
+    bfloat16 inputs, the gradients back in float32."""
+    x, tx, w, tw = _inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = fused_kl_div_loss(x, tx, w, tw)
+    loss.backward()
+    xb, wb = x.detach().bfloat16().requires_grad_(), w.detach().bfloat16().requires_grad_()
+    ref = fused_kl_div_loss(xb, tx.bfloat16(), wb, tw.bfloat16())
+    ref.backward()
+    assert torch.equal(loss, ref) and x.grad.dtype == w.grad.dtype == torch.float32
+    assert torch.equal(x.grad, xb.grad.float()) and torch.equal(w.grad, wb.grad.float())
