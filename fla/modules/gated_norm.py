@@ -195,10 +195,9 @@ class _GroupGatedNorm(AffineNormBase):
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """``x [..., hidden_size]``, gate ``z`` like ``x`` (or ``None``: no gate) -> ``y`` in ``x.dtype``."""
-        before = self.norm_before_gate if z is not None else False  # no gate: a plain (grouped) norm
-        return _norm_gated(
+        return _norm_gated(  # no gate (z None): a plain (grouped) norm, whichever the gate order
             x, z, self.weight, self.bias, "swish", self.eps, None, False, False, self._IS_RMS, self.group_size,
-            norm_before_gate=before,
+            norm_before_gate=self.norm_before_gate,
         )  # fmt: skip
 
 
