@@ -47,6 +47,7 @@ import triton.language as tl
 from fla.ops.common.indexing import chunk_bounds, sequence_bounds, token_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import autotune_configs, given_heuristics
+from fla.ops.utils.tensor_ops import softplus
 from fla.utils import empty
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
@@ -91,16 +92,6 @@ def _load_tokens(p, bos, o_p, m_p, o_c, m_c, W: tl.constexpr):
 
 
 @triton.jit
-def _softplus(v):
-    """``log(1 + exp(v))`` without overflow, accurate for very negative ``v`` (``log1p`` by the ratio
-    ``log(u) e / (u - 1)``, ``u = 1 + e`` rounded: exact to float32 rounding)."""
-    e = tl.exp(-tl.abs(v))
-    u = 1.0 + e
-    lp = tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0)))
-    return tl.maximum(v, 0.0) + lp
-
-
-@triton.jit
 def _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di: tl.constexpr, HAS_BIAS: tl.constexpr,
              SOFTPLUS: tl.constexpr):  # fmt: skip
     """``(dt, v)``: the discretized step sizes ``[BT, BD]`` (0 outside the masks: a masked row keeps the state)
@@ -109,7 +100,7 @@ def _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di: tl.constexpr, HAS_BIAS: t
     if HAS_BIAS:
         b_v += tl.load(dt_bias + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
     if SOFTPLUS:
-        b_dt = tl.where(m_p[:, None] & m_d[None, :], _softplus(b_v), 0.0)
+        b_dt = tl.where(m_p[:, None] & m_d[None, :], softplus(b_v), 0.0)
     else:
         b_dt = tl.where(m_p[:, None] & m_d[None, :], b_v, 0.0)
     return b_dt, b_v

@@ -13,8 +13,13 @@ import triton.language as tl
 
 @triton.jit
 def softplus(x):
-    """``log(1 + exp(x))`` (``x`` itself from 20 on, where the two agree in float32), inside a Triton kernel."""
-    return tl.where(x < 20.0, tl.log(1.0 + tl.exp(x)), x)
+    """``log(1 + exp(x))`` inside a Triton kernel, without overflow and accurate for very negative ``x`` (``log1p``
+    by the ratio ``log(u) e / (u - 1)``, ``u = 1 + e`` rounded: exact to float32 rounding). Also the selective
+    scan's ``dt`` softplus (:mod:`fla.ops.mamba.scan`)."""
+    e = tl.exp(-tl.abs(x))
+    u = 1.0 + e
+    lp = tl.where(u == 1.0, e, tl.log(u) * (e / tl.where(u == 1.0, 1.0, u - 1.0)))
+    return tl.maximum(x, 0.0) + lp
 
 
 def _f32(x: torch.Tensor) -> torch.Tensor:
