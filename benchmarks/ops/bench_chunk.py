@@ -335,12 +335,17 @@ def _ops(impl: str) -> dict:
     }
 
 
+def selected(ops: dict, names: list[str] | None) -> list[str]:
+    """The ops of ``ops`` named in ``names``, in the order asked for (all of them without ``names``)."""
+    return [n for n in names if n in ops] if names else list(ops)
+
+
 def rows_for(impl: str, seq_lens, names: list[str] | None = None) -> list[dict]:
     # the decode rows first: they take seconds, the chunk ops' first calls minutes (autotuning), so a time
     # limit cuts the chunk ops, not the decode figures
     rows = decode_rows(impl) if not names or any(n.startswith("decode") for n in names) else []
     ops = _ops(impl)
-    for name in [n for n in names if n in ops] if names else list(ops):  # in the order asked for
+    for name in selected(ops, names):
         op, gate = ops[name]
         for T in seq_lens:
             ts = op_inputs(gate, T)
@@ -383,7 +388,7 @@ def warm_caches(fla_path: str | None, seq_lens, names: list[str] | None, jobs: i
     here = os.path.abspath(__file__)
     repo = os.path.dirname(os.path.dirname(os.path.dirname(here)))
     env = {**os.environ, "TRITON_CACHE_AUTOTUNING": "0", "FLA_CACHE_RESULTS": "0"}
-    ours = [n for n in names if n in _ops("ours")] if names else list(_ops("ours"))
+    ours = selected(_ops("ours"), names)
     ours_path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
     plans = [(["ours", n], repo, {**env, "PYTHONPATH": ours_path}) for n in ours]
     if fla_path:
