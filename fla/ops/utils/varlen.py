@@ -36,7 +36,7 @@ def unpad_sequences(x: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
     return x[seq, pos].unsqueeze(0)
 
 
-def chunk_bounds(batch: int, seq_len: int, chunk_size: int, cu_seqlens: torch.Tensor | None, device) -> torch.Tensor:
+def _chunk_bounds(batch: int, seq_len: int, chunk_size: int, cu_seqlens: torch.Tensor | None, device) -> torch.Tensor:
     """The chunks of a ``[B, T, ...]`` batch (or a packed row with ``cu_seqlens``) as the sequences of its flattened
     ``[1, B*T, ...]`` row: ``[NC+1]`` int64 bounds, chunks of ``chunk_size`` tokens from every sequence start."""
     rows = cu_seqlens if cu_seqlens is not None else torch.arange(batch + 1, device=device) * seq_len
@@ -49,7 +49,7 @@ def pad_chunks(x: torch.Tensor, chunk_size: int, cu_seqlens: torch.Tensor | None
     """``x [B, T, ...]`` -> ``([NC, chunk_size', ...], bounds)``: one row per chunk, zeros past a chunk's end
     (``chunk_size' <= chunk_size``, the longest chunk); :func:`unpad_chunks` with ``bounds`` inverts it."""
     B, T = x.shape[:2]
-    bounds = chunk_bounds(B, T, chunk_size, cu_seqlens, x.device)
+    bounds = _chunk_bounds(B, T, chunk_size, cu_seqlens, x.device)
     return pad_sequences(x.reshape(1, B * T, *x.shape[2:]), bounds), bounds
 
 
