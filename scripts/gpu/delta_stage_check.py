@@ -30,7 +30,6 @@ os.environ.setdefault("FLA_LEAN_LAUNCH", "0")  # every launch through triton's a
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import triton  # noqa: E402
-from triton.runtime.autotuner import Autotuner  # noqa: E402
 
 import fla.ops.common.chunk_bwd as chunk_bwd_module  # noqa: E402
 import fla.ops.common.wy_bwd as wy_bwd_module  # noqa: E402
@@ -38,6 +37,7 @@ from fla.ops.common.chunk import chunk_layout  # noqa: E402
 from fla.ops.common.chunk_bwd import chunk_bwd_dqkwg, chunk_bwd_dv  # noqa: E402
 from fla.ops.common.chunk_delta import chunk_delta_rule_fwd  # noqa: E402
 from fla.ops.common.chunk_delta_h import chunk_delta_bwd_dh, chunk_delta_fwd_h  # noqa: E402
+from fla.ops.common.tuning import autotuner_of, only_configs  # noqa: E402
 from fla.ops.common.wy import chunk_delta_wy_fwd  # noqa: E402
 from fla.ops.common.wy_bwd import chunk_delta_wy_bwd  # noqa: E402
 from fla.ops.gated_delta_product.interleave import micro_gates, micro_queries  # noqa: E402
@@ -45,13 +45,6 @@ from fla.ops.gated_delta_product.interleave import micro_gates, micro_queries  #
 
 def nonfinite(t: torch.Tensor | None) -> int:
     return -1 if t is None else int((~torch.isfinite(t)).sum())
-
-
-def autotuner(kernel) -> Autotuner:
-    """The Autotuner under a kernel's launch wrappers (lean_launch, heuristics)."""
-    while not isinstance(kernel, Autotuner):
-        kernel = kernel.fn
-    return kernel
 
 
 def micro_step_inputs(B, T, H, K, V, n, beta_max, dtype, device, seed=0):
@@ -93,21 +86,16 @@ def rel(out: torch.Tensor, ref: torch.Tensor) -> str:
 
 def config_variants(kernel) -> list[tuple[str, list[triton.Config]]]:
     """The kernel's autotune list, each config alone, and one-stage configs for its warp counts."""
-    configs = list(autotuner(kernel).configs)
+    configs = list(autotuner_of(kernel).configs)
     variants = [("autotuned", configs)] + [(f"w{c.num_warps}s{c.num_stages}", [c]) for c in configs]
     warps = sorted({c.num_warps for c in configs})
     return variants + [(f"w{w}s1", [triton.Config({}, num_warps=w, num_stages=1)]) for w in warps]
 
 
 def with_configs(kernel, configs, fn):
-    """``fn()`` with ``kernel``'s autotuner limited to ``configs`` (restored after)."""
-    tuner = autotuner(kernel)
-    saved = tuner.configs
-    tuner.configs, tuner.cache = configs, {}
-    try:
+    """``fn()`` with ``kernel``'s autotuner limited to ``configs``, and the config that ran."""
+    with only_configs(kernel, configs) as tuner:
         return fn(), tuner.best_config
-    finally:
-        tuner.configs, tuner.cache = saved, {}
 
 
 def main() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import triton
+from triton.runtime.autotuner import Autotuner
 
 from fla.utils import IS_TRITON_INTERPRET
 from fla.utils.sizes import next_power_of_2
@@ -22,6 +26,28 @@ def autotune_configs(warps: tuple[int, ...] = (2, 4), stages: tuple[int, ...] = 
     if IS_TRITON_INTERPRET:
         return [triton.Config({}, num_warps=4, num_stages=1)]
     return [triton.Config({}, num_warps=w, num_stages=s) for w in warps for s in stages]
+
+
+def autotuner_of(kernel) -> Autotuner:
+    """The ``Autotuner`` under a kernel's launch wrappers (:func:`fla.utils.launch.lean_launch`, heuristics)."""
+    while not isinstance(kernel, Autotuner):
+        kernel = kernel.fn
+    return kernel
+
+
+@contextmanager
+def only_configs(kernel, configs: list[triton.Config]) -> Iterator[Autotuner]:
+    """Launches of ``kernel`` (autotuned) choose among ``configs`` only, inside the block; its own list and a fresh
+    autotune cache come back after. Launch it through triton's path meanwhile
+    (:func:`fla.utils.launch.lean_launch_disabled`): a lean launch reuses the compiled kernel it cached.
+    Yields the autotuner (``best_config`` tells which config ran)."""
+    tuner = autotuner_of(kernel)
+    saved = tuner.configs
+    tuner.configs, tuner.cache = list(configs), {}
+    try:
+        yield tuner
+    finally:
+        tuner.configs, tuner.cache = saved, {}
 
 
 def given_heuristics(**flags: str | tuple[str, ...]):

@@ -75,7 +75,10 @@ def _dtm_tile(x, dx, o_row, m_t, o_c, C, row_scale, b_dtm, b_dtmt, DOT_PRECISION
 @lean_launch
 @given_heuristics(USE_G="G", USE_GK="Gk", HAS_P="dp", SPLIT_G="Ge", IS_VARLEN="cu_seqlens")
 @triton.autotune(
-    configs=autotune_configs(),
+    # at most two pipeline stages: with 4 warps and 3 stages triton 3.6 gives non-finite dk / dg on Hopper (H100 and
+    # H200, bf16, K = 128, V = 256: Gated DeltaProduct-340M's layer at T = 2048, the gated delta rule at T = 4096),
+    # a different set each run; every other config is finite and deterministic there (scripts/gpu/delta_stage_check.py)
+    configs=autotune_configs(stages=(1, 2)),
     key=["H", "K", "V", "BK", "BV", "USE_G", "USE_GK", "HAS_P", "SPLIT_G", "DOT_PRECISION"],
 )
 @triton.jit(do_not_specialize=["T"])

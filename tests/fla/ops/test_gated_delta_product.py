@@ -5,13 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import triton
 
+import fla.ops.common.wy_bwd as wy_bwd
 from fla.ops.common.inputs import l2norm
+from fla.ops.common.tuning import autotuner_of, only_configs
 from fla.ops.gated_delta_product import (
     chunk_gated_delta_product,
     fused_recurrent_gated_delta_product,
     naive_recurrent_gated_delta_product,
 )
+from fla.utils.launch import lean_launch_disabled
 from tests.fla.ops.gated import default_ratios
 from tests.harness import DEVICE, assert_close, assert_grads_close, to_reference, tol, using
 
@@ -211,3 +215,39 @@ def test_chunk_gpu_340m_shapes(V, T, n, beta_max, strength):
     ratio = {**ratios(dtype), "o": tol(dtype, 2), "ht": tol(dtype, 2)}
     ratio = {name: 3 * r for name, r in ratio.items()}  # as test_chunk_gpu's bf16 bounds
     check(chunk_gated_delta_product, inputs, n, "triton", ratio, use_qk_l2norm_in_kernel=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("T, n", [pytest.param(2048, 2, id="340M"), pytest.param(4096, 1, id="gated_delta_rule_T4096")])
+def test_wy_bwd_every_config_gpu(T, n):
+    """The WY backward kernel under each of its autotune configs alone, at the shapes where triton 3.6's 4-warp,
+    3-stage build of it gave non-finite dk / dg on Hopper, a different set each run (the GPU test runs otherwise
+    compile one config per key in turn, and the autotuner picked that one in training): every gradient finite and
+    each config's gradients within bf16 rounding of the first config's."""
+    inputs = make_inputs(2, T, n, 6, 128, 256, torch.bfloat16, strength=1.0, beta_max=2.0)
+    leaves = list(inputs.values())
+    o, ht = call(chunk_gated_delta_product, inputs, n, use_qk_l2norm_in_kernel=True)
+    grad_out = (torch.randn_like(o), torch.randn_like(ht))
+    kernel = wy_bwd.chunk_delta_wy_bwd_kernel
+    first = None
+    for config in list(autotuner_of(kernel).configs):
+        with lean_launch_disabled(), only_configs(kernel, [config]):
+            o, ht = call(chunk_gated_delta_product, inputs, n, use_qk_l2norm_in_kernel=True)
+            grads = dict(zip(inputs, torch.autograd.grad((o, ht), leaves, grad_out)))
+        for name, g in grads.items():
+            assert torch.isfinite(g).all(), f"{config}: d{name} has {int((~torch.isfinite(g)).sum())} non-finite"
+        first = first or grads
+        for name, g in grads.items():
+            assert_close(f"d{name} ({config})", first[name].double(), g.double(), tol(torch.bfloat16))
+
+
+def test_only_configs_swaps_and_restores_the_autotune_list():
+    kernel = wy_bwd.chunk_delta_wy_bwd_kernel
+    tuner = autotuner_of(kernel)
+    saved = list(tuner.configs)
+    config = triton.Config({}, num_warps=2, num_stages=1)
+    with only_configs(kernel, [config]) as inside:
+        assert inside is tuner and tuner.configs == [config]
+        inputs = make_inputs(1, 20, 2, 2, 16, 16, torch.float32)
+        check(chunk_gated_delta_product, inputs, 2, "triton", tol(torch.float32, 4))
+    assert tuner.configs == saved and tuner.cache == {}
