@@ -19,7 +19,7 @@ from fla.ops.common.indexing import sequence_bounds, state_block, token_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import dot_precision, given_heuristics
 from fla.ops.generalized_delta_rule.dplr.chunk_intra import DPLR_CHUNK, DPLR_MAX_K, chunk_dplr_prep
-from fla.utils import empty
+from fla.utils import IS_TRITON_INTERPRET, empty
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
@@ -34,8 +34,29 @@ def chunk_decays(gk, rows, m_t, o_k, m_k, K: tl.constexpr, BT: tl.constexpr):
     return tl.exp(b_GL[None, :] - b_G), tl.exp(b_GL)
 
 
+def walk_configs() -> list[triton.Config]:
+    """V block widths x warps of the chunk walks (forward and state gradient; one config under the interpreter).
+    Narrower blocks put more programs on the serial walk over the chunks, wider ones fewer, each with more work
+    per step: which wins depends on the batch x heads at hand and the GPU, hence autotuned."""
+    if IS_TRITON_INTERPRET:
+        return [triton.Config({"BV": 16}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BV": bv}, num_warps=w) for bv in (16, 32) for w in (2, 4)]
+
+
+def fit_walk_block(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """The configs with ``BV`` at most V's power of two and ``BK * BV <= 4096`` (the fp32 state block lives in
+    registers); ``BV = 16`` always fits: never empty. Configs of the list, not new ones (dynamo must name each)."""
+    cap = min(max(16, next_power_of_2(kwargs["V"])), max(16, 4096 // kwargs["BK"]))
+    return [c for c in configs if c.kwargs["BV"] <= cap]
+
+
 @lean_launch
 @given_heuristics(USE_H0="h0", STORE_HT="ht", STORE_HS="hs", IS_VARLEN="cu_seqlens")
+@triton.autotune(
+    configs=walk_configs(),
+    key=["H", "K", "V", "BK", "DOT_PRECISION", "STORE_O", "USE_H0", "STORE_HT", "STORE_HS", "IS_VARLEN"],
+    prune_configs_by={"early_config_prune": fit_walk_block},
+)
 @triton.jit(do_not_specialize=["T"])
 def dplr_chunk_fwd_kernel(
     k,
@@ -134,15 +155,13 @@ def chunk_dplr_fwd(
     layout = layout if layout is not None else ChunkLayout.build(q, cu_seqlens, DPLR_CHUNK)
     stages = chunk_dplr_prep(q, k, v, a, b, gk, scale, layout, want_o0=want_o)
     BK = max(16, next_power_of_2(K))
-    # V blocks of 32 (<= 4096 // BK state entries): more programs walking in parallel, each with a smaller state
-    BV = min(max(16, next_power_of_2(V)), 32, max(16, 4096 // BK))
     o = empty(B, T, H, V, dtype=v.dtype, device=v.device) if want_o else None
     ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None
     hs = empty(*layout.states_shape(H, K, V), dtype=torch.float32, device=v.device) if want_hs else None
-    grid = (cdiv(V, BV), N * H)
-    dplr_chunk_fwd_kernel[grid](
+    # V blocks (walk_configs): programs walking in parallel, each with a [BK, BV] state
+    dplr_chunk_fwd_kernel[lambda meta: (cdiv(V, meta["BV"]), N * H)](
         k, v, b, gk, *stages, initial_state, o, ht, hs, cu_seqlens, layout.chunk_offsets, T, H=H, K=K, V=V,
-        BT=DPLR_CHUNK, BK=BK, BV=BV, DOT_PRECISION=dot_precision(q.dtype), STORE_O=want_o,
+        BT=DPLR_CHUNK, BK=BK, DOT_PRECISION=dot_precision(q.dtype), STORE_O=want_o,
     )  # fmt: skip
     return o, ht, hs, stages
 
