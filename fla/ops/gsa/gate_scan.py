@@ -115,10 +115,10 @@ def additive_gate_fwd_kernel(
     b_z = tl.load(z_in + i_ch * C + o_c, mask=m_c, other=float("-inf"))  # [BC] z before the tile
     p = (bos + o_t[:, None]) * C + o_c[None, :]  # [BT, BC]
     b_s = tl.load(s + p, mask=m_tc, other=float("-inf")).to(tl.float32)
-    # the row before each row of the tile (the first row's comes from the carry)
-    b_sp = tl.load(s + p - C, mask=m_tc & (o_r > 0)[:, None], other=float("-inf")).to(tl.float32)
     b_zt = _logaddexp(b_z[None, :], tl.associative_scan(b_s, axis=0, combine_fn=_logaddexp))  # [BT, BC]
-    b_zp = _logaddexp(b_z[None, :], tl.associative_scan(b_sp, axis=0, combine_fn=_logaddexp))
+    # z of the row before each row (the first row's is the carry): the scan's rows shifted down by one
+    o_prev = tl.broadcast_to(tl.maximum(o_r - 1, 0)[:, None], (BT, BC))
+    b_zp = tl.where((o_r == 0)[:, None], b_z[None, :], tl.gather(b_zt, o_prev, axis=0))
     b_zp = tl.where(b_zp == float("-inf"), b_zt, b_zp)  # the first token without z0: g_0 = 0
     tl.store(s_out + p, tl.exp(b_s - b_zt).to(s_out.dtype.element_ty), mask=m_tc)
     tl.store(g + p, b_zp - b_zt, mask=m_tc)
