@@ -35,7 +35,13 @@ import triton.language as tl
 from fla.ops.common.indexing import chunk_bounds, sequence_bounds, state_block
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import dot_precision, given_heuristics
-from fla.ops.generalized_delta_rule.dplr.chunk_fwd import chunk_decays, chunk_dplr_fwd, fit_walk_block, walk_configs
+from fla.ops.generalized_delta_rule.dplr.chunk_fwd import (
+    chunk_decays,
+    chunk_dplr_fwd,
+    chunk_state_dtype,
+    fit_walk_block,
+    walk_configs,
+)
 from fla.ops.generalized_delta_rule.dplr.chunk_intra import (
     DPLR_CHUNK,
     SPAN_MAX,
@@ -95,7 +101,7 @@ def dplr_chunk_bwd_dh_kernel(
         b_dh += tl.load(dht + i_nh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
     for j_c in range(0, NT_n):
         i_c = NT_n - 1 - j_c
-        tl.store(dhs + ((boh + i_c) * H + i_h) * K * V + o_kv, b_dh, mask=m_kv)
+        tl.store(dhs + ((boh + i_c) * H + i_h) * K * V + o_kv, b_dh.to(dhs.dtype.element_ty), mask=m_kv)
         m_t = i_c * BT + o_t < T_n  # [BT]
         rows = (bos + i_c * BT + o_t) * H + i_h  # [BT]
         p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
@@ -253,8 +259,8 @@ def dplr_chunk_bwd_local_kernel(
         b_v = tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32)
         b_do = tl.load(do + p_y, mask=m_y, other=0.0).to(tl.float32)
         p_h = (i_ch * H + i_h) * K * V + o_kv
-        b_h = tl.load(hs + p_h, mask=m_kv, other=0.0)  # the state before the chunk
-        b_dh = tl.load(dhs + p_h, mask=m_kv, other=0.0)  # the gradient of the state after it
+        b_h = tl.load(hs + p_h, mask=m_kv, other=0.0).to(tl.float32)  # the state before the chunk
+        b_dh = tl.load(dhs + p_h, mask=m_kv, other=0.0).to(tl.float32)  # the gradient of the state after it
         b_rhs = tl.dot(b_w, b_h, input_precision=DOT_PRECISION) + tl.dot(A_ak, b_v, input_precision=DOT_PRECISION)
         b_u = tl.dot(b_T, b_rhs, input_precision=DOT_PRECISION)  # [BT, BV]
         # gradients of u, rhs, the scores and v
@@ -326,7 +332,7 @@ def chunk_dplr_bwd(
     _, _, hs, (W, _, Qh, _) = chunk_dplr_fwd(
         q, k, v, a, b, gk, scale, initial_state, False, cu_seqlens, layout=layout, want_o=False
     )
-    dhs = empty(*layout.states_shape(H, K, V), dtype=torch.float32, device=q.device)
+    dhs = empty(*layout.states_shape(H, K, V), dtype=chunk_state_dtype(q.dtype), device=q.device)
     dq, dk, da, db = (empty(B, T, H, K, dtype=torch.float32, device=q.device) for _ in range(4))
     dgl = empty(*layout.states_shape(H, K, 1)[:-1], dtype=torch.float32, device=q.device)  # dL/dG_L per chunk
     dv = empty(B, T, H, V, dtype=v.dtype, device=v.device)

@@ -34,6 +34,13 @@ def chunk_decays(gk, rows, m_t, o_k, m_k, K: tl.constexpr, BT: tl.constexpr):
     return tl.exp(b_GL[None, :] - b_G), tl.exp(b_GL)
 
 
+def chunk_state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the backward keeps the per-chunk states ``h`` and their gradients ``dh`` in (``[B, NT, H, K, V]``,
+    chunks of 16: 2 GB each in fp32 at B=4, T=4096, H=16, K=V=128): bf16 for bf16 inputs (as fla 0.6.0 keeps them),
+    float32 otherwise (fp16's range is too small for a state)."""
+    return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+
+
 def walk_configs() -> list[triton.Config]:
     """V block widths x warps of the chunk walks (forward and state gradient; one config under the interpreter).
     Narrower blocks put more programs on the serial walk over the chunks, wider ones fewer, each with more work
@@ -98,7 +105,7 @@ def dplr_chunk_fwd_kernel(
         b_h += tl.load(h0 + i_nh * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
     for i_c in range(0, NT_n):
         if STORE_HS:  # the state before each chunk, for the backward: [.., chunk, H, K, V]
-            tl.store(hs + ((boh + i_c) * H + i_h) * K * V + o_kv, b_h, mask=m_kv)
+            tl.store(hs + ((boh + i_c) * H + i_h) * K * V + o_kv, b_h.to(hs.dtype.element_ty), mask=m_kv)
         m_t = i_c * BT + o_t < T_n  # [BT]
         rows = (bos + i_c * BT + o_t) * H + i_h  # [BT] token-head rows
         p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
@@ -145,8 +152,8 @@ def chunk_dplr_fwd(
         want_o: form and store ``o`` (the backward's recomputation wants only the states).
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) or ``None``, the final state ``[N, H, K, V]`` float32 or ``None``,
-        with ``layout`` the state before every chunk (``layout.states_shape``, float32) else ``None``, and the
-        chunk stages' ``(W, U0, Qh, O0)`` (``O0`` ``None`` without ``want_o``).
+        with ``layout`` the state before every chunk (``layout.states_shape``, :func:`chunk_state_dtype`) else
+        ``None``, and the chunk stages' ``(W, U0, Qh, O0)`` (``O0`` ``None`` without ``want_o``).
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -157,7 +164,7 @@ def chunk_dplr_fwd(
     BK = max(16, next_power_of_2(K))
     o = empty(B, T, H, V, dtype=v.dtype, device=v.device) if want_o else None
     ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None
-    hs = empty(*layout.states_shape(H, K, V), dtype=torch.float32, device=v.device) if want_hs else None
+    hs = empty(*layout.states_shape(H, K, V), dtype=chunk_state_dtype(q.dtype), device=v.device) if want_hs else None
     # V blocks (walk_configs): programs walking in parallel, each with a [BK, BV] state
     dplr_chunk_fwd_kernel[lambda meta: (cdiv(V, meta["BV"]), N * H)](
         k, v, b, gk, *stages, initial_state, o, ht, hs, cu_seqlens, layout.chunk_offsets, T, H=H, K=K, V=V,
