@@ -1,8 +1,8 @@
 """Activations of fla 0.6.0's ``fla.modules.activations``: SwiGLU with Triton kernels, the rest in PyTorch.
 
-* :func:`swiglu` ``silu(gate) * up`` - Triton kernels and a PyTorch twin; the backward recomputes ``silu``
-  from the saved ``gate`` and ``up`` (the activation output is never saved).
-* :func:`swiglu_linear` - ``F.linear(swiglu(gate, up), weight, bias)`` that does not keep the ``[..., I]``
+* :func:`swiglu` ``silu(x) * y`` (``x`` the gate, ``y`` the up projection) - Triton kernels and a PyTorch twin;
+  the backward recomputes ``silu`` from the saved ``x`` and ``y`` (the activation output is never saved).
+* :func:`swiglu_linear` - ``F.linear(swiglu(x, y), weight, bias)`` that does not keep the ``[..., I]``
   activation for the backward either: it is recomputed to form ``d weight``.
 * From :mod:`fla.modules.elementwise` (PyTorch, saving only their inputs as well): :func:`sigmoid`,
   :func:`logsigmoid` (with ``temperature``), :func:`swish`, :func:`elu_p1`, :func:`sqrelu`,
@@ -120,35 +120,37 @@ def swiglu_bwd(
     return dg, du
 
 
-def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """SwiGLU activation ``silu(gate) * up`` (differentiable; saves only ``gate`` and ``up``).
+def swiglu(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SwiGLU activation ``silu(x) * y`` (differentiable; saves only ``x`` and ``y``). fla 0.6.0's names: ``x`` the
+    gate, ``y`` the up projection.
 
     Args:
-        gate: ``[...]`` float tensor.
-        up: ``[...]`` tensor with ``gate``'s shape and dtype.
+        x: ``[...]`` float tensor (the gate).
+        y: ``[...]`` tensor with ``x``'s shape and dtype.
     Returns:
-        ``[...]`` tensor in ``gate.dtype``.
+        ``[...]`` tensor in ``x.dtype``.
     """
-    check_glu_args(gate, up, ("gate", "up"))
+    check_glu_args(x, y, ("x", "y"))
     # the backward runs where the forward ran (the backend may be forced only around the forward)
-    return PointwiseFunction.apply(swiglu_fwd, swiglu_bwd, (select_backend(gate, up),), gate, up)
+    return PointwiseFunction.apply(swiglu_fwd, swiglu_bwd, (select_backend(x, y),), x, y)
 
 
 def swiglu_linear(
-    gate: torch.Tensor, up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+    x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``F.linear(silu(gate) * up, weight, bias)`` recomputing the activation in the backward.
+    """``F.linear(silu(x) * y, weight, bias)`` recomputing the activation in the backward (fla 0.6.0's signature:
+    ``x`` the gate, ``y`` the up projection).
 
     Args:
-        gate, up: ``[..., I]`` tensors of one shape and dtype.
+        x, y: ``[..., I]`` tensors of one shape and dtype.
         weight: ``[O, I]``; bias: ``[O]`` or ``None``.
     Returns:
         ``[..., O]`` tensor.
     """
-    check_glu_args(gate, up, ("gate", "up"))
-    check_linear_args(gate, weight, bias, "gate")
-    backend = select_backend(gate, up)
-    return GLULinearFunction.apply(swiglu_fwd, swiglu_bwd, (backend,), gate, up, weight, bias)
+    check_glu_args(x, y, ("x", "y"))
+    check_linear_args(x, weight, bias, "x")
+    backend = select_backend(x, y)
+    return GLULinearFunction.apply(swiglu_fwd, swiglu_bwd, (backend,), x, y, weight, bias)
 
 
 # fla 0.6.0's table: the same keys, our functions ("bias_gelu" takes ``(input, bias)``)

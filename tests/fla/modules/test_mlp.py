@@ -135,14 +135,22 @@ def test_errors_name_arguments():
         GatedMLP(64, hidden_act="gelu")
     with pytest.raises(ValueError, match=r"x has shape \[2, 32\], expected \[\.\.\., 64\]"):
         GatedMLP(64, intermediate_size=128)(torch.randn(2, 32))
-    with pytest.raises(ValueError, match=r"gate has shape \[3, 4\] but up has shape \[3, 5\]"):
+    with pytest.raises(ValueError, match=r"x has shape \[3, 4\] but y has shape \[3, 5\]"):
         swiglu(torch.randn(3, 4), torch.randn(3, 5))
-    with pytest.raises(TypeError, match="up has dtype torch.float16"):
+    with pytest.raises(TypeError, match="y has dtype torch.float16"):
         swiglu(torch.randn(3, 4), torch.randn(3, 4).half())
-    with pytest.raises(TypeError, match="gate has dtype torch.int64"):
+    with pytest.raises(TypeError, match="x has dtype torch.int64"):
         swiglu(torch.ones(3, 4, dtype=torch.long), torch.ones(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match=r"weight has shape \[6, 5\], expected \[\*, 4\]"):
         swiglu_linear(torch.randn(3, 4), torch.randn(3, 4), torch.randn(6, 5))
+
+
+def test_swiglu_takes_fla_keyword_names():
+    # fla 0.6.0's swiglu_linear(x, y, weight, bias): x the gate, y the up projection
+    x, y, w, b = torch.randn(3, 4), torch.randn(3, 4), torch.randn(6, 4), torch.randn(6)
+    ref = torch.nn.functional.linear(torch.nn.functional.silu(x) * y, w, b)
+    torch.testing.assert_close(swiglu_linear(x=x, y=y, weight=w, bias=b), ref)
+    torch.testing.assert_close(swiglu(x=x, y=y), torch.nn.functional.silu(x) * y)
 
 
 @pytest.mark.gpu
