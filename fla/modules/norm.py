@@ -420,6 +420,7 @@ _DEFINED_ELSEWHERE = {
         ),
         "norm_linear",
     ),  # fmt: skip
+    "NormParallel": "norm_parallel",  # torch.distributed's tensor-parallel API: imported on first use only
 }
 
 

@@ -203,8 +203,9 @@ def test_layer_norm_gated_grouped_matches_reference(backend, group_size, norm_be
 
 
 def test_fla_norm_module_path_names():
-    """fla 0.6.0's ``from fla.modules.norm import <name>`` (its ``__all__`` but the TP helper ``NormParallel``)
-    gives our module, the same object as ``fla.modules``' where both have it."""
+    """fla 0.6.0's ``from fla.modules.norm import <name>`` (its ``__all__``) gives our module, the same object as
+    ``fla.modules``' where both have it; ``NormParallel``, its tensor-parallel style, is torch's SequenceParallel
+    (checked on 2 ranks in tests/flame/dist/tp_full_norm.py)."""
     import fla.modules
     import fla.modules.norm as norm_module
 
@@ -217,6 +218,10 @@ def test_fla_norm_module_path_names():
         assert isinstance(obj, type) and issubclass(obj, torch.nn.Module), name
         assert getattr(fla.modules, name, obj) is obj, name
     assert norm_module.LayerNormGated is LayerNormGated
+    from torch.distributed.tensor.parallel import SequenceParallel
+
+    style = norm_module.NormParallel(sequence_dim=0, use_local_output=True)
+    assert isinstance(style, SequenceParallel) and style.use_local_output
     with pytest.raises(AttributeError, match="NoSuchNorm"):
         norm_module.NoSuchNorm  # noqa: B018
 

@@ -3,7 +3,8 @@
 Usage: ``python -m torch.distributed.run --nproc_per_node=2 tests/flame/dist/tp_full_norm.py``; exits non-zero
 on a mismatch. Checks :func:`flame.parallelize.tp_rms_norm` against fla's ``RMSNorm`` / ``FusedRMSNormGated``
 (outputs and the gradients of x, g and weight), then a toy region sharded by ``_shard_region`` with a gated full
-norm and a split input (its output and every parameter's gradient against the same module unsharded).
+norm and a split input (its output and every parameter's gradient against the same module unsharded), then fla
+0.6.0's ``NormParallel`` on an ``RMSNorm`` with the sequence split over the ranks.
 """
 
 from __future__ import annotations
@@ -107,11 +108,40 @@ def region_vs_unsharded(rank: int, world: int) -> None:
         check(f"region d {name}", p_tp.grad.full_tensor(), p_ref.grad)
 
 
+def norm_parallel_vs_unsharded(rank: int, world: int) -> None:
+    """fla 0.6.0's ``NormParallel`` (sequence-parallel norm): each rank's share of the sequence normalized by the
+    replicated weight == that share of the unsharded norm, outputs and the gradients of x and weight."""
+    from torch.distributed.tensor.parallel import parallelize_module
+
+    from fla.modules.norm import NormParallel
+
+    torch.manual_seed(2)
+    mesh = init_device_mesh("cpu", (world,))
+    ref = RMSNorm(H, eps=1e-5)
+    with torch.no_grad():
+        ref.weight.uniform_(0.5, 1.5)
+    for local in (False, True):
+        sp = parallelize_module(copy.deepcopy(ref), mesh, NormParallel(use_local_output=local))
+        x, dy = torch.randn(2, 6, H, requires_grad=True), torch.randn(2, 6, H)
+        want = ref(x)
+        want.backward(dy)
+        part = lambda t: t.detach().chunk(world, 1)[rank]  # noqa: E731
+        xl = part(x).requires_grad_()
+        y = sp(xl)
+        y_local = y if local else y.to_local()
+        y_local.backward(part(dy))
+        check(f"NormParallel(use_local_output={local}) y", y_local, part(want))
+        check(f"NormParallel(use_local_output={local}) dx", xl.grad, part(x.grad))
+        check(f"NormParallel(use_local_output={local}) dweight", sp.weight.grad.full_tensor(), ref.weight.grad)
+        ref.weight.grad = None
+
+
 def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     norm_vs_fla(rank, world, dist.group.WORLD)
     region_vs_unsharded(rank, world)
+    norm_parallel_vs_unsharded(rank, world)
     dist.barrier()
     if rank == 0:
         print("tp full norm: ok")
