@@ -8,7 +8,8 @@ recomputation (the chunk stages, the states ``h`` before every chunk):
        dh  <- exp(G_L) * dh + Qh^T do + W^T ((b * exp(G_L - G)) dh)
 
 2. :func:`dplr_chunk_bwd_local_kernel`, one program per chunk (of every sequence and head), with its ``h`` and
-   ``dh`` in ``[K, BV]`` blocks (the sums over the values accumulate) and the scores and ``Tm`` recomputed::
+   ``dh`` in ``[K, BV]`` blocks (the sums over the values accumulate) and the scores and ``Tm`` that the
+   recomputed chunk stages stored (``[B, T, H, 5, 16]`` fp32)::
 
        du   = A_qb^T do + (b * exp(G_L - G)) dh          drhs = Tm^T du          (u = Tm rhs)
        dA_qk = do v^T,  dA_qb = do u^T  (j <= i)         dA_ak = drhs v^T,  dA_ab = drhs u^T  (j < i)
@@ -46,9 +47,8 @@ from fla.ops.generalized_delta_rule.dplr.chunk_intra import (
     DPLR_CHUNK,
     SPAN_MAX,
     chunk_decay_span,
-    chunk_scores,
+    load_scores,
     score_block,
-    unit_lower_inverse,
 )
 from fla.utils import empty
 from fla.utils.launch import lean_launch
@@ -200,6 +200,7 @@ def dplr_chunk_bwd_local_kernel(
     db,
     dgl,
     dgk,
+    S,
     cu_seqlens,
     chunk_indices,
     scale,
@@ -226,9 +227,8 @@ def dplr_chunk_bwd_local_kernel(
     m_strict = o_t[:, None] > o_t[None, :]  # [BT, BT] j < i
     m_t = i_c * BT + o_t < T_n  # [BT]
     rows = (bos + i_c * BT + o_t) * H + i_h  # [BT]
-    # the forward's scores and Tm, recomputed
-    A_qk, A_qb, A_ak, A_ab = chunk_scores(q, k, a, b, gk, rows, m_t, scale, K, BT, BKC, BKD, DOT_PRECISION)
-    b_T = unit_lower_inverse(A_ab, BT)
+    # the forward's scores and Tm, as the backward's recomputation of the chunk stages stored them
+    A_qk, A_qb, A_ak, A_ab, b_T = load_scores(S, rows, m_t, BT)
     p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
     m_x = m_t[:, None] & m_k[None, :]
     b_k = tl.load(k + p_x, mask=m_x, other=0.0).to(tl.float32)
@@ -329,8 +329,9 @@ def chunk_dplr_bwd(
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     BT = DPLR_CHUNK
     layout = ChunkLayout.build(q, cu_seqlens, BT)
+    S = empty(B, T, H, 5, BT, dtype=torch.float32, device=q.device)  # the chunks' scores and Tm (load_scores)
     _, _, hs, (W, _, Qh, _) = chunk_dplr_fwd(
-        q, k, v, a, b, gk, scale, initial_state, False, cu_seqlens, layout=layout, want_o=False
+        q, k, v, a, b, gk, scale, initial_state, False, cu_seqlens, layout=layout, want_o=False, scores=S
     )
     dhs = empty(*layout.states_shape(H, K, V), dtype=chunk_state_dtype(q.dtype), device=q.device)
     dq, dk, da, db = (empty(B, T, H, K, dtype=torch.float32, device=q.device) for _ in range(4))
@@ -345,7 +346,7 @@ def chunk_dplr_bwd(
         DOT_PRECISION=precision,
     )  # fmt: skip
     dplr_chunk_bwd_local_kernel[(layout.row_chunks, B * H)](
-        q, k, v, a, b, gk, hs, dhs, do, dv, dq, dk, da, db, dgl, dgk, cu_seqlens, layout.chunk_indices, scale, T,
+        q, k, v, a, b, gk, hs, dhs, do, dv, dq, dk, da, db, dgl, dgk, S, cu_seqlens, layout.chunk_indices, scale, T,
         H=H, K=K, V=V, BT=BT, BK=BK, BKC=16, BKD=score_block(K), BV=min(BV, max(16, 4096 // BK)),
         DOT_PRECISION=precision,
     )  # fmt: skip

@@ -142,6 +142,7 @@ def chunk_dplr_fwd(
     cu_seqlens: torch.Tensor | None = None,
     layout: ChunkLayout | None = None,
     want_o: bool = True,
+    scores: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, tuple[torch.Tensor, ...]]:
     """The chunk stages, then :func:`dplr_chunk_fwd_kernel`, on contiguous inputs.
 
@@ -150,6 +151,8 @@ def chunk_dplr_fwd(
         cu_seqlens: ``[N+1]`` (``B == 1``).
         layout: the chunk layout (chunks of :data:`DPLR_CHUNK`) when the per-chunk states are wanted.
         want_o: form and store ``o`` (the backward's recomputation wants only the states).
+        scores: a ``[B, T, H, 5, DPLR_CHUNK]`` float32 buffer for the chunk stages' scores and ``Tm``
+            (:func:`.chunk_intra.chunk_dplr_prep`), or ``None``.
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) or ``None``, the final state ``[N, H, K, V]`` float32 or ``None``,
         with ``layout`` the state before every chunk (``layout.states_shape``, :func:`chunk_state_dtype`) else
@@ -160,7 +163,7 @@ def chunk_dplr_fwd(
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     want_hs = layout is not None
     layout = layout if layout is not None else ChunkLayout.build(q, cu_seqlens, DPLR_CHUNK)
-    stages = chunk_dplr_prep(q, k, v, a, b, gk, scale, layout, want_o0=want_o)
+    stages = chunk_dplr_prep(q, k, v, a, b, gk, scale, layout, want_o0=want_o, scores=scores)
     BK = max(16, next_power_of_2(K))
     o = empty(B, T, H, V, dtype=v.dtype, device=v.device) if want_o else None
     ht = empty(N, H, K, V, dtype=torch.float32, device=v.device) if output_final_state else None

@@ -142,8 +142,28 @@ def unit_lower_inverse(A, BT: tl.constexpr):
     return b_T
 
 
+@triton.jit
+def score_tiles(S, rows, m_t, BT: tl.constexpr):
+    """Pointers and mask of a chunk's ``[BT, BT]`` tiles in the scores buffer ``S [B, T, H, 5, BT]`` (its rows
+    ``rows``, valid ``m_t``): tile ``n`` (``A_qk, A_qb, A_ak, A_ab, Tm``) at ``p + n * BT``."""
+    o_t = tl.arange(0, BT)
+    return S + rows[:, None] * (5 * BT) + o_t[None, :], m_t[:, None] & m_t[None, :]
+
+
+@triton.jit
+def load_scores(S, rows, m_t, BT: tl.constexpr):
+    """The chunk's ``(A_qk, A_qb, A_ak, A_ab, Tm)`` as :func:`dplr_chunk_prep_kernel` stored them (``Tm``'s rows
+    past the sequence's end, not stored, are the identity's, as :func:`unit_lower_inverse` forms them)."""
+    p, m = score_tiles(S, rows, m_t, BT)
+    o_t = tl.arange(0, BT)
+    b_T = tl.load(p + 4 * BT, mask=m, other=0.0)
+    b_T += tl.where((o_t[:, None] == o_t[None, :]) & ~m_t[:, None], 1.0, 0.0)
+    return (tl.load(p, mask=m, other=0.0), tl.load(p + BT, mask=m, other=0.0), tl.load(p + 2 * BT, mask=m, other=0.0),
+            tl.load(p + 3 * BT, mask=m, other=0.0), b_T)  # fmt: skip
+
+
 @lean_launch
-@given_heuristics(STORE_O0="O0", IS_VARLEN="cu_seqlens")
+@given_heuristics(STORE_O0="O0", STORE_S="S", IS_VARLEN="cu_seqlens")
 @triton.jit(do_not_specialize=["T"])
 def dplr_chunk_prep_kernel(
     q,
@@ -156,6 +176,7 @@ def dplr_chunk_prep_kernel(
     U0,
     Qh,
     O0,
+    S,
     cu_seqlens,
     chunk_indices,
     scale,
@@ -170,6 +191,7 @@ def dplr_chunk_prep_kernel(
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     STORE_O0: tl.constexpr,
+    STORE_S: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):
     scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
@@ -181,6 +203,13 @@ def dplr_chunk_prep_kernel(
     rows = (bos + i_tc * BT + o_t) * H + i_h  # [BT] token-head rows
     A_qk, A_qb, A_ak, A_ab = chunk_scores(q, k, a, b, gk, rows, m_t, scale, K, BT, BKC, BKD, DOT_PRECISION)
     b_T = unit_lower_inverse(A_ab, BT)
+    if STORE_S:  # for the backward's chunk pass, which would otherwise form them again
+        p_s, m_s = score_tiles(S, rows, m_t, BT)
+        tl.store(p_s, A_qk, mask=m_s)
+        tl.store(p_s + BT, A_qb, mask=m_s)
+        tl.store(p_s + 2 * BT, A_ak, mask=m_s)
+        tl.store(p_s + 3 * BT, A_ab, mask=m_s)
+        tl.store(p_s + 4 * BT, b_T, mask=m_s)
     p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
     m_x = m_t[:, None] & (o_k < K)[None, :]
     b_q = tl.load(q + p_x, mask=m_x, other=0.0).to(tl.float32) * scale
@@ -220,6 +249,7 @@ def chunk_dplr_prep(
     scale: float,
     layout: ChunkLayout,
     want_o0: bool = True,
+    scores: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Launch :func:`dplr_chunk_prep_kernel` on contiguous inputs.
 
@@ -227,6 +257,8 @@ def chunk_dplr_prep(
         q, k, a, b, gk: ``[B, T, H, K]`` (``K <= 256``); v: ``[B, T, H, V]``;
         layout: chunks of :data:`DPLR_CHUNK`; want_o0: also form ``O0`` (only the output needs it: the
             backward's recomputation of the states does not).
+        scores: ``[B, T, H, 5, BT]`` float32 to store the chunk's ``A_qk, A_qb, A_ak, A_ab`` and ``Tm`` in (row
+            ``t`` of each ``[BT, BT]`` tile at token ``t``; :func:`load_scores`), or ``None``.
     Returns:
         ``(W, U0, Qh, O0)`` float32 (module docstring): ``W, Qh`` ``[B, T, H, K]``, ``U0, O0`` ``[B, T, H, V]``
         (``O0`` ``None`` without ``want_o0``).
@@ -238,7 +270,7 @@ def chunk_dplr_prep(
     O0 = empty(B, T, H, V, dtype=torch.float32, device=q.device) if want_o0 else None
     grid = (layout.row_chunks, layout.batch * H)
     dplr_chunk_prep_kernel[grid](
-        q, k, v, a, b, gk, W, U0, Qh, O0, layout.cu_seqlens, layout.chunk_indices, scale, T, H=H, K=K, V=V,
+        q, k, v, a, b, gk, W, U0, Qh, O0, scores, layout.cu_seqlens, layout.chunk_indices, scale, T, H=H, K=K, V=V,
         BT=DPLR_CHUNK, BK=max(16, next_power_of_2(K)), BKC=16, BKD=score_block(K),
         BV=min(64, max(16, next_power_of_2(V))), DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
@@ -252,6 +284,8 @@ __all__ = [
     "chunk_decay_span",
     "chunk_dplr_prep",
     "chunk_scores",
+    "load_scores",
     "score_block",
+    "score_tiles",
     "unit_lower_inverse",
 ]
