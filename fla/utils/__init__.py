@@ -57,3 +57,14 @@ __all__ = [
     "last_call_cache",
     "poison_outputs",
 ]
+
+
+def __getattr__(name: str):
+    # fla 0.6.0's other fla.utils names (device facts, input_guard, tensor_cache, autocast_custom_fwd, ...): imported
+    # on first use, as the device facts query the GPU (fla_api.py)
+    import importlib
+
+    fla_api = importlib.import_module("fla.utils.fla_api")  # not `from fla.utils import`: that asks __getattr__
+    if name in fla_api.__all__:
+        return getattr(fla_api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
