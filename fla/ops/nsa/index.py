@@ -32,6 +32,8 @@ class NSATables:
         blk_first_q: ``[NB]`` flat index of the first query that sees the block compressed (training layout).
         blk_seq_end: ``[NB]`` flat index one past the last token of the block's sequence.
         same_layout: queries and keys are the same tokens (``TQ == TK`` everywhere): backward is possible.
+        dense_rows: without ``cu_seqlens``, the batch rows ``B`` (row ``b``'s queries are ``[b TQ, (b + 1) TQ)``,
+            its blocks ``[b max_blocks, (b + 1) max_blocks)``); 0 for packed sequences.
     """
 
     block_size: int
@@ -46,6 +48,7 @@ class NSATables:
     blk_first_q: torch.Tensor
     blk_seq_end: torch.Tensor
     same_layout: bool
+    dense_rows: int = 0
 
 
 def split_cu_seqlens(cu_seqlens) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -92,6 +95,7 @@ def _dense_tables(B: int, TQ: int, TK: int, block_size: int, device: torch.devic
         blk_first_q=(blk_start + block_size - 1).to(**i32),
         blk_seq_end=seq_end.to(**i32),
         same_layout=TQ == TK,
+        dense_rows=B,
     )
 
 

@@ -28,25 +28,48 @@ def select_blocks(
     scale: float,
 ) -> torch.Tensor:
     """Top-S blocks of flat queries ``q [NQ, HQ, K]`` from the block means ``kc [NB, H, K]`` and the compressed
-    branch's ``lse [NQ, HQ]`` (:func:`fla.ops.nsa.naive.rank_blocks`): ``[NQ, H, S]`` int32 (no gradient)."""
+    branch's ``lse [NQ, HQ]`` (:func:`fla.ops.nsa.naive.rank_blocks`): ``[NQ, H, S]`` int32 (no gradient).
+
+    Each query scores the ``C = max_blocks`` blocks from its sequence's first one (those past its own position are
+    masked). Packed sequences gather them per query (``[Q, C, H, K]`` per step of ``Q`` queries); without
+    ``cu_seqlens`` every query of a batch row shares its row's blocks, so a step is one product with them and
+    nothing is gathered."""
     NQ, HQ, K = q.shape
     H = kc.shape[1]
-    G, BS, C = HQ // H, tables.block_size, max(tables.max_blocks, 1)
+    G, C = HQ // H, max(tables.max_blocks, 1)
     out = torch.empty(NQ, H, S, dtype=torch.int32, device=q.device)
-    step = max(1, TOPK_ELEMENTS // (C * H * K))
-    c = torch.arange(C, device=q.device)
     with torch.no_grad():
         kc = kc.float()
+        if tables.dense_rows and tables.num_blocks == tables.dense_rows * C:
+            TQ = NQ // tables.dense_rows
+            step = max(1, TOPK_ELEMENTS // (C * HQ))
+            for b in range(tables.dense_rows):
+                kc_row = kc[b * C : (b + 1) * C]  # [C, H, K]
+                for i0 in range(b * TQ, (b + 1) * TQ, step):
+                    sl = slice(i0, min((b + 1) * TQ, i0 + step))
+                    s = torch.einsum("qhgk,chk->qhgc", q[sl].float().view(-1, H, G, K), kc_row)
+                    out[sl] = _rank_step(s, lse, tables, sl, S, block_counts, scale)
+            return out
+        step = max(1, TOPK_ELEMENTS // (C * H * K))
+        c = torch.arange(C, device=q.device)
         for i0 in range(0, NQ, step):
             sl = slice(i0, min(NQ, i0 + step))
-            pos, boc = tables.tok_pos[sl].long(), tables.tok_boc[sl].long()
+            boc = tables.tok_boc[sl].long()
             blocks = (boc[:, None] + c[None, :]).clamp(max=max(tables.num_blocks - 1, 0))  # [Q, C]
-            s = torch.einsum("qhgk,qchk->qhgc", q[sl].float().view(-1, H, G, K), kc[blocks]) * scale
-            p = torch.exp(s.reshape(-1, HQ, C) - lse[sl, :, None])
-            p = p.masked_fill(~((c[None, :] + 1) * BS - 1 <= pos[:, None])[:, None, :], 0.0)
-            n_sel = None if block_counts is None else block_counts[sl]
-            out[sl] = rank_blocks(p, pos, G, BS, S, n_sel)
+            s = torch.einsum("qhgk,qchk->qhgc", q[sl].float().view(-1, H, G, K), kc[blocks])
+            out[sl] = _rank_step(s, lse, tables, sl, S, block_counts, scale)
     return out
+
+
+def _rank_step(s, lse, tables, sl, S, block_counts, scale) -> torch.Tensor:
+    """:func:`select_blocks` on the queries ``sl``: their scores ``s [Q, H, G, C]`` (unscaled) -> ``[Q, H, S]``."""
+    Q, H, G, C = s.shape
+    pos = tables.tok_pos[sl].long()
+    c = torch.arange(C, device=s.device)
+    p = torch.exp(s.reshape(Q, H * G, C) * scale - lse[sl, :, None])
+    p = p.masked_fill(~((c[None, :] + 1) * tables.block_size - 1 <= pos[:, None])[:, None, :], 0.0)
+    n_sel = None if block_counts is None else block_counts[sl]
+    return rank_blocks(p, pos, G, tables.block_size, S, n_sel)
 
 
 def _swa(q, k, v, window_size, scale, cu_seqlens, tables):

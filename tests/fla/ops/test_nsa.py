@@ -351,6 +351,29 @@ def test_dense_tables_equal_the_varlen_ones(TQ, TK, BS):
     cu_q = torch.arange(0, (B + 1) * TQ, TQ, device=DEVICE)
     cu_k = torch.arange(0, (B + 1) * TK, TK, device=DEVICE)
     packed = _varlen_tables(cu_q, cu_k, BS)
+    assert (dense.dense_rows, packed.dense_rows) == (B, 0)  # the one field that tells the layouts apart
     for name, a in vars(dense).items():
         b = getattr(packed, name)
-        assert (torch.equal(a, b) and a.dtype == b.dtype) if isinstance(a, torch.Tensor) else a == b, name
+        if name != "dense_rows":
+            assert (torch.equal(a, b) and a.dtype == b.dtype) if isinstance(a, torch.Tensor) else a == b, name
+
+
+@pytest.mark.parametrize("TQ, TK, S", [(45, 45, 3), (5, 45, 2)])
+def test_dense_selection_equals_the_gathered_one(TQ, TK, S):
+    """Without cu_seqlens the top-k selection scores each batch row's queries against the row's blocks in one
+    product; it picks the blocks that the per-query gather (the packed-sequence path) picks."""
+    from dataclasses import replace
+
+    from fla.ops.nsa.parallel import select_blocks
+
+    torch.manual_seed(3)
+    B, HQ, H, K, BS = 3, 4, 2, 16, 8
+    tables = build_tables(B, TQ, TK, BS, None, DEVICE)
+    q = torch.randn(B * TQ, HQ, K, device=DEVICE)
+    kc = torch.randn(tables.num_blocks, H, K, device=DEVICE)
+    lse = torch.randn(B * TQ, HQ, device=DEVICE)
+    counts = torch.randint(1, S + 1, (B * TQ, H), device=DEVICE, dtype=torch.int32)
+    for n_sel in (None, counts):
+        fast = select_blocks(q, kc, lse, tables, S, n_sel, 0.5)
+        gathered = select_blocks(q, kc, lse, replace(tables, dense_rows=0), S, n_sel, 0.5)
+        assert torch.equal(fast, gathered)
