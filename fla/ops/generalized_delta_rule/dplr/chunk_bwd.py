@@ -47,6 +47,7 @@ from fla.ops.generalized_delta_rule.dplr.chunk_intra import (
     DPLR_CHUNK,
     SPAN_MAX,
     chunk_decay_span,
+    load_channel_block,
     load_scores,
     score_block,
 )
@@ -132,15 +133,7 @@ def _score_grads_block(
     m_incl = o_t[:, None] >= o_t[None, :]
     m_strict = o_t[:, None] > o_t[None, :]
     o_kc = i_kc * BC + tl.arange(0, BC)
-    p_c = rows[:, None] * K + o_kc[None, :]  # [BT, BC]
-    m_c = m_t[:, None] & (o_kc < K)[None, :]
-    c_q = tl.load(q + p_c, mask=m_c, other=0.0).to(tl.float32) * scale
-    c_k = tl.load(k + p_c, mask=m_c, other=0.0).to(tl.float32)
-    c_a = tl.load(a + p_c, mask=m_c, other=0.0).to(tl.float32)
-    c_b = tl.load(b + p_c, mask=m_c, other=0.0).to(tl.float32)
-    c_g = tl.load(gk + p_c, mask=m_c, other=0.0).to(tl.float32)
-    c_G = tl.cumsum(c_g, axis=0)
-    c_Gx = c_G - c_g
+    c_q, c_k, c_a, c_b, c_G, c_Gx, p_c, m_c = load_channel_block(q, k, a, b, gk, rows, m_t, o_kc, scale, K)
     c_dq = tl.load(dq + p_c, mask=m_c, other=0.0)  # the state parts, stored by this program
     c_da = tl.load(da + p_c, mask=m_c, other=0.0)
     c_dk = tl.load(dk + p_c, mask=m_c, other=0.0)

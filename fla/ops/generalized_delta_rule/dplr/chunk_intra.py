@@ -46,6 +46,22 @@ def _pair_scores(x, y, Gr, Gc, m_pair):
 
 
 @triton.jit
+def load_channel_block(q, k, a, b, gk, rows, m_t, o_c, scale, K: tl.constexpr):
+    """Key channels ``o_c [BC]`` of a chunk's rows ``rows [BT]`` (valid ``m_t``): ``q * scale``, ``k``, ``a``,
+    ``b`` as float32 ``[BT, BC]`` tiles, the chunk-local inclusive and exclusive cumsums ``G``, ``Gx`` of ``gk``,
+    and the tiles' offsets and mask (0 outside it)."""
+    p_c = rows[:, None] * K + o_c[None, :]  # [BT, BC]
+    m_c = m_t[:, None] & (o_c < K)[None, :]
+    c_q = tl.load(q + p_c, mask=m_c, other=0.0).to(tl.float32) * scale
+    c_k = tl.load(k + p_c, mask=m_c, other=0.0).to(tl.float32)
+    c_a = tl.load(a + p_c, mask=m_c, other=0.0).to(tl.float32)
+    c_b = tl.load(b + p_c, mask=m_c, other=0.0).to(tl.float32)
+    c_g = tl.load(gk + p_c, mask=m_c, other=0.0).to(tl.float32)
+    c_G = tl.cumsum(c_g, axis=0)
+    return c_q, c_k, c_a, c_b, c_G, c_G - c_g, p_c, m_c
+
+
+@triton.jit
 def chunk_decay_span(gk, rows, m_t, K: tl.constexpr, BKC: tl.constexpr):
     """The chunk's largest total log decay over the key channels, ``max_c -sum_i gk_ic`` (``>= 0``): every
     ``exp(+-G)`` inside the chunk lies in ``[exp(-span), exp(span)]``."""
@@ -114,15 +130,7 @@ def chunk_scores(
     else:
         for i_kc in range(0, tl.cdiv(K, BKC)):
             o_kc = i_kc * BKC + tl.arange(0, BKC)  # [BKC]
-            p_c = rows[:, None] * K + o_kc[None, :]  # [BT, BKC]
-            m_c = m_t[:, None] & (o_kc < K)[None, :]
-            c_q = tl.load(q + p_c, mask=m_c, other=0.0).to(tl.float32) * scale
-            c_k = tl.load(k + p_c, mask=m_c, other=0.0).to(tl.float32)
-            c_a = tl.load(a + p_c, mask=m_c, other=0.0).to(tl.float32)
-            c_b = tl.load(b + p_c, mask=m_c, other=0.0).to(tl.float32)
-            c_g = tl.load(gk + p_c, mask=m_c, other=0.0).to(tl.float32)
-            c_G = tl.cumsum(c_g, axis=0)  # [BT, BKC] inclusive
-            c_Gx = c_G - c_g  # exclusive
+            c_q, c_k, c_a, c_b, c_G, c_Gx, _, _ = load_channel_block(q, k, a, b, gk, rows, m_t, o_kc, scale, K)
             A_qk += _pair_scores(c_q, c_k, c_G, c_G, m_incl)
             A_qb += _pair_scores(c_q, c_b, c_G, c_G, m_incl)
             A_ak += _pair_scores(c_a, c_k, c_Gx, c_G, m_strict)
@@ -284,6 +292,7 @@ __all__ = [
     "chunk_decay_span",
     "chunk_dplr_prep",
     "chunk_scores",
+    "load_channel_block",
     "load_scores",
     "score_block",
     "score_tiles",
