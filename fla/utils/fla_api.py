@@ -32,6 +32,8 @@ import torch
 import torch.utils.checkpoint
 import triton
 
+from fla.utils.backend import TRITON_VERSION, device_capability
+
 
 def _platform() -> str:
     if torch.cuda.is_available():
@@ -52,7 +54,7 @@ IS_AMD = device_platform == "hip"
 IS_ARM = platform.machine().lower() in ("aarch64", "arm64")
 IS_INTEL = device_platform == "xpu"
 IS_NVIDIA = device_platform == "cuda"
-_CAPABILITY = torch.cuda.get_device_capability(0) if IS_NVIDIA else (0, 0)
+_CAPABILITY = device_capability() if IS_NVIDIA else (0, 0)
 IS_NVIDIA_HOPPER = IS_NVIDIA and _CAPABILITY[0] == 9
 IS_NVIDIA_BLACKWELL = IS_NVIDIA and _CAPABILITY[0] in (10, 12)
 IS_TF32_SUPPORTED = IS_NVIDIA and _CAPABILITY[0] >= 8
@@ -63,16 +65,11 @@ is_nvidia_hopper, is_nvidia_blackwell = IS_NVIDIA_HOPPER, IS_NVIDIA_BLACKWELL
 is_tf32_supported, is_gather_supported, is_tma_supported = IS_TF32_SUPPORTED, IS_GATHER_SUPPORTED, IS_TMA_SUPPORTED
 
 
-def _triton_at_least(version: str) -> bool:
-    have = tuple(int(x) for x in triton.__version__.split("+")[0].split(".")[:3] if x.isdigit())
-    return have >= tuple(int(x) for x in version.split("."))
-
-
-TRITON_ABOVE_3_4_0 = _triton_at_least("3.4.0")
-TRITON_ABOVE_3_5_1 = _triton_at_least("3.5.1")
-TRITON_ABOVE_3_6_0 = _triton_at_least("3.6.0")
-TRITON_ABOVE_3_7_1 = _triton_at_least("3.7.1")
-TRITON_ABOVE_3_8_0 = _triton_at_least("3.8.0")
+TRITON_ABOVE_3_4_0 = TRITON_VERSION >= (3, 4, 0)
+TRITON_ABOVE_3_5_1 = TRITON_VERSION >= (3, 5, 1)
+TRITON_ABOVE_3_6_0 = TRITON_VERSION >= (3, 6, 0)
+TRITON_ABOVE_3_7_1 = TRITON_VERSION >= (3, 7, 1)
+TRITON_ABOVE_3_8_0 = TRITON_VERSION >= (3, 8, 0)
 
 # shared memory per block (opt-in bytes) that fla's kernels size their tiles for, by architecture name
 _SHARED_MEMORY = {"ada": 101376, "ampere": 166912, "hopper": 232448}

@@ -17,17 +17,8 @@ import torch
 from triton.runtime.autotuner import Autotuner
 from triton.runtime.errors import OutOfResources
 
-from fla.ops.common.tuning import only_configs
+from fla.ops.common.tuning import autotuner_of, only_configs
 from fla.utils.launch import lean_launch_disabled
-
-
-def _tuner(value) -> Autotuner | None:
-    """The Autotuner under a kernel's wrappers (lean launch, heuristics), or None for anything else."""
-    for _ in range(4):
-        if isinstance(value, Autotuner):
-            return value
-        value = getattr(value, "fn", None)
-    return None
 
 
 def fla_autotuners() -> list[Autotuner]:
@@ -36,9 +27,11 @@ def fla_autotuners() -> list[Autotuner]:
     for name, module in list(sys.modules.items()):
         if name == "fla" or name.startswith("fla."):
             for value in list(vars(module).values()):
-                tuner = _tuner(value)
-                if tuner is not None:
-                    found[id(tuner)] = tuner
+                try:
+                    tuner = autotuner_of(value)
+                except TypeError:  # not an autotuned kernel
+                    continue
+                found[id(tuner)] = tuner
     return list(found.values())
 
 

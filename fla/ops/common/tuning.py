@@ -29,10 +29,14 @@ def autotune_configs(warps: tuple[int, ...] = (2, 4), stages: tuple[int, ...] = 
 
 
 def autotuner_of(kernel) -> Autotuner:
-    """The ``Autotuner`` under a kernel's launch wrappers (:func:`fla.utils.launch.lean_launch`, heuristics)."""
-    while not isinstance(kernel, Autotuner):
-        kernel = kernel.fn
-    return kernel
+    """The ``Autotuner`` under a kernel's launch wrappers (:func:`fla.utils.launch.lean_launch`, heuristics);
+    ``TypeError`` for anything that has none within a few wrapper levels."""
+    value = kernel
+    for _ in range(4):
+        if isinstance(value, Autotuner):
+            return value
+        value = getattr(value, "fn", None)
+    raise TypeError(f"{kernel!r} is not an autotuned Triton kernel")
 
 
 @contextmanager

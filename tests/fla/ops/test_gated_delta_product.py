@@ -251,3 +251,5 @@ def test_only_configs_swaps_and_restores_the_autotune_list():
         inputs = make_inputs(1, 20, 2, 2, 16, 16, torch.float32)
         check(chunk_gated_delta_product, inputs, 2, "triton", tol(torch.float32, 4))
     assert tuner.configs == saved and tuner.cache == {}
+    with pytest.raises(TypeError, match="not an autotuned Triton kernel"):
+        autotuner_of(chunk_gated_delta_product)  # a Python op, not a kernel
