@@ -1,14 +1,47 @@
 """Chunked Mamba2 SSD: the training / prefill path, on the simple-GLA chunk pipeline
-(:mod:`fla.ops.common.chunk`; the mapping is in :mod:`fla.ops.mamba2.inputs`)."""
+(:mod:`fla.ops.common.chunk`; the mapping is in :mod:`fla.ops.mamba2.inputs`).
+
+On the Triton path one autograd Function (:class:`ChunkSSDFunction`) runs the fused input stage, the pipeline and
+the skip, and in the backward one pass (:func:`fla.ops.mamba2.ssd_io.ssd_in_bwd`) turns the pipeline's ``dv``,
+``dg`` and the output gradient into every gradient of x, dt, A_log, dt_bias and D: no ``[B, T, H]`` autograd
+graph, no separate ``dx`` sum of the value and skip paths."""
 
 from __future__ import annotations
 
 import torch
 
-from fla.ops.common.chunk import ChunkGatedFunction
+from fla.ops.common.chunk import cast_like, chunk_gated_bwd, chunk_gated_fwd, chunk_layout
 from fla.ops.common.chunk_torch import chunk_gated_torch_op
 from fla.ops.mamba2.inputs import DEFAULT_DT_LIMIT, check_ssd_inputs, d_skip, ssd_as_gla
+from fla.ops.mamba2.ssd_io import ssd_in_bwd, ssd_in_fwd, ssd_skip_fwd
 from fla.utils.backend import select_backend
+from fla.utils.tensors import contiguous
+
+
+class ChunkSSDFunction(torch.autograd.Function):
+    """The SSD on the Triton stages: input stage -> simple-GLA chunk pipeline (``q = C``, ``k = B`` per group,
+    scale 1) -> ``+ D x``; gradients to x, dt, A_log, B, C, D, dt_bias and the initial state."""
+
+    @staticmethod
+    @contiguous
+    def forward(ctx, x, dt, A_log, B, C, D, dt_bias, dt_limit, initial_state, output_final_state, cu_seqlens):
+        v, g = ssd_in_fwd(x, dt, A_log, dt_bias, dt_limit)
+        layout = chunk_layout(C, cu_seqlens)
+        y, ht, _ = chunk_gated_fwd(C, B, v, g, None, None, 1.0, initial_state, output_final_state, layout)
+        ctx.save_for_backward(x, dt, A_log, B, C, D, dt_bias, v, g, initial_state)
+        ctx.dt_limit, ctx.layout = dt_limit, layout
+        return (y if D is None else ssd_skip_fwd(y, x, D)), ht
+
+    @staticmethod
+    @contiguous
+    def backward(ctx, do, dht):
+        x, dt, A_log, B, C, D, dt_bias, v, g, initial_state = ctx.saved_tensors
+        want_dh0 = initial_state is not None and ctx.needs_input_grad[8]
+        dC, dB, dv, dg, dh0 = chunk_gated_bwd(
+            C, B, v, g, None, None, None, 1.0, initial_state, do, dht, ctx.layout, want_dg=True, want_dh0=want_dh0
+        )
+        dx, ddt, dA_log, dbias, dD = ssd_in_bwd(x, dt, A_log, dt_bias, ctx.dt_limit, dv, dg, do, D)
+        return dx, ddt, dA_log, dB, dC, dD, dbias, None, cast_like(dh0, initial_state), None, None
 
 
 def chunk_mamba2_ssd(
@@ -42,9 +75,11 @@ def chunk_mamba2_ssd(
         B, C, D, dt_bias and the initial state.
     """
     check_ssd_inputs(x, dt, A_log, B, C, D, dt_bias, dt_limit, cu_seqlens, initial_state)
-    # the Triton stages read B / C per group (no [B, T, H, N] copies); the PyTorch form takes them per head
-    on_triton = select_backend(x, dt, A_log, B, C, D, dt_bias, initial_state) == "triton"
-    q, k, v, g = ssd_as_gla(x, dt, A_log, B, C, dt_bias, dt_limit, grouped=on_triton)
-    args = (q, k, v, g, None, None, 1.0, initial_state, output_final_state, cu_seqlens)
-    y, final_state = ChunkGatedFunction.apply(*args) if on_triton else chunk_gated_torch_op(*args)
+    if select_backend(x, dt, A_log, B, C, D, dt_bias, initial_state) == "triton":
+        # the Triton stages read B / C per group (no [B, T, H, N] copies)
+        return ChunkSSDFunction.apply(
+            x, dt, A_log, B, C, D, dt_bias, tuple(dt_limit), initial_state, output_final_state, cu_seqlens
+        )
+    q, k, v, g = ssd_as_gla(x, dt, A_log, B, C, dt_bias, dt_limit)
+    y, final_state = chunk_gated_torch_op(q, k, v, g, None, None, 1.0, initial_state, output_final_state, cu_seqlens)
     return d_skip(y, x, D), final_state

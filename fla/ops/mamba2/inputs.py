@@ -17,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fla.ops.mamba2.ssd_io import ssd_skip_triton, ssd_value_triton
+from fla.ops.mamba2.ssd_io import ssd_inputs_triton, ssd_skip_triton
 from fla.utils import check_cu_seqlens, check_dtype, check_same_device, check_shape
 from fla.utils.backend import dispatch
 
@@ -97,22 +97,21 @@ def ssd_as_gla(
     C: torch.Tensor,
     dt_bias: torch.Tensor | None,
     dt_limit: tuple[float, float],
-    grouped: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The simple-GLA inputs of an SSD call: ``q = C``, ``k = B`` (``[B, T, G, N]`` as given when ``grouped``:
-    the Triton stages read each group's row for its heads; else repeated to ``[B, T, H, N]``, autograd summing
-    their gradients back), ``v = x * dt`` ``[B, T, H, P]`` in ``x.dtype`` (one fused pass each way on the
-    Triton path, :mod:`fla.ops.mamba2.ssd_io`) and the log decay ``g = A * dt`` ``[B, T, H]`` float32
-    (float64 for float64 inputs)."""
-    dt, g = discretize(dt, A_log, dt_bias, dt_limit)
-    repeats = 1 if grouped else x.shape[2] // B.shape[2]
+    """The simple-GLA inputs of an SSD call for the PyTorch chunk form and the decode path: ``q = C``, ``k = B``
+    (repeated to ``[B, T, H, N]``, autograd summing their gradients back; the chunked Triton path reads groups
+    directly, :class:`fla.ops.mamba2.chunk.ChunkSSDFunction`), ``v = x * dt`` ``[B, T, H, P]`` in ``x.dtype``
+    and the log decay ``g = A * dt`` ``[B, T, H]`` float32 (float64 for float64 inputs); on the Triton path
+    ``v`` and ``g`` come from one fused pass each way (:mod:`fla.ops.mamba2.ssd_io`)."""
+    repeats = x.shape[2] // B.shape[2]
     q, k = (t if repeats == 1 else t.repeat_interleave(repeats, dim=2) for t in (C, B))
-    v = dispatch((x, dt), _value_torch, ssd_value_triton, x, dt)
+    v, g = dispatch((x, dt, A_log, dt_bias), _inputs_torch, ssd_inputs_triton, x, dt, A_log, dt_bias, dt_limit)
     return q, k, v, g
 
 
-def _value_torch(x: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-    return (x.to(dt.dtype) * dt[..., None]).to(x.dtype)
+def _inputs_torch(x, dt, A_log, dt_bias, dt_limit) -> tuple[torch.Tensor, torch.Tensor]:
+    dt, g = discretize(dt, A_log, dt_bias, dt_limit)
+    return (x.to(dt.dtype) * dt[..., None]).to(x.dtype), g
 
 
 def d_skip(y: torch.Tensor, x: torch.Tensor, D: torch.Tensor | None) -> torch.Tensor:

@@ -200,28 +200,47 @@ def test_chunk_varlen_gpu(dtype):
     assert_grads_close(inputs, refs, (y, ht), (ref_y, ref_ht), grad_out, tol(dtype, 4))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_chunk_dt_limit_without_bias(backend, dtype):
+    # no dt_bias, raw steps on both sides of softplus' linear threshold (20) and far below 0, limits that clamp
+    # on either side (clamped steps get no gradient), per-channel D, no initial state; T spans two input-stage
+    # programs of 64 tokens
+    inputs = make_inputs(2, 97, 4, 2, 12, 20, dtype, D="channel")
+    inputs["dt_bias"] = None
+    raw = torch.randn(2, 97, 4, device=DEVICE) * 0.5 - 2
+    raw[0, :5, 0] = torch.tensor([25.0, 21.0, -18.0, -30.0, 19.0])
+    inputs["dt"] = raw.to(dtype).requires_grad_()
+    check(chunk_mamba2_ssd, inputs, backend, tol(dtype, 2), tol(dtype, 5), dt_limit=(0.08, 22.0))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("D_shape", ["head", "channel"])
-def test_fused_value_and_skip_stages(dtype, D_shape):
-    """The Triton value (``x * dt``) and skip (``y + D x``) stages of ssd_io vs float64, every gradient; odd P,
-    a token count that is not a multiple of the rows per program."""
-    from fla.ops.mamba2.ssd_io import ssd_skip_triton, ssd_value_triton
+def test_fused_input_and_skip_stages(dtype, D_shape):
+    """The Triton input stage (``v = x dt``, ``g = A dt`` with ``dt = clamp(softplus(dt_raw + dt_bias))``) and skip
+    (``y + D x``) of ssd_io vs float64, every gradient; odd P, a token count that is not a multiple of the rows per
+    program."""
+    from fla.ops.mamba2.inputs import discretize
+    from fla.ops.mamba2.ssd_io import ssd_inputs_triton, ssd_skip_triton
 
     B, T, H, P = 2, 37, 3, 20
     x = torch.randn(B, T, H, P, device=DEVICE, dtype=dtype, requires_grad=True)
     y = torch.randn(B, T, H, P, device=DEVICE, dtype=dtype, requires_grad=True)
-    dt = torch.rand(B, T, H, device=DEVICE, requires_grad=True)
+    dt = (torch.randn(B, T, H, device=DEVICE) * 2).requires_grad_()
+    A_log = torch.randn(H, device=DEVICE, requires_grad=True)
+    dt_bias = torch.randn(H, device=DEVICE, requires_grad=True)
     D = torch.randn(*((H,) if D_shape == "head" else (H, P)), device=DEVICE, requires_grad=True)
-    inputs = {"x": x, "y": y, "dt": dt, "D": D}
+    inputs = {"x": x, "y": y, "dt": dt, "A_log": A_log, "dt_bias": dt_bias, "D": D}
     ref = {k: to_reference(v) for k, v in inputs.items()}
+    limit = (0.05, 3.0)
     with using("triton"):
-        v = ssd_value_triton(x, dt)
+        v, g = ssd_inputs_triton(x, dt, A_log, dt_bias, limit)
         o = ssd_skip_triton(y, x, D)
-    assert v.dtype == o.dtype == dtype
+    assert v.dtype == o.dtype == dtype and g.dtype == torch.float32
+    step, g_ref = discretize(ref["dt"], ref["A_log"], ref["dt_bias"], limit)
     Dr = ref["D"][:, None] if D_shape == "head" else ref["D"]
-    v_ref, o_ref = ref["x"] * ref["dt"][..., None], ref["y"] + Dr * ref["x"]
+    v_ref, o_ref = ref["x"] * step[..., None], ref["y"] + Dr * ref["x"]
     assert_close("v", v_ref, v, tol(dtype))
-    assert_close("o", o_ref, o, tol(dtype))
-    assert_grads_close(
-        inputs, ref, (v, o), (v_ref, o_ref), (torch.randn_like(v_ref), torch.randn_like(o_ref)), tol(dtype)
-    )
+    assert_close("g", g_ref, g, tol(torch.float32))
+    outs, refs = (v, g, o), (v_ref, g_ref, o_ref)
+    assert_grads_close(inputs, ref, outs, refs, tuple(torch.randn_like(t) for t in refs), tol(dtype))
