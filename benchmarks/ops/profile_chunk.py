@@ -1,8 +1,9 @@
 """Where the chunked ops' fwd+bwd time goes on a GPU (B=4, H=16, D=128, bf16).
 
-For each op and T: do_bench of fwd+bwd (device time incl. idle gaps), the summed device time of
-its kernels (no idle gaps), host time of one fwd+bwd call with the GPU kept
-busy, and a torch.profiler kernel table (device time per kernel, summed over 5 calls).
+For each op and T: do_bench of fwd+bwd (device time incl. idle gaps), the summed device time of its kernels (no idle
+gaps), host time of one fwd+bwd call with the GPU kept busy, and a torch.profiler kernel table (device time per
+kernel, summed over 5 calls). ``--fwd-only``: the same for the forward alone under ``torch.no_grad`` (what
+``bench_chunk``'s fwd_ms times).
 
     python -m benchmarks.ops.profile_chunk [--ops chunk_gla chunk_simple_gla] [--T 2048 8192] [--out F]
 """
@@ -44,6 +45,16 @@ def kernel_profile(step, n: int = 5) -> tuple[float, str]:
     return busy, prof.key_averages().table(sort_by="device_time_total", row_limit=14, max_name_column_width=60)
 
 
+def forward_step(op, ts):
+    """A callable running ``op(*ts)`` under ``torch.no_grad`` (the forward alone, as ``bench_chunk``'s fwd_ms)."""
+
+    def step():
+        with torch.no_grad():
+            op(*ts)
+
+    return step
+
+
 def python_profile(step, n: int = 50) -> str:
     """cProfile of ``n`` fwd+bwd ``step()`` calls: where the host time goes (top functions by own time)."""
     import cProfile
@@ -66,6 +77,9 @@ def main() -> None:
     parser.add_argument("--ops", nargs="*", default=["chunk_linear_attn", "chunk_simple_gla", "chunk_gla"])
     parser.add_argument("--T", type=int, nargs="*", default=[2048, 8192])
     parser.add_argument("--tables", action="store_true", help="also print the profiler kernel tables")
+    parser.add_argument(
+        "--fwd-only", action="store_true", help="the forward alone under torch.no_grad (bench_chunk's fwd_ms)"
+    )
     parser.add_argument("--cprofile", action="store_true", help="also print a cProfile of the host side")
     parser.add_argument(
         "--impl",
@@ -76,12 +90,13 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     ops = _ops(args.impl)
-    lines = ["| op | T | do_bench fwd+bwd ms | kernels fwd+bwd ms | host ms/call |", "|---|---|---|---|---|"]
+    what = "fwd (no_grad)" if args.fwd_only else "fwd+bwd"
+    lines = [f"| op | T | do_bench {what} ms | kernels {what} ms | host ms/call |", "|---|---|---|---|---|"]
     for name in args.ops:
         op, gate = ops[name]
         for T in args.T:
             ts = op_inputs(gate, T)
-            step = fwd_bwd_step(lambda op=op, ts=ts: op(*ts))
+            step = forward_step(op, ts) if args.fwd_only else fwd_bwd_step(lambda op=op, ts=ts: op(*ts))
             eager = do_bench(step, grad_to_none=ts, return_mode="median")
             busy, table = kernel_profile(step)
             host = host_time(step)
