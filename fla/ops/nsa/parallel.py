@@ -33,7 +33,8 @@ def select_blocks(
     Each query scores the ``C = max_blocks`` blocks from its sequence's first one (those past its own position are
     masked). Packed sequences gather them per query (``[Q, C, H, K]`` per step of ``Q`` queries); without
     ``cu_seqlens`` every query of a batch row shares its row's blocks, so a step is one product with them and
-    nothing is gathered."""
+    nothing is gathered: as many whole rows per step as ``TOPK_ELEMENTS`` scores allow (few launches: the
+    selection is host-bound at training sizes), else one row in steps of queries."""
     NQ, HQ, K = q.shape
     H = kc.shape[1]
     G, C = HQ // H, max(tables.max_blocks, 1)
@@ -41,9 +42,19 @@ def select_blocks(
     with torch.no_grad():
         kc = kc.float()
         if tables.dense_rows and tables.num_blocks == tables.dense_rows * C:
-            TQ = NQ // tables.dense_rows
+            R = tables.dense_rows
+            TQ = NQ // R
+            if TQ * C * HQ <= TOPK_ELEMENTS:  # whole rows per step: one product for as many rows as fit
+                rows = TOPK_ELEMENTS // (TQ * C * HQ)
+                q_rows, kc_rows = q.reshape(R, TQ, H, G, K), kc.reshape(R, C, H, K)
+                for r0 in range(0, R, rows):
+                    r1 = min(R, r0 + rows)
+                    s = torch.einsum("rqhgk,rchk->rqhgc", q_rows[r0:r1].float(), kc_rows[r0:r1])
+                    sl = slice(r0 * TQ, r1 * TQ)
+                    out[sl] = _rank_step(s.reshape(-1, H, G, C), lse, tables, sl, S, block_counts, scale)
+                return out
             step = max(1, TOPK_ELEMENTS // (C * HQ))
-            for b in range(tables.dense_rows):
+            for b in range(R):
                 kc_row = kc[b * C : (b + 1) * C]  # [C, H, K]
                 for i0 in range(b * TQ, (b + 1) * TQ, step):
                     sl = slice(i0, min((b + 1) * TQ, i0 + step))

@@ -359,16 +359,23 @@ def test_dense_tables_equal_the_varlen_ones(TQ, TK, BS):
 
 
 @pytest.mark.parametrize("TQ, TK, S", [(45, 45, 3), (5, 45, 2)])
-def test_dense_selection_equals_the_gathered_one(TQ, TK, S):
-    """Without cu_seqlens the top-k selection scores each batch row's queries against the row's blocks in one
-    product; it picks the blocks that the per-query gather (the packed-sequence path) picks."""
+@pytest.mark.parametrize("budget", ["default", "two rows", "query steps"])
+def test_dense_selection_equals_the_gathered_one(TQ, TK, S, budget, monkeypatch):
+    """Without cu_seqlens the top-k selection scores batch rows' queries against their rows' blocks in products
+    (as many whole rows per step as ``TOPK_ELEMENTS`` scores allow, else one row in steps of queries); it picks the
+    blocks that the per-query gather (the packed-sequence path) picks. ``budget``: every row in one step (the
+    default), two of the three rows per step, or steps of queries."""
     from dataclasses import replace
 
+    import fla.ops.nsa.parallel as nsa_parallel
     from fla.ops.nsa.parallel import select_blocks
 
     torch.manual_seed(3)
     B, HQ, H, K, BS = 3, 4, 2, 16, 8
     tables = build_tables(B, TQ, TK, BS, None, DEVICE)
+    row_scores = TQ * max(tables.max_blocks, 1) * HQ
+    if budget != "default":
+        monkeypatch.setattr(nsa_parallel, "TOPK_ELEMENTS", 2 * row_scores + 1 if budget == "two rows" else 2)
     q = torch.randn(B * TQ, HQ, K, device=DEVICE)
     kc = torch.randn(tables.num_blocks, H, K, device=DEVICE)
     lse = torch.randn(B * TQ, HQ, device=DEVICE)
