@@ -41,12 +41,28 @@ def _softplus(x):
 
 
 @triton.jit
-def _time_step(dt_raw, dt_bias, o_n, m_n, i_h, H: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """The pre-activation ``dt + dt_bias`` ``[BR]`` (float32) of head ``i_h`` at tokens ``o_n``."""
+def _head_tile(i_n, i_h, N, H: tl.constexpr, P: tl.constexpr, BR: tl.constexpr, BP: tl.constexpr):
+    """Head ``i_h``'s tile of tokens ``i_n * BR ...`` in ``[N, H, P]`` rows (``N = B*T``): the tokens ``o_n [BR]``,
+    channels ``o_p [BP]``, their masks ``m_n``, ``m_p``, ``m_np [BR, BP]`` and the offsets ``p_x [BR, BP]``."""
+    o_n = i_n * BR + tl.arange(0, BR)  # [BR]
+    o_p = tl.arange(0, BP)  # [BP]
+    m_n, m_p = o_n < N, o_p < P
+    return o_n, o_p, m_n, m_p, m_n[:, None] & m_p[None, :], (o_n[:, None] * H + i_h) * P + o_p[None, :]
+
+
+@triton.jit
+def _time_step(dt_raw, dt_bias, o_n, m_n, i_h, dt_low, dt_high, H: tl.constexpr, HAS_BIAS: tl.constexpr,
+               HAS_LIMIT: tl.constexpr):  # fmt: skip
+    """Head ``i_h``'s step at tokens ``o_n`` (float32 ``[BR]`` each): the pre-activation ``dt + dt_bias``, its
+    softplus and the step ``dt`` (the softplus clamped to ``[dt_low, dt_high]`` with ``HAS_LIMIT``)."""
     b_pre = tl.load(dt_raw + o_n * H + i_h, mask=m_n, other=0.0).to(tl.float32)
     if HAS_BIAS:
         b_pre += tl.load(dt_bias + i_h).to(tl.float32)
-    return b_pre
+    b_sp = _softplus(b_pre)
+    b_dt = b_sp
+    if HAS_LIMIT:
+        b_dt = tl.minimum(tl.maximum(b_sp, dt_low), dt_high)
+    return b_pre, b_sp, b_dt
 
 
 @lean_launch
@@ -59,14 +75,8 @@ def ssd_in_fwd_kernel(
     """Head ``program_id(1)``, tokens ``program_id(0) * BR ...`` of ``[N, H, ...]`` rows (``N = B*T``):
     ``dt = clamp(softplus(dt_raw + dt_bias))``, ``g = -exp(A_log) dt`` (float32 ``[N, H]``), ``v = x dt``."""
     i_n, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    o_n = i_n * BR + tl.arange(0, BR)  # [BR]
-    o_p = tl.arange(0, BP)  # [BP]
-    m_n = o_n < N
-    m_np = m_n[:, None] & (o_p < P)[None, :]
-    p_x = (o_n[:, None] * H + i_h) * P + o_p[None, :]  # [BR, BP]
-    b_dt = _softplus(_time_step(dt_raw, dt_bias, o_n, m_n, i_h, H, HAS_BIAS))
-    if HAS_LIMIT:
-        b_dt = tl.minimum(tl.maximum(b_dt, dt_low), dt_high)
+    o_n, _, m_n, _, m_np, p_x = _head_tile(i_n, i_h, N, H, P, BR, BP)
+    _, _, b_dt = _time_step(dt_raw, dt_bias, o_n, m_n, i_h, dt_low, dt_high, H, HAS_BIAS, HAS_LIMIT)
     b_A = -tl.exp(tl.load(A_log + i_h).to(tl.float32))
     tl.store(g + o_n * H + i_h, b_A * b_dt, mask=m_n)
     b_x = tl.load(x + p_x, mask=m_np, other=0.0).to(tl.float32)
@@ -89,16 +99,8 @@ def ssd_in_bwd_kernel(
     and this program's partial sums (float32, added on the host): ``dA_log`` (``sum dg A dt``) and ``dt_bias``
     (``sum ddt``) into ``[NB, H]``, ``dD`` (``sum do x``) into ``[NB, H, P]``."""
     i_n, i_h = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
-    o_n = i_n * BR + tl.arange(0, BR)  # [BR]
-    o_p = tl.arange(0, BP)  # [BP]
-    m_n, m_p = o_n < N, o_p < P
-    m_np = m_n[:, None] & m_p[None, :]
-    p_x = (o_n[:, None] * H + i_h) * P + o_p[None, :]  # [BR, BP]
-    b_pre = _time_step(dt_raw, dt_bias, o_n, m_n, i_h, H, HAS_BIAS)
-    b_sp = _softplus(b_pre)
-    b_dt = b_sp
-    if HAS_LIMIT:
-        b_dt = tl.minimum(tl.maximum(b_sp, dt_low), dt_high)
+    o_n, o_p, m_n, m_p, m_np, p_x = _head_tile(i_n, i_h, N, H, P, BR, BP)
+    b_pre, b_sp, b_dt = _time_step(dt_raw, dt_bias, o_n, m_n, i_h, dt_low, dt_high, H, HAS_BIAS, HAS_LIMIT)
     b_A = -tl.exp(tl.load(A_log + i_h).to(tl.float32))
     b_x = tl.load(x + p_x, mask=m_np, other=0.0).to(tl.float32)
     b_dv = tl.load(dv + p_x, mask=m_np, other=0.0).to(tl.float32)
@@ -133,10 +135,7 @@ def _skip_tile(D, i_n, i_h, N, H: tl.constexpr, P: tl.constexpr, BR: tl.constexp
                D_PER_CHANNEL: tl.constexpr):  # fmt: skip
     """Offsets ``[BR, BP]`` of head ``i_h`` in rows ``i_n * BR ...`` of a ``[N, H, P]`` tensor, their mask, and
     the head's ``D`` row ``[BP]`` (float32)."""
-    o_n = i_n * BR + tl.arange(0, BR)  # [BR] tokens (B*T flattened)
-    o_p = tl.arange(0, BP)  # [BP]
-    m_np = (o_n < N)[:, None] & (o_p < P)[None, :]
-    p_x = (o_n[:, None] * H + i_h) * P + o_p[None, :]  # [BR, BP]
+    _, _, _, _, m_np, p_x = _head_tile(i_n, i_h, N, H, P, BR, BP)
     return p_x, m_np, _d_row(D, i_h, P, BP, D_PER_CHANNEL)
 
 
