@@ -44,22 +44,17 @@ def select_blocks(
         if tables.dense_rows and tables.num_blocks == tables.dense_rows * C:
             R = tables.dense_rows
             TQ = NQ // R
-            if TQ * C * HQ <= TOPK_ELEMENTS:  # whole rows per step: one product for as many rows as fit
-                rows = TOPK_ELEMENTS // (TQ * C * HQ)
-                q_rows, kc_rows = q.reshape(R, TQ, H, G, K), kc.reshape(R, C, H, K)
-                for r0 in range(0, R, rows):
-                    r1 = min(R, r0 + rows)
-                    s = torch.einsum("rqhgk,rchk->rqhgc", q_rows[r0:r1].float(), kc_rows[r0:r1])
-                    sl = slice(r0 * TQ, r1 * TQ)
+            # a step: as many whole rows as TOPK_ELEMENTS scores allow, or (a row alone past it) part of one row
+            rows = max(1, TOPK_ELEMENTS // max(TQ * C * HQ, 1))
+            step = max(1, min(TQ, TOPK_ELEMENTS // (rows * C * HQ)))  # queries of each row per step
+            q_rows, kc_rows = q.reshape(R, TQ, H, G, K), kc.reshape(R, C, H, K)
+            for r0 in range(0, R, rows):
+                r1 = min(R, r0 + rows)
+                for i0 in range(0, TQ, step):
+                    i1 = min(TQ, i0 + step)
+                    s = torch.einsum("rqhgk,rchk->rqhgc", q_rows[r0:r1, i0:i1].float(), kc_rows[r0:r1])
+                    sl = slice(r0 * TQ + i0, (r1 - 1) * TQ + i1)  # whole rows (i0 = 0, i1 = TQ) or one row's part
                     out[sl] = _rank_step(s.reshape(-1, H, G, C), lse, tables, sl, S, block_counts, scale)
-                return out
-            step = max(1, TOPK_ELEMENTS // (C * HQ))
-            for b in range(R):
-                kc_row = kc[b * C : (b + 1) * C]  # [C, H, K]
-                for i0 in range(b * TQ, (b + 1) * TQ, step):
-                    sl = slice(i0, min((b + 1) * TQ, i0 + step))
-                    s = torch.einsum("qhgk,chk->qhgc", q[sl].float().view(-1, H, G, K), kc_row)
-                    out[sl] = _rank_step(s, lse, tables, sl, S, block_counts, scale)
             return out
         step = max(1, TOPK_ELEMENTS // (C * H * K))
         c = torch.arange(C, device=q.device)

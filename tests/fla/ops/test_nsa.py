@@ -358,7 +358,7 @@ def test_dense_tables_equal_the_varlen_ones(TQ, TK, BS):
             assert (torch.equal(a, b) and a.dtype == b.dtype) if isinstance(a, torch.Tensor) else a == b, name
 
 
-@pytest.mark.parametrize("TQ, TK, S", [(45, 45, 3), (5, 45, 2)])
+@pytest.mark.parametrize("TQ, TK, S", [(45, 45, 3), (5, 45, 2), (0, 45, 2)])
 @pytest.mark.parametrize("budget", ["default", "two rows", "query steps"])
 def test_dense_selection_equals_the_gathered_one(TQ, TK, S, budget, monkeypatch):
     """Without cu_seqlens the top-k selection scores batch rows' queries against their rows' blocks in products
