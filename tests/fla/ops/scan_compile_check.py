@@ -14,7 +14,8 @@ from fla.ops.mamba2 import ssd_io
 from tests.fla.ops.attn_compile_check import compile_kernel
 
 IO_TYPES = {"x": "*bf16", "v": "*bf16", "dv": "*bf16", "dx": "*bf16", "y": "*bf16", "o": "*bf16", "do": "*bf16",
-            "dt": "*fp32", "ddt": "*fp32", "D": "*fp32", "dD": "*fp32", "R": "i32", "N": "i32"}  # fmt: skip
+            "dt": "*fp32", "ddt": "*fp32", "D": "*fp32", "dD": "*fp32", "R": "i32", "N": "i32", "dt_raw": "*bf16",
+            "dt_low": "fp32", "dt_high": "fp32"}  # fmt: skip
 GATE_TYPES = {
     "s": "*bf16",
     "s_out": "*bf16",
@@ -31,9 +32,14 @@ SCAN_TYPES = {"x": "*bf16", "dt": "*bf16", "Bm": "*bf16", "Cm": "*bf16", "z": "*
 
 
 def main() -> None:
-    sizes = dict(P=64, BR=32, BP=64)
-    for kernel in (ssd_io.ssd_value_fwd_kernel, ssd_io.ssd_value_bwd_kernel):
-        print(kernel.__name__, compile_kernel(kernel, IO_TYPES, sizes))
+    sizes = dict(H=32, P=64, BR=32, BP=64)
+    for bias, limit in itertools.product((False, True), repeat=2):
+        flags = dict(sizes, HAS_BIAS=bias, HAS_LIMIT=limit)
+        print("ssd_in_fwd_kernel", bias, limit, compile_kernel(ssd_io.ssd_in_fwd_kernel, IO_TYPES, flags))
+        for skip, per_channel in ((False, False), (True, False), (True, True)):
+            flags = dict(flags, HAS_SKIP=skip, D_PER_CHANNEL=per_channel)
+            ptx = compile_kernel(ssd_io.ssd_in_bwd_kernel, IO_TYPES, flags)
+            print("ssd_in_bwd_kernel", bias, limit, skip, per_channel, ptx)
     for per_channel in (False, True):
         for kernel in (ssd_io.ssd_skip_fwd_kernel, ssd_io.ssd_skip_bwd_kernel):
             ptx = compile_kernel(kernel, IO_TYPES, dict(sizes, H=32, D_PER_CHANNEL=per_channel))
@@ -58,7 +64,7 @@ def _mamba() -> None:
     bare = dict(SOFTPLUS=False, HAS_D=False, HAS_Z=False, HAS_BIAS=False, D=None, z=None, dt_bias=None, dz=None,
                 dD_part=None, dbias_part=None)  # fmt: skip
     fwd = dict(Di=1536, Ds=16, BT=scan.CHUNK_SIZE, BD=scan.FWD_CHANNELS)
-    bwd = dict(fwd, BD=scan.BWD_CHANNELS)
+    bwd = dict(fwd, BD=scan.BWD_CHANNELS, NS=scan.DOT_STATES, DOT_SUMS=True)
     for varlen in (False, True):
         absent = {} if varlen else {"cu_seqlens": None, "chunk_indices": None, "chunk_offsets": None}
         flags = dict(terms, IS_VARLEN=varlen, **absent)
@@ -69,13 +75,16 @@ def _mamba() -> None:
             carry = dict(fwd, **flags, BD=32, BS=16, REVERSE=reverse, USE_INITIAL=True, STORE_FINAL=True)
             ptx = compile_kernel(scan.mamba_chunk_carry_kernel, SCAN_TYPES, carry)
             print("mamba_chunk_carry_kernel", varlen, reverse, ptx)
-        for kernel, sizes in ((scan.mamba_chunk_output_fwd_kernel, fwd), (scan.mamba_chunk_bwd_kernel, bwd)):
-            print(kernel.__name__, varlen, compile_kernel(kernel, SCAN_TYPES, {**sizes, **flags}))
+        print("mamba_chunk_output_fwd_kernel", varlen, compile_kernel(scan.mamba_chunk_output_fwd_kernel, SCAN_TYPES,
+                                                                       {**fwd, **flags}))  # fmt: skip
+        for dot_sums in (False, True):  # float32 inputs: cross-lane sums; 16-bit: tensor-core sums
+            ptx = compile_kernel(scan.mamba_chunk_bwd_kernel, SCAN_TYPES, {**bwd, **flags, "DOT_SUMS": dot_sums}, 1)
+            print("mamba_chunk_bwd_kernel", varlen, dot_sums, ptx)
     plain = dict(IS_VARLEN=False, cu_seqlens=None, chunk_indices=None, **bare)
     for kernel, sizes in ((scan.mamba_chunk_output_fwd_kernel, fwd), (scan.mamba_chunk_bwd_kernel, bwd)):
         print(kernel.__name__, "bare", compile_kernel(kernel, SCAN_TYPES, {**sizes, **plain}))
     big = {**bwd, "Ds": 64, **terms, "IS_VARLEN": False, "cu_seqlens": None, "chunk_indices": None}
-    print("mamba_chunk_bwd_kernel Ds=64", compile_kernel(scan.mamba_chunk_bwd_kernel, SCAN_TYPES, big))
+    print("mamba_chunk_bwd_kernel Ds=64", compile_kernel(scan.mamba_chunk_bwd_kernel, SCAN_TYPES, big, 1))
 
 
 if __name__ == "__main__":
