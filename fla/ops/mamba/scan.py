@@ -178,6 +178,21 @@ def mamba_chunk_state_kernel(
     tl.store(dt_sum + i_ch * Di + o_d, tl.sum(b_dt, axis=0), mask=m_d)
 
 
+@triton.jit
+def _carry_loads(local, dt_sum, i_c, boh, NT, o_sd, m_sd, o_d, m_d, Di: tl.constexpr, Ds: tl.constexpr,
+                 REVERSE: tl.constexpr):  # fmt: skip
+    """Step ``i_c`` of a sequence's carry walk: ``(chunk, in range, local [BS, BD], sum dt [BD])``, zeros past
+    the end (``i_c >= NT``)."""
+    if REVERSE:
+        i_ch = boh + NT - 1 - i_c
+    else:
+        i_ch = boh + i_c
+    m_c = (tl.zeros([1], dtype=tl.int32) + i_c) < NT  # [1]: a tensor mask on every path
+    b_l = tl.load(local + i_ch * Di * Ds + o_sd, mask=m_sd & m_c, other=0.0)
+    b_s = tl.load(dt_sum + i_ch * Di + o_d, mask=m_d & m_c, other=0.0)
+    return i_ch, m_c, b_l, b_s
+
+
 @lean_launch
 @given_heuristics(USE_INITIAL="h0", STORE_FINAL="ht", HAS_BIAS="dt_bias", IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=autotune_configs(), key=["BD", "BS"])
@@ -222,14 +237,22 @@ def mamba_chunk_carry_kernel(
     b_h = tl.zeros([BS, BD], dtype=tl.float32)
     if USE_INITIAL:
         b_h += tl.load(h0 + i_n * Di * Ds + o_pub, mask=m_sd, other=0.0).to(tl.float32)
-    for i_c in range(0, NT):
-        if REVERSE:
-            i_ch = boh + NT - 1 - i_c
-        else:
-            i_ch = boh + i_c
-        tl.store(h_in + i_ch * Di * Ds + o_sd, b_h, mask=m_sd)
-        b_sum = tl.load(dt_sum + i_ch * Di + o_d, mask=m_d, other=0.0)  # [BD]
-        b_h = tl.load(local + i_ch * Di * Ds + o_sd, mask=m_sd, other=0.0) + tl.exp(b_A * b_sum[None, :]) * b_h
+    # four chunks per step, their loads issued before any is used: one memory latency per four chunks on this
+    # serial path (ptxas does not hoist a load above the previous chunk's store: they may alias). A chunk past
+    # the sequence's end loads local = 0, sum dt = 0: an identity step, its store masked off.
+    for i_c in range(0, NT, 4):
+        i_0, m_0, b_l0, b_s0 = _carry_loads(local, dt_sum, i_c, boh, NT, o_sd, m_sd, o_d, m_d, Di, Ds, REVERSE)
+        i_1, m_1, b_l1, b_s1 = _carry_loads(local, dt_sum, i_c + 1, boh, NT, o_sd, m_sd, o_d, m_d, Di, Ds, REVERSE)
+        i_2, m_2, b_l2, b_s2 = _carry_loads(local, dt_sum, i_c + 2, boh, NT, o_sd, m_sd, o_d, m_d, Di, Ds, REVERSE)
+        i_3, m_3, b_l3, b_s3 = _carry_loads(local, dt_sum, i_c + 3, boh, NT, o_sd, m_sd, o_d, m_d, Di, Ds, REVERSE)
+        tl.store(h_in + i_0 * Di * Ds + o_sd, b_h, mask=m_sd & m_0)
+        b_h = b_l0 + tl.exp(b_A * b_s0[None, :]) * b_h
+        tl.store(h_in + i_1 * Di * Ds + o_sd, b_h, mask=m_sd & m_1)
+        b_h = b_l1 + tl.exp(b_A * b_s1[None, :]) * b_h
+        tl.store(h_in + i_2 * Di * Ds + o_sd, b_h, mask=m_sd & m_2)
+        b_h = b_l2 + tl.exp(b_A * b_s2[None, :]) * b_h
+        tl.store(h_in + i_3 * Di * Ds + o_sd, b_h, mask=m_sd & m_3)
+        b_h = b_l3 + tl.exp(b_A * b_s3[None, :]) * b_h
     if STORE_FINAL:
         if REVERSE:
             # dh0 = exp(dt_0 A) dh_0 (a sequence without tokens passes dht through: dt_0 reads as 0)
