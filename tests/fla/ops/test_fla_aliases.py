@@ -1,4 +1,4 @@
-"""fla 0.6.0's other public op names (fused_chunk_*, parallel_*, Based, IPLR) against float64 references,
+"""fla 0.6.0's other public op names (fused_chunk_*, parallel_*, Based, ReBased, IPLR) against float64 references,
 or, for pure aliases, against the op they wrap called with fla's argument names."""
 
 import pytest
@@ -22,6 +22,7 @@ from fla.ops import (
     parallel_simple_gla,
 )
 from fla.ops.based import naive_parallel_based
+from fla.ops.rebased import parallel_rebased
 from fla.ops.simple_gla.parallel import simple_gla_scores
 from tests.harness import assert_close, to_reference, tol, using
 
@@ -199,6 +200,46 @@ def test_based_bad_inputs():
         fused_chunk_based(q, q, torch.randn(1, 7, 2, 3))
     with pytest.raises(ValueError, match="use_norm"):
         parallel_based(q, q, v, use_norm=1)
+
+
+def _rebased_reference(q, k, v, scale, eps, use_normalize):
+    """float64 token by token: ``o_t = sum_{j <= t} s_tj^2 v_j`` (over ``z_t + eps``), ``z_t = sum_j s_tj^2``."""
+    outs, zs = [], []
+    for t in range(q.shape[1]):
+        w = (torch.einsum("bhk,bjhk->bjh", q[:, t], k[:, : t + 1]) * scale) ** 2
+        o, z = torch.einsum("bjh,bjhv->bhv", w, v[:, : t + 1]), w.sum(1)
+        outs.append(o / (z[..., None] + eps) if use_normalize else o)
+        zs.append(z)
+    return torch.stack(outs, 1), torch.stack(zs, 1)
+
+
+@pytest.mark.parametrize("use_scale, use_normalize", [(True, True), (False, False)])
+def test_rebased(use_scale, use_normalize):
+    B, T, H, K, V = 2, 63, 2, 6, 5
+    q, k, v = _leaves((B, T, H, K), (B, T, H, K), (B, T, H, V))
+    ref = [to_reference(t) for t in (q, k, v)]
+    with using("torch"):
+        o = parallel_rebased(q, k, v, 1e-3, use_scale=use_scale, use_normalize=use_normalize)
+        o2, z2 = parallel_rebased(q, k, v, return_both=True)
+    o_ref, _ = _rebased_reference(*ref, K**-0.5 if use_scale else 1.0, 1e-3, use_normalize)
+    assert o.dtype == q.dtype and o.shape == (B, T, H, V)
+    assert_close("o", o_ref, o, TOL32)
+    do = torch.randn_like(o_ref)
+    for name, a, b in zip("qkv", torch.autograd.grad(o, (q, k, v), do.float()), torch.autograd.grad(o_ref, ref, do)):
+        assert_close(f"d{name}", b, a, TOL32)
+    # return_both: the unnormalized output and normalizer in fla 0.6.0's [B, H, T, ...] layout
+    raw, z = _rebased_reference(*ref, K**-0.5, 0.0, False)
+    assert o2.shape == (B, H, T, V) and z2.shape == (B, H, T)
+    assert_close("o (return_both)", raw.transpose(1, 2), o2, TOL32)
+    assert_close("z (return_both)", z.transpose(1, 2), z2, TOL32)
+
+
+def test_rebased_bad_inputs():
+    q, v = torch.randn(1, 8, 2, 4), torch.randn(1, 8, 2, 3)
+    with pytest.raises(ValueError, match="parallel_rebased: q and k"):
+        parallel_rebased(q, torch.randn(1, 8, 2, 5), v)
+    with pytest.raises(ValueError, match="parallel_rebased: use_normalize must be a bool"):
+        parallel_rebased(q, q, v, use_normalize=1)
 
 
 # ---------------------------------------------------------------- IPLR
