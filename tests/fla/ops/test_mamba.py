@@ -98,13 +98,13 @@ def test_triton_float16():
 
 
 def test_triton_float16_state_groups(monkeypatch):
-    """16-bit inputs take the backward's tensor-core dB / dC sums: d_state = 20 is a full group of 16 states and
-    a ragged one, Di = 20 two channel blocks of 16 (the last ragged), T = 37 three chunks (the last ragged), every
+    """16-bit inputs take the backward's tensor-core dB / dC sums: d_state = 17 is a full group of 16 states and
+    a ragged one, Di = 20 two channel blocks of 16 (the last ragged), T = 20 two chunks (the last ragged), every
     gradient; and a packed batch with length-1 sequences."""
     monkeypatch.setattr(scan, "BWD_CHANNELS", 16)
-    _check(chunk_selective_scan, "triton", _inputs(2, 37, 20, 20, torch.float16, num_states=2), tol(torch.float16, 2))
-    cu = torch.tensor([0, 1, 18, 19, 30], dtype=torch.int32, device=DEVICE)
-    packed = _inputs(1, 30, 20, 20, torch.float16, num_states=4)
+    _check(chunk_selective_scan, "triton", _inputs(1, 20, 20, 17, torch.float16, num_states=1), tol(torch.float16, 2))
+    cu = torch.tensor([0, 1, 17, 18], dtype=torch.int32, device=DEVICE)
+    packed = _inputs(1, 18, 3, 4, torch.float16, num_states=3)
     _check(chunk_selective_scan, "triton", packed, tol(torch.float16, 2), cu_seqlens=cu)
 
 
