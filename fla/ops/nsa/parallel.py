@@ -13,7 +13,8 @@ from fla.ops.nsa.index import NSATables, build_tables, flat_tokens, mean_pooling
 from fla.ops.nsa.inputs import check_branch_inputs, check_nsa_inputs
 from fla.ops.nsa.naive import naive_nsa, rank_blocks
 from fla.ops.nsa.selection import NSASelectionFunction
-from fla.utils.backend import dispatch
+from fla.ops.nsa.topk import select_blocks_triton, topk_fits
+from fla.utils.backend import dispatch, select_backend
 
 TOPK_ELEMENTS = 2**25  # gathered compressed keys per top-k step (bounds its memory)
 
@@ -28,7 +29,25 @@ def select_blocks(
     scale: float,
 ) -> torch.Tensor:
     """Top-S blocks of flat queries ``q [NQ, HQ, K]`` from the block means ``kc [NB, H, K]`` and the compressed
-    branch's ``lse [NQ, HQ]`` (:func:`fla.ops.nsa.naive.rank_blocks`): ``[NQ, H, S]`` int32 (no gradient).
+    branch's ``lse [NQ, HQ]`` (:func:`fla.ops.nsa.naive.rank_blocks`): ``[NQ, H, S]`` int32 (no gradient). One
+    Triton kernel (:mod:`fla.ops.nsa.topk`) on the Triton backend, for up to its
+    :data:`~fla.ops.nsa.topk.MAX_BLOCKS` blocks per sequence and 16/32-bit inputs; else :func:`select_blocks_torch`."""
+    triton_ok = topk_fits(tables) and q.dtype != torch.float64
+    with torch.no_grad():
+        impl = select_blocks_triton if triton_ok and select_backend(q, kc, lse) == "triton" else select_blocks_torch
+        return impl(q, kc, lse, tables, S, block_counts, scale)
+
+
+def select_blocks_torch(
+    q: torch.Tensor,
+    kc: torch.Tensor,
+    lse: torch.Tensor,
+    tables: NSATables,
+    S: int,
+    block_counts: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor:
+    """:func:`select_blocks` in torch (any number of blocks; the reference of the kernel's tests).
 
     Each query scores the ``C = max_blocks`` blocks from its sequence's first one (those past its own position are
     masked). Packed sequences gather them per query (``[Q, C, H, K]`` per step of ``Q`` queries); without

@@ -1,7 +1,7 @@
 """Compile the scan-type kernels landed without a GPU run for sm_90 (Triton's frontend, optimizer and ptxas): the
-selective scan (fla/ops/mamba/scan.py), the SSD's fused input / skip stages (fla/ops/mamba2/ssd_io.py) and ABC's
-slot-gate scan (fla/ops/gsa/gate_scan.py). Run without ``TRITON_INTERPRET``: ``python -m
-tests.fla.ops.scan_compile_check`` prints one line per kernel variant.
+selective scan (fla/ops/mamba/scan.py), the SSD's fused input / skip stages (fla/ops/mamba2/ssd_io.py), ABC's
+slot-gate scan (fla/ops/gsa/gate_scan.py) and NSA's top-k selection (fla/ops/nsa/topk.py). Run without
+``TRITON_INTERPRET``: ``python -m tests.fla.ops.scan_compile_check`` prints one line per kernel variant.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import itertools
 from fla.ops.gsa import gate_scan
 from fla.ops.mamba import scan
 from fla.ops.mamba2 import ssd_io
+from fla.ops.nsa import topk
 from tests.fla.ops.attn_compile_check import compile_kernel
 
 IO_TYPES = {"x": "*bf16", "v": "*bf16", "dv": "*bf16", "dx": "*bf16", "y": "*bf16", "o": "*bf16", "do": "*bf16",
@@ -55,6 +56,7 @@ def main() -> None:
         for kernel in gate_kernels:
             print(kernel.__name__, z0, varlen, compile_kernel(kernel, GATE_TYPES, flags))
     _mamba()
+    _nsa_topk()
 
 
 def _mamba() -> None:
@@ -85,6 +87,18 @@ def _mamba() -> None:
         print(kernel.__name__, "bare", compile_kernel(kernel, SCAN_TYPES, {**sizes, **plain}))
     big = {**bwd, "Ds": 64, **terms, "IS_VARLEN": False, "cu_seqlens": None, "chunk_indices": None}
     print("mamba_chunk_bwd_kernel Ds=64", compile_kernel(scan.mamba_chunk_bwd_kernel, SCAN_TYPES, big, 1))
+
+
+def _nsa_topk() -> None:
+    """NSA's top-k kernel at the benchmark's sizes (16 query heads per key/value head, head dim 128, blocks of 64,
+    16 selected) for 64 to 1024 blocks per sequence (the kernel's cap), with and without per-query counts."""
+    types = {"q": "*bf16", "kc": "*bf16", "lse": "*fp32", "tok_pos": "*i32", "tok_boc": "*i32", "counts": "*i32",
+             "out": "*i32", "scale": "fp32"}  # fmt: skip
+    for BC, BK, warps in ((64, 64, 4), (128, 64, 4), (256, 64, 8), (topk.MAX_BLOCKS, 32, 8)):
+        for counts in (False, True):
+            flags = dict(HQ=16, H=1, G=16, K=128, BS=64, S=16, BG=16, BK=BK, BC=BC, BSL=16, DOT_PRECISION="tf32",
+                         HAS_COUNTS=counts, **({} if counts else {"counts": None}))  # fmt: skip
+            print("nsa_topk_kernel", BC, counts, compile_kernel(topk.nsa_topk_kernel, types, flags, warps, 1))
 
 
 if __name__ == "__main__":

@@ -368,7 +368,7 @@ def test_dense_selection_equals_the_gathered_one(TQ, TK, S, budget, monkeypatch)
     from dataclasses import replace
 
     import fla.ops.nsa.parallel as nsa_parallel
-    from fla.ops.nsa.parallel import select_blocks
+    from fla.ops.nsa.parallel import select_blocks_torch as select_blocks
 
     torch.manual_seed(3)
     B, HQ, H, K, BS = 3, 4, 2, 16, 8
@@ -384,3 +384,32 @@ def test_dense_selection_equals_the_gathered_one(TQ, TK, S, budget, monkeypatch)
         fast = select_blocks(q, kc, lse, tables, S, n_sel, 0.5)
         gathered = select_blocks(q, kc, lse, replace(tables, dense_rows=0), S, n_sel, 0.5)
         assert torch.equal(fast, gathered)
+
+
+@pytest.mark.parametrize("layout", ["dense", "packed", "cached prefix"])
+def test_topk_kernel_equals_the_torch_selection(layout):
+    """The top-k kernel (fla/ops/nsa/topk.py) picks the torch path's blocks in the torch path's order: dense rows,
+    packed sequences of 1 to 16 tokens and queries after a cached prefix; a uniform and a per-query block count
+    (slots past it -1), more slots than blocks, ties (equal scores: the later block first) and G = 3 (padded)."""
+    from fla.ops.nsa.parallel import select_blocks_torch
+    from fla.ops.nsa.topk import select_blocks_triton
+
+    torch.manual_seed(5)
+    HQ, H, K, BS = 6, 2, 20, 4
+    if layout == "dense":
+        tables = build_tables(2, 19, 19, BS, None, DEVICE)
+    elif layout == "packed":
+        cu = torch.tensor([0, 1, 17, 24], dtype=torch.int32, device=DEVICE)
+        tables = build_tables(1, 24, 24, BS, cu, DEVICE)
+    else:
+        tables = build_tables(2, 3, 30, BS, None, DEVICE)
+    NQ = tables.tok_pos.numel()
+    q = torch.randn(NQ, HQ, K, device=DEVICE)
+    kc = torch.randn(tables.num_blocks, H, K, device=DEVICE)
+    kc[2] = kc[1]  # two blocks of equal scores: a tie
+    lse = torch.randn(NQ, HQ, device=DEVICE) + 3
+    counts = torch.randint(1, 4, (NQ, H), device=DEVICE, dtype=torch.int32)
+    for S, n_sel in ((3, None), (3, counts), (9, None)):  # 9: more slots than any sequence has blocks
+        ref = select_blocks_torch(q, kc, lse, tables, S, n_sel, 0.5)
+        got = select_blocks_triton(q, kc, lse, tables, S, n_sel, 0.5)
+        assert torch.equal(got, ref), (S, n_sel is None, (got != ref).nonzero()[:4].tolist())
