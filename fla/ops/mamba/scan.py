@@ -61,6 +61,10 @@ FWD_CHANNELS = 128  # most channels per program of the forward kernels ([BT, BD]
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2(e)): A is pre-scaled once per state
 BWD_CHANNELS = 32  # most channels per program of the backward kernel (~12 live [BT, BD] tiles: one warp)
 DOT_STATES = 16  # states per group of the backward's tensor-core dB / dC sums (tl.dot's least N)
+# the forward kernels unroll their state loop up to this d_state: each state's B / C loads then take constant
+# offsets from per-token bases (a runtime loop recomputes 64-bit addresses per token and state: ~1/3 of its
+# instructions on sm_90); the backward keeps its runtime loop (unrolled, it spills)
+UNROLL_STATES = tl.constexpr(16)
 
 
 def state_block(Ds: int) -> int:
@@ -114,6 +118,28 @@ def _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di: tl.constexpr, HAS_BIAS: t
 @triton.jit
 def _silu(z):
     return z * tl.sigmoid(z)
+
+
+@triton.jit
+def _local_state(n, At, p_B, local, i_ch, o_d, m_d, b_G, b_u, Di: tl.constexpr, Ds: tl.constexpr):
+    """State ``n`` of :func:`mamba_chunk_state_kernel`: ``local[chunk, n] = sum_t exp(A[:, n] G_t) u_t B_t[n]``."""
+    b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
+    b_B = tl.load(p_B + n).to(tl.float32)  # [BT]
+    b_l = tl.sum(tl.exp2(b_G * b_A2[None, :]) * b_u * b_B[:, None], axis=0)  # [BD]
+    tl.store(local + (i_ch * Ds + n) * Di + o_d, b_l, mask=m_d)
+
+
+@triton.jit
+def _output_state(n, At, p_B, p_C, o_r, h_in, i_ch, o_d, m_d, b_dt, b_u, b_y, Di: tl.constexpr, Ds: tl.constexpr):
+    """State ``n`` of :func:`mamba_chunk_output_fwd_kernel`: ``y += C_t[n] (scan_t + exp(A G_t) h_in)``."""
+    b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
+    b_B = tl.load(p_B + o_r + n).to(tl.float32)  # [BT]
+    b_C = tl.load(p_C + o_r + n).to(tl.float32)  # [BT]
+    b_hin = tl.load(h_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
+    b_P, b_h = tl.associative_scan(
+        (tl.exp2(b_dt * b_A2[None, :]), b_u * b_B[:, None]), axis=0, combine_fn=_decayed_sum
+    )  # [BT, BD]; b_P = exp(A G_t)
+    return b_y + (b_h + b_P * b_hin[None, :]) * b_C[:, None]
 
 
 @lean_launch
@@ -170,11 +196,12 @@ def mamba_chunk_state_kernel(
         b_u = b_x * b_dt
     # [BT] pointers to each token's B (or C) row; rows past the end read the last one (their b_u is 0)
     p_B = Bm + (bos + tl.minimum(o_p, T_n - 1)) * Ds
-    for n in range(Ds):
-        b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
-        b_B = tl.load(p_B + n).to(tl.float32)  # [BT]
-        b_l = tl.sum(tl.exp2(b_G * b_A2[None, :]) * b_u * b_B[:, None], axis=0)  # [BD]
-        tl.store(local + (i_ch * Ds + n) * Di + o_d, b_l, mask=m_d)
+    if Ds <= UNROLL_STATES:
+        for n in tl.static_range(Ds):
+            _local_state(n, At, p_B, local, i_ch, o_d, m_d, b_G, b_u, Di, Ds)
+    else:
+        for n in range(Ds):
+            _local_state(n, At, p_B, local, i_ch, o_d, m_d, b_G, b_u, Di, Ds)
     tl.store(dt_sum + i_ch * Di + o_d, tl.sum(b_dt, axis=0), mask=m_d)
 
 
@@ -305,15 +332,12 @@ def mamba_chunk_output_fwd_kernel(
     # B / C rows: scalar bases and int32 offsets (a [BT] vector sits in every thread: int64 pointers cost registers);
     # rows past the end read the last row instead of a masked load (u is 0 there and y is not stored)
     p_B, p_C, o_r = Bm + bos * Ds, Cm + bos * Ds, tl.minimum(o_p, T_n - 1) * Ds
-    for n in range(Ds):
-        b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
-        b_B = tl.load(p_B + o_r + n).to(tl.float32)  # [BT]
-        b_C = tl.load(p_C + o_r + n).to(tl.float32)  # [BT]
-        b_hin = tl.load(h_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
-        b_P, b_h = tl.associative_scan(
-            (tl.exp2(b_dt * b_A2[None, :]), b_u * b_B[:, None]), axis=0, combine_fn=_decayed_sum
-        )  # [BT, BD]; b_P = exp(A G_t)
-        b_y += (b_h + b_P * b_hin[None, :]) * b_C[:, None]
+    if Ds <= UNROLL_STATES:
+        for n in tl.static_range(Ds):
+            b_y = _output_state(n, At, p_B, p_C, o_r, h_in, i_ch, o_d, m_d, b_dt, b_u, b_y, Di, Ds)
+    else:
+        for n in range(Ds):
+            b_y = _output_state(n, At, p_B, p_C, o_r, h_in, i_ch, o_d, m_d, b_dt, b_u, b_y, Di, Ds)
     if HAS_D:
         b_y += b_x * tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
     if HAS_Z:
