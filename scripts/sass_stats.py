@@ -45,7 +45,9 @@ def compile_sass(kernel, constants: dict, types: dict, arch: int, warps: int, st
     fn = _jit_function(kernel)
     signature = {n: "constexpr" if n in constants else types.get(n, "*bf16") for n in fn.arg_names}
     constexprs = {(fn.arg_names.index(n),): v for n, v in constants.items() if n in fn.arg_names}
-    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    # pointers 16-byte aligned, as triton specializes them for torch's allocations (vector / async copies)
+    aligned = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names) if signature[n].startswith("*")}
+    source = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=aligned)
     out = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps, "num_stages": stages})
     tools = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     with tempfile.TemporaryDirectory() as d:

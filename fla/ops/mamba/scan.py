@@ -85,6 +85,15 @@ def _configs():
 
 
 @triton.jit
+def _channels(i_d, BD: tl.constexpr):
+    """The ``[BD]`` channels of channel block ``i_d``, declared non-contiguous (``tl.max_contiguous(.., 1)``): with
+    16-byte aligned inputs triton would otherwise load 8 channels per thread and spread the tokens over lanes (the
+    scans along tokens then cross lanes and warps: shuffles, shared memory, spills in the sm_90 code); one channel
+    per lane keeps every token of a channel in its thread."""
+    return i_d * BD + tl.max_contiguous(tl.arange(0, BD), 1)
+
+
+@triton.jit
 def _decayed_sum(a1, h1, a2, h2):
     """Combine two scan segments (earlier 1, later 2): decay factors multiply, the earlier state decays into the
     later."""
@@ -179,7 +188,7 @@ def mamba_chunk_state_kernel(
     """
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
-    o_d = i_d * BD + tl.arange(0, BD)  # [BD]
+    o_d = _channels(i_d, BD)  # [BD]
     m_d = o_d < Di
     o_p = i_tc * BT + tl.arange(0, BT)  # [BT] token positions in the sequence
     m_p = o_p < T_n
@@ -321,7 +330,7 @@ def mamba_chunk_output_fwd_kernel(
     ``y_t = (sum_n C_t[n] h_t[:, n] + D x_t) silu(z_t)`` -> ``y [B, T, Di]`` (its dtype)."""
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
-    o_d = i_d * BD + tl.arange(0, BD)  # [BD]
+    o_d = _channels(i_d, BD)  # [BD]
     m_d = o_d < Di
     o_p = (i_tc * BT).to(tl.int32) + tl.arange(0, BT)  # [BT] positions in the sequence (int32: few registers)
     m_p = o_p < T_n
@@ -430,7 +439,7 @@ def mamba_chunk_bwd_kernel(
     """
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
-    o_d = i_d * BD + tl.arange(0, BD)  # [BD]
+    o_d = _channels(i_d, BD)  # [BD]
     m_d = o_d < Di
     o_p = (i_tc * BT).to(tl.int32) + tl.arange(0, BT)  # [BT] positions in the sequence (int32: few registers)
     m_p = o_p < T_n
