@@ -1,5 +1,5 @@
-"""fla 0.6.0's other public op names (fused_chunk_*, parallel_*, Based, ReBased, IPLR) against float64 references,
-or, for pure aliases, against the op they wrap called with fla's argument names."""
+"""fla 0.6.0's other public op names (fused_chunk_*, parallel_*, Based, ReBased, IPLR, fla.ops.common internals)
+against float64 references, or, for pure aliases, against the op they wrap called with fla's argument names."""
 
 import pytest
 import torch
@@ -341,3 +341,42 @@ def test_gpu_sizes(dtype):
     o_ref, ht_ref = _iplr_reference(*(x[n].double() for n in "qkvab"), 64**-0.5, x["h0"].double())
     assert_close("iplr", o_ref, o, tol(dtype, 8))
     assert_close("iplr ht", ht_ref, ht, tol(dtype, 8))
+
+
+# ---------------------------------------------------------------- fla.ops.common internal names
+
+
+@pytest.mark.parametrize("gate", ["g", "g_gamma"])
+def test_common_fused_chunk_is_simple_gla(gate):
+    """``fla.ops.common.fused_chunk.fused_chunk`` (fla's internal name) runs simple GLA with fla's arguments."""
+    from fla.ops.common.fused_chunk import fused_chunk
+
+    B, T, H, K, V = 2, 37, 2, 8, 6
+    q, k, v = (torch.randn(B, T, H, d) for d in (K, K, V))
+    gates = {"g": F.logsigmoid(torch.randn(B, T, H))} if gate == "g" else {"g_gamma": -torch.rand(H)}
+    h0 = torch.randn(B, H, K, V)
+    with using("torch"):
+        o, ht = fused_chunk(q, k, v, **gates, scale=0.3, initial_state=h0, output_final_state=True)
+        ref_o, ref_ht = chunk_simple_gla(q, k, v, **gates, scale=0.3, initial_state=h0, output_final_state=True)
+    torch.testing.assert_close(o, ref_o)
+    torch.testing.assert_close(ht, ref_ht)
+    with pytest.raises(ValueError, match="g or g_gamma, not both"):
+        fused_chunk(q, k, v, g=torch.zeros(B, T, H), g_gamma=torch.zeros(H))
+
+
+def test_common_fused_beta_sigmoid():
+    """``fla.ops.common.gate.fused_beta_sigmoid``: ``scale * sigmoid(x)`` in float32, the gradient in x's dtype."""
+    from fla.ops.common.gate import fused_beta_sigmoid, fused_beta_sigmoid_bwd, fused_beta_sigmoid_fwd
+
+    x = torch.randn(4, 5, dtype=torch.bfloat16, requires_grad=True)
+    y = fused_beta_sigmoid(x, 2.0)
+    s = torch.sigmoid(x.detach().double())
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), 2.0 * s, atol=1e-6, rtol=1e-6)
+    dy = torch.randn(4, 5)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    expected = (dy.double() * 2.0 * s * (1 - s)).to(torch.bfloat16)
+    assert dx.dtype == torch.bfloat16
+    torch.testing.assert_close(dx, expected)
+    torch.testing.assert_close(fused_beta_sigmoid_bwd(x.detach(), dy, 2.0), expected)
+    torch.testing.assert_close(fused_beta_sigmoid_fwd(x.detach(), 2.0), y.detach())
