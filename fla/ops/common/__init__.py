@@ -20,7 +20,7 @@ Delta-rule family (delta_rule, gated_delta_rule, and its kin):
   :mod:`.fused_recurrent_delta` the decode kernel and op body (``fused_recurrent_delta``); :mod:`.l2norm`
 
 fla 0.6.0's internal names for code that imports them: :mod:`.fused_chunk` (``fused_chunk``: simple GLA),
-:mod:`.gate` (``fused_beta_sigmoid``).
+:mod:`.gate` (``fused_beta_sigmoid``), :mod:`.chunk_scaled_dot_kkt` (``chunk_scaled_dot_kkt_fwd``).
 
 Both: :mod:`.chunk_torch` the vectorized PyTorch (CPU) forms; :mod:`.recurrent_torch` the token-by-token
 PyTorch references; :mod:`.inputs` argument checks and input preparation; :mod:`.layout`, :mod:`.indexing`

@@ -380,3 +380,42 @@ def test_common_fused_beta_sigmoid():
     torch.testing.assert_close(dx, expected)
     torch.testing.assert_close(fused_beta_sigmoid_bwd(x.detach(), dy, 2.0), expected)
     torch.testing.assert_close(fused_beta_sigmoid_fwd(x.detach(), 2.0), y.detach())
+
+
+def _kkt_reference(k, g, beta, bounds, BT):
+    """float64 chunk by chunk of each sequence ``[bos, eos)``: ``A[t, h, s - c0] = beta_t k_t . k_s 2^(g_t - g_s)``
+    for ``c0 <= s < t`` in ``t``'s chunk (fla 0.6.0's ``chunk_scaled_dot_kkt_fwd``)."""
+    T, HV = beta.shape
+    G = HV // k.shape[1]
+    A = torch.zeros(T, HV, BT, dtype=torch.float64)
+    for bos, eos in zip(bounds[:-1], bounds[1:]):
+        for t in range(bos, eos):
+            c0 = bos + (t - bos) // BT * BT
+            for s in range(c0, t):
+                for h in range(HV):
+                    gate = 1.0 if g is None else 2.0 ** (g[t, h] - g[s, h]).item()
+                    A[t, h, s - c0] = beta[t, h] * (k[t, h // G] @ k[s, h // G]) * gate
+    return A
+
+
+@pytest.mark.parametrize("layout", ["dense", "varlen"])
+@pytest.mark.parametrize("gated", [False, True])
+def test_common_chunk_scaled_dot_kkt_fwd(layout, gated):
+    """``fla.ops.common.chunk_scaled_dot_kkt.chunk_scaled_dot_kkt_fwd`` (fla's internal name): the beta-scaled,
+    base-2-gated strictly-lower ``k k^T`` per chunk, chunks restarting per sequence (length-1 ones included), two
+    value heads per key head, T not a multiple of the chunk."""
+    from fla.ops.common.chunk_scaled_dot_kkt import chunk_scaled_dot_kkt_fwd
+
+    B, T, H, HV, K, BT = (2, 21, 1, 2, 5, 8) if layout == "dense" else (1, 30, 1, 2, 5, 8)
+    k = torch.randn(B, T, H, K)
+    beta = torch.rand(B, T, HV)
+    g = -torch.rand(B, T, HV).cumsum(1) if gated else None
+    cu = None if layout == "dense" else torch.tensor([0, 1, 19, 20, 30])
+    A = chunk_scaled_dot_kkt_fwd(k, g=g, beta=beta, cu_seqlens=cu, chunk_size=BT, output_dtype=torch.float32)
+    assert A.shape == (B, T, HV, BT) and A.dtype == torch.float32
+    for b in range(B):
+        bounds = [0, T] if cu is None else cu.tolist()
+        ref = _kkt_reference(k[b].double(), None if g is None else g[b].double(), beta[b].double(), bounds, BT)
+        assert_close("A", ref, A[b], TOL32)
+    with pytest.raises(ValueError, match="beta is required"):
+        chunk_scaled_dot_kkt_fwd(k)
