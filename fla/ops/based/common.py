@@ -38,14 +38,24 @@ def based_attention(
     from fla.modules.feature_map import TaylorFeatureMap
 
     taylor = TaylorFeatureMap(1)
-    fq, fk = taylor(q * scale), taylor(k)
-    V = v.shape[-1]
+    o, z = feature_attention(taylor(q * scale), taylor(k), v, use_norm)
     if use_norm:
-        v = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)
-    o, _ = chunk_simple_gla(fq, fk, v, scale=1.0)
-    if use_norm:
-        o = o[..., :V] / (o[..., V:] + 1e-6)
+        o = o / (z[..., None] + 1e-6)
     return o.to(q.dtype)
 
 
-__all__ = ["based_attention", "check_based_inputs"]
+def feature_attention(
+    fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, with_normalizer: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Causal linear attention over mapped queries and keys: ``o_i = sum_{j <= i} (fq_i . fk_j) v_j`` and, with
+    ``with_normalizer``, ``z_i = sum_{j <= i} fq_i . fk_j`` from the same pass (a ones column appended to v).
+
+    fq, fk ``[B, T, H, F]``, v ``[B, T, H, V]`` -> ``(o [B, T, H, V], z [B, T, H] or None)`` (chunked, ungated)."""
+    V = v.shape[-1]
+    if with_normalizer:
+        v = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)
+    o, _ = chunk_simple_gla(fq, fk, v, scale=1.0)
+    return (o[..., :V], o[..., V]) if with_normalizer else (o, None)
+
+
+__all__ = ["based_attention", "check_based_inputs", "feature_attention"]

@@ -50,13 +50,12 @@ def chunk_scaled_dot_kkt_fwd(
     pos = torch.where(valid, pos, 0)
     kf = k.reshape(B * T, H, K)[pos].float().repeat_interleave(HV // H, dim=2)  # [NC, BT, HV, K]
     A = torch.einsum("cihk,cjhk->chij", kf, kf)  # [NC, HV, BT(i), BT(j)]
+    tril = torch.ones(BT, BT, dtype=torch.bool, device=k.device).tril(-1)  # earlier tokens of the chunk
     if g is not None:
         gc = g.reshape(B * T, HV)[pos].float().transpose(1, 2)  # [NC, HV, BT]
-        tril = torch.ones(BT, BT, dtype=torch.bool, device=k.device).tril(-1)
         A = A * torch.exp2(torch.where(tril, gc[..., :, None] - gc[..., None, :], 0.0))
     A = A * beta.reshape(B * T, HV)[pos].float().transpose(1, 2)[..., None]
-    keep = torch.ones(BT, BT, dtype=torch.bool, device=k.device).tril(-1) & valid[:, None, :, None]
-    keep = keep & valid[:, None, None, :]
+    keep = tril & valid[:, None, :, None] & valid[:, None, None, :]
     A = torch.where(keep, A, 0.0).permute(0, 2, 1, 3)  # [NC, BT(i), HV, BT(j)]
     out = torch.zeros(B * T, HV, BT, dtype=output_dtype, device=k.device)
     out[pos[valid]] = A[valid].to(output_dtype)

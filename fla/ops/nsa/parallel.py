@@ -33,9 +33,8 @@ def select_blocks(
     Triton kernel (:mod:`fla.ops.nsa.topk`) on the Triton backend, for up to its
     :data:`~fla.ops.nsa.topk.MAX_BLOCKS` blocks per sequence and 16/32-bit inputs; else :func:`select_blocks_torch`."""
     triton_ok = topk_fits(tables) and q.dtype != torch.float64
-    with torch.no_grad():
-        impl = select_blocks_triton if triton_ok and select_backend(q, kc, lse) == "triton" else select_blocks_torch
-        return impl(q, kc, lse, tables, S, block_counts, scale)
+    impl = select_blocks_triton if triton_ok and select_backend(q, kc, lse) == "triton" else select_blocks_torch
+    return impl(q, kc, lse, tables, S, block_counts, scale)  # neither builds a graph
 
 
 def select_blocks_torch(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.based.common import check_based_inputs
-from fla.ops.simple_gla.chunk import chunk_simple_gla
+from fla.ops.based.common import check_based_inputs, feature_attention
 
 
 def quadratic_features(x: torch.Tensor) -> torch.Tensor:
@@ -42,11 +41,7 @@ def parallel_rebased(
         if not isinstance(flag, bool):
             raise ValueError(f"parallel_rebased: {name} must be a bool, got {flag!r}")
     scale = q.shape[-1] ** -0.5 if use_scale else 1.0
-    V = v.shape[-1]
-    # the scores' normalizer from the same pass: a ones column appended to v
-    v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)
-    o, _ = chunk_simple_gla(quadratic_features(q * scale), quadratic_features(k), v1, scale=1.0)
-    o, z = o[..., :V], o[..., V]
+    o, z = feature_attention(quadratic_features(q * scale), quadratic_features(k), v, True)
     if return_both:
         return o.transpose(1, 2).to(q.dtype), z.transpose(1, 2).to(q.dtype)
     if use_normalize:
