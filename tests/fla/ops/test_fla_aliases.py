@@ -419,3 +419,7 @@ def test_common_chunk_scaled_dot_kkt_fwd(layout, gated):
         assert_close("A", ref, A[b], TOL32)
     with pytest.raises(ValueError, match="beta is required"):
         chunk_scaled_dot_kkt_fwd(k)
+    with pytest.raises(ValueError, match=r"beta has shape \(2, 3, 2\)"):
+        chunk_scaled_dot_kkt_fwd(torch.randn(2, 4, 1, 5), beta=torch.rand(2, 3, 2))
+    with pytest.raises(ValueError, match=r"g has shape \(2, 4, 1\), expected beta's \(2, 4, 2\)"):
+        chunk_scaled_dot_kkt_fwd(torch.randn(2, 4, 1, 5), g=torch.zeros(2, 4, 1), beta=torch.rand(2, 4, 2))
