@@ -121,11 +121,10 @@ def _nsa_triton(q, k, v, g_cmp, g_slc, g_swa, block_indices, block_counts, block
     tables = build_tables(B, TQ, k.shape[1], block_size, cu_seqlens, q.device)
     qf, kf, vf = flat_tokens(q), flat_tokens(k), flat_tokens(v)
     counts = None if isinstance(block_counts, int) else flat_tokens(block_counts).to(torch.int32).contiguous()
-    o = None
+    o_cmp = None
     if g_cmp is not None:
         kc, vc = mean_pooling(kf, tables), mean_pooling(vf, tables)
         o_cmp, lse = NSACompressionFunction.apply(qf, kc, vc, tables, scale)
-        o = o_cmp * flat_tokens(g_cmp).unsqueeze(-1)
         if block_indices is None:
             S = block_counts if counts is None else int(block_counts.max())
             block_indices = select_blocks(qf.detach(), kc.detach(), lse, tables, S, counts, scale)
@@ -135,13 +134,15 @@ def _nsa_triton(q, k, v, g_cmp, g_slc, g_swa, block_indices, block_counts, block
     else:
         block_indices = flat_tokens(block_indices)
     block_indices = block_indices.to(torch.int32).contiguous()
-    o_slc = NSASelectionFunction.apply(qf, kf, vf, block_indices, counts, tables, scale)
+    o = NSASelectionFunction.apply(qf, kf, vf, block_indices, counts, tables, scale)
+    # the gate mix: one elementwise pass per branch (addcmul: the gated add in one pass, forward and backward)
     if g_slc is not None:
-        o_slc = o_slc * flat_tokens(g_slc).unsqueeze(-1)
-    o = o_slc if o is None else o + o_slc
+        o = o * flat_tokens(g_slc).unsqueeze(-1)
+    if o_cmp is not None:
+        o = torch.addcmul(o, o_cmp, flat_tokens(g_cmp).unsqueeze(-1))
     o = o.view(B, TQ, HQ, V)
     if window_size > 0:
-        o = o + _swa(q, k, v, window_size, scale, cu_seqlens, tables) * g_swa.unsqueeze(-1)
+        o = torch.addcmul(o, _swa(q, k, v, window_size, scale, cu_seqlens, tables), g_swa.unsqueeze(-1))
     return o.to(q.dtype)
 
 
