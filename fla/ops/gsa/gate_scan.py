@@ -34,6 +34,8 @@ from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 BT = 64  # tokens per tile
+# the maximum of an empty log-sum-exp pair (finite: exp(EMPTY_MAX - x) is 0 for every logit x, no NaN from -inf - -inf)
+EMPTY_MAX = tl.constexpr(-1.0e30)
 
 
 @triton.jit
@@ -41,6 +43,23 @@ def _logaddexp(a, b):
     """``log(exp(a) + exp(b))``, ``-inf`` when both are ``-inf``."""
     m = tl.maximum(a, b)
     return tl.where(m == float("-inf"), m, m + tl.log(1.0 + tl.exp(tl.minimum(a, b) - m)))
+
+
+@triton.jit
+def _scaled_sum(m1, l1, m2, l2):
+    """Log-sum-exp scan combine on ``(max, sum of exp(x - max))`` pairs: ``logaddexp`` with one ``exp`` and no
+    ``log`` (fp32 ``tl.log`` is a ~12-FMA polynomial on sm_90, ``tl.exp`` one ``MUFU.EX2``). Maxima are finite
+    (an empty pair is ``(EMPTY_MAX, 0)``), so no ``-inf - -inf`` guard is needed."""
+    m = tl.maximum(m1, m2)
+    e = tl.exp(tl.minimum(m1, m2) - m)  # exp(-|m1 - m2|) <= 1
+    return m, tl.where(m1 >= m2, l1 + l2 * e, l1 * e + l2)
+
+
+@triton.jit
+def _pair(x):
+    """``x`` (``-inf``: nothing) as a :func:`_scaled_sum` pair."""
+    empty = x == float("-inf")
+    return tl.where(empty, EMPTY_MAX, x), tl.where(empty, 0.0, 1.0)
 
 
 @triton.jit
@@ -115,7 +134,13 @@ def additive_gate_fwd_kernel(
     b_z = tl.load(z_in + i_ch * C + o_c, mask=m_c, other=float("-inf"))  # [BC] z before the tile
     p = (bos + o_t[:, None]) * C + o_c[None, :]  # [BT, BC]
     b_s = tl.load(s + p, mask=m_tc, other=float("-inf")).to(tl.float32)
-    b_zt = _logaddexp(b_z[None, :], tl.associative_scan(b_s, axis=0, combine_fn=_logaddexp))  # [BT, BC]
+    # z_t = logaddexp(z_in, s_0 .. s_t) as (running max M_t, L_t = sum exp(s - M_t)) pairs: a log per element
+    # only at the end (a scan of logaddexp took a log per combine); the carry z_in folds in as the pair (z_in, 1)
+    b_sm, b_sl = _pair(b_s)
+    b_M, b_L = tl.associative_scan((b_sm, b_sl), axis=0, combine_fn=_scaled_sum)
+    b_zm, b_zl = _pair(b_z)
+    b_M, b_L = _scaled_sum(b_zm[None, :], b_zl[None, :], b_M, b_L)
+    b_zt = b_M + tl.log(b_L)  # [BT, BC]; log(0) = -inf where there is nothing yet
     # z of the row before each row (the first row's is the carry): the scan's rows shifted down by one
     o_prev = tl.broadcast_to(tl.maximum(o_r - 1, 0)[:, None], (BT, BC))
     b_zp = tl.where((o_r == 0)[:, None], b_z[None, :], tl.gather(b_zt, o_prev, axis=0))

@@ -144,14 +144,17 @@ def test_chunk_gpu(dtype):
 def test_slot_gate_scan_kernels(dtype, varlen, with_z):
     """The Triton slot gate (gate_scan.py: running log-sum-exp over 64-token tiles, reverse scan backward) vs the
     float64 PyTorch gate: s', g, the final z and the gradients of s and z0 (from all three outputs); T spans three
-    tiles; varlen with length-1 (and, with z0, length-0) sequences; wide logits (the normalizer matters)."""
+    tiles; varlen with length-1 (and, with z0, length-0) sequences; wide logits (the normalizer matters), some 180 apart
+    in one tile."""
     from fla.ops.gsa.gate_scan import additive_gate_triton
 
     # an empty sequence's z is z0 (no z0: -inf, which the finite-output checks here would reject)
     lengths = ([1, 130, 0, 40, 1] if with_z else [1, 130, 40, 1]) if varlen else [150, 150]
     B, T = (1, sum(lengths)) if varlen else (2, 150)
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
-    x = {"s": (4 * torch.randn(B, T, 3, 5, device=DEVICE)).to(dtype).requires_grad_()}
+    s = 4 * torch.randn(B, T, 3, 5, device=DEVICE)
+    s[:, 5, 0], s[:, 7, 1], s[:, 9, 2] = 90.0, -90.0, 60.0  # a tile's logits 180 apart: exp(s - max) underflows
+    x = {"s": s.to(dtype).requires_grad_()}
     if with_z:
         x["z0"] = torch.randn(len(lengths), 3, 5, device=DEVICE, requires_grad=True)
     ref = {n: to_reference(t) for n, t in x.items()}
