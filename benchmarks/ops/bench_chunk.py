@@ -23,6 +23,9 @@ imports ``fla`` from ``DIR`` (both packages are called ``fla``, so they cannot s
     pip install --no-deps --target /tmp/fla060 fla-core==0.6.0 flash-linear-attention==0.6.0
     python -m benchmarks.ops.bench_chunk --fla-path /tmp/fla060 --out ...
 
+A ``timeout`` at its limit (SIGTERM) still writes the table of the rows measured before it, fla's included (the
+worker reports each row as it goes); the command line in the table says so.
+
 This file imports nothing from the repository at module level, so the same file serves as the
 worker of that process (``--worker fla``, run from outside the repository).
 
@@ -245,6 +248,13 @@ def _decode_ops() -> dict:
     }
 
 
+PROGRESS = "[bench_chunk] "  # a measured row on stderr, as JSON: what the parent keeps of a worker cut short
+
+
+def _progress(row: dict) -> None:
+    print(PROGRESS + json.dumps(row), file=sys.stderr, flush=True)
+
+
 def _error(e: Exception) -> str:
     """A table cell for an implementation that raised (e.g. fla 0.6.0 refusing an op on this GPU)."""
     first = str(e).splitlines()[0][:80] if str(e) else ""
@@ -267,19 +277,19 @@ def decode_rows(impl: str) -> list[dict]:
         except Exception as e:  # noqa: BLE001 - a refusing implementation is a result too
             fwd = _error(e)
         rows.append({"op": name, "impl": impl, "T": 1, "fwd_ms": fwd, "fwdbwd_ms": "-"})
-        print(f"[bench_chunk] {rows[-1]}", file=sys.stderr, flush=True)
+        _progress(rows[-1])
         try:
             graph = round(_graph_time(fn), 4)
         except Exception as e:  # noqa: BLE001
             graph = _error(e)
         rows.append({"op": name + "_cudagraph", "impl": impl, "T": 1, "fwd_ms": graph, "fwdbwd_ms": "-"})
-        print(f"[bench_chunk] {rows[-1]}", file=sys.stderr, flush=True)
+        _progress(rows[-1])
     # the floor: copying the fp32 state (the same bytes read and written as a decode step), one launch
     h0 = torch.randn(B, H, D, D, device="cuda", dtype=torch.float32)
     ht = torch.empty_like(h0)
     floor = round(float(do_bench(lambda: ht.copy_(h0), return_mode="median")), 4)
     rows.append({"op": "decode_state_copy_floor", "impl": impl, "T": 1, "fwd_ms": floor, "fwdbwd_ms": "-"})
-    print(f"[bench_chunk] {rows[-1]}", file=sys.stderr, flush=True)
+    _progress(rows[-1])
     return rows
 
 
@@ -340,10 +350,13 @@ def selected(ops: dict, names: list[str] | None) -> list[str]:
     return [n for n in names if n in ops] if names else list(ops)
 
 
-def rows_for(impl: str, seq_lens, names: list[str] | None = None) -> list[dict]:
+def rows_for(impl: str, seq_lens, names: list[str] | None = None, rows: list[dict] | None = None) -> list[dict]:
+    """Timed rows of ``impl``'s ops, appended to ``rows`` (a new list by default) as each is measured."""
     # the decode rows first: they take seconds, the chunk ops' first calls minutes (autotuning), so a time
     # limit cuts the chunk ops, not the decode figures
-    rows = decode_rows(impl) if not names or any(n.startswith("decode") for n in names) else []
+    rows = [] if rows is None else rows
+    if not names or any(n.startswith("decode") for n in names):
+        rows += decode_rows(impl)
     ops = _ops(impl)
     for name in selected(ops, names):
         op, gate = ops[name]
@@ -354,7 +367,7 @@ def rows_for(impl: str, seq_lens, names: list[str] | None = None) -> list[dict]:
             except Exception as e:  # noqa: BLE001 - e.g. fla 0.6.0 refusing an op on this GPU: a result too
                 fwd, fwdbwd = _error(e), "-"
             rows.append({"op": name, "impl": impl, "T": T, "fwd_ms": fwd, "fwdbwd_ms": fwdbwd})
-            print(f"[bench_chunk] {rows[-1]}", file=sys.stderr, flush=True)  # progress: a timeout keeps the rows so far
+            _progress(rows[-1])
             del ts
             torch.cuda.empty_cache()
     return rows
@@ -369,16 +382,27 @@ def sdpa_rows(seq_lens) -> list[dict]:
     return rows
 
 
-def fla_rows(fla_path: str, seq_lens, names: list[str] | None = None) -> list[dict]:
-    """Run this file as ``--worker fla`` with ``fla_path`` first on the path, outside the repository."""
+def fla_rows(fla_path: str, seq_lens, names: list[str] | None = None, rows: list[dict] | None = None) -> list[dict]:
+    """Run this file as ``--worker fla`` with ``fla_path`` first on the path, outside the repository; its rows are
+    appended to ``rows`` as the worker reports them (its progress lines pass through to our stderr), so a
+    :class:`benchmarks.report.CutShort` keeps those measured before it."""
+    rows = [] if rows is None else rows
     env = {**os.environ, "PYTHONPATH": fla_path}
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "fla", "--T", *map(str, seq_lens)]
     cmd += ["--ops", *names] if names else []
     with tempfile.TemporaryDirectory() as cwd:
-        done = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, text=True)  # its progress -> our stderr
-    if done.returncode != 0:
-        raise RuntimeError(f"fla worker failed ({done.returncode}); its stderr is above")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        with subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as w:
+            try:
+                for line in w.stderr:
+                    sys.stderr.write(line)
+                    if line.startswith(PROGRESS) and line[len(PROGRESS) :].startswith("{"):
+                        rows.append(json.loads(line[len(PROGRESS) :]))
+            except BaseException:
+                w.kill()
+                raise
+    if w.returncode != 0:
+        raise RuntimeError(f"fla worker failed ({w.returncode}); its stderr is above")
+    return rows
 
 
 def warm_caches(fla_path: str | None, seq_lens, names: list[str] | None, jobs: int) -> None:
@@ -448,14 +472,21 @@ def main() -> None:
         warm_caches(args.fla_path, args.T, args.ops, args.warm_jobs)
     if args.warm_only:
         return
-    rows = rows_for("ours", args.T, args.ops) + (sdpa_rows(args.T) if not args.ops else [])
-    if args.fla_path:
-        rows += fla_rows(args.fla_path, args.T, args.ops)
-    from benchmarks.report import emit  # here, not at module level: the fla worker runs outside the repository
+    # here, not at module level: the fla worker runs outside the repository
+    from benchmarks.report import CutShort, emit, stop_on_sigterm
 
+    rows: list[dict] = []
+    command = "python -m benchmarks.ops.bench_chunk " + " ".join(sys.argv[1:])
+    try:  # a `timeout` limit (SIGTERM) still leaves the table of the rows measured before it
+        with stop_on_sigterm():
+            rows_for("ours", args.T, args.ops, rows)
+            rows += sdpa_rows(args.T) if not args.ops else []
+            if args.fla_path:
+                fla_rows(args.fla_path, args.T, args.ops, rows)
+    except CutShort:
+        command += f" (cut short by SIGTERM after {len(rows)} rows)"
     rows.sort(key=lambda r: (r["op"], r["T"], r["impl"]))
-    table = to_markdown(rows, "python -m benchmarks.ops.bench_chunk " + " ".join(sys.argv[1:]))
-    emit(table, args.out)
+    emit(to_markdown(rows, command), args.out)
 
 
 if __name__ == "__main__":

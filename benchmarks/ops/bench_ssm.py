@@ -164,6 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="write the markdown tables here")
     parser.add_argument("--fla-path", default=None, help="directory holding fla 0.6.0 (pip install --target)")
+    parser.add_argument("--scan-only", action="store_true", help="the selective-scan table alone (no layers)")
     parser.add_argument("--worker", choices=["fla"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -173,23 +174,27 @@ def main() -> None:
         return
     import triton
 
-    from benchmarks.report import emit  # here, not at module level: the fla worker runs outside the repository
+    # here, not at module level: the fla worker runs outside the repository
+    from benchmarks.report import CutShort, emit, stop_on_sigterm
 
-    rows = layer_rows("ours") + (fla_layer_rows(args.fla_path) if args.fla_path else [])
     lines = [
         f"device: {torch.cuda.get_device_name()} | torch {torch.__version__} | triton {triton.__version__} | "
         f"python {platform.python_version()}",
         "",
         f"command: `python -m benchmarks.ops.bench_ssm {' '.join(sys.argv[1:])}`",
         "",
-        f"selective scan: B={SCAN['B']}, T={SCAN['T']}, d_inner={SCAN['Di']}, d_state={SCAN['Ds']}, bf16",
-        "",
-        *scan_rows(),
-        "",
-        f"layers: B={LAYER['B']}, T={LAYER['T']}, hidden={LAYER['hidden']}, bf16 weights and activations",
-        "",
-        *layer_table(rows),
     ]
+    try:  # the scan first (seconds), then the layers (their compiles take minutes): a time limit keeps the scan
+        with stop_on_sigterm():
+            lines += [f"selective scan: B={SCAN['B']}, T={SCAN['T']}, d_inner={SCAN['Di']}, d_state={SCAN['Ds']}, bf16"]
+            lines += ["", *scan_rows(), ""]
+            print("\n".join(lines), file=sys.stderr, flush=True)
+            if not args.scan_only:
+                rows = layer_rows("ours") + (fla_layer_rows(args.fla_path) if args.fla_path else [])
+                lines += [f"layers: B={LAYER['B']}, T={LAYER['T']}, hidden={LAYER['hidden']}, bf16 weights and "
+                          "activations", "", *layer_table(rows)]  # fmt: skip
+    except CutShort:
+        lines += ["", "(cut short by SIGTERM)"]
     emit("\n".join(lines) + "\n", args.out)
 
 
