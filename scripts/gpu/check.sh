@@ -13,7 +13,8 @@
 # repository with .whl/ (and .whl_peer/) to the GPU machine; this script installs them under /tmp and puts them on
 # PYTHONPATH.
 #
-# Output ($OUT, default outputs/gpu_check): versions.txt (device, versions, commit), pytest.log, failures.log
+# Output ($OUT, default outputs/gpu_check): versions.txt (device, versions, commit), pytest.log (a line per test as it
+# finishes: a run cut by PYTEST_TIMEOUT still says which passed), failures.log
 # (each failure's traceback as it happens), and one table per benchmark: modules.md, ops_chunk.md, train_<model>.md
 # (train_summary.md: one line per model, its row or its exception; train_<model>.log: its output).
 # The tables carry their command; benchmarks/results/ keeps the current ones (add the device, versions and commit).
@@ -89,7 +90,7 @@ if [ "${PYTEST:-1}" != 0 ]; then
     [ ${#paths[@]} -eq 0 ] && paths=(tests/fla tests/test_project.py)
     # shellcheck disable=SC2086  # PYTEST_ARGS is split on purpose
     FLA_TEST_ONE_CONFIG=${FLA_TEST_ONE_CONFIG:-1} FLAME_FAILURE_LOG="$OUT/failures.log" \
-        timeout "${PYTEST_TIMEOUT:-1800}" python3 -m pytest -q -p no:cacheprovider -n "${NPROC:-8}" --durations=15 \
+        timeout "${PYTEST_TIMEOUT:-1800}" python3 -m pytest -v -p no:cacheprovider -n "${NPROC:-8}" --durations=15 \
         "${paths[@]}" ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/pytest.log" | tail -60
     rc=${PIPESTATUS[0]}
 fi
