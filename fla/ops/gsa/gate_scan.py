@@ -3,7 +3,8 @@
 Columns are the ``C = H * M`` (head, slot) pairs of ``s [B, T, H, M]``, tokens in ``BT``-token tiles. Every pass is
 tile-parallel with one short serial pass over each sequence's tiles in between (a walk over all of ``T`` by one
 program per column block left most of the GPU idle): forward, the tiles' log-sum-exps, then the value of ``z``
-entering each tile (serial, one ``[BC]`` step per tile), then each tile's prefixes by ``tl.associative_scan``;
+entering each tile (serial, one ``[BC]`` step per tile), then each tile's rows in order (a ``logaddexp`` per token
+in each column's thread);
 backward, each tile's own reverse scan, then ``Q`` entering each tile from the ones after (serial: the in-tile
 factors ``exp(z_t - z_{t+1})`` telescope to ``exp(z_first - z_next first)``), then each tile's scan plus that carry.
 The maths (see :mod:`fla.ops.gsa.gate`)::
@@ -34,8 +35,6 @@ from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 BT = 64  # tokens per tile
-# the maximum of an empty log-sum-exp pair (finite: exp(EMPTY_MAX - x) is 0 for every logit x, no NaN from -inf - -inf)
-EMPTY_MAX = tl.constexpr(-1.0e30)
 
 
 @triton.jit
@@ -43,23 +42,6 @@ def _logaddexp(a, b):
     """``log(exp(a) + exp(b))``, ``-inf`` when both are ``-inf``."""
     m = tl.maximum(a, b)
     return tl.where(m == float("-inf"), m, m + tl.log(1.0 + tl.exp(tl.minimum(a, b) - m)))
-
-
-@triton.jit
-def _scaled_sum(m1, l1, m2, l2):
-    """Log-sum-exp scan combine on ``(max, sum of exp(x - max))`` pairs: ``logaddexp`` with one ``exp`` and no
-    ``log`` (fp32 ``tl.log`` is a ~12-FMA polynomial on sm_90, ``tl.exp`` one ``MUFU.EX2``). Maxima are finite
-    (an empty pair is ``(EMPTY_MAX, 0)``), so no ``-inf - -inf`` guard is needed."""
-    m = tl.maximum(m1, m2)
-    e = tl.exp(tl.minimum(m1, m2) - m)  # exp(-|m1 - m2|) <= 1
-    return m, tl.where(m1 >= m2, l1 + l2 * e, l1 * e + l2)
-
-
-@triton.jit
-def _pair(x):
-    """``x`` (``-inf``: nothing) as a :func:`_scaled_sum` pair."""
-    empty = x == float("-inf")
-    return tl.where(empty, EMPTY_MAX, x), tl.where(empty, 0.0, 1.0)
 
 
 @triton.jit
@@ -126,28 +108,21 @@ def additive_gate_fwd_kernel(
     s, z_in, s_out, g, z, cu_seqlens, chunk_indices, T, C: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
     IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
-    """Forward, per tile: ``s_out`` (s' in s's dtype), ``g`` and ``z`` (float32) from the carry ``z_in``."""
+    """Forward, per tile: ``s_out`` (s' in s's dtype), ``g`` and ``z`` (float32) from the carry ``z_in``, row after
+    row: each column's ``z`` is one ``logaddexp`` per token in its thread. (An in-tile ``tl.associative_scan`` over
+    the rows, which spans threads and warps, ran ~180 instructions per element on sm_90 and was 1.0 of LightNet's
+    1.78 ms forward on an H100; this loop runs ~35 and reads each row as the 16-bit row of ``BC`` columns.)"""
     _, bos, T_n, i_tc, i_ch, o_c, m_c = _tile(cu_seqlens, chunk_indices, T, C, BT, BC, IS_VARLEN)
-    o_r = tl.arange(0, BT)  # [BT] rows of the tile
-    o_t = i_tc * BT + o_r  # [BT] positions in the sequence
-    m_tc = (o_t < T_n)[:, None] & m_c[None, :]
     b_z = tl.load(z_in + i_ch * C + o_c, mask=m_c, other=float("-inf"))  # [BC] z before the tile
-    p = (bos + o_t[:, None]) * C + o_c[None, :]  # [BT, BC]
-    b_s = tl.load(s + p, mask=m_tc, other=float("-inf")).to(tl.float32)
-    # z_t = logaddexp(z_in, s_0 .. s_t) as (running max M_t, L_t = sum exp(s - M_t)) pairs: a log per element
-    # only at the end (a scan of logaddexp took a log per combine); the carry z_in folds in as the pair (z_in, 1)
-    b_sm, b_sl = _pair(b_s)
-    b_M, b_L = tl.associative_scan((b_sm, b_sl), axis=0, combine_fn=_scaled_sum)
-    b_zm, b_zl = _pair(b_z)
-    b_M, b_L = _scaled_sum(b_zm[None, :], b_zl[None, :], b_M, b_L)
-    b_zt = b_M + tl.log(b_L)  # [BT, BC]; log(0) = -inf where there is nothing yet
-    # z of the row before each row (the first row's is the carry): the scan's rows shifted down by one
-    o_prev = tl.broadcast_to(tl.maximum(o_r - 1, 0)[:, None], (BT, BC))
-    b_zp = tl.where((o_r == 0)[:, None], b_z[None, :], tl.gather(b_zt, o_prev, axis=0))
-    b_zp = tl.where(b_zp == float("-inf"), b_zt, b_zp)  # the first token without z0: g_0 = 0
-    tl.store(s_out + p, tl.exp(b_s - b_zt).to(s_out.dtype.element_ty), mask=m_tc)
-    tl.store(g + p, b_zp - b_zt, mask=m_tc)
-    tl.store(z + p, b_zt, mask=m_tc)
+    t0 = i_tc * BT
+    for t in range(t0, tl.minimum(t0 + BT, T_n)):
+        p = (bos + t) * C + o_c  # [BC]
+        b_s = tl.load(s + p, mask=m_c, other=float("-inf")).to(tl.float32)
+        b_zt = _logaddexp(b_z, b_s)
+        tl.store(s_out + p, tl.exp(b_s - b_zt).to(s_out.dtype.element_ty), mask=m_c)
+        tl.store(g + p, tl.where(b_z == float("-inf"), 0.0, b_z - b_zt), mask=m_c)  # the first token without z0: 0
+        tl.store(z + p, b_zt, mask=m_c)
+        b_z = b_zt
 
 
 @triton.jit
@@ -247,6 +222,12 @@ def _block(C: int) -> int:
     return min(32, max(16, next_power_of_2(C)))
 
 
+def _row_block(C: int) -> int:
+    """Columns of a forward program, which walks its tile's rows: up to 512 (4 per thread at 4 warps), so that a
+    row is one wide load and each thread carries a few independent chains."""
+    return min(512, max(32, next_power_of_2(C)))
+
+
 class AdditiveGateFunction(torch.autograd.Function):
     @staticmethod
     @contiguous
@@ -265,7 +246,10 @@ class AdditiveGateFunction(torch.autograd.Function):
         additive_gate_carry_kernel[(cdiv(C, BC), layout.num_seqs)](
             lse, z0, z_in, zT, cu, layout.chunk_offsets, T, C=C, BT=BT, BC=BC
         )  # fmt: skip
-        additive_gate_fwd_kernel[tiles](s, z_in, s_out, g, z, cu, idx, T, C=C, BT=BT, BC=BC)
+        BR = _row_block(C)  # the row loop's columns: one or more per thread, 32 per warp
+        additive_gate_fwd_kernel[(cdiv(C, BR), layout.row_chunks, layout.batch)](
+            s, z_in, s_out, g, z, cu, idx, T, C=C, BT=BT, BC=BR, num_warps=max(1, BR // 128)
+        )  # fmt: skip
         ctx.save_for_backward(s_out, z, z0)
         ctx.s_dtype, ctx.layout = s.dtype, layout
         return s_out, g, zT
