@@ -126,30 +126,32 @@ def additive_gate_fwd_kernel(
 
 
 @triton.jit
-def _tile_q(s_out, z, ds_out, dg, dzT, bos, T_n, i_tc, o_c, m_c, C: tl.constexpr, BT: tl.constexpr,
-            USE_Z0: tl.constexpr):  # fmt: skip
-    """Backward, one tile: the in-tile reverse scan ``Q_t = dZ_t + exp(z_t - z_{t+1}) Q_{t+1}`` (no carry
-    from later tiles: the tile's last row links to the next tile through it), with the tile's ``s'``, ``ds'``,
-    ``z``, row offsets and mask."""
-    o_r = tl.arange(0, BT)
-    o_t = i_tc * BT + o_r  # [BT]
-    m_tc = (o_t < T_n)[:, None] & m_c[None, :]
-    p = (bos + o_t[:, None]) * C + o_c[None, :]  # [BT, BC]
-    m_next = (o_t + 1 < T_n)[:, None] & m_c[None, :]  # the row after exists in the sequence
-    b_sn = tl.load(s_out + p, mask=m_tc, other=0.0).to(tl.float32)  # s'
-    b_dsn = tl.load(ds_out + p, mask=m_tc, other=0.0).to(tl.float32)
-    b_z = tl.load(z + p, mask=m_tc, other=0.0)
-    b_z1 = tl.load(z + p + C, mask=m_next, other=0.0)  # z_{t+1}
-    b_dg = tl.load(dg + p, mask=m_tc, other=0.0).to(tl.float32)
-    b_dg1 = tl.load(dg + p + C, mask=m_next, other=0.0).to(tl.float32)  # dg_{t+1}
-    if not USE_Z0:
-        b_dg = tl.where((o_t == 0)[:, None], 0.0, b_dg)  # g_0 = 0 does not depend on z_0
+def _reverse_rows(s_out, z, ds_out, dg, dzT, ds, bos, T_n, t0, o_c, m_c, b_q, b_zn, C: tl.constexpr, BT: tl.constexpr,
+                  USE_Z0: tl.constexpr, STORE_DS: tl.constexpr):  # fmt: skip
+    """Backward, one tile's rows from its last: ``Q_t = dZ_t + exp(z_t - z_{t+1}) Q_{t+1}`` per column in its thread,
+    from ``b_q`` = ``Q`` at the row after the tile (``z`` there: ``b_zn``; ``b_q = 0, b_zn = +inf`` for none); with
+    ``STORE_DS``, ``ds_t = s'_t (ds'_t + Q_t)`` (s's dtype). Returns ``Q`` at the tile's first row."""
+    t_end = tl.minimum(t0 + BT, T_n)
     b_dzT = tl.load(dzT + o_c, mask=m_c, other=0.0).to(tl.float32)  # [BC] (dzT: this sequence's row)
-    b_u = -b_dsn * b_sn - b_dg + b_dg1 + tl.where((o_t == T_n - 1)[:, None], b_dzT[None, :], 0.0)
-    b_u = tl.where(m_tc, b_u, 0.0)
-    b_a = tl.where(m_next & (o_r < BT - 1)[:, None], tl.exp(b_z - b_z1), 0.0)
-    _, b_Q = tl.associative_scan((b_a, b_u), axis=0, combine_fn=_decayed_sum, reverse=True)
-    return b_Q, b_sn, b_dsn, b_z, p, m_tc
+    m_after = m_c & (0 * o_c + t_end < T_n)  # [BC]: a row follows the tile (a vector: the interpreter's masks)
+    b_dg1 = tl.load(dg + (bos + t_end) * C + o_c, mask=m_after, other=0.0).to(tl.float32)  # dg_{t+1}
+    for i in range(0, t_end - t0):
+        t = t_end - 1 - i
+        p = (bos + t) * C + o_c  # [BC]
+        b_sn = tl.load(s_out + p, mask=m_c, other=0.0).to(tl.float32)  # s'
+        b_dsn = tl.load(ds_out + p, mask=m_c, other=0.0).to(tl.float32)
+        b_z = tl.load(z + p, mask=m_c, other=0.0)
+        b_dg = tl.load(dg + p, mask=m_c, other=0.0).to(tl.float32)
+        b_u = -b_dsn * b_sn + b_dg1 + tl.where(t == T_n - 1, b_dzT, 0.0)
+        if USE_Z0:
+            b_u -= b_dg
+        else:  # g_0 = 0 does not depend on z_0
+            b_u -= tl.where(t == 0, 0.0, b_dg)
+        b_q = b_u + tl.exp(b_z - b_zn) * b_q
+        if STORE_DS:
+            tl.store(ds + p, (b_sn * (b_dsn + b_q)).to(ds.dtype.element_ty), mask=m_c)
+        b_zn, b_dg1 = b_z, b_dg
+    return b_q
 
 
 @lean_launch
@@ -159,10 +161,12 @@ def additive_gate_bwd_local_kernel(
     s_out, z, z0, ds_out, dg, dzT, q_first, cu_seqlens, chunk_indices, T, C: tl.constexpr, BT: tl.constexpr,
     BC: tl.constexpr, USE_Z0: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
-    """Backward, per tile: ``q_first [chunks, C]`` = the in-tile scan's ``Q`` at the tile's first row."""
+    """Backward, per tile: ``q_first [chunks, C]`` = the tile's own ``Q`` (nothing carried in) at its first row."""
     i_n, bos, T_n, i_tc, i_ch, o_c, m_c = _tile(cu_seqlens, chunk_indices, T, C, BT, BC, IS_VARLEN)  # i_n: dz_T's row
-    b_Q, _, _, _, _, _ = _tile_q(s_out, z, ds_out, dg, dzT + i_n * C, bos, T_n, i_tc, o_c, m_c, C, BT, USE_Z0)
-    tl.store(q_first + i_ch * C + o_c, tl.sum(tl.where((tl.arange(0, BT) == 0)[:, None], b_Q, 0.0), axis=0), mask=m_c)
+    b_q = _reverse_rows(s_out, z, ds_out, dg, dzT + i_n * C, q_first, bos, T_n, i_tc * BT, o_c, m_c,
+                        tl.zeros([BC], dtype=tl.float32), tl.full([BC], float("inf"), dtype=tl.float32), C, BT, USE_Z0,
+                        False)  # fmt: skip
+    tl.store(q_first + i_ch * C + o_c, b_q, mask=m_c)
 
 
 @lean_launch
@@ -205,17 +209,14 @@ def additive_gate_bwd_kernel(
     s_out, z, z0, ds_out, dg, dzT, q_next, ds, cu_seqlens, chunk_indices, T, C: tl.constexpr, BT: tl.constexpr,
     BC: tl.constexpr, USE_Z0: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
-    """Backward, per tile: ``Q`` = the in-tile scan plus ``exp(z_t - z_next) Q_next`` from the tiles after,
-    and ``ds = s' (ds' + Q)`` in s's dtype."""
+    """Backward, per tile: ``Q`` from the row after the tile (``q_next``, 0 after the sequence's last tile) through
+    its rows, and ``ds = s' (ds' + Q)`` in s's dtype."""
     i_n, bos, T_n, i_tc, i_ch, o_c, m_c = _tile(cu_seqlens, chunk_indices, T, C, BT, BC, IS_VARLEN)  # i_n: dz_T's row
-    b_Q, b_sn, b_dsn, b_z, p, m_tc = _tile_q(
-        s_out, z, ds_out, dg, dzT + i_n * C, bos, T_n, i_tc, o_c, m_c, C, BT, USE_Z0
-    )  # fmt: skip
-    if (i_tc + 1) * BT < T_n:  # a tile follows in this sequence
-        b_zn = tl.load(z + (bos + (i_tc + 1) * BT) * C + o_c, mask=m_c, other=0.0)  # z at its first row
-        b_qn = tl.load(q_next + i_ch * C + o_c, mask=m_c, other=0.0)
-        b_Q += tl.where(m_tc, tl.exp(b_z - b_zn[None, :]), 0.0) * b_qn[None, :]
-    tl.store(ds + p, (b_sn * (b_dsn + b_Q)).to(ds.dtype.element_ty), mask=m_tc)
+    t0 = i_tc * BT
+    follows = 0 * o_c + t0 + BT < T_n  # [BC]: a tile follows in this sequence (a vector: the interpreter's masks)
+    b_q = tl.load(q_next + i_ch * C + o_c, mask=m_c & follows, other=0.0)
+    b_zn = tl.load(z + (bos + t0 + BT) * C + o_c, mask=m_c & follows, other=float("inf"))  # z at its first row
+    _reverse_rows(s_out, z, ds_out, dg, dzT + i_n * C, ds, bos, T_n, t0, o_c, m_c, b_q, b_zn, C, BT, USE_Z0, True)
 
 
 def _block(C: int) -> int:
@@ -268,13 +269,18 @@ class AdditiveGateFunction(torch.autograd.Function):
         ds = empty(B, T, H, M, dtype=ctx.s_dtype, device=z.device)
         dz0 = None if z0 is None else empty(layout.num_seqs, H, M, dtype=torch.float32, device=z.device)
         q_first, q_next = (empty(NC, C, dtype=torch.float32, device=z.device) for _ in range(2))
-        tiles = (cdiv(C, BC), layout.row_chunks, layout.batch)
         cu, idx = layout.cu_seqlens, layout.chunk_indices
-        additive_gate_bwd_local_kernel[tiles](s_out, z, z0, ds_out, dg, dzT, q_first, cu, idx, T, C=C, BT=BT, BC=BC)
+        BR = _row_block(C)  # the row walks' columns, as the forward's
+        rows = (cdiv(C, BR), layout.row_chunks, layout.batch)
+        additive_gate_bwd_local_kernel[rows](
+            s_out, z, z0, ds_out, dg, dzT, q_first, cu, idx, T, C=C, BT=BT, BC=BR, num_warps=max(1, BR // 128)
+        )  # fmt: skip
         additive_gate_bwd_carry_kernel[(cdiv(C, BC), layout.num_seqs)](
             q_first, z, z0, dg, dzT, q_next, dz0, cu, layout.chunk_offsets, T, C=C, BT=BT, BC=BC
         )  # fmt: skip
-        additive_gate_bwd_kernel[tiles](s_out, z, z0, ds_out, dg, dzT, q_next, ds, cu, idx, T, C=C, BT=BT, BC=BC)
+        additive_gate_bwd_kernel[rows](
+            s_out, z, z0, ds_out, dg, dzT, q_next, ds, cu, idx, T, C=C, BT=BT, BC=BR, num_warps=max(1, BR // 128)
+        )  # fmt: skip
         return ds, (None if dz0 is None else dz0.to(z0.dtype)), None
 
 
