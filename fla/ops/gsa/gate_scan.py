@@ -4,9 +4,10 @@ Columns are the ``C = H * M`` (head, slot) pairs of ``s [B, T, H, M]``, tokens i
 tile-parallel with one short serial pass over each sequence's tiles in between (a walk over all of ``T`` by one
 program per column block left most of the GPU idle): forward, the tiles' log-sum-exps, then the value of ``z``
 entering each tile (serial, one ``[BC]`` step per tile), then each tile's rows in order (a ``logaddexp`` per token
-in each column's thread);
-backward, each tile's own reverse scan, then ``Q`` entering each tile from the ones after (serial: the in-tile
-factors ``exp(z_t - z_{t+1})`` telescope to ``exp(z_first - z_next first)``), then each tile's scan plus that carry.
+in each column's thread); backward, each tile's own ``Q`` at its first row, then ``Q`` entering each tile from the
+ones after (serial: the in-tile factors ``exp(z_t - z_{t+1})`` telescope to ``exp(z_first - z_next first)``), then
+each tile's rows from its last with that carry. The per-tile passes walk rows in each column's thread: an in-tile
+``tl.associative_scan`` spans threads and warps (shuffles, shared memory, barriers) and ran 3-6x the instructions.
 The maths (see :mod:`fla.ops.gsa.gate`)::
 
     z_t = logaddexp(z_{t-1}, s_t)   (z_{-1} = z0, or -inf)     s'_t = exp(s_t - z_t)     g_t = z_{t-1} - z_t
@@ -42,12 +43,6 @@ def _logaddexp(a, b):
     """``log(exp(a) + exp(b))``, ``-inf`` when both are ``-inf``."""
     m = tl.maximum(a, b)
     return tl.where(m == float("-inf"), m, m + tl.log(1.0 + tl.exp(tl.minimum(a, b) - m)))
-
-
-@triton.jit
-def _decayed_sum(a1, h1, a2, h2):
-    """Reverse-scan combine: ``h = a2 h1 + h2`` (segment 1 later in time than 2), factors multiply."""
-    return a1 * a2, a2 * h1 + h2
 
 
 @triton.jit
