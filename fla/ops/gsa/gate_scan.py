@@ -218,10 +218,12 @@ def _block(C: int) -> int:
     return min(32, max(16, next_power_of_2(C)))
 
 
-def _row_block(C: int) -> int:
-    """Columns of a forward program, which walks its tile's rows: up to 512 (4 per thread at 4 warps), so that a
-    row is one wide load and each thread carries a few independent chains."""
-    return min(512, max(32, next_power_of_2(C)))
+def _row_walks(C: int, layout: ChunkLayout) -> tuple[tuple[int, int, int], dict]:
+    """Grid and launch settings of the per-tile row walks (the forward and both per-tile backward passes): up to 512
+    columns a program, 128 per warp (4 per thread), so that a row is one wide load and each thread carries a few
+    independent chains."""
+    BR = min(512, max(32, next_power_of_2(C)))
+    return (cdiv(C, BR), layout.row_chunks, layout.batch), {"BC": BR, "num_warps": max(1, BR // 128)}
 
 
 class AdditiveGateFunction(torch.autograd.Function):
@@ -242,10 +244,8 @@ class AdditiveGateFunction(torch.autograd.Function):
         additive_gate_carry_kernel[(cdiv(C, BC), layout.num_seqs)](
             lse, z0, z_in, zT, cu, layout.chunk_offsets, T, C=C, BT=BT, BC=BC
         )  # fmt: skip
-        BR = _row_block(C)  # the row loop's columns: one or more per thread, 32 per warp
-        additive_gate_fwd_kernel[(cdiv(C, BR), layout.row_chunks, layout.batch)](
-            s, z_in, s_out, g, z, cu, idx, T, C=C, BT=BT, BC=BR, num_warps=max(1, BR // 128)
-        )  # fmt: skip
+        rows, walk = _row_walks(C, layout)
+        additive_gate_fwd_kernel[rows](s, z_in, s_out, g, z, cu, idx, T, C=C, BT=BT, **walk)
         ctx.save_for_backward(s_out, z, z0)
         ctx.s_dtype, ctx.layout = s.dtype, layout
         return s_out, g, zT
@@ -265,17 +265,12 @@ class AdditiveGateFunction(torch.autograd.Function):
         dz0 = None if z0 is None else empty(layout.num_seqs, H, M, dtype=torch.float32, device=z.device)
         q_first, q_next = (empty(NC, C, dtype=torch.float32, device=z.device) for _ in range(2))
         cu, idx = layout.cu_seqlens, layout.chunk_indices
-        BR = _row_block(C)  # the row walks' columns, as the forward's
-        rows = (cdiv(C, BR), layout.row_chunks, layout.batch)
-        additive_gate_bwd_local_kernel[rows](
-            s_out, z, z0, ds_out, dg, dzT, q_first, cu, idx, T, C=C, BT=BT, BC=BR, num_warps=max(1, BR // 128)
-        )  # fmt: skip
+        rows, walk = _row_walks(C, layout)
+        additive_gate_bwd_local_kernel[rows](s_out, z, z0, ds_out, dg, dzT, q_first, cu, idx, T, C=C, BT=BT, **walk)
         additive_gate_bwd_carry_kernel[(cdiv(C, BC), layout.num_seqs)](
             q_first, z, z0, dg, dzT, q_next, dz0, cu, layout.chunk_offsets, T, C=C, BT=BT, BC=BC
         )  # fmt: skip
-        additive_gate_bwd_kernel[rows](
-            s_out, z, z0, ds_out, dg, dzT, q_next, ds, cu, idx, T, C=C, BT=BT, BC=BR, num_warps=max(1, BR // 128)
-        )  # fmt: skip
+        additive_gate_bwd_kernel[rows](s_out, z, z0, ds_out, dg, dzT, q_next, ds, cu, idx, T, C=C, BT=BT, **walk)
         return ds, (None if dz0 is None else dz0.to(z0.dtype)), None
 
 
