@@ -15,6 +15,11 @@ padding), or neither. No rotary positions: ``position_ids`` are ignored.
 Cache (:class:`fla.models.cache.FLACache`): ``attn_state = (k, v, log f)`` ``[B, L, Hkv, D]``, ``[B, L, Hkv, D]``,
 ``[B, L, H]``; with ``window_size`` only the last ``window_size`` positions are kept. New tokens after a
 non-empty cache run :func:`fla.ops.attn.attn_decoding_one_step`, one token at a time.
+
+``window_size`` bounds every path here (training, prefill and decode attend to the last ``window_size`` keys).
+fla 0.6.0's layer hands it to its cache only: its training and prefill attend to the whole prefix while its decode
+sees the window. A fla 0.6.0 checkpoint with a ``window_size`` therefore gives fla 0.6.0's logits here up to
+``window_size`` tokens; without one (its default), at every length (tests/fla/models/test_fla060_family_compat.py).
 """
 
 from __future__ import annotations

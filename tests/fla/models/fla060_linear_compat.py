@@ -152,7 +152,7 @@ def _check_case(out: Path, name: str, entry: dict, require_logits: bool) -> tupl
         line += " logits=not-compared (fla 0.6.0 did not run)"
         if require_logits:
             problems.append("fla 0.6.0 produced no logits to compare (its error is below)")
-    for key in ("native_error", "build_error", "forward_error"):
+    for key in ("native_error", "build_error", "save_error", "forward_error"):
         if entry.get(key):
             line += f"\n    fla060 {key}: {entry[key].strip().splitlines()[-1]}"
     return line, problems

@@ -1,0 +1,140 @@
+"""fla 0.6.0 checkpoints of the conformance families' test configs load here with its logits (run on a GPU).
+
+Two processes, as ``fla060_linear_compat.py`` (whose per-case check this reuses; both packages are named ``fla``)::
+
+    PYTHONPATH=$FLA060_PATH python fla060_family_compat.py save OUT CASES.json   # fla 0.6.0: build, save, logits
+    PYTHONPATH=<this repo>  python fla060_family_compat.py load OUT CASES.json   # ours: load, compare
+
+``CASES.json`` maps a case name to ``{"model_type", "fields", "perturb"}``: the full config fields (the family's
+``configs/<family>_tiny.json`` with the conformance suite's widths and variant on top; ``test_fla060_family_compat.py``
+writes it from :data:`families.FAMILIES`) and the std of the seeded noise added to every parameter before saving
+(families whose init zeroes whole paths, as RWKV7's).
+
+fla 0.6.0 imports flash-attn optionally and calls it where present (softmax ``Attention``, MLA, Rodimus' window
+attention, NSA's window branch); flash-attn is not installed here, so each such module gets the causal SDPA stand-in
+of ``fla060_compat.py`` (``flash_attn_func`` semantics: bottom-right causal, window), the rest being fla 0.6.0's code.
+Logits come from 67 tokens; where fla 0.6.0's forward raises there (it refuses some gated chunk kernels on Hopper with
+triton 3.6), from 64 tokens, where its layers run their ``fused_recurrent`` ops, and ``report.json`` keeps the error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fla060_compat import _inputs, sdpa_flash_attn_func  # noqa: E402
+from fla060_linear_compat import _check_case, _logits, _skip_autotune_timing  # noqa: E402
+
+# fla 0.6.0 modules that bind ``flash_attn_func = None`` when flash-attn is missing and call it at run time
+FLASH_ATTN_USERS = ("fla.layers.attn", "fla.layers.mla", "fla.layers.rodimus", "fla.ops.nsa.parallel")
+SHORT_LEN = 64  # fla 0.6.0's layers decode with their fused_recurrent ops up to 64 tokens in eval mode
+
+
+def _shim_flash_attn() -> list[str]:
+    """Give each of :data:`FLASH_ATTN_USERS` lacking flash-attn the SDPA stand-in; returns the modules shimmed."""
+    shimmed = []
+    for name in FLASH_ATTN_USERS:
+        module = importlib.import_module(name)
+        if getattr(module, "flash_attn_func", None) is None:
+            module.flash_attn_func = sdpa_flash_attn_func
+            shimmed.append(name)
+    return shimmed
+
+
+def _build(case: dict):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(case["model_type"], **case["fields"]))
+    if case.get("perturb"):
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * case["perturb"])
+    return model
+
+
+def _save(model, directory: Path, entry: dict) -> None:
+    """``save_pretrained``; where transformers refuses (fla 0.6.0's LinearAttention with ``tie_feature_map_qk`` shares
+    the q / k feature maps' tensors without declaring them tied), the config and an untied safetensors file instead,
+    which is what ``from_pretrained`` reads."""
+    try:
+        model.save_pretrained(directory)
+    except RuntimeError as error:
+        from safetensors.torch import save_file
+
+        entry["save_error"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        model.config.save_pretrained(directory)
+        save_file({k: v.detach().clone().contiguous() for k, v in model.state_dict().items()},
+                  directory / "model.safetensors", metadata={"format": "pt"})  # fmt: skip
+
+
+def save(out: Path, cases: dict) -> int:
+    import fla
+
+    if getattr(fla, "__version__", None) != "0.6.0":
+        print(f"save must run with flash-linear-attention 0.6.0; imported fla {fla.__version__} from {fla.__file__}")
+        return 2
+    _skip_autotune_timing()
+    shimmed = _shim_flash_attn()
+    report = {"fla": fla.__version__, "fla_file": fla.__file__, "torch": torch.__version__, "cases": {}}
+    for name, case in cases.items():
+        entry = report["cases"].setdefault(name, {})
+        entry["mode"] = f"sdpa-shim {shimmed}" if shimmed else "native"
+        try:
+            model = _build(case)
+        except Exception:
+            entry["mode"], entry["build_error"] = "failed", traceback.format_exc(limit=3)
+            continue
+        entry["keys"] = {k: list(v.shape) for k, v in model.state_dict().items()}
+        _save(model, out / name, entry)
+        input_ids = _inputs(case["fields"]["vocab_size"])
+        try:
+            logits = _logits(model, input_ids)
+        except Exception:  # e.g. a chunk kernel fla 0.6.0 refuses on this GPU: its recurrent path instead
+            entry["forward_error"] = traceback.format_exc(limit=3)
+            input_ids = input_ids[:, :SHORT_LEN]
+            try:
+                logits = _logits(model, input_ids)
+                entry["mode"] += f" ({SHORT_LEN} tokens)"
+            except Exception:
+                entry["mode"] += " (forward failed)"
+                entry["forward_error"] += traceback.format_exc(limit=3)
+                continue
+        torch.save({"input_ids": input_ids, "logits": logits}, out / name / "ref.pt")
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def load(out: Path, cases: dict) -> int:
+    import fla
+
+    if getattr(fla, "__version__", None) == "0.6.0":
+        print(f"load must run with this repository's fla, got fla 0.6.0 from {fla.__file__}")
+        return 2
+    report = json.loads((out / "report.json").read_text())
+    print(f"fla 0.6.0 from {report['fla_file']} (torch {report['torch']}); ours from {fla.__file__}")
+    failures = 0
+    for name in cases:
+        line, problems = _check_case(out, name, report["cases"].get(name, {}), require_logits=True)
+        print(("OK   " if not problems else "FAIL ") + line)
+        for problem in problems:
+            print(f"    {problem}")
+        failures += bool(problems)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if len(args) != 3 or args[0] not in ("save", "load"):
+        sys.exit(f"usage: {sys.argv[0]} save|load OUT_DIR CASES.json")
+    directory = Path(args[1])
+    directory.mkdir(parents=True, exist_ok=True)
+    cases = json.loads(Path(args[2]).read_text())
+    sys.exit((save if args[0] == "save" else load)(directory, cases))
