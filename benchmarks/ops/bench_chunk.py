@@ -23,6 +23,9 @@ imports ``fla`` from ``DIR`` (both packages are called ``fla``, so they cannot s
     pip install --no-deps --target /tmp/fla060 fla-core==0.6.0 flash-linear-attention==0.6.0
     python -m benchmarks.ops.bench_chunk --fla-path /tmp/fla060 --out ...
 
+``--skip-ours`` times fla 0.6.0's column alone (ours measured in another run on the same card): fla's autotuning
+takes minutes per op, and a device window may not hold both.
+
 A ``timeout`` at its limit (SIGTERM) still writes the table of the rows measured before it, fla's included (the
 worker reports each row as it goes); the command line in the table says so.
 
@@ -405,18 +408,19 @@ def fla_rows(fla_path: str, seq_lens, names: list[str] | None = None, rows: list
     return rows
 
 
-def warm_caches(fla_path: str | None, seq_lens, names: list[str] | None, jobs: int) -> None:
-    """Run each op of ours (and of fla 0.6.0 with ``fla_path``) once in its own worker process, ``jobs`` at a
-    time, discarding the figures: their compiles land in Triton's on-disk cache for the timed pass. Autotuning
-    choices made beside other processes are not cached (``TRITON_CACHE_AUTOTUNING=0``, ``FLA_CACHE_RESULTS=0``)."""
+def warm_caches(fla_path: str | None, seq_lens, names: list[str] | None, jobs: int, ours: bool = True) -> None:
+    """Run each op of ours (when ``ours``) and of fla 0.6.0 (with ``fla_path``) once in its own worker process,
+    ``jobs`` at a time, discarding the figures: their compiles land in Triton's on-disk cache for the timed pass.
+    Autotuning choices made beside other processes are not cached (``TRITON_CACHE_AUTOTUNING=0``,
+    ``FLA_CACHE_RESULTS=0``)."""
     here = os.path.abspath(__file__)
     repo = os.path.dirname(os.path.dirname(os.path.dirname(here)))
     env = {**os.environ, "TRITON_CACHE_AUTOTUNING": "0", "FLA_CACHE_RESULTS": "0"}
-    ours = selected(_ops("ours"), names)
+    our_names = selected(_ops("ours"), names)
     ours_path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
-    plans = [(["ours", n], repo, {**env, "PYTHONPATH": ours_path}) for n in ours]
+    plans = [(["ours", n], repo, {**env, "PYTHONPATH": ours_path}) for n in our_names] if ours else []
     if fla_path:
-        fla_names = [n for n in names if not n.startswith("decode")] if names else ours
+        fla_names = [n for n in names if not n.startswith("decode")] if names else our_names
         plans += [(["fla", n], None, {**env, "PYTHONPATH": fla_path}) for n in fla_names]
 
     def run(plan) -> None:
@@ -457,8 +461,13 @@ def main() -> None:
     parser.add_argument(
         "--autotune-ms", type=float, default=None, help="autotuners benchmark each config this long (both packages)"
     )
+    parser.add_argument(
+        "--skip-ours", action="store_true", help="with --fla-path: time fla 0.6.0 only (ours timed in another run)"
+    )
     parser.add_argument("--worker", choices=["fla", "ours"], default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.skip_ours and not args.fla_path:
+        parser.error("--skip-ours needs --fla-path (there would be nothing to time)")
     if not torch.cuda.is_available():
         raise SystemExit("bench_chunk needs a CUDA device")
     if args.autotune_ms is not None:  # the workers this process starts inherit it
@@ -469,7 +478,7 @@ def main() -> None:
         print(json.dumps(rows_for(args.worker, args.T, args.ops)))
         return
     if args.warm_jobs > 0:
-        warm_caches(args.fla_path, args.T, args.ops, args.warm_jobs)
+        warm_caches(args.fla_path, args.T, args.ops, args.warm_jobs, ours=not args.skip_ours)
     if args.warm_only:
         return
     # here, not at module level: the fla worker runs outside the repository
@@ -479,8 +488,9 @@ def main() -> None:
     command = "python -m benchmarks.ops.bench_chunk " + " ".join(sys.argv[1:])
     try:  # a `timeout` limit (SIGTERM) still leaves the table of the rows measured before it
         with stop_on_sigterm():
-            rows_for("ours", args.T, args.ops, rows)
-            rows += sdpa_rows(args.T) if not args.ops else []
+            if not args.skip_ours:
+                rows_for("ours", args.T, args.ops, rows)
+                rows += sdpa_rows(args.T) if not args.ops else []
             if args.fla_path:
                 fla_rows(args.fla_path, args.T, args.ops, rows)
     except CutShort:
