@@ -57,6 +57,11 @@ FLA060_SIZES = {
 # fla 0.6.0's ForgettingAttention hands window_size to its cache only: its training and prefill attend to the whole
 # prefix, ours to the window (fla/layers/forgetting_attn.py), so the logits agree only up to window_size tokens
 WINDOW_IGNORED_BY_FLA060 = {"forgetting_transformer"}
+# bounds on the logits' relative error other than fla060_compat.LOGITS_RATIO (2e-3). MesaNet on a GPU: 4.3e-3 measured
+# (H100, c7af594) against fla 0.6.0's kernels, 2.6e-6 against its own float32 PyTorch CG (the CPU check). Its kernels
+# leave tl.dot at Triton's default input precision, TF32 for float32 operands, ours multiply float32 exactly, and the
+# CG solve's iterations compound the rounding: consistent with that gap, not proven to be all of it
+LOGITS_RATIO_OF = {"mesa_net": 1e-2}
 
 
 def family_cases(family) -> dict:
@@ -71,6 +76,7 @@ def family_cases(family) -> dict:
             "model_type": family.model_type,
             "fields": fields,
             "perturb": family.perturb_init,
+            "logits_ratio": LOGITS_RATIO_OF.get(family.model_type, 2e-3),
         }
     return cases
 
@@ -85,9 +91,10 @@ def test_every_family_has_a_logits_check():
         assert json.loads(json.dumps(cases)) == cases and len(cases) == len(family.variants)
 
 
-# fla 0.6.0's kernels for these run in the Triton interpreter (its chunk kernels fail there: its layers then run their
-# fused_recurrent ops on 64 tokens); ABC's and MesaNet's do not
-INTERPRETABLE = {"linear_attn", "hgrn", "forgetting_transformer", "nsa", "kda", "path_attn"}
+# on CPU: fla 0.6.0's kernels for these run in the Triton interpreter (its chunk kernels fail there: its layers then
+# run their fused_recurrent ops on 64 tokens), or its PyTorch reference stands in (MesaNet's CG solve:
+# fla060_family_compat.REFERENCE_OPS); ABC's kernels fail there and it has no reference to stand in
+INTERPRETABLE = {"linear_attn", "hgrn", "forgetting_transformer", "nsa", "kda", "path_attn", "mesa_net"}
 
 
 def _run(args, pythonpath, cwd):
