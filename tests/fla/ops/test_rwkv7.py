@@ -188,6 +188,26 @@ def test_triton_chunk_states_kept_in_bf16(monkeypatch):
     assert len(stored) == 2  # hs (the backward's recomputed forward) and dhs
 
 
+def test_triton_backward_stores_gradients_in_the_inputs_dtypes():
+    # the backward sums dq, dk, da, db in float32 scratch and stores each finished gradient in its input's dtype (no
+    # float32 copies cast afterwards): fp16 q, k, v, a, b with fp32 gk give fp16 / fp32 gradients, each the float32
+    # run's rounded once (the same kernel on float32 copies of the inputs)
+    from fla.ops.generalized_delta_rule.dplr.chunk_bwd import chunk_dplr_bwd
+
+    torch.manual_seed(3)
+    inputs = {n: t.detach() for n, t in make_inputs(1, 37, 2, 20, 12, torch.float16).items()}
+    inputs["gk"] = inputs["gk"].float()
+    do = torch.randn_like(inputs["v"])
+    args = (1.0, None, do, None, None, False)
+    grads = chunk_dplr_bwd(*(inputs[n] for n in NAMES), *args)[:6]
+    wide = chunk_dplr_bwd(*(inputs[n].float() for n in NAMES), 1.0, None, do.float(), None, None, False)[:6]
+    for name, g, w in zip(("dq", "dk", "dv", "da", "db", "dgk"), grads, wide):
+        source = {"dq": "q", "dk": "k", "dv": "v", "da": "a", "db": "b", "dgk": "gk"}[name]
+        assert g.dtype == inputs[source].dtype, f"{name}: {g.dtype}, expected {inputs[source].dtype}"
+        assert torch.isfinite(g).all(), name
+        assert_close(name, w.double(), g, tol(g.dtype, 2))
+
+
 def test_chunk_state_dtype():
     from fla.ops.generalized_delta_rule.dplr.chunk_fwd import chunk_state_dtype
 

@@ -51,7 +51,7 @@ from fla.ops.generalized_delta_rule.dplr.chunk_intra import (
     load_scores,
     score_block,
 )
-from fla.utils import empty
+from fla.utils import empty, empty_like
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
@@ -121,14 +121,14 @@ def dplr_chunk_bwd_dh_kernel(
 
 @triton.jit
 def _score_grads_block(
-    q, k, a, b, gk, dq, dk, da, db, dgk, dgl, rows, m_t, i_kc, dA_qk, dA_qb, dA_ak, dA_ab, scale,
-    K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, SCALED_ROWS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    q, k, a, b, gk, dq, dk, da, db, dgk, dq_o, dk_o, da_o, db_o, dgl, rows, m_t, i_kc, dA_qk, dA_qb, dA_ak, dA_ab,
+    scale, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, SCALED_ROWS: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):  # fmt: skip
     """Key channels ``i_kc * BC ..`` of the chunk: the score parts of ``dq, dk, da, db`` added to the state parts
     stored there (``sum_j dA_ij y_j exp(Gr_i - Gc_j)`` and transposed; ``SCALED_ROWS``: as ``tl.dot`` products of
     rows scaled from the chunk's start, else ``[BT, BT, BC]`` elementwise with each exponent masked first), then the
-    gate gradient and the finished ``dq`` (scaled), ``dk, da, db, dgk``. ``dgl``: the chunk's ``dL/dG_L [K]``
-    (the chunk-end decay's gradient), added at its last row."""
+    gate gradient and the finished ``dq`` (scaled), ``dk, da, db`` (into ``dq_o, dk_o, da_o, db_o``, in their dtype)
+    and ``dgk``. ``dgl``: the chunk's ``dL/dG_L [K]`` (the chunk-end decay's gradient), added at its last row."""
     o_t = tl.arange(0, BT)
     m_incl = o_t[:, None] >= o_t[None, :]
     m_strict = o_t[:, None] > o_t[None, :]
@@ -166,11 +166,11 @@ def _score_grads_block(
     c_gl = tl.load(dgl + o_kc, mask=o_kc < K, other=0.0)  # [BC]
     c_x += tl.where((o_t == last)[:, None], c_gl[None, :], 0.0)
     c_rev = tl.sum(c_x, axis=0)[None, :] - tl.cumsum(c_x, axis=0) + c_x  # sum over rows s >= i
-    tl.store(dgk + p_c, c_rev - c_dGx, mask=m_c)
-    tl.store(dq + p_c, c_dq * scale, mask=m_c)
-    tl.store(dk + p_c, c_dk, mask=m_c)
-    tl.store(da + p_c, c_da, mask=m_c)
-    tl.store(db + p_c, c_db, mask=m_c)
+    tl.store(dgk + p_c, (c_rev - c_dGx).to(dgk.dtype.element_ty), mask=m_c)
+    tl.store(dq_o + p_c, (c_dq * scale).to(dq_o.dtype.element_ty), mask=m_c)
+    tl.store(dk_o + p_c, c_dk.to(dk_o.dtype.element_ty), mask=m_c)
+    tl.store(da_o + p_c, c_da.to(da_o.dtype.element_ty), mask=m_c)
+    tl.store(db_o + p_c, c_db.to(db_o.dtype.element_ty), mask=m_c)
 
 
 @lean_launch
@@ -199,6 +199,10 @@ def dplr_chunk_bwd_local_kernel(
     db,
     dgl,
     dgk,
+    dq_o,
+    dk_o,
+    da_o,
+    db_o,
     S,
     cu_seqlens,
     chunk_indices,
@@ -299,12 +303,12 @@ def dplr_chunk_bwd_local_kernel(
     dA_ab = tl.where(m_strict, dA_ab, 0.0)
     if chunk_decay_span(gk, rows, m_t, K, BKC) <= SPAN_MAX:
         for i_kd in range(0, tl.cdiv(K, BKD)):
-            _score_grads_block(q, k, a, b, gk, dq, dk, da, db, dgk, p_gl, rows, m_t, i_kd, dA_qk, dA_qb, dA_ak, dA_ab,
-                               scale, K, BT, BKD, True, DOT_PRECISION)  # fmt: skip
+            _score_grads_block(q, k, a, b, gk, dq, dk, da, db, dgk, dq_o, dk_o, da_o, db_o, p_gl, rows, m_t, i_kd,
+                               dA_qk, dA_qb, dA_ak, dA_ab, scale, K, BT, BKD, True, DOT_PRECISION)  # fmt: skip
     else:
         for i_kc in range(0, tl.cdiv(K, BKC)):
-            _score_grads_block(q, k, a, b, gk, dq, dk, da, db, dgk, p_gl, rows, m_t, i_kc, dA_qk, dA_qb, dA_ak, dA_ab,
-                               scale, K, BT, BKC, False, DOT_PRECISION)  # fmt: skip
+            _score_grads_block(q, k, a, b, gk, dq, dk, da, db, dgk, dq_o, dk_o, da_o, db_o, p_gl, rows, m_t, i_kc,
+                               dA_qk, dA_qb, dA_ak, dA_ab, scale, K, BT, BKC, False, DOT_PRECISION)  # fmt: skip
 
 
 def chunk_dplr_bwd(
@@ -321,8 +325,12 @@ def chunk_dplr_bwd(
     cu_seqlens: torch.Tensor | None,
     want_dh0: bool,
 ) -> tuple[torch.Tensor, ...]:
-    """Gradients of the chunked DPLR delta rule (``K, V <= 128``): ``dq, dk, da, db, dgk`` float32
-    ``[B, T, H, K]``, ``dv [B, T, H, V]`` (``v.dtype``) and ``dh0 [N, H, K, V]`` float32 or ``None``."""
+    """Gradients of the chunked DPLR delta rule (``K, V <= 128``): ``dq, dk, da, db, dgk`` ``[B, T, H, K]`` and
+    ``dv [B, T, H, V]``, each in its input's dtype, and ``dh0 [N, H, K, V]`` float32 or ``None``.
+
+    The kernel sums the state and score parts of ``dq, dk, da, db`` in float32 scratch (the same tensors as the
+    outputs for float32 inputs) and stores the finished gradients in the inputs' dtypes: for bf16 inputs that saves
+    writing them in float32 and a cast kernel each (8 of the 14 bytes per element they cost)."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
@@ -333,10 +341,11 @@ def chunk_dplr_bwd(
         q, k, v, a, b, gk, scale, initial_state, False, cu_seqlens, layout=layout, want_o=False, scores=S
     )
     dhs = empty(*layout.states_shape(H, K, V), dtype=chunk_state_dtype(q.dtype), device=q.device)
-    dq, dk, da, db = (empty(B, T, H, K, dtype=torch.float32, device=q.device) for _ in range(4))
+    dq, dk, da, db = (empty(B, T, H, K, dtype=torch.float32, device=q.device) for _ in range(4))  # scratch
+    outs = [g if x.dtype == torch.float32 else empty_like(x) for g, x in zip((dq, dk, da, db), (q, k, a, b))]
     dgl = empty(*layout.states_shape(H, K, 1)[:-1], dtype=torch.float32, device=q.device)  # dL/dG_L per chunk
     dv = empty(B, T, H, V, dtype=v.dtype, device=v.device)
-    dgk = empty(B, T, H, K, dtype=torch.float32, device=q.device)
+    dgk = empty_like(gk)
     dh0 = empty(N, H, K, V, dtype=torch.float32, device=q.device) if want_dh0 else None
     BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
     precision = dot_precision(q.dtype)
@@ -345,10 +354,11 @@ def chunk_dplr_bwd(
         DOT_PRECISION=precision,
     )  # fmt: skip
     dplr_chunk_bwd_local_kernel[(layout.row_chunks, B * H)](
-        q, k, v, a, b, gk, hs, dhs, do, dv, dq, dk, da, db, dgl, dgk, S, cu_seqlens, layout.chunk_indices, scale, T,
-        H=H, K=K, V=V, BT=BT, BK=BK, BKC=16, BKD=score_block(K), BV=min(BV, max(16, 4096 // BK)),
+        q, k, v, a, b, gk, hs, dhs, do, dv, dq, dk, da, db, dgl, dgk, *outs, S, cu_seqlens, layout.chunk_indices, scale,
+        T, H=H, K=K, V=V, BT=BT, BK=BK, BKC=16, BKD=score_block(K), BV=min(BV, max(16, 4096 // BK)),
         DOT_PRECISION=precision,
     )  # fmt: skip
+    dq, dk, da, db = outs
     return dq, dk, dv, da, db, dgk, dh0
 
 
