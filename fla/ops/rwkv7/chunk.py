@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.generalized_delta_rule.dplr.chunk import ChunkDPLRDeltaRuleFunction, check_dplr_options
+from fla.ops.generalized_delta_rule.dplr.chunk import check_dplr_options, dispatch_chunk_dplr
 from fla.ops.generalized_delta_rule.dplr.inputs import prepare_dplr_call
-from fla.ops.generalized_delta_rule.dplr.naive import naive_chunk_dplr_delta_rule
-from fla.utils.backend import dispatch
 
 RWKV7_NAMES = ("r", "k", "v", "a", "b", "w")  # the DPLR op's q, k, v, a, b, gk as RWKV7 calls them
 
@@ -34,7 +32,8 @@ def chunk_rwkv7(
         scale: default 1 (fla 0.6.0's; ``None`` means ``K ** -0.5``).
         initial_state: ``[N, H, K, V]``; output_final_state: also return the final state ``[N, H, K, V]`` float32.
         cu_seqlens: ``[N+1]`` int32/int64 bounds of packed sequences (then ``B == 1``).
-        kwargs: fla 0.6.0's ``cu_seqlens_cpu``, ``safe_gate``, ``chunk_size``, ``disable_recompute``,
+        kwargs: fla 0.6.0's ``disable_recompute`` (as :func:`fla.ops.generalized_delta_rule.chunk_dplr_delta_rule`),
+            ``cu_seqlens_cpu``, ``safe_gate``, ``chunk_size``,
             ``lower_bound`` (accepted), ``cp_context`` (only ``None``).
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state or ``None``.
@@ -43,7 +42,7 @@ def chunk_rwkv7(
     scale = prepare_dplr_call(r, k, v, a, b, w, scale, initial_state, cu_seqlens, names=RWKV7_NAMES)
     args = (r, k, v, a, b, w, scale, initial_state, output_final_state, cu_seqlens)
     inputs = (r, k, v, a, b, w, initial_state)
-    return dispatch(inputs, naive_chunk_dplr_delta_rule, ChunkDPLRDeltaRuleFunction.apply, *args)
+    return dispatch_chunk_dplr(inputs, args, kwargs.get("disable_recompute", False))
 
 
 __all__ = ["RWKV7_NAMES", "chunk_rwkv7"]

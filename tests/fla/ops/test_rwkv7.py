@@ -208,6 +208,35 @@ def test_triton_backward_stores_gradients_in_the_inputs_dtypes():
         assert_close(name, w.double(), g, tol(g.dtype, 2))
 
 
+@pytest.mark.parametrize("varlen", [False, True])
+def test_triton_disable_recompute_keeps_the_forward_for_the_backward(varlen, monkeypatch):
+    # fla 0.6.0's disable_recompute=True: the forward keeps the per-chunk states and the chunk stages' products and
+    # the backward reads them instead of running the forward's stages again; the same kernels on the same inputs, so
+    # the same outputs and gradients bit for bit, and the chunk stages run once instead of twice
+    import fla.ops.generalized_delta_rule.dplr.chunk_fwd as chunk_fwd
+
+    torch.manual_seed(4)
+    inputs = make_inputs(1, 45, 2, 20, 12, torch.float16, num_states=3 if varlen else 1)
+    kwargs = {"cu_seqlens": torch.tensor([0, 1, 30, 45], dtype=torch.int32, device=DEVICE)} if varlen else {}
+    prep_calls = []
+    prep = chunk_fwd.chunk_dplr_prep
+    monkeypatch.setattr(chunk_fwd, "chunk_dplr_prep", lambda *a, **k: prep_calls.append(1) or prep(*a, **k))
+    results = []
+    for keep in (False, True):
+        leaves = {n: t.detach().clone().requires_grad_() for n, t in inputs.items()}
+        prep_calls.clear()
+        with using("triton"):
+            o, ht = _call(chunk_dplr_delta_rule, leaves, disable_recompute=keep, **kwargs)
+            (o.float().square().sum() + ht.square().sum()).backward()
+        results.append(([o, ht], {n: t.grad for n, t in leaves.items()}, len(prep_calls)))
+    (outs, grads, preps), (outs_kept, grads_kept, preps_kept) = results
+    assert (preps, preps_kept) == (2, 1)
+    for x, y in zip(outs, outs_kept):
+        assert torch.equal(x, y)
+    for name in grads:
+        assert torch.equal(grads[name], grads_kept[name]), name
+
+
 def test_chunk_state_dtype():
     from fla.ops.generalized_delta_rule.dplr.chunk_fwd import chunk_state_dtype
 

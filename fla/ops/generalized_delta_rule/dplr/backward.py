@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.generalized_delta_rule.dplr.chunk_bwd import DPLR_BWD_MAX_DIM, chunk_dplr_bwd
+from fla.ops.generalized_delta_rule.dplr.chunk_bwd import DPLR_BWD_MAX_DIM, DPLRForwardState, chunk_dplr_bwd
 from fla.ops.generalized_delta_rule.dplr.naive import chunk_dplr_torch
 
 
@@ -22,16 +22,24 @@ def dplr_grads(
     cu_seqlens: torch.Tensor | None,
     do: torch.Tensor,
     dht: torch.Tensor | None,
+    kept: DPLRForwardState | None = None,
 ) -> tuple[tuple[torch.Tensor | None, ...], torch.Tensor | None]:
     """Gradients of ``(o, ht)`` w.r.t. ``inputs = (q, k, v, a, b, gk)`` (``None`` where ``wants`` is False) and
-    the initial state (when ``want_dh0``), each in its input's dtype: the Triton kernels, or
-    :func:`dplr_recompute_grads` for head dims past :data:`DPLR_BWD_MAX_DIM`."""
+    the initial state (when ``want_dh0``), each in its input's dtype: the Triton kernels (from ``kept``, what the
+    forward kept, or recomputing it), or :func:`dplr_recompute_grads` for head dims past :data:`DPLR_BWD_MAX_DIM`."""
     q, v = inputs[0], inputs[2]
     if max(q.shape[-1], v.shape[-1]) > DPLR_BWD_MAX_DIM:
         return dplr_recompute_grads(inputs, wants, scale, initial_state, want_dh0, cu_seqlens, do, dht)
     want_dh0 = want_dh0 and initial_state is not None
     dq, dk, dv, da, db, dgk, dh0 = chunk_dplr_bwd(
-        *inputs, scale, initial_state, do.contiguous(), None if dht is None else dht.contiguous(), cu_seqlens, want_dh0
+        *inputs,
+        scale,
+        initial_state,
+        do.contiguous(),
+        None if dht is None else dht.contiguous(),
+        cu_seqlens,
+        want_dh0,
+        kept,
     )
     grads = tuple(g.to(x.dtype) if w else None for g, x, w in zip((dq, dk, dv, da, db, dgk), inputs, wants))
     return grads, None if dh0 is None else dh0.to(initial_state.dtype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from fla.ops.generalized_delta_rule.dplr.backward import dplr_grads
+from fla.ops.generalized_delta_rule.dplr.chunk_bwd import DPLR_BWD_MAX_DIM, DPLRForwardState, dplr_forward_for_backward
 from fla.ops.generalized_delta_rule.dplr.chunk_fwd import DPLR_MAX_K, chunk_dplr_fwd
 from fla.ops.generalized_delta_rule.dplr.inputs import prepare_dplr_call
 from fla.ops.generalized_delta_rule.dplr.naive import naive_chunk_dplr_delta_rule
@@ -21,23 +22,34 @@ FLA_OPTIONS = ("cu_seqlens_cpu", "safe_gate", "chunk_size", "disable_recompute",
 
 class ChunkDPLRDeltaRuleFunction(torch.autograd.Function):
     """Triton chunk forward and backward; gradients to ``q, k, v, a, b, gk`` and the initial state (see
-    :mod:`.backward`)."""
+    :mod:`.backward`). ``keep``: the forward keeps the per-chunk states and the chunk stages' products for the
+    backward (fla 0.6.0's ``disable_recompute=True``; ~53 KB per token and head at K = V = 128 in bf16) instead of
+    the backward recomputing them (the chunk stages and the state walk: a second forward)."""
 
     @staticmethod
     @contiguous
-    def forward(ctx, q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens):
-        o, ht, _, _ = chunk_dplr_fwd(q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens)
-        ctx.save_for_backward(q, k, v, a, b, gk, initial_state, cu_seqlens)
-        ctx.scale = scale
+    def forward(ctx, q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens, keep=False):
+        keep = keep and any(ctx.needs_input_grad) and max(q.shape[-1], v.shape[-1]) <= DPLR_BWD_MAX_DIM
+        if keep:
+            args = (q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens, True)
+            o, ht, kept = dplr_forward_for_backward(*args)
+            ctx.layout = kept.layout
+            ctx.save_for_backward(q, k, v, a, b, gk, initial_state, cu_seqlens, kept.hs, kept.W, kept.Qh, kept.S)
+        else:
+            o, ht, _, _ = chunk_dplr_fwd(q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens)
+            ctx.save_for_backward(q, k, v, a, b, gk, initial_state, cu_seqlens)
+        ctx.keep, ctx.scale = keep, scale
         return o, ht
 
     @staticmethod
     @contiguous
     def backward(ctx, do, dht):
-        q, k, v, a, b, gk, initial_state, cu_seqlens = ctx.saved_tensors
+        q, k, v, a, b, gk, initial_state, cu_seqlens, *kept = ctx.saved_tensors
+        kept = DPLRForwardState(ctx.layout, *kept) if ctx.keep else None
         wants = ctx.needs_input_grad
-        grads, dh0 = dplr_grads((q, k, v, a, b, gk), wants[:6], ctx.scale, initial_state, wants[7], cu_seqlens, do, dht)
-        return (*grads, None, dh0, None, None)
+        inputs = (q, k, v, a, b, gk)
+        grads, dh0 = dplr_grads(inputs, wants[:6], ctx.scale, initial_state, wants[7], cu_seqlens, do, dht, kept)
+        return (*grads, None, dh0, None, None, None)
 
 
 def check_dplr_options(op: str, q: torch.Tensor, kwargs: dict) -> None:
@@ -56,6 +68,18 @@ def check_dplr_options(op: str, q: torch.Tensor, kwargs: dict) -> None:
         raise TypeError(f"{op}: unexpected keyword arguments {unknown}")
     if q.shape[-1] > DPLR_MAX_K:
         raise ValueError(f"{op}: key head dim K={q.shape[-1]} is larger than {DPLR_MAX_K}")
+
+
+def dispatch_chunk_dplr(inputs: tuple, args: tuple, disable_recompute: bool = False):
+    """Run the chunked op with ``args`` (:class:`ChunkDPLRDeltaRuleFunction`'s, without ``keep``) on the backend
+    :func:`fla.utils.backend.dispatch` picks for ``inputs``. ``disable_recompute`` (fla 0.6.0's keyword): the Triton
+    forward keeps what its backward reads instead of the backward recomputing it (more memory, no second forward);
+    the PyTorch form keeps autograd's own tensors either way."""
+
+    def triton_chunk(*a):
+        return ChunkDPLRDeltaRuleFunction.apply(*a, bool(disable_recompute))
+
+    return dispatch(inputs, naive_chunk_dplr_delta_rule, triton_chunk, *args)
 
 
 def chunk_dplr_delta_rule(
@@ -81,7 +105,9 @@ def chunk_dplr_delta_rule(
         scale: default ``K ** -0.5``.
         initial_state: ``[N, H, K, V]``; output_final_state: also return the final state ``[N, H, K, V]`` float32.
         cu_seqlens: ``[N+1]`` int32/int64 bounds of packed sequences (then ``B == 1``).
-        kwargs: fla 0.6.0's ``cu_seqlens_cpu``, ``safe_gate``, ``chunk_size``, ``disable_recompute``,
+        kwargs: fla 0.6.0's ``disable_recompute`` (``True``: the forward keeps the per-chunk states and the chunk
+            stages' products for the backward, ~53 KB per token and head at K = V = 128 in bf16, instead of the
+            backward running the forward's stages again), ``cu_seqlens_cpu``, ``safe_gate``, ``chunk_size``,
             ``lower_bound`` (accepted; a non-negative ``lower_bound`` raises), ``cp_context`` (only ``None``).
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) and the final state or ``None``.
@@ -90,7 +116,7 @@ def chunk_dplr_delta_rule(
     scale = prepare_dplr_call(q, k, v, a, b, gk, scale, initial_state, cu_seqlens)
     args = (q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens)
     inputs = (q, k, v, a, b, gk, initial_state)
-    return dispatch(inputs, naive_chunk_dplr_delta_rule, ChunkDPLRDeltaRuleFunction.apply, *args)
+    return dispatch_chunk_dplr(inputs, args, kwargs.get("disable_recompute", False))
 
 
-__all__ = ["ChunkDPLRDeltaRuleFunction", "chunk_dplr_delta_rule"]
+__all__ = ["ChunkDPLRDeltaRuleFunction", "chunk_dplr_delta_rule", "dispatch_chunk_dplr"]

@@ -29,6 +29,8 @@ recomputation (the chunk stages, the states ``h`` before every chunk):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 import triton.language as tl
@@ -311,6 +313,43 @@ def dplr_chunk_bwd_local_kernel(
                                dA_qk, dA_qb, dA_ak, dA_ab, scale, K, BT, BKC, False, DOT_PRECISION)  # fmt: skip
 
 
+class DPLRForwardState(NamedTuple):
+    """What the backward reads of the forward: the chunk layout, the state before every chunk ``hs``
+    (``layout.states_shape``), the chunk stages' ``W`` and ``Qh`` ``[B, T, H, K]`` float32 and their scores and
+    ``Tm`` ``S [B, T, H, 5, 16]`` float32."""
+
+    layout: ChunkLayout
+    hs: torch.Tensor
+    W: torch.Tensor
+    Qh: torch.Tensor
+    S: torch.Tensor
+
+
+def dplr_forward_for_backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    gk: torch.Tensor,
+    scale: float,
+    initial_state: torch.Tensor | None,
+    output_final_state: bool,
+    cu_seqlens: torch.Tensor | None,
+    want_o: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, DPLRForwardState]:
+    """:func:`.chunk_fwd.chunk_dplr_fwd` keeping what the backward reads: ``(o or None, ht or None, state)``.
+    Per token and head that is ``K * V / 16`` state elements (bf16 for bf16 inputs, else float32), ``2 K`` float32 of
+    ``W, Qh`` and 80 float32 scores: ~53 KB at K = V = 128 in bf16, against 12 KB of bf16 inputs."""
+    B, T, H, _ = q.shape
+    layout = ChunkLayout.build(q, cu_seqlens, DPLR_CHUNK)
+    S = empty(B, T, H, 5, DPLR_CHUNK, dtype=torch.float32, device=q.device)  # the scores and Tm (load_scores)
+    o, ht, hs, (W, _, Qh, _) = chunk_dplr_fwd(
+        q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens, layout=layout, want_o=want_o, scores=S
+    )
+    return o, ht, DPLRForwardState(layout, hs, W, Qh, S)
+
+
 def chunk_dplr_bwd(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -324,22 +363,24 @@ def chunk_dplr_bwd(
     dht: torch.Tensor | None,
     cu_seqlens: torch.Tensor | None,
     want_dh0: bool,
+    kept: DPLRForwardState | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Gradients of the chunked DPLR delta rule (``K, V <= 128``): ``dq, dk, da, db, dgk`` ``[B, T, H, K]`` and
     ``dv [B, T, H, V]``, each in its input's dtype, and ``dh0 [N, H, K, V]`` float32 or ``None``.
 
     The kernel sums the state and score parts of ``dq, dk, da, db`` in float32 scratch (the same tensors as the
     outputs for float32 inputs) and stores the finished gradients in the inputs' dtypes: for bf16 inputs that saves
-    writing them in float32 and a cast kernel each (8 of the 14 bytes per element they cost)."""
+    writing them in float32 and a cast kernel each (8 of the 14 bytes per element they cost).
+
+    ``kept``: what the forward kept (:func:`dplr_forward_for_backward`); without it the forward's chunk stages and
+    state walk run again here."""
     B, T, H, K = q.shape
     V = v.shape[-1]
     N = B if cu_seqlens is None else cu_seqlens.numel() - 1
     BT = DPLR_CHUNK
-    layout = ChunkLayout.build(q, cu_seqlens, BT)
-    S = empty(B, T, H, 5, BT, dtype=torch.float32, device=q.device)  # the chunks' scores and Tm (load_scores)
-    _, _, hs, (W, _, Qh, _) = chunk_dplr_fwd(
-        q, k, v, a, b, gk, scale, initial_state, False, cu_seqlens, layout=layout, want_o=False, scores=S
-    )
+    if kept is None:
+        _, _, kept = dplr_forward_for_backward(q, k, v, a, b, gk, scale, initial_state, False, cu_seqlens, False)
+    layout, hs, W, Qh, S = kept
     dhs = empty(*layout.states_shape(H, K, V), dtype=chunk_state_dtype(q.dtype), device=q.device)
     dq, dk, da, db = (empty(B, T, H, K, dtype=torch.float32, device=q.device) for _ in range(4))  # scratch
     outs = [g if x.dtype == torch.float32 else empty_like(x) for g, x in zip((dq, dk, da, db), (q, k, a, b))]
@@ -362,4 +403,4 @@ def chunk_dplr_bwd(
     return dq, dk, dv, da, db, dgk, dh0
 
 
-__all__ = ["DPLR_BWD_MAX_DIM", "chunk_dplr_bwd"]
+__all__ = ["DPLR_BWD_MAX_DIM", "DPLRForwardState", "chunk_dplr_bwd", "dplr_forward_for_backward"]
