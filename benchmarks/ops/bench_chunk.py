@@ -7,7 +7,8 @@ B=4, H=16, D=128, bf16, T in {2048, 4096, 8192}:
 
 The wave-2 ops (rwkv6, gsa, abc with 64 slots, kda, comba, hgrn, lightning, FoX's ``parallel_forgetting_attn``,
 NSA's ``parallel_nsa`` without its window branch)
-run at the same B, H, D in both packages (fla 0.6.0 has them under the same names); ``chunk_mamba2_ssd`` is ours
+run at the same B, H, D in both packages (fla 0.6.0 has them under the same names; ``chunk_rwkv7_kept`` is
+``chunk_rwkv7(..., disable_recompute=True)``); ``chunk_mamba2_ssd`` is ours
 only (compare it with ``chunk_simple_gla``).
 
 The delta-rule ops (``chunk_delta_rule``, ``chunk_gated_delta_rule``) get L2-normalized keys and
@@ -193,6 +194,11 @@ def _wave2_ops() -> dict:
         ),
         # RWKV7's transition diag(exp(w)) + a b^T with a = -kk, b = kk * a_gate (kk unit rows), as its layer forms them
         "chunk_rwkv7": (chunk_rwkv7, lambda T: _rwkv7_inputs(B, T, H, D)),
+        # the same with disable_recompute=True (both packages): the backward reads the forward's states and stages
+        "chunk_rwkv7_kept": (
+            lambda *x: chunk_rwkv7(*x, disable_recompute=True),
+            lambda T: _rwkv7_inputs(B, T, H, D),
+        ),
         # MesaNet's per-key-channel lambda (> 0.25, fla's lower bound) after the delta-rule inputs
         "chunk_mesa_net": (
             chunk_mesa_net,
