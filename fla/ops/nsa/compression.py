@@ -16,6 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fla.ops.attn.parallel import parallel_attn_bwd_delta
 from fla.ops.common.online_softmax import online_softmax_step
 from fla.ops.common.tuning import autotune_configs, dot_precision
 from fla.ops.nsa.index import NSATables, build_tables, flat_tokens
@@ -285,7 +286,7 @@ class NSACompressionFunction(torch.autograd.Function):
         if not ctx.tables.same_layout:
             raise NotImplementedError("NSA backward needs queries and keys of the same lengths (no cached prefix)")
         do = do.contiguous()
-        delta = (o.float() * do.float()).sum(-1)
+        delta = parallel_attn_bwd_delta(o.contiguous(), do, None)  # [NQ, HQ] float32: rowsum(o * do)
         dq, dkc, dvc = nsa_cmp_bwd(q, kc, vc, lse, delta, do, ctx.tables, ctx.scale)
         return dq, dkc.to(kc.dtype), dvc.to(vc.dtype), None, None
 

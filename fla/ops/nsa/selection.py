@@ -15,6 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fla.ops.attn.parallel import parallel_attn_bwd_delta
 from fla.ops.common.online_softmax import online_softmax_step
 from fla.ops.common.tuning import autotune_configs, dot_precision, given_heuristics
 from fla.ops.nsa.compression import NEG_INIT, group_blocks
@@ -309,7 +310,7 @@ class NSASelectionFunction(torch.autograd.Function):
         if not ctx.tables.same_layout:
             raise NotImplementedError("NSA backward needs queries and keys of the same lengths (no cached prefix)")
         do = do.contiguous()
-        delta = (o.float() * do.float()).sum(-1)
+        delta = parallel_attn_bwd_delta(o.contiguous(), do, None)  # [NQ, HQ] float32: rowsum(o * do)
         dq, dk, dv = nsa_slc_bwd(q, k, v, lse, delta, do, block_indices, block_counts, ctx.tables, ctx.scale)
         return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
 

@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from fla.ops.attn.parallel import parallel_attn_bwd_delta
 from fla.ops.common.cumsum import global_cumsum_torch
 from fla.ops.common.online_softmax import online_softmax_step
 from fla.ops.common.tuning import autotune_configs, dot_precision
@@ -254,7 +255,7 @@ class PathInterChunkFunction(torch.autograd.Function):
         HQ, V, BK = meta["HQ"], meta["V"], meta["BK"]
         # the walk again, keeping every state: X lives for this layer's backward only
         _, _, X = _walk(x0, a, k_hat, W, U, v, G, chunk_pos, pair_off, ctx.pairs, scale, meta)
-        delta = (o.float() * do.float()).sum(-1)  # [NC, BT, HQ]
+        delta = parallel_attn_bwd_delta(o.contiguous(), do.contiguous(), None)  # [NC, BT, HQ] float32
         dx0 = empty(NC, BT, HQ, K, dtype=torch.float32, device=v.device)
         da = empty(NC, BT, HQ, BT, dtype=torch.float32, device=v.device)
         dgq = empty(NC, BT, HQ, dtype=torch.float32, device=v.device)
