@@ -2,7 +2,7 @@
 the SASS opcode counts of each loop: what a kernel change does to the instruction mix, measured on a CPU machine.
 
     python scripts/sass_stats.py fla.ops.mamba.scan:mamba_chunk_bwd_kernel --warps 1 \\
-        --const Di=1536 Ds=16 BT=16 BD=32 NS=16 DOT_SUMS=True SOFTPLUS=True HAS_D=True HAS_Z=True HAS_BIAS=True \\
+        --const Di=1536 Ds=16 BT=32 BD=32 SOFTPLUS=True HAS_D=True HAS_Z=True HAS_BIAS=True \\
                 IS_VARLEN=False --none cu_seqlens chunk_indices \\
         --type T=i32 At=*fp32 h_in=*fp32 dh_in=*fp32 D=*fp32 dt_bias=*fp32 dA_part=*fp32 dB_part=*fp32 \\
                dC_part=*fp32 dD_part=*fp32 dbias_part=*fp32

@@ -10,10 +10,9 @@ per state, ``A[:, n]`` (a ``[BD]`` row of the transposed ``A^T [Ds, Di]``), ``B[
 ``tl.associative_scan`` over the 2-D tile of (decay factor, state) pairs
 ``(a1, h1) . (a2, h2) = (a1 a2, a2 h1 + h2)``, ``a_t = exp(dt_t A)``, in float32. With ``BD = 32 x num_warps``
 the compiler gives each lane one channel and each thread all ``BT`` tokens of it, so the scans run in-thread
-(no shuffles, no shared memory); the price is ``BT`` registers per live tile, hence 16-token chunks and the
-narrower backward tiles (one warp, ~12 live tiles), where the sums of ``dB, dC`` over channels are then
-cross-lane: tensor-core products with a one-hot matrix for 16-bit inputs (float32 ones keep exact shuffle sums).
-The scanned factor products are the chunk-local decays ``exp(A G_t)`` the carry needs (``G_t`` the chunk-local
+(no shuffles, no shared memory); the price is ``BT`` registers per live tile, hence the narrower backward tiles
+(one warp, ~8 live tiles), whose main overhead is then the cross-lane sums of ``dB, dC`` over channels. The
+scanned factor products are the chunk-local decays ``exp(A G_t)`` the carry needs (``G_t`` the chunk-local
 cumsum of ``dt``). Per-chunk states are stored transposed, ``[chunks, Ds, Di]``, so their rows are contiguous.
 
 Forward, three launches:
@@ -33,8 +32,7 @@ with the decays shifted by one token: stages 1-2 run again with ``REVERSE``. :fu
 then, per chunk and state, rescans ``h_t`` (forward) and ``dh_t`` (reverse ``tl.associative_scan``) and
 accumulates ``dx, ddt`` (chained through softplus), ``dz`` (recomputing ``y``) in registers; ``dA`` (summed over
 the chunk's tokens), ``dD`` and ``d dt_bias`` go to per-chunk partials and ``dB, dC`` (summed over the
-program's ``BD`` channels, in ``[BT, 16]`` tiles of 16 states for 16-bit inputs) to per-channel-block partials
-``[Di / BD, B * T, Ds]``, which the host adds up.
+program's ``BD`` channels) to per-channel-block partials ``[Di / BD, B * T, Ds]``, which the host adds up.
 ``exp(dt_t A) h_{t-1} = h_t - u_t`` gives the ``dA`` / ``ddt`` terms without a third scan.
 
 The fused recurrent kernel (decoding) walks the tokens one at a time with a ``[BD, BS]`` state.
@@ -54,17 +52,10 @@ from fla.utils import empty
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
-# 16-token chunks: the backward kernel keeps ~12 [BT, BD] float32 tiles live with BT registers each per thread;
-# at 32 tokens it spilled ~1.4 KB per thread (sm_90 code), at 16 it fits in registers
-CHUNK_SIZE = 16
+CHUNK_SIZE = 32
 FWD_CHANNELS = 128  # most channels per program of the forward kernels ([BT, BD] tiles, ~4 live)
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x log2(e)): A is pre-scaled once per state
 BWD_CHANNELS = 32  # most channels per program of the backward kernel (~12 live [BT, BD] tiles: one warp)
-DOT_STATES = 16  # states per group of the backward's tensor-core dB / dC sums (tl.dot's least N)
-# the forward kernels unroll their state loop up to this d_state: each state's B / C loads then take constant
-# offsets from per-token bases (a runtime loop recomputes 64-bit addresses per token and state: ~1/3 of its
-# instructions on sm_90); the backward keeps its runtime loop (unrolled, it spills)
-UNROLL_STATES = tl.constexpr(16)
 
 
 def state_block(Ds: int) -> int:
@@ -82,15 +73,6 @@ def _configs():
     # out as one channel per lane and all BT tokens in each thread, so the scans along tokens stay in-thread
     # (more warps split the tokens across warps: the scans then go through shared memory)
     return autotune_configs(warps=(1, 2, 4), stages=(1,))
-
-
-@triton.jit
-def _channels(i_d, BD: tl.constexpr):
-    """The ``[BD]`` channels of channel block ``i_d``, declared non-contiguous (``tl.max_contiguous(.., 1)``): with
-    16-byte aligned inputs triton would otherwise load 8 channels per thread and spread the tokens over lanes (the
-    scans along tokens then cross lanes and warps: shuffles, shared memory, spills in the sm_90 code); one channel
-    per lane keeps every token of a channel in its thread."""
-    return i_d * BD + tl.max_contiguous(tl.arange(0, BD), 1)
 
 
 @triton.jit
@@ -127,28 +109,6 @@ def _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di: tl.constexpr, HAS_BIAS: t
 @triton.jit
 def _silu(z):
     return z * tl.sigmoid(z)
-
-
-@triton.jit
-def _local_state(n, At, p_B, local, i_ch, o_d, m_d, b_G, b_u, Di: tl.constexpr, Ds: tl.constexpr):
-    """State ``n`` of :func:`mamba_chunk_state_kernel`: ``local[chunk, n] = sum_t exp(A[:, n] G_t) u_t B_t[n]``."""
-    b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
-    b_B = tl.load(p_B + n).to(tl.float32)  # [BT]
-    b_l = tl.sum(tl.exp2(b_G * b_A2[None, :]) * b_u * b_B[:, None], axis=0)  # [BD]
-    tl.store(local + (i_ch * Ds + n) * Di + o_d, b_l, mask=m_d)
-
-
-@triton.jit
-def _output_state(n, At, p_B, p_C, o_r, h_in, i_ch, o_d, m_d, b_dt, b_u, b_y, Di: tl.constexpr, Ds: tl.constexpr):
-    """State ``n`` of :func:`mamba_chunk_output_fwd_kernel`: ``y += C_t[n] (scan_t + exp(A G_t) h_in)``."""
-    b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
-    b_B = tl.load(p_B + o_r + n).to(tl.float32)  # [BT]
-    b_C = tl.load(p_C + o_r + n).to(tl.float32)  # [BT]
-    b_hin = tl.load(h_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
-    b_P, b_h = tl.associative_scan(
-        (tl.exp2(b_dt * b_A2[None, :]), b_u * b_B[:, None]), axis=0, combine_fn=_decayed_sum
-    )  # [BT, BD]; b_P = exp(A G_t)
-    return b_y + (b_h + b_P * b_hin[None, :]) * b_C[:, None]
 
 
 @lean_launch
@@ -188,7 +148,7 @@ def mamba_chunk_state_kernel(
     """
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
-    o_d = _channels(i_d, BD)  # [BD]
+    o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < Di
     o_p = i_tc * BT + tl.arange(0, BT)  # [BT] token positions in the sequence
     m_p = o_p < T_n
@@ -203,30 +163,13 @@ def mamba_chunk_state_kernel(
         b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
         b_G = tl.sum(b_dt, axis=0)[None, :] - tl.cumsum(b_dt, axis=0)  # [BT, BD] sum_{s > t} dt_s
         b_u = b_x * b_dt
-    # [BT] pointers to each token's B (or C) row; rows past the end read the last one (their b_u is 0)
-    p_B = Bm + (bos + tl.minimum(o_p, T_n - 1)) * Ds
-    if Ds <= UNROLL_STATES:
-        for n in tl.static_range(Ds):
-            _local_state(n, At, p_B, local, i_ch, o_d, m_d, b_G, b_u, Di, Ds)
-    else:
-        for n in range(Ds):
-            _local_state(n, At, p_B, local, i_ch, o_d, m_d, b_G, b_u, Di, Ds)
+    p_B = Bm + (bos + o_p) * Ds  # [BT] pointers to each token's B (or C) row
+    for n in range(Ds):
+        b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
+        b_B = tl.load(p_B + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_l = tl.sum(tl.exp2(b_G * b_A2[None, :]) * b_u * b_B[:, None], axis=0)  # [BD]
+        tl.store(local + (i_ch * Ds + n) * Di + o_d, b_l, mask=m_d)
     tl.store(dt_sum + i_ch * Di + o_d, tl.sum(b_dt, axis=0), mask=m_d)
-
-
-@triton.jit
-def _carry_loads(local, dt_sum, i_c, boh, NT, o_sd, m_sd, o_d, m_d, Di: tl.constexpr, Ds: tl.constexpr,
-                 REVERSE: tl.constexpr):  # fmt: skip
-    """Step ``i_c`` of a sequence's carry walk: ``(chunk, in range, local [BS, BD], sum dt [BD])``, zeros past
-    the end (``i_c >= NT``)."""
-    if REVERSE:
-        i_ch = boh + NT - 1 - i_c
-    else:
-        i_ch = boh + i_c
-    m_c = (tl.zeros([1], dtype=tl.int32) + i_c) < NT  # [1]: a tensor mask on every path
-    b_l = tl.load(local + i_ch * Di * Ds + o_sd, mask=m_sd & m_c, other=0.0)
-    b_s = tl.load(dt_sum + i_ch * Di + o_d, mask=m_d & m_c, other=0.0)
-    return i_ch, m_c, b_l, b_s
 
 
 @lean_launch
@@ -273,22 +216,14 @@ def mamba_chunk_carry_kernel(
     b_h = tl.zeros([BS, BD], dtype=tl.float32)
     if USE_INITIAL:
         b_h += tl.load(h0 + i_n * Di * Ds + o_pub, mask=m_sd, other=0.0).to(tl.float32)
-    # four chunks per step, their loads issued before any is used: one memory latency per four chunks on this
-    # serial path (ptxas does not hoist a load above the previous chunk's store: they may alias). A chunk past
-    # the sequence's end loads local = 0, sum dt = 0: an identity step, its store masked off.
-    for i_c in range(0, NT, 4):
-        i_0, m_0, b_l0, b_s0 = _carry_loads(local, dt_sum, i_c, boh, NT, o_sd, m_sd, o_d, m_d, Di, Ds, REVERSE)
-        i_1, m_1, b_l1, b_s1 = _carry_loads(local, dt_sum, i_c + 1, boh, NT, o_sd, m_sd, o_d, m_d, Di, Ds, REVERSE)
-        i_2, m_2, b_l2, b_s2 = _carry_loads(local, dt_sum, i_c + 2, boh, NT, o_sd, m_sd, o_d, m_d, Di, Ds, REVERSE)
-        i_3, m_3, b_l3, b_s3 = _carry_loads(local, dt_sum, i_c + 3, boh, NT, o_sd, m_sd, o_d, m_d, Di, Ds, REVERSE)
-        tl.store(h_in + i_0 * Di * Ds + o_sd, b_h, mask=m_sd & m_0)
-        b_h = b_l0 + tl.exp(b_A * b_s0[None, :]) * b_h
-        tl.store(h_in + i_1 * Di * Ds + o_sd, b_h, mask=m_sd & m_1)
-        b_h = b_l1 + tl.exp(b_A * b_s1[None, :]) * b_h
-        tl.store(h_in + i_2 * Di * Ds + o_sd, b_h, mask=m_sd & m_2)
-        b_h = b_l2 + tl.exp(b_A * b_s2[None, :]) * b_h
-        tl.store(h_in + i_3 * Di * Ds + o_sd, b_h, mask=m_sd & m_3)
-        b_h = b_l3 + tl.exp(b_A * b_s3[None, :]) * b_h
+    for i_c in range(0, NT):
+        if REVERSE:
+            i_ch = boh + NT - 1 - i_c
+        else:
+            i_ch = boh + i_c
+        tl.store(h_in + i_ch * Di * Ds + o_sd, b_h, mask=m_sd)
+        b_sum = tl.load(dt_sum + i_ch * Di + o_d, mask=m_d, other=0.0)  # [BD]
+        b_h = tl.load(local + i_ch * Di * Ds + o_sd, mask=m_sd, other=0.0) + tl.exp(b_A * b_sum[None, :]) * b_h
     if STORE_FINAL:
         if REVERSE:
             # dh0 = exp(dt_0 A) dh_0 (a sequence without tokens passes dht through: dt_0 reads as 0)
@@ -330,7 +265,7 @@ def mamba_chunk_output_fwd_kernel(
     ``y_t = (sum_n C_t[n] h_t[:, n] + D x_t) silu(z_t)`` -> ``y [B, T, Di]`` (its dtype)."""
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
-    o_d = _channels(i_d, BD)  # [BD]
+    o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < Di
     o_p = (i_tc * BT).to(tl.int32) + tl.arange(0, BT)  # [BT] positions in the sequence (int32: few registers)
     m_p = o_p < T_n
@@ -338,15 +273,17 @@ def mamba_chunk_output_fwd_kernel(
     b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
     b_u = b_dt * b_x
     b_y = tl.zeros([BT, BD], dtype=tl.float32)
-    # B / C rows: scalar bases and int32 offsets (a [BT] vector sits in every thread: int64 pointers cost registers);
-    # rows past the end read the last row instead of a masked load (u is 0 there and y is not stored)
-    p_B, p_C, o_r = Bm + bos * Ds, Cm + bos * Ds, tl.minimum(o_p, T_n - 1) * Ds
-    if Ds <= UNROLL_STATES:
-        for n in tl.static_range(Ds):
-            b_y = _output_state(n, At, p_B, p_C, o_r, h_in, i_ch, o_d, m_d, b_dt, b_u, b_y, Di, Ds)
-    else:
-        for n in range(Ds):
-            b_y = _output_state(n, At, p_B, p_C, o_r, h_in, i_ch, o_d, m_d, b_dt, b_u, b_y, Di, Ds)
+    # B / C rows: scalar bases and int32 offsets (a [BT] vector sits in every thread: int64 pointers cost registers)
+    p_B, p_C, o_r = Bm + bos * Ds, Cm + bos * Ds, o_p * Ds
+    for n in range(Ds):
+        b_A2 = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32) * LOG2E  # [BD]
+        b_B = tl.load(p_B + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_C = tl.load(p_C + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_hin = tl.load(h_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
+        b_P, b_h = tl.associative_scan(
+            (tl.exp2(b_dt * b_A2[None, :]), b_u * b_B[:, None]), axis=0, combine_fn=_decayed_sum
+        )  # [BT, BD]; b_P = exp(A G_t)
+        b_y += (b_h + b_P * b_hin[None, :]) * b_C[:, None]
     if HAS_D:
         b_y += b_x * tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
     if HAS_Z:
@@ -354,37 +291,9 @@ def mamba_chunk_output_fwd_kernel(
     tl.store(y + (bos + o_p[:, None]) * Di + o_d[None, :], b_y.to(y.dtype.element_ty), mask=m_p[:, None] & m_d[None, :])
 
 
-@triton.jit
-def _bwd_state(n, At, p_B, p_C, o_r, h_in, dh_in, i_ch, o_d, m_d, b_dt, b_dtr, b_u, b_dy, b_sB, b_sA, b_y,
-               Di: tl.constexpr, Ds: tl.constexpr, HAS_Z: tl.constexpr):  # fmt: skip
-    """One state ``n`` of :func:`mamba_chunk_bwd_kernel` (a state ``n >= Ds`` loads zeros and adds nothing):
-    the accumulators ``sB, sA, y`` updated, ``dA`` of the state summed over the chunk ``[BD]``, and the
-    ``[BT, BD]`` products whose sums over channels are ``dB_t[n]`` (``dh_t u_t``) and ``dC_t[n]`` (``dy_t h_t``)."""
-    m_n = n < Ds
-    b_A = tl.load(At + n * Di + o_d, mask=m_d & m_n, other=0.0).to(tl.float32)  # [BD]
-    b_A2 = b_A * LOG2E
-    b_B = tl.load(p_B + o_r + n, mask=m_n, other=0.0).to(tl.float32)  # [BT]
-    b_C = tl.load(p_C + o_r + n, mask=m_n, other=0.0).to(tl.float32)  # [BT]
-    b_hin = tl.load(h_in + (i_ch * Ds + n) * Di + o_d, mask=m_d & m_n, other=0.0)  # [BD]
-    b_dhin = tl.load(dh_in + (i_ch * Ds + n) * Di + o_d, mask=m_d & m_n, other=0.0)  # [BD]
-    b_un = b_u * b_B[:, None]  # [BT, BD] dt_t x_t B_t[n]
-    b_P, b_h = tl.associative_scan((tl.exp2(b_dt * b_A2[None, :]), b_un), axis=0, combine_fn=_decayed_sum)
-    b_h += b_P * b_hin[None, :]
-    b_Pr, b_dh = tl.associative_scan(
-        (tl.exp2(b_dtr * b_A2[None, :]), b_dy * b_C[:, None]), axis=0, combine_fn=_decayed_sum, reverse=True
-    )  # b_Pr = exp(A sum_{s >= t} dt_{s+1})
-    b_dh += b_Pr * b_dhin[None, :]
-    b_q = b_dh * (b_h - b_un)  # dh_t exp(dt_t A) h_{t-1}
-    b_sB += b_dh * b_B[:, None]
-    b_sA += b_q * b_A[None, :]
-    if HAS_Z:
-        b_y += b_h * b_C[:, None]
-    return b_sB, b_sA, b_y, tl.sum(b_q * b_dt, axis=0), b_dh * b_u, b_dy * b_h
-
-
 @lean_launch
 @given_heuristics(HAS_D="D", HAS_Z="z", HAS_BIAS="dt_bias", IS_VARLEN="cu_seqlens")
-@triton.autotune(configs=_configs(), key=["BD", "Ds", "DOT_SUMS"])
+@triton.autotune(configs=_configs(), key=["BD", "Ds"])
 @triton.jit(do_not_specialize=["T"])
 def mamba_chunk_bwd_kernel(
     x,
@@ -413,8 +322,6 @@ def mamba_chunk_bwd_kernel(
     Ds: tl.constexpr,
     BT: tl.constexpr,
     BD: tl.constexpr,
-    NS: tl.constexpr,
-    DOT_SUMS: tl.constexpr,
     SOFTPLUS: tl.constexpr,
     HAS_D: tl.constexpr,
     HAS_Z: tl.constexpr,
@@ -430,16 +337,10 @@ def mamba_chunk_bwd_kernel(
     ``dA_part[chunk] = sum_t dt_t q_t``, ``dB_part[d block]_t = sum_d dh_t dt_t x_t``,
     ``dC_part[d block]_t = sum_d dy_t h_t``, ``dD_part[chunk] = sum_t dy_t x_t``,
     ``dbias_part[chunk] = sum_t ddt_t``.
-
-    The sums over the block's channels (``dB``, ``dC``): with ``DOT_SUMS`` (16-bit inputs) a tensor-core product
-    with a one-hot ``[BD, NS]`` matrix per state, accumulated into ``[BT, NS]`` tiles of ``NS`` states that are
-    stored once per group (tf32 operands: the summands keep 11 significant bits, finer than the 16-bit gradients
-    they become); else (float32 inputs) a cross-lane ``tl.sum`` per state. With one channel per lane, the
-    cross-lane sums were the kernel's bottleneck: 10 shuffles and adds per element-state of the 54 instructions.
     """
     i_d, i_t, i_b = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64), tl.program_id(2).to(tl.int64)
     bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
-    o_d = _channels(i_d, BD)  # [BD]
+    o_d = i_d * BD + tl.arange(0, BD)  # [BD]
     m_d = o_d < Di
     o_p = (i_tc * BT).to(tl.int32) + tl.arange(0, BT)  # [BT] positions in the sequence (int32: few registers)
     m_p = o_p < T_n
@@ -450,44 +351,37 @@ def mamba_chunk_bwd_kernel(
     b_dtr, _ = _load_dt(dt, dt_bias, bos, o_p + 1, o_p + 1 < T_n, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)  # dt_{t+1}
     b_u = b_dt * _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)
     b_dy = _load_tokens(do, bos, o_p, m_p, o_d, m_d, Di)
-    b_y = tl.zeros([BT, BD], dtype=tl.float32)  # C . h, for dz (HAS_Z)
     if HAS_Z:
         b_dy *= _silu(_load_tokens(z, bos, o_p, m_p, o_d, m_d, Di))
+        b_y = tl.zeros([BT, BD], dtype=tl.float32)  # C . h, for dz
     b_sB = tl.zeros([BT, BD], dtype=tl.float32)  # sum_n dh_t B_t
     b_sA = tl.zeros([BT, BD], dtype=tl.float32)  # sum_n A q_t
     p_dB = dB_part + (i_d * tl.num_programs(2).to(tl.int64) * T + bos) * Ds  # this block's [B * T, Ds] slab
     p_dC = dC_part + (i_d * tl.num_programs(2).to(tl.int64) * T + bos) * Ds
-    # B / C rows: scalar bases and int32 offsets (a [BT] vector sits in every thread: int64 pointers cost registers);
-    # rows past the sequence's end read its last row instead of a masked load (u = dt x and dy are 0 there, and
-    # what else they enter is not stored)
-    p_B, p_C, o_r = Bm + bos * Ds, Cm + bos * Ds, tl.minimum(o_p, T_n - 1) * Ds
-    if DOT_SUMS:
-        o_j = tl.arange(0, NS)
-        for n0 in range(0, Ds, NS):
-            b_dBs = tl.zeros([BT, NS], dtype=tl.float32)
-            b_dCs = tl.zeros([BT, NS], dtype=tl.float32)
-            for j in range(NS):
-                b_sB, b_sA, b_y, b_dA, b_wB, b_wC = _bwd_state(
-                    n0 + j, At, p_B, p_C, o_r, h_in, dh_in, i_ch, o_d, m_d, b_dt, b_dtr, b_u, b_dy, b_sB, b_sA,
-                    b_y, Di, Ds, HAS_Z,
-                )  # fmt: skip
-                tl.store(dA_part + (i_ch * Ds + n0 + j) * Di + o_d, b_dA, mask=m_d & (n0 + j < Ds))
-                b_E = tl.broadcast_to(tl.where(o_j == j, 1.0, 0.0)[None, :], (BD, NS))  # column j: ones
-                b_dBs = tl.dot(b_wB, b_E, b_dBs, input_precision="tf32")
-                b_dCs = tl.dot(b_wC, b_E, b_dCs, input_precision="tf32")
-            o_ts = o_p[:, None] * Ds + n0 + o_j[None, :]  # [BT, NS]
-            m_ts = m_p[:, None] & (n0 + o_j < Ds)[None, :]
-            tl.store(p_dB + o_ts, b_dBs, mask=m_ts)
-            tl.store(p_dC + o_ts, b_dCs, mask=m_ts)
-    else:
-        for n in range(Ds):
-            b_sB, b_sA, b_y, b_dA, b_wB, b_wC = _bwd_state(
-                n, At, p_B, p_C, o_r, h_in, dh_in, i_ch, o_d, m_d, b_dt, b_dtr, b_u, b_dy, b_sB, b_sA, b_y, Di,
-                Ds, HAS_Z,
-            )  # fmt: skip
-            tl.store(dA_part + (i_ch * Ds + n) * Di + o_d, b_dA, mask=m_d)
-            tl.store(p_dB + o_p * Ds + n, tl.sum(b_wB, axis=1), mask=m_p)
-            tl.store(p_dC + o_p * Ds + n, tl.sum(b_wC, axis=1), mask=m_p)
+    # B / C rows: scalar bases and int32 offsets (a [BT] vector sits in every thread: int64 pointers cost registers)
+    p_B, p_C, o_r = Bm + bos * Ds, Cm + bos * Ds, o_p * Ds
+    for n in range(Ds):
+        b_A = tl.load(At + n * Di + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
+        b_A2 = b_A * LOG2E
+        b_B = tl.load(p_B + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_C = tl.load(p_C + o_r + n, mask=m_p, other=0.0).to(tl.float32)  # [BT]
+        b_hin = tl.load(h_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
+        b_dhin = tl.load(dh_in + (i_ch * Ds + n) * Di + o_d, mask=m_d, other=0.0)  # [BD]
+        b_un = b_u * b_B[:, None]  # [BT, BD] dt_t x_t B_t[n]
+        b_P, b_h = tl.associative_scan((tl.exp2(b_dt * b_A2[None, :]), b_un), axis=0, combine_fn=_decayed_sum)
+        b_h += b_P * b_hin[None, :]
+        b_Pr, b_dh = tl.associative_scan(
+            (tl.exp2(b_dtr * b_A2[None, :]), b_dy * b_C[:, None]), axis=0, combine_fn=_decayed_sum, reverse=True
+        )  # b_Pr = exp(A sum_{s >= t} dt_{s+1})
+        b_dh += b_Pr * b_dhin[None, :]
+        b_q = b_dh * (b_h - b_un)  # dh_t exp(dt_t A) h_{t-1}
+        b_sB += b_dh * b_B[:, None]
+        b_sA += b_q * b_A[None, :]
+        if HAS_Z:
+            b_y += b_h * b_C[:, None]
+        tl.store(dA_part + (i_ch * Ds + n) * Di + o_d, tl.sum(b_q * b_dt, axis=0), mask=m_d)
+        tl.store(p_dB + o_r + n, tl.sum(b_dh * b_u, axis=1), mask=m_p)
+        tl.store(p_dC + o_r + n, tl.sum(b_dy * b_h, axis=1), mask=m_p)
     o_td = (bos + o_p[:, None]) * Di + o_d[None, :]  # [BT, BD]
     b_dx = b_sB * b_dt
     b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)
@@ -637,8 +531,7 @@ def chunk_selective_scan_bwd(x, dt, A, Bm, Cm, D, z, dt_bias, softplus, h_in, do
     mamba_chunk_bwd_kernel[(ND, layout.row_chunks, Bsz)](
         x, dt, dt_bias, At, Bm, Cm, D, z, do, h_in, dh_in, dx, ddt, dz, dA_part, dB_part, dC_part, dD_part,
         dbias_part, layout.cu_seqlens, layout.chunk_indices, T,
-        Di=Di, Ds=Ds, BT=layout.chunk_size, BD=BD, NS=DOT_STATES, DOT_SUMS=x.element_size() == 2,
-        SOFTPLUS=softplus,
+        Di=Di, Ds=Ds, BT=layout.chunk_size, BD=BD, SOFTPLUS=softplus,
     )  # fmt: skip
     dD = dD_part.sum(0) if D is not None else None
     ddt_bias = dbias_part.sum(0) if dt_bias is not None else None

@@ -66,7 +66,7 @@ def _mamba() -> None:
     bare = dict(SOFTPLUS=False, HAS_D=False, HAS_Z=False, HAS_BIAS=False, D=None, z=None, dt_bias=None, dz=None,
                 dD_part=None, dbias_part=None)  # fmt: skip
     fwd = dict(Di=1536, Ds=16, BT=scan.CHUNK_SIZE, BD=scan.FWD_CHANNELS)
-    bwd = dict(fwd, BD=scan.BWD_CHANNELS, NS=scan.DOT_STATES, DOT_SUMS=True)
+    bwd = dict(fwd, BD=scan.BWD_CHANNELS)
     for varlen in (False, True):
         absent = {} if varlen else {"cu_seqlens": None, "chunk_indices": None, "chunk_offsets": None}
         flags = dict(terms, IS_VARLEN=varlen, **absent)
@@ -77,16 +77,13 @@ def _mamba() -> None:
             carry = dict(fwd, **flags, BD=32, BS=16, REVERSE=reverse, USE_INITIAL=True, STORE_FINAL=True)
             ptx = compile_kernel(scan.mamba_chunk_carry_kernel, SCAN_TYPES, carry)
             print("mamba_chunk_carry_kernel", varlen, reverse, ptx)
-        print("mamba_chunk_output_fwd_kernel", varlen, compile_kernel(scan.mamba_chunk_output_fwd_kernel, SCAN_TYPES,
-                                                                       {**fwd, **flags}))  # fmt: skip
-        for dot_sums in (False, True):  # float32 inputs: cross-lane sums; 16-bit: tensor-core sums
-            ptx = compile_kernel(scan.mamba_chunk_bwd_kernel, SCAN_TYPES, {**bwd, **flags, "DOT_SUMS": dot_sums}, 1)
-            print("mamba_chunk_bwd_kernel", varlen, dot_sums, ptx)
+        for kernel, sizes in ((scan.mamba_chunk_output_fwd_kernel, fwd), (scan.mamba_chunk_bwd_kernel, bwd)):
+            print(kernel.__name__, varlen, compile_kernel(kernel, SCAN_TYPES, {**sizes, **flags}))
     plain = dict(IS_VARLEN=False, cu_seqlens=None, chunk_indices=None, **bare)
     for kernel, sizes in ((scan.mamba_chunk_output_fwd_kernel, fwd), (scan.mamba_chunk_bwd_kernel, bwd)):
         print(kernel.__name__, "bare", compile_kernel(kernel, SCAN_TYPES, {**sizes, **plain}))
     big = {**bwd, "Ds": 64, **terms, "IS_VARLEN": False, "cu_seqlens": None, "chunk_indices": None}
-    print("mamba_chunk_bwd_kernel Ds=64", compile_kernel(scan.mamba_chunk_bwd_kernel, SCAN_TYPES, big, 1))
+    print("mamba_chunk_bwd_kernel Ds=64", compile_kernel(scan.mamba_chunk_bwd_kernel, SCAN_TYPES, big))
 
 
 def _nsa_topk() -> None:
