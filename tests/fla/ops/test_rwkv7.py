@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fla.ops.common.layout import ChunkLayout
 from fla.ops.generalized_delta_rule import (
     chunk_dplr_delta_rule,
     fused_recurrent_dplr_delta_rule,
@@ -235,6 +236,31 @@ def test_triton_disable_recompute_keeps_the_forward_for_the_backward(varlen, mon
         assert torch.equal(x, y)
     for name in grads:
         assert torch.equal(grads[name], grads_kept[name]), name
+
+
+def test_triton_chunk_stage_products_in_bf16(monkeypatch):
+    # FLA_DPLR_BF16_STAGES=1 keeps the chunk stages' products W, U0, Qh, O0 in bf16 for bf16 inputs; float32 inputs
+    # here (the interpreter's bf16 tl.dot is wrong) with the products stored in bf16: the kernels' casts on store and
+    # load, within bf16 rounding of the products
+    import fla.ops.generalized_delta_rule.dplr.chunk_intra as chunk_intra
+
+    monkeypatch.setattr(chunk_intra, "chunk_stage_dtype", lambda dtype: torch.bfloat16)
+    inputs = make_inputs(1, 40, 2, 32, 24, torch.float32, num_states=1)
+    stages = chunk_intra.chunk_dplr_prep(
+        *(inputs[n].detach() for n in NAMES), 1.0, ChunkLayout.build(inputs["q"], None, chunk_intra.DPLR_CHUNK)
+    )
+    assert [t.dtype for t in stages] == [torch.bfloat16] * 4
+    check_op(chunk_dplr_delta_rule, inputs, "triton", tol(torch.bfloat16, 2))
+
+
+def test_chunk_stage_dtype(monkeypatch):
+    from fla.ops.generalized_delta_rule.dplr.chunk_intra import chunk_stage_dtype
+
+    monkeypatch.delenv("FLA_DPLR_BF16_STAGES", raising=False)
+    assert chunk_stage_dtype(torch.bfloat16) == torch.float32  # off by default
+    monkeypatch.setenv("FLA_DPLR_BF16_STAGES", "1")
+    assert chunk_stage_dtype(torch.bfloat16) == torch.bfloat16
+    assert chunk_stage_dtype(torch.float16) == chunk_stage_dtype(torch.float32) == torch.float32
 
 
 def test_chunk_state_dtype():

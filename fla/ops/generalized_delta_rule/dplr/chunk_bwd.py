@@ -114,9 +114,10 @@ def dplr_chunk_bwd_dh_kernel(
         b_do = tl.load(do + rows[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0)
         b_du = tl.dot(b_b * b_dec, b_dh, input_precision=DOT_PRECISION)  # [BT, BV]: through h' only
         b_dh *= b_eL[:, None]
-        b_dh += tl.dot(tl.trans(tl.load(Qh + p_x, mask=m_x, other=0.0)), b_do.to(tl.float32),
+        b_dh += tl.dot(tl.trans(tl.load(Qh + p_x, mask=m_x, other=0.0).to(tl.float32)), b_do.to(tl.float32),
                        input_precision=DOT_PRECISION)  # fmt: skip
-        b_dh += tl.dot(tl.trans(tl.load(W + p_x, mask=m_x, other=0.0)), b_du, input_precision=DOT_PRECISION)
+        b_dh += tl.dot(tl.trans(tl.load(W + p_x, mask=m_x, other=0.0).to(tl.float32)), b_du,
+                       input_precision=DOT_PRECISION)  # fmt: skip
     if STORE_DH0:
         tl.store(dh0 + i_nh * K * V + o_kv, b_dh, mask=m_kv)
 
@@ -315,8 +316,8 @@ def dplr_chunk_bwd_local_kernel(
 
 class DPLRForwardState(NamedTuple):
     """What the backward reads of the forward: the chunk layout, the state before every chunk ``hs``
-    (``layout.states_shape``), the chunk stages' ``W`` and ``Qh`` ``[B, T, H, K]`` float32 and their scores and
-    ``Tm`` ``S [B, T, H, 5, 16]`` float32."""
+    (``layout.states_shape``), the chunk stages' ``W`` and ``Qh`` ``[B, T, H, K]`` (:func:`.chunk_stage_dtype`) and
+    their scores and ``Tm`` ``S [B, T, H, 5, 16]`` float32."""
 
     layout: ChunkLayout
     hs: torch.Tensor

@@ -112,11 +112,12 @@ def dplr_chunk_fwd_kernel(
         m_x = m_t[:, None] & m_k[None, :]
         p_y = rows[:, None] * V + o_v[None, :]  # [BT, BV]
         m_y = m_t[:, None] & m_v[None, :]
-        b_W = tl.load(W + p_x, mask=m_x, other=0.0)
-        b_u = tl.dot(b_W, b_h, input_precision=DOT_PRECISION) + tl.load(U0 + p_y, mask=m_y, other=0.0)
+        b_W = tl.load(W + p_x, mask=m_x, other=0.0).to(tl.float32)
+        b_u = tl.dot(b_W, b_h, input_precision=DOT_PRECISION) + tl.load(U0 + p_y, mask=m_y, other=0.0).to(tl.float32)
         if STORE_O:
-            b_o = tl.dot(tl.load(Qh + p_x, mask=m_x, other=0.0), b_h, input_precision=DOT_PRECISION)
-            b_o += tl.load(O0 + p_y, mask=m_y, other=0.0)
+            b_Qh = tl.load(Qh + p_x, mask=m_x, other=0.0).to(tl.float32)
+            b_o = tl.dot(b_Qh, b_h, input_precision=DOT_PRECISION)
+            b_o += tl.load(O0 + p_y, mask=m_y, other=0.0).to(tl.float32)
             tl.store(o + p_y, b_o.to(o.dtype.element_ty), mask=m_y)
         b_dec, b_eL = chunk_decays(gk, rows, m_t, o_k, m_k, K, BT)
         b_k = tl.load(k + p_x, mask=m_x, other=0.0).to(tl.float32)

@@ -19,6 +19,8 @@ Per chunk of ``BT = 16`` tokens with ``G`` / ``Gx`` the chunk-local inclusive / 
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -35,6 +37,16 @@ DPLR_MAX_K = 256  # key (and value) head dim the kernels hold in one block
 # a chunk whose decays add up to at most this (per key channel) forms its scores by tl.dot of rows scaled from the
 # chunk's start: factors within [e^-60, e^60], far inside fp32's range with room for |q| |k| (chunk_scores)
 SPAN_MAX = tl.constexpr(60.0)
+
+
+def chunk_stage_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the chunk stages' products ``W, U0, Qh, O0`` in memory (every walk over the chunks reads them,
+    each of its V-block programs ``W`` and ``Qh`` whole): float32, or bf16 for bf16 inputs when the environment sets
+    ``FLA_DPLR_BF16_STAGES=1`` (half their traffic, as fla 0.6.0 keeps its ``w, u``; the products are formed and
+    used in float32 either way). Off by default until a GPU run measures its time and its error at real sizes."""
+    if dtype == torch.bfloat16 and os.environ.get("FLA_DPLR_BF16_STAGES", "0") == "1":
+        return torch.bfloat16
+    return torch.float32
 
 
 @triton.jit
@@ -226,8 +238,8 @@ def dplr_chunk_prep_kernel(
     b_G = tl.cumsum(b_g, axis=0)  # [BT, BK]
     b_W = tl.dot(b_T, b_a * tl.exp(b_G - b_g), input_precision=DOT_PRECISION)  # [BT, BK]
     b_Qh = b_q * tl.exp(b_G) + tl.dot(A_qb, b_W, input_precision=DOT_PRECISION)
-    tl.store(W + p_x, b_W, mask=m_x)
-    tl.store(Qh + p_x, b_Qh, mask=m_x)
+    tl.store(W + p_x, b_W.to(W.dtype.element_ty), mask=m_x)
+    tl.store(Qh + p_x, b_Qh.to(Qh.dtype.element_ty), mask=m_x)
     b_TA = tl.dot(b_T, A_ak, input_precision=DOT_PRECISION)  # [BT, BT]: U0 = (Tm A_ak) v
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
@@ -235,11 +247,11 @@ def dplr_chunk_prep_kernel(
         m_y = m_t[:, None] & (o_v < V)[None, :]
         b_v = tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32)
         b_U0 = tl.dot(b_TA, b_v, input_precision=DOT_PRECISION)
-        tl.store(U0 + p_y, b_U0, mask=m_y)
+        tl.store(U0 + p_y, b_U0.to(U0.dtype.element_ty), mask=m_y)
         if STORE_O0:
             b_O0 = tl.dot(A_qk, b_v, input_precision=DOT_PRECISION)
             b_O0 += tl.dot(A_qb, b_U0, input_precision=DOT_PRECISION)
-            tl.store(O0 + p_y, b_O0, mask=m_y)
+            tl.store(O0 + p_y, b_O0.to(O0.dtype.element_ty), mask=m_y)
 
 
 def score_block(K: int) -> int:
@@ -268,14 +280,15 @@ def chunk_dplr_prep(
         scores: ``[B, T, H, 5, BT]`` float32 to store the chunk's ``A_qk, A_qb, A_ak, A_ab`` and ``Tm`` in (row
             ``t`` of each ``[BT, BT]`` tile at token ``t``; :func:`load_scores`), or ``None``.
     Returns:
-        ``(W, U0, Qh, O0)`` float32 (module docstring): ``W, Qh`` ``[B, T, H, K]``, ``U0, O0`` ``[B, T, H, V]``
-        (``O0`` ``None`` without ``want_o0``).
+        ``(W, U0, Qh, O0)`` in :func:`chunk_stage_dtype` (module docstring): ``W, Qh`` ``[B, T, H, K]``, ``U0, O0``
+        ``[B, T, H, V]`` (``O0`` ``None`` without ``want_o0``).
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
-    W, Qh = (empty(B, T, H, K, dtype=torch.float32, device=q.device) for _ in range(2))
-    U0 = empty(B, T, H, V, dtype=torch.float32, device=q.device)
-    O0 = empty(B, T, H, V, dtype=torch.float32, device=q.device) if want_o0 else None
+    dtype = chunk_stage_dtype(q.dtype)
+    W, Qh = (empty(B, T, H, K, dtype=dtype, device=q.device) for _ in range(2))
+    U0 = empty(B, T, H, V, dtype=dtype, device=q.device)
+    O0 = empty(B, T, H, V, dtype=dtype, device=q.device) if want_o0 else None
     grid = (layout.row_chunks, layout.batch * H)
     dplr_chunk_prep_kernel[grid](
         q, k, v, a, b, gk, W, U0, Qh, O0, scores, layout.cu_seqlens, layout.chunk_indices, scale, T, H=H, K=K, V=V,
@@ -291,6 +304,7 @@ __all__ = [
     "SPAN_MAX",
     "chunk_decay_span",
     "chunk_dplr_prep",
+    "chunk_stage_dtype",
     "chunk_scores",
     "load_channel_block",
     "load_scores",
