@@ -340,8 +340,9 @@ def dplr_forward_for_backward(
     want_o: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, DPLRForwardState]:
     """:func:`.chunk_fwd.chunk_dplr_fwd` keeping what the backward reads: ``(o or None, ht or None, state)``.
-    Per token and head that is ``K * V / 16`` state elements (bf16 for bf16 inputs, else float32), ``2 K`` float32 of
-    ``W, Qh`` and 80 float32 scores: ~53 KB at K = V = 128 in bf16, against 12 KB of bf16 inputs."""
+    Per token and head that is ``K * V / 16`` state elements (bf16 for bf16 inputs, else float32), ``2 K`` of ``W, Qh``
+    (:func:`.chunk_stage_dtype`) and 80 float32 scores: ~3.4 KB at K = V = 128 with bf16 inputs (2 KB of states),
+    against the 1.5 KB of its six bf16 inputs."""
     B, T, H, _ = q.shape
     layout = ChunkLayout.build(q, cu_seqlens, DPLR_CHUNK)
     S = empty(B, T, H, 5, DPLR_CHUNK, dtype=torch.float32, device=q.device)  # the scores and Tm (load_scores)
