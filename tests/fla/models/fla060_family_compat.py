@@ -33,7 +33,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fla060_compat import LOGITS_RATIO, _inputs, sdpa_flash_attn_func  # noqa: E402
-from fla060_linear_compat import _check_case, _logits, _skip_autotune_timing  # noqa: E402
+from fla060_linear_compat import _logits, _skip_autotune_timing  # noqa: E402
+from fla060_linear_compat import load as load_cases  # noqa: E402
 
 # fla 0.6.0 modules that bind ``flash_attn_func = None`` when flash-attn is missing and call it at run time
 FLASH_ATTN_USERS = ("fla.layers.attn", "fla.layers.mla", "fla.layers.rodimus", "fla.ops.nsa.parallel")
@@ -145,22 +146,7 @@ def save(out: Path, cases: dict) -> int:
 
 
 def load(out: Path, cases: dict) -> int:
-    import fla
-
-    if getattr(fla, "__version__", None) == "0.6.0":
-        print(f"load must run with this repository's fla, got fla 0.6.0 from {fla.__file__}")
-        return 2
-    report = json.loads((out / "report.json").read_text())
-    print(f"fla 0.6.0 from {report['fla_file']} (torch {report['torch']}); ours from {fla.__file__}")
-    failures = 0
-    for name in cases:
-        entry = report["cases"].get(name, {})
-        line, problems = _check_case(out, name, entry, True, cases[name].get("logits_ratio", LOGITS_RATIO))
-        print(("OK   " if not problems else "FAIL ") + line)
-        for problem in problems:
-            print(f"    {problem}")
-        failures += bool(problems)
-    return 1 if failures else 0
+    return load_cases(out, True, list(cases), lambda name: cases[name].get("logits_ratio", LOGITS_RATIO))
 
 
 if __name__ == "__main__":

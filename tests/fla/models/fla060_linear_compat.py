@@ -160,7 +160,9 @@ def _check_case(
     return line, problems
 
 
-def load(out: Path, require_logits: bool) -> int:
+def load(out: Path, require_logits: bool, names=None, ratio_of=lambda name: LOGITS_RATIO) -> int:
+    """Check every case of ``names`` (default :data:`CASES`) that ``save`` wrote under ``out``, its logits within
+    ``ratio_of(name)``; prints a line per case, returns 1 on any failure."""
     import fla
 
     if getattr(fla, "__version__", None) == "0.6.0":
@@ -169,8 +171,9 @@ def load(out: Path, require_logits: bool) -> int:
     report = json.loads((out / "report.json").read_text())
     print(f"fla 0.6.0 from {report['fla_file']} (torch {report['torch']}); ours from {fla.__file__}")
     failures = 0
-    for name in CASES:
-        line, problems = _check_case(out, name, report["cases"].get(name, {}), require_logits)
+    for name in CASES if names is None else names:
+        entry = report["cases"].get(name, {})
+        line, problems = _check_case(out, name, entry, require_logits, ratio_of(name))
         print(("OK   " if not problems else "FAIL ") + line)
         for problem in problems:
             print(f"    {problem}")
