@@ -29,6 +29,7 @@ import torch.nn.functional as F  # noqa: E402
 import fla.utils.backend as fla_backend  # noqa: E402
 from fla.ops.attn import parallel_attn  # noqa: E402
 from fla.ops.gated_delta_rule import fused_recurrent_gated_delta_rule  # noqa: E402
+from fla.ops.rwkv7 import chunk_rwkv7  # noqa: E402
 
 fla_backend.select_backend = lambda *tensors: "triton"
 
@@ -93,6 +94,14 @@ def main() -> None:
 
     trace("fused_recurrent_gated_delta_rule", recurrent, q.detach(), k, v, g, beta)
     trace("fused_recurrent_gated_delta_rule_train", recurrent, q, k, v, g, beta)
+    # the chunked DPLR op (RWKV7) with autograd: forward (prep, walk) and backward (the recomputed prep and walk, then
+    # the state-gradient walk and the local kernel); disable_recompute=True keeps the forward's: two launches fewer
+    kk = F.normalize(torch.randn(1, 64, 2, 32), dim=-1)
+    r, w = torch.randn(1, 64, 2, 32, requires_grad=True), -0.6 * torch.rand(1, 64, 2, 32)
+    rwkv7 = (r, w, torch.randn(1, 64, 2, 32), torch.randn(1, 64, 2, 32), -kk, kk * torch.rand(1, 64, 2, 32))
+    for keep in (False, True):
+        name = "chunk_rwkv7_train" + ("_disable_recompute" if keep else "")
+        trace(name, lambda *x, keep=keep: chunk_rwkv7(*x, disable_recompute=keep)[0], *rwkv7)
 
 
 if __name__ == "__main__":

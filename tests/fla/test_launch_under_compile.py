@@ -36,7 +36,8 @@ def run_worker(*flags: str) -> dict[str, str]:
 def test_attention_kernels_trace_into_one_graph(call_run):
     """Forward and backward of parallel_attn (dense; window + forget gate) trace with no graph break: forward,
     delta, dq and dkv kernels (and the gate's cumsum both ways), also with torch 2.11's ``run``; so does the
-    recurrent gated delta rule, without and with autograd. (Varlen checks cu_seqlens on the host, a graph break,
+    recurrent gated delta rule, without and with autograd, and the chunked DPLR op (RWKV7) with autograd, recomputing
+    its forward in the backward or (``disable_recompute``) not. (Varlen checks cu_seqlens on the host, a graph break,
     so it has no one-graph case here.)"""
     out = run_worker(*(["--torch-2.11-call-run"] if call_run == "torch-2.11" else []))
     assert out == {
@@ -44,4 +45,6 @@ def test_attention_kernels_trace_into_one_graph(call_run):
         "parallel_attn_window_gate": "ok 6",
         "fused_recurrent_gated_delta_rule": "ok 1",
         "fused_recurrent_gated_delta_rule_train": "ok 9",
+        "chunk_rwkv7_train": "ok 6",
+        "chunk_rwkv7_train_disable_recompute": "ok 4",
     }, out
