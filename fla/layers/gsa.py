@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fla.layers.linear_mixer import LinearMixer
+from fla.layers.utils import FLA060_FUSED_OUTPUT_NORM_EPS
 from fla.modules.feature_map import T2RFeatureMap
 from fla.modules.norm import RMSNorm
 from fla.ops.gsa import chunk_gsa, fused_recurrent_gsa
@@ -48,7 +49,8 @@ class GatedSlotAttention(LinearMixer):
             ``value_dim = hidden_size * expand_v``) and heads (``num_kv_heads`` < ``num_heads``: GQA).
         use_short_conv, conv_size, conv_bias: SiLU short convolutions on q, k, v.
         num_slots: slots per head ``M`` (default: the per-head key width).
-        elementwise_affine, norm_eps: of the output RMSNorm.
+        elementwise_affine: of the output RMSNorm; norm_eps: accepted and unused, as in fla 0.6.0, whose forward
+            normalizes with eps 1e-5 (``FLA060_FUSED_OUTPUT_NORM_EPS``).
         gate_logit_normalizer: divides the log forget gates (larger: slower forgetting).
         feature_map: ``"swish"``, ``"relu"`` or ``"t2r"``, on q and k.
         use_output_gate, use_norm: accepted and stored (fla's layer uses neither).
@@ -94,7 +96,8 @@ class GatedSlotAttention(LinearMixer):
         self.feature_map = slot_feature_map(feature_map, self.head_k_dim)
         self.build_qkv(hidden_size, use_short_conv, conv_size, conv_bias)
         self.f_proj = nn.Linear(hidden_size, self.num_kv_heads * self.num_slots, bias=False)
-        self.g_norm = RMSNorm(self.value_dim, elementwise_affine=bool(elementwise_affine), eps=norm_eps)
+        affine, eps = bool(elementwise_affine), FLA060_FUSED_OUTPUT_NORM_EPS
+        self.g_norm = RMSNorm(self.value_dim, elementwise_affine=affine, eps=eps)
         self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
 
     def extra_repr(self) -> str:

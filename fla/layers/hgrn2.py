@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fla.layers.linear_mixer import LinearMixer
+from fla.layers.utils import FLA060_FUSED_OUTPUT_NORM_EPS
 from fla.modules.conv import ShortConvolution
 from fla.modules.norm import RMSNorm
 from fla.ops.gla import chunk_gla, fused_recurrent_gla
@@ -59,7 +60,8 @@ class HGRN2Attention(LinearMixer):
         num_heads: heads; used only when ``expand_ratio`` is ``None`` (as in fla).
         expand_ratio: per-head key (forget-gate) width ``K``; ``num_heads = hidden_size // expand_ratio``.
         use_short_conv, conv_size, conv_bias: short convolutions (no activation) on q, f, i.
-        elementwise_affine, norm_eps: of the output RMSNorm over ``hidden_size``.
+        elementwise_affine: of the output RMSNorm over ``hidden_size``; norm_eps: accepted and unused, as in fla
+            0.6.0, whose forward normalizes with eps 1e-5 (``FLA060_FUSED_OUTPUT_NORM_EPS``).
         layer_idx: index in the cache (required with a cache); layer 0 ignores the lower bound.
 
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``; ``forward`` also takes
@@ -106,7 +108,8 @@ class HGRN2Attention(LinearMixer):
             self.f_conv1d = ShortConvolution(self.forget_dim, conv_size, bias=conv_bias, activation=None)
             self.i_conv1d = ShortConvolution(self.input_dim, conv_size, bias=conv_bias, activation=None)
         self.use_output_gate, self.fuse_norm_and_gate = False, False
-        self.g_norm = RMSNorm(hidden_size, elementwise_affine=bool(elementwise_affine), eps=norm_eps)
+        affine, eps = bool(elementwise_affine), FLA060_FUSED_OUTPUT_NORM_EPS
+        self.g_norm = RMSNorm(hidden_size, elementwise_affine=affine, eps=eps)
         self.o_proj = nn.Linear(self.input_dim, hidden_size, bias=False)
 
     def extra_repr(self) -> str:

@@ -28,6 +28,11 @@ from fla.ops.utils.index import (
     prepare_lens_from_mask,
 )
 
+# fla 0.6.0's GSA and HGRN2 layers normalize their output with its fused ``rms_norm_linear`` called without ``eps``,
+# so with that function's default whatever ``norm_eps`` says (their ``g_norm.eps`` goes unused); ours use this eps so
+# that their checkpoints give their logits (an output of small norm, as after short convolutions, is where it shows)
+FLA060_FUSED_OUTPUT_NORM_EPS = 1e-5
+
 
 class PaddingInfo(NamedTuple):
     """A padded ``[B, T]`` batch seen as a packed varlen batch of ``N`` real tokens.

@@ -1,10 +1,10 @@
-"""fla 0.6.0 checkpoints load here with its logits, for every conformance family without a logits check of its own.
+"""fla 0.6.0 checkpoints load here with its logits: every conformance family, each of its variants.
 
 Each family's variants (``families.FAMILIES``: its tiny config with the suite's widths) are built and saved by fla
 0.6.0 at ``FLA060_PATH`` (default ``/tmp/fla060``) in one process and loaded by ours in another
-(``fla060_family_compat.py``). Every family on a GPU; on CPU (slow) those whose fla 0.6.0 kernels run in the Triton
-interpreter (:data:`INTERPRETABLE`). Key names and shapes of every family are also checked against fla 0.6.0's by the
-conformance suite's snapshot.
+(``fla060_family_compat.py``). Every family but :data:`NOT_CHECKED` on a GPU; on CPU (slow) those whose fla 0.6.0
+layers run in the Triton interpreter (:data:`INTERPRETABLE`; at 64 tokens, where its chunk kernels fail there). Key
+names and shapes of every family are also checked against fla 0.6.0's by the conformance suite's snapshot.
 """
 
 import json
@@ -21,28 +21,16 @@ from tests.fla.models.families import FAMILIES
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = Path(__file__).with_name("fla060_family_compat.py")
 FLA060_PATH = os.environ.get("FLA060_PATH", "/tmp/fla060")
-# families whose fla 0.6.0 logits are compared elsewhere (CPU interpreter or GPU), and where
-CHECKED_ELSEWHERE = {
-    "transformer": "test_fla060_compat.py",
-    "gla": "test_fla060_linear_compat.py",
-    "retnet": "test_fla060_linear_compat.py",
-    "delta_net": "test_fla060_linear_compat.py",
-    "gated_deltanet": "test_fla060_linear_compat.py",
-    "comba": "test_fla060_comba_compat.py",
-    "gated_deltaproduct": "test_fla060_comba_compat.py",
-    "mom": "test_fla060_mom_compat.py (its routing sort made stable on both sides)",
-    "mamba": "test_mamba.py",
-    "samba": "test_mamba.py",
-    "mamba2": "test_mamba2.py",
-    "rwkv6": "test_rwkv6.py",
-    "rwkv7": "test_rwkv7.py",
-    "mla": "test_mla.py",
-    "hgrn2": "test_hgrn2.py",
-    "lightnet": "test_lightnet.py",
-    "rodimus": "test_rodimus.py",
-    "gsa": "test_gsa.py",
+# families this test leaves out, and why
+NOT_CHECKED = {
+    "mom": "fla 0.6.0 routes tokens with an unstable sort: test_fla060_mom_compat.py makes it stable on both sides",
 }
-CHECKED_HERE = [family for family in FAMILIES if family.model_type not in CHECKED_ELSEWHERE]
+# variants fla 0.6.0 itself cannot run, and why (found by this test on CPU; the same code runs on a GPU)
+FLA060_FAILS = {
+    "mla": {"window_no_q_lora": "its forward raises a [128, 64] x [80, 72] shape error without q_lora_rank"},
+    "rodimus": {"hybrid": "its forward raises: RMSNorm.forward() got an unexpected keyword argument 'residual'"},
+}
+CHECKED_HERE = [family for family in FAMILIES if family.model_type not in NOT_CHECKED]
 # over every variant: sizes fla 0.6.0's kernels take (power-of-two blocks, head dims of 16-128, NSA's query groups of
 # 16 or more); ours also run the suite's odd sizes. NSA: fla 0.6.0's parallel_nsa (its model's path) selects
 # next_power_of_2(block_counts) blocks, and with fewer than 3 it keeps an arbitrary subset of the 3 blocks it always
@@ -53,6 +41,11 @@ FLA060_SIZES = {
     "abc": dict(hidden_size=128, num_slots=16),
     "kda": dict(head_dim=32),
     "mesa_net": dict(head_dim=32),
+    # fla 0.6.0's PyTorch prefill (its path without mamba_ssm) tiles B / C over the heads (head h reads group
+    # h % G) where its own decode step and mamba_ssm's kernels give each group adjacent heads (h // (H / G)), as ours
+    # do: with n_groups > 1 the checkpoints of a fla 0.6.0 on mamba_ssm agree with ours, its fallback does not
+    # (3.6e-3 in float64 for the tiny config's 2 groups)
+    "mamba2": dict(n_groups=1),
 }
 # fla 0.6.0's ForgettingAttention hands window_size to its cache only: its training and prefill attend to the whole
 # prefix, ours to the window (fla/layers/forgetting_attn.py), so the logits agree only up to window_size tokens
@@ -69,6 +62,8 @@ def family_cases(family) -> dict:
     base = {k: v for k, v in json.loads(family.tiny_json.read_text()).items() if k != "model_type"}
     cases = {}
     for variant in family.variants:
+        if variant in FLA060_FAILS.get(family.model_type, {}):
+            continue
         fields = {**base, **family.fields(variant, **FLA060_SIZES.get(family.model_type, {}))}
         if family.model_type in WINDOW_IGNORED_BY_FLA060:
             fields["window_size"] = None
@@ -82,19 +77,27 @@ def family_cases(family) -> dict:
 
 
 def test_every_family_has_a_logits_check():
-    known = {family.model_type for family in FAMILIES}
-    assert set(CHECKED_ELSEWHERE) <= known, sorted(set(CHECKED_ELSEWHERE) - known)
+    known = {family.model_type: family for family in FAMILIES}
+    assert set(NOT_CHECKED) | set(FLA060_FAILS) | set(FLA060_SIZES) <= set(known)
     assert INTERPRETABLE <= {family.model_type for family in CHECKED_HERE}
-    assert {family.model_type for family in CHECKED_HERE} == known - set(CHECKED_ELSEWHERE)
+    assert {family.model_type for family in CHECKED_HERE} == set(known) - set(NOT_CHECKED)
+    for model_type, variants in FLA060_FAILS.items():
+        assert set(variants) < set(known[model_type].variants), model_type  # a named variant, and not all of them
     for family in CHECKED_HERE:  # the cases are plain JSON (the fla 0.6.0 process reads them)
         cases = family_cases(family)
-        assert json.loads(json.dumps(cases)) == cases and len(cases) == len(family.variants)
+        left_out = len(FLA060_FAILS.get(family.model_type, {}))
+        assert json.loads(json.dumps(cases)) == cases and len(cases) == len(family.variants) - left_out
 
 
 # on CPU: fla 0.6.0's kernels for these run in the Triton interpreter (its chunk kernels fail there: its layers then
 # run their fused_recurrent ops on 64 tokens), or its PyTorch reference stands in (MesaNet's CG solve:
-# fla060_family_compat.REFERENCE_OPS); ABC's kernels fail there and it has no reference to stand in
-INTERPRETABLE = {"linear_attn", "hgrn", "forgetting_transformer", "nsa", "kda", "path_attn", "mesa_net"}
+# fla060_family_compat.REFERENCE_OPS). ABC's, LightNet's, Rodimus' and RWKV7's kernels fail there (their own slow
+# tests check other cases on CPU)
+INTERPRETABLE = {
+    "transformer", "gla", "retnet", "delta_net", "gated_deltanet", "linear_attn", "hgrn", "hgrn2", "gsa", "rwkv6",
+    "kda", "comba", "gated_deltaproduct", "mamba", "samba", "mamba2", "mla", "forgetting_transformer", "nsa",
+    "path_attn", "mesa_net",
+}  # fmt: skip
 
 
 def _run(args, pythonpath, cwd):
@@ -127,7 +130,7 @@ def test_fla060_checkpoints_load_with_same_logits(family, tmp_path):
     _check(family, tmp_path)
 
 
-@pytest.mark.slow  # ~10 s a family: fla 0.6.0's kernels in the Triton interpreter
+@pytest.mark.slow  # ~10-20 s a family: fla 0.6.0's kernels in the Triton interpreter
 @pytest.mark.parametrize("family", [f for f in CHECKED_HERE if f.model_type in INTERPRETABLE], ids=str)
 def test_fla060_checkpoints_load_with_same_logits_on_cpu(family, tmp_path):
     if torch.cuda.is_available():
