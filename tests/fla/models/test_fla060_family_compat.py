@@ -1,10 +1,11 @@
-"""fla 0.6.0 checkpoints load here with its logits: every conformance family, each of its variants.
+"""fla 0.6.0 checkpoints load here with its logits: every conformance family, each of its configurations.
 
-Each family's variants (``families.FAMILIES``: its tiny config with the suite's widths) are built and saved by fla
-0.6.0 at ``FLA060_PATH`` (default ``/tmp/fla060``) in one process and loaded by ours in another
-(``fla060_family_compat.py``). Every family but :data:`NOT_CHECKED` on a GPU; on CPU (slow) those whose fla 0.6.0
-layers run in the Triton interpreter (:data:`INTERPRETABLE`; at 64 tokens, where its chunk kernels fail there). Key
-names and shapes of every family are also checked against fla 0.6.0's by the conformance suite's snapshot.
+Each family's variants and those of its parameter-name snapshot (``families.FAMILIES``: its tiny config with the
+suite's widths) are built and saved by fla 0.6.0 at ``FLA060_PATH`` (default ``/tmp/fla060``) in one process and
+loaded by ours in another (``fla060_family_compat.py``). Every family but :data:`NOT_CHECKED` on a GPU; on CPU (slow)
+those whose fla 0.6.0 layers run in the Triton interpreter (:data:`INTERPRETABLE`; at 64 tokens, where its chunk
+kernels fail there). Key names and shapes of every family are also checked against fla 0.6.0's by the conformance
+suite's snapshot.
 """
 
 import json
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.fla.models.families import FAMILIES
+from tests.fla.models.families import FAMILIES, TEST_ONLY
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = Path(__file__).with_name("fla060_family_compat.py")
@@ -58,13 +59,14 @@ LOGITS_RATIO_OF = {"mesa_net": 1e-2}
 
 
 def family_cases(family) -> dict:
-    """``{case: {model_type, fields, perturb}}`` of every variant of ``family`` (fla060_family_compat.py's input)."""
+    """``{case: {model_type, fields, perturb, logits_ratio}}`` of every variant of ``family``, those of the
+    parameter-name snapshot (``name_only``) included (fla060_family_compat.py's input)."""
     base = {k: v for k, v in json.loads(family.tiny_json.read_text()).items() if k != "model_type"}
     cases = {}
-    for variant in family.variants:
+    for variant, extra in {**family.variants, **family.name_only}.items():
         if variant in FLA060_FAILS.get(family.model_type, {}):
             continue
-        fields = {**base, **family.fields(variant, **FLA060_SIZES.get(family.model_type, {}))}
+        fields = {**base, **family.tiny, **TEST_ONLY, **extra, **FLA060_SIZES.get(family.model_type, {})}
         if family.model_type in WINDOW_IGNORED_BY_FLA060:
             fields["window_size"] = None
         cases[f"{family.model_type}-{variant}"] = {
@@ -81,12 +83,13 @@ def test_every_family_has_a_logits_check():
     assert set(NOT_CHECKED) | set(FLA060_FAILS) | set(FLA060_SIZES) <= set(known)
     assert INTERPRETABLE <= {family.model_type for family in CHECKED_HERE}
     assert {family.model_type for family in CHECKED_HERE} == set(known) - set(NOT_CHECKED)
+    every = {t: {**family.variants, **family.name_only} for t, family in known.items()}
     for model_type, variants in FLA060_FAILS.items():
-        assert set(variants) < set(known[model_type].variants), model_type  # a named variant, and not all of them
+        assert set(variants) < set(every[model_type]), model_type  # named variants, and not all of them
     for family in CHECKED_HERE:  # the cases are plain JSON (the fla 0.6.0 process reads them)
         cases = family_cases(family)
         left_out = len(FLA060_FAILS.get(family.model_type, {}))
-        assert json.loads(json.dumps(cases)) == cases and len(cases) == len(family.variants) - left_out
+        assert json.loads(json.dumps(cases)) == cases and len(cases) == len(every[family.model_type]) - left_out
 
 
 # on CPU: fla 0.6.0's kernels for these run in the Triton interpreter (its chunk kernels fail there: its layers then
