@@ -13,6 +13,12 @@ from fla.ops.generalized_delta_rule.dplr.chunk_bwd import DPLR_BWD_MAX_DIM, DPLR
 from fla.ops.generalized_delta_rule.dplr.naive import chunk_dplr_torch
 
 
+def has_triton_backward(q: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether the Triton backward kernels hold the head dims of ``q [.., K]`` and ``v [.., V]`` (else
+    :func:`dplr_recompute_grads`)."""
+    return max(q.shape[-1], v.shape[-1]) <= DPLR_BWD_MAX_DIM
+
+
 def dplr_grads(
     inputs: tuple[torch.Tensor, ...],
     wants: tuple[bool, ...],
@@ -28,7 +34,7 @@ def dplr_grads(
     the initial state (when ``want_dh0``), each in its input's dtype: the Triton kernels (from ``kept``, what the
     forward kept, or recomputing it), or :func:`dplr_recompute_grads` for head dims past :data:`DPLR_BWD_MAX_DIM`."""
     q, v = inputs[0], inputs[2]
-    if max(q.shape[-1], v.shape[-1]) > DPLR_BWD_MAX_DIM:
+    if not has_triton_backward(q, v):
         return dplr_recompute_grads(inputs, wants, scale, initial_state, want_dh0, cu_seqlens, do, dht)
     want_dh0 = want_dh0 and initial_state is not None
     dq, dk, dv, da, db, dgk, dh0 = chunk_dplr_bwd(
@@ -83,4 +89,4 @@ def dplr_recompute_grads(
     return tuple(grads), dh0
 
 
-__all__ = ["dplr_recompute_grads"]
+__all__ = ["dplr_grads", "dplr_recompute_grads", "has_triton_backward"]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from fla.ops.generalized_delta_rule.dplr.backward import dplr_grads
-from fla.ops.generalized_delta_rule.dplr.chunk_bwd import DPLR_BWD_MAX_DIM, DPLRForwardState, dplr_forward_for_backward
+from fla.ops.generalized_delta_rule.dplr.backward import dplr_grads, has_triton_backward
+from fla.ops.generalized_delta_rule.dplr.chunk_bwd import DPLRForwardState, dplr_forward_for_backward
 from fla.ops.generalized_delta_rule.dplr.chunk_fwd import DPLR_MAX_K, chunk_dplr_fwd
 from fla.ops.generalized_delta_rule.dplr.inputs import prepare_dplr_call
 from fla.ops.generalized_delta_rule.dplr.naive import naive_chunk_dplr_delta_rule
@@ -29,7 +29,7 @@ class ChunkDPLRDeltaRuleFunction(torch.autograd.Function):
     @staticmethod
     @contiguous
     def forward(ctx, q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens, keep=False):
-        keep = keep and any(ctx.needs_input_grad) and max(q.shape[-1], v.shape[-1]) <= DPLR_BWD_MAX_DIM
+        keep = keep and any(ctx.needs_input_grad) and has_triton_backward(q, v)
         if keep:
             args = (q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens, True)
             o, ht, kept = dplr_forward_for_backward(*args)
