@@ -71,11 +71,17 @@ class Family:
         return cpu if cpu.exists() else self.tiny_json
 
     def fields(self, variant: str = "plain", **overrides) -> dict:
-        return {**self.tiny, **TEST_ONLY, **self.variants[variant], **overrides}
+        """The test config's fields over the tiny JSON: widths, test-only fields, then ``variant`` (of
+        :attr:`variants` or :attr:`name_only`) and ``overrides``."""
+        return {**self.tiny, **TEST_ONLY, **{**self.variants, **self.name_only}[variant], **overrides}
+
+    def config_fields(self, variant: str = "plain", **overrides) -> dict:
+        """Every field of the test config: the tiny JSON's (but ``model_type``), then :meth:`fields`."""
+        base = {k: v for k, v in json.loads(self.tiny_json.read_text()).items() if k != "model_type"}
+        return {**base, **self.fields(variant, **overrides)}
 
     def config(self, variant: str = "plain", **overrides):
-        base = {k: v for k, v in json.loads(self.tiny_json.read_text()).items() if k != "model_type"}
-        return AutoConfig.for_model(self.model_type, **{**base, **self.fields(variant, **overrides)})
+        return AutoConfig.for_model(self.model_type, **self.config_fields(variant, **overrides))
 
     def model(self, variant: str = "plain", seed: int = 0, perturbed: bool = True, **overrides):
         torch.manual_seed(seed)

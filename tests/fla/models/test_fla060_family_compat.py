@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.fla.models.families import FAMILIES, TEST_ONLY
+from tests.fla.models.families import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = Path(__file__).with_name("fla060_family_compat.py")
@@ -63,12 +63,11 @@ LOGITS_RATIO_OF = {"mesa_net": 1e-2}
 def family_cases(family) -> dict:
     """``{case: {model_type, fields, perturb, logits_ratio}}`` of every variant of ``family``, those of the
     parameter-name snapshot (``name_only``) included (fla060_family_compat.py's input)."""
-    base = {k: v for k, v in json.loads(family.tiny_json.read_text()).items() if k != "model_type"}
     cases = {}
-    for variant, extra in {**family.variants, **family.name_only}.items():
+    for variant in {**family.variants, **family.name_only}:
         if variant in FLA060_FAILS.get(family.model_type, {}):
             continue
-        fields = {**base, **family.tiny, **TEST_ONLY, **extra, **FLA060_SIZES.get(family.model_type, {})}
+        fields = family.config_fields(variant, **FLA060_SIZES.get(family.model_type, {}))
         if family.model_type in WINDOW_IGNORED_BY_FLA060:
             fields["window_size"] = None
         cases[f"{family.model_type}-{variant}"] = {
