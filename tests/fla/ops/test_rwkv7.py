@@ -261,6 +261,9 @@ def test_chunk_stage_dtype(monkeypatch):
     monkeypatch.setenv("FLA_DPLR_BF16_STAGES", "1")
     assert chunk_stage_dtype(torch.bfloat16) == torch.bfloat16
     assert chunk_stage_dtype(torch.float16) == chunk_stage_dtype(torch.float32) == torch.float32
+    monkeypatch.setenv("FLA_DPLR_BF16_STAGES", "true")
+    with pytest.raises(ValueError, match="FLA_DPLR_BF16_STAGES='true': expected 0 or 1"):
+        chunk_stage_dtype(torch.bfloat16)
 
 
 def test_chunk_state_dtype():

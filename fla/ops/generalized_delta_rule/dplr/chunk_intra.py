@@ -44,9 +44,10 @@ def chunk_stage_dtype(dtype: torch.dtype) -> torch.dtype:
     each of its V-block programs ``W`` and ``Qh`` whole): float32, or bf16 for bf16 inputs when the environment sets
     ``FLA_DPLR_BF16_STAGES=1`` (half their traffic, as fla 0.6.0 keeps its ``w, u``; the products are formed and
     used in float32 either way). Off by default until a GPU run measures its time and its error at real sizes."""
-    if dtype == torch.bfloat16 and os.environ.get("FLA_DPLR_BF16_STAGES", "0") == "1":
-        return torch.bfloat16
-    return torch.float32
+    flag = os.environ.get("FLA_DPLR_BF16_STAGES", "0")
+    if flag not in ("0", "1"):
+        raise ValueError(f"FLA_DPLR_BF16_STAGES={flag!r}: expected 0 or 1")
+    return torch.bfloat16 if dtype == torch.bfloat16 and flag == "1" else torch.float32
 
 
 @triton.jit
