@@ -6,6 +6,9 @@ kernel, summed over 5 calls). ``--fwd-only``: the same for the forward alone und
 ``bench_chunk``'s fwd_ms times).
 
     python -m benchmarks.ops.profile_chunk [--ops chunk_gla chunk_simple_gla] [--T 2048 8192] [--out F]
+
+fla 0.6.0's kernels (``--impl fla``): run from outside the repository with fla's folder first on ``PYTHONPATH``, e.g.
+``cd /tmp && PYTHONPATH=/tmp/fla060:$REPO python -m benchmarks.ops.profile_chunk --impl fla --autotune-ms 30``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from triton.testing import do_bench
 
-from benchmarks.ops.bench_chunk import _ops, fwd_bwd_step, op_inputs
+from benchmarks.ops.bench_chunk import _ops, fwd_bwd_step, op_inputs, short_autotune
 from benchmarks.report import emit
 
 
@@ -87,8 +90,13 @@ def main() -> None:
         default="ours",
         help="fla: profile fla 0.6.0 (run from outside the repo with its folder first on PYTHONPATH)",
     )
+    parser.add_argument(
+        "--autotune-ms", type=float, default=None, help="autotuners benchmark each config this long (as bench_chunk)"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.autotune_ms is not None:
+        short_autotune(args.autotune_ms)
     ops = _ops(args.impl)
     what = "fwd (no_grad)" if args.fwd_only else "fwd+bwd"
     lines = [f"| op | T | do_bench {what} ms | kernels {what} ms | host ms/call |", "|---|---|---|---|---|"]
