@@ -180,3 +180,20 @@ def test_bad_inputs(op):
         op(x1, g1, cu_seqlens=torch.tensor([0, 6, 4, 10], dtype=torch.int32))  # decreasing
     with pytest.raises(TypeError, match="cu_seqlens"):
         op(x1, g1, cu_seqlens=torch.tensor([0.0, 10.0]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize(
+    "B, T, D, dtype, lengths",
+    [
+        (4, 4096, 1024, torch.bfloat16, None),  # the 340M layer's width (hidden 1024) at the benchmark's T
+        (1, 4096, 1000, torch.float32, [1, 3000, 17, 1, 1077]),  # varlen with length-1 sequences, odd width
+    ],
+)
+def test_real_sizes_gpu(op, B, T, D, dtype, lengths):
+    cu = None
+    if lengths is not None:
+        cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
+    x, g, h0 = _inputs(B, T, D, dtype, num_states=B if lengths is None else len(lengths))
+    _check(op, "triton", x, g, h0, tol(dtype, 2), cu_seqlens=cu)
