@@ -11,8 +11,9 @@ family's ``configs/<family>_tiny.json`` with the conformance suite's widths and 
 parameter before saving (families whose init zeroes whole paths, as RWKV7's) and the bound on the logits' relative
 error.
 
-On CPU, ops whose fla 0.6.0 kernels fail in the Triton interpreter run fla 0.6.0's own PyTorch reference instead
-(:data:`REFERENCE_OPS`), the rest of its model unchanged.
+On CPU, fla 0.6.0's kernels run in the Triton interpreter with two shims for what it lacks there (loop indices that
+convert like tensors, ``log1p``: :func:`_interpreter_shims`); ops that still fail run fla 0.6.0's own PyTorch
+reference instead (:data:`REFERENCE_OPS`), the rest of its model unchanged.
 
 fla 0.6.0 imports flash-attn optionally and calls it where present (softmax ``Attention``, MLA, Rodimus' window
 attention, NSA's window branch); flash-attn is not installed here, so each such module gets the causal SDPA stand-in
@@ -67,6 +68,93 @@ def _use_reference_ops() -> list[str]:
     return [name for name, _ in REFERENCE_OPS.values()]
 
 
+class _LoopIndex(int):
+    """A kernel loop's index under the Triton interpreter, which gives fla 0.6.0's kernels the Python ints of
+    ``range`` where compiled code has integer tensors (``i_t.to(tl.int64)`` then raises): an int that stays one
+    through integer arithmetic and converts to a scalar tensor as a tensor would."""
+
+    def to(self, dtype, *args, **kwargs):
+        import triton.language as tl
+
+        return tl.full((), int(self), dtype)
+
+    def __neg__(self):
+        return _LoopIndex(-int(self))
+
+
+def _index_op(name: str):
+    base = getattr(int, name)
+
+    def op(self, other):
+        out = base(self, other)
+        return _LoopIndex(out) if isinstance(other, int) and type(out) is int else out
+
+    return op
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__floordiv__", "__mod__"):
+    setattr(_LoopIndex, _name, _index_op(_name))
+
+
+def _loop_range(*args):
+    return map(_LoopIndex, range(*args))
+
+
+class _InterpretedLibdevice:
+    """fla 0.6.0's ``tldevice`` (libdevice) with ``log1p``, which the interpreter leaves unimplemented (it returns
+    ``None``), as ``log(1 + x)`` (its ``logaddexp`` adds it to the larger argument: the difference is a rounding)."""
+
+    def __init__(self, device):
+        self._device = device
+
+    def __getattr__(self, name):
+        return getattr(self._device, name)
+
+    @staticmethod
+    def log1p(x):
+        import triton.language as tl
+
+        return tl.log(1.0 + x)
+
+
+def _interpreter_shims() -> list[str]:
+    """On CPU, where fla 0.6.0's kernels run in the Triton interpreter: every ``fla.ops`` module's ``range`` yields
+    :class:`_LoopIndex` (its host code gets ints all the same) and ``fla.ops.utils.op`` gets
+    :class:`_InterpretedLibdevice`. Without them its chunk kernels (GLA's state walk, ABC, the additive slot gate of
+    ABC / GSA / LightNet) fail there. Returns what was patched."""
+    import pkgutil
+
+    import fla.ops
+
+    for info in pkgutil.walk_packages(fla.ops.__path__, "fla.ops."):
+        try:
+            module = importlib.import_module(info.name)
+        except Exception:  # modules that need what a CPU machine lacks; the families here do not call them
+            continue
+        module.range = _loop_range
+    ops = importlib.import_module("fla.ops.utils.op")
+    ops.tldevice = _InterpretedLibdevice(ops.tldevice)
+    return ["loop indices", "log1p"]
+
+
+def _fix_rodimus_block_flag() -> list[str]:
+    """fla 0.6.0's ``RodimusBlock`` takes ``block_residual_in_fp32`` from ``config.residual_in_fp32`` where its model
+    reads ``config.block_residual_in_fp32``: with the defaults (True, False) every block past the first asserts that a
+    residual was passed and the forward raises. The block reads the model's flag here, as the code intends; the
+    checkpoint (parameters, config) is fla 0.6.0's unchanged. Returns what was patched."""
+    from fla.models.rodimus import modeling_rodimus
+
+    block = modeling_rodimus.RodimusBlock
+    init = block.__init__
+
+    def fixed_init(self, config, layer_idx):
+        init(self, config, layer_idx)
+        self.block_residual_in_fp32 = config.block_residual_in_fp32
+
+    block.__init__ = fixed_init
+    return ["RodimusBlock.block_residual_in_fp32"]
+
+
 def _shim_flash_attn() -> list[str]:
     """Give each of :data:`FLASH_ATTN_USERS` lacking flash-attn the SDPA stand-in; returns the modules shimmed."""
     shimmed = []
@@ -115,7 +203,10 @@ def save(out: Path, cases: dict) -> int:
     _skip_autotune_timing()
     shimmed = _shim_flash_attn()
     swapped = [] if torch.cuda.is_available() else _use_reference_ops()
+    patched = [] if torch.cuda.is_available() else _interpreter_shims()
+    fixed = _fix_rodimus_block_flag()
     mode = (f"sdpa-shim {shimmed}" if shimmed else "native") + (f", references {swapped}" if swapped else "")
+    mode += (f", interpreter shims {patched}" if patched else "") + f", fla bug fixed: {fixed}"
     report = {"fla": fla.__version__, "fla_file": fla.__file__, "torch": torch.__version__, "cases": {}}
     for name, case in cases.items():
         entry = report["cases"].setdefault(name, {})
