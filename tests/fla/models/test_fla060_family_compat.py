@@ -3,9 +3,9 @@
 Each family's variants and those of its parameter-name snapshot (``families.FAMILIES``: its tiny config with the
 suite's widths) are built and saved by fla 0.6.0 at ``FLA060_PATH`` (default ``/tmp/fla060``) in one process and
 loaded by ours in another (``fla060_family_compat.py``). Every family but :data:`NOT_CHECKED` on a GPU; on CPU (slow)
-those whose fla 0.6.0 layers run in the Triton interpreter (:data:`INTERPRETABLE`; at 64 tokens, where its chunk
-kernels fail there). Key names and shapes of every family are also checked against fla 0.6.0's by the conformance
-suite's snapshot.
+those whose fla 0.6.0 layers run in the Triton interpreter (:data:`INTERPRETABLE`; with two shims for what the
+interpreter lacks, and at 64 tokens where its chunk kernels still fail there). Key names and shapes of every family
+are also checked against fla 0.6.0's by the conformance suite's snapshot.
 """
 
 import json
