@@ -64,6 +64,12 @@ def to_reference(t: torch.Tensor | None, requires_grad: bool | None = None) -> t
     return ref
 
 
+def near_zero_or_one(shape, eps: float, device=DEVICE, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A gate at its extremes: each entry ``eps`` or ``1 - eps``, at random (beta near 0 and 1)."""
+    near = torch.randint(0, 2, shape, device=device).to(dtype)
+    return near * (1 - eps) + (1 - near) * eps
+
+
 def poison_(*tensors: torch.Tensor | None) -> None:
     """Fill tensors with NaN in place (e.g. a preallocated output or an old ``.grad``)."""
     for t in tensors:

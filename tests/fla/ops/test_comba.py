@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fla.ops.comba import chunk_comba, fused_recurrent_comba, naive_chunk_comba, naive_recurrent_comba
 from fla.ops.common.inputs import l2norm
 from tests.fla.ops.gated import default_ratios
-from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, to_reference, tol, using
+from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, near_zero_or_one, to_reference, tol, using
 
 TOKENS = ("q", "k", "v", "p", "g", "beta")
 
@@ -128,8 +128,7 @@ def test_cpu_strong_decay_float64():
     with torch.no_grad():
         for n in ("k", "p"):
             inputs[n].copy_(l2norm(inputs[n]))
-        near = torch.randint(0, 2, inputs["beta"].shape, device=DEVICE).double()
-        inputs["beta"].copy_(near * (1 - 1e-3) + (1 - near) * 1e-3)
+        inputs["beta"].copy_(near_zero_or_one(inputs["beta"].shape, 1e-3, dtype=torch.float64))
     check(chunk_comba, inputs, "torch", tol(torch.float64))
 
 
@@ -171,8 +170,7 @@ def test_triton_strong_decay_extreme_beta(op):
     # log decays ~ -4 per token, beta at 1e-3 or 1 - 1e-3; T = 70 leaves a partial last chunk
     inputs = make_inputs(1, 70, 1, 20, 12, torch.float32, strength=5.0, num_states=1)
     with torch.no_grad():
-        near = torch.randint(0, 2, inputs["beta"].shape, device=DEVICE).float()
-        inputs["beta"].copy_(near * (1 - 1e-3) + (1 - near) * 1e-3)
+        inputs["beta"].copy_(near_zero_or_one(inputs["beta"].shape, 1e-3))
     check(op, inputs, "triton", ratios(torch.float32, dg_scale=10), use_qk_l2norm_in_kernel=True)
 
 
@@ -295,6 +293,5 @@ def test_long_sequence_strong_decay_extreme_beta():
     # float64 recurrence (output, final state, every gradient): nothing overflows or drifts over 256 chunks
     inputs = make_inputs(1, 4096, 2, 16, 8, torch.float32, HV=4, strength=5.0, num_states=1)
     with torch.no_grad():
-        near = torch.randint(0, 2, inputs["beta"].shape, device=DEVICE).float()
-        inputs["beta"].copy_(near * (1 - 1e-4) + (1 - near) * 1e-4)
+        inputs["beta"].copy_(near_zero_or_one(inputs["beta"].shape, 1e-4))
     check(chunk_comba, inputs, "torch", tol(torch.float32, 10), use_qk_l2norm_in_kernel=True)  # measured <= 6.3e-6

@@ -19,7 +19,7 @@ from tests.fla.ops.test_delta_rule import (
     gpu_ratios,
     make_delta_inputs,
 )
-from tests.harness import BACKENDS, DEVICE, assert_close, tol, using
+from tests.harness import BACKENDS, DEVICE, assert_close, near_zero_or_one, tol, using
 
 
 @pytest.mark.parametrize("option", list(OPTIONS))
@@ -78,8 +78,7 @@ def test_triton_strong_decay_partial_chunk(op):
     # whose padded rows must not turn exp(G_i - G_j) into inf (0 * inf = NaN); beta near 0 and 1
     inputs = make_delta_inputs(1, 100, 2, 40, 24, torch.float32, gated=True, strength=5.0, num_states=1)
     with torch.no_grad():
-        near = torch.randint(0, 2, inputs["beta"].shape, device=DEVICE).float()
-        inputs["beta"].copy_(near * (1 - 1e-3) + (1 - near) * 1e-3)
+        inputs["beta"].copy_(near_zero_or_one(inputs["beta"].shape, 1e-3))
     # dg sums differences of O(1) terms whose exact sum is small under strong decay: a looser bound
     ratios = default_ratios(torch.float32, 2, dg_scale=10)
     check_delta(op, naive_recurrent_gated_delta_rule, inputs, "triton", ratios, allow_neg_eigval=True)
@@ -144,8 +143,7 @@ def _long_strong_decay_check(B, T, H, D, dtype, device, log_decay):
     final state and gradients, and a tail that matches the float64 recurrence."""
     inputs = make_delta_inputs(B, T, H, D, D, dtype, gated=True, num_states=B, unit_keys=False, device=device)
     with torch.no_grad():
-        near = torch.randint(0, 2, (B, T, H), device=device).float()
-        inputs["beta"].copy_(near * (1 - 1e-4) + (1 - near) * 1e-4 + torch.rand(B, T, H, device=device) * 1e-5)
+        inputs["beta"].copy_(near_zero_or_one((B, T, H), 1e-4, device) + torch.rand(B, T, H, device=device) * 1e-5)
         inputs["g"].copy_(log_decay((B, T, H)))
     o, ht = chunk_gated_delta_rule(
         *(inputs[n] for n in ("q", "k", "v", "g", "beta")), initial_state=inputs["h0"], output_final_state=True,

@@ -11,7 +11,7 @@ from fla.ops.common.inputs import l2norm
 from fla.ops.kda import chunk_kda, fused_recurrent_kda, kda_gate, naive_chunk_kda, naive_recurrent_kda
 from tests.fla.ops.gated import default_ratios
 from tests.fla.ops.test_delta_rule import GPU_SHAPES, OPTIONS, check_delta, check_delta_varlen, gpu_ratios
-from tests.harness import BACKENDS, DEVICE, assert_close, tol, using
+from tests.harness import BACKENDS, DEVICE, assert_close, near_zero_or_one, tol, using
 
 OPS = [chunk_kda, fused_recurrent_kda]
 
@@ -50,8 +50,7 @@ def test_cpu_chunked_form_strong_decay_float64():
     # float64 subnormals (very slow on CPUs): they are flushed to zero here
     inputs = make_kda_inputs(1, 50, 1, 24, 20, torch.float64, strength=20.0, num_states=1)
     with torch.no_grad():
-        near = torch.randint(0, 2, inputs["beta"].shape).double()
-        inputs["beta"].copy_(near * (1 - 1e-4) + (1 - near) * 1e-4)
+        inputs["beta"].copy_(near_zero_or_one(inputs["beta"].shape, 1e-4, "cpu", torch.float64))
     torch.set_flush_denormal(True)
     try:
         check_delta(naive_chunk_kda, naive_recurrent_kda, inputs, "torch", tol(torch.float64))
@@ -134,8 +133,7 @@ def test_triton_strong_decay_extreme_beta(op):
     # chunk (padded rows must not turn exp(G_i - G_j) into inf); beta near 0 and 1
     inputs = make_kda_inputs(1, 100, 2, 40, 24, torch.float32, strength=5.0, num_states=1)
     with torch.no_grad():
-        near = torch.randint(0, 2, inputs["beta"].shape, device=DEVICE).float()
-        inputs["beta"].copy_(near * (1 - 1e-3) + (1 - near) * 1e-3)
+        inputs["beta"].copy_(near_zero_or_one(inputs["beta"].shape, 1e-3))
     ratios = default_ratios(torch.float32, 2, dg_scale=10)
     check_delta(op, naive_recurrent_kda, inputs, "triton", ratios)
 
@@ -227,8 +225,7 @@ def _long_strong_decay_check(B, T, H, D, dtype, device, strength):
     finite outputs, final state and gradients, and a tail that matches the float64 recurrence."""
     inputs = make_kda_inputs(B, T, H, D, D, dtype, strength=strength, num_states=B, unit_keys=False, device=device)
     with torch.no_grad():
-        near = torch.randint(0, 2, (B, T, H), device=device).float()
-        inputs["beta"].copy_(near * (1 - 1e-4) + (1 - near) * 1e-4 + torch.rand(B, T, H, device=device) * 1e-5)
+        inputs["beta"].copy_(near_zero_or_one((B, T, H), 1e-4, device) + torch.rand(B, T, H, device=device) * 1e-5)
     names = ("q", "k", "v", "g", "beta")
     o, ht = chunk_kda(
         *(inputs[n] for n in names), initial_state=inputs["h0"], output_final_state=True, use_qk_l2norm_in_kernel=True

@@ -23,7 +23,7 @@ from fla.ops.rwkv7 import (
     naive_chunk_rwkv7,
     naive_recurrent_rwkv7,
 )
-from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, to_reference, tol, using
+from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, near_zero_or_one, to_reference, tol, using
 
 NAMES = ("q", "k", "v", "a", "b", "gk")
 OPS = [chunk_dplr_delta_rule, fused_recurrent_dplr_delta_rule]
@@ -121,8 +121,7 @@ def test_long_sequence_strong_decay_extreme_rates():
     # nothing overflows or drifts over 256 chunks
     inputs = make_inputs(1, 4096, 2, 16, 8, torch.float32, strength=5.0, num_states=1)
     with torch.no_grad():
-        near = torch.randint(0, 2, inputs["b"].shape[:-1], device=DEVICE).float()[..., None]
-        inputs["b"].copy_(-inputs["a"] * (near * (1 - 1e-4) + (1 - near) * 1e-4))
+        inputs["b"].copy_(-inputs["a"] * near_zero_or_one(inputs["b"].shape[:-1], 1e-4)[..., None])
     check_op(chunk_dplr_delta_rule, inputs, "torch", tol(torch.float32, 10))  # measured <= 1.1e-6
 
 
