@@ -3,11 +3,12 @@
 Columns are the ``C = H * M`` (head, slot) pairs of ``s [B, T, H, M]``, tokens in ``BT``-token tiles. Every pass is
 tile-parallel with one short serial pass over each sequence's tiles in between (a walk over all of ``T`` by one
 program per column block left most of the GPU idle): forward, the tiles' log-sum-exps, then the value of ``z``
-entering each tile (serial, one ``[BC]`` step per tile), then each tile's rows in order (a ``logaddexp`` per token
-in each column's thread); backward, each tile's own ``Q`` at its first row, then ``Q`` entering each tile from the
-ones after (serial: the in-tile factors ``exp(z_t - z_{t+1})`` telescope to ``exp(z_first - z_next first)``), then
-each tile's rows from its last with that carry. The per-tile passes walk rows in each column's thread: an in-tile
-``tl.associative_scan`` spans threads and warps (shuffles, shared memory, barriers) and ran 3-6x the instructions.
+entering each tile (serial, one ``[BC]`` step per tile), then each tile's rows in order (a log-sum-exp step per
+token in each column's thread, :func:`_lse_push`); backward, each tile's own ``Q`` at its first row, then ``Q``
+entering each tile from the ones after (serial: the in-tile factors ``exp(z_t - z_{t+1})`` telescope to
+``exp(z_first - z_next first)``), then each tile's rows from its last with that carry. The per-tile passes walk rows
+in each column's thread: an in-tile ``tl.associative_scan`` spans threads and warps (shuffles, shared memory,
+barriers) and ran 3-6x the instructions.
 The maths (see :mod:`fla.ops.gsa.gate`)::
 
     z_t = logaddexp(z_{t-1}, s_t)   (z_{-1} = z0, or -inf)     s'_t = exp(s_t - z_t)     g_t = z_{t-1} - z_t
@@ -39,10 +40,20 @@ BT = 64  # tokens per tile
 
 
 @triton.jit
-def _logaddexp(a, b):
-    """``log(exp(a) + exp(b))``, ``-inf`` when both are ``-inf``."""
-    m = tl.maximum(a, b)
-    return tl.where(m == float("-inf"), m, m + tl.log(1.0 + tl.exp(tl.minimum(a, b) - m)))
+def _lse_push(m, c, x):
+    """One term into a running log-sum-exp held as ``(m, c)``: ``z = m + log(c)`` with ``m`` the running maximum
+    (``-inf``: nothing yet) and ``c >= 1`` the sum of ``exp(term - m)``. ``z`` formed afresh from them at each step
+    is exact to float32 rounding; a chain ``z <- logaddexp(z, x)`` instead rounds ``z`` (~20 at T = 2000) at every
+    token, and the errors add up: ~1e-5 at T = 2000, the float32 error of every output after it."""
+    m_new = tl.maximum(m, x)
+    keep = tl.where(m == m_new, 1.0, tl.exp(m - m_new))  # m == m_new also when both are -inf
+    return m_new, c * keep + tl.where(x == float("-inf"), 0.0, tl.exp(x - m_new))
+
+
+@triton.jit
+def _lse_value(m, c):
+    """``z = m + log(c)`` of a running log-sum-exp (:func:`_lse_push`), ``-inf`` for no terms."""
+    return tl.where(m == float("-inf"), m, m + tl.log(c))
 
 
 @triton.jit
@@ -87,13 +98,14 @@ def additive_gate_carry_kernel(
     o_c = i_c * BC + tl.arange(0, BC)  # [BC]
     m_c = o_c < C
     if USE_Z0:
-        b_z = tl.load(z0 + i_n * C + o_c, mask=m_c, other=0.0).to(tl.float32)  # [BC] the carry
+        b_m = tl.load(z0 + i_n * C + o_c, mask=m_c, other=0.0).to(tl.float32)  # [BC] the carry
     else:
-        b_z = tl.full([BC], float("-inf"), dtype=tl.float32)
+        b_m = tl.full([BC], float("-inf"), dtype=tl.float32)
+    b_c = tl.full([BC], 1.0, dtype=tl.float32)  # z = m + log(c) (_lse_push)
     for i_t in range(0, NT):
-        tl.store(z_in + (boh + i_t) * C + o_c, b_z, mask=m_c)
-        b_z = _logaddexp(b_z, tl.load(lse + (boh + i_t) * C + o_c, mask=m_c, other=float("-inf")))
-    tl.store(zT + i_n * C + o_c, b_z, mask=m_c)
+        tl.store(z_in + (boh + i_t) * C + o_c, _lse_value(b_m, b_c), mask=m_c)
+        b_m, b_c = _lse_push(b_m, b_c, tl.load(lse + (boh + i_t) * C + o_c, mask=m_c, other=float("-inf")))
+    tl.store(zT + i_n * C + o_c, _lse_value(b_m, b_c), mask=m_c)
 
 
 @lean_launch
@@ -104,16 +116,18 @@ def additive_gate_fwd_kernel(
     IS_VARLEN: tl.constexpr,
 ):  # fmt: skip
     """Forward, per tile: ``s_out`` (s' in s's dtype), ``g`` and ``z`` (float32) from the carry ``z_in``, row after
-    row: each column's ``z`` is one ``logaddexp`` per token in its thread. (An in-tile ``tl.associative_scan`` over
+    row: each column's ``z`` is one :func:`_lse_push` per token in its thread. (An in-tile ``tl.associative_scan`` over
     the rows, which spans threads and warps, ran 316 instructions per element on sm_90 and was 1.0 of LightNet's
     1.78 ms forward on an H100; this loop runs ~52 and reads each row as one load of ``BC`` columns.)"""
     _, bos, T_n, i_tc, i_ch, o_c, m_c = _tile(cu_seqlens, chunk_indices, T, C, BT, BC, IS_VARLEN)
     b_z = tl.load(z_in + i_ch * C + o_c, mask=m_c, other=float("-inf"))  # [BC] z before the tile
+    b_m, b_c = b_z, tl.full([BC], 1.0, dtype=tl.float32)  # z = m + log(c) (_lse_push)
     t0 = i_tc * BT
     for t in range(t0, tl.minimum(t0 + BT, T_n)):
         p = (bos + t) * C + o_c  # [BC]
         b_s = tl.load(s + p, mask=m_c, other=float("-inf")).to(tl.float32)
-        b_zt = _logaddexp(b_z, b_s)
+        b_m, b_c = _lse_push(b_m, b_c, b_s)
+        b_zt = _lse_value(b_m, b_c)
         tl.store(s_out + p, tl.exp(b_s - b_zt).to(s_out.dtype.element_ty), mask=m_c)
         tl.store(g + p, tl.where(b_z == float("-inf"), 0.0, b_z - b_zt), mask=m_c)  # the first token without z0: 0
         tl.store(z + p, b_zt, mask=m_c)

@@ -139,6 +139,26 @@ def test_chunk_gpu(dtype):
     assert_grads_close(x, ref_x, (o, *ht), (ref_o, *ref_ht), grad_outputs, tol(dtype, 4))
 
 
+def test_slot_gate_stays_exact_over_long_sequences():
+    """The Triton slot gate in float32 over 2000 tokens of wide logits, fed to the float64 chunk form: its output
+    within 3e-6 of the all-float64 one. Every ``z_t`` carries into every later output (as ``s'`` and the decays
+    ``g``): a gate that rounded ``z`` at each token (``z <- logaddexp(z, s)``) drifted by ~1e-5 over such a
+    sequence and gave 3.0e-5 here (and the GPU float32 test of ``chunk_abc``, T = 2000, exceeded its bound with
+    it); the running ``(max, sum)`` form gives 1.3e-6."""
+    from fla.ops.gsa import chunk_gsa
+    from fla.ops.gsa.gate_scan import additive_gate_triton
+
+    T, H, D, M = 2000, 1, 16, 8
+    q, k, v = (torch.randn(1, T, H, D, dtype=torch.float64, device=DEVICE) for _ in range(3))
+    s = 3 * torch.randn(1, T, H, M, device=DEVICE)
+    with using("triton"):
+        s_n, g, _ = additive_gate_triton(s)
+    with using("torch"):
+        ref, _ = chunk_gsa(q, k, v, *additive_gate(s.double())[:2])
+        o, _ = chunk_gsa(q, k, v, s_n.double(), g.double())
+    assert_close("o", ref, o, 3e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("varlen, with_z", [(False, False), (False, True), (True, False), (True, True)])
 def test_slot_gate_scan_kernels(dtype, varlen, with_z):
