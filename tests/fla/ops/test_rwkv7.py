@@ -200,9 +200,11 @@ def test_triton_chunk_states_kept_in_bf16(monkeypatch):
 
 
 def test_triton_backward_stores_gradients_in_the_inputs_dtypes():
-    # the backward sums dq, dk, da, db in float32 scratch and stores each finished gradient in its input's dtype (no
-    # float32 copies cast afterwards): fp16 q, k, v, a, b with fp32 gk give fp16 / fp32 gradients, each the float32
-    # run's rounded once (the same kernel on float32 copies of the inputs)
+    # the backward sums dq, dk, da, db in float32 and stores each finished gradient in its input's dtype (no float32
+    # copies cast afterwards): fp16 q, k, v, a, b with fp32 gk give fp16 / fp32 gradients, each the float32 run's
+    # rounded once (the same kernel on float32 copies of the inputs). On a GPU the fp16 run's tl.dot take TF32
+    # operands (dot_precision) where the float32 run's are exact, so there the runs differ by TF32's ~1e-3 (dgk:
+    # 1.1e-3 on an H100; 7e-4 under the interpreter with operands rounded to TF32 as the GPU does)
     from fla.ops.generalized_delta_rule.dplr.chunk_bwd import chunk_dplr_bwd
 
     torch.manual_seed(3)
@@ -216,7 +218,7 @@ def test_triton_backward_stores_gradients_in_the_inputs_dtypes():
         source = {"dq": "q", "dk": "k", "dv": "v", "da": "a", "db": "b", "dgk": "gk"}[name]
         assert g.dtype == inputs[source].dtype, f"{name}: {g.dtype}, expected {inputs[source].dtype}"
         assert torch.isfinite(g).all(), name
-        assert_close(name, w.double(), g, tol(g.dtype, 2))
+        assert_close(name, w.double(), g, tol(g.dtype, 2) if DEVICE.type == "cpu" else tol(torch.float16, 2))
 
 
 @pytest.mark.parametrize("varlen", [False, True])

@@ -15,16 +15,18 @@ recomputation (the chunk stages, the states ``h`` before every chunk):
        dA_qk = do v^T,  dA_qb = do u^T  (j <= i)         dA_ak = drhs v^T,  dA_ab = drhs u^T  (j < i)
        dv   = A_qk^T do + A_ak^T drhs + (k * exp(G_L - G)) dh
 
-   It stores ``dv`` and the state parts of ``dq, dk, da, db`` (fp32) and ``dL/dG_L`` (the chunk-end decay's
-   gradient, ``[chunks, H, K]``), then, with the four ``dA`` still in registers, goes over the key channels in
-   blocks (:func:`_score_grads_block`, reading back what it stored): the score parts
-   (``sum_j dA_ij y_j exp(Gr_i - Gc_j)`` and transposed, as ``tl.dot`` products of scaled rows or ``[BT, BT, BKC]``
-   elementwise products as in the forward), then the gate gradient. Every appearance of ``G`` is ``q exp(G)``,
-   ``k exp(-G)``, ``b exp(-G)``, ``a exp(Gx)`` or the chunk-end ``exp(G_L)``, so
+   It stores ``dv`` and holds the state parts of ``dq, dk, da, db`` and ``dL/dG_L`` (the chunk-end decay's
+   gradient) in ``[BT, K]`` registers, then, with the four ``dA``, adds the score parts
+   (``sum_j dA_ij y_j exp(Gr_i - Gc_j)`` and transposed): when the chunk's decay span is at most
+   :data:`.chunk_intra.SPAN_MAX` (RWKV7's always is) as ``tl.dot`` products of rows scaled from the chunk's start,
+   over the whole key dim in registers; otherwise it stores the state parts in fp32 scratch and goes over the key
+   channels in blocks of 16 (:func:`_score_grads_elementwise`: ``[BT, BT, 16]`` elementwise products, as the
+   forward's scores). Then the gate gradient (:func:`_finish_key_grads`). Every appearance of ``G`` is
+   ``q exp(G)``, ``k exp(-G)``, ``b exp(-G)``, ``a exp(Gx)`` or the chunk-end ``exp(G_L)``, so
    ``dL/dG = q dq - k dk - b db (+ dL/dG_L at the last row)``, ``dL/dGx = a da``, and ``dgk`` is the chunk-local
-   reverse cumsum of ``dL/dG + dL/dGx`` minus ``dL/dGx`` (``Gx = G - gk``). (Until this fusion a third kernel, one
-   program per chunk and 16 key channels, did the block part from an fp32 ``dA [B, T, H, 4, BT]`` in memory:
-   3.97 of 14.7 ms of RWKV7's fwd+bwd on an H200 at B=4, T=4096, H=16, D=128.)
+   reverse cumsum of ``dL/dG + dL/dGx`` minus ``dL/dGx`` (``Gx = G - gk``). (Until the score pass moved in here a
+   third kernel, one program per chunk and 16 key channels, did it from an fp32 ``dA [B, T, H, 4, BT]`` in
+   memory: 3.97 of 14.7 ms of RWKV7's fwd+bwd on an H200 at B=4, T=4096, H=16, D=128.)
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import triton.language as tl
 
 from fla.ops.common.indexing import chunk_bounds, sequence_bounds, state_block
 from fla.ops.common.layout import ChunkLayout
-from fla.ops.common.tuning import autotune_configs, dot_precision, given_heuristics
+from fla.ops.common.tuning import dot_precision, given_heuristics
 from fla.ops.generalized_delta_rule.dplr.chunk_fwd import (
     chunk_decays,
     chunk_dplr_fwd,
@@ -51,9 +53,8 @@ from fla.ops.generalized_delta_rule.dplr.chunk_intra import (
     chunk_decay_span,
     load_channel_block,
     load_scores,
-    score_block,
 )
-from fla.utils import empty, empty_like
+from fla.utils import IS_TRITON_INTERPRET, empty, empty_like
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
@@ -123,50 +124,18 @@ def dplr_chunk_bwd_dh_kernel(
 
 
 @triton.jit
-def _score_grads_block(
-    q, k, a, b, gk, dq, dk, da, db, dgk, dq_o, dk_o, da_o, db_o, dgl, rows, m_t, i_kc, dA_qk, dA_qb, dA_ak, dA_ab,
-    scale, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, SCALED_ROWS: tl.constexpr, DOT_PRECISION: tl.constexpr,
+def _finish_key_grads(
+    c_q, c_k, c_a, c_b, c_dq, c_dk, c_da, c_db, c_gl, m_t, p_c, m_c, dgk, dq_o, dk_o, da_o, db_o, scale,
+    BT: tl.constexpr,
 ):  # fmt: skip
-    """Key channels ``i_kc * BC ..`` of the chunk: the score parts of ``dq, dk, da, db`` added to the state parts
-    stored there (``sum_j dA_ij y_j exp(Gr_i - Gc_j)`` and transposed; ``SCALED_ROWS``: as ``tl.dot`` products of
-    rows scaled from the chunk's start, else ``[BT, BT, BC]`` elementwise with each exponent masked first), then the
-    gate gradient and the finished ``dq`` (scaled), ``dk, da, db`` (into ``dq_o, dk_o, da_o, db_o``, in their dtype)
-    and ``dgk``. ``dgl``: the chunk's ``dL/dG_L [K]`` (the chunk-end decay's gradient), added at its last row."""
+    """Key channels of a chunk with their whole ``dq`` (for the scaled ``c_q``), ``dk, da, db`` ``[BT, BC]``: the
+    gate gradient (``dL/dG = q dq - k dk - b db``, plus ``c_gl``, the chunk-end decay's ``dL/dG_L [BC]``, at the
+    last row; ``dL/dGx = a da``; ``dgk`` is the chunk-local reverse cumsum of their sum minus ``dL/dGx``), then every
+    gradient stored in its output's dtype (``dq`` scaled) at ``p_c`` (mask ``m_c``)."""
     o_t = tl.arange(0, BT)
-    m_incl = o_t[:, None] >= o_t[None, :]
-    m_strict = o_t[:, None] > o_t[None, :]
-    o_kc = i_kc * BC + tl.arange(0, BC)
-    c_q, c_k, c_a, c_b, c_G, c_Gx, p_c, m_c = load_channel_block(q, k, a, b, gk, rows, m_t, o_kc, scale, K)
-    c_dq = tl.load(dq + p_c, mask=m_c, other=0.0)  # the state parts, stored by this program
-    c_da = tl.load(da + p_c, mask=m_c, other=0.0)
-    c_dk = tl.load(dk + p_c, mask=m_c, other=0.0)
-    c_db = tl.load(db + p_c, mask=m_c, other=0.0)
-    # rows i read columns j: dq_i = sum_j (dA_qk k_j + dA_qb b_j) e^{G_i - G_j}, da_i likewise with e^{Gx_i - G_j};
-    # columns j collect dk_j, db_j from the rows
-    if SCALED_ROWS:  # as chunk_scores: rows scaled from the chunk's start
-        c_eG, c_eGx, c_inv = tl.exp(c_G), tl.exp(c_Gx), tl.exp(-c_G)
-        c_kn, c_bn = c_k * c_inv, c_b * c_inv
-        c_qg, c_ag = c_q * c_eG, c_a * c_eGx
-        c_dq += c_eG * (tl.dot(dA_qk, c_kn, input_precision=DOT_PRECISION)
-                        + tl.dot(dA_qb, c_bn, input_precision=DOT_PRECISION))  # fmt: skip
-        c_da += c_eGx * (tl.dot(dA_ak, c_kn, input_precision=DOT_PRECISION)
-                         + tl.dot(dA_ab, c_bn, input_precision=DOT_PRECISION))  # fmt: skip
-        c_dk += c_inv * (tl.dot(tl.trans(dA_qk), c_qg, input_precision=DOT_PRECISION)
-                         + tl.dot(tl.trans(dA_ak), c_ag, input_precision=DOT_PRECISION))  # fmt: skip
-        c_db += c_inv * (tl.dot(tl.trans(dA_qb), c_qg, input_precision=DOT_PRECISION)
-                         + tl.dot(tl.trans(dA_ab), c_ag, input_precision=DOT_PRECISION))  # fmt: skip
-    else:  # elementwise, every exponent masked to its causal part first
-        E_in = tl.exp(tl.where(m_incl[:, :, None], c_G[:, None, :] - c_G[None, :, :], float("-inf")))
-        E_ex = tl.exp(tl.where(m_strict[:, :, None], c_Gx[:, None, :] - c_G[None, :, :], float("-inf")))
-        c_dq += tl.sum((dA_qk[:, :, None] * c_k[None, :, :] + dA_qb[:, :, None] * c_b[None, :, :]) * E_in, axis=1)
-        c_da += tl.sum((dA_ak[:, :, None] * c_k[None, :, :] + dA_ab[:, :, None] * c_b[None, :, :]) * E_ex, axis=1)
-        c_dk += tl.sum(dA_qk[:, :, None] * c_q[:, None, :] * E_in + dA_ak[:, :, None] * c_a[:, None, :] * E_ex, axis=0)
-        c_db += tl.sum(dA_qb[:, :, None] * c_q[:, None, :] * E_in + dA_ab[:, :, None] * c_a[:, None, :] * E_ex, axis=0)
-    # gate: dL/dG and dL/dGx, then the reverse cumsum over the chunk
     c_dGx = c_a * c_da
     c_x = c_q * c_dq - c_k * c_dk - c_b * c_db + c_dGx
     last = tl.max(tl.where(m_t, o_t, 0), axis=0)  # the chunk's last row (G_L = G there)
-    c_gl = tl.load(dgl + o_kc, mask=o_kc < K, other=0.0)  # [BC]
     c_x += tl.where((o_t == last)[:, None], c_gl[None, :], 0.0)
     c_rev = tl.sum(c_x, axis=0)[None, :] - tl.cumsum(c_x, axis=0) + c_x  # sum over rows s >= i
     tl.store(dgk + p_c, (c_rev - c_dGx).to(dgk.dtype.element_ty), mask=m_c)
@@ -176,13 +145,55 @@ def _score_grads_block(
     tl.store(db_o + p_c, c_db.to(db_o.dtype.element_ty), mask=m_c)
 
 
+@triton.jit
+def _score_grads_elementwise(
+    q, k, a, b, gk, dq, dk, da, db, dgk, dq_o, dk_o, da_o, db_o, dgl, rows, m_t, i_kc, dA_qk, dA_qb, dA_ak, dA_ab,
+    scale, K: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    """Key channels ``i_kc * BC ..`` of a chunk whose decay span exceeds :data:`SPAN_MAX`: the score parts of
+    ``dq, dk, da, db`` (``sum_j dA_ij y_j exp(Gr_i - Gc_j)`` and transposed, as ``[BT, BT, BC]`` elementwise products
+    with each exponent masked to its causal part first: no factor exceeds 1) added to the state parts this program
+    stored in the fp32 scratch ``dq, dk, da, db``, then :func:`_finish_key_grads`. ``dgl``: the chunk's
+    ``dL/dG_L [K]``."""
+    o_t = tl.arange(0, BT)
+    m_incl = o_t[:, None] >= o_t[None, :]
+    m_strict = o_t[:, None] > o_t[None, :]
+    o_kc = i_kc * BC + tl.arange(0, BC)
+    c_q, c_k, c_a, c_b, c_G, c_Gx, p_c, m_c = load_channel_block(q, k, a, b, gk, rows, m_t, o_kc, scale, K)
+    c_dq = tl.load(dq + p_c, mask=m_c, other=0.0)
+    c_da = tl.load(da + p_c, mask=m_c, other=0.0)
+    c_dk = tl.load(dk + p_c, mask=m_c, other=0.0)
+    c_db = tl.load(db + p_c, mask=m_c, other=0.0)
+    # rows i read columns j: dq_i = sum_j (dA_qk k_j + dA_qb b_j) e^{G_i - G_j}, da_i likewise with e^{Gx_i - G_j};
+    # columns j collect dk_j, db_j from the rows
+    E_in = tl.exp(tl.where(m_incl[:, :, None], c_G[:, None, :] - c_G[None, :, :], float("-inf")))
+    E_ex = tl.exp(tl.where(m_strict[:, :, None], c_Gx[:, None, :] - c_G[None, :, :], float("-inf")))
+    c_dq += tl.sum((dA_qk[:, :, None] * c_k[None, :, :] + dA_qb[:, :, None] * c_b[None, :, :]) * E_in, axis=1)
+    c_da += tl.sum((dA_ak[:, :, None] * c_k[None, :, :] + dA_ab[:, :, None] * c_b[None, :, :]) * E_ex, axis=1)
+    c_dk += tl.sum(dA_qk[:, :, None] * c_q[:, None, :] * E_in + dA_ak[:, :, None] * c_a[:, None, :] * E_ex, axis=0)
+    c_db += tl.sum(dA_qb[:, :, None] * c_q[:, None, :] * E_in + dA_ab[:, :, None] * c_a[:, None, :] * E_ex, axis=0)
+    c_gl = tl.load(dgl + o_kc, mask=o_kc < K, other=0.0)  # [BC]
+    _finish_key_grads(c_q, c_k, c_a, c_b, c_dq, c_dk, c_da, c_db, c_gl, m_t, p_c, m_c, dgk, dq_o, dk_o, da_o, db_o,
+                      scale, BT)  # fmt: skip
+
+
+def local_configs() -> list[triton.Config]:
+    """V block widths x warps of :func:`dplr_chunk_bwd_local_kernel` (one config under the interpreter): the value
+    loop's tiles are ``[BT, BV]``, the key-wide accumulators ``[BT, BK]`` whatever ``BV``; 8 warps hold them with
+    less spilling (sm_90 SASS at K = V = 128: 4 warps 576 B of stack, 8 warps under 140 B), 4 leave the SM room for
+    more programs. Pruned by :func:`.chunk_fwd.fit_walk_block`."""
+    if IS_TRITON_INTERPRET:
+        return [triton.Config({"BV": 16}, num_warps=4, num_stages=1)]
+    return [triton.Config({"BV": bv}, num_warps=w, num_stages=3) for bv in (16, 32) for w in (4, 8)]
+
+
 @lean_launch
 @given_heuristics(IS_VARLEN="cu_seqlens")
-# 4 warps hold its ~20 [16, 128] fp32 tiles in 255 registers only by spilling (576 B of stack at K = V = 128, sm_90);
-# 8 warps spill 88 B and run 30% fewer instructions (scripts/sass_stats.py). The program rewrites every output it
-# reads back, so the autotuner's repeated launches are harmless.
+# The program rewrites every output it reads back, so the autotuner's repeated launches are harmless.
 @triton.autotune(
-    configs=autotune_configs(warps=(4, 8), stages=(3,)), key=["H", "K", "V", "BK", "BV", "DOT_PRECISION", "IS_VARLEN"]
+    configs=local_configs(),
+    key=["H", "K", "V", "BK", "DOT_PRECISION", "IS_VARLEN"],
+    prune_configs_by={"early_config_prune": fit_walk_block},
 )
 @triton.jit(do_not_specialize=["T"])
 def dplr_chunk_bwd_local_kernel(
@@ -217,7 +228,6 @@ def dplr_chunk_bwd_local_kernel(
     BT: tl.constexpr,
     BK: tl.constexpr,
     BKC: tl.constexpr,
-    BKD: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -286,32 +296,48 @@ def dplr_chunk_bwd_local_kernel(
         b_dk += tl.dot(b_v, tl.trans(b_dh), input_precision=DOT_PRECISION)
         b_db += tl.dot(b_u, tl.trans(b_dh), input_precision=DOT_PRECISION)
         b_hdh += tl.sum(b_h * b_dh, axis=1)
-    # the state parts of dq (for the scaled q), da, dk, db and the chunk-end decay's gradient, stored; the score
-    # parts below add to them block by block of key channels
-    b_dq *= tl.exp(b_G)
+    # the state parts of dq (for the scaled q), da, dk, db and the chunk-end decay's gradient; the score parts add
+    # to them below
+    b_eG = tl.exp(b_G)
+    b_dq *= b_eG
     b_da *= tl.exp(b_Gx)
     b_dk *= b_dec
     b_db *= b_dec
-    tl.store(dq + p_x, b_dq, mask=m_x)
-    tl.store(da + p_x, b_da, mask=m_x)
-    tl.store(dk + p_x, b_dk, mask=m_x)
-    tl.store(db + p_x, b_db, mask=m_x)
     b_dGL = tl.exp(b_GL) * b_hdh + tl.sum(b_k * b_dk + b_b * b_db, axis=0)  # [BK]
-    p_gl = dgl + (i_ch * H + i_h) * K
-    tl.store(p_gl + o_k, b_dGL, mask=m_k)
-    tl.debug_barrier()  # the blocks below read back what this program's threads stored
     dA_qk = tl.where(m_incl, dA_qk, 0.0)
     dA_qb = tl.where(m_incl, dA_qb, 0.0)
     dA_ak = tl.where(m_strict, dA_ak, 0.0)
     dA_ab = tl.where(m_strict, dA_ab, 0.0)
     if chunk_decay_span(gk, rows, m_t, K, BKC) <= SPAN_MAX:
-        for i_kd in range(0, tl.cdiv(K, BKD)):
-            _score_grads_block(q, k, a, b, gk, dq, dk, da, db, dgk, dq_o, dk_o, da_o, db_o, p_gl, rows, m_t, i_kd,
-                               dA_qk, dA_qb, dA_ak, dA_ab, scale, K, BT, BKD, True, DOT_PRECISION)  # fmt: skip
+        # every factor e^{+-G} within [e^-60, e^60] (chunk_scores): the score parts as tl.dot products of rows
+        # scaled from the chunk's start, over the whole key dim, the accumulators staying in registers
+        b_q = tl.load(q + p_x, mask=m_x, other=0.0).to(tl.float32) * scale
+        b_inv = tl.exp(-b_G)
+        b_kn, b_bn = b_k * b_inv, b_b * b_inv
+        b_qg = b_q * b_eG  # b_w = a e^{Gx} is the a-side factor
+        b_dq += b_eG * (tl.dot(dA_qk, b_kn, input_precision=DOT_PRECISION)
+                        + tl.dot(dA_qb, b_bn, input_precision=DOT_PRECISION))  # fmt: skip
+        b_da += tl.exp(b_Gx) * (tl.dot(dA_ak, b_kn, input_precision=DOT_PRECISION)
+                                + tl.dot(dA_ab, b_bn, input_precision=DOT_PRECISION))  # fmt: skip
+        b_dk += b_inv * (tl.dot(tl.trans(dA_qk), b_qg, input_precision=DOT_PRECISION)
+                         + tl.dot(tl.trans(dA_ak), b_w, input_precision=DOT_PRECISION))  # fmt: skip
+        b_db += b_inv * (tl.dot(tl.trans(dA_qb), b_qg, input_precision=DOT_PRECISION)
+                         + tl.dot(tl.trans(dA_ab), b_w, input_precision=DOT_PRECISION))  # fmt: skip
+        _finish_key_grads(b_q, b_k, b_a, b_b, b_dq, b_dk, b_da, b_db, b_dGL, m_t, p_x, m_x, dgk, dq_o, dk_o, da_o,
+                          db_o, scale, BT)  # fmt: skip
     else:
+        # stronger decays: the elementwise form over key blocks of BKC, which reads the state parts back from the
+        # fp32 scratch
+        tl.store(dq + p_x, b_dq, mask=m_x)
+        tl.store(da + p_x, b_da, mask=m_x)
+        tl.store(dk + p_x, b_dk, mask=m_x)
+        tl.store(db + p_x, b_db, mask=m_x)
+        p_gl = dgl + (i_ch * H + i_h) * K
+        tl.store(p_gl + o_k, b_dGL, mask=m_k)
+        tl.debug_barrier()  # the blocks below read back what this program's threads stored
         for i_kc in range(0, tl.cdiv(K, BKC)):
-            _score_grads_block(q, k, a, b, gk, dq, dk, da, db, dgk, dq_o, dk_o, da_o, db_o, p_gl, rows, m_t, i_kc,
-                               dA_qk, dA_qb, dA_ak, dA_ab, scale, K, BT, BKC, False, DOT_PRECISION)  # fmt: skip
+            _score_grads_elementwise(q, k, a, b, gk, dq, dk, da, db, dgk, dq_o, dk_o, da_o, db_o, p_gl, rows, m_t,
+                                     i_kc, dA_qk, dA_qb, dA_ak, dA_ab, scale, K, BT, BKC)  # fmt: skip
 
 
 class DPLRForwardState(NamedTuple):
@@ -370,9 +396,9 @@ def chunk_dplr_bwd(
     """Gradients of the chunked DPLR delta rule (``K, V <= 128``): ``dq, dk, da, db, dgk`` ``[B, T, H, K]`` and
     ``dv [B, T, H, V]``, each in its input's dtype, and ``dh0 [N, H, K, V]`` float32 or ``None``.
 
-    The kernel sums the state and score parts of ``dq, dk, da, db`` in float32 scratch (the same tensors as the
-    outputs for float32 inputs) and stores the finished gradients in the inputs' dtypes: for bf16 inputs that saves
-    writing them in float32 and a cast kernel each (8 of the 14 bytes per element they cost).
+    The kernel sums the state and score parts of ``dq, dk, da, db`` in float32 registers (chunks of decay span
+    past :data:`.chunk_intra.SPAN_MAX`: in float32 scratch, the same tensors as the outputs for float32 inputs) and
+    stores the finished gradients in the inputs' dtypes.
 
     ``kept``: what the forward kept (:func:`dplr_forward_for_backward`); without it the forward's chunk stages and
     state walk run again here."""
@@ -390,7 +416,7 @@ def chunk_dplr_bwd(
     dv = empty(B, T, H, V, dtype=v.dtype, device=v.device)
     dgk = empty_like(gk)
     dh0 = empty(N, H, K, V, dtype=torch.float32, device=q.device) if want_dh0 else None
-    BK, BV = max(16, next_power_of_2(K)), max(16, next_power_of_2(V))
+    BK = max(16, next_power_of_2(K))
     precision = dot_precision(q.dtype)
     dplr_chunk_bwd_dh_kernel[lambda meta: (cdiv(V, meta["BV"]), N * H)](  # V blocks as the forward walk's
         b, gk, W, Qh, do, dht, dhs, dh0, cu_seqlens, layout.chunk_offsets, T, H=H, K=K, V=V, BT=BT, BK=BK,
@@ -398,8 +424,7 @@ def chunk_dplr_bwd(
     )  # fmt: skip
     dplr_chunk_bwd_local_kernel[(layout.row_chunks, B * H)](
         q, k, v, a, b, gk, hs, dhs, do, dv, dq, dk, da, db, dgl, dgk, *outs, S, cu_seqlens, layout.chunk_indices, scale,
-        T, H=H, K=K, V=V, BT=BT, BK=BK, BKC=16, BKD=score_block(K), BV=min(BV, max(16, 4096 // BK)),
-        DOT_PRECISION=precision,
+        T, H=H, K=K, V=V, BT=BT, BK=BK, BKC=16, DOT_PRECISION=precision,
     )  # fmt: skip
     dq, dk, da, db = outs
     return dq, dk, dv, da, db, dgk, dh0
