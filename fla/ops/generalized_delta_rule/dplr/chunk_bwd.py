@@ -54,7 +54,7 @@ from fla.ops.generalized_delta_rule.dplr.chunk_intra import (
     load_channel_block,
     load_scores,
 )
-from fla.utils import IS_TRITON_INTERPRET, empty, empty_like
+from fla.utils import empty, empty_like
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
@@ -177,21 +177,13 @@ def _score_grads_elementwise(
                       scale, BT)  # fmt: skip
 
 
-def local_configs() -> list[triton.Config]:
-    """V block widths x warps of :func:`dplr_chunk_bwd_local_kernel` (one config under the interpreter): the value
-    loop's tiles are ``[BT, BV]``, the key-wide accumulators ``[BT, BK]`` whatever ``BV``; 8 warps hold them with
-    less spilling (sm_90 SASS at K = V = 128: 4 warps 576 B of stack, 8 warps under 140 B), 4 leave the SM room for
-    more programs. Pruned by :func:`.chunk_fwd.fit_walk_block`."""
-    if IS_TRITON_INTERPRET:
-        return [triton.Config({"BV": 16}, num_warps=4, num_stages=1)]
-    return [triton.Config({"BV": bv}, num_warps=w, num_stages=3) for bv in (16, 32) for w in (4, 8)]
-
-
 @lean_launch
 @given_heuristics(IS_VARLEN="cu_seqlens")
-# The program rewrites every output it reads back, so the autotuner's repeated launches are harmless.
+# Its key-wide accumulators are [BT, BK] whatever BV: 8 warps hold them with less spilling (sm_90 SASS at
+# K = V = 128: 4 warps 576 B of stack, 8 warps under 140 B), 4 leave the SM room for more programs. The program
+# rewrites every output it reads back, so the autotuner's repeated launches are harmless.
 @triton.autotune(
-    configs=local_configs(),
+    configs=walk_configs(warps=(4, 8)),
     key=["H", "K", "V", "BK", "DOT_PRECISION", "IS_VARLEN"],
     prune_configs_by={"early_config_prune": fit_walk_block},
 )
@@ -298,9 +290,9 @@ def dplr_chunk_bwd_local_kernel(
         b_hdh += tl.sum(b_h * b_dh, axis=1)
     # the state parts of dq (for the scaled q), da, dk, db and the chunk-end decay's gradient; the score parts add
     # to them below
-    b_eG = tl.exp(b_G)
+    b_eG, b_eGx = tl.exp(b_G), tl.exp(b_Gx)
     b_dq *= b_eG
-    b_da *= tl.exp(b_Gx)
+    b_da *= b_eGx
     b_dk *= b_dec
     b_db *= b_dec
     b_dGL = tl.exp(b_GL) * b_hdh + tl.sum(b_k * b_dk + b_b * b_db, axis=0)  # [BK]
@@ -317,8 +309,8 @@ def dplr_chunk_bwd_local_kernel(
         b_qg = b_q * b_eG  # b_w = a e^{Gx} is the a-side factor
         b_dq += b_eG * (tl.dot(dA_qk, b_kn, input_precision=DOT_PRECISION)
                         + tl.dot(dA_qb, b_bn, input_precision=DOT_PRECISION))  # fmt: skip
-        b_da += tl.exp(b_Gx) * (tl.dot(dA_ak, b_kn, input_precision=DOT_PRECISION)
-                                + tl.dot(dA_ab, b_bn, input_precision=DOT_PRECISION))  # fmt: skip
+        b_da += b_eGx * (tl.dot(dA_ak, b_kn, input_precision=DOT_PRECISION)
+                         + tl.dot(dA_ab, b_bn, input_precision=DOT_PRECISION))  # fmt: skip
         b_dk += b_inv * (tl.dot(tl.trans(dA_qk), b_qg, input_precision=DOT_PRECISION)
                          + tl.dot(tl.trans(dA_ak), b_w, input_precision=DOT_PRECISION))  # fmt: skip
         b_db += b_inv * (tl.dot(tl.trans(dA_qb), b_qg, input_precision=DOT_PRECISION)

@@ -41,13 +41,14 @@ def chunk_state_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
 
 
-def walk_configs() -> list[triton.Config]:
-    """V block widths x warps of the chunk walks (forward and state gradient; one config under the interpreter).
-    Narrower blocks put more programs on the serial walk over the chunks, wider ones fewer, each with more work
-    per step: which wins depends on the batch x heads at hand and the GPU, hence autotuned."""
+def walk_configs(warps: tuple[int, ...] = (2, 4)) -> list[triton.Config]:
+    """V block widths 16 / 32 x ``warps`` of the kernels that go over the values in ``BV`` blocks (one config under
+    the interpreter): the chunk walks (forward and state gradient) and the backward's local kernel. Narrower blocks
+    put more programs on a serial walk over the chunks, wider ones fewer, each with more work per step: which wins
+    depends on the batch x heads at hand and the GPU, hence autotuned. Pruned by :func:`fit_walk_block`."""
     if IS_TRITON_INTERPRET:
         return [triton.Config({"BV": 16}, num_warps=4, num_stages=1)]
-    return [triton.Config({"BV": bv}, num_warps=w) for bv in (16, 32) for w in (2, 4)]
+    return [triton.Config({"BV": bv}, num_warps=w) for bv in (16, 32) for w in warps]
 
 
 def fit_walk_block(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
