@@ -251,7 +251,7 @@ def test_triton_disable_recompute_keeps_the_forward_for_the_backward(varlen, mon
 
 
 def test_triton_chunk_stage_products_in_bf16(monkeypatch):
-    # FLA_DPLR_BF16_STAGES=1 keeps the chunk stages' products W, U0, Qh, O0 in bf16 for bf16 inputs; float32 inputs
+    # bf16 inputs keep the chunk stages' products W, U0, Qh, O0 in bf16 (the default); float32 inputs
     # here (the interpreter's bf16 tl.dot is wrong) with the products stored in bf16: the kernels' casts on store and
     # load, within bf16 rounding of the products
     import fla.ops.generalized_delta_rule.dplr.chunk_intra as chunk_intra
@@ -269,10 +269,12 @@ def test_chunk_stage_dtype(monkeypatch):
     from fla.ops.generalized_delta_rule.dplr.chunk_intra import chunk_stage_dtype
 
     monkeypatch.delenv("FLA_DPLR_BF16_STAGES", raising=False)
-    assert chunk_stage_dtype(torch.bfloat16) == torch.float32  # off by default
+    assert chunk_stage_dtype(torch.bfloat16) == torch.bfloat16  # on by default, for bf16 inputs only
+    assert chunk_stage_dtype(torch.float16) == chunk_stage_dtype(torch.float32) == torch.float32
+    monkeypatch.setenv("FLA_DPLR_BF16_STAGES", "0")
+    assert chunk_stage_dtype(torch.bfloat16) == torch.float32
     monkeypatch.setenv("FLA_DPLR_BF16_STAGES", "1")
     assert chunk_stage_dtype(torch.bfloat16) == torch.bfloat16
-    assert chunk_stage_dtype(torch.float16) == chunk_stage_dtype(torch.float32) == torch.float32
     monkeypatch.setenv("FLA_DPLR_BF16_STAGES", "true")
     with pytest.raises(ValueError, match="FLA_DPLR_BF16_STAGES='true': expected 0 or 1"):
         chunk_stage_dtype(torch.bfloat16)
