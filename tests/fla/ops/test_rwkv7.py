@@ -265,6 +265,19 @@ def test_triton_chunk_stage_products_in_bf16(monkeypatch):
     check_op(chunk_dplr_delta_rule, inputs, "triton", tol(torch.bfloat16, 2))
 
 
+def test_walk_bf16_dots(monkeypatch):
+    from fla.ops.generalized_delta_rule.dplr.chunk_fwd import walk_bf16_dots
+
+    monkeypatch.delenv("FLA_DPLR_BF16_WALKS", raising=False)
+    assert not walk_bf16_dots(torch.bfloat16)  # off by default
+    monkeypatch.setenv("FLA_DPLR_BF16_WALKS", "1")
+    assert walk_bf16_dots(torch.bfloat16)
+    assert not walk_bf16_dots(torch.float16) and not walk_bf16_dots(torch.float32)
+    monkeypatch.setenv("FLA_DPLR_BF16_WALKS", "yes")
+    with pytest.raises(ValueError, match="FLA_DPLR_BF16_WALKS='yes': expected 0 or 1"):
+        walk_bf16_dots(torch.bfloat16)
+
+
 def test_chunk_stage_dtype(monkeypatch):
     from fla.ops.generalized_delta_rule.dplr.chunk_intra import chunk_stage_dtype
 
@@ -366,6 +379,15 @@ GPU_SHAPES = [(2, 1000, 4, 64, 64), (1, 300, 2, 100, 60)]
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_ops_gpu(op, B, T, H, K, V, dtype):
     check_op(op, make_inputs(B, T, H, K, V, dtype, num_states=B), "triton", tol(dtype, 4))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("B, T, H, K, V", GPU_SHAPES)
+def test_bf16_walks_gpu(monkeypatch, B, T, H, K, V):
+    # FLA_DPLR_BF16_WALKS=1: the chunk walks multiply bf16 operands (fp32 accumulation) for bf16 inputs
+    monkeypatch.setenv("FLA_DPLR_BF16_WALKS", "1")
+    check_op(chunk_dplr_delta_rule, make_inputs(B, T, H, K, V, torch.bfloat16, num_states=B), "triton",
+             tol(torch.bfloat16, 4))  # fmt: skip
 
 
 @pytest.mark.gpu

@@ -45,7 +45,9 @@ from fla.ops.generalized_delta_rule.dplr.chunk_fwd import (
     chunk_dplr_fwd,
     chunk_state_dtype,
     fit_walk_block,
+    walk_bf16_dots,
     walk_configs,
+    walk_operand,
 )
 from fla.ops.generalized_delta_rule.dplr.chunk_intra import (
     DPLR_CHUNK,
@@ -67,7 +69,7 @@ DPLR_BWD_MAX_DIM = 128
 @given_heuristics(USE_DHT="dht", STORE_DH0="dh0", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=walk_configs(),
-    key=["H", "K", "V", "BK", "DOT_PRECISION", "USE_DHT", "STORE_DH0", "IS_VARLEN"],
+    key=["H", "K", "V", "BK", "DOT_PRECISION", "BF16_DOTS", "USE_DHT", "STORE_DH0", "IS_VARLEN"],
     prune_configs_by={"early_config_prune": fit_walk_block},
 )
 @triton.jit(do_not_specialize=["T"])
@@ -90,6 +92,7 @@ def dplr_chunk_bwd_dh_kernel(
     BK: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    BF16_DOTS: tl.constexpr,
     USE_DHT: tl.constexpr,
     STORE_DH0: tl.constexpr,
     IS_VARLEN: tl.constexpr,
@@ -113,12 +116,14 @@ def dplr_chunk_bwd_dh_kernel(
         b_dec, b_eL = chunk_decays(gk, rows, m_t, o_k, m_k, K, BT)
         b_b = tl.load(b + p_x, mask=m_x, other=0.0).to(tl.float32)
         b_do = tl.load(do + rows[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0)
-        b_du = tl.dot(b_b * b_dec, b_dh, input_precision=DOT_PRECISION)  # [BT, BV]: through h' only
+        # [BT, BV]: through h' only
+        b_du = tl.dot(walk_operand(b_b * b_dec, BF16_DOTS), walk_operand(b_dh, BF16_DOTS),
+                      input_precision=DOT_PRECISION)  # fmt: skip
         b_dh *= b_eL[:, None]
-        b_dh += tl.dot(tl.trans(tl.load(Qh + p_x, mask=m_x, other=0.0).to(tl.float32)), b_do.to(tl.float32),
-                       input_precision=DOT_PRECISION)  # fmt: skip
-        b_dh += tl.dot(tl.trans(tl.load(W + p_x, mask=m_x, other=0.0).to(tl.float32)), b_du,
-                       input_precision=DOT_PRECISION)  # fmt: skip
+        b_Qh = walk_operand(tl.load(Qh + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
+        b_dh += tl.dot(tl.trans(b_Qh), walk_operand(b_do.to(tl.float32), BF16_DOTS), input_precision=DOT_PRECISION)
+        b_W = walk_operand(tl.load(W + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
+        b_dh += tl.dot(tl.trans(b_W), walk_operand(b_du, BF16_DOTS), input_precision=DOT_PRECISION)
     if STORE_DH0:
         tl.store(dh0 + i_nh * K * V + o_kv, b_dh, mask=m_kv)
 
@@ -412,7 +417,7 @@ def chunk_dplr_bwd(
     precision = dot_precision(q.dtype)
     dplr_chunk_bwd_dh_kernel[lambda meta: (cdiv(V, meta["BV"]), N * H)](  # V blocks as the forward walk's
         b, gk, W, Qh, do, dht, dhs, dh0, cu_seqlens, layout.chunk_offsets, T, H=H, K=K, V=V, BT=BT, BK=BK,
-        DOT_PRECISION=precision,
+        DOT_PRECISION=precision, BF16_DOTS=walk_bf16_dots(q.dtype),
     )  # fmt: skip
     dplr_chunk_bwd_local_kernel[(layout.row_chunks, B * H)](
         q, k, v, a, b, gk, hs, dhs, do, dv, dq, dk, da, db, dgl, dgk, *outs, S, cu_seqlens, layout.chunk_indices, scale,

@@ -11,6 +11,8 @@ Varlen needs no chunk indices in the walk: each program knows its sequence's bou
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -32,6 +34,28 @@ def chunk_decays(gk, rows, m_t, o_k, m_k, K: tl.constexpr, BT: tl.constexpr):
     b_G = tl.cumsum(b_g, axis=0)  # [BT, BK]
     b_GL = tl.sum(b_g, axis=0)  # [BK]
     return tl.exp(b_GL[None, :] - b_G), tl.exp(b_GL)
+
+
+def walk_bf16_dots(dtype: torch.dtype) -> bool:
+    """Whether the chunk walks (forward and state gradient) multiply in bf16 (:func:`walk_operand`): for bf16 inputs
+    when the environment sets ``FLA_DPLR_BF16_WALKS=1``, as fla 0.6.0's walks do. Off by default (TF32 products of
+    float32 operands) until a GPU run times it: on sm_90 the state-gradient walk's loop goes from 984 to 744
+    instructions and 208 to 128 registers, the forward walk's from 1148 to 863 (16 MMA steps of 64 -> 32; B=4, H=16,
+    K=V=128, BV=16, 4 warps: ``scripts/sass_stats.py``)."""
+    flag = os.environ.get("FLA_DPLR_BF16_WALKS", "0")
+    if flag not in ("0", "1"):
+        raise ValueError(f"FLA_DPLR_BF16_WALKS={flag!r}: expected 0 or 1")
+    return dtype == torch.bfloat16 and flag == "1"
+
+
+@triton.jit
+def walk_operand(x, BF16_DOTS: tl.constexpr):
+    """``x`` (float32) as an operand of a walk's ``tl.dot``: bf16 with ``BF16_DOTS`` (a bf16 MMA step takes k = 16
+    against TF32's 8: half the steps on the serial chain from one chunk's state to the next), else unchanged. The
+    products accumulate in float32 either way."""
+    if BF16_DOTS:
+        x = x.to(tl.bfloat16)
+    return x
 
 
 def chunk_state_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -62,7 +86,7 @@ def fit_walk_block(configs: list[triton.Config], named_args: dict, **kwargs) -> 
 @given_heuristics(USE_H0="h0", STORE_HT="ht", STORE_HS="hs", IS_VARLEN="cu_seqlens")
 @triton.autotune(
     configs=walk_configs(),
-    key=["H", "K", "V", "BK", "DOT_PRECISION", "STORE_O", "USE_H0", "STORE_HT", "STORE_HS", "IS_VARLEN"],
+    key=["H", "K", "V", "BK", "DOT_PRECISION", "BF16_DOTS", "STORE_O", "USE_H0", "STORE_HT", "STORE_HS", "IS_VARLEN"],
     prune_configs_by={"early_config_prune": fit_walk_block},
 )
 @triton.jit(do_not_specialize=["T"])
@@ -89,6 +113,7 @@ def dplr_chunk_fwd_kernel(
     BK: tl.constexpr,
     BV: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    BF16_DOTS: tl.constexpr,
     STORE_O: tl.constexpr,
     USE_H0: tl.constexpr,
     STORE_HT: tl.constexpr,
@@ -113,20 +138,22 @@ def dplr_chunk_fwd_kernel(
         m_x = m_t[:, None] & m_k[None, :]
         p_y = rows[:, None] * V + o_v[None, :]  # [BT, BV]
         m_y = m_t[:, None] & m_v[None, :]
-        b_W = tl.load(W + p_x, mask=m_x, other=0.0).to(tl.float32)
-        b_u = tl.dot(b_W, b_h, input_precision=DOT_PRECISION) + tl.load(U0 + p_y, mask=m_y, other=0.0).to(tl.float32)
+        b_hd = walk_operand(b_h, BF16_DOTS)  # [BK, BV]
+        b_W = walk_operand(tl.load(W + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
+        b_u = tl.dot(b_W, b_hd, input_precision=DOT_PRECISION) + tl.load(U0 + p_y, mask=m_y, other=0.0).to(tl.float32)
         if STORE_O:
-            b_Qh = tl.load(Qh + p_x, mask=m_x, other=0.0).to(tl.float32)
-            b_o = tl.dot(b_Qh, b_h, input_precision=DOT_PRECISION)
+            b_Qh = walk_operand(tl.load(Qh + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
+            b_o = tl.dot(b_Qh, b_hd, input_precision=DOT_PRECISION)
             b_o += tl.load(O0 + p_y, mask=m_y, other=0.0).to(tl.float32)
             tl.store(o + p_y, b_o.to(o.dtype.element_ty), mask=m_y)
         b_dec, b_eL = chunk_decays(gk, rows, m_t, o_k, m_k, K, BT)
         b_k = tl.load(k + p_x, mask=m_x, other=0.0).to(tl.float32)
         b_b = tl.load(b + p_x, mask=m_x, other=0.0).to(tl.float32)
-        b_v = tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32)
+        b_v = walk_operand(tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32), BF16_DOTS)
         b_h *= b_eL[:, None]
-        b_h += tl.dot(tl.trans(b_k * b_dec), b_v, input_precision=DOT_PRECISION)
-        b_h += tl.dot(tl.trans(b_b * b_dec), b_u, input_precision=DOT_PRECISION)
+        b_h += tl.dot(walk_operand(tl.trans(b_k * b_dec), BF16_DOTS), b_v, input_precision=DOT_PRECISION)
+        b_h += tl.dot(walk_operand(tl.trans(b_b * b_dec), BF16_DOTS), walk_operand(b_u, BF16_DOTS),
+                      input_precision=DOT_PRECISION)  # fmt: skip
     if STORE_HT:
         tl.store(ht + i_nh * K * V + o_kv, b_h, mask=m_kv)
 
@@ -173,7 +200,8 @@ def chunk_dplr_fwd(
     # V blocks (walk_configs): programs walking in parallel, each with a [BK, BV] state
     dplr_chunk_fwd_kernel[lambda meta: (cdiv(V, meta["BV"]), N * H)](
         k, v, b, gk, *stages, initial_state, o, ht, hs, cu_seqlens, layout.chunk_offsets, T, H=H, K=K, V=V,
-        BT=DPLR_CHUNK, BK=BK, DOT_PRECISION=dot_precision(q.dtype), STORE_O=want_o,
+        BT=DPLR_CHUNK, BK=BK, DOT_PRECISION=dot_precision(q.dtype), BF16_DOTS=walk_bf16_dots(q.dtype),
+        STORE_O=want_o,
     )  # fmt: skip
     return o, ht, hs, stages
 
