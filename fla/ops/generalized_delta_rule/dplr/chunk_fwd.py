@@ -40,8 +40,8 @@ def walk_bf16_dots(dtype: torch.dtype) -> bool:
     """Whether the chunk walks (forward and state gradient) multiply in bf16 (:func:`walk_operand`): for bf16 inputs
     when the environment sets ``FLA_DPLR_BF16_WALKS=1``, as fla 0.6.0's walks do. Off by default (TF32 products of
     float32 operands) until a GPU run times it: on sm_90 the state-gradient walk's loop goes from 984 to 744
-    instructions and 208 to 128 registers, the forward walk's from 1148 to 863 (16 MMA steps of 64 -> 32; B=4, H=16,
-    K=V=128, BV=16, 4 warps: ``scripts/sass_stats.py``)."""
+    instructions and 208 to 128 registers, the forward walk's from 1148 to 863 with half its HMMA instructions (64 ->
+    32; K=V=128, BV=16, 4 warps: ``scripts/sass_stats.py``)."""
     flag = os.environ.get("FLA_DPLR_BF16_WALKS", "0")
     if flag not in ("0", "1"):
         raise ValueError(f"FLA_DPLR_BF16_WALKS={flag!r}: expected 0 or 1")
