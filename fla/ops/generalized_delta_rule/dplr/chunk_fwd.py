@@ -11,8 +11,6 @@ Varlen needs no chunk indices in the walk: each program knows its sequence's bou
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -22,6 +20,7 @@ from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import dot_precision, given_heuristics
 from fla.ops.generalized_delta_rule.dplr.chunk_intra import DPLR_CHUNK, DPLR_MAX_K, chunk_dplr_prep
 from fla.utils import IS_TRITON_INTERPRET, empty
+from fla.utils.env import env_switch
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
@@ -42,10 +41,8 @@ def walk_bf16_dots(dtype: torch.dtype) -> bool:
     float32 operands) until a GPU run times it: on sm_90 the state-gradient walk's loop goes from 984 to 744
     instructions and 208 to 128 registers, the forward walk's from 1148 to 863 with half its HMMA instructions (64 ->
     32; K=V=128, BV=16, 4 warps: ``scripts/sass_stats.py``)."""
-    flag = os.environ.get("FLA_DPLR_BF16_WALKS", "0")
-    if flag not in ("0", "1"):
-        raise ValueError(f"FLA_DPLR_BF16_WALKS={flag!r}: expected 0 or 1")
-    return dtype == torch.bfloat16 and flag == "1"
+    on = env_switch("FLA_DPLR_BF16_WALKS", default=False)
+    return dtype == torch.bfloat16 and on
 
 
 @triton.jit

@@ -19,8 +19,6 @@ Per chunk of ``BT = 16`` tokens with ``G`` / ``Gx`` the chunk-local inclusive / 
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
@@ -29,6 +27,7 @@ from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import dot_precision, given_heuristics
 from fla.utils import empty
+from fla.utils.env import env_switch
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import next_power_of_2
 
@@ -45,10 +44,8 @@ def chunk_stage_dtype(dtype: torch.dtype) -> torch.dtype:
     keeps its ``w, u``; the products are formed and used in float32 either way), float32 otherwise or when the
     environment sets ``FLA_DPLR_BF16_STAGES=0``. bf16 made ``chunk_rwkv7`` fwd+bwd 8.253 -> 7.740 ms at B=4, T=4096,
     H=16, K=V=128 on an H100, and the real-size GPU tests of ``tests/fla/ops/test_rwkv7.py`` pass with it."""
-    flag = os.environ.get("FLA_DPLR_BF16_STAGES", "1")
-    if flag not in ("0", "1"):
-        raise ValueError(f"FLA_DPLR_BF16_STAGES={flag!r}: expected 0 or 1")
-    return torch.bfloat16 if dtype == torch.bfloat16 and flag == "1" else torch.float32
+    on = env_switch("FLA_DPLR_BF16_STAGES", default=True)
+    return torch.bfloat16 if dtype == torch.bfloat16 and on else torch.float32
 
 
 @triton.jit
