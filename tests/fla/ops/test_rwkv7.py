@@ -167,6 +167,18 @@ def test_triton_scores_by_dot_and_elementwise():
     check_op(chunk_dplr_delta_rule, inputs, "triton", tol(torch.float32, 5))
 
 
+def test_triton_chunk_inverse_with_rates_near_one_and_similar_keys():
+    # the chunk's (I - A_ab)^{-1} (unit_lower_inverse, block forward substitution) where its Neumann series cancels
+    # most: in-chunk rates near 1 and keys within a small angle of each other, so A_ab's entries are near -1 and
+    # its powers grow to ~C(15, 8) before they cancel; a product form of the series lost 4e-4 of Tm here, measured
+    inputs = make_inputs(1, 32, 2, 32, 16, torch.float32, strength=0.02, num_states=1)
+    with torch.no_grad():
+        kk = F.normalize(torch.randn(1, 1, 2, 32) + 0.3 * torch.randn(1, 32, 2, 32), dim=-1)
+        inputs["a"].copy_(-kk)
+        inputs["b"].copy_(kk * (1 - 0.01 * torch.rand(1, 32, 2, 32)))
+    check_op(chunk_dplr_delta_rule, inputs, "triton", tol(torch.float32, 5))
+
+
 def test_triton_chunk_grid_over_batches_heads_and_value_blocks():
     # the chunk stages run one program per (chunk, batch row, head) and the walks one per (sequence, head, V block
     # of 32): two batch rows, three heads, T = 45 (three chunks), V = 72 (three V blocks of the walks, the last
@@ -251,7 +263,7 @@ def test_triton_disable_recompute_keeps_the_forward_for_the_backward(varlen, mon
 
 
 def test_triton_chunk_stage_products_in_bf16(monkeypatch):
-    # bf16 inputs keep the chunk stages' products W, U0, Qh, O0 in bf16 (the default); float32 inputs
+    # bf16 inputs keep the chunk stages' products W, U0, Qh, O0, Kd, Bd in bf16 (the default); float32 inputs
     # here (the interpreter's bf16 tl.dot is wrong) with the products stored in bf16: the kernels' casts on store and
     # load, within bf16 rounding of the products
     import fla.ops.generalized_delta_rule.dplr.chunk_intra as chunk_intra
@@ -261,7 +273,7 @@ def test_triton_chunk_stage_products_in_bf16(monkeypatch):
     stages = chunk_intra.chunk_dplr_prep(
         *(inputs[n].detach() for n in NAMES), 1.0, ChunkLayout.build(inputs["q"], None, chunk_intra.DPLR_CHUNK)
     )
-    assert [t.dtype for t in stages] == [torch.bfloat16] * 4
+    assert [t.dtype for t in stages] == [torch.bfloat16] * 6 + [torch.float32]  # EL, a decay, stays float32
     check_op(chunk_dplr_delta_rule, inputs, "triton", tol(torch.bfloat16, 2))
 
 
@@ -269,10 +281,10 @@ def test_walk_bf16_dots(monkeypatch):
     from fla.ops.generalized_delta_rule.dplr.chunk_fwd import walk_bf16_dots
 
     monkeypatch.delenv("FLA_DPLR_BF16_WALKS", raising=False)
-    assert not walk_bf16_dots(torch.bfloat16)  # off by default
-    monkeypatch.setenv("FLA_DPLR_BF16_WALKS", "1")
-    assert walk_bf16_dots(torch.bfloat16)
+    assert walk_bf16_dots(torch.bfloat16)  # on by default, for bf16 inputs only
     assert not walk_bf16_dots(torch.float16) and not walk_bf16_dots(torch.float32)
+    monkeypatch.setenv("FLA_DPLR_BF16_WALKS", "0")
+    assert not walk_bf16_dots(torch.bfloat16)
     monkeypatch.setenv("FLA_DPLR_BF16_WALKS", "yes")
     with pytest.raises(ValueError, match="FLA_DPLR_BF16_WALKS='yes': expected 0 or 1"):
         walk_bf16_dots(torch.bfloat16)
@@ -383,9 +395,9 @@ def test_ops_gpu(op, B, T, H, K, V, dtype):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("B, T, H, K, V", GPU_SHAPES)
-def test_bf16_walks_gpu(monkeypatch, B, T, H, K, V):
-    # FLA_DPLR_BF16_WALKS=1: the chunk walks multiply bf16 operands (fp32 accumulation) for bf16 inputs
-    monkeypatch.setenv("FLA_DPLR_BF16_WALKS", "1")
+def test_tf32_walks_gpu(monkeypatch, B, T, H, K, V):
+    # FLA_DPLR_BF16_WALKS=0: the chunk walks multiply float32 operands (TF32) for bf16 inputs instead of bf16 ones
+    monkeypatch.setenv("FLA_DPLR_BF16_WALKS", "0")
     check_op(chunk_dplr_delta_rule, make_inputs(B, T, H, K, V, torch.bfloat16, num_states=B), "triton",
              tol(torch.bfloat16, 4))  # fmt: skip
 

@@ -23,7 +23,7 @@ FLA_OPTIONS = ("cu_seqlens_cpu", "safe_gate", "chunk_size", "disable_recompute",
 class ChunkDPLRDeltaRuleFunction(torch.autograd.Function):
     """Triton chunk forward and backward; gradients to ``q, k, v, a, b, gk`` and the initial state (see
     :mod:`.backward`). ``keep``: the forward keeps the per-chunk states and the chunk stages' products for the
-    backward (fla 0.6.0's ``disable_recompute=True``; ~3.4 KB per token and head at K = V = 128 in bf16) instead of
+    backward (fla 0.6.0's ``disable_recompute=True``; ~3.1 KB per token and head at K = V = 128 in bf16) instead of
     the backward recomputing them (the chunk stages and the state walk: a second forward)."""
 
     @staticmethod
@@ -34,7 +34,7 @@ class ChunkDPLRDeltaRuleFunction(torch.autograd.Function):
             args = (q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens, True)
             o, ht, kept = dplr_forward_for_backward(*args)
             ctx.layout = kept.layout
-            ctx.save_for_backward(q, k, v, a, b, gk, initial_state, cu_seqlens, kept.hs, kept.W, kept.Qh, kept.S)
+            ctx.save_for_backward(q, k, v, a, b, gk, initial_state, cu_seqlens, *kept[1:])
         else:
             o, ht, _, _ = chunk_dplr_fwd(q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens)
             ctx.save_for_backward(q, k, v, a, b, gk, initial_state, cu_seqlens)
@@ -106,7 +106,7 @@ def chunk_dplr_delta_rule(
         initial_state: ``[N, H, K, V]``; output_final_state: also return the final state ``[N, H, K, V]`` float32.
         cu_seqlens: ``[N+1]`` int32/int64 bounds of packed sequences (then ``B == 1``).
         kwargs: fla 0.6.0's ``disable_recompute`` (``True``: the forward keeps the per-chunk states and the chunk
-            stages' products for the backward, ~3.4 KB per token and head at K = V = 128 in bf16, instead of the
+            stages' products for the backward, ~3.1 KB per token and head at K = V = 128 in bf16, instead of the
             backward running the forward's stages again), ``cu_seqlens_cpu``, ``safe_gate``, ``chunk_size``,
             ``lower_bound`` (accepted; a non-negative ``lower_bound`` raises), ``cp_context`` (only ``None``).
     Returns:

@@ -3,9 +3,10 @@ recomputation (the chunk stages, the states ``h`` before every chunk):
 
 1. :func:`dplr_chunk_bwd_dh_kernel`, one program per (sequence, head, V block) walking its chunks backwards with
    the state gradient ``dh [K, BV]`` (of the state after the chunk) in registers, storing it for every chunk.
-   With the chunk stages' maps ``u = W h + U0``, ``o = Qh h + O0`` and ``h' = exp(G_L) h + .. + (b e^{G_L-G})^T u``::
+   With the chunk stages' maps ``u = W h + U0``, ``o = Qh h + O0`` and ``h' = EL h + Kd^T v + Bd^T u``
+   (``EL = exp(G_L)``, ``Bd = b * exp(G_L - G)``: :class:`.chunk_intra.DPLRStages`)::
 
-       dh  <- exp(G_L) * dh + Qh^T do + W^T ((b * exp(G_L - G)) dh)
+       dh  <- EL * dh + Qh^T do + W^T (Bd dh)
 
 2. :func:`dplr_chunk_bwd_local_kernel`, one program per chunk (of every sequence and head), with its ``h`` and
    ``dh`` in ``[K, BV]`` blocks (the sums over the values accumulate) and the scores and ``Tm`` that the
@@ -41,7 +42,6 @@ from fla.ops.common.indexing import chunk_bounds, sequence_bounds, state_block
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import dot_precision, given_heuristics
 from fla.ops.generalized_delta_rule.dplr.chunk_fwd import (
-    chunk_decays,
     chunk_dplr_fwd,
     chunk_state_dtype,
     fit_walk_block,
@@ -74,10 +74,10 @@ DPLR_BWD_MAX_DIM = 128
 )
 @triton.jit(do_not_specialize=["T"])
 def dplr_chunk_bwd_dh_kernel(
-    b,
-    gk,
     W,
     Qh,
+    Bd,
+    EL,
     do,
     dht,
     dhs,
@@ -113,12 +113,11 @@ def dplr_chunk_bwd_dh_kernel(
         rows = (bos + i_c * BT + o_t) * H + i_h  # [BT]
         p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
         m_x = m_t[:, None] & m_k[None, :]
-        b_dec, b_eL = chunk_decays(gk, rows, m_t, o_k, m_k, K, BT)
-        b_b = tl.load(b + p_x, mask=m_x, other=0.0).to(tl.float32)
+        b_eL = tl.load(EL + ((boh + i_c) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
+        b_Bd = walk_operand(tl.load(Bd + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
         b_do = tl.load(do + rows[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0)
         # [BT, BV]: through h' only
-        b_du = tl.dot(walk_operand(b_b * b_dec, BF16_DOTS), walk_operand(b_dh, BF16_DOTS),
-                      input_precision=DOT_PRECISION)  # fmt: skip
+        b_du = tl.dot(b_Bd, walk_operand(b_dh, BF16_DOTS), input_precision=DOT_PRECISION)
         b_dh *= b_eL[:, None]
         b_Qh = walk_operand(tl.load(Qh + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
         b_dh += tl.dot(tl.trans(b_Qh), walk_operand(b_do.to(tl.float32), BF16_DOTS), input_precision=DOT_PRECISION)
@@ -339,13 +338,16 @@ def dplr_chunk_bwd_local_kernel(
 
 class DPLRForwardState(NamedTuple):
     """What the backward reads of the forward: the chunk layout, the state before every chunk ``hs``
-    (``layout.states_shape``), the chunk stages' ``W`` and ``Qh`` ``[B, T, H, K]`` (:func:`.chunk_stage_dtype`) and
-    their scores and ``Tm`` ``S [B, T, H, 5, 16]`` float32."""
+    (``layout.states_shape``), the chunk stages' ``W``, ``Qh``, ``Bd`` ``[B, T, H, K]`` (:func:`.chunk_stage_dtype`)
+    and ``EL`` ``[B, NT, H, K]`` float32 (:class:`.chunk_intra.DPLRStages`), and their scores and ``Tm``
+    ``S [B, T, H, 5, 16]`` float32."""
 
     layout: ChunkLayout
     hs: torch.Tensor
     W: torch.Tensor
     Qh: torch.Tensor
+    Bd: torch.Tensor
+    EL: torch.Tensor
     S: torch.Tensor
 
 
@@ -363,16 +365,16 @@ def dplr_forward_for_backward(
     want_o: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, DPLRForwardState]:
     """:func:`.chunk_fwd.chunk_dplr_fwd` keeping what the backward reads: ``(o or None, ht or None, state)``.
-    Per token and head that is ``K * V / 16`` state elements (bf16 for bf16 inputs, else float32), ``2 K`` of ``W, Qh``
-    (:func:`.chunk_stage_dtype`) and 80 float32 scores: ~3.4 KB at K = V = 128 with bf16 inputs (2 KB of states),
-    against the 1.5 KB of its six bf16 inputs."""
+    Per token and head that is ``K * V / 16`` state elements (bf16 for bf16 inputs, else float32), ``3 K`` of
+    ``W, Qh, Bd`` (:func:`.chunk_stage_dtype`), ``K / 16`` float32 of ``EL`` and 80 float32 scores: ~3.1 KB at
+    K = V = 128 with bf16 inputs (2 KB of states), against the 1.5 KB of its six bf16 inputs."""
     B, T, H, _ = q.shape
     layout = ChunkLayout.build(q, cu_seqlens, DPLR_CHUNK)
     S = empty(B, T, H, 5, DPLR_CHUNK, dtype=torch.float32, device=q.device)  # the scores and Tm (load_scores)
-    o, ht, hs, (W, _, Qh, _) = chunk_dplr_fwd(
+    o, ht, hs, stages = chunk_dplr_fwd(
         q, k, v, a, b, gk, scale, initial_state, output_final_state, cu_seqlens, layout=layout, want_o=want_o, scores=S
     )
-    return o, ht, DPLRForwardState(layout, hs, W, Qh, S)
+    return o, ht, DPLRForwardState(layout, hs, stages.W, stages.Qh, stages.Bd, stages.EL, S)
 
 
 def chunk_dplr_bwd(
@@ -405,7 +407,7 @@ def chunk_dplr_bwd(
     BT = DPLR_CHUNK
     if kept is None:
         _, _, kept = dplr_forward_for_backward(q, k, v, a, b, gk, scale, initial_state, False, cu_seqlens, False)
-    layout, hs, W, Qh, S = kept
+    layout, hs, W, Qh, Bd, EL, S = kept
     dhs = empty(*layout.states_shape(H, K, V), dtype=chunk_state_dtype(q.dtype), device=q.device)
     dq, dk, da, db = (empty(B, T, H, K, dtype=torch.float32, device=q.device) for _ in range(4))  # scratch
     outs = [g if x.dtype == torch.float32 else empty_like(x) for g, x in zip((dq, dk, da, db), (q, k, a, b))]
@@ -416,7 +418,7 @@ def chunk_dplr_bwd(
     BK = max(16, next_power_of_2(K))
     precision = dot_precision(q.dtype)
     dplr_chunk_bwd_dh_kernel[lambda meta: (cdiv(V, meta["BV"]), N * H)](  # V blocks as the forward walk's
-        b, gk, W, Qh, do, dht, dhs, dh0, cu_seqlens, layout.chunk_offsets, T, H=H, K=K, V=V, BT=BT, BK=BK,
+        W, Qh, Bd, EL, do, dht, dhs, dh0, cu_seqlens, layout.chunk_offsets, T, H=H, K=K, V=V, BT=BT, BK=BK,
         DOT_PRECISION=precision, BF16_DOTS=walk_bf16_dots(q.dtype),
     )  # fmt: skip
     dplr_chunk_bwd_local_kernel[(layout.row_chunks, B * H)](

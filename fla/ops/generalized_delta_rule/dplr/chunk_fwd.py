@@ -2,9 +2,10 @@
 then one program per (sequence, head, V block) walks its chunks with the state ``h [K, BV]`` in registers.
 
 Per chunk of ``BT = 16`` tokens (maths in ``../README.md``), from the chunk stages' ``W, U0, Qh, O0`` and the
-chunk-local cumsum ``G`` of ``gk`` (``G_L`` at the chunk's last row)::
+decayed rows ``Kd = k * exp(G_L - G)``, ``Bd = b * exp(G_L - G)``, ``EL = exp(G_L)`` (``G`` the chunk-local cumsum
+of ``gk``, ``G_L`` its last row; :class:`.chunk_intra.DPLRStages`)::
 
-    u = W h + U0,   o = Qh h + O0,   h <- exp(G_L) * h + (k * exp(G_L - G))^T v + (b * exp(G_L - G))^T u
+    u = W h + U0,   o = Qh h + O0,   h <- EL * h + Kd^T v + Bd^T u
 
 Varlen needs no chunk indices in the walk: each program knows its sequence's bounds and walks its chunks.
 """
@@ -18,30 +19,20 @@ import triton.language as tl
 from fla.ops.common.indexing import sequence_bounds, state_block, token_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import dot_precision, given_heuristics
-from fla.ops.generalized_delta_rule.dplr.chunk_intra import DPLR_CHUNK, DPLR_MAX_K, chunk_dplr_prep
+from fla.ops.generalized_delta_rule.dplr.chunk_intra import DPLR_CHUNK, DPLR_MAX_K, DPLRStages, chunk_dplr_prep
 from fla.utils import IS_TRITON_INTERPRET, empty
 from fla.utils.env import env_switch
 from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv, next_power_of_2
 
 
-@triton.jit
-def chunk_decays(gk, rows, m_t, o_k, m_k, K: tl.constexpr, BT: tl.constexpr):
-    """``(exp(G_L - G) [BT, BK], exp(G_L) [BK])`` of a chunk: ``G`` the chunk-local inclusive cumsum of ``gk``,
-    ``G_L`` its last row (rows past the sequence's end add 0), each factor <= 1."""
-    b_g = tl.load(gk + rows[:, None] * K + o_k[None, :], mask=m_t[:, None] & m_k[None, :], other=0.0).to(tl.float32)
-    b_G = tl.cumsum(b_g, axis=0)  # [BT, BK]
-    b_GL = tl.sum(b_g, axis=0)  # [BK]
-    return tl.exp(b_GL[None, :] - b_G), tl.exp(b_GL)
-
-
 def walk_bf16_dots(dtype: torch.dtype) -> bool:
-    """Whether the chunk walks (forward and state gradient) multiply in bf16 (:func:`walk_operand`): for bf16 inputs
-    when the environment sets ``FLA_DPLR_BF16_WALKS=1``, as fla 0.6.0's walks do. Off by default (TF32 products of
-    float32 operands) until a GPU run times it: on sm_90 the state-gradient walk's loop goes from 984 to 744
-    instructions and 208 to 128 registers, the forward walk's from 1148 to 863 with half its HMMA instructions (64 ->
-    32; K=V=128, BV=16, 4 warps: ``scripts/sass_stats.py``)."""
-    on = env_switch("FLA_DPLR_BF16_WALKS", default=False)
+    """Whether the chunk walks (forward and state gradient) multiply in bf16 (:func:`walk_operand`): for bf16 inputs,
+    as fla 0.6.0's walks do, unless the environment sets ``FLA_DPLR_BF16_WALKS=0`` (TF32 products of float32
+    operands). ``chunk_rwkv7`` fwd+bwd at B=4, T=4096, H=16, K=V=128 on an H100: 6.837 ms with TF32 walks, 5.964 ms
+    with bf16 ones (fla 0.6.0: 7.903); on sm_90 the state-gradient walk's loop goes from 485 to 223 instructions,
+    the forward walk's from 727 to 319 (K=V=128, BV=16, 4 warps: ``scripts/sass_stats.py``, triton 3.9)."""
+    on = env_switch("FLA_DPLR_BF16_WALKS", default=True)
     return dtype == torch.bfloat16 and on
 
 
@@ -88,14 +79,14 @@ def fit_walk_block(configs: list[triton.Config], named_args: dict, **kwargs) -> 
 )
 @triton.jit(do_not_specialize=["T"])
 def dplr_chunk_fwd_kernel(
-    k,
     v,
-    b,
-    gk,
     W,
     U0,
     Qh,
     O0,
+    Kd,
+    Bd,
+    EL,
     h0,
     o,
     ht,
@@ -143,14 +134,13 @@ def dplr_chunk_fwd_kernel(
             b_o = tl.dot(b_Qh, b_hd, input_precision=DOT_PRECISION)
             b_o += tl.load(O0 + p_y, mask=m_y, other=0.0).to(tl.float32)
             tl.store(o + p_y, b_o.to(o.dtype.element_ty), mask=m_y)
-        b_dec, b_eL = chunk_decays(gk, rows, m_t, o_k, m_k, K, BT)
-        b_k = tl.load(k + p_x, mask=m_x, other=0.0).to(tl.float32)
-        b_b = tl.load(b + p_x, mask=m_x, other=0.0).to(tl.float32)
+        b_eL = tl.load(EL + ((boh + i_c) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
+        b_Kd = walk_operand(tl.load(Kd + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
+        b_Bd = walk_operand(tl.load(Bd + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
         b_v = walk_operand(tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32), BF16_DOTS)
         b_h *= b_eL[:, None]
-        b_h += tl.dot(walk_operand(tl.trans(b_k * b_dec), BF16_DOTS), b_v, input_precision=DOT_PRECISION)
-        b_h += tl.dot(walk_operand(tl.trans(b_b * b_dec), BF16_DOTS), walk_operand(b_u, BF16_DOTS),
-                      input_precision=DOT_PRECISION)  # fmt: skip
+        b_h += tl.dot(tl.trans(b_Kd), b_v, input_precision=DOT_PRECISION)
+        b_h += tl.dot(tl.trans(b_Bd), walk_operand(b_u, BF16_DOTS), input_precision=DOT_PRECISION)
     if STORE_HT:
         tl.store(ht + i_nh * K * V + o_kv, b_h, mask=m_kv)
 
@@ -169,7 +159,7 @@ def chunk_dplr_fwd(
     layout: ChunkLayout | None = None,
     want_o: bool = True,
     scores: torch.Tensor | None = None,
-) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, tuple[torch.Tensor, ...]]:
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, DPLRStages]:
     """The chunk stages, then :func:`dplr_chunk_fwd_kernel`, on contiguous inputs.
 
     Args:
@@ -182,7 +172,7 @@ def chunk_dplr_fwd(
     Returns:
         ``o`` ``[B, T, H, V]`` (``v.dtype``) or ``None``, the final state ``[N, H, K, V]`` float32 or ``None``,
         with ``layout`` the state before every chunk (``layout.states_shape``, :func:`chunk_state_dtype`) else
-        ``None``, and the chunk stages' ``(W, U0, Qh, O0)`` (``O0`` ``None`` without ``want_o``).
+        ``None``, and the chunk stages (:class:`.chunk_intra.DPLRStages`, ``O0`` ``None`` without ``want_o``).
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -196,7 +186,7 @@ def chunk_dplr_fwd(
     hs = empty(*layout.states_shape(H, K, V), dtype=chunk_state_dtype(q.dtype), device=v.device) if want_hs else None
     # V blocks (walk_configs): programs walking in parallel, each with a [BK, BV] state
     dplr_chunk_fwd_kernel[lambda meta: (cdiv(V, meta["BV"]), N * H)](
-        k, v, b, gk, *stages, initial_state, o, ht, hs, cu_seqlens, layout.chunk_offsets, T, H=H, K=K, V=V,
+        v, *stages, initial_state, o, ht, hs, cu_seqlens, layout.chunk_offsets, T, H=H, K=K, V=V,
         BT=DPLR_CHUNK, BK=BK, DOT_PRECISION=dot_precision(q.dtype), BF16_DOTS=walk_bf16_dots(q.dtype),
         STORE_O=want_o,
     )  # fmt: skip

@@ -6,18 +6,25 @@ Per chunk of ``BT = 16`` tokens with ``G`` / ``Gx`` the chunk-local inclusive / 
   (``exp(Gx_i - G_j)``, ``j < i``), summed over key-channel blocks of ``BKC`` as ``[BT, BT, BKC]`` products:
   every exponent is a difference of cumsums masked to its causal part first, so no factor exceeds 1 whatever the
   decay;
-* :func:`unit_lower_inverse`: ``Tm = (I - A_ab)^{-1}`` by forward substitution over the rows;
+* :func:`unit_lower_inverse`: ``Tm = (I - A_ab)^{-1}`` by block forward substitution (``[BT, BT]`` products);
 * :func:`dplr_chunk_prep_kernel`: the chunk's affine maps of the state ``h`` before it (``w = a * exp(Gx)``)::
 
       u = W h + U0        W = Tm w,                 U0 = Tm A_ak v
       o = Qh h + O0       Qh = q exp(G) + A_qb W,   O0 = A_qk v + A_qb U0
 
+  and the rows that carry the chunk into the state after it, ``Kd = k * exp(G_L - G)``, ``Bd = b * exp(G_L - G)``
+  and ``EL = exp(G_L)`` (``G_L`` the last row of ``G``)::
+
+      h' = EL * h + Kd^T v + Bd^T u
+
   so that the walk over the chunks (:mod:`.chunk_fwd`, and the state-gradient walk of :mod:`.chunk_bwd`) is only
-  ``[BT, K] x [K, BV]`` products: the scores, the triangular solve and the score products run here, in parallel
-  over every chunk of every sequence and head.
+  ``[BT, K] x [K, BV]`` products: the scores, the triangular solve, the score products and the decays run here,
+  in parallel over every chunk of every sequence and head.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
@@ -25,7 +32,7 @@ import triton.language as tl
 
 from fla.ops.common.indexing import chunk_bounds
 from fla.ops.common.layout import ChunkLayout
-from fla.ops.common.tuning import dot_precision, given_heuristics
+from fla.ops.common.tuning import autotune_configs, dot_precision, given_heuristics
 from fla.utils import empty
 from fla.utils.env import env_switch
 from fla.utils.launch import lean_launch
@@ -151,13 +158,30 @@ def chunk_scores(
 
 @triton.jit
 def unit_lower_inverse(A, BT: tl.constexpr):
-    """``(I - A)^{-1}`` ``[BT, BT]`` of a strictly lower-triangular ``A``: row ``i`` is
-    ``e_i + sum_{j < i} A[i, j] Tm_j`` (rows ``j < i`` are final when row ``i`` is formed)."""
+    """``(I - A)^{-1}`` ``[BT, BT]`` of a strictly lower-triangular ``A`` by block forward substitution over four
+    diagonal blocks of ``BT / 4`` rows, every step one fp32 ``[BT, BT]`` product (``ieee`` multiplies) instead of
+    a row's two cross-thread reductions: 7 steps in place of forward substitution's 15 dependent row steps.
+
+    With ``A = A_d + A_o`` (``A_d`` its diagonal blocks, ``A_o`` the blocks below them):
+
+    * ``D = (I - A_d)^{-1}`` by ``T <- I + A_d T`` from ``T = I``, ``BT / 4 - 1`` times: step ``n`` makes row
+      ``n`` of every block final with the same products and sums as forward substitution (rows ``j < n`` are);
+    * ``(I - A)^{-1} = (I - D A_o)^{-1} D`` by ``Y <- D + (D A_o) Y`` from ``Y = D``, 3 times: step ``n`` makes
+      block row ``n`` final, block forward substitution (each block row ``sum_{J < I} Tm_II A_IJ Y_J``).
+    """
+    tl.static_assert(BT % 4 == 0, "four diagonal blocks")
+    BS: tl.constexpr = BT // 4
     o_t = tl.arange(0, BT)
-    b_T = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
-    for i in range(1, BT):
-        a_row = tl.sum(tl.where(o_t[:, None] == i, A, 0.0), axis=0)  # [BT] over j
-        b_T += tl.where(o_t[:, None] == i, tl.sum(a_row[:, None] * b_T, axis=0)[None, :], 0.0)
+    eye = tl.where(o_t[:, None] == o_t[None, :], 1.0, 0.0)
+    same_block = o_t[:, None] // BS == o_t[None, :] // BS
+    A_d = tl.where(same_block, A, 0.0)
+    b_D = eye
+    for _ in tl.static_range(BS - 1):
+        b_D = eye + tl.dot(A_d, b_D, input_precision="ieee")
+    b_X = tl.dot(b_D, tl.where(same_block, 0.0, A), input_precision="ieee")  # D A_o
+    b_T = b_D
+    for _ in tl.static_range(3):
+        b_T = b_D + tl.dot(b_X, b_T, input_precision="ieee")
     return b_T
 
 
@@ -183,6 +207,12 @@ def load_scores(S, rows, m_t, BT: tl.constexpr):
 
 @lean_launch
 @given_heuristics(STORE_O0="O0", STORE_S="S", IS_VARLEN="cu_seqlens")
+# ~240 registers a thread at K = V = 128 whatever the warps (sm_90 SASS): 8 warps put twice the threads of a
+# program on its chunk, 4 leave room for two programs an SM; it only writes, so the autotuner's reruns are harmless
+@triton.autotune(
+    configs=autotune_configs(warps=(4, 8), stages=(3,)),
+    key=["H", "K", "V", "BK", "DOT_PRECISION", "STORE_O0", "STORE_S", "IS_VARLEN"],
+)
 @triton.jit(do_not_specialize=["T"])
 def dplr_chunk_prep_kernel(
     q,
@@ -195,6 +225,9 @@ def dplr_chunk_prep_kernel(
     U0,
     Qh,
     O0,
+    Kd,
+    Bd,
+    EL,
     S,
     cu_seqlens,
     chunk_indices,
@@ -216,7 +249,7 @@ def dplr_chunk_prep_kernel(
     scale = tl.cast(scale, tl.float32)  # fp32 scalars: torch.compile passes Python floats as fp64
     i_t, i_bh = tl.program_id(0).to(tl.int64), tl.program_id(1).to(tl.int64)
     i_b, i_h = i_bh // H, i_bh % H
-    bos, T_n, i_tc, _ = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
+    bos, T_n, i_tc, i_ch = chunk_bounds(i_t, i_b, cu_seqlens, chunk_indices, T, BT, IS_VARLEN)
     o_t, o_k = tl.arange(0, BT), tl.arange(0, BK)
     m_t = i_tc * BT + o_t < T_n  # [BT]
     rows = (bos + i_tc * BT + o_t) * H + i_h  # [BT] token-head rows
@@ -235,10 +268,17 @@ def dplr_chunk_prep_kernel(
     b_a = tl.load(a + p_x, mask=m_x, other=0.0).to(tl.float32)
     b_g = tl.load(gk + p_x, mask=m_x, other=0.0).to(tl.float32)
     b_G = tl.cumsum(b_g, axis=0)  # [BT, BK]
+    b_GL = tl.sum(b_g, axis=0)  # [BK] rows past the sequence's end add 0
     b_W = tl.dot(b_T, b_a * tl.exp(b_G - b_g), input_precision=DOT_PRECISION)  # [BT, BK]
     b_Qh = b_q * tl.exp(b_G) + tl.dot(A_qb, b_W, input_precision=DOT_PRECISION)
     tl.store(W + p_x, b_W.to(W.dtype.element_ty), mask=m_x)
     tl.store(Qh + p_x, b_Qh.to(Qh.dtype.element_ty), mask=m_x)
+    b_dec = tl.exp(b_GL[None, :] - b_G)  # [BT, BK] each <= 1
+    b_k = tl.load(k + p_x, mask=m_x, other=0.0).to(tl.float32)
+    b_b = tl.load(b + p_x, mask=m_x, other=0.0).to(tl.float32)
+    tl.store(Kd + p_x, (b_k * b_dec).to(Kd.dtype.element_ty), mask=m_x)
+    tl.store(Bd + p_x, (b_b * b_dec).to(Bd.dtype.element_ty), mask=m_x)
+    tl.store(EL + (i_ch * H + i_h) * K + o_k, tl.exp(b_GL), mask=o_k < K)
     b_TA = tl.dot(b_T, A_ak, input_precision=DOT_PRECISION)  # [BT, BT]: U0 = (Tm A_ak) v
     for i_v in range(0, tl.cdiv(V, BV)):
         o_v = i_v * BV + tl.arange(0, BV)
@@ -258,6 +298,20 @@ def score_block(K: int) -> int:
     return min(64, max(16, next_power_of_2(K)))
 
 
+class DPLRStages(NamedTuple):
+    """The chunk stages' products (:func:`chunk_dplr_prep`, module docstring), in :func:`chunk_stage_dtype` but
+    ``EL``: ``W, Qh, Kd, Bd`` ``[B, T, H, K]``, ``U0, O0`` ``[B, T, H, V]`` (``O0`` ``None`` when not wanted) and
+    ``EL`` ``[B, NT, H, K]`` float32 (``layout.states_shape(H, K, 1)[:-1]``), each chunk's ``exp(G_L)``."""
+
+    W: torch.Tensor
+    U0: torch.Tensor
+    Qh: torch.Tensor
+    O0: torch.Tensor | None
+    Kd: torch.Tensor
+    Bd: torch.Tensor
+    EL: torch.Tensor
+
+
 def chunk_dplr_prep(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -269,7 +323,7 @@ def chunk_dplr_prep(
     layout: ChunkLayout,
     want_o0: bool = True,
     scores: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+) -> DPLRStages:
     """Launch :func:`dplr_chunk_prep_kernel` on contiguous inputs.
 
     Args:
@@ -279,28 +333,29 @@ def chunk_dplr_prep(
         scores: ``[B, T, H, 5, BT]`` float32 to store the chunk's ``A_qk, A_qb, A_ak, A_ab`` and ``Tm`` in (row
             ``t`` of each ``[BT, BT]`` tile at token ``t``; :func:`load_scores`), or ``None``.
     Returns:
-        ``(W, U0, Qh, O0)`` in :func:`chunk_stage_dtype` (module docstring): ``W, Qh`` ``[B, T, H, K]``, ``U0, O0``
-        ``[B, T, H, V]`` (``O0`` ``None`` without ``want_o0``).
+        :class:`DPLRStages`.
     """
     B, T, H, K = q.shape
     V = v.shape[-1]
     dtype = chunk_stage_dtype(q.dtype)
-    W, Qh = (empty(B, T, H, K, dtype=dtype, device=q.device) for _ in range(2))
+    W, Qh, Kd, Bd = (empty(B, T, H, K, dtype=dtype, device=q.device) for _ in range(4))
     U0 = empty(B, T, H, V, dtype=dtype, device=q.device)
     O0 = empty(B, T, H, V, dtype=dtype, device=q.device) if want_o0 else None
+    EL = empty(*layout.states_shape(H, K, 1)[:-1], dtype=torch.float32, device=q.device)
     grid = (layout.row_chunks, layout.batch * H)
     dplr_chunk_prep_kernel[grid](
-        q, k, v, a, b, gk, W, U0, Qh, O0, scores, layout.cu_seqlens, layout.chunk_indices, scale, T, H=H, K=K, V=V,
-        BT=DPLR_CHUNK, BK=max(16, next_power_of_2(K)), BKC=16, BKD=score_block(K),
+        q, k, v, a, b, gk, W, U0, Qh, O0, Kd, Bd, EL, scores, layout.cu_seqlens, layout.chunk_indices, scale, T, H=H,
+        K=K, V=V, BT=DPLR_CHUNK, BK=max(16, next_power_of_2(K)), BKC=16, BKD=score_block(K),
         BV=min(64, max(16, next_power_of_2(V))), DOT_PRECISION=dot_precision(q.dtype),
     )  # fmt: skip
-    return W, U0, Qh, O0
+    return DPLRStages(W, U0, Qh, O0, Kd, Bd, EL)
 
 
 __all__ = [
     "DPLR_CHUNK",
     "DPLR_MAX_K",
     "SPAN_MAX",
+    "DPLRStages",
     "chunk_decay_span",
     "chunk_dplr_prep",
     "chunk_stage_dtype",
