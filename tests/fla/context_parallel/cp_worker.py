@@ -1,0 +1,209 @@
+"""torchrun helper (4 gloo ranks): context-parallel ops and convolutions against the same call on whole sequences.
+
+Usage: ``python -m torch.distributed.run --nproc_per_node=4 tests/fla/context_parallel/cp_worker.py OUT.json``
+
+Every case runs at CP = 2 (ranks {0, 1} and {2, 3}, each pair the same case) and CP = 4: each rank computes the
+whole-sequence reference itself (float32, CPU), then its slice through :mod:`fla.context_parallel`, and compares its
+slice of the outputs and of every input's gradient (the loss: every rank's outputs against one random cotangent,
+summed over the ranks), and the final states on the rank that holds them. Rank 0 writes ``{case: worst relative
+error over the ranks}`` (or the first rank's exception) to ``OUT.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op  # noqa: E402
+from fla.modules.conv import ShortConvolution  # noqa: E402
+from fla.ops.delta_rule import chunk_delta_rule  # noqa: E402
+from fla.ops.gated_delta_rule import chunk_gated_delta_rule  # noqa: E402
+from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule  # noqa: E402
+from fla.ops.gla import chunk_gla  # noqa: E402
+from fla.ops.kda import chunk_kda  # noqa: E402
+from fla.ops.retention import chunk_retention  # noqa: E402
+from fla.ops.simple_gla import chunk_simple_gla  # noqa: E402
+
+T = 96
+H, K, V = 2, 8, 6
+LAYOUTS = {
+    "dense": None,
+    # documents passing through a whole rank (5..70 at CP=4), of length 1 (70..71), crossing every boundary
+    "packed": [0, 5, 70, 71, 96],
+    # and one boundary on a rank boundary (48: CP=2's and CP=4's)
+    "packed_cut": [0, 5, 48, 70, 71, 96],
+}
+
+
+def gates(name: str, B: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """The op's gate tensors after q, k, v (time at dim 1), in their usual ranges."""
+    r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    u = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
+    if name == "gla":
+        return (F.logsigmoid(r(B, T, H, K) + 2),)
+    if name == "simple_gla":
+        return (F.logsigmoid(r(B, T, H) + 2),)
+    if name == "delta_rule":
+        return (u(B, T, H),)
+    if name in ("gated_delta_rule", "kda"):
+        g = F.logsigmoid(r(B, T, H, K) + 2) if name == "kda" else F.logsigmoid(r(B, T, H) + 2)
+        return g, u(B, T, H)
+    if name == "dplr":
+        kk = F.normalize(r(B, T, H, K), dim=-1)
+        return -kk, kk * u(B, T, H, K), -0.6 * u(B, T, H, K)
+    return ()
+
+
+OPS = {
+    "gla": chunk_gla,
+    "simple_gla": chunk_simple_gla,
+    "retention": chunk_retention,
+    "delta_rule": chunk_delta_rule,
+    "gated_delta_rule": chunk_gated_delta_rule,
+    "kda": chunk_kda,
+    "dplr": chunk_dplr_delta_rule,
+}
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def context(group, layout, B):
+    if layout is None:
+        return CPContext.dense(group, T), None
+    cu = torch.tensor(layout, dtype=torch.int32)
+    return CPContext.packed(group, cu), cu
+
+
+def op_case(name: str, layout, group) -> float:
+    B = 2 if layout is None else 1
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{name}/{layout}".encode()))  # the same on every rank
+    q, k = torch.randn(B, T, H, K, generator=gen), torch.randn(B, T, H, K, generator=gen)
+    if name in ("delta_rule", "gated_delta_rule", "kda"):
+        k = F.normalize(k, dim=-1)
+    v = torch.randn(B, T, H, V, generator=gen)
+    inputs = [q, k, v, *gates(name, B, gen)]
+    do = torch.randn(B, T, H, V, generator=gen)
+    dht = torch.randn(B if layout is None else len(layout) - 1, H, K, V, generator=gen)
+    ctx, cu = context(group, layout, B)
+    op = OPS[name]
+    whole = [t.clone().requires_grad_() for t in inputs]
+    o, ht = op(*whole, output_final_state=True, cu_seqlens=cu)
+    ((o * do).sum() + (ht * dht).sum()).backward()
+    local = [ctx.shard(t).detach().clone().requires_grad_() for t in inputs]
+    o_cp, ht_cp = cp_chunk_op(op, ctx, *local[:3], *local[3:], output_final_state=True, cu_seqlens=ctx.cu_seqlens)
+    # the final states of the documents that end on this rank (all but a piece continuing to the next rank)
+    ends = _ending_documents(ctx, layout)
+    loss = (o_cp * ctx.shard(do)).sum()
+    if ends:
+        loss = loss + (ht_cp[[i for i, _ in ends]] * dht[[j for _, j in ends]]).sum()
+    loss.backward()
+    errs = [rel(o_cp, ctx.shard(o))]
+    if ends:
+        errs.append(rel(ht_cp[[i for i, _ in ends]], ht[[j for _, j in ends]]))
+    errs += [rel(t.grad, ctx.shard(w.grad)) for t, w in zip(local, whole)]
+    return max(errs)
+
+
+def _ending_documents(ctx: CPContext, layout) -> list[tuple[int, int]]:
+    """``(local piece, global document)`` of the documents whose last token is on this rank."""
+    lo, hi = ctx.rank * ctx.local_len, (ctx.rank + 1) * ctx.local_len
+    if layout is None:
+        return [(0, 0), (1, 1)] if ctx.rank == ctx.world - 1 else []
+    pieces = [b for b in sorted(set(layout)) if lo < b < hi]
+    starts = [lo, *pieces]
+    out = []
+    for j, (s, e) in enumerate(zip(layout, layout[1:])):
+        if e > s and lo < e <= hi:
+            out.append((starts.index(max(s, lo)), j))
+    return out
+
+
+def conv_case(layout, group) -> float:
+    B = 2 if layout is None else 1
+    gen = torch.Generator().manual_seed(7)
+    torch.manual_seed(3)
+    conv = ShortConvolution(10, 4, bias=True, activation="silu")
+    x = torch.randn(B, T, 10, generator=gen)
+    dy = torch.randn(B, T, 10, generator=gen)
+    ctx, cu = context(group, layout, B)
+    xw = x.clone().requires_grad_()
+    (conv(xw, cu_seqlens=cu)[0] * dy).sum().backward()
+    want = [p.grad.clone() for p in conv.parameters()]
+    conv.zero_grad()
+    y_whole = conv(x, cu_seqlens=cu)[0]
+    xl = ctx.shard(x).clone().requires_grad_()
+    y = conv_with_halo(conv, xl, ctx, ctx.cu_seqlens)
+    (y * ctx.shard(dy)).sum().backward()
+    grads = [p.grad.clone() for p in conv.parameters()]
+    for g in grads:  # parameters are replicated: their gradients sum over the ranks
+        dist.all_reduce(g, group=group)
+    errs = [rel(y, ctx.shard(y_whole)), rel(xl.grad, ctx.shard(xw.grad))]
+    return max(errs + [rel(a, b) for a, b in zip(grads, want)])
+
+
+def errors_case(group) -> float:
+    """Bad input: a one-line ValueError naming the problem, before any collective."""
+    import pytest
+
+    with pytest.raises(ValueError, match="97 tokens do not split into"):
+        CPContext.dense(group, 97)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        CPContext.packed(group, torch.tensor([0, 50, 40, 96]))
+    ctx = CPContext.dense(group, T)
+    q = torch.randn(1, ctx.local_len, H, K)
+    with pytest.raises(ValueError, match="initial_state is not supported"):
+        cp_chunk_op(chunk_gla, ctx, q, q, q, q, initial_state=torch.zeros(1, H, K, K))
+    with pytest.raises(ValueError, match="cu_seqlens must be given exactly when the context is packed"):
+        cp_chunk_op(chunk_gla, ctx, q, q, q, q, cu_seqlens=torch.tensor([0, ctx.local_len]))
+    with pytest.raises(ValueError, match="q has 5 tokens, the context's slice"):
+        cp_chunk_op(chunk_gla, ctx, q[:, :5], q[:, :5], q[:, :5], q[:, :5])
+    with pytest.raises(ValueError, match="shorter than the halo of 3"):
+        conv_with_halo(ShortConvolution(4, 4), torch.randn(1, 2, 4), CPContext.dense(group, 2 * ctx.world), None)
+    with pytest.raises(ValueError, match="shard: dim 1 has 5 tokens"):
+        ctx.shard(torch.randn(1, 5))
+    return 0.0
+
+
+def cases(cp: int, group) -> list[tuple[str, object]]:
+    """``(name, thunk returning the worst relative error)`` of every case at this CP degree."""
+    out = []
+    for lname, layout in LAYOUTS.items():
+        out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: op_case(n, lay, group)) for name in OPS]
+        out.append((f"conv/{lname}/cp{cp}", lambda lay=layout: conv_case(lay, group)))
+    out.append((f"errors/cp{cp}", lambda: errors_case(group)))
+    return out
+
+
+def main() -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    assert world == 4, world
+    pairs = [dist.new_group([0, 1]), dist.new_group([2, 3])]
+    results = {}
+    for key, fn in cases(2, pairs[rank // 2]) + cases(4, dist.group.WORLD):
+        try:
+            err = torch.tensor(fn(), dtype=torch.float64)
+        except Exception:
+            results[key] = {"error": f"rank {rank}: " + traceback.format_exc()[-1500:]}
+            err = torch.tensor(float("inf"), dtype=torch.float64)
+        dist.all_reduce(err, op=dist.ReduceOp.MAX)
+        results.setdefault(key, err.item())
+    if rank == 0:
+        with open(sys.argv[1], "w") as f:
+            json.dump(results, f, indent=1)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

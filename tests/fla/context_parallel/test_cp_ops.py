@@ -1,0 +1,52 @@
+"""Context parallelism of the chunk ops and short convolutions: CP = 2 and 4 gloo ranks against the whole
+sequences (tests/fla/context_parallel/cp_worker.py, one torchrun launch of 4 processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.harness import child_pythonpath
+
+WORKER = os.path.join(os.path.dirname(__file__), "cp_worker.py")
+OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda", "dplr", "conv")
+LAYOUTS = ("dense", "packed", "packed_cut")
+
+
+@pytest.fixture(scope="module")
+def cp_results(tmp_path_factory) -> dict:
+    from tests.flame.test_train import ROOT, free_port
+
+    out = tmp_path_factory.mktemp("cp") / "results.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=4", f"--master_port={free_port()}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": child_pythonpath()}
+    proc = subprocess.run([*cmd, WORKER, str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.xdist_group("cp_ops")  # one worker: the torchrun launch runs once
+@pytest.mark.parametrize("cp", [2, 4])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("op", OPS)
+def test_context_parallel_matches_whole_sequences(op, layout, cp, cp_results):
+    """Outputs, final states and every input's gradient (gates included) of this rank's slice against the same op
+    on the whole sequences, float32 on CPU: only sums in another order differ (~1e-6); a state not passed, or
+    passed to the wrong rank or document, is O(0.1) or more. Packed layouts have documents crossing rank
+    boundaries, passing through a whole rank, of length 1, and one boundary on a rank boundary."""
+    result = cp_results[f"{op}/{layout}/cp{cp}"]
+    assert not isinstance(result, dict), result["error"]
+    assert result < 1e-5, result
+
+
+@pytest.mark.xdist_group("cp_ops")
+@pytest.mark.parametrize("cp", [2, 4])
+def test_context_parallel_bad_input(cp, cp_results):
+    """Uneven splits, bad ``cu_seqlens``, an initial state, a slice of the wrong length, a halo wider than the
+    slice: each a ValueError naming it."""
+    result = cp_results[f"errors/cp{cp}"]
+    assert not isinstance(result, dict), result["error"]
