@@ -77,6 +77,16 @@ class CPContext:
                 first_len = cuts[1]
         return cls(group, rank, world, local_len, local, tuple(continues_in), tuple(single), tuple(carried), first_len)
 
+    def position_offsets(self) -> int | torch.Tensor:
+        """Position of each local piece's first token in its document: ``carried`` of this rank for the first
+        piece, 0 for the others (they start on this rank). An int for a dense batch, else ``[N_local]`` int64."""
+        first = self.carried[self.rank]
+        if self.cu_seqlens is None:
+            return first
+        offsets = torch.zeros(self.cu_seqlens.numel() - 1, dtype=torch.int64, device=self.cu_seqlens.device)
+        offsets[0] = first
+        return offsets
+
     def shard(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
         """This rank's slice of a whole-sequence tensor along ``dim`` (``[B, T, ...]``: time is ``dim=1``)."""
         if x.shape[dim] != self.local_len * self.world:

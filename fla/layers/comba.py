@@ -47,6 +47,8 @@ class Comba(GatedDeltaNet):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = False  # its recurrent op takes p before v: not run through LinearMixer.run
+
     chunk_op = staticmethod(chunk_comba)
     recurrent_op = staticmethod(fused_recurrent_comba)
 

@@ -95,6 +95,8 @@ class DeltaNet(DeltaMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = True
+
     chunk_op = staticmethod(chunk_delta_rule)
     recurrent_op = staticmethod(fused_recurrent_delta_rule)
 

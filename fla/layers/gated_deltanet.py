@@ -66,6 +66,8 @@ class GatedDeltaNet(DeltaMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = True
+
     chunk_op = staticmethod(chunk_gated_delta_rule)
     recurrent_op = staticmethod(fused_recurrent_gated_delta_rule)
 

@@ -44,6 +44,8 @@ class GatedLinearAttention(LinearMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = True
+
     chunk_op = staticmethod(chunk_gla)
     recurrent_op = staticmethod(fused_recurrent_gla)
 

@@ -68,6 +68,8 @@ class HGRN2Attention(LinearMixer):
     ``lower_bound [H * K]`` (values in ``[0, 1)``).
     """
 
+    supports_context_parallel = True
+
     chunk_op = staticmethod(chunk_gla)
     recurrent_op = staticmethod(fused_recurrent_gla)
     forward_extras = ("lower_bound",)
@@ -131,14 +133,7 @@ class HGRN2Attention(LinearMixer):
         q, f, i = self.q_proj(x), self.f_proj(x), self.i_proj(x)
         conv_state = None
         if self.use_short_conv:
-            old = step.slot("conv_state") or (None, None, None)
-            convs = (self.q_conv1d, self.f_conv1d, self.i_conv1d)
-            outs = [
-                conv(t, cache=c, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
-                for conv, t, c in zip(convs, (q, f, i), old)
-            ]
-            (q, cq), (f, cf), (i, ci) = outs
-            conv_state = (cq, cf, ci) if step.store else None
+            (q, f, i), conv_state = self.run_convs(step, (self.q_conv1d, self.f_conv1d, self.i_conv1d), (q, f, i))
         return F.silu(q), f, i, conv_state
 
     def mix(self, step, q, f, v):

@@ -54,6 +54,8 @@ class KimiDeltaAttention(DeltaMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = True
+
     chunk_op = staticmethod(chunk_kda)
     recurrent_op = staticmethod(fused_recurrent_kda)
 

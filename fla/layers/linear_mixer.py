@@ -61,6 +61,13 @@ Layer-specific forward keywords: a layer lists the extra keywords its ``forward`
 ignored, as fla 0.6.0's layers do (``**kwargs``): the decoder stack and transformers' ``generate`` hand every
 mixer what they have (``position_ids``, ``cache_position``, ...), and code written for fla passes its own.
 
+Context parallel (``cp_context``, a :class:`fla.context_parallel.CPContext`): the layer holds one rank's slice of
+sequences split along time; the short convolutions read the previous rank's last inputs
+(:func:`fla.context_parallel.conv_with_halo`) and the op carries the state over the ranks
+(:func:`fla.context_parallel.cp_chunk_op`). Layers that can say so with :attr:`LinearMixer.supports_context_parallel`;
+the others raise ``ValueError`` when given a context. Training only: no cache, no padding mask (pack the documents
+with ``cu_seqlens``, the context's local boundaries).
+
 Cache (:class:`fla.models.cache.FLACache`): ``recurrent_state [N, H, K, V]`` float32 and, with
 short convolutions, ``conv_state = (q, k, v)`` states ``[N, D, W]``. The state is stored whenever
 ``past_key_values`` is given (``use_cache`` and ``output_attentions`` are accepted for API
@@ -77,6 +84,7 @@ import torch
 import torch.nn as nn
 from transformers.activations import ACT2FN
 
+from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op
 from fla.layers.utils import (
     PaddingInfo,
     begin_layer_call,
@@ -109,6 +117,7 @@ class MixerStep:
         cached: tokens this layer has seen before the step (padding included).
         cache: the cache to write, or ``None``.
         attention_mask: the padding mask (only set when it has padding), for position offsets.
+        cp: the context-parallel context (this rank's slice of the sequences), or ``None``.
         extras: free slots for a layer's hooks: its :attr:`LinearMixer.forward_extras` keywords (e.g.
             ``lower_bound``), and whatever one hook leaves for the next (e.g. a token-shifted input from
             ``project_qkv`` for ``mix``).
@@ -123,6 +132,7 @@ class MixerStep:
     cached: int
     cache: FLACache | None
     attention_mask: torch.Tensor | None
+    cp: CPContext | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -155,6 +165,10 @@ class LinearMixer(nn.Module):
     recurrent_op: Callable
     forward_extras: ClassVar[tuple[str, ...]] = ()
     """Layer-specific keywords of :meth:`forward` (default ``None``), handed to the hooks in ``step.extras``."""
+    supports_context_parallel: ClassVar[bool] = False
+    """Whether the layer runs under context parallelism: its op's state evolves as
+    :func:`fla.context_parallel.cp_chunk_op` needs (linear in the state and the values, the transition on the key
+    side) and its inputs mix over time only through :meth:`run_convs` and that op."""
 
     def setup(
         self,
@@ -291,14 +305,20 @@ class LinearMixer(nn.Module):
             if self.qkv_activations is not None:
                 q, k, v = (t if act is None else act(t) for t, act in zip((q, k, v), self.qkv_activations))
             return q, k, v, None
-        old = step.slot("conv_state") or (None, None, None)
-        convs = (self.q_conv1d, self.k_conv1d, self.v_conv1d)
+        (q, k, v), conv_state = self.run_convs(step, (self.q_conv1d, self.k_conv1d, self.v_conv1d), (q, k, v))
+        return q, k, v, conv_state
+
+    def run_convs(self, step: MixerStep, convs: tuple, inputs: tuple) -> tuple[list[torch.Tensor], tuple | None]:
+        """Short convolutions ``convs`` on ``inputs`` (each ``[.., D_i]``) from the cached ``conv_state`` (or, under
+        context parallel, from the previous rank's inputs): ``(outputs, conv_state to cache or None)``."""
+        if step.cp is not None:
+            return [conv_with_halo(conv, t, step.cp, step.cu_seqlens) for conv, t in zip(convs, inputs)], None
+        old = step.slot("conv_state") or (None,) * len(convs)
         outs = [
             conv(t, cache=c, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
-            for conv, t, c in zip(convs, (q, k, v), old)
+            for conv, t, c in zip(convs, inputs, old)
         ]
-        (q, cq), (k, ck), (v, cv) = outs
-        return q, k, v, (cq, ck, cv) if step.store else None
+        return [y for y, _ in outs], tuple(c for _, c in outs) if step.store else None
 
     @property
     def op_heads(self) -> int:
@@ -340,6 +360,9 @@ class LinearMixer(nn.Module):
         there) can leave them float32 beside bf16 values, and the ops take q, k, v in one dtype."""
         op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
         q, k = q.to(v.dtype), k.to(v.dtype)
+        if step.cp is not None:
+            return cp_chunk_op(op, step.cp, q, k, v, *gates, output_final_state=step.store, cu_seqlens=step.cu_seqlens,
+                               **options)  # fmt: skip
         return op(
             q, k, v, *gates,
             initial_state=step.slot("recurrent_state"),
@@ -369,6 +392,7 @@ class LinearMixer(nn.Module):
         """
         extras = self.forward_extras_of(kwargs)
         step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
+        step.cp = self.check_context_parallel(step, kwargs.get("cp_context"))
         step.extras.update(extras)
         q, k, v, conv_state = self.project_qkv(step)
         q, k, v = self.to_heads(step, q, k, v)
@@ -381,6 +405,21 @@ class LinearMixer(nn.Module):
         q, k, v = split_heads(q, self.head_k_dim), split_heads(k, self.head_k_dim), split_heads(v, self.head_v_dim)
         q, k, v = self.feature_maps(step, q, k, v)
         return self.expand(q), self.expand(k), self.expand(v)
+
+    def check_context_parallel(self, step: MixerStep, cp: CPContext | None) -> CPContext | None:
+        """``cp`` if this layer can run this step under it (module docstring), else ``ValueError`` naming why."""
+        if cp is None:
+            return None
+        name = type(self).__name__
+        if not self.supports_context_parallel:
+            raise ValueError(f"{name}: context parallel (cp_context) is not supported by this layer")
+        if step.cache is not None:
+            raise ValueError(f"{name}: context parallel runs without a cache (past_key_values)")
+        if step.info is not None:
+            raise ValueError(f"{name}: context parallel takes documents packed with cu_seqlens, not a padding mask")
+        if (step.cu_seqlens is None) != (cp.cu_seqlens is None):
+            raise ValueError(f"{name}: cu_seqlens must be given exactly when cp_context is packed")
+        return cp
 
     def forward_extras_of(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``{name: value}`` for every name in :attr:`forward_extras` (``None`` when not passed), checked by

@@ -49,6 +49,8 @@ class MultiScaleRetention(LinearMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = True
+
     chunk_op = staticmethod(chunk_simple_gla)  # chunk_retention / fused_recurrent_retention with this
     recurrent_op = staticmethod(fused_recurrent_simple_gla)  # module's head decays (see mix)
 
@@ -90,6 +92,10 @@ class MultiScaleRetention(LinearMixer):
 
     def rotate(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotary positions of ``q [.., T', H, K]``, ``k [.., T', Hkv, K]``."""
+        if step.cp is not None:  # a slice of the sequences: its first piece goes on from the earlier ranks
+            offset, T = step.cp.position_offsets(), q.shape[1]
+            top = step.cp.carried[step.cp.rank] + T
+            return self.rotary(q, k, seqlen_offset=offset, max_seqlen=top, cu_seqlens=step.cu_seqlens)
         if step.cu_seqlens is not None:  # packed: the packed length bounds every position
             return self.rotary(q, k, max_seqlen=q.shape[1], cu_seqlens=step.cu_seqlens)
         if step.attention_mask is not None:  # left-padded rows after a cache: real tokens seen per row

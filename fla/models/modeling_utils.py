@@ -72,6 +72,19 @@ def build_norm(config, hidden_size: int | None = None) -> nn.Module:
     return (RMSNorm if config.fuse_norm else nn.RMSNorm)(size, eps=config.norm_eps)
 
 
+def check_context_parallel(model: nn.Module) -> None:
+    """Raise ``ValueError`` naming the first block of ``model.layers`` that cannot run under context parallelism
+    (``cp_context``): only a plain :class:`FLABlock` (its MLP acts token by token) around a mixer that says it
+    can (:attr:`fla.layers.linear_mixer.LinearMixer.supports_context_parallel`)."""
+    for index, block in enumerate(model.layers):
+        mixer = getattr(block, "attn", None)
+        plain = isinstance(block, FLABlock)  # its subclasses' forwards only route keywords (HGRN, HGRN2, MoM)
+        if not (plain and getattr(mixer, "supports_context_parallel", False)):
+            what = type(mixer).__name__ if plain else type(block).__name__
+            raise ValueError(f"{type(model).__name__}: context parallel (cp_context) is not supported by layer "
+                             f"{index} ({what})")  # fmt: skip
+
+
 class FLABlock(GradientCheckpointingLayer):
     """Pre-norm block: ``h = x + attn(attn_norm(x))``; ``out = h + mlp(mlp_norm(h))``.
 
@@ -261,6 +274,8 @@ class FLAModel(FLAPreTrainedModel):
             past_key_values = FLACache()
         if cu_seqlens is not None:
             check_cu_seqlens(cu_seqlens, total=seq_len, batch=batch_size)
+        if kwargs.get("cp_context") is not None:
+            check_context_parallel(self)
         if attention_mask is not None:
             cached = past_key_values.get_seq_length() if past_key_values is not None else 0
             check_attention_mask(attention_mask, batch_size, None if cu_seqlens is not None else cached + seq_len)

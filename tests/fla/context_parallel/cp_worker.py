@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import traceback
 import zlib
@@ -24,6 +25,12 @@ import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op  # noqa: E402
+from fla.layers.delta_net import DeltaNet  # noqa: E402
+from fla.layers.gated_deltanet import GatedDeltaNet  # noqa: E402
+from fla.layers.gla import GatedLinearAttention  # noqa: E402
+from fla.layers.hgrn2 import HGRN2Attention  # noqa: E402
+from fla.layers.kda import KimiDeltaAttention  # noqa: E402
+from fla.layers.multiscale_retention import MultiScaleRetention  # noqa: E402
 from fla.modules.conv import ShortConvolution  # noqa: E402
 from fla.ops.delta_rule import chunk_delta_rule  # noqa: E402
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule  # noqa: E402
@@ -32,6 +39,7 @@ from fla.ops.gla import chunk_gla  # noqa: E402
 from fla.ops.kda import chunk_kda  # noqa: E402
 from fla.ops.retention import chunk_retention  # noqa: E402
 from fla.ops.simple_gla import chunk_simple_gla  # noqa: E402
+from tests.fla.models.families import HYBRID  # noqa: E402
 
 T = 96
 H, K, V = 2, 8, 6
@@ -152,6 +160,78 @@ def conv_case(layout, group) -> float:
     return max(errs + [rel(a, b) for a, b in zip(grads, want)])
 
 
+LAYERS = {  # every layer with its short convolutions
+    "GatedLinearAttention": lambda: GatedLinearAttention(hidden_size=32, num_heads=2, use_short_conv=True),
+    "MultiScaleRetention": lambda: MultiScaleRetention(hidden_size=32, num_heads=2, use_short_conv=True),
+    "DeltaNet": lambda: DeltaNet(hidden_size=32, num_heads=2),
+    "GatedDeltaNet": lambda: GatedDeltaNet(hidden_size=32, num_heads=2, head_dim=16),
+    "KimiDeltaAttention": lambda: KimiDeltaAttention(hidden_size=32, num_heads=2, head_dim=16),
+    "HGRN2Attention": lambda: HGRN2Attention(hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True),
+}
+
+
+def layer_case(name: str, layout, group) -> float:
+    """The layer on this rank's slice with ``cp_context`` against the same layer on the whole sequences: outputs,
+    the input's gradient and every parameter's (summed over the ranks)."""
+    B = 2 if layout is None else 1
+    torch.manual_seed(11)
+    layer = LAYERS[name]().train()
+    for p in layer.parameters():  # away from init's zeros and ones, so that every path moves the output
+        p.data.add_(0.1 * torch.randn_like(p))
+    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    x, dy = torch.randn(B, T, 32, generator=gen), torch.randn(B, T, 32, generator=gen)
+    ctx, cu = context(group, layout, B)
+    xw = x.clone().requires_grad_()
+    y_whole = layer(xw, cu_seqlens=cu)[0]
+    (y_whole * dy).sum().backward()
+    want = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    layer.zero_grad()
+    xl = ctx.shard(x).clone().requires_grad_()
+    y = layer(xl, cu_seqlens=ctx.cu_seqlens, cp_context=ctx)[0]
+    (y * ctx.shard(dy)).sum().backward()
+    errs = [rel(y, ctx.shard(y_whole.detach())), rel(xl.grad, ctx.shard(xw.grad))]
+    for n, p in layer.named_parameters():
+        dist.all_reduce(p.grad, group=group)
+        errs.append(rel(p.grad, want[n]))
+    return max(errs)
+
+
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2")  # configs/<name>_tiny.json
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def tiny_model(name: str, **overrides):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with open(os.path.join(ROOT, "configs", f"{name}_tiny.json")) as f:
+        fields = {**json.load(f), "vocab_size": 64, "initializer_range": 0.1, **overrides}
+    config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+    torch.manual_seed(5)
+    return AutoModelForCausalLM.from_config(config).train()
+
+
+def model_case(name: str, layout, group) -> float:
+    """The model (tiny config, 64 tokens of vocabulary) on this rank's slice with ``cp_context`` against the whole
+    sequences: logits and every parameter's gradient (summed over the ranks)."""
+    B = 2 if layout is None else 1
+    model = tiny_model(name)
+    gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    ids = torch.randint(0, 64, (B, T), generator=gen)
+    dl = torch.randn(B, T, 64, generator=gen)
+    ctx, cu = context(group, layout, B)
+    logits = model(input_ids=ids, cu_seqlens=cu).logits
+    (logits * dl).sum().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    local = model(input_ids=ctx.shard(ids), cu_seqlens=ctx.cu_seqlens, cp_context=ctx).logits
+    (local * ctx.shard(dl)).sum().backward()
+    errs = [rel(local, ctx.shard(logits.detach()))]
+    for n, p in model.named_parameters():
+        dist.all_reduce(p.grad, group=group)
+        errs.append(rel(p.grad, want[n]))
+    return max(errs)
+
+
 def errors_case(group) -> float:
     """Bad input: a one-line ValueError naming the problem, before any collective."""
     import pytest
@@ -172,6 +252,20 @@ def errors_case(group) -> float:
         conv_with_halo(ShortConvolution(4, 4), torch.randn(1, 2, 4), CPContext.dense(group, 2 * ctx.world), None)
     with pytest.raises(ValueError, match="shard: dim 1 has 5 tokens"):
         ctx.shard(torch.randn(1, 5))
+    ids = torch.zeros(1, ctx.local_len, dtype=torch.long)
+    for name, overrides, what in [("transformer", {}, "layer 0 (Attention)"), ("rwkv7", {}, "layer 0 (RWKV7Block)"),
+                                  ("gla", HYBRID, "layer 1 (Attention)"),
+                                  ("gsa", {}, "layer 0 (GatedSlotAttention)")]:  # fmt: skip
+        with pytest.raises(
+            ValueError, match=f"context parallel \\(cp_context\\) is not supported by {re.escape(what)}"
+        ):
+            tiny_model(name, **overrides)(input_ids=ids, cp_context=ctx)
+    layer = LAYERS["GatedLinearAttention"]()
+    with pytest.raises(ValueError, match="cu_seqlens must be given exactly when cp_context is packed"):
+        layer(torch.randn(1, ctx.local_len, 32), cu_seqlens=torch.tensor([0, ctx.local_len]), cp_context=ctx)
+    with pytest.raises(ValueError, match="not a padding mask"):
+        layer(torch.randn(1, ctx.local_len, 32), attention_mask=torch.tensor([[0] + [1] * (ctx.local_len - 1)]),
+              cp_context=ctx)  # fmt: skip
     return 0.0
 
 
@@ -181,6 +275,10 @@ def cases(cp: int, group) -> list[tuple[str, object]]:
     for lname, layout in LAYOUTS.items():
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: op_case(n, lay, group)) for name in OPS]
         out.append((f"conv/{lname}/cp{cp}", lambda lay=layout: conv_case(lay, group)))
+        out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: layer_case(n, lay, group)) for name in LAYERS]
+        out += [
+            (f"model_{name}/{lname}/cp{cp}", lambda n=name, lay=layout: model_case(n, lay, group)) for name in MODELS
+        ]
     out.append((f"errors/cp{cp}", lambda: errors_case(group)))
     return out
 

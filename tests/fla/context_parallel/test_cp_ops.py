@@ -1,5 +1,5 @@
-"""Context parallelism of the chunk ops and short convolutions: CP = 2 and 4 gloo ranks against the whole
-sequences (tests/fla/context_parallel/cp_worker.py, one torchrun launch of 4 processes)."""
+"""Context parallelism of the chunk ops, short convolutions, layers and models: CP = 2 and 4 gloo ranks against the
+whole sequences (tests/fla/context_parallel/cp_worker.py, one torchrun launch of 4 processes)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from tests.harness import child_pythonpath
 
 WORKER = os.path.join(os.path.dirname(__file__), "cp_worker.py")
 OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda", "dplr", "conv")
+LAYERS = ("GatedLinearAttention", "MultiScaleRetention", "DeltaNet", "GatedDeltaNet", "KimiDeltaAttention",
+          "HGRN2Attention")  # fmt: skip
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2")
 LAYOUTS = ("dense", "packed", "packed_cut")
 
 
@@ -45,8 +48,34 @@ def test_context_parallel_matches_whole_sequences(op, layout, cp, cp_results):
 
 @pytest.mark.xdist_group("cp_ops")
 @pytest.mark.parametrize("cp", [2, 4])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("layer", LAYERS)
+def test_context_parallel_layer_matches_whole_sequences(layer, layout, cp, cp_results):
+    """The layer (short convolutions on) with ``cp_context`` on this rank's slice against the whole sequences: its
+    output, the input's gradient and every parameter's (summed over the ranks); RetNet's rotary positions go on
+    from the earlier ranks."""
+    result = cp_results[f"{layer}/{layout}/cp{cp}"]
+    assert not isinstance(result, dict), result["error"]
+    assert result < 1e-5, result
+
+
+@pytest.mark.xdist_group("cp_ops")
+@pytest.mark.parametrize("cp", [2, 4])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("model", MODELS)
+def test_context_parallel_model_matches_whole_sequences(model, layout, cp, cp_results):
+    """The tiny config's causal LM with ``cp_context``: logits of this rank's tokens and every parameter's
+    gradient (summed over the ranks) against the whole sequences."""
+    result = cp_results[f"model_{model}/{layout}/cp{cp}"]
+    assert not isinstance(result, dict), result["error"]
+    assert result < 1e-5, result
+
+
+@pytest.mark.xdist_group("cp_ops")
+@pytest.mark.parametrize("cp", [2, 4])
 def test_context_parallel_bad_input(cp, cp_results):
     """Uneven splits, bad ``cu_seqlens``, an initial state, a slice of the wrong length, a halo wider than the
-    slice: each a ValueError naming it."""
+    slice, a padding mask, and models with a layer that cannot run split (attention, RWKV7's blocks, GSA, a
+    hybrid's attention layer): each a ValueError naming it."""
     result = cp_results[f"errors/cp{cp}"]
     assert not isinstance(result, dict), result["error"]
