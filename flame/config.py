@@ -172,6 +172,11 @@ class Parallelism:
     tensor_parallel_degree: int = 1
     """Tensor parallel degree (by the model's own TP plan: fla models' or base_model_tp_plan); 1 = off."""
 
+    context_parallel_degree: int = 1
+    """Context parallel degree: every sequence split along time over this many ranks, the linear-attention states
+    and short-convolution inputs passed between them (fla.context_parallel; fla models whose layers support it);
+    FSDP shards over data parallel x context parallel. 1 = off."""
+
     fsdp_reshard_after_forward: Literal["default", "always", "never"] = "default"
     """default: reshard every block but the last after forward (none on a 1-rank shard group); always / never."""
 
@@ -621,22 +626,33 @@ def _validate_data(config: JobConfig, sources: dict[str, str]) -> None:
 def _validate_degrees(config: JobConfig, world_size: int, fail) -> None:
     p = config.parallelism
     rep, shard, tp = p.data_parallel_replicate_degree, p.data_parallel_shard_degree, p.tensor_parallel_degree
+    cp = p.context_parallel_degree
     if rep < 1:
         fail("parallelism.data_parallel_replicate_degree", "must be >= 1")
     if tp < 1:
         fail("parallelism.tensor_parallel_degree", "must be >= 1")
+    if cp < 1:
+        fail("parallelism.context_parallel_degree", "must be >= 1")
     if shard == 0 or shard < -1:
         fail("parallelism.data_parallel_shard_degree", "must be -1 (use the ranks left) or >= 1")
     if shard == -1:
-        if world_size % (rep * tp) != 0:
-            key = "parallelism.tensor_parallel_degree" if tp > 1 else "parallelism.data_parallel_replicate_degree"
-            fail(key, f"replicate ({rep}) x tensor parallel ({tp}) does not divide the world size {world_size}")
-    elif rep * shard * tp != world_size:
+        if world_size % (rep * tp * cp) != 0:
+            key = ("parallelism.context_parallel_degree" if cp > 1 else "parallelism.tensor_parallel_degree"
+                   if tp > 1 else "parallelism.data_parallel_replicate_degree")  # fmt: skip
+            fail(key, f"replicate ({rep}) x tensor parallel ({tp}) x context parallel ({cp}) does not divide the "
+                      f"world size {world_size}")  # fmt: skip
+    elif rep * shard * tp * cp != world_size:
         fail(
             "parallelism.data_parallel_shard_degree",
-            f"replicate ({rep}) x shard ({shard}) x tensor parallel ({tp}) = {rep * shard * tp} "
-            f"!= world size {world_size}",
+            f"replicate ({rep}) x shard ({shard}) x tensor parallel ({tp}) x context parallel ({cp}) = "
+            f"{rep * shard * tp * cp} != world size {world_size}",
         )
+    if cp > 1:
+        t = config.training
+        if t.seq_len % cp != 0:
+            fail("parallelism.context_parallel_degree", f"does not divide training.seq_len ({t.seq_len})")
+        if t.compile:
+            fail("parallelism.context_parallel_degree", "is not supported with training.compile = true")
 
 
 def _has_cuda() -> bool:
@@ -650,7 +666,7 @@ def shard_degree(config: JobConfig, world_size: int) -> int:
     p = config.parallelism
     if p.data_parallel_shard_degree != -1:
         return p.data_parallel_shard_degree
-    return world_size // (p.data_parallel_replicate_degree * p.tensor_parallel_degree)
+    return world_size // (p.data_parallel_replicate_degree * p.tensor_parallel_degree * p.context_parallel_degree)
 
 
 def dumps(config: JobConfig) -> str:

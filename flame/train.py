@@ -33,6 +33,7 @@ from fla.utils import IGNORE_INDEX
 from flame import device
 from flame.checkpoint import build_checkpointer, rng_state, set_rng_state
 from flame.config import ConfigError, FlameConfigManager, JobConfig, shard_degree
+from flame.context_parallel import ContextSplit, check_cp_supported, count_local_targets
 from flame.metrics import MetricsProcessor, flops_per_token
 from flame.model import build_model, count_params, load_model_config
 from flame.parallelize import autocast, check_tp_supported, quiet_dtensor_logs
@@ -126,6 +127,7 @@ class Trainer(Stateful):
         # The model config (and its TP support) is checked before the process group exists.
         self.model_config = load_model_config(job)
         check_tp_supported(self.model_config, job.parallelism.tensor_parallel_degree)
+        check_cp_supported(self.model_config, job.parallelism.context_parallel_degree)
         if why := position_warning(self.model_config, job):
             logger.warning(why)
 
@@ -162,8 +164,10 @@ class Trainer(Stateful):
 
         self.optimizers = build_optimizers([self.model], job.optimizer, pd)
         self.lr_schedulers = build_lr_schedulers(self.optimizers, job.lr_scheduler, t.steps)  # re-fit on resume
-        self.metrics = MetricsProcessor(job, self.flops_per_token, pd.non_data_parallel_size, self.rank)
+        # tensor-parallel ranks share their tokens; context-parallel ranks count their own slices
+        self.metrics = MetricsProcessor(job, self.flops_per_token, pd.tp, self.rank)
         self.loss_mesh = pd.get_optional_mesh("loss")
+        self.cp_split = ContextSplit(pd.get_mesh("cp").get_group(), self.device) if pd.cp_enabled else None
 
         self.step = 0
         self.ntokens_seen = 0
@@ -174,8 +178,8 @@ class Trainer(Stateful):
         )
         logger.info(
             f"Trainer ready: {pd.world_size} rank(s) on {device.device_name()}, dp {self.dp_world_size} "
-            f"(replicate {pd.dp_replicate} x shard {pd.dp_shard}), tp {pd.tp}; micro-batch {t.batch_size} x "
-            f"{t.seq_len}, {t.gradient_accumulation_steps} micro-batch(es)/step, global batch "
+            f"(replicate {pd.dp_replicate} x shard {pd.dp_shard}), tp {pd.tp}, cp {pd.cp}; micro-batch "
+            f"{t.batch_size} x {t.seq_len}, {t.gradient_accumulation_steps} micro-batch(es)/step, global batch "
             f"{t.batch_size * t.gradient_accumulation_steps * self.dp_world_size} sequences; {t.steps} steps"
         )
 
@@ -218,15 +222,31 @@ class Trainer(Stateful):
 
     # ------------------------------------------------------------------ one step
 
-    def forward_backward(self, batch: dict[str, torch.Tensor], global_targets: float) -> torch.Tensor:
+    def model_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """The model's keywords for one micro-batch of the loader (host tensors): ``input_ids``, ``labels`` and
+        :data:`MODEL_INPUTS`, or under context parallel this rank's slice (:class:`flame.context_parallel.ContextSplit`:
+        ``shift_labels`` and ``cp_context`` instead of ``labels``)."""
+        if self.cp_split is not None:
+            return self.cp_split(batch)
+        return {"input_ids": batch["input_ids"], "labels": batch["labels"]} | {
+            k: batch[k] for k in MODEL_INPUTS if k in batch
+        }
+
+    @staticmethod
+    def targets_of(inputs: dict[str, Any]) -> int:
+        """Tokens of one micro-batch's inputs (:meth:`model_inputs`) that contribute to the loss (host count)."""
+        if "shift_labels" in inputs:
+            return count_local_targets(inputs["shift_labels"])
+        return count_targets(inputs["labels"])
+
+    def forward_backward(self, inputs: dict[str, Any], global_targets: float) -> torch.Tensor:
         """Backprop this micro-batch's loss scaled by its share of the global targets; returns its loss sum."""
-        n_targets = count_targets(batch["labels"])  # before the copy: on the host batch it needs no device sync
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        extra = {k: batch[k] for k in MODEL_INPUTS if k in batch}
+        n_targets = self.targets_of(inputs)  # before the copy: on the host batch it needs no device sync
+        inputs = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in inputs.items()}
         if self.cuda_graphs:  # a new iteration: the previous replays' outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
         with self.autocast:
-            loss = self.model(input_ids=batch["input_ids"], labels=batch["labels"], **extra).loss
+            loss = self.model(**inputs).loss
         # The model returns the mean over its targets; summed over micro-batches and ranks
         # this is the mean over the global batch (FSDP sums gradients, never averages).
         (loss * (n_targets / global_targets)).backward()
@@ -239,9 +259,9 @@ class Trainer(Stateful):
         lr = self.lr_schedulers.schedulers[0].get_last_lr()[0]
 
         wait = time.perf_counter()
-        batches = [next(data_iterator) for _ in range(t.gradient_accumulation_steps)]
+        batches = [self.model_inputs(next(data_iterator)) for _ in range(t.gradient_accumulation_steps)]
         wait = time.perf_counter() - wait
-        local_targets = sum(count_targets(b["labels"]) for b in batches)
+        local_targets = sum(self.targets_of(b) for b in batches)
         global_targets = dist_utils.dist_sum(
             torch.tensor(local_targets, dtype=torch.float64, device=self.device), self.loss_mesh
         )
@@ -340,7 +360,7 @@ def init_distributed(job: JobConfig) -> ParallelDims:
     parallel_dims = ParallelDims(
         dp_replicate=p.data_parallel_replicate_degree,
         dp_shard=shard_degree(job, world_size),
-        cp=1,
+        cp=p.context_parallel_degree,
         tp=p.tensor_parallel_degree,
         pp=1,
         ep=1,

@@ -56,8 +56,9 @@ class CPContext:
                      tuple(r * local_len for r in range(world)), local_len)  # fmt: skip
 
     @classmethod
-    def packed(cls, group: dist.ProcessGroup, cu_seqlens: torch.Tensor) -> CPContext:
-        """One packed row of documents, ``cu_seqlens [N + 1]`` over the whole row (before the split)."""
+    def packed(cls, group: dist.ProcessGroup, cu_seqlens: torch.Tensor, device=None) -> CPContext:
+        """One packed row of documents, ``cu_seqlens [N + 1]`` over the whole row (before the split; read on the
+        host: pass it before it goes to the device), the local boundaries on ``device`` (default: its own)."""
         world, rank = dist.get_world_size(group), dist.get_rank(group)
         bounds = [int(b) for b in cu_seqlens.tolist()]
         if cu_seqlens.dim() != 1 or len(bounds) < 2 or bounds[0] != 0 or any(b > e for b, e in zip(bounds, bounds[1:])):
@@ -73,7 +74,7 @@ class CPContext:
             carried.append(lo - max(b for b in starts if b <= lo))
             if r == rank:
                 cuts = [0, *(b - lo for b in inner), local_len]
-                local = torch.tensor(cuts, dtype=torch.int32, device=cu_seqlens.device)
+                local = torch.tensor(cuts, dtype=torch.int32, device=device or cu_seqlens.device)
                 first_len = cuts[1]
         return cls(group, rank, world, local_len, local, tuple(continues_in), tuple(single), tuple(carried), first_len)
 

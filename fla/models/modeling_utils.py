@@ -349,15 +349,21 @@ class FLAForCausalLM(FLAPreTrainedModel, FLAGenerationMixin):
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor | None = 0,
         num_items_in_batch: int | torch.Tensor | None = None,
+        shift_labels: torch.LongTensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """``(loss, logits)`` from the final hidden states ``[B, T, H]``.
 
         Args:
             labels: ``[B, T]`` token ids (unshifted), ``-100`` = ignore.
+            shift_labels: ``[B, T]`` targets already shifted (position ``t``'s is the token after it), used instead
+                of ``labels`` (transformers' name): a slice of a longer sequence (context parallel) has its last
+                position's target on the next slice.
             logits_to_keep: without labels, compute only the last ``n`` positions' logits
                 (``0``: all), or those at the given index tensor.
             num_items_in_batch: divide the summed loss by this count instead of averaging.
         """
+        if shift_labels is not None:
+            labels = shift_labels
         fuse_linear = labels is not None and self.config.fuse_linear_cross_entropy
         logits = None
         if not fuse_linear:
@@ -375,7 +381,10 @@ class FLAForCausalLM(FLAPreTrainedModel, FLAGenerationMixin):
             raise ValueError(
                 f"labels has shape {list(labels.shape)}, expected {list(hidden_states.shape[:2])} [batch, seq_len]"
             )
-        targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)
+        if shift_labels is None:
+            targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1)
+        else:
+            targets = labels.reshape(-1)
         reduction = "mean" if num_items_in_batch is None else "sum"
         criterion = getattr(self, "criterion", None)
         use_l2warp = getattr(self.config, "use_l2warp", False)
@@ -417,9 +426,11 @@ class FLAForCausalLM(FLAPreTrainedModel, FLAGenerationMixin):
         num_items_in_batch: int | torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        shift_labels: torch.LongTensor | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
-        """Causal LM forward; ``loss`` is set when ``labels [B, T]`` are given (see the class docstring)."""
+        """Causal LM forward; ``loss`` is set when ``labels [B, T]`` (or ``shift_labels``, already shifted: see
+        :meth:`compute_logits_and_loss`) are given (see the class docstring)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
             input_ids=input_ids,
@@ -435,9 +446,10 @@ class FLAForCausalLM(FLAPreTrainedModel, FLAGenerationMixin):
             **kwargs,
         )
         loss, logits = self.compute_logits_and_loss(
-            outputs.last_hidden_state, labels, logits_to_keep, num_items_in_batch
+            outputs.last_hidden_state, labels, logits_to_keep, num_items_in_batch, shift_labels
         )
-        extra_loss, extra_fields = self.auxiliary_outputs(outputs, labels, attention_mask, cu_seqlens)
+        targets = labels if labels is not None else shift_labels
+        extra_loss, extra_fields = self.auxiliary_outputs(outputs, targets, attention_mask, cu_seqlens)
         if loss is not None and extra_loss is not None:
             loss = loss + extra_loss.to(loss.device)
         if not return_dict:

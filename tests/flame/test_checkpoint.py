@@ -425,3 +425,25 @@ def test_async_checkpoints_resume_exactly(sample_dir, tmp_path):
 def test_exact_resume_over_2000_steps(sample_dir, tmp_path):
     seed = int(os.environ.get("FLAME_TEST_SEED", time.time()))
     check_exact_resume(sample_dir, tmp_path, 2000, 250, seed=seed, delay=0.0)
+
+
+@pytest.mark.slow  # 140 s on the 2-core machine
+def test_context_parallel_resumes_exactly_and_under_another_degree(sample_dir, tmp_path):
+    """CP 2 (2 ranks, FSDP over them) on a GLA with short convolutions: killed at a random step, relaunched, killed
+    inside a save, relaunched: A's losses bitwise. Then A's step-9 checkpoint continues on one rank without context
+    parallel (the model state does not depend on the degree; the data-loader state belongs to the data-parallel
+    rank, which the CP ranks share: dp = 1 in both) with A's losses within fp32 reordering."""
+    cp = ["--model.config", str(ROOT / "configs" / "gla_cpu.json"), "--parallelism.context_parallel_degree", "2"]
+    seed = int(os.environ.get("FLAME_TEST_SEED", "0"))
+    check_exact_resume(sample_dir, tmp_path, 12, 3, seed=seed, extra=cp)
+    ref = losses(tmp_path / "A")
+    args = args_for(sample_dir, 12, 3, cp[:2]) + [
+        "--checkpoint.initial_load_path", str(tmp_path / "A" / "checkpoint" / "step-9"),
+        "--checkpoint.initial_load_model_only", "false",
+    ]  # fmt: skip
+    proc, _ = launch(1, args, tmp_path / "one", script=SCRIPT, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    got = losses(tmp_path / "one")
+    assert sorted(got) == list(range(10, 13))
+    for step, loss in got.items():
+        assert loss == pytest.approx(ref[step], rel=2e-5), f"step {step}: {loss} against CP 2's {ref[step]}"

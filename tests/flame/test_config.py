@@ -148,6 +148,23 @@ def test_bad_toml_file(tmp_path):
         (["--parallelism.tensor_parallel_degree", "3"], 4, r"parallel_degree = 3: .* does not divide the world size 4"),
         (["--parallelism.data_parallel_replicate_degree", "2"], 3, r"replicate_degree = 2: .* world size 3"),
         (["--parallelism.data_parallel_shard_degree", "0"], 1, r"shard_degree = 0: must be -1"),
+        (["--parallelism.context_parallel_degree", "3"], 4, r"parallel_degree = 3: .* does not divide the world"),
+        (["--parallelism.context_parallel_degree", "0"], 1, r"context_parallel_degree = 0: must be >= 1"),
+        (
+            ["--parallelism.context_parallel_degree", "2", "--parallelism.data_parallel_shard_degree", "2"],
+            2,
+            r"shard_degree = 2: .* x context parallel \(2\) = 4 != world size 2",
+        ),
+        (
+            ["--parallelism.context_parallel_degree", "2", "--training.seq_len", "33"],
+            2,
+            r"context_parallel_degree = 2: does not divide training\.seq_len \(33\)",
+        ),
+        (
+            ["--parallelism.context_parallel_degree", "2", "--training.compile"],
+            2,
+            r"context_parallel_degree = 2: is not supported with training\.compile = true",
+        ),
         (["--training.varlen", "true", "--training.batch_size", "4"], 1, r"batch_size = 4: training\.varlen = true"),
         (["--training.context_len", "4096"], 1, r"context_len = 4096: must be between 1 and training\.seq_len"),
         (["--training.batch_size", "0"], 1, r"batch_size = 0: must be >= 1"),
