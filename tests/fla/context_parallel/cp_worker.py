@@ -1,6 +1,8 @@
-"""torchrun helper (4 gloo ranks): context-parallel ops and convolutions against the same call on whole sequences.
+"""torchrun helper (4 or 2 gloo ranks): context-parallel ops, convolutions, layers and models against the same call
+on whole sequences.
 
 Usage: ``python -m torch.distributed.run --nproc_per_node=4 tests/fla/context_parallel/cp_worker.py OUT.json``
+(2 processes: CP = 2 only; ``CP_WORKER_DEVICE=cuda``: on the GPU)
 
 Every case runs at CP = 2 (ranks {0, 1} and {2, 3}, each pair the same case) and CP = 4: each rank computes the
 whole-sequence reference itself (float32, CPU), then its slice through :mod:`fla.context_parallel`, and compares its
@@ -43,6 +45,9 @@ from tests.fla.models.families import HYBRID  # noqa: E402
 
 T = 96
 H, K, V = 2, 8, 6
+# CP_WORKER_DEVICE=cuda: every rank on the one GPU (gloo gathers CUDA tensors through the host), the ops on their
+# Triton kernels (float32: exact multiplies); cpu: their PyTorch forms
+DEVICE = torch.device(os.environ.get("CP_WORKER_DEVICE", "cpu"))
 LAYOUTS = {
     "dense": None,
     # documents passing through a whole rank (5..70 at CP=4), of length 1 (70..71), crossing every boundary
@@ -90,7 +95,7 @@ def context(group, layout, B):
     if layout is None:
         return CPContext.dense(group, T), None
     cu = torch.tensor(layout, dtype=torch.int32)
-    return CPContext.packed(group, cu), cu
+    return CPContext.packed(group, cu, device=DEVICE), cu.to(DEVICE)
 
 
 def op_case(name: str, layout, group) -> float:
@@ -100,9 +105,9 @@ def op_case(name: str, layout, group) -> float:
     if name in ("delta_rule", "gated_delta_rule", "kda"):
         k = F.normalize(k, dim=-1)
     v = torch.randn(B, T, H, V, generator=gen)
-    inputs = [q, k, v, *gates(name, B, gen)]
-    do = torch.randn(B, T, H, V, generator=gen)
-    dht = torch.randn(B if layout is None else len(layout) - 1, H, K, V, generator=gen)
+    inputs = [t.to(DEVICE) for t in (q, k, v, *gates(name, B, gen))]
+    do = torch.randn(B, T, H, V, generator=gen).to(DEVICE)
+    dht = torch.randn(B if layout is None else len(layout) - 1, H, K, V, generator=gen).to(DEVICE)
     ctx, cu = context(group, layout, B)
     op = OPS[name]
     whole = [t.clone().requires_grad_() for t in inputs]
@@ -141,9 +146,9 @@ def conv_case(layout, group) -> float:
     B = 2 if layout is None else 1
     gen = torch.Generator().manual_seed(7)
     torch.manual_seed(3)
-    conv = ShortConvolution(10, 4, bias=True, activation="silu")
-    x = torch.randn(B, T, 10, generator=gen)
-    dy = torch.randn(B, T, 10, generator=gen)
+    conv = ShortConvolution(10, 4, bias=True, activation="silu").to(DEVICE)
+    x = torch.randn(B, T, 10, generator=gen).to(DEVICE)
+    dy = torch.randn(B, T, 10, generator=gen).to(DEVICE)
     ctx, cu = context(group, layout, B)
     xw = x.clone().requires_grad_()
     (conv(xw, cu_seqlens=cu)[0] * dy).sum().backward()
@@ -175,11 +180,11 @@ def layer_case(name: str, layout, group) -> float:
     the input's gradient and every parameter's (summed over the ranks)."""
     B = 2 if layout is None else 1
     torch.manual_seed(11)
-    layer = LAYERS[name]().train()
+    layer = LAYERS[name]().to(DEVICE).train()
     for p in layer.parameters():  # away from init's zeros and ones, so that every path moves the output
         p.data.add_(0.1 * torch.randn_like(p))
     gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-    x, dy = torch.randn(B, T, 32, generator=gen), torch.randn(B, T, 32, generator=gen)
+    x, dy = torch.randn(B, T, 32, generator=gen).to(DEVICE), torch.randn(B, T, 32, generator=gen).to(DEVICE)
     ctx, cu = context(group, layout, B)
     xw = x.clone().requires_grad_()
     y_whole = layer(xw, cu_seqlens=cu)[0]
@@ -214,10 +219,10 @@ def model_case(name: str, layout, group) -> float:
     """The model (tiny config, 64 tokens of vocabulary) on this rank's slice with ``cp_context`` against the whole
     sequences: logits and every parameter's gradient (summed over the ranks)."""
     B = 2 if layout is None else 1
-    model = tiny_model(name)
+    model = tiny_model(name).to(DEVICE)
     gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-    ids = torch.randint(0, 64, (B, T), generator=gen)
-    dl = torch.randn(B, T, 64, generator=gen)
+    ids = torch.randint(0, 64, (B, T), generator=gen).to(DEVICE)
+    dl = torch.randn(B, T, 64, generator=gen).to(DEVICE)
     ctx, cu = context(group, layout, B)
     logits = model(input_ids=ids, cu_seqlens=cu).logits
     (logits * dl).sum().backward()
@@ -279,17 +284,24 @@ def cases(cp: int, group) -> list[tuple[str, object]]:
         out += [
             (f"model_{name}/{lname}/cp{cp}", lambda n=name, lay=layout: model_case(n, lay, group)) for name in MODELS
         ]
-    out.append((f"errors/cp{cp}", lambda: errors_case(group)))
+    if DEVICE.type == "cpu":
+        out.append((f"errors/cp{cp}", lambda: errors_case(group)))
     return out
 
 
 def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    assert world == 4, world
-    pairs = [dist.new_group([0, 1]), dist.new_group([2, 3])]
+    assert world in (2, 4), world
+    if DEVICE.type == "cuda":
+        torch.cuda.set_device(0)
+    if world == 4:
+        pairs = [dist.new_group([0, 1]), dist.new_group([2, 3])]
+        todo = cases(2, pairs[rank // 2]) + cases(4, dist.group.WORLD)
+    else:
+        todo = cases(2, dist.group.WORLD)
     results = {}
-    for key, fn in cases(2, pairs[rank // 2]) + cases(4, dist.group.WORLD):
+    for key, fn in todo:
         try:
             err = torch.tensor(fn(), dtype=torch.float64)
         except Exception:

@@ -79,3 +79,20 @@ def test_context_parallel_bad_input(cp, cp_results):
     hybrid's attention layer): each a ValueError naming it."""
     result = cp_results[f"errors/cp{cp}"]
     assert not isinstance(result, dict), result["error"]
+
+
+@pytest.mark.gpu
+def test_context_parallel_on_cuda(tmp_path):
+    """CP = 2 on CUDA tensors: 2 ranks on the one GPU (gloo gathers CUDA tensors through the host), every op on its
+    Triton kernels (float32), the layers and the tiny models, against the whole sequences on the same GPU."""
+    from tests.flame.test_train import ROOT, free_port
+
+    out = tmp_path / "results.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": child_pythonpath(), "CP_WORKER_DEVICE": "cuda"}
+    proc = subprocess.run([*cmd, WORKER, str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    results = json.loads(out.read_text())
+    assert len(results) == 3 * (len(OPS) + len(LAYERS) + len(MODELS)), sorted(results)
+    bad = {k: v for k, v in results.items() if not isinstance(v, float) or v > 1e-4}
+    assert not bad, bad
