@@ -17,6 +17,12 @@ Inputs and positions (what decides the rotary position of a token):
 * otherwise ``position_ids [B or 1, T]`` when given (each row consecutive: ``start + 0, 1, ...``;
   rows may start at different positions), else the cache length.
 
+Context parallel (``cp_context``, a :class:`fla.context_parallel.CPContext`: this rank holds one slice of sequences
+split along time): positions go on from the earlier ranks; every rank's keys and values are gathered (after RoPE),
+and the first local piece (the one a document may continue from earlier ranks) attends its document's keys on the
+earlier ranks too, the other pieces their own. Training only (no cache, no padding mask). The gather holds every
+rank's keys and values: ``O(T)`` memory per rank, against ring attention's ``O(T / R)``.
+
 Cache (:class:`fla.models.cache.FLACache`): ``attn_state = (k, v)``, each ``[B, L, Hkv, D]`` after
 RoPE; with ``window_size`` only the last ``window_size`` positions are kept.
 """
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
+from fla.context_parallel import CPContext, gather_ranks
 from fla.layers.attention_backends import attention_dense, attention_varlen
 from fla.layers.utils import (
     begin_layer_call,
@@ -60,6 +67,9 @@ class Attention(nn.Module):
 
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
+
+    supports_context_parallel = True
+    """Runs under ``cp_context`` (module docstring)."""
 
     def __init__(
         self,
@@ -161,7 +171,14 @@ class Attention(nn.Module):
         v = self.v_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        if cu_seqlens is not None:
+        cp = kwargs.get("cp_context")
+        if cp is not None:
+            if past_key_values is not None or attention_mask is not None:
+                raise ValueError("Attention: context parallel runs without a cache or a padding mask")
+            if (cu_seqlens is None) != (cp.cu_seqlens is None):
+                raise ValueError("Attention: cu_seqlens must be given exactly when cp_context is packed")
+            o = self._forward_context_parallel(q, k, v, cp, cu_seqlens)
+        elif cu_seqlens is not None:
             o = self._forward_varlen(q, k, v, cu_seqlens, past_key_values)
         elif attention_mask is not None:
             if cached == 0:
@@ -184,6 +201,22 @@ class Attention(nn.Module):
         if cache is not None:
             self._cached_kv(cache, k, v)
         return attention_varlen(q[0], k[0], v[0], cu_seqlens, max_seqlen, self.window_size)[None]
+
+    def _forward_context_parallel(self, q, k, v, cp: CPContext, cu_seqlens) -> torch.Tensor:
+        """This rank's slice ``q, k, v [B, T, H(kv), D]`` of sequences split over ``cp`` (module docstring)."""
+        T, carried, n = q.shape[1], cp.carried[cp.rank], cp.first_len
+        q, k = self._rope(q, k, seqlen_offset=cp.position_offsets(), max_seqlen=carried + T, cu_seqlens=cu_seqlens)
+        # every rank's keys and values along time, [2, B, R * T, Hkv, D]; on every rank the slice below is in the
+        # graph (empty where nothing is carried), so every rank's backward runs the gather's all-reduce
+        kv = gather_ranks(torch.stack([k, v]), cp.group).permute(1, 2, 0, 3, 4, 5).flatten(2, 3)
+        start = cp.rank * T
+        earlier = kv[:, :, start - carried : start]  # the first piece's document on the earlier ranks
+        k_first, v_first = torch.cat([earlier[0], k[:, :n]], 1), torch.cat([earlier[1], v[:, :n]], 1)
+        o = attention_dense(q[:, :n], k_first, v_first, window_size=self.window_size)
+        if cu_seqlens is None:
+            return o
+        rest = attention_varlen(q[0], k[0], v[0], cu_seqlens, T, self.window_size)[None]  # pieces from this rank
+        return torch.cat([o, rest[:, n:]], 1)
 
     def _forward_unpadded(self, q, k, v, attention_mask, cache) -> torch.Tensor:
         """Padded prefill: run the real tokens as a varlen batch, cache k/v in the padded layout."""

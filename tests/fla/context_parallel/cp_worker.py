@@ -27,6 +27,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op  # noqa: E402
+from fla.layers.attn import Attention  # noqa: E402
 from fla.layers.delta_net import DeltaNet  # noqa: E402
 from fla.layers.gated_deltanet import GatedDeltaNet  # noqa: E402
 from fla.layers.gla import GatedLinearAttention  # noqa: E402
@@ -172,6 +173,9 @@ LAYERS = {  # every layer with its short convolutions
     "GatedDeltaNet": lambda: GatedDeltaNet(hidden_size=32, num_heads=2, head_dim=16),
     "KimiDeltaAttention": lambda: KimiDeltaAttention(hidden_size=32, num_heads=2, head_dim=16),
     "HGRN2Attention": lambda: HGRN2Attention(hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True),
+    # softmax attention, GQA; a window of 30 reaches across a slice of 24 (CP 4) and stays inside one of 48 (CP 2)
+    "Attention": lambda: Attention(hidden_size=32, num_heads=4, num_kv_heads=2),
+    "AttentionWindow": lambda: Attention(hidden_size=32, num_heads=4, num_kv_heads=2, window_size=30),
 }
 
 
@@ -201,7 +205,8 @@ def layer_case(name: str, layout, group) -> float:
     return max(errs)
 
 
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2")  # configs/<name>_tiny.json
+# configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer)
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "transformer", "gla_hybrid")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -219,7 +224,7 @@ def model_case(name: str, layout, group) -> float:
     """The model (tiny config, 64 tokens of vocabulary) on this rank's slice with ``cp_context`` against the whole
     sequences: logits and every parameter's gradient (summed over the ranks)."""
     B = 2 if layout is None else 1
-    model = tiny_model(name).to(DEVICE)
+    model = (tiny_model("gla", **HYBRID) if name == "gla_hybrid" else tiny_model(name)).to(DEVICE)
     gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     ids = torch.randint(0, 64, (B, T), generator=gen).to(DEVICE)
     dl = torch.randn(B, T, 64, generator=gen).to(DEVICE)
@@ -258,9 +263,8 @@ def errors_case(group) -> float:
     with pytest.raises(ValueError, match="shard: dim 1 has 5 tokens"):
         ctx.shard(torch.randn(1, 5))
     ids = torch.zeros(1, ctx.local_len, dtype=torch.long)
-    for name, overrides, what in [("transformer", {}, "layer 0 (Attention)"), ("rwkv7", {}, "layer 0 (RWKV7Block)"),
-                                  ("gla", HYBRID, "layer 1 (Attention)"),
-                                  ("gsa", {}, "layer 0 (GatedSlotAttention)")]:  # fmt: skip
+    for name, overrides, what in [("rwkv7", {}, "layer 0 (RWKV7Block)"), ("gsa", {}, "layer 0 (GatedSlotAttention)"),
+                                  ("mla", {}, "layer 0 (MultiheadLatentAttention)")]:  # fmt: skip
         with pytest.raises(
             ValueError, match=f"context parallel \\(cp_context\\) is not supported by {re.escape(what)}"
         ):

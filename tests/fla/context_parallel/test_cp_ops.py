@@ -15,8 +15,8 @@ from tests.harness import child_pythonpath
 WORKER = os.path.join(os.path.dirname(__file__), "cp_worker.py")
 OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda", "dplr", "conv")
 LAYERS = ("GatedLinearAttention", "MultiScaleRetention", "DeltaNet", "GatedDeltaNet", "KimiDeltaAttention",
-          "HGRN2Attention")  # fmt: skip
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2")
+          "HGRN2Attention", "Attention", "AttentionWindow")  # fmt: skip
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "transformer", "gla_hybrid")
 LAYOUTS = ("dense", "packed", "packed_cut")
 
 
