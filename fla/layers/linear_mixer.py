@@ -313,7 +313,8 @@ class LinearMixer(nn.Module):
         context parallel, from the previous rank's inputs): ``(outputs, conv_state to cache or None)``."""
         if step.cp is not None:
             return [conv_with_halo(conv, t, step.cp, step.cu_seqlens) for conv, t in zip(convs, inputs)], None
-        old = step.slot("conv_state") or (None,) * len(convs)
+        old = step.slot("conv_state")
+        old = (None,) * len(convs) if old is None else (old,) if torch.is_tensor(old) else old  # one conv: a tensor
         outs = [
             conv(t, cache=c, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
             for conv, t, c in zip(convs, inputs, old)

@@ -25,11 +25,13 @@ import torch
 import torch.nn as nn
 from transformers.activations import ACT2FN
 
+from fla.context_parallel import cp_chunk_op
 from fla.layers.linear_mixer import LinearMixer
 from fla.layers.utils import repad
 from fla.modules.conv import ShortConvolution
 from fla.modules.gated_norm import RMSNormGated
 from fla.ops.mamba2 import chunk_mamba2_ssd, fused_recurrent_mamba2_ssd
+from fla.ops.mamba2.inputs import d_skip
 
 if TYPE_CHECKING:
     from fla.models.cache import FLACache
@@ -62,6 +64,7 @@ class Mamba2(LinearMixer):
     """
 
     chunk_op = staticmethod(chunk_mamba2_ssd)
+    supports_context_parallel = True
     recurrent_op = staticmethod(fused_recurrent_mamba2_ssd)
 
     def __init__(
@@ -167,20 +170,26 @@ class Mamba2(LinearMixer):
         """``hidden_states [B, T, hidden_size]`` -> ``(out [B, T, hidden_size], None, past_key_values)``;
         arguments as :meth:`fla.layers.linear_mixer.LinearMixer.forward`."""
         step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
+        step.cp = self.check_context_parallel(step, kwargs.get("cp_context"))
         G, N = self.n_groups, self.ssm_state_size
         z, xBC, dt = self.in_proj(step.x).split([self.intermediate_size, self.conv_dim, self.num_heads], dim=-1)
-        xBC, conv_state = self.conv1d(
-            xBC, cache=step.slot("conv_state"), output_final_state=step.store, cu_seqlens=step.cu_seqlens
-        )
+        (xBC,), conv_state = self.run_convs(step, (self.conv1d,), (xBC,))
+        conv_state = conv_state and conv_state[0]
         if self.conv1d.activation is None:
             xBC = self.act(xBC)
         x, B, C = xBC.split([self.intermediate_size, G * N, G * N], dim=-1)
-        op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
-        y, ssm_state = op(
-            x.unflatten(-1, (self.num_heads, self.head_dim)), dt, self.A_log,
-            B.unflatten(-1, (G, N)), C.unflatten(-1, (G, N)), self.skip_weight(), self.dt_bias, self.dt_limit,
-            initial_state=step.slot("recurrent_state"), output_final_state=step.store, cu_seqlens=step.cu_seqlens,
-        )  # fmt: skip
+        x, B, C = x.unflatten(-1, (self.num_heads, self.head_dim)), B.unflatten(-1, (G, N)), C.unflatten(-1, (G, N))
+        if step.cp is not None:  # the scan as an op of (q, k, v) = (C, B, x) over the split; the skip after it
+            y, ssm_state = cp_chunk_op(_ssd_scan, step.cp, C, B, x, dt, A_log=self.A_log, dt_bias=self.dt_bias,
+                                       dt_limit=self.dt_limit, cu_seqlens=step.cu_seqlens)  # fmt: skip
+            y = d_skip(y, x, self.skip_weight())
+        else:
+            op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
+            y, ssm_state = op(
+                x, dt, self.A_log, B, C, self.skip_weight(), self.dt_bias, self.dt_limit,
+                initial_state=step.slot("recurrent_state"), output_final_state=step.store,
+                cu_seqlens=step.cu_seqlens,
+            )  # fmt: skip
         y = y.flatten(-2)
         y = self.norm(y, z) if self.norm is not None else y * self.act(z)
         if step.cache is not None:
@@ -191,6 +200,15 @@ class Mamba2(LinearMixer):
         if step.info is not None:
             out = repad(out[0], step.info)
         return out, None, step.cache
+
+
+def _ssd_scan(C, B, x, dt, *, A_log, dt_bias, dt_limit, initial_state=None, output_final_state=False,
+              cu_seqlens=None):  # fmt: skip
+    """:func:`chunk_mamba2_ssd` without the skip, with fla's op argument order ``(q, k, v, *gates)`` =
+    ``(C, B, x, dt)``: the form :func:`fla.context_parallel.cp_chunk_op` runs (its state ``[.., N, P]`` is linear
+    in the state and ``x``, the transition ``exp(A dt)`` a scalar)."""
+    return chunk_mamba2_ssd(x, dt, A_log, B, C, None, dt_bias, dt_limit, initial_state=initial_state,
+                            output_final_state=output_final_state, cu_seqlens=cu_seqlens)  # fmt: skip
 
 
 __all__ = ["Mamba2", "mamba2_dims"]

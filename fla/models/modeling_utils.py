@@ -74,11 +74,12 @@ def build_norm(config, hidden_size: int | None = None) -> nn.Module:
 
 def check_context_parallel(model: nn.Module) -> None:
     """Raise ``ValueError`` naming the first block of ``model.layers`` that cannot run under context parallelism
-    (``cp_context``): only a plain :class:`FLABlock` (its MLP acts token by token) around a mixer that says it
-    can (:attr:`fla.layers.linear_mixer.LinearMixer.supports_context_parallel`)."""
+    (``cp_context``): a block whose own parts act token by token (``token_local``: :class:`FLABlock`, whose
+    subclasses' forwards only route keywords, and Mamba2's) around a mixer (``attn`` or ``mixer``) that says it can
+    (``supports_context_parallel``: :class:`fla.layers.linear_mixer.LinearMixer`, ``Attention``)."""
     for index, block in enumerate(model.layers):
-        mixer = getattr(block, "attn", None)
-        plain = isinstance(block, FLABlock)  # its subclasses' forwards only route keywords (HGRN, HGRN2, MoM)
+        mixer = getattr(block, "attn", None) or getattr(block, "mixer", None)
+        plain = getattr(block, "token_local", False)
         if not (plain and getattr(mixer, "supports_context_parallel", False)):
             what = type(mixer).__name__ if plain else type(block).__name__
             raise ValueError(f"{type(model).__name__}: context parallel (cp_context) is not supported by layer "
@@ -90,6 +91,10 @@ class FLABlock(GradientCheckpointingLayer):
 
     Parameter names (fla's): ``attn_norm``, ``attn``, ``mlp_norm``, ``mlp.{gate,up,down}_proj``.
     """
+
+    token_local = True
+    """Everything but the mixer acts token by token (norms, MLP, residuals): the block runs under context parallel
+    when its mixer does (:func:`check_context_parallel`)."""
 
     def __init__(self, config, layer_idx: int, mixer: nn.Module):
         super().__init__()

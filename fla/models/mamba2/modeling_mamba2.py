@@ -30,6 +30,8 @@ from fla.models.modeling_utils import FLAForCausalLM, FLAModel, FLAPreTrainedMod
 class Mamba2Block(GradientCheckpointingLayer):
     """``x + mixer(norm(x))`` (the residual in float32 with ``residual_in_fp32``)."""
 
+    token_local = True  # only the mixer mixes tokens (context parallel: fla.models.modeling_utils)
+
     def __init__(self, config: Mamba2Config, layer_idx: int):
         super().__init__()
         self.config = config
@@ -75,7 +77,7 @@ class Mamba2Block(GradientCheckpointingLayer):
         residual = hidden_states.float() if self.residual_in_fp32 else hidden_states
         out, _, past_key_values = self.mixer(
             self.norm(hidden_states), attention_mask=attention_mask, past_key_values=past_key_values,
-            use_cache=use_cache, cu_seqlens=cu_seqlens,
+            use_cache=use_cache, cu_seqlens=cu_seqlens, **kwargs,
         )  # fmt: skip
         return (residual + out).to(hidden_states.dtype), None, past_key_values
 

@@ -33,6 +33,7 @@ from fla.layers.gated_deltanet import GatedDeltaNet  # noqa: E402
 from fla.layers.gla import GatedLinearAttention  # noqa: E402
 from fla.layers.hgrn2 import HGRN2Attention  # noqa: E402
 from fla.layers.kda import KimiDeltaAttention  # noqa: E402
+from fla.layers.mamba2 import Mamba2  # noqa: E402
 from fla.layers.multiscale_retention import MultiScaleRetention  # noqa: E402
 from fla.modules.conv import ShortConvolution  # noqa: E402
 from fla.ops.delta_rule import chunk_delta_rule  # noqa: E402
@@ -173,6 +174,7 @@ LAYERS = {  # every layer with its short convolutions
     "GatedDeltaNet": lambda: GatedDeltaNet(hidden_size=32, num_heads=2, head_dim=16),
     "KimiDeltaAttention": lambda: KimiDeltaAttention(hidden_size=32, num_heads=2, head_dim=16),
     "HGRN2Attention": lambda: HGRN2Attention(hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True),
+    "Mamba2": lambda: Mamba2(hidden_size=32, num_heads=4, head_dim=16, state_size=8, n_groups=2),
     # softmax attention, GQA; a window of 30 reaches across a slice of 24 (CP 4) and stays inside one of 48 (CP 2)
     "Attention": lambda: Attention(hidden_size=32, num_heads=4, num_kv_heads=2),
     "AttentionWindow": lambda: Attention(hidden_size=32, num_heads=4, num_kv_heads=2, window_size=30),
@@ -206,7 +208,7 @@ def layer_case(name: str, layout, group) -> float:
 
 
 # configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer)
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "transformer", "gla_hybrid")
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "mamba2", "transformer", "gla_hybrid")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
