@@ -173,9 +173,8 @@ class Parallelism:
     """Tensor parallel degree (by the model's own TP plan: fla models' or base_model_tp_plan); 1 = off."""
 
     context_parallel_degree: int = 1
-    """Context parallel degree: every sequence split along time over this many ranks, the linear-attention states
-    and short-convolution inputs passed between them (fla.context_parallel; fla models whose layers support it);
-    FSDP shards over data parallel x context parallel. 1 = off."""
+    """Context parallel: each sequence split along time over this many ranks (fla models whose layers support it;
+    FSDP shards over data parallel x this); 1 = off."""
 
     fsdp_reshard_after_forward: Literal["default", "always", "never"] = "default"
     """default: reshard every block but the last after forward (none on a 1-rank shard group); always / never."""
