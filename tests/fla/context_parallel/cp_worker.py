@@ -2,7 +2,7 @@
 on whole sequences.
 
 Usage: ``python -m torch.distributed.run --nproc_per_node=4 tests/fla/context_parallel/cp_worker.py OUT.json``
-(2 processes: CP = 2 only; ``CP_WORKER_DEVICE=cuda``: on the GPU)
+(2 processes: CP = 2 only; ``CP_WORKER_DEVICE=cuda``: on the GPU; ``CP_WORKER_ONLY=<regex>``: those cases only)
 
 Every case runs at CP = 2 (ranks {0, 1} and {2, 3}, each pair the same case) and CP = 4: each rank computes the
 whole-sequence reference itself (float32, CPU), then its slice through :mod:`fla.context_parallel`, and compares its
@@ -306,8 +306,9 @@ def main() -> None:
         todo = cases(2, pairs[rank // 2]) + cases(4, dist.group.WORLD)
     else:
         todo = cases(2, dist.group.WORLD)
+    only = re.compile(os.environ.get("CP_WORKER_ONLY", ""))  # a regex of the case names to run (default: all)
     results = {}
-    for key, fn in todo:
+    for key, fn in [(k, f) for k, f in todo if only.search(k)]:
         try:
             err = torch.tensor(fn(), dtype=torch.float64)
         except Exception:
