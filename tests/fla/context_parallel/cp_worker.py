@@ -50,6 +50,12 @@ H, K, V = 2, 8, 6
 # CP_WORKER_DEVICE=cuda: every rank on the one GPU (gloo gathers CUDA tensors through the host), the ops on their
 # Triton kernels (float32: exact multiplies); cpu: their PyTorch forms
 DEVICE = torch.device(os.environ.get("CP_WORKER_DEVICE", "cpu"))
+if os.environ.get("FLA_TEST_ONE_CONFIG") == "1":  # as tests/conftest.py: one config per autotuner key
+    from triton.runtime.autotuner import Autotuner
+
+    from tests.harness import one_config_per_key
+
+    one_config_per_key(Autotuner)
 LAYOUTS = {
     "dense": None,
     # documents passing through a whole rank (5..70 at CP=4), of length 1 (70..71), crossing every boundary
