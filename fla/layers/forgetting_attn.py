@@ -16,6 +16,11 @@ Cache (:class:`fla.models.cache.FLACache`): ``attn_state = (k, v, log f)`` ``[B,
 ``[B, L, H]``; with ``window_size`` only the last ``window_size`` positions are kept. New tokens after a
 non-empty cache run :func:`fla.ops.attn.attn_decoding_one_step`, one token at a time.
 
+Context parallel (``cp_context``, a :class:`fla.context_parallel.CPContext`): every rank's keys, values and log
+forget gates are gathered; the first local piece (the one a document may continue from earlier ranks) runs over its
+document's earlier tokens as well, with zero queries there (their outputs are dropped): ``O((carried + T)^2)`` on
+a rank whose document began ``carried`` tokens before it. The other pieces run on their own. Training only.
+
 ``window_size`` bounds every path here (training, prefill and decode attend to the last ``window_size`` keys).
 fla 0.6.0's layer hands it to its cache only: its training and prefill attend to the whole prefix while its decode
 sees the window. A fla 0.6.0 checkpoint with a ``window_size`` therefore gives fla 0.6.0's logits here up to
@@ -30,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fla.context_parallel import CPContext, gather_ranks
 from fla.layers.utils import (
     begin_layer_call,
     decode_offsets,
@@ -60,6 +66,9 @@ class ForgettingAttention(nn.Module):
 
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
+
+    supports_context_parallel = True
+    """Runs under ``cp_context`` (module docstring)."""
 
     def __init__(
         self,
@@ -145,7 +154,14 @@ class ForgettingAttention(nn.Module):
         q = q.view(B, T, self.num_heads, self.head_dim)
         k = k.view(B, T, self.num_kv_heads, self.head_dim)
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
-        if cu_seqlens is not None:
+        cp = kwargs.get("cp_context")
+        if cp is not None:
+            if past_key_values is not None or attention_mask is not None:
+                raise ValueError("ForgettingAttention: context parallel runs without a cache or a padding mask")
+            if (cu_seqlens is None) != (cp.cu_seqlens is None):
+                raise ValueError("ForgettingAttention: cu_seqlens must be given exactly when cp_context is packed")
+            o = self._forward_context_parallel(q, k, v, f, cp, cu_seqlens)
+        elif cu_seqlens is not None:
             self._store(past_key_values, k, v, f)
             o = parallel_forgetting_attn(q, k, v, f, window_size=self.window_size, cu_seqlens=cu_seqlens)
         elif cached > 0:
@@ -157,6 +173,26 @@ class ForgettingAttention(nn.Module):
         if self.use_output_gate:
             o = torch.sigmoid(self.g_proj(hidden_states)) * o
         return self.o_proj(o), None, past_key_values
+
+    def _forward_context_parallel(self, q, k, v, f, cp: CPContext, cu_seqlens) -> torch.Tensor:
+        """This rank's slice ``q [B, T, H, D]``, ``k, v [B, T, Hkv, D]``, ``f [B, T, H]`` of sequences split over
+        ``cp`` (module docstring)."""
+        B, T = q.shape[:2]
+        carried, n, widths = cp.carried[cp.rank], cp.first_len, [self.kv_dim, self.kv_dim, self.num_heads]
+        # every rank's k | v | log f along time, float32 (the gates' sums stay exact); on every rank the slice below
+        # is in the graph (empty where nothing is carried), so every rank's backward runs the gather's all-reduce
+        every = gather_ranks(torch.cat([k.flatten(2).float(), v.flatten(2).float(), f], -1), cp.group)
+        start = cp.rank * T
+        ek, ev, ef = every.transpose(0, 1).flatten(1, 2)[:, start - carried : start].split(widths, -1)
+        k_first = torch.cat([ek.view(B, carried, self.num_kv_heads, self.head_dim).to(k.dtype), k[:, :n]], 1)
+        v_first = torch.cat([ev.view(B, carried, self.num_kv_heads, self.head_dim).to(v.dtype), v[:, :n]], 1)
+        q_first = torch.cat([q.new_zeros(B, carried, self.num_heads, self.head_dim), q[:, :n]], 1)
+        f_first = torch.cat([ef, f[:, :n]], 1)
+        o = parallel_forgetting_attn(q_first, k_first, v_first, f_first, window_size=self.window_size)[:, carried:]
+        if cu_seqlens is None:
+            return o
+        rest = parallel_forgetting_attn(q, k, v, f, window_size=self.window_size, cu_seqlens=cu_seqlens)
+        return torch.cat([o, rest[:, n:]], 1)
 
     def _store(self, cache: FLACache | None, k, v, f) -> dict | None:
         if cache is None:

@@ -29,6 +29,7 @@ import torch.nn.functional as F  # noqa: E402
 from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op  # noqa: E402
 from fla.layers.attn import Attention  # noqa: E402
 from fla.layers.delta_net import DeltaNet  # noqa: E402
+from fla.layers.forgetting_attn import ForgettingAttention  # noqa: E402
 from fla.layers.gated_deltanet import GatedDeltaNet  # noqa: E402
 from fla.layers.gla import GatedLinearAttention  # noqa: E402
 from fla.layers.hgrn2 import HGRN2Attention  # noqa: E402
@@ -184,6 +185,10 @@ LAYERS = {  # every layer with its short convolutions
     # softmax attention, GQA; a window of 30 reaches across a slice of 24 (CP 4) and stays inside one of 48 (CP 2)
     "Attention": lambda: Attention(hidden_size=32, num_heads=4, num_kv_heads=2),
     "AttentionWindow": lambda: Attention(hidden_size=32, num_heads=4, num_kv_heads=2, window_size=30),
+    "ForgettingAttention": lambda: ForgettingAttention(
+        hidden_size=32, num_heads=4, num_kv_heads=2, qk_norm=True, use_output_gate=True
+    ),
+    "ForgettingAttentionWindow": lambda: ForgettingAttention(hidden_size=32, num_heads=4, window_size=30),
 }
 
 
@@ -214,7 +219,8 @@ def layer_case(name: str, layout, group) -> float:
 
 
 # configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer)
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "mamba2", "transformer", "gla_hybrid")
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "mamba2", "forgetting_transformer",
+          "transformer", "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 

@@ -15,8 +15,10 @@ from tests.harness import child_pythonpath
 WORKER = os.path.join(os.path.dirname(__file__), "cp_worker.py")
 OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda", "dplr", "conv")
 LAYERS = ("GatedLinearAttention", "MultiScaleRetention", "DeltaNet", "GatedDeltaNet", "KimiDeltaAttention",
-          "HGRN2Attention", "Mamba2", "Attention", "AttentionWindow")  # fmt: skip
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "mamba2", "transformer", "gla_hybrid")
+          "HGRN2Attention", "Mamba2", "Attention", "AttentionWindow", "ForgettingAttention",
+          "ForgettingAttentionWindow")  # fmt: skip
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "mamba2", "forgetting_transformer",
+          "transformer", "gla_hybrid")  # fmt: skip
 LAYOUTS = ("dense", "packed", "packed_cut")
 
 
