@@ -34,4 +34,16 @@ def conv_with_halo(conv: torch.nn.Module, x: torch.Tensor, ctx: CPContext, cu_se
     return conv(ext, cu_seqlens=cu_seqlens)[0][:, width:]
 
 
-__all__ = ["conv_with_halo", "previous_tail"]
+def token_shift_with_halo(x: torch.Tensor, ctx: CPContext, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+    """:func:`fla.modules.token_shift.token_shift` (``x_{t-1} - x_t``) of this rank's ``x [B, T_local, D]`` as on
+    the whole sequences: the first token's predecessor is the previous rank's last token when its document goes on
+    (:func:`previous_tail`), else 0. ``cu_seqlens``: the local pieces."""
+    from fla.modules.token_shift import token_shift
+
+    ext = torch.cat([previous_tail(x, 1, ctx), x], dim=1)
+    if cu_seqlens is not None:
+        cu_seqlens = torch.cat([cu_seqlens[:1], cu_seqlens[1:] + 1])
+    return token_shift(ext, cu_seqlens)[:, 1:]
+
+
+__all__ = ["conv_with_halo", "previous_tail", "token_shift_with_halo"]

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fla.context_parallel import token_shift_with_halo
 from fla.layers.linear_mixer import LinearMixer, MixerStep, split_heads
 from fla.layers.rwkv6 import LoRA
 from fla.modules.norm import GroupNorm, group_norm
@@ -95,6 +96,7 @@ class RWKV7Attention(LinearMixer):
     """
 
     chunk_op = staticmethod(_chunk)
+    supports_context_parallel = True
     recurrent_op = staticmethod(_recurrent)
 
     def __init__(
@@ -203,7 +205,10 @@ class RWKV7Attention(LinearMixer):
         """``r, k [.., key_dim]``, ``v [.., value_dim]`` (mixed with ``v_first`` after layer 0) and, as the conv
         state, each sequence's last token ``[N, hidden_size]``; ``w``, ``a``, ``g`` go to ``step.extras``."""
         x = step.x
-        delta, last = token_shift(x, step.cu_seqlens, step.slot("conv_state"), output_cache=True)
+        if step.cp is not None:  # the first token's predecessor on the previous rank
+            delta, last = token_shift_with_halo(x, step.cp, step.cu_seqlens), None
+        else:
+            delta, last = token_shift(x, step.cu_seqlens, step.slot("conv_state"), output_cache=True)
         xr, xw, xk, xv, xa, xg = (torch.addcmul(x, delta, getattr(self, name)) for name in MIXES)
         r, k, v = self.r_proj(xr), self.k_proj(xk), self.v_proj(xv)
         if self.makes_v_first:
@@ -263,6 +268,7 @@ class RWKV7Attention(LinearMixer):
                 :meth:`fla.layers.linear_mixer.LinearMixer.forward`.
         """
         step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
+        step.cp = self.check_context_parallel(step, kwargs.get("cp_context"))
         step.extras["v_first"] = v_first
         r, k, v, conv_state = self.project_qkv(step)
         r, k, v = self.to_heads(step, r, k, v)

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from fla.context_parallel import CPContext, token_shift_with_halo
 from fla.layers.rwkv6 import LerpLinear, RWKV6Attention
 from fla.layers.utils import get_padding_info, repad, unpad
 from fla.models.cache import FLACache
@@ -56,14 +57,18 @@ def shifted_channel_mix(
     attention_mask: torch.Tensor | None,
     past_key_values: FLACache | None,
     cu_seqlens: torch.Tensor | None,
+    cp_context: CPContext | None = None,
 ) -> torch.Tensor:
     """RWKV channel mixing's token-shift plumbing (RWKV6 and RWKV7 FFNs): ``ffn.mix(x, delta)`` with ``delta`` the
     difference to the previous token (the cached ``ffn_state`` across calls, per sequence with ``cu_seqlens``;
     a padded batch without a cache is unpacked first, ``attention_mask [B, cached + T]``), and the last token
-    kept in the cache. ``x``: ``[B, T, hidden_size]``; returns ``mix``'s ``[B, T, hidden_size]``.
+    kept in the cache. ``x``: ``[B, T, hidden_size]``; returns ``mix``'s ``[B, T, hidden_size]``. Under context
+    parallel (``cp_context``) the first token's predecessor comes from the previous rank (no cache).
 
     ``ffn.layer_idx`` is read only with a cache: torch.compile guards on an int attribute that a forward reads,
     even one passed along unused, and a training forward that read it compiled every layer anew (torch 2.11)."""
+    if cp_context is not None:
+        return ffn.mix(x, token_shift_with_halo(x, cp_context, cu_seqlens))
     prev = None
     if past_key_values is not None:
         layer_idx = ffn.layer_idx
@@ -111,9 +116,11 @@ class RWKV6FeedForward(nn.Module):
         attention_mask: torch.Tensor | None = None,
         past_key_values: FLACache | None = None,
         cu_seqlens: torch.Tensor | None = None,
+        cp_context: CPContext | None = None,
     ) -> torch.Tensor:
-        """``x [B, T, hidden_size]`` -> ``[B, T, hidden_size]``; ``attention_mask [B, cached + T]`` (padding)."""
-        return shifted_channel_mix(self, x, attention_mask, past_key_values, cu_seqlens)
+        """``x [B, T, hidden_size]`` -> ``[B, T, hidden_size]``; ``attention_mask [B, cached + T]`` (padding);
+        ``cp_context``: this rank's slice of sequences split over ranks (:func:`shifted_channel_mix`)."""
+        return shifted_channel_mix(self, x, attention_mask, past_key_values, cu_seqlens, cp_context)
 
     def mix(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """The channel mixing of ``x`` given its token-shift difference ``delta`` (both ``[B, T, hidden_size]``)."""
@@ -153,6 +160,7 @@ class RWKVBlock(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None,
         past_key_values: FLACache | None,
         cu_seqlens: torch.Tensor | None,
+        cp_context: CPContext | None = None,
     ) -> torch.Tensor:
         """``x + ffn(ffn_norm(x))`` with ``x = residual + mixed`` (the time mixing's output; the add is fused
         into the norm with ``fuse_norm``); all ``[B, T, hidden_size]``."""
@@ -161,7 +169,7 @@ class RWKVBlock(GradientCheckpointingLayer):
         else:
             residual = residual + mixed
             hidden_states = self.ffn_norm(residual)
-        return residual + self.ffn(hidden_states, attention_mask, past_key_values, cu_seqlens)
+        return residual + self.ffn(hidden_states, attention_mask, past_key_values, cu_seqlens, cp_context)
 
 
 class RWKV6Block(RWKVBlock):

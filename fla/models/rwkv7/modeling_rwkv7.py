@@ -23,6 +23,7 @@ import math
 import torch
 import torch.nn as nn
 
+from fla.context_parallel import CPContext
 from fla.layers.rwkv7 import RWKV7Attention, orthogonal_init
 from fla.models.cache import FLACache
 from fla.models.flops import TokenMixer
@@ -85,9 +86,11 @@ class RWKV7FeedForward(nn.Module):
         attention_mask: torch.Tensor | None = None,
         past_key_values: FLACache | None = None,
         cu_seqlens: torch.Tensor | None = None,
+        cp_context: CPContext | None = None,
     ) -> torch.Tensor:
-        """``x [B, T, hidden_size]`` -> ``[B, T, hidden_size]``; ``attention_mask [B, cached + T]`` (padding)."""
-        return shifted_channel_mix(self, x, attention_mask, past_key_values, cu_seqlens)
+        """``x [B, T, hidden_size]`` -> ``[B, T, hidden_size]``; ``attention_mask [B, cached + T]`` (padding);
+        ``cp_context``: this rank's slice of sequences split over ranks (:func:`shifted_channel_mix`)."""
+        return shifted_channel_mix(self, x, attention_mask, past_key_values, cu_seqlens, cp_context)
 
     def mix(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """The channel mixing of ``x`` given its token-shift difference ``delta`` (both ``[B, T, hidden_size]``)."""
@@ -97,6 +100,8 @@ class RWKV7FeedForward(nn.Module):
 class RWKV7Block(RWKVBlock):
     """One layer (see the module docstring); ``forward`` returns ``(hidden_states, None, past_key_values,
     v_first)``."""
+
+    token_local = True  # the channel mixing's token shift reads across ranks itself (context parallel)
 
     def build_mixer(self, config: RWKV7Config, layer_idx: int) -> nn.Module:
         return RWKV7Attention(
@@ -141,7 +146,8 @@ class RWKV7Block(RWKVBlock):
             )
         else:  # a hybrid softmax-attention layer passes v_first on
             hidden_states, attentions, past_key_values = self.attn(self.attn_norm(residual), **common, **kwargs)
-        hidden_states = self.channel_mix(hidden_states, residual, attention_mask, past_key_values, cu_seqlens)
+        cp = kwargs.get("cp_context")
+        hidden_states = self.channel_mix(hidden_states, residual, attention_mask, past_key_values, cu_seqlens, cp)
         return hidden_states, attentions, past_key_values, v_first
 
 

@@ -219,7 +219,7 @@ def layer_case(name: str, layout, group) -> float:
 
 
 # configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer)
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "mamba2", "forgetting_transformer",
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "rwkv7", "mamba2", "forgetting_transformer",
           "transformer", "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -239,6 +239,9 @@ def model_case(name: str, layout, group) -> float:
     sequences: logits and every parameter's gradient (summed over the ranks)."""
     B = 2 if layout is None else 1
     model = (tiny_model("gla", **HYBRID) if name == "gla_hybrid" else tiny_model(name)).to(DEVICE)
+    with torch.no_grad():  # zero-initialized paths (RWKV7's o_proj) would hide their mixer's gradients
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())).to(p.device))
     gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     ids = torch.randint(0, 64, (B, T), generator=gen).to(DEVICE)
     dl = torch.randn(B, T, 64, generator=gen).to(DEVICE)
@@ -277,7 +280,7 @@ def errors_case(group) -> float:
     with pytest.raises(ValueError, match="shard: dim 1 has 5 tokens"):
         ctx.shard(torch.randn(1, 5))
     ids = torch.zeros(1, ctx.local_len, dtype=torch.long)
-    for name, overrides, what in [("rwkv7", {}, "layer 0 (RWKV7Block)"), ("gsa", {}, "layer 0 (GatedSlotAttention)"),
+    for name, overrides, what in [("rwkv6", {}, "layer 0 (RWKV6Block)"), ("gsa", {}, "layer 0 (GatedSlotAttention)"),
                                   ("mla", {}, "layer 0 (MultiheadLatentAttention)")]:  # fmt: skip
         with pytest.raises(
             ValueError, match=f"context parallel \\(cp_context\\) is not supported by {re.escape(what)}"
