@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from fla.context_parallel import cp_chunk_op
 from fla.layers.gated_deltanet import GatedDeltaNet, gdn_gate
 from fla.ops.comba import chunk_comba, fused_recurrent_comba
 
@@ -47,7 +48,7 @@ class Comba(GatedDeltaNet):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
-    supports_context_parallel = False  # its recurrent op takes p before v: not run through LinearMixer.run
+    supports_context_parallel = True
 
     chunk_op = staticmethod(chunk_comba)
     recurrent_op = staticmethod(fused_recurrent_comba)
@@ -109,6 +110,9 @@ class Comba(GatedDeltaNet):
         p = self.expand(step.extras.pop("p"))
         g = gdn_gate(self.a_proj(step.x), self.A_log, self.dt_bias)
         beta = self.b_proj(step.x).sigmoid()
+        if step.cp is not None:  # the chunk op's order (q, k, v, p, g, beta); the recurrent one takes p before v
+            return cp_chunk_op(self.chunk_op, step.cp, q, k, v, p, g, beta, cu_seqlens=step.cu_seqlens,
+                               use_qk_l2norm_in_kernel=True)  # fmt: skip
         op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
         return op(
             q=q, k=k, v=v, p=p, g=g, beta=beta, initial_state=step.slot("recurrent_state"),

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from transformers.activations import ACT2FN
 
+from fla.context_parallel import token_shift_with_halo
 from fla.layers.linear_mixer import LinearMixer, MixerStep, split_heads
 from fla.modules.norm import GroupNorm, group_norm
 from fla.modules.token_shift import token_shift
@@ -114,6 +115,7 @@ class RWKV6Attention(LinearMixer):
     """
 
     chunk_op = staticmethod(chunk_rwkv6)
+    supports_context_parallel = True
     recurrent_op = staticmethod(fused_recurrent_rwkv6)
 
     def __init__(
@@ -172,7 +174,10 @@ class RWKV6Attention(LinearMixer):
         """``r [.., key_dim]``, ``k``, ``v [.., value_dim]`` and, as the conv state, each sequence's last token
         ``[N, hidden_size]``; ``w`` and the gate ``g`` go to ``step.extras``."""
         x = step.x
-        delta, last = token_shift(x, step.cu_seqlens, step.slot("conv_state"), output_cache=True)
+        if step.cp is not None:  # the first token's predecessor on the previous rank
+            delta, last = token_shift_with_halo(x, step.cp, step.cu_seqlens), None
+        else:
+            delta, last = token_shift(x, step.cu_seqlens, step.slot("conv_state"), output_cache=True)
         m_r, m_w, m_k, m_v, m_g = self.mixes(x, delta)
         step.extras["w"] = self.w_proj(x, m_w, delta)
         step.extras["g"] = self.g_proj(x, m_g, delta)
@@ -182,7 +187,7 @@ class RWKV6Attention(LinearMixer):
     def mix(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
         """Log decays ``w = -exp(w_proj)`` and the bonus -> chunk / recurrent RWKV6 (scale 1, as in fla)."""
         w = -torch.exp(split_heads(step.extras["w"], self.head_k_dim))
-        return self.run(step, q, k, v, w, self.bonus, scale=1.0)
+        return self.run(step, q, k, v, w, u=self.bonus, scale=1.0)  # u: per head, no time axis
 
     def norm_and_gate(self, step: MixerStep, o: torch.Tensor) -> torch.Tensor:
         """GroupNorm over the heads (``[.., H, V]`` -> ``[.., H * V]``; one group per head of this layer, so a

@@ -175,6 +175,8 @@ class RWKVBlock(GradientCheckpointingLayer):
 class RWKV6Block(RWKVBlock):
     """One layer (see the module docstring); ``forward`` returns ``(hidden_states, None, past_key_values)``."""
 
+    token_local = True  # the channel mixing's token shift reads across ranks itself (context parallel)
+
     def build_mixer(self, config: RWKV6Config, layer_idx: int) -> nn.Module:
         return RWKV6Attention(
             mode=config.attn_mode,
@@ -214,7 +216,8 @@ class RWKV6Block(RWKVBlock):
             cu_seqlens=cu_seqlens,
             **kwargs,
         )
-        hidden_states = self.channel_mix(hidden_states, residual, attention_mask, past_key_values, cu_seqlens)
+        cp = kwargs.get("cp_context")
+        hidden_states = self.channel_mix(hidden_states, residual, attention_mask, past_key_values, cu_seqlens, cp)
         return hidden_states, attentions, past_key_values
 
 

@@ -219,8 +219,8 @@ def layer_case(name: str, layout, group) -> float:
 
 
 # configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer)
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "rwkv7", "mamba2", "forgetting_transformer",
-          "transformer", "gla_hybrid")  # fmt: skip
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "hgrn2", "rwkv6", "rwkv7", "mamba2",
+          "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -280,7 +280,7 @@ def errors_case(group) -> float:
     with pytest.raises(ValueError, match="shard: dim 1 has 5 tokens"):
         ctx.shard(torch.randn(1, 5))
     ids = torch.zeros(1, ctx.local_len, dtype=torch.long)
-    for name, overrides, what in [("rwkv6", {}, "layer 0 (RWKV6Block)"), ("gsa", {}, "layer 0 (GatedSlotAttention)"),
+    for name, overrides, what in [("mesa_net", {}, "layer 0 (MesaNet)"), ("gsa", {}, "layer 0 (GatedSlotAttention)"),
                                   ("mla", {}, "layer 0 (MultiheadLatentAttention)")]:  # fmt: skip
         with pytest.raises(
             ValueError, match=f"context parallel \\(cp_context\\) is not supported by {re.escape(what)}"

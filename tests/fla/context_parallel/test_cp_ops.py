@@ -17,8 +17,8 @@ OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda"
 LAYERS = ("GatedLinearAttention", "MultiScaleRetention", "DeltaNet", "GatedDeltaNet", "KimiDeltaAttention",
           "HGRN2Attention", "Mamba2", "Attention", "AttentionWindow", "ForgettingAttention",
           "ForgettingAttentionWindow")  # fmt: skip
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "hgrn2", "rwkv7", "mamba2", "forgetting_transformer",
-          "transformer", "gla_hybrid")  # fmt: skip
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "hgrn2", "rwkv6", "rwkv7", "mamba2",
+          "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
 LAYOUTS = ("dense", "packed", "packed_cut")
 
 
