@@ -81,12 +81,14 @@ def test_models_that_cannot_be_split_are_refused_before_training():
     [
         ["--parallelism.tensor_parallel_degree", "2", "--training.gradient_accumulation_steps", "4"],
         ["--parallelism.data_parallel_replicate_degree", "2", "--training.gradient_accumulation_steps", "2"],
+        ["--activation_checkpoint.mode", "full", "--training.gradient_accumulation_steps", "2"],
     ],
-    ids=["TP 2 x CP 2", "HSDP 2 x CP 2"],
+    ids=["TP 2 x CP 2", "HSDP 2 x CP 2", "FSDP 2 x CP 2 + full AC"],
 )
 def test_context_parallel_with_tensor_parallel_or_hsdp_matches_one_rank(gla_conv, extra, tmp_path):
-    """CP 2 combined with TP 2 (heads split, each TP rank's states handed over its CP group) or with HSDP (2
-    replicas, each sharded over its CP pair) on 4 ranks against one rank."""
+    """CP 2 combined with TP 2 (heads split, each TP rank's states handed over its CP group), with HSDP (2
+    replicas, each sharded over its CP pair) or with full activation checkpointing (the recomputed forward gathers
+    again, in the same order on every rank) on 4 ranks against one rank."""
     model = ["--model.config", gla_conv]
     ref = train(1, model + ["--training.gradient_accumulation_steps", "4"], tmp_path / "one")
     got = train(4, model + extra + ["--parallelism.context_parallel_degree", "2"], tmp_path / "cp")
