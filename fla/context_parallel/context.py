@@ -78,6 +78,16 @@ class CPContext:
                 first_len = cuts[1]
         return cls(group, rank, world, local_len, local, tuple(continues_in), tuple(single), tuple(carried), first_len)
 
+    def check_call(self, where: str, cached: bool, padded: bool, cu_seqlens: torch.Tensor | None) -> None:
+        """``ValueError`` naming ``where`` (a layer) unless it runs a training slice: no cache (``cached``), no
+        padding mask (``padded``), and ``cu_seqlens`` exactly when this context is packed."""
+        if cached:
+            raise ValueError(f"{where}: context parallel runs without a cache (past_key_values)")
+        if padded:
+            raise ValueError(f"{where}: context parallel takes documents packed with cu_seqlens, not a padding mask")
+        if (cu_seqlens is None) != (self.cu_seqlens is None):
+            raise ValueError(f"{where}: cu_seqlens must be given exactly when cp_context is packed")
+
     def position_offsets(self) -> int | torch.Tensor:
         """Position of each local piece's first token in its document: ``carried`` of this rank for the first
         piece, 0 for the others (they start on this rank). An int for a dense batch, else ``[N_local]`` int64."""

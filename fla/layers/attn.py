@@ -173,10 +173,7 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         cp = kwargs.get("cp_context")
         if cp is not None:
-            if past_key_values is not None or attention_mask is not None:
-                raise ValueError("Attention: context parallel runs without a cache or a padding mask")
-            if (cu_seqlens is None) != (cp.cu_seqlens is None):
-                raise ValueError("Attention: cu_seqlens must be given exactly when cp_context is packed")
+            cp.check_call("Attention", past_key_values is not None, attention_mask is not None, cu_seqlens)
             o = self._forward_context_parallel(q, k, v, cp, cu_seqlens)
         elif cu_seqlens is not None:
             o = self._forward_varlen(q, k, v, cu_seqlens, past_key_values)

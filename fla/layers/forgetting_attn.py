@@ -156,10 +156,7 @@ class ForgettingAttention(nn.Module):
         v = v.view(B, T, self.num_kv_heads, self.head_dim)
         cp = kwargs.get("cp_context")
         if cp is not None:
-            if past_key_values is not None or attention_mask is not None:
-                raise ValueError("ForgettingAttention: context parallel runs without a cache or a padding mask")
-            if (cu_seqlens is None) != (cp.cu_seqlens is None):
-                raise ValueError("ForgettingAttention: cu_seqlens must be given exactly when cp_context is packed")
+            cp.check_call("ForgettingAttention", past_key_values is not None, attention_mask is not None, cu_seqlens)
             o = self._forward_context_parallel(q, k, v, f, cp, cu_seqlens)
         elif cu_seqlens is not None:
             self._store(past_key_values, k, v, f)

@@ -414,12 +414,7 @@ class LinearMixer(nn.Module):
         name = type(self).__name__
         if not self.supports_context_parallel:
             raise ValueError(f"{name}: context parallel (cp_context) is not supported by this layer")
-        if step.cache is not None:
-            raise ValueError(f"{name}: context parallel runs without a cache (past_key_values)")
-        if step.info is not None:
-            raise ValueError(f"{name}: context parallel takes documents packed with cu_seqlens, not a padding mask")
-        if (step.cu_seqlens is None) != (cp.cu_seqlens is None):
-            raise ValueError(f"{name}: cu_seqlens must be given exactly when cp_context is packed")
+        cp.check_call(name, step.cache is not None, step.info is not None, step.cu_seqlens)
         return cp
 
     def forward_extras_of(self, kwargs: dict[str, Any]) -> dict[str, Any]:
