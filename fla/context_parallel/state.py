@@ -46,7 +46,8 @@ def cp_chunk_op(
 
     Args:
         op: a public chunk op with fla's signature whose state evolves as the module docstring says.
-        q, k: ``[B, T_local, H, K]``; v: ``[B, T_local, HV, V]``; gates: the op's gate tensors, time at dim 1.
+        q, k: ``[B, T_local, H, K]``; v: ``[B, T_local, HV, V]`` (``[B, T_local, ..., HV, V]``: more per-token axes
+            before the heads, e.g. an op's micro-steps); gates: the op's gate tensors, time at dim 1.
         cu_seqlens: the local pieces' boundaries, ``ctx.cu_seqlens`` (``None`` for a dense batch).
         options: the op's keywords (``scale``, ...), passed to both calls.
     Returns:
@@ -65,7 +66,7 @@ def cp_chunk_op(
     K = k.shape[-1]
     first = (lambda t: t[:, :n]) if cu_seqlens is not None else (lambda t: t)
     zeros = v.new_zeros(*v.shape[:1], n, *v.shape[2:-1], K)
-    eye = torch.eye(K, dtype=torch.float32, device=v.device).expand(zeros.shape[0], v.shape[2], K, K)
+    eye = torch.eye(K, dtype=torch.float32, device=v.device).expand(zeros.shape[0], v.shape[-2], K, K)
     P, M = op(first(q), first(k), zeros, *(first(g) for g in gates), initial_state=eye.contiguous(),
               output_final_state=True, **options)  # fmt: skip
     last = states[-1:] if cu_seqlens is not None else states  # [B or 1, HV, K, V]

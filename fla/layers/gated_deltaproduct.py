@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from fla.context_parallel import cp_chunk_op
 from fla.layers.comba import reset_decay_gate
 from fla.layers.delta_net import DELTA_MODES, DeltaMixer
 from fla.layers.gated_deltanet import GatedDeltaNet, gdn_gate
@@ -38,6 +39,8 @@ class GatedDeltaProduct(DeltaMixer):
 
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
+
+    supports_context_parallel = True
 
     chunk_op = staticmethod(chunk_gated_delta_product)
     recurrent_op = staticmethod(fused_recurrent_gated_delta_product)
@@ -112,8 +115,22 @@ class GatedDeltaProduct(DeltaMixer):
         beta = self.b_proj(step.x).sigmoid()
         if self.allow_neg_eigval:
             beta = beta * 2.0
+        if step.cp is not None:  # the micro-steps as an axis of their token, so that the slices stay whole tokens
+            k, v = k.unflatten(1, (-1, n)), v.unflatten(1, (-1, n))  # [.., T, n, H(V), K / V]
+            gates = (beta.unflatten(-1, (n, -1)), *(() if g is None else (g,)))  # [.., T, n, HV], [.., T, HV]
+            return cp_chunk_op(_by_token, step.cp, q, k, v, *gates, cu_seqlens=step.cu_seqlens,
+                               use_qk_l2norm_in_kernel=True)  # fmt: skip
         beta = beta.unflatten(-1, (n, -1)).flatten(-3, -2)  # [.., T, n * HV] -> [.., T * n, HV]
         return self.run(step, q, k, v, g, beta, num_householder=n, use_qk_l2norm_in_kernel=True)
+
+
+def _by_token(q, k, v, beta, *g, **options):
+    """:func:`chunk_gated_delta_product` with the micro-steps as an axis of their token: ``k [B, T, n, H, K]``,
+    ``v [B, T, n, HV, V]``, ``beta [B, T, n, HV]``, ``g`` (optional) ``[B, T, HV]`` (the form
+    :func:`fla.context_parallel.cp_chunk_op` slices by tokens)."""
+    n = k.shape[2]
+    return chunk_gated_delta_product(q, k.flatten(1, 2), v.flatten(1, 2), g[0] if g else None, beta.flatten(1, 2), n,
+                                     **options)  # fmt: skip
 
 
 __all__ = ["GatedDeltaProduct"]

@@ -31,6 +31,7 @@ from fla.layers.attn import Attention  # noqa: E402
 from fla.layers.delta_net import DeltaNet  # noqa: E402
 from fla.layers.forgetting_attn import ForgettingAttention  # noqa: E402
 from fla.layers.gated_deltanet import GatedDeltaNet  # noqa: E402
+from fla.layers.gated_deltaproduct import GatedDeltaProduct  # noqa: E402
 from fla.layers.gla import GatedLinearAttention  # noqa: E402
 from fla.layers.hgrn2 import HGRN2Attention  # noqa: E402
 from fla.layers.kda import KimiDeltaAttention  # noqa: E402
@@ -182,6 +183,10 @@ LAYERS = {  # every layer with its short convolutions
     "KimiDeltaAttention": lambda: KimiDeltaAttention(hidden_size=32, num_heads=2, head_dim=16),
     "HGRN2Attention": lambda: HGRN2Attention(hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True),
     "Mamba2": lambda: Mamba2(hidden_size=32, num_heads=4, head_dim=16, state_size=8, n_groups=2),
+    # its micro-steps split with their token; no forget gate (the models' case has one)
+    "GatedDeltaProduct": lambda: GatedDeltaProduct(
+        hidden_size=32, num_heads=2, head_dim=16, num_householder=3, use_forget_gate=False
+    ),
     # softmax attention, GQA; a window of 30 reaches across a slice of 24 (CP 4) and stays inside one of 48 (CP 2)
     "Attention": lambda: Attention(hidden_size=32, num_heads=4, num_kv_heads=2),
     "AttentionWindow": lambda: Attention(hidden_size=32, num_heads=4, num_kv_heads=2, window_size=30),
@@ -219,8 +224,8 @@ def layer_case(name: str, layout, group) -> float:
 
 
 # configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer)
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "hgrn2", "rwkv6", "rwkv7", "mamba2",
-          "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn2", "rwkv6",
+          "rwkv7", "mamba2", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
