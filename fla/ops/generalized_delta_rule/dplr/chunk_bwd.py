@@ -114,14 +114,14 @@ def dplr_chunk_bwd_dh_kernel(
         p_x = rows[:, None] * K + o_k[None, :]  # [BT, BK]
         m_x = m_t[:, None] & m_k[None, :]
         b_eL = tl.load(EL + ((boh + i_c) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
-        b_Bd = walk_operand(tl.load(Bd + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
+        b_Bd = walk_operand(tl.load(Bd + p_x, mask=m_x, other=0.0), BF16_DOTS)
         b_do = tl.load(do + rows[:, None] * V + o_v[None, :], mask=m_t[:, None] & m_v[None, :], other=0.0)
         # [BT, BV]: through h' only
         b_du = tl.dot(b_Bd, walk_operand(b_dh, BF16_DOTS), input_precision=DOT_PRECISION)
         b_dh *= b_eL[:, None]
-        b_Qh = walk_operand(tl.load(Qh + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
-        b_dh += tl.dot(tl.trans(b_Qh), walk_operand(b_do.to(tl.float32), BF16_DOTS), input_precision=DOT_PRECISION)
-        b_W = walk_operand(tl.load(W + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
+        b_Qh = walk_operand(tl.load(Qh + p_x, mask=m_x, other=0.0), BF16_DOTS)
+        b_dh += tl.dot(tl.trans(b_Qh), walk_operand(b_do, BF16_DOTS), input_precision=DOT_PRECISION)
+        b_W = walk_operand(tl.load(W + p_x, mask=m_x, other=0.0), BF16_DOTS)
         b_dh += tl.dot(tl.trans(b_W), walk_operand(b_du, BF16_DOTS), input_precision=DOT_PRECISION)
     if STORE_DH0:
         tl.store(dh0 + i_nh * K * V + o_kv, b_dh, mask=m_kv)

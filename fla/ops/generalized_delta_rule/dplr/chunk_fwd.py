@@ -38,12 +38,12 @@ def walk_bf16_dots(dtype: torch.dtype) -> bool:
 
 @triton.jit
 def walk_operand(x, BF16_DOTS: tl.constexpr):
-    """``x`` (float32) as an operand of a walk's ``tl.dot``: bf16 with ``BF16_DOTS`` (a bf16 MMA step takes k = 16
-    against TF32's 8: half the steps on the serial chain from one chunk's state to the next), else unchanged. The
-    products accumulate in float32 either way."""
+    """``x`` (as loaded or formed) as an operand of a walk's ``tl.dot``: bf16 with ``BF16_DOTS`` (a bf16 MMA step
+    takes k = 16 against TF32's 8: half the steps on the serial chain from one chunk's state to the next), else
+    float32. The products accumulate in float32 either way."""
     if BF16_DOTS:
-        x = x.to(tl.bfloat16)
-    return x
+        return x.to(tl.bfloat16)
+    return x.to(tl.float32)
 
 
 def chunk_state_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -127,17 +127,17 @@ def dplr_chunk_fwd_kernel(
         p_y = rows[:, None] * V + o_v[None, :]  # [BT, BV]
         m_y = m_t[:, None] & m_v[None, :]
         b_hd = walk_operand(b_h, BF16_DOTS)  # [BK, BV]
-        b_W = walk_operand(tl.load(W + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
+        b_W = walk_operand(tl.load(W + p_x, mask=m_x, other=0.0), BF16_DOTS)
         b_u = tl.dot(b_W, b_hd, input_precision=DOT_PRECISION) + tl.load(U0 + p_y, mask=m_y, other=0.0).to(tl.float32)
         if STORE_O:
-            b_Qh = walk_operand(tl.load(Qh + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
+            b_Qh = walk_operand(tl.load(Qh + p_x, mask=m_x, other=0.0), BF16_DOTS)
             b_o = tl.dot(b_Qh, b_hd, input_precision=DOT_PRECISION)
             b_o += tl.load(O0 + p_y, mask=m_y, other=0.0).to(tl.float32)
             tl.store(o + p_y, b_o.to(o.dtype.element_ty), mask=m_y)
         b_eL = tl.load(EL + ((boh + i_c) * H + i_h) * K + o_k, mask=m_k, other=0.0)  # [BK]
-        b_Kd = walk_operand(tl.load(Kd + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
-        b_Bd = walk_operand(tl.load(Bd + p_x, mask=m_x, other=0.0).to(tl.float32), BF16_DOTS)
-        b_v = walk_operand(tl.load(v + p_y, mask=m_y, other=0.0).to(tl.float32), BF16_DOTS)
+        b_Kd = walk_operand(tl.load(Kd + p_x, mask=m_x, other=0.0), BF16_DOTS)
+        b_Bd = walk_operand(tl.load(Bd + p_x, mask=m_x, other=0.0), BF16_DOTS)
+        b_v = walk_operand(tl.load(v + p_y, mask=m_y, other=0.0), BF16_DOTS)
         b_h *= b_eL[:, None]
         b_h += tl.dot(tl.trans(b_Kd), b_v, input_precision=DOT_PRECISION)
         b_h += tl.dot(tl.trans(b_Bd), walk_operand(b_u, BF16_DOTS), input_precision=DOT_PRECISION)
