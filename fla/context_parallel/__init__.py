@@ -3,7 +3,15 @@ convolutions' inputs passed between them (:mod:`.context`, :mod:`.state`, :mod:`
 
 from fla.context_parallel.comm import gather_ranks
 from fla.context_parallel.context import CPContext
-from fla.context_parallel.halo import conv_with_halo, previous_tail, token_shift_with_halo
+from fla.context_parallel.halo import conv_with_halo, earlier_tokens, previous_tail, token_shift_with_halo
 from fla.context_parallel.state import cp_chunk_op
 
-__all__ = ["CPContext", "conv_with_halo", "cp_chunk_op", "gather_ranks", "previous_tail", "token_shift_with_halo"]
+__all__ = [
+    "CPContext",
+    "conv_with_halo",
+    "cp_chunk_op",
+    "earlier_tokens",
+    "gather_ranks",
+    "previous_tail",
+    "token_shift_with_halo",
+]

@@ -21,6 +21,16 @@ def previous_tail(x: torch.Tensor, width: int, ctx: CPContext) -> torch.Tensor:
     return tail * mask.view(1, width, *([1] * (x.dim() - 2))).to(tail.dtype)
 
 
+def earlier_tokens(x: torch.Tensor, ctx: CPContext) -> torch.Tensor:
+    """The tokens of this rank's first document that lie on earlier ranks, from every rank's ``x [B, T_local, ...]``:
+    ``[B, carried, ...]`` (empty when the document starts on this rank). Differentiable: their gradients go back to
+    the ranks that hold them. The gather runs on every rank and its output is in the graph even where the slice is
+    empty, so every rank's backward runs the gather's all-reduce."""
+    start, carried = ctx.rank * x.shape[1], ctx.carried[ctx.rank]
+    every = gather_ranks(x, ctx.group).transpose(0, 1).flatten(1, 2)  # [B, R * T_local, ...] along time
+    return every[:, start - carried : start]
+
+
 def conv_with_halo(conv: torch.nn.Module, x: torch.Tensor, ctx: CPContext, cu_seqlens: torch.Tensor | None):
     """A :class:`fla.modules.conv.ShortConvolution` (kernel ``W``) on this rank's ``x [B, T_local, D]`` as on the
     whole sequences: the previous rank's last ``W - 1`` inputs of the document go in front (:func:`previous_tail`),
@@ -46,4 +56,4 @@ def token_shift_with_halo(x: torch.Tensor, ctx: CPContext, cu_seqlens: torch.Ten
     return token_shift(ext, cu_seqlens)[:, 1:]
 
 
-__all__ = ["conv_with_halo", "previous_tail", "token_shift_with_halo"]
+__all__ = ["conv_with_halo", "earlier_tokens", "previous_tail", "token_shift_with_halo"]

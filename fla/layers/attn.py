@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from fla.context_parallel import CPContext, gather_ranks
+from fla.context_parallel import CPContext, earlier_tokens
 from fla.layers.attention_backends import attention_dense, attention_varlen
 from fla.layers.utils import (
     begin_layer_call,
@@ -203,12 +203,8 @@ class Attention(nn.Module):
         """This rank's slice ``q, k, v [B, T, H(kv), D]`` of sequences split over ``cp`` (module docstring)."""
         T, carried, n = q.shape[1], cp.carried[cp.rank], cp.first_len
         q, k = self._rope(q, k, seqlen_offset=cp.position_offsets(), max_seqlen=carried + T, cu_seqlens=cu_seqlens)
-        # every rank's keys and values along time, [2, B, R * T, Hkv, D]; on every rank the slice below is in the
-        # graph (empty where nothing is carried), so every rank's backward runs the gather's all-reduce
-        kv = gather_ranks(torch.stack([k, v]), cp.group).permute(1, 2, 0, 3, 4, 5).flatten(2, 3)
-        start = cp.rank * T
-        earlier = kv[:, :, start - carried : start]  # the first piece's document on the earlier ranks
-        k_first, v_first = torch.cat([earlier[0], k[:, :n]], 1), torch.cat([earlier[1], v[:, :n]], 1)
+        ek, ev = earlier_tokens(torch.stack([k, v], 2), cp).unbind(2)  # the first piece's document, earlier ranks
+        k_first, v_first = torch.cat([ek, k[:, :n]], 1), torch.cat([ev, v[:, :n]], 1)
         o = attention_dense(q[:, :n], k_first, v_first, window_size=self.window_size)
         if cu_seqlens is None:
             return o

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fla.context_parallel import CPContext, gather_ranks
+from fla.context_parallel import CPContext, earlier_tokens
 from fla.layers.utils import (
     begin_layer_call,
     decode_offsets,
@@ -174,13 +174,10 @@ class ForgettingAttention(nn.Module):
     def _forward_context_parallel(self, q, k, v, f, cp: CPContext, cu_seqlens) -> torch.Tensor:
         """This rank's slice ``q [B, T, H, D]``, ``k, v [B, T, Hkv, D]``, ``f [B, T, H]`` of sequences split over
         ``cp`` (module docstring)."""
-        B, T = q.shape[:2]
-        carried, n, widths = cp.carried[cp.rank], cp.first_len, [self.kv_dim, self.kv_dim, self.num_heads]
-        # every rank's k | v | log f along time, float32 (the gates' sums stay exact); on every rank the slice below
-        # is in the graph (empty where nothing is carried), so every rank's backward runs the gather's all-reduce
-        every = gather_ranks(torch.cat([k.flatten(2).float(), v.flatten(2).float(), f], -1), cp.group)
-        start = cp.rank * T
-        ek, ev, ef = every.transpose(0, 1).flatten(1, 2)[:, start - carried : start].split(widths, -1)
+        B, carried, n = q.shape[0], cp.carried[cp.rank], cp.first_len
+        # the first piece's document on the earlier ranks: k | v | log f, float32 (the gates' sums stay exact)
+        kvf = torch.cat([k.flatten(2).float(), v.flatten(2).float(), f], -1)  # [B, T, 2 * kv_dim + H]
+        ek, ev, ef = earlier_tokens(kvf, cp).split([self.kv_dim, self.kv_dim, self.num_heads], -1)
         k_first = torch.cat([ek.view(B, carried, self.num_kv_heads, self.head_dim).to(k.dtype), k[:, :n]], 1)
         v_first = torch.cat([ev.view(B, carried, self.num_kv_heads, self.head_dim).to(v.dtype), v[:, :n]], 1)
         q_first = torch.cat([q.new_zeros(B, carried, self.num_heads, self.head_dim), q[:, :n]], 1)

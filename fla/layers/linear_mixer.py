@@ -84,7 +84,7 @@ import torch
 import torch.nn as nn
 from transformers.activations import ACT2FN
 
-from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op
+from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op, token_shift_with_halo
 from fla.layers.utils import (
     PaddingInfo,
     begin_layer_call,
@@ -96,6 +96,7 @@ from fla.layers.utils import unpad as unpad_tokens
 from fla.modules.conv import ShortConvolution
 from fla.modules.gated_norm import FusedRMSNormGated
 from fla.modules.norm import RMSNorm
+from fla.modules.token_shift import token_shift
 
 if TYPE_CHECKING:
     from fla.models.cache import FLACache
@@ -320,6 +321,14 @@ class LinearMixer(nn.Module):
             for conv, t, c in zip(convs, inputs, old)
         ]
         return [y for y, _ in outs], tuple(c for _, c in outs) if step.store else None
+
+    def token_shift_delta(self, step: MixerStep) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x_{t-1} - x_t`` of ``step.x [.., D]`` (the first token's predecessor: the cached ``conv_state`` or,
+        under context parallel, the previous rank's last token) and each sequence's last token ``[N, D]`` to cache
+        (``None`` under context parallel): the token shift of the RWKV layers."""
+        if step.cp is not None:
+            return token_shift_with_halo(step.x, step.cp, step.cu_seqlens), None
+        return token_shift(step.x, step.cu_seqlens, step.slot("conv_state"), output_cache=True)
 
     @property
     def op_heads(self) -> int:

@@ -20,7 +20,6 @@ import torch
 import torch.nn as nn
 from transformers.activations import ACT2FN
 
-from fla.context_parallel import token_shift_with_halo
 from fla.layers.linear_mixer import LinearMixer, MixerStep, split_heads
 from fla.modules.norm import GroupNorm, group_norm
 from fla.modules.token_shift import token_shift
@@ -174,10 +173,7 @@ class RWKV6Attention(LinearMixer):
         """``r [.., key_dim]``, ``k``, ``v [.., value_dim]`` and, as the conv state, each sequence's last token
         ``[N, hidden_size]``; ``w`` and the gate ``g`` go to ``step.extras``."""
         x = step.x
-        if step.cp is not None:  # the first token's predecessor on the previous rank
-            delta, last = token_shift_with_halo(x, step.cp, step.cu_seqlens), None
-        else:
-            delta, last = token_shift(x, step.cu_seqlens, step.slot("conv_state"), output_cache=True)
+        delta, last = self.token_shift_delta(step)
         m_r, m_w, m_k, m_v, m_g = self.mixes(x, delta)
         step.extras["w"] = self.w_proj(x, m_w, delta)
         step.extras["g"] = self.g_proj(x, m_g, delta)

@@ -30,11 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fla.context_parallel import token_shift_with_halo
 from fla.layers.linear_mixer import LinearMixer, MixerStep, split_heads
 from fla.layers.rwkv6 import LoRA
 from fla.modules.norm import GroupNorm, group_norm
-from fla.modules.token_shift import token_shift
 from fla.ops.common.inputs import l2norm
 from fla.ops.rwkv7 import chunk_rwkv7, fused_recurrent_rwkv7
 
@@ -205,10 +203,7 @@ class RWKV7Attention(LinearMixer):
         """``r, k [.., key_dim]``, ``v [.., value_dim]`` (mixed with ``v_first`` after layer 0) and, as the conv
         state, each sequence's last token ``[N, hidden_size]``; ``w``, ``a``, ``g`` go to ``step.extras``."""
         x = step.x
-        if step.cp is not None:  # the first token's predecessor on the previous rank
-            delta, last = token_shift_with_halo(x, step.cp, step.cu_seqlens), None
-        else:
-            delta, last = token_shift(x, step.cu_seqlens, step.slot("conv_state"), output_cache=True)
+        delta, last = self.token_shift_delta(step)
         xr, xw, xk, xv, xa, xg = (torch.addcmul(x, delta, getattr(self, name)) for name in MIXES)
         r, k, v = self.r_proj(xr), self.k_proj(xk), self.v_proj(xv)
         if self.makes_v_first:

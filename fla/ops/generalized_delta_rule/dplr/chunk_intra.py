@@ -46,11 +46,12 @@ SPAN_MAX = tl.constexpr(60.0)
 
 
 def chunk_stage_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the chunk stages' products ``W, U0, Qh, O0`` in memory (every walk over the chunks reads them,
-    each of its V-block programs ``W`` and ``Qh`` whole): bf16 for bf16 inputs (half their traffic, as fla 0.6.0
-    keeps its ``w, u``; the products are formed and used in float32 either way), float32 otherwise or when the
-    environment sets ``FLA_DPLR_BF16_STAGES=0``. bf16 made ``chunk_rwkv7`` fwd+bwd 8.253 -> 7.740 ms at B=4, T=4096,
-    H=16, K=V=128 on an H100, and the real-size GPU tests of ``tests/fla/ops/test_rwkv7.py`` pass with it."""
+    """The dtype of the chunk stages' products ``W, U0, Qh, O0, Kd, Bd`` in memory (every walk over the chunks reads
+    them, each of its V-block programs ``W``, ``Qh``, ``Kd`` and ``Bd`` whole): bf16 for bf16 inputs (half their
+    traffic, as fla 0.6.0 keeps its ``w, u``; the products are formed and used in float32 either way), float32
+    otherwise or when the environment sets ``FLA_DPLR_BF16_STAGES=0``. bf16 made ``chunk_rwkv7`` fwd+bwd 8.253 ->
+    7.740 ms at B=4, T=4096, H=16, K=V=128 on an H100, and the real-size GPU tests of ``tests/fla/ops/test_rwkv7.py``
+    pass with it."""
     on = env_switch("FLA_DPLR_BF16_STAGES", default=True)
     return torch.bfloat16 if dtype == torch.bfloat16 and on else torch.float32
 
