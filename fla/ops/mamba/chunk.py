@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from fla.ops.mamba.inputs import check_selective_scan_inputs
 from fla.ops.mamba.naive import naive_selective_scan
 from fla.ops.mamba.scan import chunk_selective_scan_bwd, chunk_selective_scan_fwd, layout_for
+from fla.ops.mamba.scan_sequential import sequential_selective_scan_bwd, sequential_selective_scan_fwd, use_sequential
 from fla.utils import contiguous
 from fla.utils.backend import dispatch
+
+_PATHS = ("auto", "sequential", "chunk")
+# the path without FLA_MAMBA_SCAN: the chunk-parallel stages until the one pass has been timed on a GPU against
+# them (benchmarks/results/ops_ssm.md, `python -m benchmarks.ops.bench_ssm --scan-only`); then "auto"
+DEFAULT_PATH = "chunk"
+
+
+def scan_passes(layout, Di: int):
+    """``(forward, backward)`` of the selective scan's Triton path: one pass per direction
+    (:mod:`fla.ops.mamba.scan_sequential`) when there are enough sequences x channel blocks to fill the GPU,
+    else the chunk-parallel stages (:mod:`fla.ops.mamba.scan`). ``FLA_MAMBA_SCAN`` = ``auto`` | ``sequential``
+    | ``chunk`` chooses (read at each call; unset: :data:`DEFAULT_PATH`)."""
+    name = os.environ.get("FLA_MAMBA_SCAN") or DEFAULT_PATH
+    if name not in _PATHS:
+        raise ValueError(f"FLA_MAMBA_SCAN={name!r} is not one of {_PATHS}")
+    if name == "sequential" or (name == "auto" and use_sequential(layout, Di)):
+        return sequential_selective_scan_fwd, sequential_selective_scan_bwd
+    return chunk_selective_scan_fwd, chunk_selective_scan_bwd
 
 
 class ChunkSelectiveScanFunction(torch.autograd.Function):
@@ -20,9 +41,8 @@ class ChunkSelectiveScanFunction(torch.autograd.Function):
     @contiguous
     def forward(ctx, x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, cu_seqlens):
         layout = layout_for(x, cu_seqlens)
-        y, ht, h_in = chunk_selective_scan_fwd(
-            x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, layout
-        )
+        fwd, ctx.bwd = scan_passes(layout, x.shape[-1])
+        y, ht, h_in = fwd(x, dt, A, B, C, D, z, dt_bias, dt_softplus, initial_state, output_final_state, layout)
         ctx.save_for_backward(x, dt, A, B, C, D, z, dt_bias, h_in, initial_state)
         ctx.layout, ctx.dt_softplus = layout, dt_softplus
         return y, ht
@@ -31,7 +51,7 @@ class ChunkSelectiveScanFunction(torch.autograd.Function):
     @contiguous
     def backward(ctx, dy, dht):
         x, dt, A, B, C, D, z, dt_bias, h_in, initial_state = ctx.saved_tensors
-        dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dh0 = chunk_selective_scan_bwd(
+        dx, ddt, dA, dB, dC, dD, dz, ddt_bias, dh0 = ctx.bwd(
             x, dt, A, B, C, D, z, dt_bias, ctx.dt_softplus, h_in, dy, dht, initial_state is not None, ctx.layout
         )
 

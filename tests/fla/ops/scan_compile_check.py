@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 
 from fla.ops.gsa import gate_scan
-from fla.ops.mamba import scan
+from fla.ops.mamba import scan, scan_sequential
 from fla.ops.mamba2 import ssd_io
 from fla.ops.nsa import topk
 from tests.fla.ops.attn_compile_check import compile_kernel
@@ -29,7 +29,7 @@ GATE_TYPES = {
 }
 SCAN_TYPES = {"x": "*bf16", "dt": "*bf16", "Bm": "*bf16", "Cm": "*bf16", "z": "*bf16", "do": "*bf16", "y": "*bf16",
               "dx": "*bf16", "ddt": "*bf16", "dz": "*bf16", "cu_seqlens": "*i32", "chunk_indices": "*i32",
-              "chunk_offsets": "*i32", "T": "i32"}  # fmt: skip
+              "chunk_offsets": "*i32", "T": "i32", "R": "i32"}  # fmt: skip
 
 
 def main() -> None:
@@ -84,6 +84,25 @@ def _mamba() -> None:
         print(kernel.__name__, "bare", compile_kernel(kernel, SCAN_TYPES, {**sizes, **plain}))
     big = {**bwd, "Ds": 64, **terms, "IS_VARLEN": False, "cu_seqlens": None, "chunk_indices": None}
     print("mamba_chunk_bwd_kernel Ds=64", compile_kernel(scan.mamba_chunk_bwd_kernel, SCAN_TYPES, big))
+    _mamba_sequential(terms, bare)
+
+
+def _mamba_sequential(terms: dict, bare: dict) -> None:
+    """The one-pass kernels (fla/ops/mamba/scan_sequential.py) at each state-group count (= warps), dense and
+    varlen with every term and the initial / final states, then bare."""
+    seq = dict(Di=1536, Ds=16, BT=scan.CHUNK_SIZE, BD=scan_sequential.CHANNELS)
+    states = dict(USE_INITIAL=True, STORE_FINAL=True, USE_FINAL_GRAD=True, STORE_INITIAL_GRAD=True)
+    kernels = (scan_sequential.mamba_scan_fwd_kernel, scan_sequential.mamba_scan_bwd_kernel)
+    for SG, varlen in itertools.product((1, 2, 4), (False, True)):
+        absent = {} if varlen else {"cu_seqlens": None, "chunk_offsets": None}
+        flags = dict(seq, **terms, **states, SG=SG, IS_VARLEN=varlen, **absent)
+        for kernel in kernels:
+            print(kernel.__name__, SG, varlen, compile_kernel(kernel, SCAN_TYPES, flags, warps=SG, stages=1))
+    none = dict(h0=None, ht=None, dht=None, dh0=None, dD_acc=None, dbias_acc=None)
+    plain = dict(seq, **bare, **none, SG=4, IS_VARLEN=False, cu_seqlens=None, chunk_offsets=None,
+                 USE_INITIAL=False, STORE_FINAL=False, USE_FINAL_GRAD=False, STORE_INITIAL_GRAD=False)  # fmt: skip
+    for kernel in kernels:
+        print(kernel.__name__, "bare", compile_kernel(kernel, SCAN_TYPES, plain, warps=4, stages=1))
 
 
 def _nsa_topk() -> None:

@@ -16,9 +16,19 @@ from fla.ops.mamba import (
     selective_scan_fn,
     selective_state_update,
 )
+from fla.ops.mamba.chunk import scan_passes
+from fla.ops.mamba.scan_sequential import sequential_selective_scan_bwd, sequential_selective_scan_fwd
 from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, child_pythonpath, to_reference, tol, using
 
 OPS = (chunk_selective_scan, fused_recurrent_selective_scan)
+
+
+@pytest.fixture(params=["chunk", "sequential"])
+def scan_path(request, monkeypatch):
+    """Both Triton paths of the chunk op: the chunk-parallel stages and the one-pass kernels
+    (:mod:`fla.ops.mamba.scan_sequential`), whichever the sizes would pick."""
+    monkeypatch.setenv("FLA_MAMBA_SCAN", request.param)
+    return request.param
 
 
 def _loop_reference(x, dt, A, B, C, D, z, dt_bias, h0, cu_seqlens):
@@ -89,20 +99,20 @@ def test_torch_path_float64(T, Di, Ds):
 
 
 @pytest.mark.parametrize("T, Di, Ds", [(63, 6, 3)])
-def test_triton_float32(T, Di, Ds):
+def test_triton_float32(T, Di, Ds, scan_path):
     _check(chunk_selective_scan, "triton", _inputs(2, T, Di, Ds, torch.float32, num_states=2), tol(torch.float32, 2))
 
 
-def test_triton_float16():
+def test_triton_float16(scan_path):
     _check(chunk_selective_scan, "triton", _inputs(2, 33, 3, 4, torch.float16, num_states=2), tol(torch.float16, 2))
 
 
-def test_triton_no_gate_no_initial_state():
+def test_triton_no_gate_no_initial_state(scan_path):
     inputs = _inputs(1, 70, 3, 2, torch.float32, gate=False)
     _check(chunk_selective_scan, "triton", inputs, tol(torch.float32, 2))
 
 
-def test_triton_strong_decays():
+def test_triton_strong_decays(scan_path):
     """Decay factors down to exp(-60) per token: their in-chunk products underflow to 0 (as exp of the summed
     log decays does) and the states and gradients stay finite and exact."""
     inputs = _inputs(2, 70, 4, 5, torch.float32, num_states=2)
@@ -111,7 +121,7 @@ def test_triton_strong_decays():
     _check(chunk_selective_scan, "triton", inputs, tol(torch.float32, 2))
 
 
-def test_triton_channel_blocks(monkeypatch):
+def test_triton_channel_blocks(monkeypatch, scan_path):
     """Several channel blocks with a ragged last one (Di = 20 in blocks of 16), Ds = 16, two batch rows, every
     gradient: the per-block dB / dC partials and the per-chunk dA / dD / d dt_bias ones add up."""
     monkeypatch.setattr(scan, "FWD_CHANNELS", 16)
@@ -120,7 +130,7 @@ def test_triton_channel_blocks(monkeypatch):
 
 
 @pytest.mark.parametrize("terms", ["D", "z+bias"])
-def test_triton_optional_terms(terms):
+def test_triton_optional_terms(terms, scan_path):
     """Each optional term alone (the kernels' HAS_D / HAS_Z / HAS_BIAS variants), d_state = 5 (not a power of two);
     without softplus (then dt > 0 as given)."""
     inputs = _inputs(2, 40, 6, 5, torch.float32, num_states=2)
@@ -131,7 +141,7 @@ def test_triton_optional_terms(terms):
     _check(chunk_selective_scan, "triton", inputs, tol(torch.float32, 2), softplus=terms != "D")
 
 
-def test_triton_small_steps():
+def test_triton_small_steps(scan_path):
     """Small steps, softplus(dt + dt_bias) ~ 1e-6 .. 3e-5: the fused softplus keeps float32 accuracy there
     (``log(1 + exp(v))`` with ``1 + exp(v)`` rounded to float32 is off by up to a few percent)."""
     inputs = _inputs(1, 40, 5, 4, torch.float32, num_states=1)
@@ -139,22 +149,38 @@ def test_triton_small_steps():
     _check(chunk_selective_scan, "triton", inputs, tol(torch.float32, 2))
 
 
+def test_scan_path_choice(monkeypatch):
+    """``auto``: one pass when sequences x 32-channel blocks fill the GPU, else the chunk-parallel stages;
+    ``FLA_MAMBA_SCAN`` forces either; another value is a ValueError naming it."""
+    wide, narrow = scan.layout_for(torch.empty(8, 4, 1536), None), scan.layout_for(torch.empty(2, 4, 1536), None)
+    monkeypatch.setenv("FLA_MAMBA_SCAN", "auto")
+    assert scan_passes(wide, 1536)[0] is sequential_selective_scan_fwd  # 8 x 48 = 384 programs
+    assert scan_passes(narrow, 1536)[0] is scan.chunk_selective_scan_fwd  # 2 x 48 = 96
+    monkeypatch.setenv("FLA_MAMBA_SCAN", "chunk")
+    assert scan_passes(wide, 1536) == (scan.chunk_selective_scan_fwd, scan.chunk_selective_scan_bwd)
+    monkeypatch.setenv("FLA_MAMBA_SCAN", "sequential")
+    assert scan_passes(narrow, 1536) == (sequential_selective_scan_fwd, sequential_selective_scan_bwd)
+    monkeypatch.setenv("FLA_MAMBA_SCAN", "fast")
+    with pytest.raises(ValueError, match="FLA_MAMBA_SCAN='fast' is not one of"):
+        scan_passes(wide, 1536)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("T, Di, Ds", [(100, 20, 16), (70, 5, 64), (40, 3, 5)])
-def test_triton_float32_wide(T, Di, Ds):
+def test_triton_float32_wide(T, Di, Ds, scan_path):
     _check(chunk_selective_scan, "triton", _inputs(2, T, Di, Ds, torch.float32, num_states=2), tol(torch.float32, 2))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("lengths", [[1, 35, 1, 0, 6]])
-def test_varlen(backend, lengths):
+def test_varlen(backend, lengths, scan_path):
     cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=DEVICE)
     inputs = _inputs(1, sum(lengths), 3, 3, torch.float32, num_states=len(lengths))
     _check(chunk_selective_scan, backend, inputs, tol(torch.float32, 2), cu_seqlens=cu)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_varlen_matches_per_sequence_calls(backend):
+def test_varlen_matches_per_sequence_calls(backend, scan_path):
     cu = torch.tensor([0, 1, 34, 35, 40], dtype=torch.int64, device=DEVICE)
     inputs = _inputs(1, 40, 3, 4, torch.float32, num_states=4)
     h0 = inputs.pop("initial_state")
@@ -243,7 +269,7 @@ def test_bad_inputs(op):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_gpu_sizes(dtype):
+def test_gpu_sizes(dtype, scan_path):
     """Mamba-130M-like sizes: Di = 1536, Ds = 16, T = 1000 (+ a packed batch), every gradient."""
     inputs = _inputs(2, 1000, 1536, 16, dtype, num_states=2)
     _check(chunk_selective_scan, "triton", inputs, tol(dtype, 5))
@@ -262,4 +288,4 @@ def test_scan_kernels_compile_for_sm90_without_a_gpu():
     run = subprocess.run([sys.executable, "-m", "tests.fla.ops.scan_compile_check"], env=env, capture_output=True,
                          text=True, timeout=900)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert len(run.stdout.splitlines()) == 15 + 20 + 24 + 8, run.stdout  # scan, SSD stages, gate scan, top-k
+    assert len(run.stdout.splitlines()) == 15 + 14 + 20 + 24 + 8, run.stdout  # scans, SSD, gate scan, top-k
