@@ -33,6 +33,7 @@ import torch.utils.checkpoint
 import triton
 
 from fla.utils.backend import TRITON_VERSION, device_capability
+from fla.utils.env import env_switch
 
 
 def _platform() -> str:
@@ -157,7 +158,7 @@ def tensor_cache(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if os.environ.get("FLA_DISABLE_TENSOR_CACHE") == "1":
+        if env_switch("FLA_DISABLE_TENSOR_CACHE", default=False):
             return fn(*args, **kwargs)
         for call_args, call_kwargs, result in results:
             if same(call_args, call_kwargs, args, kwargs):

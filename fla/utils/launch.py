@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,6 +37,7 @@ import triton
 from triton import knobs
 
 from fla.utils.backend import IS_TRITON_INTERPRET
+from fla.utils.env import env_switch
 
 # triton releases whose JITFunction / CompiledKernel launch protocol this module reproduces
 _SUPPORTED_TRITON = ("3.6.",)
@@ -52,7 +52,8 @@ def lean_launch_enabled() -> bool:
 
 
 def _enabled_here() -> bool:
-    if IS_TRITON_INTERPRET or os.environ.get("FLA_LEAN_LAUNCH", "1") == "0":
+    wanted = env_switch("FLA_LEAN_LAUNCH", default=True)  # first: a bad value is an error everywhere
+    if IS_TRITON_INTERPRET or not wanted:
         return False
     return triton.__version__.startswith(_SUPPORTED_TRITON)
 

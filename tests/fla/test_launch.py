@@ -231,3 +231,9 @@ def test_lean_launch_follows_the_current_stream():
         out, _ = chunk_gla(q, k, v, g)
     torch.cuda.current_stream().wait_stream(side)
     assert torch.equal(ref, out)
+
+
+def test_bad_lean_launch_switch_is_an_error_at_import():
+    env = {**os.environ, "FLA_LEAN_LAUNCH": "off", "PYTHONPATH": child_pythonpath()}
+    run = subprocess.run([sys.executable, "-c", "import fla.utils.launch"], env=env, capture_output=True, text=True)
+    assert run.returncode != 0 and "FLA_LEAN_LAUNCH='off': expected 0 or 1" in run.stderr, run.stderr[-2000:]

@@ -74,6 +74,9 @@ def test_tensor_cache_returns_the_result_for_the_same_objects(monkeypatch):
     monkeypatch.setenv("FLA_DISABLE_TENSOR_CACHE", "1")
     assert lens(cu) is not first and len(calls) == 3
     assert os.environ["FLA_DISABLE_TENSOR_CACHE"] == "1"
+    monkeypatch.setenv("FLA_DISABLE_TENSOR_CACHE", "yes")
+    with pytest.raises(ValueError, match="FLA_DISABLE_TENSOR_CACHE='yes': expected 0 or 1"):
+        lens(cu)
 
 
 def test_autocast_decorators_and_checkpoint():
