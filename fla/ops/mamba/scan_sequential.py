@@ -43,7 +43,7 @@ MIN_PROGRAMS = 264
 def _configs():
     # SG state groups, one per warp: more warps hide latency; the per-chunk loads and the epilogue are shared
     if IS_TRITON_INTERPRET:
-        return [triton.Config({"SG": 2}, num_warps=2, num_stages=1)]
+        return [triton.Config({"SG": 2}, num_warps=2, num_stages=1)]  # two groups: d_state 3 or 5 masks one
     return [triton.Config({"SG": w}, num_warps=w, num_stages=1) for w in (1, 2, 4)]
 
 

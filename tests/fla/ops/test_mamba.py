@@ -31,6 +31,14 @@ def scan_path(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["chunk", pytest.param("sequential", marks=pytest.mark.slow)])
+def scan_path_slow_one_pass(request, monkeypatch):
+    """:func:`scan_path` with the one pass among the slow tests: cases whose kernel variants the default run
+    already covers on that path (interpreter time)."""
+    monkeypatch.setenv("FLA_MAMBA_SCAN", request.param)
+    return request.param
+
+
 def _loop_reference(x, dt, A, B, C, D, z, dt_bias, h0, cu_seqlens):
     """Written out in float64 from the README formulas, sequence by sequence, channel by channel."""
     x, dt, A, B, C = (t.double() for t in (x, dt, A, B, C))
@@ -103,7 +111,7 @@ def test_triton_float32(T, Di, Ds, scan_path):
     _check(chunk_selective_scan, "triton", _inputs(2, T, Di, Ds, torch.float32, num_states=2), tol(torch.float32, 2))
 
 
-def test_triton_float16(scan_path):
+def test_triton_float16(scan_path_slow_one_pass):
     _check(chunk_selective_scan, "triton", _inputs(2, 33, 3, 4, torch.float16, num_states=2), tol(torch.float16, 2))
 
 
@@ -141,7 +149,7 @@ def test_triton_optional_terms(terms, scan_path):
     _check(chunk_selective_scan, "triton", inputs, tol(torch.float32, 2), softplus=terms != "D")
 
 
-def test_triton_small_steps(scan_path):
+def test_triton_small_steps(scan_path_slow_one_pass):
     """Small steps, softplus(dt + dt_bias) ~ 1e-6 .. 3e-5: the fused softplus keeps float32 accuracy there
     (``log(1 + exp(v))`` with ``1 + exp(v)`` rounded to float32 is off by up to a few percent)."""
     inputs = _inputs(1, 40, 5, 4, torch.float32, num_states=1)
@@ -180,7 +188,7 @@ def test_varlen(backend, lengths, scan_path):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_varlen_matches_per_sequence_calls(backend, scan_path):
+def test_varlen_matches_per_sequence_calls(backend, scan_path_slow_one_pass):
     cu = torch.tensor([0, 1, 34, 35, 40], dtype=torch.int64, device=DEVICE)
     inputs = _inputs(1, 40, 3, 4, torch.float32, num_states=4)
     h0 = inputs.pop("initial_state")
