@@ -2,9 +2,9 @@
 backwards for the gradients) and carries the states itself, instead of the chunk-parallel stages of
 :mod:`fla.ops.mamba.scan` (a chunk-state pass, a carry walk and an output pass).
 
-Why: every pass of the chunk-parallel form exponentiates ``dt_t A[d, n]`` once per token, channel and state, and
-at Mamba's sizes those exponentials, not memory, bound the op. One pass takes one exponential per element-state
-forward (the chunk-parallel form: two) and one backward (three): the backward's reverse recurrence
+Why: at Mamba's sizes the arithmetic per (token, channel, state) element, not memory, bounds the op, and every
+pass of the chunk-parallel form redoes it (``exp(dt_t A[d, n])`` included). One pass takes one exponential per
+element-state forward (the chunk-parallel form: two) and one backward (three): the backward's reverse recurrence
 ``dh_t = C_t dy_t + exp(dt_{t+1} A) dh_{t+1}`` is scanned from the forward factors ``a_t = exp(dt_t A)`` with a
 shifted combine (:func:`_shifted_decayed_sum`), and the carry into the previous chunk is ``a_{t0} dh_{t0}``. The
 price is parallelism: ``num_seqs x Di / 32`` programs, enough at training sizes (``B = 8, Di = 1536``: 384), too
@@ -35,8 +35,8 @@ from fla.utils.launch import lean_launch
 from fla.utils.sizes import cdiv
 
 CHANNELS = 32  # channels per program: one per lane
-# the fewest programs (sequences x channel blocks) for which one pass beats the chunk-parallel stages: below it
-# the GPU would run a few long serial walks
+# the fewest programs (sequences x channel blocks) for which `auto` takes one pass: two per SM of a 132-SM H100
+# (below, the GPU would run a few long serial walks); set from the SM count, not yet from a measured crossover
 MIN_PROGRAMS = 264
 
 
