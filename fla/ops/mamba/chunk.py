@@ -34,7 +34,7 @@ def scan_passes(layout, Di: int):
 
 class ChunkSelectiveScanFunction(torch.autograd.Function):
     """``out_t = (C_t . h_t + D x_t) silu(z_t)`` of ``h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t``,
-    ``dt = softplus(dt + dt_bias)``, and the final state, by the chunk kernels of :mod:`fla.ops.mamba.scan`
+    ``dt = softplus(dt + dt_bias)``, and the final state, on the Triton path :func:`scan_passes` picks
     (discretization and epilogue fused; ``D, z, dt_bias`` may be ``None``)."""
 
     @staticmethod

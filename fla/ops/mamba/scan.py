@@ -111,6 +111,51 @@ def _silu(z):
     return z * tl.sigmoid(z)
 
 
+@triton.jit
+def _store_output(y, x, D, z, b_y, b_x, bos, o_p, m_p, o_d, m_d, Di: tl.constexpr, HAS_D: tl.constexpr,
+                  HAS_Z: tl.constexpr):  # fmt: skip
+    """The forward's epilogue on a ``[BT, BD]`` tile: ``(b_y + D x) silu(z)`` -> ``y`` (its dtype)."""
+    if HAS_D:
+        b_y += b_x * tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
+    if HAS_Z:
+        b_y *= _silu(_load_tokens(z, bos, o_p, m_p, o_d, m_d, Di))
+    tl.store(y + (bos + o_p[:, None]) * Di + o_d[None, :], b_y.to(y.dtype.element_ty), mask=m_p[:, None] & m_d[None, :])
+
+
+@triton.jit
+def _store_input_grads(x, dt, dt_bias, D, z, do, dx, ddt, dz, b_sA, b_sB, b_y, b_dt, b_dy, bos, o_p, m_p, o_d, m_d,
+                       Di: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr,
+                       HAS_BIAS: tl.constexpr):  # fmt: skip
+    """The backward's epilogue on a ``[BT, BD]`` tile, from ``b_sA = sum_n A q``, ``b_sB = sum_n dh B``,
+    ``b_y = C . h`` (read with ``HAS_Z`` only), ``dt`` and ``dy = do silu(z)``: ``dx = dt sB + D dy``,
+    ``ddt = sA + sB x`` (times ``sigmoid(dt + dt_bias)`` with softplus), ``dz = do (y + D x) silu'(z)``, each
+    stored in its dtype. Returns the column sums ``(sum_t dy x, sum_t ddt)`` ``[BD]``: the tile's share of ``dD``
+    and ``d dt_bias``. ``x, do, z`` and ``dt + dt_bias`` are loaded again here (cache hits) rather than kept live
+    through the state loop."""
+    m_td = m_p[:, None] & m_d[None, :]
+    o_td = (bos + o_p[:, None]) * Di + o_d[None, :]  # [BT, BD]
+    b_dx = b_sB * b_dt
+    b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)
+    if HAS_D:
+        b_D = tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
+        b_dx += b_dy * b_D[None, :]
+    tl.store(dx + o_td, b_dx.to(dx.dtype.element_ty), mask=m_td)
+    b_ddt = b_sA + b_sB * b_x
+    if SOFTPLUS:
+        _, b_v = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, False)
+        b_ddt *= tl.sigmoid(b_v)
+    b_ddt = tl.where(m_td, b_ddt, 0.0)
+    tl.store(ddt + o_td, b_ddt.to(ddt.dtype.element_ty), mask=m_td)
+    if HAS_Z:
+        if HAS_D:
+            b_y += b_x * b_D[None, :]
+        b_z = _load_tokens(z, bos, o_p, m_p, o_d, m_d, Di)
+        b_sig = tl.sigmoid(b_z)
+        b_dz = _load_tokens(do, bos, o_p, m_p, o_d, m_d, Di) * b_y * b_sig * (1.0 + b_z * (1.0 - b_sig))
+        tl.store(dz + o_td, b_dz.to(dz.dtype.element_ty), mask=m_td)
+    return tl.sum(b_dy * b_x, axis=0), tl.sum(b_ddt, axis=0)
+
+
 @lean_launch
 @given_heuristics(HAS_Z="z", HAS_BIAS="dt_bias", IS_VARLEN="cu_seqlens")
 @triton.autotune(configs=_configs(), key=["BD", "Ds"])
@@ -284,11 +329,7 @@ def mamba_chunk_output_fwd_kernel(
             (tl.exp2(b_dt * b_A2[None, :]), b_u * b_B[:, None]), axis=0, combine_fn=_decayed_sum
         )  # [BT, BD]; b_P = exp(A G_t)
         b_y += (b_h + b_P * b_hin[None, :]) * b_C[:, None]
-    if HAS_D:
-        b_y += b_x * tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
-    if HAS_Z:
-        b_y *= _silu(_load_tokens(z, bos, o_p, m_p, o_d, m_d, Di))
-    tl.store(y + (bos + o_p[:, None]) * Di + o_d[None, :], b_y.to(y.dtype.element_ty), mask=m_p[:, None] & m_d[None, :])
+    _store_output(y, x, D, z, b_y, b_x, bos, o_p, m_p, o_d, m_d, Di, HAS_D, HAS_Z)
 
 
 @lean_launch
@@ -344,7 +385,6 @@ def mamba_chunk_bwd_kernel(
     m_d = o_d < Di
     o_p = (i_tc * BT).to(tl.int32) + tl.arange(0, BT)  # [BT] positions in the sequence (int32: few registers)
     m_p = o_p < T_n
-    m_td = m_p[:, None] & m_d[None, :]
     # live through the state loop: dt, dt_{t+1}, u = dt x, dy and three accumulators ([BT, BD] each); x, do, z
     # and dt + dt_bias are loaded again for the epilogue (cache hits) rather than kept in registers
     b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
@@ -353,7 +393,7 @@ def mamba_chunk_bwd_kernel(
     b_dy = _load_tokens(do, bos, o_p, m_p, o_d, m_d, Di)
     if HAS_Z:
         b_dy *= _silu(_load_tokens(z, bos, o_p, m_p, o_d, m_d, Di))
-        b_y = tl.zeros([BT, BD], dtype=tl.float32)  # C . h, for dz
+    b_y = tl.zeros([BT, BD], dtype=tl.float32)  # C . h, for dz (dead code without z)
     b_sB = tl.zeros([BT, BD], dtype=tl.float32)  # sum_n dh_t B_t
     b_sA = tl.zeros([BT, BD], dtype=tl.float32)  # sum_n A q_t
     p_dB = dB_part + (i_d * tl.num_programs(2).to(tl.int64) * T + bos) * Ds  # this block's [B * T, Ds] slab
@@ -382,29 +422,12 @@ def mamba_chunk_bwd_kernel(
         tl.store(dA_part + (i_ch * Ds + n) * Di + o_d, tl.sum(b_q * b_dt, axis=0), mask=m_d)
         tl.store(p_dB + o_r + n, tl.sum(b_dh * b_u, axis=1), mask=m_p)
         tl.store(p_dC + o_r + n, tl.sum(b_dy * b_h, axis=1), mask=m_p)
-    o_td = (bos + o_p[:, None]) * Di + o_d[None, :]  # [BT, BD]
-    b_dx = b_sB * b_dt
-    b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)
+    b_dD, b_dbias = _store_input_grads(x, dt, dt_bias, D, z, do, dx, ddt, dz, b_sA, b_sB, b_y, b_dt, b_dy, bos, o_p,
+                                       m_p, o_d, m_d, Di, SOFTPLUS, HAS_D, HAS_Z, HAS_BIAS)  # fmt: skip
     if HAS_D:
-        b_D = tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
-        b_dx += b_dy * b_D[None, :]
-        tl.store(dD_part + i_ch * Di + o_d, tl.sum(b_dy * b_x, axis=0), mask=m_d)
-    tl.store(dx + o_td, b_dx.to(dx.dtype.element_ty), mask=m_td)
-    b_ddt = b_sA + b_sB * b_x
-    if SOFTPLUS:
-        _, b_v = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, False)
-        b_ddt *= tl.sigmoid(b_v)
-    b_ddt = tl.where(m_td, b_ddt, 0.0)
-    tl.store(ddt + o_td, b_ddt.to(ddt.dtype.element_ty), mask=m_td)
+        tl.store(dD_part + i_ch * Di + o_d, b_dD, mask=m_d)
     if HAS_BIAS:
-        tl.store(dbias_part + i_ch * Di + o_d, tl.sum(b_ddt, axis=0), mask=m_d)
-    if HAS_Z:
-        if HAS_D:
-            b_y += b_x * b_D[None, :]
-        b_z = _load_tokens(z, bos, o_p, m_p, o_d, m_d, Di)
-        b_sig = tl.sigmoid(b_z)
-        b_dz = _load_tokens(do, bos, o_p, m_p, o_d, m_d, Di) * b_y * b_sig * (1.0 + b_z * (1.0 - b_sig))
-        tl.store(dz + o_td, b_dz.to(dz.dtype.element_ty), mask=m_td)
+        tl.store(dbias_part + i_ch * Di + o_d, b_dbias, mask=m_d)
 
 
 @lean_launch

@@ -28,7 +28,7 @@ import triton.language as tl
 from fla.ops.common.indexing import sequence_bounds
 from fla.ops.common.layout import ChunkLayout
 from fla.ops.common.tuning import given_heuristics
-from fla.ops.mamba.scan import LOG2E, _decayed_sum, _load_dt, _load_tokens, _silu
+from fla.ops.mamba.scan import LOG2E, _decayed_sum, _load_dt, _load_tokens, _silu, _store_input_grads, _store_output
 from fla.utils import empty
 from fla.utils.backend import IS_TRITON_INTERPRET
 from fla.utils.launch import lean_launch
@@ -103,6 +103,13 @@ def _bit_reverse5(i):
 
 
 @triton.jit
+def _public_offsets(i_n, o_n, o_d, Di: tl.constexpr, Ds: tl.constexpr):
+    """``[SG, BD]`` offsets of states ``o_n`` x channels ``o_d`` of sequence ``i_n`` in a public ``[N, Di, Ds]``
+    state (``h0, ht, dht, dh0``; the scratch states are transposed, ``[.., Ds, Di]``)."""
+    return i_n * Di * Ds + o_d[None, :] * Ds + o_n[:, None]
+
+
+@triton.jit
 def _state_group(j, o_g, At, p_B, p_C, o_r, m_p, o_d, m_d, Di: tl.constexpr, Ds: tl.constexpr):
     """States ``j .. j + SG`` of a chunk: ``(o_n [SG], m_n, o_nd [SG, BD], m_nd, A [SG, BD], B, C [BT, SG])``
     (``A``, ``B``, ``C`` float32, 0 outside the masks)."""
@@ -164,13 +171,13 @@ def mamba_scan_fwd_kernel(
         o_n = j + o_g
         m_nd = (o_n < Ds)[:, None] & m_d[None, :]
         if USE_INITIAL:
-            b_h0 = tl.load(h0 + i_n * Di * Ds + o_d[None, :] * Ds + o_n[:, None], mask=m_nd, other=0.0)
+            b_h0 = tl.load(h0 + _public_offsets(i_n, o_n, o_d, Di, Ds), mask=m_nd, other=0.0)
         else:
             b_h0 = tl.zeros([SG, BD], dtype=tl.float32)
         if NT > 0:
             tl.store(h_in + boh * Ds * Di + o_n[:, None] * Di + o_d[None, :], b_h0.to(tl.float32), mask=m_nd)
         elif STORE_FINAL:  # a sequence without tokens (varlen) passes its initial state through
-            p_ht = ht + i_n * Di * Ds + o_d[None, :] * Ds + o_n[:, None]
+            p_ht = ht + _public_offsets(i_n, o_n, o_d, Di, Ds)
             tl.store(p_ht, b_h0.to(ht.dtype.element_ty), mask=m_nd)
     for i_c in range(0, NT):
         o_p = i_c * BT + o_t  # [BT] positions in the sequence
@@ -193,15 +200,10 @@ def mamba_scan_fwd_kernel(
             if i_c + 1 < NT:
                 tl.store(p_h + Ds * Di + o_nd, b_last, mask=m_nd)
             elif STORE_FINAL:
-                p_ht = ht + i_n * Di * Ds + o_d[None, :] * Ds + o_n[:, None]
+                p_ht = ht + _public_offsets(i_n, o_n, o_d, Di, Ds)
                 tl.store(p_ht, b_last.to(ht.dtype.element_ty), mask=m_nd)
         b_y = tl.sum(b_y3, axis=1)  # [BT, BD] over the state groups
-        if HAS_D:
-            b_y += b_x * tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)[None, :]
-        if HAS_Z:
-            b_y *= _silu(_load_tokens(z, bos, o_p, m_p, o_d, m_d, Di))
-        p_y = y + (bos + o_p[:, None]) * Di + o_d[None, :]
-        tl.store(p_y, b_y.to(y.dtype.element_ty), mask=m_p[:, None] & m_d[None, :])
+        _store_output(y, x, D, z, b_y, b_x, bos, o_p, m_p, o_d, m_d, Di, HAS_D, HAS_Z)
 
 
 @lean_launch
@@ -270,7 +272,7 @@ def mamba_scan_bwd_kernel(
         o_nd = o_n[:, None] * Di + o_d[None, :]
         m_nd = (o_n < Ds)[:, None] & m_d[None, :]
         if USE_FINAL_GRAD:
-            b_f = tl.load(dht + i_n * Di * Ds + o_d[None, :] * Ds + o_n[:, None], mask=m_nd, other=0.0)
+            b_f = tl.load(dht + _public_offsets(i_n, o_n, o_d, Di, Ds), mask=m_nd, other=0.0)
         else:
             b_f = tl.zeros([SG, BD], dtype=tl.float32)
         tl.store(p_f + o_nd, b_f.to(tl.float32), mask=m_nd)
@@ -284,7 +286,6 @@ def mamba_scan_bwd_kernel(
         i_c = NT - 1 - i_r
         o_p = i_c * BT + o_t
         m_p = o_p < T_n
-        m_td = m_p[:, None] & m_d[None, :]
         b_dt, _ = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, SOFTPLUS)
         b_u = b_dt * _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)
         b_dy = _load_tokens(do, bos, o_p, m_p, o_d, m_d, Di)
@@ -328,29 +329,14 @@ def mamba_scan_bwd_kernel(
             tl.store(p_dC + o_sum, _lane_sums(b_dy[:, None, :] * b_h, o_l, SG, BD), mask=m_sum)
         b_sB = tl.sum(b_sB3, axis=1)  # [BT, BD]
         b_sA = tl.sum(b_sA3, axis=1)
-        o_td = (bos + o_p[:, None]) * Di + o_d[None, :]  # [BT, BD]
-        b_dx = b_sB * b_dt
-        b_x = _load_tokens(x, bos, o_p, m_p, o_d, m_d, Di)
-        if HAS_D:
-            b_D = tl.load(D + o_d, mask=m_d, other=0.0).to(tl.float32)  # [BD]
-            b_dx += b_dy * b_D[None, :]
-            b_dD += tl.sum(b_dy * b_x, axis=0)
-        tl.store(dx + o_td, b_dx.to(dx.dtype.element_ty), mask=m_td)
-        b_ddt = b_sA + b_sB * b_x
-        if SOFTPLUS:
-            _, b_v = _load_dt(dt, dt_bias, bos, o_p, m_p, o_d, m_d, Di, HAS_BIAS, False)
-            b_ddt *= tl.sigmoid(b_v)
-        b_ddt = tl.where(m_td, b_ddt, 0.0)
-        tl.store(ddt + o_td, b_ddt.to(ddt.dtype.element_ty), mask=m_td)
-        b_dbias += tl.sum(b_ddt, axis=0)
         if HAS_Z:
             b_y = tl.sum(b_y3, axis=1)
-            if HAS_D:
-                b_y += b_x * b_D[None, :]
-            b_z = _load_tokens(z, bos, o_p, m_p, o_d, m_d, Di)
-            b_sig = tl.sigmoid(b_z)
-            b_dz = _load_tokens(do, bos, o_p, m_p, o_d, m_d, Di) * b_y * b_sig * (1.0 + b_z * (1.0 - b_sig))
-            tl.store(dz + o_td, b_dz.to(dz.dtype.element_ty), mask=m_td)
+        else:
+            b_y = b_sB  # not read without z
+        b_sdD, b_sdbias = _store_input_grads(x, dt, dt_bias, D, z, do, dx, ddt, dz, b_sA, b_sB, b_y, b_dt, b_dy, bos,
+                                             o_p, m_p, o_d, m_d, Di, SOFTPLUS, HAS_D, HAS_Z, HAS_BIAS)  # fmt: skip
+        b_dD += b_sdD
+        b_dbias += b_sdbias
     if HAS_D:
         tl.store(dD_acc + i_n * Di + o_d, b_dD, mask=m_d)
     if HAS_BIAS:
@@ -360,7 +346,7 @@ def mamba_scan_bwd_kernel(
             o_n = j + o_g
             m_nd = (o_n < Ds)[:, None] & m_d[None, :]
             b_f = tl.load(p_f + o_n[:, None] * Di + o_d[None, :], mask=m_nd, other=0.0)
-            tl.store(dh0 + i_n * Di * Ds + o_d[None, :] * Ds + o_n[:, None], b_f.to(dh0.dtype.element_ty), mask=m_nd)
+            tl.store(dh0 + _public_offsets(i_n, o_n, o_d, Di, Ds), b_f.to(dh0.dtype.element_ty), mask=m_nd)
 
 
 # ----------------------------------------------------------------------------------------------- host side

@@ -23,20 +23,23 @@ from tests.harness import BACKENDS, DEVICE, assert_close, assert_grads_close, ch
 OPS = (chunk_selective_scan, fused_recurrent_selective_scan)
 
 
+def _use_scan_path(request, monkeypatch) -> str:
+    monkeypatch.setenv("FLA_MAMBA_SCAN", request.param)
+    return request.param
+
+
 @pytest.fixture(params=["chunk", "sequential"])
 def scan_path(request, monkeypatch):
     """Both Triton paths of the chunk op: the chunk-parallel stages and the one-pass kernels
     (:mod:`fla.ops.mamba.scan_sequential`), whichever the sizes would pick."""
-    monkeypatch.setenv("FLA_MAMBA_SCAN", request.param)
-    return request.param
+    return _use_scan_path(request, monkeypatch)
 
 
 @pytest.fixture(params=["chunk", pytest.param("sequential", marks=pytest.mark.slow)])
 def scan_path_slow_one_pass(request, monkeypatch):
     """:func:`scan_path` with the one pass among the slow tests: cases whose kernel variants the default run
     already covers on that path (interpreter time)."""
-    monkeypatch.setenv("FLA_MAMBA_SCAN", request.param)
-    return request.param
+    return _use_scan_path(request, monkeypatch)
 
 
 def _loop_reference(x, dt, A, B, C, D, z, dt_bias, h0, cu_seqlens):
