@@ -73,7 +73,7 @@ def cp_chunk_op(
     # one gather of [S_0 | M] per rank; its first part reaches this rank's output on every rank (rank 0's with a
     # factor 0), so every rank's backward runs the gather's all-reduce
     both = gather_ranks(torch.cat([last.float(), M.float()], dim=-1), ctx.group)
-    s_in = _state_in(ctx, both[..., : last.shape[-1]], both[..., last.shape[-1] :])
+    s_in = state_in(ctx, both[..., : last.shape[-1]], both[..., last.shape[-1] :])
     corr = torch.einsum("bthk,bhkv->bthv", P.float(), s_in)
     if cu_seqlens is not None:
         o = torch.cat([o[:, :n] + corr.to(o.dtype), o[:, n:]], dim=1)
@@ -85,13 +85,14 @@ def cp_chunk_op(
     return o, torch.cat([head, states[M.shape[0] :]], dim=0)
 
 
-def _state_in(ctx: CPContext, last: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
-    """The state entering this rank's first piece, ``[B or 1, HV, K, V]`` float32, from every rank's zero-start
-    final state of its last piece ``last [R, ..]`` and transition of its first piece ``M [R, .., K, K]``."""
+def state_in(ctx: CPContext, last: torch.Tensor, M: torch.Tensor, transition: Callable = torch.matmul) -> torch.Tensor:
+    """The state entering this rank's first piece, ``[B or 1, ..]`` float32, from every rank's zero-start final
+    state of its last piece ``last [R, B or 1, ..]`` and transition of its first piece ``M [R, ..]``, applied as
+    ``transition(M_j, S)`` (a matrix ``[.., K, K]`` times the state by default; the selective scan's is diagonal)."""
     s_end = last[0]
     for j in range(1, ctx.rank):
         flows = float(ctx.single[j] and ctx.continues_in[j])
-        s_end = flows * torch.matmul(M[j], s_end) + last[j]
+        s_end = flows * transition(M[j], s_end) + last[j]
     return float(ctx.continues_in[ctx.rank]) * s_end
 
 

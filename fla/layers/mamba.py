@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fla.context_parallel import cp_selective_scan
 from fla.layers.linear_mixer import RECURRENT_MAX_LEN, LinearMixer, MixerStep
 from fla.layers.utils import repad as repad_tokens
 from fla.modules.conv import ShortConvolution
@@ -73,6 +74,7 @@ class Mamba(LinearMixer):
     """
 
     mode = "chunk"
+    supports_context_parallel = True
     chunk_op = staticmethod(chunk_selective_scan)
     recurrent_op = staticmethod(fused_recurrent_selective_scan)
 
@@ -172,18 +174,20 @@ class Mamba(LinearMixer):
         """``hidden_states [B, T, hidden_size]`` -> ``(o [B, T, hidden_size], None, past_key_values)``;
         arguments as :meth:`LinearMixer.forward`."""
         step = self.begin(hidden_states, attention_mask, past_key_values, cu_seqlens)
+        step.cp = self.check_context_parallel(step, kwargs.get("cp_context"))
         x, z = self.in_proj(step.x).chunk(2, dim=-1)  # [B', T', Di] each
-        x, conv_state = self.conv1d(
-            x, cache=step.slot("conv_state"), output_final_state=step.store, cu_seqlens=step.cu_seqlens
-        )
+        (x,), conv_state = self.run_convs(step, (self.conv1d,), (x,))
+        conv_state = conv_state and conv_state[0]
         dt, B, C = self.x_proj(x).split([self.dt_rank, self.ssm_state_size, self.ssm_state_size], dim=-1)
         dt = F.linear(dt, self.dt_proj.weight)  # [B', T', Di]; the bias is added (in float32) by the op
-        op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
-        y, ssm_state = op(
-            x, dt, -torch.exp(self.A_log.float()), B, C, D=self.D.float(), z=z, dt_bias=self.dt_proj.bias.float(),
-            dt_softplus=True, initial_state=step.slot("recurrent_state"), output_final_state=step.store,
-            cu_seqlens=step.cu_seqlens,
-        )  # fmt: skip
+        scan = dict(D=self.D.float(), z=z, dt_bias=self.dt_proj.bias.float(), dt_softplus=True)
+        A = -torch.exp(self.A_log.float())
+        if step.cp is not None:  # the states of the earlier ranks' tokens come in (fla.context_parallel)
+            y, ssm_state = cp_selective_scan(step.cp, x, dt, A, B, C, **scan, cu_seqlens=step.cu_seqlens)
+        else:
+            op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
+            y, ssm_state = op(x, dt, A, B, C, **scan, initial_state=step.slot("recurrent_state"),
+                              output_final_state=step.store, cu_seqlens=step.cu_seqlens)  # fmt: skip
         return self.finish(step, y, ssm_state, conv_state)
 
     def finish(self, step: MixerStep, o: torch.Tensor, final_state, conv_state) -> tuple:

@@ -39,6 +39,8 @@ def build_mamba_mixer(config, layer_idx: int, **options) -> Mamba:
 class MambaBlock(GradientCheckpointingLayer):
     """``x + mixer(norm(x))`` (the residual in float32 with ``residual_in_fp32``)."""
 
+    token_local = True  # only the mixer mixes tokens (context parallel: fla.models.modeling_utils)
+
     def __init__(self, config: MambaConfig, layer_idx: int):
         super().__init__()
         self.config = config

@@ -26,6 +26,8 @@ class SambaBlock(GradientCheckpointingLayer):
     activation is SiLU (``hidden_act`` is the MLP's).
     """
 
+    token_local = True  # only the mixer mixes tokens (context parallel: fla.models.modeling_utils)
+
     def __init__(self, config: SambaConfig, layer_idx: int):
         super().__init__()
         self.config = config

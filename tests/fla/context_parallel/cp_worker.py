@@ -26,7 +26,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op  # noqa: E402
+from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op, cp_selective_scan  # noqa: E402
 from fla.layers.attn import Attention  # noqa: E402
 from fla.layers.delta_net import DeltaNet  # noqa: E402
 from fla.layers.forgetting_attn import ForgettingAttention  # noqa: E402
@@ -35,6 +35,7 @@ from fla.layers.gated_deltaproduct import GatedDeltaProduct  # noqa: E402
 from fla.layers.gla import GatedLinearAttention  # noqa: E402
 from fla.layers.hgrn2 import HGRN2Attention  # noqa: E402
 from fla.layers.kda import KimiDeltaAttention  # noqa: E402
+from fla.layers.mamba import Mamba  # noqa: E402
 from fla.layers.mamba2 import Mamba2  # noqa: E402
 from fla.layers.multiscale_retention import MultiScaleRetention  # noqa: E402
 from fla.modules.conv import ShortConvolution  # noqa: E402
@@ -43,6 +44,7 @@ from fla.ops.gated_delta_rule import chunk_gated_delta_rule  # noqa: E402
 from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule  # noqa: E402
 from fla.ops.gla import chunk_gla  # noqa: E402
 from fla.ops.kda import chunk_kda  # noqa: E402
+from fla.ops.mamba import chunk_selective_scan  # noqa: E402
 from fla.ops.retention import chunk_retention  # noqa: E402
 from fla.ops.simple_gla import chunk_simple_gla  # noqa: E402
 from tests.fla.models.families import HYBRID  # noqa: E402
@@ -152,6 +154,45 @@ def _ending_documents(ctx: CPContext, layout) -> list[tuple[int, int]]:
     return out
 
 
+def selective_scan_case(layout, group) -> float:
+    """Mamba's selective scan (every optional term: D, z, dt_bias with softplus) over the split against the whole
+    sequences: outputs, final states and every input's gradient (A, D and dt_bias summed over the ranks)."""
+    B, Di, Ds = (2 if layout is None else 1), 12, 5
+    gen = torch.Generator().manual_seed(zlib.crc32(f"selective_scan/{layout}".encode()))
+    r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    seq = [r(B, T, Di), r(B, T, Di) - 1.0, r(B, T, Ds), r(B, T, Ds), r(B, T, Di)]  # x, dt, B, C, z
+    params = [-torch.exp(0.5 * r(Di, Ds)), r(Di), r(Di)]  # A, D, dt_bias
+    seq, params = [t.to(DEVICE) for t in seq], [t.to(DEVICE) for t in params]
+    do = r(B, T, Di).to(DEVICE)
+    dht = r(B if layout is None else len(layout) - 1, Di, Ds).to(DEVICE)
+    ctx, cu = context(group, layout, B)
+
+    def run(x, dt, Bm, C, z, A, D, dt_bias, **kw):
+        return (x, dt, A, Bm, C, D, z, dt_bias, True), kw
+
+    whole_seq, whole_params = [t.clone().requires_grad_() for t in seq], [t.clone().requires_grad_() for t in params]
+    args, _ = run(*whole_seq, *whole_params)
+    o, ht = chunk_selective_scan(*args, output_final_state=True, cu_seqlens=cu)
+    ((o * do).sum() + (ht * dht).sum()).backward()
+    local_seq = [ctx.shard(t).detach().clone().requires_grad_() for t in seq]
+    local_params = [t.clone().requires_grad_() for t in params]
+    args, _ = run(*local_seq, *local_params)
+    o_cp, ht_cp = cp_selective_scan(ctx, *args, output_final_state=True, cu_seqlens=ctx.cu_seqlens)
+    ends = _ending_documents(ctx, layout)
+    loss = (o_cp * ctx.shard(do)).sum()
+    if ends:
+        loss = loss + (ht_cp[[i for i, _ in ends]] * dht[[j for _, j in ends]]).sum()
+    loss.backward()
+    errs = [rel(o_cp, ctx.shard(o))]
+    if ends:
+        errs.append(rel(ht_cp[[i for i, _ in ends]], ht[[j for _, j in ends]]))
+    errs += [rel(t.grad, ctx.shard(w.grad)) for t, w in zip(local_seq, whole_seq)]
+    for t, w in zip(local_params, whole_params):  # replicated: their gradients sum over the ranks
+        dist.all_reduce(t.grad, group=group)
+        errs.append(rel(t.grad, w.grad))
+    return max(errs)
+
+
 def conv_case(layout, group) -> float:
     B = 2 if layout is None else 1
     gen = torch.Generator().manual_seed(7)
@@ -182,6 +223,7 @@ LAYERS = {  # every layer with its short convolutions
     "GatedDeltaNet": lambda: GatedDeltaNet(hidden_size=32, num_heads=2, head_dim=16),
     "KimiDeltaAttention": lambda: KimiDeltaAttention(hidden_size=32, num_heads=2, head_dim=16),
     "HGRN2Attention": lambda: HGRN2Attention(hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True),
+    "Mamba": lambda: Mamba(hidden_size=32, state_size=5, intermediate_size=24),
     "Mamba2": lambda: Mamba2(hidden_size=32, num_heads=4, head_dim=16, state_size=8, n_groups=2),
     # its micro-steps split with their token; no forget gate (the models' case has one)
     "GatedDeltaProduct": lambda: GatedDeltaProduct(
@@ -225,7 +267,7 @@ def layer_case(name: str, layout, group) -> float:
 
 # configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer)
 MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn2", "rwkv6",
-          "rwkv7", "mamba2", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+          "rwkv7", "mamba", "mamba2", "samba", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -305,6 +347,7 @@ def cases(cp: int, group) -> list[tuple[str, object]]:
     out = []
     for lname, layout in LAYOUTS.items():
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: op_case(n, lay, group)) for name in OPS]
+        out.append((f"selective_scan/{lname}/cp{cp}", lambda lay=layout: selective_scan_case(lay, group)))
         out.append((f"conv/{lname}/cp{cp}", lambda lay=layout: conv_case(lay, group)))
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: layer_case(n, lay, group)) for name in LAYERS]
         out += [
