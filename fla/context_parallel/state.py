@@ -70,10 +70,7 @@ def cp_chunk_op(
     P, M = op(first(q), first(k), zeros, *(first(g) for g in gates), initial_state=eye.contiguous(),
               output_final_state=True, **options)  # fmt: skip
     last = states[-1:] if cu_seqlens is not None else states  # [B or 1, HV, K, V]
-    # one gather of [S_0 | M] per rank; its first part reaches this rank's output on every rank (rank 0's with a
-    # factor 0), so every rank's backward runs the gather's all-reduce
-    both = gather_ranks(torch.cat([last.float(), M.float()], dim=-1), ctx.group)
-    s_in = state_in(ctx, both[..., : last.shape[-1]], both[..., last.shape[-1] :])
+    s_in = entering_state(ctx, last, M)
     corr = torch.einsum("bthk,bhkv->bthv", P.float(), s_in)
     if cu_seqlens is not None:
         o = torch.cat([o[:, :n] + corr.to(o.dtype), o[:, n:]], dim=1)
@@ -83,6 +80,18 @@ def cp_chunk_op(
         return o, None
     head = torch.matmul(M, s_in) + states[: M.shape[0]]
     return o, torch.cat([head, states[M.shape[0] :]], dim=0)
+
+
+def entering_state(
+    ctx: CPContext, last: torch.Tensor, M: torch.Tensor, transition: Callable = torch.matmul
+) -> torch.Tensor:
+    """The state entering this rank's first piece (float32, ``last``'s shape), from this rank's zero-start final
+    state of its last piece ``last [B or 1, .., V]`` and transition of its first piece ``M [B or 1, .., K]`` (same
+    leading dimensions): one all-gather of ``[last | M]``, folded in rank order by :func:`state_in`. The gathered
+    ``last`` reaches this rank's output on every rank (rank 0's with a factor 0), so every rank's backward runs
+    the gather's all-reduce."""
+    both = gather_ranks(torch.cat([last.float(), M.float()], dim=-1), ctx.group)
+    return state_in(ctx, both[..., : last.shape[-1]], both[..., last.shape[-1] :], transition)
 
 
 def state_in(ctx: CPContext, last: torch.Tensor, M: torch.Tensor, transition: Callable = torch.matmul) -> torch.Tensor:
@@ -96,4 +105,4 @@ def state_in(ctx: CPContext, last: torch.Tensor, M: torch.Tensor, transition: Ca
     return float(ctx.continues_in[ctx.rank]) * s_end
 
 
-__all__ = ["cp_chunk_op"]
+__all__ = ["cp_chunk_op", "entering_state", "state_in"]

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fla.context_parallel import cp_hgrn
 from fla.layers.linear_mixer import LinearMixer, MixerStep
 from fla.modules.activations import swiglu
 from fla.modules.conv import ShortConvolution
@@ -56,6 +57,7 @@ class HGRNAttention(LinearMixer):
     ``lower_bound [D]`` (values in ``[0, 1)``).
     """
 
+    supports_context_parallel = True
     chunk_op = staticmethod(chunk_hgrn)
     recurrent_op = staticmethod(fused_recurrent_hgrn)
     forward_extras = ("lower_bound",)
@@ -121,10 +123,8 @@ class HGRNAttention(LinearMixer):
         i, f = self.i_proj(x), self.f_proj(x)
         if not self.use_short_conv:
             return i, f, None, None
-        old_i, old_f = step.slot("conv_state") or (None, None)
-        i, ci = self.i_conv1d(i, cache=old_i, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
-        f, cf = self.f_conv1d(f, cache=old_f, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
-        return i, f, None, ((ci, cf) if step.store else None)
+        (i, f), conv_state = self.run_convs(step, (self.i_conv1d, self.f_conv1d), (i, f))
+        return i, f, None, conv_state
 
     def to_heads(self, step: MixerStep, i: torch.Tensor, f: torch.Tensor, _: None) -> tuple:
         """The element-wise op takes ``[.., D]`` as projected (no heads)."""
@@ -142,6 +142,8 @@ class HGRNAttention(LinearMixer):
                 # lower_bounds always gets a gradient
                 f = f + (0 * lower_bound).to(f.dtype)
         i = swiglu(i, (1 - f.exp()).to(i.dtype))  # under autocast exp() gives float32
+        if step.cp is not None:  # the states of the earlier ranks' tokens come in (fla.context_parallel)
+            return cp_hgrn(step.cp, i, f, output_final_state=step.store, cu_seqlens=step.cu_seqlens)
         op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
         return op(
             i, f, initial_state=step.slot("recurrent_state"), output_final_state=step.store,

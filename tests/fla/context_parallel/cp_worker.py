@@ -26,13 +26,14 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op, cp_selective_scan  # noqa: E402
+from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op, cp_hgrn, cp_selective_scan  # noqa: E402
 from fla.layers.attn import Attention  # noqa: E402
 from fla.layers.delta_net import DeltaNet  # noqa: E402
 from fla.layers.forgetting_attn import ForgettingAttention  # noqa: E402
 from fla.layers.gated_deltanet import GatedDeltaNet  # noqa: E402
 from fla.layers.gated_deltaproduct import GatedDeltaProduct  # noqa: E402
 from fla.layers.gla import GatedLinearAttention  # noqa: E402
+from fla.layers.hgrn import HGRNAttention  # noqa: E402
 from fla.layers.hgrn2 import HGRN2Attention  # noqa: E402
 from fla.layers.kda import KimiDeltaAttention  # noqa: E402
 from fla.layers.mamba import Mamba  # noqa: E402
@@ -43,6 +44,7 @@ from fla.ops.delta_rule import chunk_delta_rule  # noqa: E402
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule  # noqa: E402
 from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule  # noqa: E402
 from fla.ops.gla import chunk_gla  # noqa: E402
+from fla.ops.hgrn import chunk_hgrn  # noqa: E402
 from fla.ops.kda import chunk_kda  # noqa: E402
 from fla.ops.mamba import chunk_selective_scan  # noqa: E402
 from fla.ops.retention import chunk_retention  # noqa: E402
@@ -154,30 +156,37 @@ def _ending_documents(ctx: CPContext, layout) -> list[tuple[int, int]]:
     return out
 
 
-def selective_scan_case(layout, group) -> float:
-    """Mamba's selective scan (every optional term: D, z, dt_bias with softplus) over the split against the whole
-    sequences: outputs, final states and every input's gradient (A, D and dt_bias summed over the ranks)."""
+def diagonal_case(name: str, layout, group) -> float:
+    """A recurrence with a diagonal transition over the split against the whole sequences: Mamba's selective scan
+    (every optional term: D, z, dt_bias with softplus) or HGRN. Outputs, final states and every input's gradient
+    (A, D and dt_bias summed over the ranks)."""
     B, Di, Ds = (2 if layout is None else 1), 12, 5
-    gen = torch.Generator().manual_seed(zlib.crc32(f"selective_scan/{layout}".encode()))
+    gen = torch.Generator().manual_seed(zlib.crc32(f"{name}/{layout}".encode()))
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
-    seq = [r(B, T, Di), r(B, T, Di) - 1.0, r(B, T, Ds), r(B, T, Ds), r(B, T, Di)]  # x, dt, B, C, z
-    params = [-torch.exp(0.5 * r(Di, Ds)), r(Di), r(Di)]  # A, D, dt_bias
+    ctx, cu = context(group, layout, B)
+    if name == "selective_scan":
+        seq = [r(B, T, Di), r(B, T, Di) - 1.0, r(B, T, Ds), r(B, T, Ds), r(B, T, Di)]  # x, dt, B, C, z
+        params = [-torch.exp(0.5 * r(Di, Ds)), r(Di), r(Di)]  # A, D, dt_bias
+        state = (Di, Ds)
+
+        def ops(x, dt, Bm, C, z, A, D, dt_bias):
+            args = (x, dt, A, Bm, C, D, z, dt_bias, True)
+            return lambda **kw: chunk_selective_scan(*args, **kw), lambda **kw: cp_selective_scan(ctx, *args, **kw)
+    else:
+        seq, params, state = [r(B, T, Di), F.logsigmoid(r(B, T, Di) + 2)], [], (Di,)  # x, g
+
+        def ops(x, g):
+            return lambda **kw: chunk_hgrn(x, g, **kw), lambda **kw: cp_hgrn(ctx, x, g, **kw)
+
     seq, params = [t.to(DEVICE) for t in seq], [t.to(DEVICE) for t in params]
     do = r(B, T, Di).to(DEVICE)
-    dht = r(B if layout is None else len(layout) - 1, Di, Ds).to(DEVICE)
-    ctx, cu = context(group, layout, B)
-
-    def run(x, dt, Bm, C, z, A, D, dt_bias, **kw):
-        return (x, dt, A, Bm, C, D, z, dt_bias, True), kw
-
+    dht = r(B if layout is None else len(layout) - 1, *state).to(DEVICE)
     whole_seq, whole_params = [t.clone().requires_grad_() for t in seq], [t.clone().requires_grad_() for t in params]
-    args, _ = run(*whole_seq, *whole_params)
-    o, ht = chunk_selective_scan(*args, output_final_state=True, cu_seqlens=cu)
+    o, ht = ops(*whole_seq, *whole_params)[0](output_final_state=True, cu_seqlens=cu)
     ((o * do).sum() + (ht * dht).sum()).backward()
     local_seq = [ctx.shard(t).detach().clone().requires_grad_() for t in seq]
     local_params = [t.clone().requires_grad_() for t in params]
-    args, _ = run(*local_seq, *local_params)
-    o_cp, ht_cp = cp_selective_scan(ctx, *args, output_final_state=True, cu_seqlens=ctx.cu_seqlens)
+    o_cp, ht_cp = ops(*local_seq, *local_params)[1](output_final_state=True, cu_seqlens=ctx.cu_seqlens)
     ends = _ending_documents(ctx, layout)
     loss = (o_cp * ctx.shard(do)).sum()
     if ends:
@@ -222,6 +231,7 @@ LAYERS = {  # every layer with its short convolutions
     "DeltaNet": lambda: DeltaNet(hidden_size=32, num_heads=2),
     "GatedDeltaNet": lambda: GatedDeltaNet(hidden_size=32, num_heads=2, head_dim=16),
     "KimiDeltaAttention": lambda: KimiDeltaAttention(hidden_size=32, num_heads=2, head_dim=16),
+    "HGRNAttention": lambda: HGRNAttention(hidden_size=32, expand_ratio=1, use_short_conv=True),
     "HGRN2Attention": lambda: HGRN2Attention(hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True),
     "Mamba": lambda: Mamba(hidden_size=32, state_size=5, intermediate_size=24),
     "Mamba2": lambda: Mamba2(hidden_size=32, num_heads=4, head_dim=16, state_size=8, n_groups=2),
@@ -266,8 +276,9 @@ def layer_case(name: str, layout, group) -> float:
 
 
 # configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer)
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn2", "rwkv6",
-          "rwkv7", "mamba", "mamba2", "samba", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn", "hgrn2",
+          "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "forgetting_transformer", "transformer",
+          "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -347,7 +358,8 @@ def cases(cp: int, group) -> list[tuple[str, object]]:
     out = []
     for lname, layout in LAYOUTS.items():
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: op_case(n, lay, group)) for name in OPS]
-        out.append((f"selective_scan/{lname}/cp{cp}", lambda lay=layout: selective_scan_case(lay, group)))
+        out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: diagonal_case(n, lay, group))
+                for name in ("selective_scan", "hgrn")]  # fmt: skip
         out.append((f"conv/{lname}/cp{cp}", lambda lay=layout: conv_case(lay, group)))
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: layer_case(n, lay, group)) for name in LAYERS]
         out += [

@@ -13,12 +13,14 @@ import pytest
 from tests.harness import child_pythonpath
 
 WORKER = os.path.join(os.path.dirname(__file__), "cp_worker.py")
-OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda", "dplr", "selective_scan", "conv")
+OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda", "dplr", "selective_scan", "hgrn",
+       "conv")  # fmt: skip
 LAYERS = ("GatedLinearAttention", "MultiScaleRetention", "DeltaNet", "GatedDeltaNet", "KimiDeltaAttention",
-          "HGRN2Attention", "Mamba", "Mamba2", "GatedDeltaProduct", "Attention", "AttentionWindow",
+          "HGRNAttention", "HGRN2Attention", "Mamba", "Mamba2", "GatedDeltaProduct", "Attention", "AttentionWindow",
           "ForgettingAttention", "ForgettingAttentionWindow")  # fmt: skip
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn2", "rwkv6",
-          "rwkv7", "mamba", "mamba2", "samba", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn", "hgrn2",
+          "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "forgetting_transformer", "transformer",
+          "gla_hybrid")  # fmt: skip
 LAYOUTS = ("dense", "packed", "packed_cut")
 
 
