@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from fla.context_parallel import cp_linear_attn
 from fla.layers.linear_mixer import LinearMixer
 from fla.modules.feature_map import DPFPFeatureMap, HadamardFeatureMap, HedgehogFeatureMap, T2RFeatureMap, elu_p1
 from fla.modules.norm import RMSNorm
@@ -64,6 +65,7 @@ class LinearAttention(LinearMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = True
     chunk_op = staticmethod(chunk_linear_attn)
     recurrent_op = staticmethod(fused_recurrent_linear_attn)
 
@@ -142,6 +144,9 @@ class LinearAttention(LinearMixer):
 
     def mix(self, step, q, k, v):
         """The (optionally normalized) linear-attention op on the mapped q, k."""
+        if step.cp is not None:  # the state and the running key sum come from the earlier ranks
+            return cp_linear_attn(step.cp, q.to(v.dtype), k.to(v.dtype), v, normalize=self.do_feature_map_norm,
+                                  output_final_state=step.store, cu_seqlens=step.cu_seqlens)  # fmt: skip
         return self.run(step, q, k, v, normalize=self.do_feature_map_norm)
 
     def norm_and_gate(self, step, o):

@@ -26,6 +26,11 @@ Positions and inputs follow :class:`fla.layers.attn.Attention` (``cu_seqlens``, 
 latent ``c_kv [R]`` and the rotated shared key ``k_r [Dr]`` (``attn_state = (c_kv [B, L, R],
 k_r [B, L, Dr])`` in :class:`fla.models.cache.FLACache`), and each step re-expands the visible
 latents into per-head keys and values with ``W_kvb``.
+
+Context parallel (``cp_context``, as :class:`fla.layers.attn.Attention`): positions go on from the earlier ranks and
+the first local piece attends its document's tokens on the earlier ranks too; the ranks gather the latents
+``[c_kv | k_r]`` (``R + Dr`` numbers per token, against ``2 H D`` for keys and values) and expand them locally.
+Training only (no cache, no padding mask).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fla.context_parallel import CPContext, earlier_tokens
 from fla.layers.attention_backends import attention_dense, attention_varlen
 from fla.layers.utils import (
     begin_layer_call,
@@ -77,6 +83,9 @@ class MultiheadLatentAttention(nn.Module):
 
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
+
+    supports_context_parallel = True
+    """Runs under ``cp_context`` (module docstring)."""
 
     def __init__(
         self,
@@ -249,7 +258,11 @@ class MultiheadLatentAttention(nn.Module):
         B, T, _ = hidden_states.shape
         q = self.q_proj(hidden_states).view(B, T, self.num_heads, self.qk_head_dim)
         c_kv, k_rot = self.latent(hidden_states)
-        if cu_seqlens is not None:
+        cp = kwargs.get("cp_context")
+        if cp is not None:
+            cp.check_call(type(self).__name__, past_key_values is not None, attention_mask is not None, cu_seqlens)
+            o = self._forward_context_parallel(q, c_kv, k_rot, cp, cu_seqlens)
+        elif cu_seqlens is not None:
             o = self._forward_varlen(q, c_kv, k_rot, cu_seqlens, past_key_values)
         elif attention_mask is not None:
             if cached == 0:
@@ -280,6 +293,21 @@ class MultiheadLatentAttention(nn.Module):
         if cache is not None:
             self._cached_latents(cache, c_kv, k_rot)
         return self._varlen(q[0], c_kv[0], k_rot[0], cu_seqlens, max_seqlen)[None]
+
+    def _forward_context_parallel(self, q, c_kv, k_rot, cp: CPContext, cu_seqlens) -> torch.Tensor:
+        """This rank's slice ``q [B, T, H, Dn + Dr]``, ``c_kv [B, T, R]``, ``k_rot [B, T, 1, Dr]`` of sequences split
+        over ``cp`` (module docstring): ``[B, T, H, Dv]``."""
+        T, carried, n = q.shape[1], cp.carried[cp.rank], cp.first_len
+        offsets = cp.position_offsets()
+        q, k_rot = self._rope_q(q, k_rot, seqlen_offset=offsets, max_seqlen=carried + T, cu_seqlens=cu_seqlens)
+        # the first piece's document on the earlier ranks, as latents
+        earlier = earlier_tokens(torch.cat([c_kv, k_rot.to(c_kv.dtype)], -1), cp)
+        e_c, e_r = earlier.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
+        o = self._dense(q[:, :n], torch.cat([e_c, c_kv[:, :n]], 1), torch.cat([e_r.to(k_rot.dtype), k_rot[:, :n]], 1))
+        if cu_seqlens is None:
+            return o
+        rest = self._varlen(q[0], c_kv[0], k_rot[0], cu_seqlens, T)[None]  # the pieces that begin on this rank
+        return torch.cat([o, rest[:, n:]], 1)
 
     def _forward_unpadded(self, q, c_kv, k_rot, attention_mask, cache) -> torch.Tensor:
         """Padded prefill: the real tokens as a varlen batch; the latents cached in the padded layout."""

@@ -26,7 +26,14 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from fla.context_parallel import CPContext, conv_with_halo, cp_chunk_op, cp_hgrn, cp_selective_scan  # noqa: E402
+from fla.context_parallel import (  # noqa: E402
+    CPContext,
+    conv_with_halo,
+    cp_chunk_op,
+    cp_hgrn,
+    cp_linear_attn,
+    cp_selective_scan,
+)
 from fla.layers.attn import Attention  # noqa: E402
 from fla.layers.delta_net import DeltaNet  # noqa: E402
 from fla.layers.forgetting_attn import ForgettingAttention  # noqa: E402
@@ -36,8 +43,10 @@ from fla.layers.gla import GatedLinearAttention  # noqa: E402
 from fla.layers.hgrn import HGRNAttention  # noqa: E402
 from fla.layers.hgrn2 import HGRN2Attention  # noqa: E402
 from fla.layers.kda import KimiDeltaAttention  # noqa: E402
+from fla.layers.linear_attn import LinearAttention  # noqa: E402
 from fla.layers.mamba import Mamba  # noqa: E402
 from fla.layers.mamba2 import Mamba2  # noqa: E402
+from fla.layers.mla import MultiheadLatentAttention  # noqa: E402
 from fla.layers.multiscale_retention import MultiScaleRetention  # noqa: E402
 from fla.modules.conv import ShortConvolution  # noqa: E402
 from fla.ops.delta_rule import chunk_delta_rule  # noqa: E402
@@ -46,6 +55,7 @@ from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule  # noqa: E402
 from fla.ops.gla import chunk_gla  # noqa: E402
 from fla.ops.hgrn import chunk_hgrn  # noqa: E402
 from fla.ops.kda import chunk_kda  # noqa: E402
+from fla.ops.linear_attn import chunk_linear_attn  # noqa: E402
 from fla.ops.mamba import chunk_selective_scan  # noqa: E402
 from fla.ops.retention import chunk_retention  # noqa: E402
 from fla.ops.simple_gla import chunk_simple_gla  # noqa: E402
@@ -156,10 +166,11 @@ def _ending_documents(ctx: CPContext, layout) -> list[tuple[int, int]]:
     return out
 
 
-def diagonal_case(name: str, layout, group) -> float:
-    """A recurrence with a diagonal transition over the split against the whole sequences: Mamba's selective scan
-    (every optional term: D, z, dt_bias with softplus) or HGRN. Outputs, final states and every input's gradient
-    (A, D and dt_bias summed over the ranks)."""
+def own_signature_case(name: str, layout, group) -> float:
+    """An op with its own signature over the split against the whole sequences: Mamba's selective scan (every
+    optional term: D, z, dt_bias with softplus), HGRN, or normalized linear attention (its final state the pair
+    (S, z), flattened here). Outputs, final states and every input's gradient (A, D and dt_bias summed over the
+    ranks)."""
     B, Di, Ds = (2 if layout is None else 1), 12, 5
     gen = torch.Generator().manual_seed(zlib.crc32(f"{name}/{layout}".encode()))
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
@@ -167,19 +178,29 @@ def diagonal_case(name: str, layout, group) -> float:
     if name == "selective_scan":
         seq = [r(B, T, Di), r(B, T, Di) - 1.0, r(B, T, Ds), r(B, T, Ds), r(B, T, Di)]  # x, dt, B, C, z
         params = [-torch.exp(0.5 * r(Di, Ds)), r(Di), r(Di)]  # A, D, dt_bias
-        state = (Di, Ds)
+        out, state = (Di,), (Di, Ds)
 
         def ops(x, dt, Bm, C, z, A, D, dt_bias):
             args = (x, dt, A, Bm, C, D, z, dt_bias, True)
             return lambda **kw: chunk_selective_scan(*args, **kw), lambda **kw: cp_selective_scan(ctx, *args, **kw)
-    else:
-        seq, params, state = [r(B, T, Di), F.logsigmoid(r(B, T, Di) + 2)], [], (Di,)  # x, g
+    elif name == "hgrn":
+        seq, params, out, state = [r(B, T, Di), F.logsigmoid(r(B, T, Di) + 2)], [], (Di,), (Di,)  # x, g
 
         def ops(x, g):
             return lambda **kw: chunk_hgrn(x, g, **kw), lambda **kw: cp_hgrn(ctx, x, g, **kw)
+    else:  # positive feature-mapped q, k: denominators away from 0
+        u = lambda *s: torch.rand(*s, generator=gen) + 0.1  # noqa: E731
+        seq, params, out, state = [u(B, T, H, K), u(B, T, H, K), r(B, T, H, V)], [], (H, V), (H * K * V + H * K,)
+
+        def flat(o, ht):
+            return o, torch.cat([ht[0].flatten(1), ht[1].flatten(1)], 1)
+
+        def ops(q, k, v):
+            return (lambda **kw: flat(*chunk_linear_attn(q, k, v, normalize=True, **kw)),
+                    lambda **kw: flat(*cp_linear_attn(ctx, q, k, v, normalize=True, **kw)))  # fmt: skip
 
     seq, params = [t.to(DEVICE) for t in seq], [t.to(DEVICE) for t in params]
-    do = r(B, T, Di).to(DEVICE)
+    do = r(B, T, *out).to(DEVICE)
     dht = r(B if layout is None else len(layout) - 1, *state).to(DEVICE)
     whole_seq, whole_params = [t.clone().requires_grad_() for t in seq], [t.clone().requires_grad_() for t in params]
     o, ht = ops(*whole_seq, *whole_params)[0](output_final_state=True, cu_seqlens=cu)
@@ -225,6 +246,7 @@ def conv_case(layout, group) -> float:
     return max(errs + [rel(a, b) for a, b in zip(grads, want)])
 
 
+MLA = dict(hidden_size=32, num_heads=2, kv_lora_rank=10, qk_rope_head_dim=4, qk_nope_head_dim=8, qk_head_dim=12)
 LAYERS = {  # every layer with its short convolutions
     "GatedLinearAttention": lambda: GatedLinearAttention(hidden_size=32, num_heads=2, use_short_conv=True),
     "MultiScaleRetention": lambda: MultiScaleRetention(hidden_size=32, num_heads=2, use_short_conv=True),
@@ -233,6 +255,11 @@ LAYERS = {  # every layer with its short convolutions
     "KimiDeltaAttention": lambda: KimiDeltaAttention(hidden_size=32, num_heads=2, head_dim=16),
     "HGRNAttention": lambda: HGRNAttention(hidden_size=32, expand_ratio=1, use_short_conv=True),
     "HGRN2Attention": lambda: HGRN2Attention(hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True),
+    # hedgehog feature map (learned), normalized by the running key sum; no output norm (it would cancel the
+    # normalizer per head)
+    "LinearAttention": lambda: LinearAttention(
+        hidden_size=32, num_heads=2, feature_map="hedgehog", do_feature_map_norm=True, output_norm="identity"
+    ),
     "Mamba": lambda: Mamba(hidden_size=32, state_size=5, intermediate_size=24),
     "Mamba2": lambda: Mamba2(hidden_size=32, num_heads=4, head_dim=16, state_size=8, n_groups=2),
     # its micro-steps split with their token; no forget gate (the models' case has one)
@@ -242,6 +269,9 @@ LAYERS = {  # every layer with its short convolutions
     # softmax attention, GQA; a window of 30 reaches across a slice of 24 (CP 4) and stays inside one of 48 (CP 2)
     "Attention": lambda: Attention(hidden_size=32, num_heads=4, num_kv_heads=2),
     "AttentionWindow": lambda: Attention(hidden_size=32, num_heads=4, num_kv_heads=2, window_size=30),
+    # the latents gathered and expanded; v narrower than q/k (zero-padded heads)
+    "MultiheadLatentAttention": lambda: MultiheadLatentAttention(**MLA, q_lora_rank=12, v_head_dim=6),
+    "MultiheadLatentAttentionWindow": lambda: MultiheadLatentAttention(**MLA, v_head_dim=16, window_size=30),
     "ForgettingAttention": lambda: ForgettingAttention(
         hidden_size=32, num_heads=4, num_kv_heads=2, qk_norm=True, use_output_gate=True
     ),
@@ -275,10 +305,11 @@ def layer_case(name: str, layout, group) -> float:
     return max(errs)
 
 
-# configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer)
+# configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer, "linear_attn_norm" linear
+# attention with a positive feature map normalized by the running key sum)
 MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn", "hgrn2",
-          "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "forgetting_transformer", "transformer",
-          "gla_hybrid")  # fmt: skip
+          "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "forgetting_transformer",
+          "transformer", "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -296,7 +327,13 @@ def model_case(name: str, layout, group) -> float:
     """The model (tiny config, 64 tokens of vocabulary) on this rank's slice with ``cp_context`` against the whole
     sequences: logits and every parameter's gradient (summed over the ranks)."""
     B = 2 if layout is None else 1
-    model = (tiny_model("gla", **HYBRID) if name == "gla_hybrid" else tiny_model(name)).to(DEVICE)
+    if name == "gla_hybrid":
+        model = tiny_model("gla", **HYBRID)
+    elif name == "linear_attn_norm":
+        model = tiny_model("linear_attn", norm_feature_map=True, feature_map="hedgehog")
+    else:
+        model = tiny_model(name)
+    model = model.to(DEVICE)
     with torch.no_grad():  # zero-initialized paths (RWKV7's o_proj) would hide their mixer's gradients
         for p in model.parameters():
             p.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())).to(p.device))
@@ -339,7 +376,7 @@ def errors_case(group) -> float:
         ctx.shard(torch.randn(1, 5))
     ids = torch.zeros(1, ctx.local_len, dtype=torch.long)
     for name, overrides, what in [("mesa_net", {}, "layer 0 (MesaNet)"), ("gsa", {}, "layer 0 (GatedSlotAttention)"),
-                                  ("mla", {}, "layer 0 (MultiheadLatentAttention)")]:  # fmt: skip
+                                  ("nsa", {}, "layer 0 (NativeSparseAttention)")]:  # fmt: skip
         with pytest.raises(
             ValueError, match=f"context parallel \\(cp_context\\) is not supported by {re.escape(what)}"
         ):
@@ -358,8 +395,8 @@ def cases(cp: int, group) -> list[tuple[str, object]]:
     out = []
     for lname, layout in LAYOUTS.items():
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: op_case(n, lay, group)) for name in OPS]
-        out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: diagonal_case(n, lay, group))
-                for name in ("selective_scan", "hgrn")]  # fmt: skip
+        out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: own_signature_case(n, lay, group))
+                for name in ("selective_scan", "hgrn", "linear_attn_norm")]  # fmt: skip
         out.append((f"conv/{lname}/cp{cp}", lambda lay=layout: conv_case(lay, group)))
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: layer_case(n, lay, group)) for name in LAYERS]
         out += [

@@ -14,13 +14,14 @@ from tests.harness import child_pythonpath
 
 WORKER = os.path.join(os.path.dirname(__file__), "cp_worker.py")
 OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda", "dplr", "selective_scan", "hgrn",
-       "conv")  # fmt: skip
+       "linear_attn_norm", "conv")  # fmt: skip
 LAYERS = ("GatedLinearAttention", "MultiScaleRetention", "DeltaNet", "GatedDeltaNet", "KimiDeltaAttention",
-          "HGRNAttention", "HGRN2Attention", "Mamba", "Mamba2", "GatedDeltaProduct", "Attention", "AttentionWindow",
-          "ForgettingAttention", "ForgettingAttentionWindow")  # fmt: skip
+          "LinearAttention", "HGRNAttention", "HGRN2Attention", "Mamba", "Mamba2", "GatedDeltaProduct", "Attention",
+          "AttentionWindow", "MultiheadLatentAttention", "MultiheadLatentAttentionWindow", "ForgettingAttention",
+          "ForgettingAttentionWindow")  # fmt: skip
 MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn", "hgrn2",
-          "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "forgetting_transformer", "transformer",
-          "gla_hybrid")  # fmt: skip
+          "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "forgetting_transformer",
+          "transformer", "gla_hybrid")  # fmt: skip
 LAYOUTS = ("dense", "packed", "packed_cut")
 
 
@@ -80,8 +81,7 @@ def test_context_parallel_model_matches_whole_sequences(model, layout, cp, cp_re
 @pytest.mark.parametrize("cp", [2, 4])
 def test_context_parallel_bad_input(cp, cp_results):
     """Uneven splits, bad ``cu_seqlens``, an initial state, a slice of the wrong length, a halo wider than the
-    slice, a padding mask, and models with a layer that cannot run split (attention, RWKV7's blocks, GSA, a
-    hybrid's attention layer): each a ValueError naming it."""
+    slice, a padding mask, and models with a layer that cannot run split: each a ValueError naming it."""
     result = cp_results[f"errors/cp{cp}"]
     assert not isinstance(result, dict), result["error"]
 
