@@ -21,6 +21,8 @@ so every gradient (the gates and Mamba's ``A``, ``dt_bias``, ``B``, ``C``, ``z``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from fla.context_parallel.context import CPContext
@@ -54,18 +56,20 @@ def cp_selective_scan(
         ``(y [B, T_local, Di], final states [N_local, Di, Ds] float32 or None)``: what the op returns on the whole
         sequences, for this rank's tokens (a piece going on to the next rank: its state so far).
     """
-    _check_call(ctx, x, cu_seqlens)
+    check_call(ctx, x, cu_seqlens)
     y, states = chunk_selective_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, output_final_state=True,
                                      cu_seqlens=cu_seqlens)  # fmt: skip
-    first = _first_piece(ctx, cu_seqlens)
+    first = first_piece(ctx, cu_seqlens)
     # the first piece's transition: prod_t exp(dt_t A) = exp(A sum_t dt_t), [B or 1, Di, Ds]
     dt_sum = discretize_dt(first(dt), dt_bias, dt_softplus, torch.float32).sum(1)
     M = torch.exp(dt_sum[..., None] * A.float())
-    h_in = entering_state(ctx, states[-1:] if cu_seqlens is not None else states, M, transition=torch.mul)
     zeros, z1 = first(x).new_zeros(first(x).shape), None if z is None else first(z)
-    corr, _ = chunk_selective_scan(zeros, first(dt), A, first(B), first(C), None, z1, dt_bias, dt_softplus,
-                                   initial_state=h_in)  # fmt: skip
-    return _finish(y, corr, states, M, h_in, cu_seqlens, output_final_state)
+
+    def correction(h_in: torch.Tensor) -> torch.Tensor:
+        return chunk_selective_scan(zeros, first(dt), A, first(B), first(C), None, z1, dt_bias, dt_softplus,
+                                    initial_state=h_in)[0]  # fmt: skip
+
+    return diagonal_split(ctx, y, states, M, correction, cu_seqlens, output_final_state)
 
 
 def cp_hgrn(
@@ -84,30 +88,36 @@ def cp_hgrn(
         ``(o [B, T_local, D], final states [N_local, D] float32 or None)``: what the op returns on the whole
         sequences, for this rank's tokens (a piece going on to the next rank: its state so far).
     """
-    _check_call(ctx, x, cu_seqlens)
+    check_call(ctx, x, cu_seqlens)
     o, states = chunk_hgrn(x, g, output_final_state=True, cu_seqlens=cu_seqlens)
-    first = _first_piece(ctx, cu_seqlens)
+    first = first_piece(ctx, cu_seqlens)
     M = torch.exp(first(g).float().sum(1))  # [B or 1, D]
+    zeros = first(x).new_zeros(first(x).shape)
+    correction = lambda h_in: chunk_hgrn(zeros, first(g), initial_state=h_in)[0]  # noqa: E731
+    return diagonal_split(ctx, o, states, M, correction, cu_seqlens, output_final_state)
+
+
+def diagonal_split(
+    ctx: CPContext,
+    y: torch.Tensor,
+    states: torch.Tensor,
+    M: torch.Tensor,
+    correction: Callable[[torch.Tensor], torch.Tensor],
+    cu_seqlens: torch.Tensor | None,
+    output_final_state: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Steps 2-3 of the module docstring for an op already run on this rank's pieces from zero states.
+
+    Args:
+        y: its outputs ``[B, T_local, ..]``; states: its final states ``[N_local, ..]``.
+        M: the first piece's transition, elementwise: the states' shape with ``B`` (dense) or 1 (packed) rows.
+        correction: ``h_in -> `` the op's outputs over the first piece from the entering state ``h_in`` with zero
+            inputs, ``[B or 1, first_len, ..]``.
+    Returns:
+        ``(y, final states or None)`` with the earlier ranks' state in.
+    """
     h_in = entering_state(ctx, states[-1:] if cu_seqlens is not None else states, M, transition=torch.mul)
-    corr, _ = chunk_hgrn(first(x).new_zeros(first(x).shape), first(g), initial_state=h_in)
-    return _finish(o, corr, states, M, h_in, cu_seqlens, output_final_state)
-
-
-def _check_call(ctx: CPContext, x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> None:
-    if (cu_seqlens is None) != (ctx.cu_seqlens is None):
-        raise ValueError("context parallel: cu_seqlens must be given exactly when the context is packed")
-    if x.shape[1] != ctx.local_len:
-        raise ValueError(f"context parallel: x has {x.shape[1]} tokens, the context's slice {ctx.local_len}")
-
-
-def _first_piece(ctx: CPContext, cu_seqlens: torch.Tensor | None):
-    """``[B, T_local, ..]`` -> the first local piece's tokens (the whole slice of a dense batch)."""
-    n = ctx.first_len
-    return (lambda t: t[:, :n]) if cu_seqlens is not None else (lambda t: t)
-
-
-def _finish(y, corr, states, M, h_in, cu_seqlens, output_final_state):
-    """The outputs with the first piece's correction added, and the final states with its entering state."""
+    corr = correction(h_in)
     if cu_seqlens is not None:
         y = torch.cat([y[:, : corr.shape[1]] + corr, y[:, corr.shape[1] :]], dim=1)
     else:
@@ -118,4 +128,18 @@ def _finish(y, corr, states, M, h_in, cu_seqlens, output_final_state):
     return y, torch.cat([head, states[M.shape[0] :]], dim=0)
 
 
-__all__ = ["cp_hgrn", "cp_selective_scan"]
+def check_call(ctx: CPContext, x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> None:
+    """``ValueError`` unless ``x [B, T_local, ..]`` and ``cu_seqlens`` fit the split."""
+    if (cu_seqlens is None) != (ctx.cu_seqlens is None):
+        raise ValueError("context parallel: cu_seqlens must be given exactly when the context is packed")
+    if x.shape[1] != ctx.local_len:
+        raise ValueError(f"context parallel: x has {x.shape[1]} tokens, the context's slice {ctx.local_len}")
+
+
+def first_piece(ctx: CPContext, cu_seqlens: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``[B, T_local, ..]`` -> the first local piece's tokens (the whole slice of a dense batch)."""
+    n = ctx.first_len
+    return (lambda t: t[:, :n]) if cu_seqlens is not None else (lambda t: t)
+
+
+__all__ = ["check_call", "cp_hgrn", "cp_selective_scan", "diagonal_split", "first_piece"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fla.context_parallel import cp_gsa
 from fla.layers.linear_mixer import LinearMixer
 from fla.layers.utils import FLA060_FUSED_OUTPUT_NORM_EPS
 from fla.modules.feature_map import T2RFeatureMap
@@ -60,6 +61,7 @@ class GatedSlotAttention(LinearMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = True
     chunk_op = staticmethod(chunk_gsa)
     recurrent_op = staticmethod(fused_recurrent_gsa)
 
@@ -111,6 +113,9 @@ class GatedSlotAttention(LinearMixer):
         """``silu(v)``, the slot gates ``g`` and writes ``s = 1 - exp(g)`` -> chunk / recurrent GSA."""
         g = F.logsigmoid(self.heads(self.f_proj(step.x), self.num_slots)) / self.gate_logit_normalizer
         s = (1 - g.exp()).to(q.dtype)
+        if step.cp is not None:  # both passes' states come from the earlier ranks (fla.context_parallel.gsa)
+            return cp_gsa(step.cp, q.to(v.dtype), k.to(v.dtype), F.silu(v), s, g, scale=self.scale,
+                          output_final_state=step.store, cu_seqlens=step.cu_seqlens)  # fmt: skip
         return self.run(step, q, k, F.silu(v), s, g, scale=self.scale)
 
     def norm_and_gate(self, step, o):

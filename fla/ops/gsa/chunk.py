@@ -9,11 +9,13 @@ from fla.ops.common.chunk_gv import chunk_value_gated
 from fla.ops.gsa.inputs import gsa_two_pass
 
 
-def _pass_k(q, k, s, g, scale, h0, output_final_state, cu_seqlens):
+def chunk_pass_k(q, k, s, g, scale, h0, output_final_state, cu_seqlens):
+    """GSA's first pass, keys -> slot scores: ``ok [B, T, H, M]`` and ``Hk [N, H, K, M]`` (the gate on the slots)."""
     return chunk_value_gated(q, k, s, g, scale, h0, output_final_state, cu_seqlens, gv_name="g")
 
 
-def _pass_v(qv, s, v, g, scale, h0, output_final_state, cu_seqlens):
+def chunk_pass_v(qv, s, v, g, scale, h0, output_final_state, cu_seqlens):
+    """GSA's second pass, slot scores -> values: ``o [B, T, H, V]`` and ``Hv [N, H, M, V]`` (the gate on the slots)."""
     return chunk_gated(qv, s, v, scale, h0, output_final_state, cu_seqlens, gk=g, gk_name="g")
 
 
@@ -53,5 +55,5 @@ def chunk_gsa(
     if checkpoint_level not in (0, 1, 2):
         raise ValueError(f"chunk_gsa: checkpoint_level={checkpoint_level!r} is not one of 0, 1, 2")
     return gsa_two_pass(
-        _pass_k, _pass_v, "chunk_gsa", q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens
+        chunk_pass_k, chunk_pass_v, "chunk_gsa", q, k, v, s, g, scale, initial_state, output_final_state, cu_seqlens
     )

@@ -30,6 +30,7 @@ from fla.context_parallel import (  # noqa: E402
     CPContext,
     conv_with_halo,
     cp_chunk_op,
+    cp_gsa,
     cp_hgrn,
     cp_linear_attn,
     cp_selective_scan,
@@ -40,6 +41,7 @@ from fla.layers.forgetting_attn import ForgettingAttention  # noqa: E402
 from fla.layers.gated_deltanet import GatedDeltaNet  # noqa: E402
 from fla.layers.gated_deltaproduct import GatedDeltaProduct  # noqa: E402
 from fla.layers.gla import GatedLinearAttention  # noqa: E402
+from fla.layers.gsa import GatedSlotAttention  # noqa: E402
 from fla.layers.hgrn import HGRNAttention  # noqa: E402
 from fla.layers.hgrn2 import HGRN2Attention  # noqa: E402
 from fla.layers.kda import KimiDeltaAttention  # noqa: E402
@@ -53,6 +55,7 @@ from fla.ops.delta_rule import chunk_delta_rule  # noqa: E402
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule  # noqa: E402
 from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule  # noqa: E402
 from fla.ops.gla import chunk_gla  # noqa: E402
+from fla.ops.gsa import chunk_gsa  # noqa: E402
 from fla.ops.hgrn import chunk_hgrn  # noqa: E402
 from fla.ops.kda import chunk_kda  # noqa: E402
 from fla.ops.linear_attn import chunk_linear_attn  # noqa: E402
@@ -168,9 +171,8 @@ def _ending_documents(ctx: CPContext, layout) -> list[tuple[int, int]]:
 
 def own_signature_case(name: str, layout, group) -> float:
     """An op with its own signature over the split against the whole sequences: Mamba's selective scan (every
-    optional term: D, z, dt_bias with softplus), HGRN, or normalized linear attention (its final state the pair
-    (S, z), flattened here). Outputs, final states and every input's gradient (A, D and dt_bias summed over the
-    ranks)."""
+    optional term: D, z, dt_bias with softplus), HGRN, normalized linear attention or GSA (a pair of final states,
+    flattened here). Outputs, final states and every input's gradient (A, D and dt_bias summed over the ranks)."""
     B, Di, Ds = (2 if layout is None else 1), 12, 5
     gen = torch.Generator().manual_seed(zlib.crc32(f"{name}/{layout}".encode()))
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
@@ -188,6 +190,17 @@ def own_signature_case(name: str, layout, group) -> float:
 
         def ops(x, g):
             return lambda **kw: chunk_hgrn(x, g, **kw), lambda **kw: cp_hgrn(ctx, x, g, **kw)
+    elif name == "gsa":  # GQA (2 query heads per key head), 5 slots
+        g = F.logsigmoid(r(B, T, 1, 5) + 2) / 4
+        seq, params, out = [r(B, T, 2, K), r(B, T, 1, K), r(B, T, 1, V), 1 - g.exp(), g], [], (2, V)
+        state = (K * 5 + 5 * V,)
+
+        def flat(o, ht):
+            return o, torch.cat([ht[0].flatten(1), ht[1].flatten(1)], 1)
+
+        def ops(q, k, v, s, g):
+            return (lambda **kw: flat(*chunk_gsa(q, k, v, s, g, **kw)),
+                    lambda **kw: flat(*cp_gsa(ctx, q, k, v, s, g, **kw)))  # fmt: skip
     else:  # positive feature-mapped q, k: denominators away from 0
         u = lambda *s: torch.rand(*s, generator=gen) + 0.1  # noqa: E731
         seq, params, out, state = [u(B, T, H, K), u(B, T, H, K), r(B, T, H, V)], [], (H, V), (H * K * V + H * K,)
@@ -253,6 +266,9 @@ LAYERS = {  # every layer with its short convolutions
     "DeltaNet": lambda: DeltaNet(hidden_size=32, num_heads=2),
     "GatedDeltaNet": lambda: GatedDeltaNet(hidden_size=32, num_heads=2, head_dim=16),
     "KimiDeltaAttention": lambda: KimiDeltaAttention(hidden_size=32, num_heads=2, head_dim=16),
+    "GatedSlotAttention": lambda: GatedSlotAttention(
+        hidden_size=32, num_heads=4, num_kv_heads=2, num_slots=6, use_short_conv=True
+    ),
     "HGRNAttention": lambda: HGRNAttention(hidden_size=32, expand_ratio=1, use_short_conv=True),
     "HGRN2Attention": lambda: HGRN2Attention(hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True),
     # hedgehog feature map (learned), normalized by the running key sum; no output norm (it would cancel the
@@ -308,8 +324,8 @@ def layer_case(name: str, layout, group) -> float:
 # configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer, "linear_attn_norm" linear
 # attention with a positive feature map normalized by the running key sum)
 MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn", "hgrn2",
-          "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "forgetting_transformer",
-          "transformer", "gla_hybrid")  # fmt: skip
+          "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "gsa",
+          "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -375,7 +391,7 @@ def errors_case(group) -> float:
     with pytest.raises(ValueError, match="shard: dim 1 has 5 tokens"):
         ctx.shard(torch.randn(1, 5))
     ids = torch.zeros(1, ctx.local_len, dtype=torch.long)
-    for name, overrides, what in [("mesa_net", {}, "layer 0 (MesaNet)"), ("gsa", {}, "layer 0 (GatedSlotAttention)"),
+    for name, overrides, what in [("mesa_net", {}, "layer 0 (MesaNet)"), ("abc", {}, "layer 0 (ABCAttention)"),
                                   ("nsa", {}, "layer 0 (NativeSparseAttention)")]:  # fmt: skip
         with pytest.raises(
             ValueError, match=f"context parallel \\(cp_context\\) is not supported by {re.escape(what)}"
@@ -396,7 +412,7 @@ def cases(cp: int, group) -> list[tuple[str, object]]:
     for lname, layout in LAYOUTS.items():
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: op_case(n, lay, group)) for name in OPS]
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: own_signature_case(n, lay, group))
-                for name in ("selective_scan", "hgrn", "linear_attn_norm")]  # fmt: skip
+                for name in ("selective_scan", "hgrn", "linear_attn_norm", "gsa")]  # fmt: skip
         out.append((f"conv/{lname}/cp{cp}", lambda lay=layout: conv_case(lay, group)))
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: layer_case(n, lay, group)) for name in LAYERS]
         out += [
