@@ -1,12 +1,14 @@
 """Context parallelism: sequences split along time over ranks, the linear-attention states and the short
 convolutions' inputs passed between them (:mod:`.context`, :mod:`.state`,
-:mod:`.diagonal`, :mod:`.gsa`, :mod:`.linear_attn`, :mod:`.halo`)."""
+:mod:`.diagonal`, :mod:`.gsa`, :mod:`.lightnet`, :mod:`.linear_attn`,
+:mod:`.halo`)."""
 
 from fla.context_parallel.comm import gather_ranks
 from fla.context_parallel.context import CPContext
 from fla.context_parallel.diagonal import cp_hgrn, cp_selective_scan
 from fla.context_parallel.gsa import cp_gsa
 from fla.context_parallel.halo import conv_with_halo, earlier_tokens, previous_tail, token_shift_with_halo
+from fla.context_parallel.lightnet import cp_lightnet
 from fla.context_parallel.linear_attn import cp_linear_attn
 from fla.context_parallel.state import cp_chunk_op
 
@@ -16,6 +18,7 @@ __all__ = [
     "cp_chunk_op",
     "cp_gsa",
     "cp_hgrn",
+    "cp_lightnet",
     "cp_linear_attn",
     "cp_selective_scan",
     "earlier_tokens",

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fla.context_parallel import cp_lightnet
 from fla.layers.linear_mixer import LinearMixer, MixerStep
 from fla.modules.conv import ShortConvolution
 from fla.modules.gated_norm import FusedRMSNormGated
@@ -67,6 +68,7 @@ class LightNetAttention(LinearMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = True
     chunk_op = staticmethod(chunk_lightnet)
     recurrent_op = staticmethod(fused_recurrent_lightnet)
 
@@ -117,6 +119,13 @@ class LightNetAttention(LinearMixer):
     def feature_maps(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
         """``swish(q)``; ``k`` stays the raw key logits (the op normalizes them)."""
         return F.silu(q), k, v
+
+    def mix(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
+        """The LightNet op; under context parallel the key normalizer and the state come from the earlier ranks."""
+        if step.cp is not None:
+            return cp_lightnet(step.cp, q.to(v.dtype), k.to(v.dtype), v, output_final_state=step.store,
+                               cu_seqlens=step.cu_seqlens)  # fmt: skip
+        return self.run(step, q, k, v)
 
     def norm_and_gate(self, step: MixerStep, o: torch.Tensor) -> torch.Tensor:
         """RMSNorm over all heads together, gated by ``swish(g_proj(x))``: ``[.., H, V] -> [.., hidden_size]``."""

@@ -32,6 +32,7 @@ from fla.context_parallel import (  # noqa: E402
     cp_chunk_op,
     cp_gsa,
     cp_hgrn,
+    cp_lightnet,
     cp_linear_attn,
     cp_selective_scan,
 )
@@ -45,6 +46,7 @@ from fla.layers.gsa import GatedSlotAttention  # noqa: E402
 from fla.layers.hgrn import HGRNAttention  # noqa: E402
 from fla.layers.hgrn2 import HGRN2Attention  # noqa: E402
 from fla.layers.kda import KimiDeltaAttention  # noqa: E402
+from fla.layers.lightnet import LightNetAttention  # noqa: E402
 from fla.layers.linear_attn import LinearAttention  # noqa: E402
 from fla.layers.mamba import Mamba  # noqa: E402
 from fla.layers.mamba2 import Mamba2  # noqa: E402
@@ -58,6 +60,7 @@ from fla.ops.gla import chunk_gla  # noqa: E402
 from fla.ops.gsa import chunk_gsa  # noqa: E402
 from fla.ops.hgrn import chunk_hgrn  # noqa: E402
 from fla.ops.kda import chunk_kda  # noqa: E402
+from fla.ops.lightnet import chunk_lightnet  # noqa: E402
 from fla.ops.linear_attn import chunk_linear_attn  # noqa: E402
 from fla.ops.mamba import chunk_selective_scan  # noqa: E402
 from fla.ops.retention import chunk_retention  # noqa: E402
@@ -171,8 +174,9 @@ def _ending_documents(ctx: CPContext, layout) -> list[tuple[int, int]]:
 
 def own_signature_case(name: str, layout, group) -> float:
     """An op with its own signature over the split against the whole sequences: Mamba's selective scan (every
-    optional term: D, z, dt_bias with softplus), HGRN, normalized linear attention or GSA (a pair of final states,
-    flattened here). Outputs, final states and every input's gradient (A, D and dt_bias summed over the ranks)."""
+    optional term: D, z, dt_bias with softplus), HGRN, normalized linear attention, GSA or LightNet (a pair of
+    final states, flattened here). Outputs, final states and every input's gradient (A, D and dt_bias summed over
+    the ranks)."""
     B, Di, Ds = (2 if layout is None else 1), 12, 5
     gen = torch.Generator().manual_seed(zlib.crc32(f"{name}/{layout}".encode()))
     r = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
@@ -201,6 +205,15 @@ def own_signature_case(name: str, layout, group) -> float:
         def ops(q, k, v, s, g):
             return (lambda **kw: flat(*chunk_gsa(q, k, v, s, g, **kw)),
                     lambda **kw: flat(*cp_gsa(ctx, q, k, v, s, g, **kw)))  # fmt: skip
+    elif name == "lightnet":  # key logits of both signs, some large
+        seq, params, out, state = [r(B, T, H, K), 3 * r(B, T, H, K), r(B, T, H, V)], [], (H, V), (H * K * V + H * K,)
+
+        def flat(o, ht):
+            return o, torch.cat([ht[0].flatten(1), ht[1].flatten(1)], 1)
+
+        def ops(q, k, v):
+            return (lambda **kw: flat(*chunk_lightnet(q, k, v, **kw)),
+                    lambda **kw: flat(*cp_lightnet(ctx, q, k, v, **kw)))  # fmt: skip
     else:  # positive feature-mapped q, k: denominators away from 0
         u = lambda *s: torch.rand(*s, generator=gen) + 0.1  # noqa: E731
         seq, params, out, state = [u(B, T, H, K), u(B, T, H, K), r(B, T, H, V)], [], (H, V), (H * K * V + H * K,)
@@ -269,6 +282,9 @@ LAYERS = {  # every layer with its short convolutions
     "GatedSlotAttention": lambda: GatedSlotAttention(
         hidden_size=32, num_heads=4, num_kv_heads=2, num_slots=6, use_short_conv=True
     ),
+    "LightNetAttention": lambda: LightNetAttention(
+        hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True, gate_low_rank_dim=8
+    ),
     "HGRNAttention": lambda: HGRNAttention(hidden_size=32, expand_ratio=1, use_short_conv=True),
     "HGRN2Attention": lambda: HGRN2Attention(hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True),
     # hedgehog feature map (learned), normalized by the running key sum; no output norm (it would cancel the
@@ -325,7 +341,7 @@ def layer_case(name: str, layout, group) -> float:
 # attention with a positive feature map normalized by the running key sum)
 MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn", "hgrn2",
           "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "gsa",
-          "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+          "lightnet", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -412,7 +428,7 @@ def cases(cp: int, group) -> list[tuple[str, object]]:
     for lname, layout in LAYOUTS.items():
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: op_case(n, lay, group)) for name in OPS]
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: own_signature_case(n, lay, group))
-                for name in ("selective_scan", "hgrn", "linear_attn_norm", "gsa")]  # fmt: skip
+                for name in ("selective_scan", "hgrn", "linear_attn_norm", "gsa", "lightnet")]  # fmt: skip
         out.append((f"conv/{lname}/cp{cp}", lambda lay=layout: conv_case(lay, group)))
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: layer_case(n, lay, group)) for name in LAYERS]
         out += [
