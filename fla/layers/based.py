@@ -25,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from fla.context_parallel import cp_chunk_op
+from fla.context_parallel.linear_attn import entering_key_sums
 from fla.layers.linear_mixer import LinearMixer, MixerStep
 from fla.modules.feature_map import TaylorFeatureMap
 from fla.ops.linear_attn import chunk_linear_attn, fused_recurrent_linear_attn
@@ -152,8 +154,20 @@ class FeatureMapLinearMixer(LinearMixer):
         """``phi(q)``, ``phi(k)`` with the one shared map."""
         return self.feature_map(q), self.feature_map(k), v
 
+    @property
+    def supports_context_parallel(self) -> bool:
+        """Causal layers run under ``cp_context`` (the state and the key sums pass between the ranks); a
+        non-causal one attends to whole sequences."""
+        return self.causal
+
     def mix(self, step: MixerStep, q, k, v):
         """Unnormalized linear attention (``scale=1``) from the cached ``S``, then :func:`normalize_by_key_sums`."""
+        if step.cp is not None:  # the state and the key sums of the earlier ranks' tokens come in
+            o, st = cp_chunk_op(self.chunk_op, step.cp, q, k, v, scale=1.0, normalize=False,
+                                output_final_state=step.store, cu_seqlens=step.cu_seqlens)  # fmt: skip
+            z0 = entering_key_sums(step.cp, k, step.cu_seqlens)
+            o, zt = normalize_by_key_sums(o, q, k, z0, self.eps, step.cu_seqlens)
+            return o, (st, zt) if step.store else None
         state = step.slot("recurrent_state")
         s0, z0 = (None, None) if state is None else state
         op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op

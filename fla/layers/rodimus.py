@@ -71,6 +71,7 @@ class RodimusAttention(LinearMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = True
     chunk_op = staticmethod(chunk_gla)
     recurrent_op = staticmethod(fused_recurrent_gla)
 
@@ -147,11 +148,9 @@ class RodimusAttention(LinearMixer):
         x = self.up_proj(step.x)
         step.extras["gate"] = self.gate_proj(step.x)
         conv_state = None
-        if self.use_short_conv:
-            s, conv_state = self.short_conv(
-                x, cache=step.slot("conv_state"), output_final_state=step.store, cu_seqlens=step.cu_seqlens
-            )
-            conv_state = conv_state if step.store else None
+        if self.use_short_conv:  # from the cached state or, under context parallel, the previous rank's inputs
+            (s,), conv_state = self.run_convs(step, (self.short_conv,), (x,))
+            conv_state = conv_state and conv_state[0]
         else:
             s = x
         step.extras["shift"] = s

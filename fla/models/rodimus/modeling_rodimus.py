@@ -43,6 +43,8 @@ def mlp_width(config: RodimusConfig) -> int:
 class RodimusBlock(GradientCheckpointingLayer):
     """One layer (see the module docstring); ``forward`` returns ``(hidden_states, None, past_key_values)``."""
 
+    token_local = True  # only the mixers mix tokens; SW-SKA is an Attention (context parallel: modeling_utils)
+
     def __init__(self, config: RodimusConfig, layer_idx: int):
         super().__init__()
         self.config = config

@@ -37,6 +37,7 @@ from fla.context_parallel import (  # noqa: E402
     cp_selective_scan,
 )
 from fla.layers.attn import Attention  # noqa: E402
+from fla.layers.based import BasedLinearAttention  # noqa: E402
 from fla.layers.delta_net import DeltaNet  # noqa: E402
 from fla.layers.forgetting_attn import ForgettingAttention  # noqa: E402
 from fla.layers.gated_deltanet import GatedDeltaNet  # noqa: E402
@@ -52,6 +53,8 @@ from fla.layers.mamba import Mamba  # noqa: E402
 from fla.layers.mamba2 import Mamba2  # noqa: E402
 from fla.layers.mla import MultiheadLatentAttention  # noqa: E402
 from fla.layers.multiscale_retention import MultiScaleRetention  # noqa: E402
+from fla.layers.rebased import ReBasedLinearAttention  # noqa: E402
+from fla.layers.rodimus import RodimusAttention  # noqa: E402
 from fla.modules.conv import ShortConvolution  # noqa: E402
 from fla.ops.delta_rule import chunk_delta_rule  # noqa: E402
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule  # noqa: E402
@@ -285,6 +288,13 @@ LAYERS = {  # every layer with its short convolutions
     "LightNetAttention": lambda: LightNetAttention(
         hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True, gate_low_rank_dim=8
     ),
+    "BasedLinearAttention": lambda: BasedLinearAttention(
+        hidden_size=32, num_heads=2, num_key_value_heads=2, feature_dim=4
+    ),
+    "ReBasedLinearAttention": lambda: ReBasedLinearAttention(
+        hidden_size=32, num_heads=2, num_key_value_heads=2, feature_dim=4
+    ),
+    "RodimusAttention": lambda: RodimusAttention(hidden_size=32, expand_ratio=8, use_short_conv=True),
     "HGRNAttention": lambda: HGRNAttention(hidden_size=32, expand_ratio=1, use_short_conv=True),
     "HGRN2Attention": lambda: HGRN2Attention(hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True),
     # hedgehog feature map (learned), normalized by the running key sum; no output norm (it would cancel the
@@ -341,7 +351,7 @@ def layer_case(name: str, layout, group) -> float:
 # attention with a positive feature map normalized by the running key sum)
 MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn", "hgrn2",
           "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "gsa",
-          "lightnet", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+          "lightnet", "rodimus", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -413,6 +423,9 @@ def errors_case(group) -> float:
             ValueError, match=f"context parallel \\(cp_context\\) is not supported by {re.escape(what)}"
         ):
             tiny_model(name, **overrides)(input_ids=ids, cp_context=ctx)
+    based = BasedLinearAttention(hidden_size=32, num_heads=2, num_key_value_heads=2, feature_dim=4, causal=False)
+    with pytest.raises(ValueError, match="BasedLinearAttention: context parallel .* not supported by this layer"):
+        based(torch.randn(1, ctx.local_len, 32), cp_context=ctx)  # non-causal: every token sees its whole sequence
     layer = LAYERS["GatedLinearAttention"]()
     with pytest.raises(ValueError, match="cu_seqlens must be given exactly when cp_context is packed"):
         layer(torch.randn(1, ctx.local_len, 32), cu_seqlens=torch.tensor([0, ctx.local_len]), cp_context=ctx)

@@ -16,12 +16,13 @@ WORKER = os.path.join(os.path.dirname(__file__), "cp_worker.py")
 OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda", "dplr", "selective_scan", "hgrn",
        "linear_attn_norm", "gsa", "lightnet", "conv")  # fmt: skip
 LAYERS = ("GatedLinearAttention", "MultiScaleRetention", "DeltaNet", "GatedDeltaNet", "KimiDeltaAttention",
-          "LinearAttention", "GatedSlotAttention", "LightNetAttention", "HGRNAttention", "HGRN2Attention", "Mamba",
-          "Mamba2", "GatedDeltaProduct", "Attention", "AttentionWindow", "MultiheadLatentAttention",
+          "LinearAttention", "BasedLinearAttention", "ReBasedLinearAttention", "GatedSlotAttention",
+          "LightNetAttention", "RodimusAttention", "HGRNAttention", "HGRN2Attention", "Mamba", "Mamba2",
+          "GatedDeltaProduct", "Attention", "AttentionWindow", "MultiheadLatentAttention",
           "MultiheadLatentAttentionWindow", "ForgettingAttention", "ForgettingAttentionWindow")  # fmt: skip
 MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn", "hgrn2",
           "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "gsa",
-          "lightnet", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+          "lightnet", "rodimus", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
 LAYOUTS = ("dense", "packed", "packed_cut")
 
 
