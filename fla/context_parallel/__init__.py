@@ -1,12 +1,12 @@
 """Context parallelism: sequences split along time over ranks, the linear-attention states and the short
 convolutions' inputs passed between them (:mod:`.context`, :mod:`.state`,
-:mod:`.diagonal`, :mod:`.gsa`, :mod:`.lightnet`, :mod:`.linear_attn`,
+:mod:`.diagonal`, :mod:`.gsa`, :mod:`.lightnet`, :mod:`.linear_attn`, :mod:`.normalizer`,
 :mod:`.halo`)."""
 
 from fla.context_parallel.comm import gather_ranks
 from fla.context_parallel.context import CPContext
 from fla.context_parallel.diagonal import cp_hgrn, cp_selective_scan
-from fla.context_parallel.gsa import cp_gsa
+from fla.context_parallel.gsa import cp_abc, cp_gsa
 from fla.context_parallel.halo import conv_with_halo, earlier_tokens, previous_tail, token_shift_with_halo
 from fla.context_parallel.lightnet import cp_lightnet
 from fla.context_parallel.linear_attn import cp_linear_attn
@@ -15,6 +15,7 @@ from fla.context_parallel.state import cp_chunk_op
 __all__ = [
     "CPContext",
     "conv_with_halo",
+    "cp_abc",
     "cp_chunk_op",
     "cp_gsa",
     "cp_hgrn",

@@ -6,7 +6,9 @@ GSA is two passes of gated linear attention around a softmax over the slots (:fu
 are diagonal in the slots, so each pass crosses the ranks as :mod:`.diagonal` says: run from zero states, gather
 ``[H_0 | prod exp g]``, fold the earlier ranks', and add the pass over the first piece from the entering state with
 zero writes (``k = 0``, ``v = 0``). The softmax between the passes acts token by token, so it sees the whole
-sequence's scores. ABC (``g = None``, the gates from a running log-sum-exp of the slot logits) is not supported.
+sequence's scores. ABC (:func:`cp_abc`) normalizes its slot logits by their running log-sum-exp, which gives its slot
+gates: the ranks first agree on the log-sum-exp entering each first piece
+(:func:`fla.context_parallel.normalizer.entering_log_normalizer`), then run GSA's passes with those gates.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import torch
 
 from fla.context_parallel.context import CPContext
 from fla.context_parallel.diagonal import check_call, diagonal_split, first_piece
+from fla.context_parallel.normalizer import entering_log_normalizer
 from fla.ops.gsa.chunk import chunk_pass_k, chunk_pass_v
+from fla.ops.gsa.gate import additive_gate
 from fla.ops.gsa.inputs import gsa_two_pass
 
 
@@ -41,7 +45,7 @@ def cp_gsa(
         returns on the whole sequences, for this rank's tokens (a piece going on to the next rank: its states so far).
     """
     if g is None:
-        raise ValueError("context parallel: GSA without slot gates (g=None, ABC's additive gate) is not supported")
+        raise ValueError("context parallel: cp_gsa needs the slot gates g (ABC's additive gate: cp_abc)")
     check_call(ctx, q, cu_seqlens)
     first = first_piece(ctx, cu_seqlens)
 
@@ -62,4 +66,30 @@ def cp_gsa(
     return gsa_two_pass(pass_k, pass_v, "chunk_gsa", q, k, v, s, g, scale, None, output_final_state, cu_seqlens)
 
 
-__all__ = ["cp_gsa"]
+def cp_abc(
+    ctx: CPContext,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    s: torch.Tensor,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None]:
+    """:func:`fla.ops.abc.chunk_abc` on this rank's slice of sequences split over ``ctx``.
+
+    Args:
+        ctx: the split; q, k: ``[B, T_local, H, K]``; v: ``[B, T_local, H, V]``; s: ``[B, T_local, H, M]`` slot logits.
+        cu_seqlens: the local pieces' boundaries, ``ctx.cu_seqlens`` (``None`` for a dense batch).
+    Returns:
+        ``o [B, T_local, H, V]`` and ``(Hk, Hv, z [N_local, H, M])`` or ``None``, as :func:`cp_gsa`.
+    """
+    check_call(ctx, q, cu_seqlens)
+    z0 = entering_log_normalizer(ctx, s, cu_seqlens)  # [N_local, H, M]; -inf: a piece that starts here
+    s, g, zt = additive_gate(s, cu_seqlens, z0)
+    # a first token without a carried normalizer keeps the (zero) state: decay 0, as chunk_abc without z0
+    g = g.masked_fill(g == float("-inf"), 0.0)
+    o, states = cp_gsa(ctx, q, k, v, s, g, output_final_state=output_final_state, cu_seqlens=cu_seqlens)
+    return o, (*states, zt) if output_final_state else None
+
+
+__all__ = ["cp_abc", "cp_gsa"]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from fla.context_parallel.comm import gather_ranks
 from fla.context_parallel.context import CPContext
 from fla.context_parallel.diagonal import check_call
+from fla.context_parallel.normalizer import entering_log_normalizer
 from fla.context_parallel.state import cp_chunk_op
 from fla.ops.gla import chunk_gla
 from fla.ops.lightnet.gate import lightnet_gates
@@ -40,28 +40,11 @@ def cp_lightnet(
         its states so far).
     """
     check_call(ctx, q, cu_seqlens)
-    z_in = _entering_normalizer(ctx, k, cu_seqlens)  # [B or 1, H, K]
-    pieces = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
-    rest = z_in.new_full((pieces - z_in.shape[0], *z_in.shape[1:]), float("-inf"))  # pieces that start here
-    k, g, zt = lightnet_gates(k, torch.cat([z_in, rest])[:, None], cu_seqlens, q.dtype)
+    z0 = entering_log_normalizer(ctx, k, cu_seqlens)  # [N_local, H, K]
+    k, g, zt = lightnet_gates(k, z0[:, None], cu_seqlens, q.dtype)
     o, ht = cp_chunk_op(chunk_gla, ctx, q, k, v, g, scale=scale, output_final_state=output_final_state,
                         cu_seqlens=cu_seqlens)  # fmt: skip
     return o, (ht, zt)
-
-
-def _entering_normalizer(ctx: CPContext, k: torch.Tensor, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
-    """The log-sum-exp of the key logits of this rank's first document on the earlier ranks, ``[B or 1, H, K]``
-    float32 (``-inf`` where the document starts on this rank). Every rank's gathered sums stay in the graph (with
-    a factor 0 where they do not count), so every rank's backward runs the gather's all-reduce."""
-    kf = k.float()
-    if cu_seqlens is not None:  # the last piece's tokens, masked on the device (no host sync)
-        last = torch.arange(k.shape[1], device=k.device) >= cu_seqlens[-2]
-        kf = kf.masked_fill(~last[None, :, None, None], float("-inf"))
-    lse = gather_ranks(kf.logsumexp(1), ctx.group)  # [R, B or 1, H, K], finite: every piece has a token
-    z = lse[0]
-    for j in range(1, ctx.rank):
-        z = torch.logaddexp(z, lse[j]) if ctx.single[j] and ctx.continues_in[j] else lse[j] + 0 * z
-    return z if ctx.continues_in[ctx.rank] else float("-inf") + 0 * z
 
 
 __all__ = ["cp_lightnet"]

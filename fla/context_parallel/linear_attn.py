@@ -5,8 +5,9 @@ sum of the document (:mod:`fla.ops.linear_attn.utils`). The state ``S`` passes b
 (:func:`fla.context_parallel.cp_chunk_op`, the op without ``normalize``); the key sum is a second state whose transition
 is the identity: each rank gathers its last piece's key sum, folds the earlier ranks' in order
 (:func:`fla.context_parallel.state.entering_state`, ``M = 1``) to the sum entering its first piece, and normalizes with
-it as that piece's ``z_0`` (:func:`entering_key_sums`; Based and ReBased normalize the same way). Every step is a
-differentiable torch op, so the keys' gradients through the normalizer reach the ranks that hold them.
+it as that piece's ``z_0`` (:func:`fla.context_parallel.normalizer.entering_key_sums`; Based and ReBased normalize the
+same way). Every step is a differentiable torch op, so the keys' gradients through the normalizer reach the ranks that
+hold them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import torch
 
 from fla.context_parallel.context import CPContext
-from fla.context_parallel.state import cp_chunk_op, entering_state
+from fla.context_parallel.normalizer import entering_key_sums
+from fla.context_parallel.state import cp_chunk_op
 from fla.ops.common.inputs import default_scale
 from fla.ops.linear_attn import chunk_linear_attn
 from fla.ops.linear_attn.utils import apply_normalization
@@ -48,18 +50,4 @@ def cp_linear_attn(
     return apply_normalization(o, q, k, ht, z0, default_scale(scale, k), True, output_final_state, cu_seqlens)
 
 
-def entering_key_sums(ctx: CPContext, k: torch.Tensor, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
-    """The key sums entering each local piece, ``[N_local, 1, H, K]`` float32 (or wider): for the first piece (every
-    row of a dense batch) the sum of its document's keys ``k [B, T_local, H, K]`` on the earlier ranks, 0 for the
-    pieces that start on this rank. One all-gather of every rank's last-piece sum, folded with the identity as
-    transition."""
-    kf = k.to(torch.promote_types(k.dtype, torch.float32))
-    if cu_seqlens is not None:  # the last piece's tokens, masked on the device (no host sync)
-        kf = kf * (torch.arange(k.shape[1], device=k.device) >= cu_seqlens[-2]).to(kf.dtype)[None, :, None, None]
-    last = kf.sum(1)  # [B or 1, H, K]
-    z_in = entering_state(ctx, last, torch.ones_like(last), transition=torch.mul)
-    pieces = k.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
-    return torch.cat([z_in, z_in.new_zeros(pieces - z_in.shape[0], *z_in.shape[1:])])[:, None]
-
-
-__all__ = ["cp_linear_attn", "entering_key_sums"]
+__all__ = ["cp_linear_attn"]

@@ -18,12 +18,11 @@ for ABC). Batches, padding, the cache: :mod:`fla.layers.linear_mixer`.
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fla.context_parallel import cp_abc
 from fla.layers.linear_mixer import LinearMixer, MixerStep, split_heads
-from fla.layers.utils import decode_offsets
 from fla.modules.gated_norm import FusedRMSNormGated
 from fla.modules.norm import RMSNorm
 from fla.modules.rotary import RotaryEmbedding
@@ -48,6 +47,7 @@ class ABCAttention(LinearMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = True
     chunk_op = staticmethod(chunk_abc)
     recurrent_op = staticmethod(fused_recurrent_abc)
 
@@ -109,21 +109,14 @@ class ABCAttention(LinearMixer):
             q, k = self.rotate(step, q, k)
         return q, k, v
 
-    def rotate(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotary positions of ``q, k [.., T', H, K]``: restarting per packed sequence, else after the cache."""
-        if step.cu_seqlens is not None:
-            return self.rotary(q, k, max_seqlen=q.shape[1], cu_seqlens=step.cu_seqlens)
-        if step.attention_mask is not None:  # left-padded rows after a cache: real tokens seen per row
-            offset, top = decode_offsets(step.attention_mask, step.seq_len)
-        else:
-            offset = top = step.cached
-        return self.rotary(q, k, seqlen_offset=offset, max_seqlen=top + step.seq_len)
-
     def mix(self, step, q, k, v):
         """Clamped slot logits ``s`` -> chunk / recurrent ABC."""
         s = split_heads(self.s_proj(step.x), self.num_slots)
         if self.clamp_min is not None or self.clamp_max is not None:
             s = s.clamp(self.clamp_min, self.clamp_max)
+        if step.cp is not None:  # the slots' normalizer and both passes' states come from the earlier ranks
+            return cp_abc(step.cp, q.to(v.dtype), k.to(v.dtype), v, s.to(v.dtype), output_final_state=step.store,
+                          cu_seqlens=step.cu_seqlens)  # fmt: skip
         return self.run(step, q, k, v, s)
 
     def norm_and_gate(self, step, o):

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from fla.context_parallel import cp_chunk_op
-from fla.context_parallel.linear_attn import entering_key_sums
+from fla.context_parallel.normalizer import entering_key_sums
 from fla.layers.linear_mixer import LinearMixer, MixerStep
 from fla.modules.feature_map import TaylorFeatureMap
 from fla.ops.linear_attn import chunk_linear_attn, fused_recurrent_linear_attn

@@ -323,6 +323,22 @@ class LinearMixer(nn.Module):
         ]
         return [y for y, _ in outs], tuple(c for _, c in outs) if step.store else None
 
+    def rotate(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotary positions (``self.rotary``) of ``q [.., T', H, K]``, ``k [.., T', Hkv, K]``: restarting per packed
+        sequence, after the cache (left-padded rows: the real tokens seen per row), or under context parallel going
+        on from the earlier ranks for the slice's first piece."""
+        if step.cp is not None:
+            offset, T = step.cp.position_offsets(), q.shape[1]
+            top = step.cp.carried[step.cp.rank] + T
+            return self.rotary(q, k, seqlen_offset=offset, max_seqlen=top, cu_seqlens=step.cu_seqlens)
+        if step.cu_seqlens is not None:  # packed: the packed length bounds every position
+            return self.rotary(q, k, max_seqlen=q.shape[1], cu_seqlens=step.cu_seqlens)
+        if step.attention_mask is not None:
+            offset, top = decode_offsets(step.attention_mask, step.seq_len)
+        else:
+            offset = top = step.cached
+        return self.rotary(q, k, seqlen_offset=offset, max_seqlen=top + step.seq_len)
+
     def token_shift_delta(self, step: MixerStep) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x_{t-1} - x_t`` of ``step.x [.., D]`` (the first token's predecessor: the cached ``conv_state`` or,
         under context parallel, the previous rank's last token) and each sequence's last token ``[N, D]`` to cache

@@ -22,7 +22,6 @@ from __future__ import annotations
 import torch
 
 from fla.layers.linear_mixer import LinearMixer, MixerStep
-from fla.layers.utils import decode_offsets
 from fla.modules.rotary import RotaryEmbedding
 from fla.ops.retention import retention_log_decays
 from fla.ops.simple_gla import chunk_simple_gla, fused_recurrent_simple_gla
@@ -89,20 +88,6 @@ class MultiScaleRetention(LinearMixer):
         """``feature_map`` on q and k, then rotary positions (see the module docstring)."""
         q, k, v = super().feature_maps(step, q, k, v)
         return *self.rotate(step, q, k), v
-
-    def rotate(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotary positions of ``q [.., T', H, K]``, ``k [.., T', Hkv, K]``."""
-        if step.cp is not None:  # a slice of the sequences: its first piece goes on from the earlier ranks
-            offset, T = step.cp.position_offsets(), q.shape[1]
-            top = step.cp.carried[step.cp.rank] + T
-            return self.rotary(q, k, seqlen_offset=offset, max_seqlen=top, cu_seqlens=step.cu_seqlens)
-        if step.cu_seqlens is not None:  # packed: the packed length bounds every position
-            return self.rotary(q, k, max_seqlen=q.shape[1], cu_seqlens=step.cu_seqlens)
-        if step.attention_mask is not None:  # left-padded rows after a cache: real tokens seen per row
-            offset, top = decode_offsets(step.attention_mask, step.seq_len)
-        else:
-            offset = top = step.cached
-        return self.rotary(q, k, seqlen_offset=offset, max_seqlen=top + step.seq_len)
 
     def mix(self, step, q, k, v):
         """The fixed decays of this module's heads -> chunk / recurrent retention."""

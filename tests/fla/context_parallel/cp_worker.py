@@ -29,6 +29,7 @@ import torch.nn.functional as F  # noqa: E402
 from fla.context_parallel import (  # noqa: E402
     CPContext,
     conv_with_halo,
+    cp_abc,
     cp_chunk_op,
     cp_gsa,
     cp_hgrn,
@@ -36,6 +37,7 @@ from fla.context_parallel import (  # noqa: E402
     cp_linear_attn,
     cp_selective_scan,
 )
+from fla.layers.abc import ABCAttention  # noqa: E402
 from fla.layers.attn import Attention  # noqa: E402
 from fla.layers.based import BasedLinearAttention  # noqa: E402
 from fla.layers.delta_net import DeltaNet  # noqa: E402
@@ -56,6 +58,7 @@ from fla.layers.multiscale_retention import MultiScaleRetention  # noqa: E402
 from fla.layers.rebased import ReBasedLinearAttention  # noqa: E402
 from fla.layers.rodimus import RodimusAttention  # noqa: E402
 from fla.modules.conv import ShortConvolution  # noqa: E402
+from fla.ops.abc import chunk_abc  # noqa: E402
 from fla.ops.delta_rule import chunk_delta_rule  # noqa: E402
 from fla.ops.gated_delta_rule import chunk_gated_delta_rule  # noqa: E402
 from fla.ops.generalized_delta_rule import chunk_dplr_delta_rule  # noqa: E402
@@ -177,7 +180,7 @@ def _ending_documents(ctx: CPContext, layout) -> list[tuple[int, int]]:
 
 def own_signature_case(name: str, layout, group) -> float:
     """An op with its own signature over the split against the whole sequences: Mamba's selective scan (every
-    optional term: D, z, dt_bias with softplus), HGRN, normalized linear attention, GSA or LightNet (a pair of
+    optional term: D, z, dt_bias with softplus), HGRN, normalized linear attention, GSA, ABC or LightNet (several
     final states, flattened here). Outputs, final states and every input's gradient (A, D and dt_bias summed over
     the ranks)."""
     B, Di, Ds = (2 if layout is None else 1), 12, 5
@@ -208,6 +211,16 @@ def own_signature_case(name: str, layout, group) -> float:
         def ops(q, k, v, s, g):
             return (lambda **kw: flat(*chunk_gsa(q, k, v, s, g, **kw)),
                     lambda **kw: flat(*cp_gsa(ctx, q, k, v, s, g, **kw)))  # fmt: skip
+    elif name == "abc":  # slot logits of both signs, some large
+        seq, params, out = [r(B, T, H, K), r(B, T, H, K), r(B, T, H, V), 3 * r(B, T, H, 5)], [], (H, V)
+        state = (H * K * 5 + H * 5 * V + H * 5,)
+
+        def flat(o, ht):
+            return o, torch.cat([t.flatten(1) for t in ht], 1)
+
+        def ops(q, k, v, s):
+            return (lambda **kw: flat(*chunk_abc(q, k, v, s, **kw)),
+                    lambda **kw: flat(*cp_abc(ctx, q, k, v, s, **kw)))  # fmt: skip
     elif name == "lightnet":  # key logits of both signs, some large
         seq, params, out, state = [r(B, T, H, K), 3 * r(B, T, H, K), r(B, T, H, V)], [], (H, V), (H * K * V + H * K,)
 
@@ -285,6 +298,7 @@ LAYERS = {  # every layer with its short convolutions
     "GatedSlotAttention": lambda: GatedSlotAttention(
         hidden_size=32, num_heads=4, num_kv_heads=2, num_slots=6, use_short_conv=True
     ),
+    "ABCAttention": lambda: ABCAttention(hidden_size=32, num_heads=2, num_slots=6, use_short_conv=True),
     "LightNetAttention": lambda: LightNetAttention(
         hidden_size=32, num_heads=2, expand_ratio=8, use_short_conv=True, gate_low_rank_dim=8
     ),
@@ -351,7 +365,7 @@ def layer_case(name: str, layout, group) -> float:
 # attention with a positive feature map normalized by the running key sum)
 MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn", "hgrn2",
           "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "gsa",
-          "lightnet", "rodimus", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+          "lightnet", "rodimus", "abc", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -417,7 +431,7 @@ def errors_case(group) -> float:
     with pytest.raises(ValueError, match="shard: dim 1 has 5 tokens"):
         ctx.shard(torch.randn(1, 5))
     ids = torch.zeros(1, ctx.local_len, dtype=torch.long)
-    for name, overrides, what in [("mesa_net", {}, "layer 0 (MesaNet)"), ("abc", {}, "layer 0 (ABCAttention)"),
+    for name, overrides, what in [("mesa_net", {}, "layer 0 (MesaNet)"), ("path_attn", {}, "layer 0 (PaTHAttention)"),
                                   ("nsa", {}, "layer 0 (NativeSparseAttention)")]:  # fmt: skip
         with pytest.raises(
             ValueError, match=f"context parallel \\(cp_context\\) is not supported by {re.escape(what)}"
@@ -441,7 +455,7 @@ def cases(cp: int, group) -> list[tuple[str, object]]:
     for lname, layout in LAYOUTS.items():
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: op_case(n, lay, group)) for name in OPS]
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: own_signature_case(n, lay, group))
-                for name in ("selective_scan", "hgrn", "linear_attn_norm", "gsa", "lightnet")]  # fmt: skip
+                for name in ("selective_scan", "hgrn", "linear_attn_norm", "gsa", "abc", "lightnet")]  # fmt: skip
         out.append((f"conv/{lname}/cp{cp}", lambda lay=layout: conv_case(lay, group)))
         out += [(f"{name}/{lname}/cp{cp}", lambda n=name, lay=layout: layer_case(n, lay, group)) for name in LAYERS]
         out += [

@@ -13,16 +13,16 @@ import pytest
 from tests.harness import child_pythonpath
 
 WORKER = os.path.join(os.path.dirname(__file__), "cp_worker.py")
-OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda", "dplr", "selective_scan", "hgrn",
-       "linear_attn_norm", "gsa", "lightnet", "conv")  # fmt: skip
+OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda", "dplr", "selective_scan",
+       "hgrn", "linear_attn_norm", "gsa", "abc", "lightnet", "conv")  # fmt: skip
 LAYERS = ("GatedLinearAttention", "MultiScaleRetention", "DeltaNet", "GatedDeltaNet", "KimiDeltaAttention",
           "LinearAttention", "BasedLinearAttention", "ReBasedLinearAttention", "GatedSlotAttention",
-          "LightNetAttention", "RodimusAttention", "HGRNAttention", "HGRN2Attention", "Mamba", "Mamba2",
-          "GatedDeltaProduct", "Attention", "AttentionWindow", "MultiheadLatentAttention",
+          "ABCAttention", "LightNetAttention", "RodimusAttention", "HGRNAttention", "HGRN2Attention", "Mamba",
+          "Mamba2", "GatedDeltaProduct", "Attention", "AttentionWindow", "MultiheadLatentAttention",
           "MultiheadLatentAttentionWindow", "ForgettingAttention", "ForgettingAttentionWindow")  # fmt: skip
-MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn", "hgrn2",
-          "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "gsa",
-          "lightnet", "rodimus", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn",
+          "hgrn2", "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "gsa", "lightnet",
+          "rodimus", "abc", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
 LAYOUTS = ("dense", "packed", "packed_cut")
 
 
