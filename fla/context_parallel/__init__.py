@@ -1,6 +1,6 @@
 """Context parallelism: sequences split along time over ranks, the linear-attention states and the short
 convolutions' inputs passed between them (:mod:`.context`, :mod:`.state`,
-:mod:`.diagonal`, :mod:`.gsa`, :mod:`.lightnet`, :mod:`.linear_attn`, :mod:`.normalizer`,
+:mod:`.diagonal`, :mod:`.gsa`, :mod:`.lightnet`, :mod:`.linear_attn`, :mod:`.mesa_net`, :mod:`.normalizer`,
 :mod:`.halo`)."""
 
 from fla.context_parallel.comm import gather_ranks
@@ -10,6 +10,7 @@ from fla.context_parallel.gsa import cp_abc, cp_gsa
 from fla.context_parallel.halo import conv_with_halo, earlier_tokens, previous_tail, token_shift_with_halo
 from fla.context_parallel.lightnet import cp_lightnet
 from fla.context_parallel.linear_attn import cp_linear_attn
+from fla.context_parallel.mesa_net import cp_mesa_net
 from fla.context_parallel.state import cp_chunk_op
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "cp_hgrn",
     "cp_lightnet",
     "cp_linear_attn",
+    "cp_mesa_net",
     "cp_selective_scan",
     "earlier_tokens",
     "gather_ranks",

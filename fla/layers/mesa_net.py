@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fla.context_parallel import cp_mesa_net
 from fla.layers.delta_net import DeltaMixer
 from fla.layers.linear_mixer import MixerStep
 from fla.modules.conv import ShortConvolution
@@ -56,6 +57,7 @@ class MesaNet(DeltaMixer):
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
 
+    supports_context_parallel = True
     chunk_op = staticmethod(chunk_mesa_net)
     recurrent_op = staticmethod(fused_recurrent_mesa_net)
 
@@ -131,10 +133,8 @@ class MesaNet(DeltaMixer):
     def project_qkv(self, step: MixerStep):
         """``q, k`` through the SiLU short convolutions (their states cached), ``v`` the plain projection."""
         x = step.x
-        old = step.slot("conv_state") or (None, None)
-        q, cq = self.q_conv1d(self.q_proj(x), cache=old[0], output_final_state=step.store, cu_seqlens=step.cu_seqlens)
-        k, ck = self.k_conv1d(self.k_proj(x), cache=old[1], output_final_state=step.store, cu_seqlens=step.cu_seqlens)
-        return q, k, self.v_proj(x), (cq, ck) if step.store else None
+        (q, k), conv_state = self.run_convs(step, (self.q_conv1d, self.k_conv1d), (self.q_proj(x), self.k_proj(x)))
+        return q, k, self.v_proj(x), conv_state
 
     def lamb(self) -> torch.Tensor:
         """``softplus(lambda_params) + lambda_lower_bound`` as ``[num_heads, head_dim]`` float32."""
@@ -145,6 +145,11 @@ class MesaNet(DeltaMixer):
         """Gates from ``step.x``, then the chunk op or (one token after a cache) the decoding op."""
         g = F.logsigmoid(self.a_proj(step.x).float())
         beta = self.b_proj(step.x).float().sigmoid()
+        if step.cp is not None:  # the states of the earlier ranks' tokens come in first (fla.context_parallel)
+            o, h_kk, h_kv = cp_mesa_net(step.cp, q, k, v, g, beta, self.lamb(), output_final_state=step.store,
+                                        max_CG_iteration=self.max_cg_step_training, use_qk_l2norm_in_kernel=True,
+                                        cu_seqlens=step.cu_seqlens)  # fmt: skip
+            return o, (h_kk, h_kv) if step.store else None
         h_kk, h_kv = step.slot("recurrent_state") or (None, None)
         recurrent = self.use_recurrent(step)
         op = self.recurrent_op if recurrent else self.chunk_op

@@ -17,12 +17,13 @@ OPS = ("gla", "simple_gla", "retention", "delta_rule", "gated_delta_rule", "kda"
        "hgrn", "linear_attn_norm", "gsa", "abc", "lightnet", "conv")  # fmt: skip
 LAYERS = ("GatedLinearAttention", "MultiScaleRetention", "DeltaNet", "GatedDeltaNet", "KimiDeltaAttention",
           "LinearAttention", "BasedLinearAttention", "ReBasedLinearAttention", "GatedSlotAttention",
-          "ABCAttention", "LightNetAttention", "RodimusAttention", "HGRNAttention", "HGRN2Attention", "Mamba",
-          "Mamba2", "GatedDeltaProduct", "Attention", "AttentionWindow", "MultiheadLatentAttention",
-          "MultiheadLatentAttentionWindow", "ForgettingAttention", "ForgettingAttentionWindow")  # fmt: skip
+          "MesaNet", "ABCAttention", "LightNetAttention", "RodimusAttention", "HGRNAttention",
+          "HGRN2Attention", "Mamba", "Mamba2", "GatedDeltaProduct", "Attention", "AttentionWindow",
+          "MultiheadLatentAttention", "MultiheadLatentAttentionWindow", "ForgettingAttention",
+          "ForgettingAttentionWindow")  # fmt: skip
 MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn",
           "hgrn2", "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "gsa", "lightnet",
-          "rodimus", "abc", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+          "rodimus", "abc", "mesa_net", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
 LAYOUTS = ("dense", "packed", "packed_cut")
 
 
