@@ -152,7 +152,16 @@ def op_case(name: str, layout, group) -> float:
     ((o * do).sum() + (ht * dht).sum()).backward()
     local = [ctx.shard(t).detach().clone().requires_grad_() for t in inputs]
     o_cp, ht_cp = cp_chunk_op(op, ctx, *local[:3], *local[3:], output_final_state=True, cu_seqlens=ctx.cu_seqlens)
-    # the final states of the documents that end on this rank (all but a piece continuing to the next rank)
+    return max(split_errors(ctx, layout, (o, ht, do, dht), (o_cp, ht_cp), local, whole))
+
+
+def split_errors(ctx: CPContext, layout, reference, split, local, whole) -> list[float]:
+    """Backward through this rank's slice and the relative errors against the whole sequences: of the outputs, of
+    the final states of the documents that end on this rank (all but a piece continuing to the next rank) and of
+    every sequence input's gradient. ``reference = (o, ht, do, dht)`` on the whole sequences (its backward done),
+    ``split = (o_cp, ht_cp)``; ``local`` / ``whole``: the inputs (this rank's slices / whole)."""
+    o, ht, do, dht = reference
+    o_cp, ht_cp = split
     ends = _ending_documents(ctx, layout)
     loss = (o_cp * ctx.shard(do)).sum()
     if ends:
@@ -161,8 +170,7 @@ def op_case(name: str, layout, group) -> float:
     errs = [rel(o_cp, ctx.shard(o))]
     if ends:
         errs.append(rel(ht_cp[[i for i, _ in ends]], ht[[j for _, j in ends]]))
-    errs += [rel(t.grad, ctx.shard(w.grad)) for t, w in zip(local, whole)]
-    return max(errs)
+    return errs + [rel(t.grad, ctx.shard(w.grad)) for t, w in zip(local, whole)]
 
 
 def _ending_documents(ctx: CPContext, layout) -> list[tuple[int, int]]:
@@ -251,15 +259,7 @@ def own_signature_case(name: str, layout, group) -> float:
     local_seq = [ctx.shard(t).detach().clone().requires_grad_() for t in seq]
     local_params = [t.clone().requires_grad_() for t in params]
     o_cp, ht_cp = ops(*local_seq, *local_params)[1](output_final_state=True, cu_seqlens=ctx.cu_seqlens)
-    ends = _ending_documents(ctx, layout)
-    loss = (o_cp * ctx.shard(do)).sum()
-    if ends:
-        loss = loss + (ht_cp[[i for i, _ in ends]] * dht[[j for _, j in ends]]).sum()
-    loss.backward()
-    errs = [rel(o_cp, ctx.shard(o))]
-    if ends:
-        errs.append(rel(ht_cp[[i for i, _ in ends]], ht[[j for _, j in ends]]))
-    errs += [rel(t.grad, ctx.shard(w.grad)) for t, w in zip(local_seq, whole_seq)]
+    errs = split_errors(ctx, layout, (o, ht, do, dht), (o_cp, ht_cp), local_seq, whole_seq)
     for t, w in zip(local_params, whole_params):  # replicated: their gradients sum over the ranks
         dist.all_reduce(t.grad, group=group)
         errs.append(rel(t.grad, w.grad))
