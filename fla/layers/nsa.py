@@ -14,6 +14,11 @@ Inputs: ``cu_seqlens [S+1]`` (packed, ``B == 1``, empty cache), a padding mask `
 Cache (:class:`fla.models.cache.FLACache`): ``attn_state = (k, v)`` ``[B, L, Hkv, D]`` (rotated keys), every
 position kept (the selection may pick any block). New tokens after a non-empty cache are the last ``T`` queries
 over all ``L`` keys: the block means of the compressed branch are recomputed from the cached keys, as in fla.
+
+Context parallel (``cp_context``, as :class:`fla.layers.attn.Attention`): positions go on from the earlier ranks; the
+ranks gather every rank's keys and values (after RoPE), and the first local piece runs as the last queries over its
+document's keys on the earlier ranks and its own (its compressed blocks and selection over the whole document so
+far), the other pieces over their own. Training only (no cache, no padding mask).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
+from fla.context_parallel import CPContext, earlier_tokens
 from fla.layers.utils import (
     begin_layer_call,
     decode_offsets,
@@ -63,6 +69,9 @@ class NativeSparseAttention(nn.Module):
 
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
+
+    supports_context_parallel = True
+    """Runs under ``cp_context`` (module docstring)."""
 
     def __init__(
         self,
@@ -162,7 +171,11 @@ class NativeSparseAttention(nn.Module):
         k = self.k_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
         v = self.v_proj(hidden_states).view(B, T, self.num_kv_heads, self.head_dim)
         g = torch.sigmoid(self.g_proj(hidden_states).view(B, T, self.num_heads, 3))
-        if cu_seqlens is not None:
+        cp = kwargs.get("cp_context")
+        if cp is not None:
+            cp.check_call(type(self).__name__, past_key_values is not None, attention_mask is not None, cu_seqlens)
+            o = self._forward_context_parallel(q, k, v, g, cp, cu_seqlens)
+        elif cu_seqlens is not None:
             q, k = self._rope(q, k, max_seqlen=T, cu_seqlens=cu_seqlens)
             self._store(past_key_values, k, v)
             o = self._nsa(q, k, v, g, cu_seqlens)
@@ -177,6 +190,18 @@ class NativeSparseAttention(nn.Module):
             k, v = self._store(past_key_values, k, v)
             o = self._nsa(q, k, v, g)
         return self.o_proj(o.reshape(B, T, -1)), None, past_key_values
+
+    def _forward_context_parallel(self, q, k, v, g, cp: CPContext, cu_seqlens) -> torch.Tensor:
+        """This rank's slice ``q [B, T, H, D]``, ``k, v [B, T, Hkv, D]``, ``g [B, T, H, 3]`` of sequences split over
+        ``cp`` (module docstring): ``[B, T, H, D]``."""
+        T, carried, n = q.shape[1], cp.carried[cp.rank], cp.first_len
+        q, k = self._rope(q, k, seqlen_offset=cp.position_offsets(), max_seqlen=carried + T, cu_seqlens=cu_seqlens)
+        ek, ev = earlier_tokens(torch.stack([k, v], 2), cp).unbind(2)  # the first piece's document, earlier ranks
+        o = self._nsa(q[:, :n], torch.cat([ek, k[:, :n]], 1), torch.cat([ev, v[:, :n]], 1), g[:, :n])
+        if cu_seqlens is None:
+            return o
+        rest = self._nsa(q, k, v, g, cu_seqlens)  # the pieces that begin on this rank
+        return torch.cat([o, rest[:, n:]], 1)
 
     def _prefill_padded(self, q, k, v, g, attention_mask, cache) -> torch.Tensor:
         """Empty cache, padded batch: the real tokens as a packed batch; the keys cached in the padded layout."""
