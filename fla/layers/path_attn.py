@@ -22,6 +22,12 @@ sees them*, ``H_last ... H_{j+1} k_j`` ``[B, L, Hkv, D]`` (the prefill's ``use_c
 ``v [B, L, Hkv, D]``, ``g [B, L, H]``; ``conv_state`` the w convolution's ``[B, kv_dim, conv_size]``. Each new
 token first applies its own factor to every cached key (:func:`fla.ops.path_attn.path_rank_one_update`), then
 appends its raw key and attends like FoX (:func:`fla.ops.attn.attn_decoding_one_step`, gate times scale).
+
+Context parallel (``cp_context``, a :class:`fla.context_parallel.CPContext`): the w convolution reads the previous
+rank's last inputs; the ranks gather every rank's ``k | v | w | beta | g``, and the first local piece runs over its
+document's earlier tokens and its own with zero queries there (the Householder products and gate sums between an
+earlier key and a local query run through both), as FoX does: ``O((carried + T)^2)`` work on the last ranks of a
+long document. Training only (no cache, no padding mask).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fla.context_parallel import CPContext, conv_with_halo, earlier_tokens
 from fla.layers.utils import (
     begin_layer_call,
     decode_offsets,
@@ -66,6 +73,9 @@ class PaTHAttention(nn.Module):
 
     Shapes: ``hidden_states [B, T, hidden_size] -> [B, T, hidden_size]``.
     """
+
+    supports_context_parallel = True
+    """Runs under ``cp_context`` (module docstring)."""
 
     def __init__(
         self,
@@ -147,7 +157,11 @@ class PaTHAttention(nn.Module):
         q, k, v, w = self.q_proj(x), self.k_proj(x), self.v_proj(x), self.w_proj(x)
         beta = 2 * torch.sigmoid(self.bt_proj(x).float())  # [B, T, Hkv], in (0, 2)
         g = F.logsigmoid(self.g_proj(x).float()) if self.use_forget_gate else None  # [B, T, H]
-        if cu_seqlens is not None:
+        cp = kwargs.get("cp_context")
+        if cp is not None:
+            cp.check_call(type(self).__name__, past_key_values is not None, attention_mask is not None, cu_seqlens)
+            o = self._forward_context_parallel(q, k, v, w, beta, g, cp, cu_seqlens)
+        elif cu_seqlens is not None:
             o = self._prefill(q, k, v, w, beta, g, cu_seqlens, past_key_values)
         elif cached > 0:
             o = self._decode(q, k, v, w, beta, g, attention_mask, past_key_values)
@@ -162,16 +176,44 @@ class PaTHAttention(nn.Module):
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         return x.view(*x.shape[:2], n, self.head_dim)
 
-    def _qkw(self, q, k, w, conv_state, cu_seqlens, store: bool):
-        """Heads, q/k norms and the Householder directions (conv, l2norm in float32); the new conv state."""
+    def _qkw(self, q, k, w, conv_state, cu_seqlens, store: bool, cp: CPContext | None = None):
+        """Heads, q/k norms and the Householder directions (conv, l2norm in float32); the new conv state. Under
+        context parallel ``cp`` the convolution reads the previous rank's last inputs."""
         new_state = None
-        if self.use_w_shortconv:
+        if self.use_w_shortconv and cp is not None:
+            w = conv_with_halo(self.w_conv1d, w, cp, cu_seqlens)
+        elif self.use_w_shortconv:
             w, new_state = self.w_conv1d(w, cache=conv_state, output_final_state=store, cu_seqlens=cu_seqlens)
         q, k = self._heads(q, self.num_heads), self._heads(k, self.num_kv_heads)
         if self.use_qk_norm:
             q, k = self.maybe_q_norm(q).to(q.dtype), self.maybe_k_norm(k).to(k.dtype)
         w = l2norm(self._heads(w, self.num_kv_heads).float())
         return q, k, w, new_state
+
+    def _forward_context_parallel(self, q, k, v, w, beta, g, cp: CPContext, cu_seqlens) -> torch.Tensor:
+        """This rank's slice (projections ``[B, T, ..]``, ``beta [B, T, Hkv]``, ``g [B, T, H]`` or ``None``) of
+        sequences split over ``cp`` (module docstring): ``[B, T, H, D]``."""
+        B, carried, n = q.shape[0], cp.carried[cp.rank], cp.first_len
+        q, k, w, _ = self._qkw(q, k, w, None, cu_seqlens, False, cp)
+        v = self._heads(v, self.num_kv_heads)
+        # the first piece's document on the earlier ranks: k | v | w | beta (| g), float32
+        local = [k.flatten(2).float(), v.flatten(2).float(), w.flatten(2), beta] + ([] if g is None else [g])
+        sizes = [t.shape[-1] for t in local]
+        earlier = earlier_tokens(torch.cat(local, -1), cp).split(sizes, -1)
+        heads = [self.num_kv_heads] * 3
+
+        def first(i: int, t: torch.Tensor) -> torch.Tensor:  # earlier tokens, then the local first piece
+            e = earlier[i].view(B, carried, heads[i], self.head_dim) if i < 3 else earlier[i]
+            return torch.cat([e.to(t.dtype), t[:, :n]], 1)
+
+        q_first = torch.cat([q.new_zeros(B, carried, *q.shape[2:]), q[:, :n]], 1)
+        g_first = None if g is None else first(4, g)
+        o = parallel_path_attn(q_first, first(0, k), first(1, v), first(2, w), first(3, beta), g_first)[0]
+        o = o[:, carried:]
+        if cu_seqlens is None:
+            return o
+        rest = parallel_path_attn(q, k, v, w, beta, g, cu_seqlens=cu_seqlens)[0]  # the pieces that begin here
+        return torch.cat([o, rest[:, n:]], 1)
 
     def _prefill(self, q, k, v, w, beta, g, cu_seqlens, cache, info=None) -> torch.Tensor:
         """Empty cache: the whole batch (dense or packed) at once; fills the cache when one is given."""

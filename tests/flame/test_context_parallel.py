@@ -67,12 +67,12 @@ def test_context_parallel_4_with_packed_documents_matches_one_rank(gla_conv, tmp
 
 def test_models_that_cannot_be_split_are_refused_before_training():
     """A model with a layer that does not carry its state over ranks: one ConfigError naming the layer."""
-    job = parse(["--model.config", str(ROOT / "configs" / "path_attn_cpu.json"),
+    job = parse(["--model.config", str(ROOT / "configs" / "mom_tiny.json"),
                  "--parallelism.context_parallel_degree", "2"], world_size=2)  # fmt: skip
-    with pytest.raises(ConfigError, match=r"context_parallel_degree = 2: .*layer 0 \(PaTHAttention\)"):
+    with pytest.raises(ConfigError, match=r"context_parallel_degree = 2: .*layer 0 \(MomAttention\)"):
         check_cp_supported(load_model_config(job), 2)
-    for ok in ("gla_cpu.json", "transformer_cpu.json", "gsa_cpu.json", "nsa_cpu.json", "mamba_tiny.json",
-               "mesa_net_tiny.json"):  # fmt: skip
+    for ok in ("gla_cpu.json", "transformer_cpu.json", "gsa_cpu.json", "nsa_cpu.json", "path_attn_cpu.json",
+               "mamba_tiny.json", "mesa_net_tiny.json"):  # fmt: skip
         check_cp_supported(load_model_config(parse(["--model.config", str(ROOT / "configs" / ok)])), 2)
 
 

@@ -57,6 +57,7 @@ from fla.layers.mesa_net import MesaNet  # noqa: E402
 from fla.layers.mla import MultiheadLatentAttention  # noqa: E402
 from fla.layers.multiscale_retention import MultiScaleRetention  # noqa: E402
 from fla.layers.nsa import NativeSparseAttention  # noqa: E402
+from fla.layers.path_attn import PaTHAttention  # noqa: E402
 from fla.layers.rebased import ReBasedLinearAttention  # noqa: E402
 from fla.layers.rodimus import RodimusAttention  # noqa: E402
 from fla.modules.conv import ShortConvolution  # noqa: E402
@@ -335,6 +336,9 @@ LAYERS = {  # every layer with its short convolutions
     "NativeSparseAttention": lambda: NativeSparseAttention(
         hidden_size=32, num_heads=4, num_kv_heads=1, head_dim=8, block_size=8, block_counts=3, window_size=10
     ),
+    # GQA, the w convolution's halo, with and without the forget gate
+    "PaTHAttention": lambda: PaTHAttention(hidden_size=32, num_heads=4, num_kv_heads=2, use_forget_gate=True),
+    "PaTHAttentionNoGate": lambda: PaTHAttention(hidden_size=32, num_heads=2, use_forget_gate=False, use_qk_norm=True),
     "ForgettingAttention": lambda: ForgettingAttention(
         hidden_size=32, num_heads=4, num_kv_heads=2, qk_norm=True, use_output_gate=True
     ),
@@ -380,7 +384,8 @@ def layer_case(name: str, layout, group) -> float:
 # attention with a positive feature map normalized by the running key sum)
 MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn",
           "hgrn2", "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "gsa", "lightnet",
-          "rodimus", "abc", "mesa_net", "nsa", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+          "rodimus", "abc", "mesa_net", "nsa", "path_attn", "forgetting_transformer", "transformer",
+          "gla_hybrid")  # fmt: skip
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
@@ -447,7 +452,7 @@ def errors_case(group) -> float:
     with pytest.raises(ValueError, match="shard: dim 1 has 5 tokens"):
         ctx.shard(torch.randn(1, 5))
     ids = torch.zeros(1, ctx.local_len, dtype=torch.long)
-    for name, what in [("path_attn", "layer 0 (PaTHAttention)"), ("mom", "layer 0 (MomAttention)")]:
+    for name, what in [("mom", "layer 0 (MomAttention)")]:
         with pytest.raises(
             ValueError, match=f"context parallel \\(cp_context\\) is not supported by {re.escape(what)}"
         ):

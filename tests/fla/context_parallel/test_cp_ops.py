@@ -20,10 +20,11 @@ LAYERS = ("GatedLinearAttention", "MultiScaleRetention", "DeltaNet", "GatedDelta
           "MesaNet", "ABCAttention", "LightNetAttention", "RodimusAttention", "HGRNAttention",
           "HGRN2Attention", "Mamba", "Mamba2", "GatedDeltaProduct", "Attention", "AttentionWindow",
           "MultiheadLatentAttention", "MultiheadLatentAttentionWindow", "NativeSparseAttention",
-          "ForgettingAttention", "ForgettingAttentionWindow")  # fmt: skip
+          "PaTHAttention", "PaTHAttentionNoGate", "ForgettingAttention", "ForgettingAttentionWindow")  # fmt: skip
 MODELS = ("gla", "retnet", "delta_net", "gated_deltanet", "kda", "comba", "gated_deltaproduct", "hgrn",
           "hgrn2", "rwkv6", "rwkv7", "mamba", "mamba2", "samba", "mla", "linear_attn_norm", "gsa", "lightnet",
-          "rodimus", "abc", "mesa_net", "nsa", "forgetting_transformer", "transformer", "gla_hybrid")  # fmt: skip
+          "rodimus", "abc", "mesa_net", "nsa", "path_attn", "forgetting_transformer", "transformer",
+          "gla_hybrid")  # fmt: skip
 LAYOUTS = ("dense", "packed", "packed_cut")
 
 
