@@ -42,7 +42,10 @@ def entering_log_normalizer(ctx: CPContext, x: torch.Tensor, cu_seqlens: torch.T
     z = lse[0]
     for j in range(1, ctx.rank):
         z = torch.logaddexp(z, lse[j]) if ctx.single[j] and ctx.continues_in[j] else lse[j] + 0 * z
-    z = z if ctx.continues_in[ctx.rank] else float("-inf") + 0 * z
+    if not ctx.continues_in[ctx.rank]:
+        # -inf through torch.where, not -inf + 0 * z: the normalizer's gradient at -inf is NaN (logcumsumexp's
+        # backward), which where's backward drops and a product by 0 would keep
+        z = torch.where(torch.zeros_like(z, dtype=torch.bool), z, float("-inf"))
     pieces = x.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
     return torch.cat([z, z.new_full((pieces - z.shape[0], *z.shape[1:]), float("-inf"))])
 

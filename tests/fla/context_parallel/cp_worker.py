@@ -126,7 +126,13 @@ OPS = {
 }
 
 
+def worst(errs: list[float]) -> float:
+    """The largest error, NaN if any is (Python's ``max`` keeps whichever comes first of a NaN and a number)."""
+    return float(torch.tensor(errs, dtype=torch.float64).max())
+
+
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
@@ -154,7 +160,7 @@ def op_case(name: str, layout, group) -> float:
     ((o * do).sum() + (ht * dht).sum()).backward()
     local = [ctx.shard(t).detach().clone().requires_grad_() for t in inputs]
     o_cp, ht_cp = cp_chunk_op(op, ctx, *local[:3], *local[3:], output_final_state=True, cu_seqlens=ctx.cu_seqlens)
-    return max(split_errors(ctx, layout, (o, ht, do, dht), (o_cp, ht_cp), local, whole))
+    return worst(split_errors(ctx, layout, (o, ht, do, dht), (o_cp, ht_cp), local, whole))
 
 
 def split_errors(ctx: CPContext, layout, reference, split, local, whole) -> list[float]:
@@ -265,7 +271,7 @@ def own_signature_case(name: str, layout, group) -> float:
     for t, w in zip(local_params, whole_params):  # replicated: their gradients sum over the ranks
         dist.all_reduce(t.grad, group=group)
         errs.append(rel(t.grad, w.grad))
-    return max(errs)
+    return worst(errs)
 
 
 def conv_case(layout, group) -> float:
@@ -288,7 +294,7 @@ def conv_case(layout, group) -> float:
     for g in grads:  # parameters are replicated: their gradients sum over the ranks
         dist.all_reduce(g, group=group)
     errs = [rel(y, ctx.shard(y_whole)), rel(xl.grad, ctx.shard(xw.grad))]
-    return max(errs + [rel(a, b) for a, b in zip(grads, want)])
+    return worst(errs + [rel(a, b) for a, b in zip(grads, want)])
 
 
 MLA = dict(hidden_size=32, num_heads=2, kv_lora_rank=10, qk_rope_head_dim=4, qk_nope_head_dim=8, qk_head_dim=12)
@@ -353,12 +359,13 @@ LAYERS = {  # every layer with its short convolutions
 FLOAT64 = ("MesaNet", "mesa_net")
 
 
-def layer_case(name: str, layout, group) -> float:
+def layer_case(name: str, layout, group, dtype: torch.dtype | None = None) -> float:
     """The layer on this rank's slice with ``cp_context`` against the same layer on the whole sequences: outputs,
-    the input's gradient and every parameter's (summed over the ranks)."""
+    the input's gradient and every parameter's (summed over the ranks). ``dtype``: of the parameters and inputs
+    (default float32; float64 for :data:`FLOAT64`)."""
     B = 2 if layout is None else 1
     torch.manual_seed(11)
-    dtype = torch.float64 if name in FLOAT64 else torch.float32
+    dtype = dtype or (torch.float64 if name in FLOAT64 else torch.float32)
     layer = LAYERS[name]().to(DEVICE, dtype).train()
     for p in layer.parameters():  # away from init's zeros and ones, so that every path moves the output
         p.data.add_(0.1 * torch.randn_like(p))
@@ -377,7 +384,13 @@ def layer_case(name: str, layout, group) -> float:
     for n, p in layer.named_parameters():
         dist.all_reduce(p.grad, group=group)
         errs.append(rel(p.grad, want[n]))
-    return max(errs)
+    return worst(errs)
+
+
+def bf16_layer_case(name: str, group) -> float:
+    """:func:`layer_case` with bfloat16 parameters and inputs on packed documents (the dtypes every CP path meets in
+    training; both sides round to bfloat16, so the errors are bfloat16's)."""
+    return layer_case(name, LAYOUTS["packed"], group, torch.bfloat16)
 
 
 # configs/<name>_tiny.json (+ overrides: "gla_hybrid" is GLA with an attention layer, "linear_attn_norm" linear
@@ -428,7 +441,7 @@ def model_case(name: str, layout, group) -> float:
     for n, p in model.named_parameters():
         dist.all_reduce(p.grad, group=group)
         errs.append(rel(p.grad, want[n]))
-    return max(errs)
+    return worst(errs)
 
 
 def errors_case(group) -> float:
@@ -483,6 +496,8 @@ def cases(cp: int, group) -> list[tuple[str, object]]:
         ]
     if DEVICE.type == "cpu":
         out.append((f"errors/cp{cp}", lambda: errors_case(group)))
+        if cp == 2:
+            out += [(f"bf16_{name}/packed/cp2", lambda n=name: bf16_layer_case(n, group)) for name in LAYERS]
     return out
 
 
@@ -501,7 +516,8 @@ def main() -> None:
     results = {}
     for key, fn in [(k, f) for k, f in todo if only.search(k)]:
         try:
-            err = torch.tensor(fn(), dtype=torch.float64)
+            # a NaN as inf: a MAX all-reduce may drop a NaN
+            err = torch.tensor(fn(), dtype=torch.float64).nan_to_num(nan=float("inf"))
         except Exception:
             results[key] = {"error": f"rank {rank}: " + traceback.format_exc()[-1500:]}
             err = torch.tensor(float("inf"), dtype=torch.float64)
