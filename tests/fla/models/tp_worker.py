@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import sys
 import traceback
@@ -64,7 +65,8 @@ def compare(path: str, mesh) -> dict:
     if missing:
         return {"error": f"no gradient for {missing}"}
     errors = {n: rel(g, w) for n, (g, w) in grads.items()}
-    worst = max(errors, key=errors.get)
+    # a NaN first (Python's max may drop it), then the largest
+    worst = max(errors, key=lambda n: (math.isnan(errors[n]), errors[n]))
     return {"loss": rel(losses[1], losses[0]), "grad": errors[worst], "worst": worst}
 
 
