@@ -1,7 +1,8 @@
-"""Context parallelism: sequences split along time over ranks, the linear-attention states and the short
-convolutions' inputs passed between them (:mod:`.context`, :mod:`.state`,
-:mod:`.diagonal`, :mod:`.gsa`, :mod:`.lightnet`, :mod:`.linear_attn`, :mod:`.mesa_net`, :mod:`.normalizer`,
-:mod:`.halo`)."""
+"""Context parallelism: sequences split along time over ranks, the layers' states and the short convolutions' inputs
+passed between them. :mod:`.context` (the split), :mod:`.state` (chunk ops: the states' scan over the ranks),
+:mod:`.diagonal` (diagonal transitions: Mamba's selective scan, HGRN), :mod:`.gsa` (GSA, ABC), :mod:`.lightnet`,
+:mod:`.linear_attn`, :mod:`.mesa_net`, :mod:`.normalizer` (running key sums and log-sum-exps), :mod:`.halo` (short
+convolutions, token shifts, earlier tokens for attention)."""
 
 from fla.context_parallel.comm import gather_ranks
 from fla.context_parallel.context import CPContext
