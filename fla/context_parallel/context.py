@@ -98,6 +98,37 @@ class CPContext:
         offsets[0] = first
         return offsets
 
+    def check_slice(self, name: str, x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> None:
+        """``ValueError`` naming ``name`` (an op's argument) unless ``x [B, T_local, ..]`` is this rank's slice and
+        ``cu_seqlens`` is given exactly when this context is packed."""
+        if (cu_seqlens is None) != (self.cu_seqlens is None):
+            raise ValueError("context parallel: cu_seqlens must be given exactly when the context is packed")
+        if x.shape[1] != self.local_len:
+            raise ValueError(f"context parallel: {name} has {x.shape[1]} tokens, the context's slice {self.local_len}")
+
+    def first_piece(self, x: torch.Tensor) -> torch.Tensor:
+        """``x [B, T_local, ..]`` -> the first local piece's tokens (the one a previous rank's document may go on
+        into): ``[1, first_len, ..]`` packed, the whole slice of a dense batch."""
+        return x[:, : self.first_len] if self.cu_seqlens is not None else x
+
+    def last_piece_mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``[T_local]`` bool on ``x``'s device: the tokens of the last local piece (the one that may go on to the
+        next rank), found on the device (no host sync); ``None`` for a dense batch (every token)."""
+        if self.cu_seqlens is None:
+            return None
+        return torch.arange(x.shape[1], device=x.device) >= self.cu_seqlens[-2]
+
+    def last_piece_states(self, states: torch.Tensor) -> torch.Tensor:
+        """``states [N_local, ..]`` (an op's final states per local piece) -> those of the last piece, the one that
+        may go on to the next rank: ``[1, ..]`` packed, every row ``[B, ..]`` of a dense batch."""
+        return states[-1:] if self.cu_seqlens is not None else states
+
+    def per_piece(self, first: torch.Tensor, fill: float) -> torch.Tensor:
+        """Rows for every local piece from the first piece's ``first [B or 1, ..]``: the pieces that start on this
+        rank get ``fill`` (``[N_local, ..]``; a dense batch's rows are all first pieces)."""
+        pieces = first.shape[0] if self.cu_seqlens is None else self.cu_seqlens.numel() - 1
+        return torch.cat([first, first.new_full((pieces - first.shape[0], *first.shape[1:]), fill)])
+
     def shard(self, x: torch.Tensor, dim: int = 1) -> torch.Tensor:
         """This rank's slice of a whole-sequence tensor along ``dim`` (``[B, T, ...]``: time is ``dim=1``)."""
         if x.shape[dim] != self.local_len * self.world:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from fla.context_parallel.context import CPContext
-from fla.context_parallel.state import entering_state
+from fla.context_parallel.state import entering_state, with_entering_state
 from fla.ops.hgrn import chunk_hgrn
 from fla.ops.mamba import chunk_selective_scan
 from fla.ops.mamba.naive import discretize_dt
@@ -56,10 +56,10 @@ def cp_selective_scan(
         ``(y [B, T_local, Di], final states [N_local, Di, Ds] float32 or None)``: what the op returns on the whole
         sequences, for this rank's tokens (a piece going on to the next rank: its state so far).
     """
-    check_call(ctx, x, cu_seqlens)
+    ctx.check_slice("x", x, cu_seqlens)
     y, states = chunk_selective_scan(x, dt, A, B, C, D, z, dt_bias, dt_softplus, output_final_state=True,
                                      cu_seqlens=cu_seqlens)  # fmt: skip
-    first = first_piece(ctx, cu_seqlens)
+    first = ctx.first_piece
     # the first piece's transition: prod_t exp(dt_t A) = exp(A sum_t dt_t), [B or 1, Di, Ds]
     dt_sum = discretize_dt(first(dt), dt_bias, dt_softplus, torch.float32).sum(1)
     M = torch.exp(dt_sum[..., None] * A.float())
@@ -69,7 +69,7 @@ def cp_selective_scan(
         return chunk_selective_scan(zeros, first(dt), A, first(B), first(C), None, z1, dt_bias, dt_softplus,
                                     initial_state=h_in)[0]  # fmt: skip
 
-    return diagonal_split(ctx, y, states, M, correction, cu_seqlens, output_final_state)
+    return diagonal_split(ctx, y, states, M, correction, output_final_state)
 
 
 def cp_hgrn(
@@ -88,13 +88,13 @@ def cp_hgrn(
         ``(o [B, T_local, D], final states [N_local, D] float32 or None)``: what the op returns on the whole
         sequences, for this rank's tokens (a piece going on to the next rank: its state so far).
     """
-    check_call(ctx, x, cu_seqlens)
+    ctx.check_slice("x", x, cu_seqlens)
     o, states = chunk_hgrn(x, g, output_final_state=True, cu_seqlens=cu_seqlens)
-    first = first_piece(ctx, cu_seqlens)
+    first = ctx.first_piece
     M = torch.exp(first(g).float().sum(1))  # [B or 1, D]
     zeros = first(x).new_zeros(first(x).shape)
     correction = lambda h_in: chunk_hgrn(zeros, first(g), initial_state=h_in)[0]  # noqa: E731
-    return diagonal_split(ctx, o, states, M, correction, cu_seqlens, output_final_state)
+    return diagonal_split(ctx, o, states, M, correction, output_final_state)
 
 
 def diagonal_split(
@@ -103,7 +103,6 @@ def diagonal_split(
     states: torch.Tensor,
     M: torch.Tensor,
     correction: Callable[[torch.Tensor], torch.Tensor],
-    cu_seqlens: torch.Tensor | None,
     output_final_state: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Steps 2-3 of the module docstring for an op already run on this rank's pieces from zero states.
@@ -116,30 +115,9 @@ def diagonal_split(
     Returns:
         ``(y, final states or None)`` with the earlier ranks' state in.
     """
-    h_in = entering_state(ctx, states[-1:] if cu_seqlens is not None else states, M, transition=torch.mul)
-    corr = correction(h_in)
-    if cu_seqlens is not None:
-        y = torch.cat([y[:, : corr.shape[1]] + corr, y[:, corr.shape[1] :]], dim=1)
-    else:
-        y = y + corr
-    if not output_final_state:
-        return y, None
-    head = M * h_in + states[: M.shape[0]]
-    return y, torch.cat([head, states[M.shape[0] :]], dim=0)
+    h_in = entering_state(ctx, ctx.last_piece_states(states), M, transition=torch.mul)
+    head = M * h_in + states[: M.shape[0]] if output_final_state else None
+    return with_entering_state(ctx, y, correction(h_in), states, head)
 
 
-def check_call(ctx: CPContext, x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> None:
-    """``ValueError`` unless ``x [B, T_local, ..]`` and ``cu_seqlens`` fit the split."""
-    if (cu_seqlens is None) != (ctx.cu_seqlens is None):
-        raise ValueError("context parallel: cu_seqlens must be given exactly when the context is packed")
-    if x.shape[1] != ctx.local_len:
-        raise ValueError(f"context parallel: x has {x.shape[1]} tokens, the context's slice {ctx.local_len}")
-
-
-def first_piece(ctx: CPContext, cu_seqlens: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``[B, T_local, ..]`` -> the first local piece's tokens (the whole slice of a dense batch)."""
-    n = ctx.first_len
-    return (lambda t: t[:, :n]) if cu_seqlens is not None else (lambda t: t)
-
-
-__all__ = ["check_call", "cp_hgrn", "cp_selective_scan", "diagonal_split", "first_piece"]
+__all__ = ["cp_hgrn", "cp_selective_scan", "diagonal_split"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from fla.context_parallel.context import CPContext
-from fla.context_parallel.diagonal import check_call, diagonal_split, first_piece
+from fla.context_parallel.diagonal import diagonal_split
 from fla.context_parallel.normalizer import entering_log_normalizer
 from fla.ops.gsa.chunk import chunk_pass_k, chunk_pass_v
 from fla.ops.gsa.gate import additive_gate
@@ -46,22 +46,22 @@ def cp_gsa(
     """
     if g is None:
         raise ValueError("context parallel: cp_gsa needs the slot gates g (ABC's additive gate: cp_abc)")
-    check_call(ctx, q, cu_seqlens)
-    first = first_piece(ctx, cu_seqlens)
+    ctx.check_slice("q", q, cu_seqlens)
+    first = ctx.first_piece
 
     def pass_k(q, k, s, g, scale, h0, output_final_state, cu_seqlens):
         ok, hk = chunk_pass_k(q, k, s, g, scale, None, True, cu_seqlens)
         M = torch.exp(first(g).float().sum(1))[..., None, :].expand(-1, -1, hk.shape[-2], -1)  # [B or 1, H, K, M]
         zeros = first(k).new_zeros(first(k).shape)
         correction = lambda h: chunk_pass_k(first(q), zeros, first(s), first(g), scale, h, False, None)[0]  # noqa: E731
-        return diagonal_split(ctx, ok, hk, M, correction, cu_seqlens, output_final_state)
+        return diagonal_split(ctx, ok, hk, M, correction, output_final_state)
 
     def pass_v(qv, s, v, g, scale, h0, output_final_state, cu_seqlens):
         o, hv = chunk_pass_v(qv, s, v, g, scale, None, True, cu_seqlens)
         M = torch.exp(first(g).float().sum(1))[..., None].expand(-1, -1, -1, hv.shape[-1])  # [B or 1, H, M, V]
         zeros = first(v).new_zeros(first(v).shape)
         correction = lambda h: chunk_pass_v(first(qv), first(s), zeros, first(g), scale, h, False, None)[0]  # noqa: E731
-        return diagonal_split(ctx, o, hv, M, correction, cu_seqlens, output_final_state)
+        return diagonal_split(ctx, o, hv, M, correction, output_final_state)
 
     return gsa_two_pass(pass_k, pass_v, "chunk_gsa", q, k, v, s, g, scale, None, output_final_state, cu_seqlens)
 
@@ -83,8 +83,8 @@ def cp_abc(
     Returns:
         ``o [B, T_local, H, V]`` and ``(Hk, Hv, z [N_local, H, M])`` or ``None``, as :func:`cp_gsa`.
     """
-    check_call(ctx, q, cu_seqlens)
-    z0 = entering_log_normalizer(ctx, s, cu_seqlens)  # [N_local, H, M]; -inf: a piece that starts here
+    ctx.check_slice("q", q, cu_seqlens)
+    z0 = entering_log_normalizer(ctx, s)  # [N_local, H, M]; -inf: a piece that starts here
     s, g, zt = additive_gate(s, cu_seqlens, z0)
     # a first token without a carried normalizer keeps the (zero) state: decay 0, as chunk_abc without z0
     g = g.masked_fill(g == float("-inf"), 0.0)

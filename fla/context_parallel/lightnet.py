@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 
 from fla.context_parallel.context import CPContext
-from fla.context_parallel.diagonal import check_call
 from fla.context_parallel.normalizer import entering_log_normalizer
 from fla.context_parallel.state import cp_chunk_op
 from fla.ops.gla import chunk_gla
@@ -39,8 +38,8 @@ def cp_lightnet(
         what the op returns on the whole sequences, for this rank's tokens (a piece going on to the next rank:
         its states so far).
     """
-    check_call(ctx, q, cu_seqlens)
-    z0 = entering_log_normalizer(ctx, k, cu_seqlens)  # [N_local, H, K]
+    ctx.check_slice("q", q, cu_seqlens)
+    z0 = entering_log_normalizer(ctx, k)  # [N_local, H, K]
     k, g, zt = lightnet_gates(k, z0[:, None], cu_seqlens, q.dtype)
     o, ht = cp_chunk_op(chunk_gla, ctx, q, k, v, g, scale=scale, output_final_state=output_final_state,
                         cu_seqlens=cu_seqlens)  # fmt: skip

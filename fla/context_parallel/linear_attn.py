@@ -46,7 +46,7 @@ def cp_linear_attn(
                         output_final_state=output_final_state, cu_seqlens=cu_seqlens)  # fmt: skip
     if not normalize:
         return o, ht
-    z0 = entering_key_sums(ctx, k, cu_seqlens)
+    z0 = entering_key_sums(ctx, k)
     return apply_normalization(o, q, k, ht, z0, default_scale(scale, k), True, output_final_state, cu_seqlens)
 
 

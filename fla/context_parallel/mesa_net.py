@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 
 from fla.context_parallel.context import CPContext
-from fla.context_parallel.diagonal import check_call, first_piece
 from fla.context_parallel.state import entering_state
 from fla.ops.common.inputs import l2norm
 from fla.ops.mesa_net import chunk_mesa_net
@@ -48,19 +47,19 @@ def cp_mesa_net(
         ``(o [B, T_local, H, V], H^kk [N_local, H, K, K], H^kv [N_local, H, K, V])`` (the states ``None`` unless
         ``output_final_state``): what the op returns on the whole sequences, for this rank's tokens.
     """
-    check_call(ctx, q, cu_seqlens)
+    ctx.check_slice("q", q, cu_seqlens)
     K = k.shape[-1]
     kn = (l2norm(k) if use_qk_l2norm_in_kernel else k).float()
     gf = g.float()
     # the last piece's zero-start states: token t weighs exp(G_end - G_t) beta_t (0 before the last piece)
     w = torch.exp(gf.sum(1, keepdim=True) - gf.cumsum(1)) * beta.float()  # [B, T, H]
-    if cu_seqlens is not None:  # masked on the device (no host sync)
-        w = w * (torch.arange(k.shape[1], device=k.device) >= cu_seqlens[-2]).to(w.dtype)[None, :, None]
+    last_piece = ctx.last_piece_mask(w)
+    if last_piece is not None:
+        w = w * last_piece.to(w.dtype)[None, :, None]
     last = torch.einsum("bth,bthk,bthd->bhkd", w, kn, torch.cat([kn, v.float()], -1))  # [B or 1, H, K, K + V]
-    M = torch.exp(first_piece(ctx, cu_seqlens)(gf).sum(1))[..., None, None]  # [B or 1, H, 1, 1]
+    M = torch.exp(ctx.first_piece(gf).sum(1))[..., None, None]  # [B or 1, H, 1, 1]
     h_in = entering_state(ctx, last, M.expand(-1, -1, K, 1), transition=torch.mul)  # [B or 1, H, K, K + V]
-    pieces = q.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
-    h0 = torch.cat([h_in, h_in.new_zeros(pieces - h_in.shape[0], *h_in.shape[1:])])
+    h0 = ctx.per_piece(h_in, 0.0)  # the pieces that start on this rank: from zero states
     return chunk_mesa_net(q, k, v, g, beta, lamb, h0[..., :K].contiguous(), h0[..., K:].contiguous(),
                           output_final_state=output_final_state, max_CG_iteration=max_CG_iteration,
                           use_qk_l2norm_in_kernel=use_qk_l2norm_in_kernel, cu_seqlens=cu_seqlens)  # fmt: skip

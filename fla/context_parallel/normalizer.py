@@ -15,29 +15,29 @@ from fla.context_parallel.context import CPContext
 from fla.context_parallel.state import entering_state
 
 
-def entering_key_sums(ctx: CPContext, k: torch.Tensor, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+def entering_key_sums(ctx: CPContext, k: torch.Tensor) -> torch.Tensor:
     """The key sums entering each local piece, ``[N_local, 1, H, K]`` float32 (or wider): for the first piece (every
     row of a dense batch) the sum of its document's keys ``k [B, T_local, H, K]`` on the earlier ranks, 0 for the
     pieces that start on this rank. One all-gather of every rank's last-piece sum, folded with the identity as
     transition."""
     kf = k.to(torch.promote_types(k.dtype, torch.float32))
-    if cu_seqlens is not None:  # the last piece's tokens, masked on the device (no host sync)
-        kf = kf * (torch.arange(k.shape[1], device=k.device) >= cu_seqlens[-2]).to(kf.dtype)[None, :, None, None]
+    last_piece = ctx.last_piece_mask(k)
+    if last_piece is not None:
+        kf = kf * last_piece.to(kf.dtype)[None, :, None, None]
     last = kf.sum(1)  # [B or 1, H, K]
     z_in = entering_state(ctx, last, torch.ones_like(last), transition=torch.mul)
-    pieces = k.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
-    return torch.cat([z_in, z_in.new_zeros(pieces - z_in.shape[0], *z_in.shape[1:])])[:, None]
+    return ctx.per_piece(z_in, 0.0)[:, None]
 
 
-def entering_log_normalizer(ctx: CPContext, x: torch.Tensor, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+def entering_log_normalizer(ctx: CPContext, x: torch.Tensor) -> torch.Tensor:
     """The log-sum-exp over time of the logits ``x [B, T_local, H, D]`` entering each local piece, ``[N_local, H, D]``
     float32: for the first piece (every row of a dense batch) over its document's tokens on the earlier ranks,
     ``-inf`` (an empty sum) for the pieces that start on this rank. Every rank's gathered sums stay in the graph
     (with a factor 0 where they do not count), so every rank's backward runs the gather's all-reduce."""
     xf = x.float()
-    if cu_seqlens is not None:  # the last piece's tokens, masked on the device (no host sync)
-        last = torch.arange(x.shape[1], device=x.device) >= cu_seqlens[-2]
-        xf = xf.masked_fill(~last[None, :, None, None], float("-inf"))
+    last_piece = ctx.last_piece_mask(x)
+    if last_piece is not None:
+        xf = xf.masked_fill(~last_piece[None, :, None, None], float("-inf"))
     lse = gather_ranks(xf.logsumexp(1), ctx.group)  # [R, B or 1, H, D], finite: every piece has a token
     z = lse[0]
     for j in range(1, ctx.rank):
@@ -46,8 +46,7 @@ def entering_log_normalizer(ctx: CPContext, x: torch.Tensor, cu_seqlens: torch.T
         # -inf through torch.where, not -inf + 0 * z: the normalizer's gradient at -inf is NaN (logcumsumexp's
         # backward), which where's backward drops and a product by 0 would keep
         z = torch.where(torch.zeros_like(z, dtype=torch.bool), z, float("-inf"))
-    pieces = x.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
-    return torch.cat([z, z.new_full((pieces - z.shape[0], *z.shape[1:]), float("-inf"))])
+    return ctx.per_piece(z, float("-inf"))
 
 
 __all__ = ["entering_key_sums", "entering_log_normalizer"]

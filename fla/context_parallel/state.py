@@ -56,30 +56,40 @@ def cp_chunk_op(
     """
     if initial_state is not None:
         raise ValueError("context parallel: initial_state is not supported (the state comes from the ranks before)")
-    if (cu_seqlens is None) != (ctx.cu_seqlens is None):
-        raise ValueError("context parallel: cu_seqlens must be given exactly when the context is packed")
-    if q.shape[1] != ctx.local_len:
-        raise ValueError(f"context parallel: q has {q.shape[1]} tokens, the context's slice {ctx.local_len}")
+    ctx.check_slice("q", q, cu_seqlens)
     o, states = op(q, k, v, *gates, output_final_state=True, cu_seqlens=cu_seqlens, **options)
     # the first piece from the identity with zero values: its outputs P and transition M
     n = ctx.first_len
     K = k.shape[-1]
-    first = (lambda t: t[:, :n]) if cu_seqlens is not None else (lambda t: t)
+    first = ctx.first_piece
     zeros = v.new_zeros(*v.shape[:1], n, *v.shape[2:-1], K)
     eye = torch.eye(K, dtype=torch.float32, device=v.device).expand(zeros.shape[0], v.shape[-2], K, K)
     P, M = op(first(q), first(k), zeros, *(first(g) for g in gates), initial_state=eye.contiguous(),
               output_final_state=True, **options)  # fmt: skip
-    last = states[-1:] if cu_seqlens is not None else states  # [B or 1, HV, K, V]
-    s_in = entering_state(ctx, last, M)
+    s_in = entering_state(ctx, ctx.last_piece_states(states), M)
     corr = torch.einsum("bthk,bhkv->bthv", P.float(), s_in)
-    if cu_seqlens is not None:
+    head = torch.matmul(M, s_in) + states[: M.shape[0]] if output_final_state else None
+    return with_entering_state(ctx, o, corr, states, head)
+
+
+def with_entering_state(
+    ctx: CPContext, o: torch.Tensor, corr: torch.Tensor, states: torch.Tensor, head: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An op's results on this rank's pieces from zero states, with the state entering the first piece in.
+
+    Args:
+        o: its outputs ``[B, T_local, ..]``; corr: what the entering state adds to the first piece's outputs,
+            ``[B or 1, first_len, ..]``; states: its final states ``[N_local, ..]``; head: the first piece's final
+            states from the entering state, ``[B or 1, ..]``, or ``None`` when they are not asked for.
+    Returns:
+        ``(o, final states or None)``.
+    """
+    if ctx.cu_seqlens is not None:
+        n = ctx.first_len
         o = torch.cat([o[:, :n] + corr.to(o.dtype), o[:, n:]], dim=1)
     else:
         o = o + corr.to(o.dtype)
-    if not output_final_state:
-        return o, None
-    head = torch.matmul(M, s_in) + states[: M.shape[0]]
-    return o, torch.cat([head, states[M.shape[0] :]], dim=0)
+    return o, None if head is None else torch.cat([head, states[head.shape[0] :]], dim=0)
 
 
 def entering_state(
@@ -105,4 +115,4 @@ def state_in(ctx: CPContext, last: torch.Tensor, M: torch.Tensor, transition: Ca
     return float(ctx.continues_in[ctx.rank]) * s_end
 
 
-__all__ = ["cp_chunk_op", "entering_state", "state_in"]
+__all__ = ["cp_chunk_op", "entering_state", "state_in", "with_entering_state"]

@@ -165,7 +165,7 @@ class FeatureMapLinearMixer(LinearMixer):
         if step.cp is not None:  # the state and the key sums of the earlier ranks' tokens come in
             o, st = cp_chunk_op(self.chunk_op, step.cp, q, k, v, scale=1.0, normalize=False,
                                 output_final_state=step.store, cu_seqlens=step.cu_seqlens)  # fmt: skip
-            z0 = entering_key_sums(step.cp, k, step.cu_seqlens)
+            z0 = entering_key_sums(step.cp, k)
             o, zt = normalize_by_key_sums(o, q, k, z0, self.eps, step.cu_seqlens)
             return o, (st, zt) if step.store else None
         state = step.slot("recurrent_state")
