@@ -48,6 +48,7 @@ class ABCAttention(LinearMixer):
     """
 
     supports_context_parallel = True
+    cp_op = staticmethod(cp_abc)
     chunk_op = staticmethod(chunk_abc)
     recurrent_op = staticmethod(fused_recurrent_abc)
 
@@ -114,9 +115,6 @@ class ABCAttention(LinearMixer):
         s = split_heads(self.s_proj(step.x), self.num_slots)
         if self.clamp_min is not None or self.clamp_max is not None:
             s = s.clamp(self.clamp_min, self.clamp_max)
-        if step.cp is not None:  # the slots' normalizer and both passes' states come from the earlier ranks
-            return cp_abc(step.cp, q.to(v.dtype), k.to(v.dtype), v, s.to(v.dtype), output_final_state=step.store,
-                          cu_seqlens=step.cu_seqlens)  # fmt: skip
         return self.run(step, q, k, v, s)
 
     def norm_and_gate(self, step, o):

@@ -62,6 +62,7 @@ class GatedSlotAttention(LinearMixer):
     """
 
     supports_context_parallel = True
+    cp_op = staticmethod(cp_gsa)
     chunk_op = staticmethod(chunk_gsa)
     recurrent_op = staticmethod(fused_recurrent_gsa)
 
@@ -113,9 +114,6 @@ class GatedSlotAttention(LinearMixer):
         """``silu(v)``, the slot gates ``g`` and writes ``s = 1 - exp(g)`` -> chunk / recurrent GSA."""
         g = F.logsigmoid(self.heads(self.f_proj(step.x), self.num_slots)) / self.gate_logit_normalizer
         s = (1 - g.exp()).to(q.dtype)
-        if step.cp is not None:  # both passes' states come from the earlier ranks (fla.context_parallel.gsa)
-            return cp_gsa(step.cp, q.to(v.dtype), k.to(v.dtype), F.silu(v), s, g, scale=self.scale,
-                          output_final_state=step.store, cu_seqlens=step.cu_seqlens)  # fmt: skip
         return self.run(step, q, k, F.silu(v), s, g, scale=self.scale)
 
     def norm_and_gate(self, step, o):

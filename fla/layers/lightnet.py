@@ -69,6 +69,7 @@ class LightNetAttention(LinearMixer):
     """
 
     supports_context_parallel = True
+    cp_op = staticmethod(cp_lightnet)
     chunk_op = staticmethod(chunk_lightnet)
     recurrent_op = staticmethod(fused_recurrent_lightnet)
 
@@ -119,13 +120,6 @@ class LightNetAttention(LinearMixer):
     def feature_maps(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
         """``swish(q)``; ``k`` stays the raw key logits (the op normalizes them)."""
         return F.silu(q), k, v
-
-    def mix(self, step: MixerStep, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple:
-        """The LightNet op; under context parallel the key normalizer and the state come from the earlier ranks."""
-        if step.cp is not None:
-            return cp_lightnet(step.cp, q.to(v.dtype), k.to(v.dtype), v, output_final_state=step.store,
-                               cu_seqlens=step.cu_seqlens)  # fmt: skip
-        return self.run(step, q, k, v)
 
     def norm_and_gate(self, step: MixerStep, o: torch.Tensor) -> torch.Tensor:
         """RMSNorm over all heads together, gated by ``swish(g_proj(x))``: ``[.., H, V] -> [.., hidden_size]``."""

@@ -66,6 +66,7 @@ class LinearAttention(LinearMixer):
     """
 
     supports_context_parallel = True
+    cp_op = staticmethod(cp_linear_attn)
     chunk_op = staticmethod(chunk_linear_attn)
     recurrent_op = staticmethod(fused_recurrent_linear_attn)
 
@@ -144,9 +145,6 @@ class LinearAttention(LinearMixer):
 
     def mix(self, step, q, k, v):
         """The (optionally normalized) linear-attention op on the mapped q, k."""
-        if step.cp is not None:  # the state and the running key sum come from the earlier ranks
-            return cp_linear_attn(step.cp, q.to(v.dtype), k.to(v.dtype), v, normalize=self.do_feature_map_norm,
-                                  output_final_state=step.store, cu_seqlens=step.cu_seqlens)  # fmt: skip
         return self.run(step, q, k, v, normalize=self.do_feature_map_norm)
 
     def norm_and_gate(self, step, o):

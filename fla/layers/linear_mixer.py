@@ -79,6 +79,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -168,9 +169,12 @@ class LinearMixer(nn.Module):
     forward_extras: ClassVar[tuple[str, ...]] = ()
     """Layer-specific keywords of :meth:`forward` (default ``None``), handed to the hooks in ``step.extras``."""
     supports_context_parallel: ClassVar[bool] = False
-    """Whether the layer runs under context parallelism: its op's state evolves as
-    :func:`fla.context_parallel.cp_chunk_op` needs (linear in the state and the values, the transition on the key
-    side) and its inputs mix over time only through :meth:`run_convs` and that op."""
+    """Whether the layer runs under context parallelism: its inputs mix over time only through :meth:`run_convs`
+    and an op that :meth:`run` runs split (:attr:`cp_op`), or through its own split form in :meth:`mix`."""
+    cp_op: ClassVar[Callable | None] = None
+    """The op's form over a context-parallel split, called by :meth:`run` as ``cp_op(ctx, q, k, v, *gates,
+    output_final_state=, cu_seqlens=, **options)``; ``None``: :func:`fla.context_parallel.cp_chunk_op` over the op
+    (its state linear in the state and the values, the transition on the key side)."""
 
     def setup(
         self,
@@ -388,8 +392,9 @@ class LinearMixer(nn.Module):
         op = self.recurrent_op if self.use_recurrent(step) else self.chunk_op
         q, k = q.to(v.dtype), k.to(v.dtype)
         if step.cp is not None:
-            return cp_chunk_op(op, step.cp, q, k, v, *gates, output_final_state=step.store, cu_seqlens=step.cu_seqlens,
-                               **options)  # fmt: skip
+            split = self.cp_op or partial(cp_chunk_op, op)
+            return split(step.cp, q, k, v, *gates, output_final_state=step.store, cu_seqlens=step.cu_seqlens,
+                         **options)  # fmt: skip
         return op(
             q, k, v, *gates,
             initial_state=step.slot("recurrent_state"),
