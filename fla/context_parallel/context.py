@@ -15,6 +15,7 @@ are known everywhere, so the ranks agree on the chain without exchanging metadat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -117,6 +118,14 @@ class CPContext:
         if self.cu_seqlens is None:
             return None
         return torch.arange(x.shape[1], device=x.device) >= self.cu_seqlens[-2]
+
+    def with_other_pieces(self, o_first: torch.Tensor, other_pieces: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The first local piece's outputs ``o_first [B or 1, first_len, ..]`` (run over its document's tokens on
+        the earlier ranks too) followed by the other pieces', which start on this rank: ``other_pieces()`` runs the
+        local pieces alone, ``[1, T_local, ..]``, called only for a packed batch (a dense one is all first piece)."""
+        if self.cu_seqlens is None:
+            return o_first
+        return torch.cat([o_first, other_pieces()[:, self.first_len :]], 1)
 
     def last_piece_states(self, states: torch.Tensor) -> torch.Tensor:
         """``states [N_local, ..]`` (an op's final states per local piece) -> those of the last piece, the one that

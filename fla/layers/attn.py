@@ -206,10 +206,9 @@ class Attention(nn.Module):
         ek, ev = earlier_tokens(torch.stack([k, v], 2), cp).unbind(2)  # the first piece's document, earlier ranks
         k_first, v_first = torch.cat([ek, k[:, :n]], 1), torch.cat([ev, v[:, :n]], 1)
         o = attention_dense(q[:, :n], k_first, v_first, window_size=self.window_size)
-        if cu_seqlens is None:
-            return o
-        rest = attention_varlen(q[0], k[0], v[0], cu_seqlens, T, self.window_size)[None]  # pieces from this rank
-        return torch.cat([o, rest[:, n:]], 1)
+        return cp.with_other_pieces(
+            o, lambda: attention_varlen(q[0], k[0], v[0], cu_seqlens, T, self.window_size)[None]
+        )
 
     def _forward_unpadded(self, q, k, v, attention_mask, cache) -> torch.Tensor:
         """Padded prefill: run the real tokens as a varlen batch, cache k/v in the padded layout."""

@@ -183,10 +183,9 @@ class ForgettingAttention(nn.Module):
         q_first = torch.cat([q.new_zeros(B, carried, self.num_heads, self.head_dim), q[:, :n]], 1)
         f_first = torch.cat([ef, f[:, :n]], 1)
         o = parallel_forgetting_attn(q_first, k_first, v_first, f_first, window_size=self.window_size)[:, carried:]
-        if cu_seqlens is None:
-            return o
-        rest = parallel_forgetting_attn(q, k, v, f, window_size=self.window_size, cu_seqlens=cu_seqlens)
-        return torch.cat([o, rest[:, n:]], 1)
+        return cp.with_other_pieces(
+            o, lambda: parallel_forgetting_attn(q, k, v, f, window_size=self.window_size, cu_seqlens=cu_seqlens)
+        )
 
     def _store(self, cache: FLACache | None, k, v, f) -> dict | None:
         if cache is None:

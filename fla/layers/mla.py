@@ -304,10 +304,7 @@ class MultiheadLatentAttention(nn.Module):
         earlier = earlier_tokens(torch.cat([c_kv, k_rot.to(c_kv.dtype)], -1), cp)
         e_c, e_r = earlier.split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
         o = self._dense(q[:, :n], torch.cat([e_c, c_kv[:, :n]], 1), torch.cat([e_r.to(k_rot.dtype), k_rot[:, :n]], 1))
-        if cu_seqlens is None:
-            return o
-        rest = self._varlen(q[0], c_kv[0], k_rot[0], cu_seqlens, T)[None]  # the pieces that begin on this rank
-        return torch.cat([o, rest[:, n:]], 1)
+        return cp.with_other_pieces(o, lambda: self._varlen(q[0], c_kv[0], k_rot[0], cu_seqlens, T)[None])
 
     def _forward_unpadded(self, q, c_kv, k_rot, attention_mask, cache) -> torch.Tensor:
         """Padded prefill: the real tokens as a varlen batch; the latents cached in the padded layout."""

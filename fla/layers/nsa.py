@@ -198,10 +198,7 @@ class NativeSparseAttention(nn.Module):
         q, k = self._rope(q, k, seqlen_offset=cp.position_offsets(), max_seqlen=carried + T, cu_seqlens=cu_seqlens)
         ek, ev = earlier_tokens(torch.stack([k, v], 2), cp).unbind(2)  # the first piece's document, earlier ranks
         o = self._nsa(q[:, :n], torch.cat([ek, k[:, :n]], 1), torch.cat([ev, v[:, :n]], 1), g[:, :n])
-        if cu_seqlens is None:
-            return o
-        rest = self._nsa(q, k, v, g, cu_seqlens)  # the pieces that begin on this rank
-        return torch.cat([o, rest[:, n:]], 1)
+        return cp.with_other_pieces(o, lambda: self._nsa(q, k, v, g, cu_seqlens))
 
     def _prefill_padded(self, q, k, v, g, attention_mask, cache) -> torch.Tensor:
         """Empty cache, padded batch: the real tokens as a packed batch; the keys cached in the padded layout."""

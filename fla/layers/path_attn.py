@@ -210,10 +210,7 @@ class PaTHAttention(nn.Module):
         g_first = None if g is None else first(4, g)
         o = parallel_path_attn(q_first, first(0, k), first(1, v), first(2, w), first(3, beta), g_first)[0]
         o = o[:, carried:]
-        if cu_seqlens is None:
-            return o
-        rest = parallel_path_attn(q, k, v, w, beta, g, cu_seqlens=cu_seqlens)[0]  # the pieces that begin here
-        return torch.cat([o, rest[:, n:]], 1)
+        return cp.with_other_pieces(o, lambda: parallel_path_attn(q, k, v, w, beta, g, cu_seqlens=cu_seqlens)[0])
 
     def _prefill(self, q, k, v, w, beta, g, cu_seqlens, cache, info=None) -> torch.Tensor:
         """Empty cache: the whole batch (dense or packed) at once; fills the cache when one is given."""
