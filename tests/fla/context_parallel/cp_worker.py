@@ -195,6 +195,12 @@ def _ending_documents(ctx: CPContext, layout) -> list[tuple[int, int]]:
     return out
 
 
+def flat(o: torch.Tensor, states: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """An op's ``(o, (state, state, ..))`` -> ``(o, [N, sum of the states' sizes])``: its final states in one row
+    per sequence."""
+    return o, torch.cat([t.flatten(1) for t in states], 1)
+
+
 def own_signature_case(name: str, layout, group) -> float:
     """An op with its own signature over the split against the whole sequences: Mamba's selective scan (every
     optional term: D, z, dt_bias with softplus), HGRN, normalized linear attention, GSA, ABC or LightNet (several
@@ -222,9 +228,6 @@ def own_signature_case(name: str, layout, group) -> float:
         seq, params, out = [r(B, T, 2, K), r(B, T, 1, K), r(B, T, 1, V), 1 - g.exp(), g], [], (2, V)
         state = (K * 5 + 5 * V,)
 
-        def flat(o, ht):
-            return o, torch.cat([ht[0].flatten(1), ht[1].flatten(1)], 1)
-
         def ops(q, k, v, s, g):
             return (lambda **kw: flat(*chunk_gsa(q, k, v, s, g, **kw)),
                     lambda **kw: flat(*cp_gsa(ctx, q, k, v, s, g, **kw)))  # fmt: skip
@@ -232,17 +235,11 @@ def own_signature_case(name: str, layout, group) -> float:
         seq, params, out = [r(B, T, H, K), r(B, T, H, K), r(B, T, H, V), 3 * r(B, T, H, 5)], [], (H, V)
         state = (H * K * 5 + H * 5 * V + H * 5,)
 
-        def flat(o, ht):
-            return o, torch.cat([t.flatten(1) for t in ht], 1)
-
         def ops(q, k, v, s):
             return (lambda **kw: flat(*chunk_abc(q, k, v, s, **kw)),
                     lambda **kw: flat(*cp_abc(ctx, q, k, v, s, **kw)))  # fmt: skip
     elif name == "lightnet":  # key logits of both signs, some large
         seq, params, out, state = [r(B, T, H, K), 3 * r(B, T, H, K), r(B, T, H, V)], [], (H, V), (H * K * V + H * K,)
-
-        def flat(o, ht):
-            return o, torch.cat([ht[0].flatten(1), ht[1].flatten(1)], 1)
 
         def ops(q, k, v):
             return (lambda **kw: flat(*chunk_lightnet(q, k, v, **kw)),
@@ -250,9 +247,6 @@ def own_signature_case(name: str, layout, group) -> float:
     else:  # positive feature-mapped q, k: denominators away from 0
         u = lambda *s: torch.rand(*s, generator=gen) + 0.1  # noqa: E731
         seq, params, out, state = [u(B, T, H, K), u(B, T, H, K), r(B, T, H, V)], [], (H, V), (H * K * V + H * K,)
-
-        def flat(o, ht):
-            return o, torch.cat([ht[0].flatten(1), ht[1].flatten(1)], 1)
 
         def ops(q, k, v):
             return (lambda **kw: flat(*chunk_linear_attn(q, k, v, normalize=True, **kw)),
