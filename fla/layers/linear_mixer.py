@@ -63,11 +63,11 @@ mixer what they have (``position_ids``, ``cache_position``, ...), and code writt
 
 Context parallel (``cp_context``, a :class:`fla.context_parallel.CPContext`): the layer holds one rank's slice of
 sequences split along time; the short convolutions read the previous rank's last inputs
-(:func:`fla.context_parallel.conv_with_halo`) and the op carries the state over the ranks
-(:func:`fla.context_parallel.cp_chunk_op`; Mamba's selective scan: :func:`fla.context_parallel.cp_selective_scan`).
-Layers that can say so with :attr:`LinearMixer.supports_context_parallel`;
-the others raise ``ValueError`` when given a context. Training only: no cache, no padding mask (pack the documents
-with ``cu_seqlens``, the context's local boundaries).
+(:func:`fla.context_parallel.conv_with_halo`) and the op carries the state over the ranks: :meth:`LinearMixer.run` calls
+the op's split form :attr:`LinearMixer.cp_op` (default :func:`fla.context_parallel.cp_chunk_op`), layers that call their
+op themselves (Mamba, HGRN, MesaNet, Based) its own split form. Layers that can say so with
+:attr:`LinearMixer.supports_context_parallel`; the others raise ``ValueError`` when given a context. Training only: no
+cache, no padding mask (pack the documents with ``cu_seqlens``, the context's local boundaries).
 
 Cache (:class:`fla.models.cache.FLACache`): ``recurrent_state [N, H, K, V]`` float32 and, with
 short convolutions, ``conv_state = (q, k, v)`` states ``[N, D, W]``. The state is stored whenever
